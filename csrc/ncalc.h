@@ -1,0 +1,125 @@
+/*
+ * ncalc.h -- the hot loops of napari-calc, in plain C99.
+ *
+ * No Python API here: the Cython module napari_calc/_kernel.pyx wraps these
+ * functions, and napari_calc/core/detect.py validates every argument before
+ * they are called. Images are C-contiguous, row-major, (rows, cols).
+ *
+ * Boundary handling everywhere is SciPy's mode "reflect" (half-sample
+ * symmetric: d c b a | a b c d | d c b a), so that scipy.ndimage is an exact
+ * reference of the same math.
+ *
+ * Every function is thread-safe and uses OpenMP when compiled with it; the
+ * results do not depend on the number of threads.
+ */
+#ifndef NCALC_H
+#define NCALC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Pixel types accepted for the input image. */
+enum ncalc_dtype { NCALC_U16 = 0, NCALC_F32 = 1 };
+
+/* Status codes. */
+enum ncalc_status {
+    NCALC_OK = 0,
+    NCALC_EINVAL = -1, /* bad argument */
+    NCALC_ENOMEM = -2  /* allocation failed */
+};
+
+/* 1 when built with OpenMP, else 0. */
+int ncalc_have_openmp(void);
+
+/* Threads OpenMP would use by default (1 for a serial build). */
+int ncalc_max_threads(void);
+
+/* Radius in pixels of the sampled Gaussian of standard deviation sigma:
+ * (int)(truncate * sigma + 0.5), as scipy.ndimage.gaussian_filter. */
+int ncalc_gaussian_radius(double sigma, double truncate);
+
+/*
+ * Separable Gaussian smoothing (SciPy's gaussian_filter with mode "reflect").
+ * img: rows x cols of dtype; out: rows x cols float32 (may not alias img).
+ */
+int ncalc_gaussian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                   double sigma, double truncate, float *out, int nthreads);
+
+/*
+ * Multi-scale difference-of-Gaussians.
+ * With sigmas s_0 < s_1 < ... < s_{n-1} (n >= 2), for each pixel
+ *     dog_i = G(s_i) * img - G(s_{i+1}) * img,   i = 0 .. n-2
+ *     resp  = max_i dog_i,   scale = argmax_i dog_i (first on ties).
+ * Bright blobs give positive responses. resp: float32 rows x cols;
+ * scale: uint8 rows x cols (may be NULL).
+ * Fused row by row: no full-size temporary besides the outputs.
+ */
+int ncalc_dog_response(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                       const double *sigmas, int nsigmas, double truncate,
+                       float *resp, uint8_t *scale, int nthreads);
+
+/*
+ * Robust noise: 1.4826 * median(|x - median(x)|) over the pixels of x
+ * (rows x cols) with mask != 0 (mask may be NULL), sampled at every
+ * stride-th pixel of every stride-th row. The median of m values is the
+ * element of rank (m - 1) / 2 (the lower median).
+ * Returns NAN when fewer than 2 pixels are sampled, -1 on allocation failure.
+ */
+double ncalc_mad_noise(const float *x, ptrdiff_t rows, ptrdiff_t cols,
+                       const uint8_t *mask, ptrdiff_t stride);
+
+/*
+ * Local noise: the robust noise above computed on each tile x tile block
+ * (the last row/column of blocks may be smaller). grid: ceil(rows/tile) x
+ * ceil(cols/tile) float32; a block with fewer than min_count masked pixels
+ * gets NAN. Blocks are computed in parallel.
+ */
+int ncalc_tile_noise(const float *x, ptrdiff_t rows, ptrdiff_t cols,
+                     const uint8_t *mask, ptrdiff_t tile, ptrdiff_t min_count,
+                     float *grid, int nthreads);
+
+/*
+ * Non-maximum suppression and threshold.
+ * A pixel p is a peak when mask[p] != 0 (mask may be NULL),
+ *     resp[p] > k * grid[p_row / tile][p_col / tile]     (grid may be NULL:
+ *                                                        then resp[p] > k)
+ * and resp[p] >= resp[q] for every q in the (2 radius + 1)^2 window around p
+ * that lies inside the image. Peaks are listed in raster order: rows/cols
+ * receive at most max_out of them; the return value is the total number
+ * (call again with more room when it exceeds max_out), or < 0 on error.
+ */
+ptrdiff_t ncalc_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
+                    const uint8_t *mask, const float *grid, ptrdiff_t tile,
+                    float k, int radius,
+                    int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out);
+
+/*
+ * Candidate features, one candidate i at (rows[i], cols[i]) with blob radius
+ * radius[i] (pixels, > 0). With d = distance to the centre:
+ *   inner  = pixels with d <= max(radius, 1)
+ *   ring   = pixels with r_in < d <= r_out, r_in = max(2 radius, radius + 2),
+ *            r_out = r_in + max(radius, 2)
+ *   contrast[i] = mean(img over inner) - mean(img over ring)
+ *   bg_std[i]   = standard deviation of img over the ring
+ *   peak[i]     = max(img over inner) - mean(img over ring)
+ *   area[i]     = number of pixels with d <= 2 radius and
+ *                 img - mean(ring) >= peak / 2       (pixels, >= 0)
+ *   elongation[i] = sqrt(l1 / l2) of the second-moment matrix of the weights
+ *                 w = max(img - mean(ring), 0) over d <= 2 radius
+ *                 (1 for a disk; large for a line; 1 when undefined)
+ * Only pixels inside the image count. Any output pointer may be NULL.
+ */
+int ncalc_candidate_features(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                             const int32_t *cand_rows, const int32_t *cand_cols,
+                             const float *radius, ptrdiff_t n,
+                             float *contrast, float *bg_std, float *peak,
+                             float *area, float *elongation, int nthreads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NCALC_H */

@@ -1,0 +1,64 @@
+"""The ``napari-calc`` command line.
+
+Each sub-command lives in its own module of this package with a
+``register(subparsers)`` function. User mistakes end as one line on stderr
+(``napari-calc: <file>: <reason>``) and a non-zero exit status, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..core.errors import NapariCalcError
+
+#: Sub-command modules, in the order ``--help`` lists them.
+SUBCOMMANDS = ("detect", "demo", "view", "phantom", "evaluate")
+
+
+def error_line(msg) -> None:
+    """Print one error line on stderr."""
+    print(f"napari-calc: {msg}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="napari-calc",
+        description="Detect, review and export breast microcalcifications.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-calc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ImportError as exc:  # a sub-command whose module is missing
+            if getattr(exc, "name", "") == f"{__name__}.{name}":
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``napari-calc`` script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except NapariCalcError as exc:
+        error_line(exc)
+        return 1
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

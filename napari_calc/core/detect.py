@@ -1,0 +1,424 @@
+"""Microcalcification detection: the Python face of the C kernel.
+
+The pipeline, for each 2-D image (each slice of a stack):
+
+1. **Scales in mm.** Calcification diameters ``min_diameter_mm`` to
+   ``max_diameter_mm`` are turned into Gaussian scales in pixels with the
+   image's spacing (a disc of diameter d responds most to sigma = d / (2 sqrt 2)).
+2. **Multi-scale DoG** (C kernel): the maximum over scales of
+   ``G(s_i) - G(s_i+1)``, so bright spots of the right size stand out.
+3. **Breast mask** (:mod:`napari_calc.core.mask`): air and a band along the
+   skin line are excluded.
+4. **Local noise** (C kernel): the robust standard deviation (1.4826 MAD) of
+   the response in tiles of ``noise_tile_mm``, which follows the
+   signal-dependent quantum noise across the breast.
+5. **Non-maximum suppression** (C kernel): local maxima within
+   ``nms_radius_mm`` whose response exceeds ``threshold`` times the local noise.
+6. **Candidate features** (C kernel): contrast, background noise, peak,
+   half-maximum area and elongation on the input image.
+7. **Clustering** (:mod:`napari_calc.core.cluster`).
+
+Everything per pixel runs in C with the GIL released.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .cluster import DEFAULT_CLUSTER_RADIUS_MM, cluster_calcifications, cluster_table
+from .columns import NO_CLUSTER, calc_columns
+from .detections import Detections
+from .errors import DetectionCancelled, InvalidParameterError, MissingSpacingError, UnsupportedImageError
+from .image import MammoImage
+from .mask import breast_mask
+
+__all__ = ["detect", "DetectionParams", "dog_sigmas", "PRESETS"]
+
+#: Scale ratio between consecutive Gaussians of the DoG stack.
+SCALE_RATIO = 1.6
+#: Smallest Gaussian scale in pixels (below this the sampled kernel is a spike).
+MIN_SIGMA_PX = 0.5
+#: Gaussians are truncated at this many standard deviations (as SciPy).
+TRUNCATE = 4.0
+
+
+@dataclass
+class DetectionParams:
+    """Detection parameters, all physical.
+
+    Attributes
+    ----------
+    min_diameter_mm, max_diameter_mm : float
+        Range of calcification diameters to look for (MCs: 0.1-1.0 mm).
+    threshold : float
+        A candidate's DoG response must exceed this many local noise
+        standard deviations.
+    nms_radius_mm : float
+        Two candidates are never closer than this (non-maximum suppression).
+    noise_tile_mm : float
+        Side of the tiles the local noise is measured in.
+    skin_margin_mm : float
+        Band along the skin line excluded from detection.
+    use_mask : bool
+        Segment the breast and detect inside it only.
+    max_candidates : int
+        At most this many candidates per image (the highest scores).
+    cluster_radius_mm : float
+        Neighbourhood radius for clustering (default: a disc of 1 cm²).
+    min_cluster_size : int
+        Calcifications needed to form a cluster (BI-RADS: 3).
+    cluster_min_score : float
+        Only candidates with at least this score take part in clustering.
+    """
+
+    min_diameter_mm: float = 0.1
+    max_diameter_mm: float = 1.0
+    threshold: float = 4.0
+    nms_radius_mm: float = 0.3
+    noise_tile_mm: float = 6.0
+    skin_margin_mm: float = 1.5
+    use_mask: bool = True
+    max_candidates: int = 5000
+    cluster_radius_mm: float = DEFAULT_CLUSTER_RADIUS_MM
+    min_cluster_size: int = 3
+    cluster_min_score: float = 0.5
+
+    def validate(self) -> None:
+        def bad(msg):
+            raise InvalidParameterError(msg)
+
+        if not (0 < self.min_diameter_mm < self.max_diameter_mm):
+            bad(f"need 0 < min_diameter_mm < max_diameter_mm, got {self.min_diameter_mm}, "
+                f"{self.max_diameter_mm}")
+        if self.max_diameter_mm > 10:
+            bad(f"max_diameter_mm {self.max_diameter_mm} is not a calcification size (<= 10 mm)")
+        if not (self.threshold > 0):
+            bad(f"threshold must be > 0, got {self.threshold}")
+        if not (self.nms_radius_mm >= 0):
+            bad(f"nms_radius_mm must be >= 0, got {self.nms_radius_mm}")
+        if not (self.noise_tile_mm > 0):
+            bad(f"noise_tile_mm must be > 0, got {self.noise_tile_mm}")
+        if not (self.skin_margin_mm >= 0):
+            bad(f"skin_margin_mm must be >= 0, got {self.skin_margin_mm}")
+        if int(self.max_candidates) < 1:
+            bad(f"max_candidates must be >= 1, got {self.max_candidates}")
+        if not (self.cluster_radius_mm > 0):
+            bad(f"cluster_radius_mm must be > 0, got {self.cluster_radius_mm}")
+        if int(self.min_cluster_size) < 2:
+            bad(f"min_cluster_size must be >= 2, got {self.min_cluster_size}")
+
+
+#: Parameter presets by acquisition type (spacing still comes from the image).
+PRESETS: dict[str, dict[str, Any]] = {
+    "Full-field digital (70 µm)": dict(min_diameter_mm=0.1, max_diameter_mm=1.0, threshold=4.0,
+                                       nms_radius_mm=0.3, noise_tile_mm=6.0),
+    "Scanned film / CR (100-200 µm)": dict(min_diameter_mm=0.15, max_diameter_mm=1.0, threshold=4.0,
+                                           nms_radius_mm=0.4, noise_tile_mm=8.0),
+    "Tomosynthesis": dict(min_diameter_mm=0.1, max_diameter_mm=1.0, threshold=4.5,
+                          nms_radius_mm=0.3, noise_tile_mm=6.0),
+}
+
+
+def dog_sigmas(spacing_mm: float, min_diameter_mm: float, max_diameter_mm: float,
+               ratio: float = SCALE_RATIO) -> np.ndarray:
+    """Gaussian scales (pixels) of the DoG stack for a diameter range.
+
+    A disc of diameter d gives the strongest scale-normalised Laplacian
+    response at sigma = d / (2 sqrt 2). The stack runs geometrically by
+    ``ratio`` from that sigma for ``min_diameter_mm`` (at least
+    :data:`MIN_SIGMA_PX`) until one step past the sigma for
+    ``max_diameter_mm``, so every diameter in range falls between two
+    scales. Always at least two scales.
+    """
+    lo = max(min_diameter_mm / (2 * math.sqrt(2)) / spacing_mm, MIN_SIGMA_PX)
+    hi = max(max_diameter_mm / (2 * math.sqrt(2)) / spacing_mm, lo)
+    sig = [lo]
+    while sig[-1] < hi * ratio * 0.999 or len(sig) < 2:
+        sig.append(sig[-1] * ratio)
+    return np.asarray(sig, dtype=np.float64)
+
+
+def _as_image(image, spacing_mm) -> tuple[np.ndarray, tuple[float, ...], dict]:
+    if isinstance(image, MammoImage):
+        pixels, meta = image.pixels, dict(image.metadata)
+        spacing = spacing_mm if spacing_mm is not None else image.spacing_mm
+    else:
+        pixels, meta, spacing = image, {}, spacing_mm
+    src = meta.get("source_path")
+    pixels = np.asarray(pixels)
+    if pixels.ndim not in (2, 3):
+        raise UnsupportedImageError(f"expected a 2-D image or 3-D stack, got {pixels.ndim}-D data "
+                                    f"of shape {pixels.shape}", src)
+    if pixels.dtype.kind not in "uif" and pixels.dtype != bool:
+        raise UnsupportedImageError(f"pixel type {pixels.dtype} is not a grey-level image", src)
+    if min(pixels.shape[-2:]) < 2:
+        raise UnsupportedImageError(
+            f"image is {pixels.shape[-2]}x{pixels.shape[-1]} pixels, too small to detect on", src)
+    if spacing is None:
+        raise MissingSpacingError("the pixel spacing is unknown; give it in mm (--spacing / spacing_mm)",
+                                  src)
+    sp = np.atleast_1d(np.asarray(spacing, dtype=float)).ravel()
+    nd = pixels.ndim
+    if len(sp) == 1:
+        sp = np.repeat(sp, 2)
+        if nd == 3:
+            sp = np.concatenate([[1.0], sp])  # slice spacing unknown; in-plane given
+    elif nd == 3 and len(sp) == 2:
+        sp = np.concatenate([[1.0], sp])
+    if len(sp) != nd:
+        raise InvalidParameterError(f"spacing {tuple(sp)} does not fit a {nd}-D image", src)
+    if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise InvalidParameterError(f"spacing must be positive mm, got {tuple(sp)}", src)
+    if np.any(sp[-2:] > 2.0) or np.any(sp[-2:] < 0.005):
+        raise InvalidParameterError(
+            f"in-plane spacing {tuple(sp[-2:])} mm is not a mammogram's (0.005-2 mm per pixel)", src)
+    return pixels, tuple(float(s) for s in sp), meta
+
+
+def _kernel_input(plane: np.ndarray) -> np.ndarray:
+    """uint16 and float32 go to C as they are (no copy when contiguous)."""
+    if plane.dtype == np.uint16 or plane.dtype == np.float32:
+        return np.ascontiguousarray(plane)
+    if plane.dtype.kind in "u" and plane.dtype.itemsize <= 2:
+        return np.ascontiguousarray(plane, dtype=np.uint16)
+    return np.ascontiguousarray(plane, dtype=np.float32)
+
+
+def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,
+                  nthreads: int, mask: np.ndarray | None):
+    """Candidates of one 2-D plane as a dict of arrays."""
+    from .. import _kernel
+
+    img = _kernel_input(plane)
+    sp = min(spacing_yx)
+    sig = dog_sigmas(sp, p.min_diameter_mm, p.max_diameter_mm)
+    resp, scale = _kernel.dog_response(img, sig, TRUNCATE, nthreads)
+
+    if mask is None and p.use_mask:
+        mask = breast_mask(img, spacing_yx, skin_margin_mm=p.skin_margin_mm)
+    m8 = None if mask is None else np.ascontiguousarray(mask, dtype=np.uint8)
+
+    tile = max(8, int(round(p.noise_tile_mm / sp)))
+    grid = _kernel.tile_noise(resp, tile, m8, min_count=max(16, tile * tile // 8), nthreads=nthreads)
+    stride = max(1, int(math.sqrt(resp.size / 1e6)))
+    global_noise = _kernel.mad_noise(resp, m8, stride)
+    if not np.isfinite(global_noise) or global_noise <= 0:
+        global_noise = float(np.std(resp)) or 1.0
+    # tiles with too few breast pixels, or flat ones, take the global value
+    bad = ~np.isfinite(grid) | (grid <= 0)
+    grid[bad] = global_noise
+
+    radius = int(round(p.nms_radius_mm / sp))
+    rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8, grid, tile)
+    noise = grid[rr // tile, cc // tile].astype(np.float64)
+    snr = resp[rr, cc].astype(np.float64) / noise
+    if len(rr) > p.max_candidates:
+        keep = np.sort(np.argsort(-snr, kind="stable")[: p.max_candidates])
+        rr, cc, snr, noise = rr[keep], cc[keep], snr[keep], noise[keep]
+
+    s_idx = scale[rr, cc].astype(np.int64)
+    sigma_eff = sig[s_idx] * math.sqrt(SCALE_RATIO)  # geometric mean of the pair
+    diameter_mm = np.clip(2 * math.sqrt(2) * sigma_eff * sp, p.min_diameter_mm, p.max_diameter_mm)
+    blob_radius_px = (sigma_eff * math.sqrt(2)).astype(np.float32)
+    feats = _kernel.candidate_features(img, rr.astype(np.int32), cc.astype(np.int32),
+                                       np.ascontiguousarray(blob_radius_px), nthreads)
+    contrast, bg_std, peak, area, elong = (feats[i].astype(np.float64) for i in range(5))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cnr = np.where(bg_std > 0, contrast / bg_std, 0.0)
+    return dict(row=rr.astype(np.int64), col=cc.astype(np.int64), snr=snr, noise=noise,
+                diameter_mm=diameter_mm, contrast=contrast, cnr=cnr, peak=peak,
+                area_mm2=area * spacing_yx[0] * spacing_yx[1], elongation=elong,
+                response=resp[rr, cc].astype(np.float64))
+
+
+def _score(c: dict) -> np.ndarray:
+    """Likelihood-like score in [0, 1] from the detection SNR: a logistic of
+    the response in noise units, 0.5 at 6 sigma. Monotonic in the SNR."""
+    return 1.0 / (1.0 + np.exp(-(c["snr"] - 6.0) / 1.5))
+
+
+def _merge_slices(per_slice: list[dict], radius_px: float) -> dict:
+    """3-D non-maximum suppression: one calcification spans a few slices;
+    keep the strongest detection among those within ``radius_px`` in-plane
+    on adjacent slices."""
+    if not per_slice:
+        return {}
+    from scipy.spatial import cKDTree
+
+    allc = {k: np.concatenate([d[k] for d in per_slice]) for k in per_slice[0]}
+    n = len(allc["row"])
+    if n == 0:
+        return allc
+    pts = np.column_stack([allc["slice"] * (radius_px + 1.0), allc["row"], allc["col"]]).astype(float)
+    # slice distance 1 counts as radius_px + 1 so only adjacent slices link
+    tree = cKDTree(pts)
+    order = np.argsort(-allc["snr"], kind="stable")
+    keep = np.ones(n, dtype=bool)
+    suppressed = np.zeros(n, dtype=bool)
+    bound = math.sqrt(2.0) * (radius_px + 1.0) + 1e-9
+    for i in order:
+        if suppressed[i]:
+            keep[i] = False
+            continue
+        for j in tree.query_ball_point(pts[i], r=bound):
+            if j == i or suppressed[j]:
+                continue
+            if abs(allc["slice"][j] - allc["slice"][i]) <= 1 and \
+                    (allc["row"][j] - allc["row"][i]) ** 2 + (allc["col"][j] - allc["col"][i]) ** 2 <= radius_px ** 2:
+                suppressed[j] = True
+    keep &= ~suppressed
+    return {k: v[keep] for k, v in allc.items()}
+
+
+def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str], None] | None = None,
+           cancel: Callable[[], bool] | None = None, n_threads: int = 0, **params) -> Detections:
+    """Detect microcalcifications and group them into clusters.
+
+    Parameters
+    ----------
+    image : MammoImage or ndarray
+        A :class:`~napari_calc.core.image.MammoImage` (spacing from its
+        metadata) or a bare 2-D array / 3-D stack ``(slice, row, col)`` in
+        presentation polarity (bright = dense).
+    spacing_mm : float or tuple of float, optional
+        Pixel spacing in mm, ``(row_mm, col_mm)`` or
+        ``(slice_mm, row_mm, col_mm)``. Required for bare arrays; overrides
+        the image's own spacing when given.
+    mask : ndarray of bool, optional
+        Where to detect (same shape as one plane). By default the breast is
+        segmented automatically (``use_mask=True``).
+    progress : callable(fraction, message), optional
+        Called as work advances, ``fraction`` from 0 to 1.
+    cancel : callable() -> bool, optional
+        Polled between steps; when it returns True, :class:`DetectionCancelled`
+        is raised.
+    n_threads : int
+        Kernel threads (0: OpenMP default). Results do not depend on it.
+    **params
+        Fields of :class:`DetectionParams`.
+
+    Returns
+    -------
+    Detections
+        ``calcifications`` (one row per candidate, with ``status``
+        ``"candidate"``) and ``clusters``, with exactly the public columns.
+
+    Raises
+    ------
+    MissingSpacingError
+        No spacing known.
+    UnsupportedImageError
+        Not a 2-D/3-D grey-level image, or smaller than 2x2.
+    InvalidParameterError
+        A parameter out of range (or an unknown parameter name).
+    DetectionCancelled
+        ``cancel()`` returned True.
+
+    Examples
+    --------
+    >>> from napari_calc.core.phantom import make_phantom
+    >>> ph = make_phantom(seed=1)
+    >>> det = detect(ph.image)
+    >>> list(det.calcifications.columns)[:3]
+    ['calc_id', 'row', 'col']
+    """
+    unknown = set(params) - set(DetectionParams.__dataclass_fields__)
+    if unknown:
+        raise InvalidParameterError(
+            f"unknown detection parameter(s): {', '.join(sorted(unknown))}; valid: "
+            f"{', '.join(DetectionParams.__dataclass_fields__)}")
+    p = DetectionParams(**params)
+    p.validate()
+    pixels, spacing, meta = _as_image(image, spacing_mm)
+    src = meta.get("source_path")
+    if pixels.dtype == bool:
+        pixels = pixels.astype(np.uint16)
+    if pixels.dtype.kind == "f" and not np.all(np.isfinite(pixels)):
+        raise UnsupportedImageError("image contains NaN or infinite values", src)
+    planes = pixels if pixels.ndim == 3 else pixels[None]
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != planes.shape[1:]:
+            raise InvalidParameterError(f"mask shape {mask.shape} differs from image {planes.shape[1:]}", src)
+
+    t0 = time.perf_counter()
+    report = progress or (lambda f, m: None)
+    spacing_yx = spacing[-2:]
+    per = []
+    shared_mask = mask
+    for s, plane in enumerate(planes):
+        if cancel is not None and cancel():
+            raise DetectionCancelled("detection cancelled")
+        report(s / len(planes), f"detecting slice {s + 1}/{len(planes)}" if len(planes) > 1 else "detecting")
+        if shared_mask is None and p.use_mask and len(planes) > 1:
+            # one breast outline for the whole stack, from its mean projection
+            shared_mask = breast_mask(planes.mean(axis=0), spacing_yx, skin_margin_mm=p.skin_margin_mm)
+        c = _detect_plane(plane, spacing_yx, p, n_threads, shared_mask)
+        c["slice"] = np.full(len(c["row"]), s, dtype=np.int64)
+        per.append(c)
+    if cancel is not None and cancel():
+        raise DetectionCancelled("detection cancelled")
+    report(0.95, "clustering")
+
+    nd = pixels.ndim
+    c = per[0] if nd == 2 else _merge_slices(per, p.nms_radius_mm / min(spacing_yx))
+    if len(c["row"]) > p.max_candidates:
+        keep = np.sort(np.argsort(-c["snr"], kind="stable")[: p.max_candidates])
+        c = {k: v[keep] for k, v in c.items()}
+    score = _score(c)
+    n = len(c["row"])
+    # order: by slice, then row, col (deterministic, independent of threads)
+    order = np.lexsort((c["col"], c["row"], c["slice"]))
+    c = {k: v[order] for k, v in c.items()}
+    score = score[order]
+    calcs = pd.DataFrame({
+        "calc_id": np.arange(n, dtype=np.int64),
+        "row": c["row"],
+        "col": c["col"],
+        "y_mm": c["row"] * spacing_yx[0],
+        "x_mm": c["col"] * spacing_yx[1],
+        "diameter_mm": c["diameter_mm"],
+        "contrast": c["contrast"],
+        "cnr": c["cnr"],
+        "score": score,
+        "cluster_id": np.full(n, NO_CLUSTER, dtype=np.int64),
+        "status": pd.Series(["candidate"] * n, dtype=object),
+    })
+    if nd == 3:
+        calcs.insert(0, "z_mm", c["slice"] * spacing[0])
+        calcs.insert(0, "slice", c["slice"])
+    assign_clusters(calcs, p, nd)
+    clusters = cluster_table(calcs, spacing, ndim=nd)
+    extra = pd.DataFrame({"snr": c["snr"], "noise": c["noise"], "peak": c["peak"],
+                          "area_mm2": c["area_mm2"], "elongation": c["elongation"],
+                          "response": c["response"]})
+    params_used = dict(p.__dict__)
+    params_used["spacing_mm"] = list(spacing)
+    params_used["dog_sigmas_px"] = dog_sigmas(min(spacing_yx), p.min_diameter_mm, p.max_diameter_mm).tolist()
+    params_used["seconds"] = round(time.perf_counter() - t0, 4)
+    report(1.0, "done")
+    return Detections(calcifications=calcs[calc_columns(nd)], clusters=clusters, spacing_mm=spacing,
+                      image_shape=tuple(int(s) for s in pixels.shape), params=params_used,
+                      metadata=meta, extra=extra)
+
+
+def assign_clusters(calcs: pd.DataFrame, p: DetectionParams | None = None, ndim: int = 2) -> None:
+    """Set ``calcs["cluster_id"]`` in place from positions in mm.
+
+    Rejected calcifications and those scoring below
+    ``p.cluster_min_score`` take no part (cluster_id -1). Used after
+    detection and again after every review edit.
+    """
+    p = p or DetectionParams()
+    calcs["cluster_id"] = NO_CLUSTER
+    take = (calcs["status"] != "rejected") & (calcs["score"] >= p.cluster_min_score)
+    cols = ["z_mm", "y_mm", "x_mm"] if ndim == 3 else ["y_mm", "x_mm"]
+    pts = calcs.loc[take, cols].to_numpy(float)
+    labels = cluster_calcifications(pts, radius_mm=p.cluster_radius_mm, min_size=int(p.min_cluster_size))
+    calcs.loc[take, "cluster_id"] = labels

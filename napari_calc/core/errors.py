@@ -1,0 +1,73 @@
+"""Exceptions raised for user mistakes and bad input.
+
+Every error a user can cause derives from :class:`NapariCalcError`. Its
+``str()`` is one line naming the file (when there is one) and the reason, so
+the CLI and the GUI can show it as is, without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "NapariCalcError",
+    "UnreadableImageError",
+    "UnsupportedImageError",
+    "MissingDecoderError",
+    "MissingSpacingError",
+    "ImageTooLargeError",
+    "InvalidParameterError",
+    "DetectionCancelled",
+]
+
+
+class NapariCalcError(Exception):
+    """Base class of every error a user can cause.
+
+    Parameters
+    ----------
+    reason : str
+        What is wrong, in words a user understands.
+    path : str or os.PathLike, optional
+        The file concerned, if any.
+    """
+
+    def __init__(self, reason: str, path: str | os.PathLike | None = None):
+        self.reason = str(reason).strip().replace("\n", " ")
+        self.path = None if path is None else os.fspath(path)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.path:
+            return f"{self.path}: {self.reason}"
+        return self.reason
+
+
+class UnreadableImageError(NapariCalcError):
+    """The file is missing, empty, truncated or not an image format we read."""
+
+
+class UnsupportedImageError(NapariCalcError):
+    """The file is readable but holds something we cannot detect on
+    (RGB data, a DICOM SR or SEG, no pixel data, a 1x1 image, ...)."""
+
+
+class MissingDecoderError(UnsupportedImageError):
+    """The pixel data is compressed and the decoder package is not installed."""
+
+
+class MissingSpacingError(NapariCalcError):
+    """The image carries no pixel spacing and none was given."""
+
+
+class ImageTooLargeError(UnsupportedImageError):
+    """The declared dimensions are absurd; refused before allocating memory."""
+
+
+class InvalidParameterError(NapariCalcError, ValueError):
+    """A detection or export parameter is out of range."""
+
+
+class DetectionCancelled(Exception):
+    """Raised inside :func:`napari_calc.detect` when its ``cancel`` callback
+    returns True. Not an error: the caller asked for it."""

@@ -1,0 +1,268 @@
+"""Read mammograms and tomosynthesis stacks: DICOM, TIFF and OME-TIFF.
+
+The format is recognised by content, never by the file name:
+
+* DICOM: ``DICM`` at byte 128 (Part 10 file), or a dataset without the
+  preamble that starts with a group 0x0002 / 0x0008 element (checked by
+  parsing the header);
+* TIFF / BigTIFF: the ``II*\\0``, ``MM\\0*``, ``II+\\0`` or ``MM\\0+`` magic;
+* a folder: one DICOM series (see :func:`.dicom.read_dicom_series`).
+
+Geometry and intensity rules are documented in :mod:`.dicom` and
+:mod:`.tiff`. In short: ``pixels`` are dense-bright with the modality LUT
+applied and no VOI window; ``spacing_mm`` is ``(row_mm, col_mm)`` or
+``(slice_mm, row_mm, col_mm)``, or ``None`` when unknown;
+``metadata["spacing_source"]`` tells where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from ..errors import UnreadableImageError, UnsupportedImageError
+from ..image import MammoImage
+
+__all__ = [
+    "read_image",
+    "is_dicom",
+    "is_tiff",
+    "sniff_format",
+    "find_inputs",
+    "OUTPUT_SUFFIXES",
+]
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+#: File name endings of napari-calc's own outputs, never taken as inputs when
+#: a folder is expanded.
+OUTPUT_SUFFIXES = (
+    ".calcifications.csv",
+    ".clusters.csv",
+    ".csv",
+    ".json",
+    ".mrk.json",
+    ".sr.dcm",
+)
+
+
+def _head(path: str, n: int = 256) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def _looks_like_raw_dicom(head: bytes) -> bool:
+    """A dataset without preamble: first tag in group 0002 or 0008, LE."""
+    if len(head) < 8:
+        return False
+    group = int.from_bytes(head[0:2], "little")
+    element = int.from_bytes(head[2:4], "little")
+    if group not in (0x0002, 0x0008) or element > 0x0FFF:
+        # big endian raw datasets are vanishingly rare; group 0x0008 BE
+        group_be = int.from_bytes(head[0:2], "big")
+        if group_be != 0x0008:
+            return False
+    vr = head[4:6]
+    if vr.isalpha() and vr.isupper():  # explicit VR
+        return True
+    # implicit VR: 4-byte length must be plausible
+    length = int.from_bytes(head[4:8], "little")
+    return length < 1 << 24
+
+
+def sniff_format(path: str | os.PathLike) -> str | None:
+    """Recognise a file by content.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    str or None
+        ``"dicom"``, ``"tiff"``, ``"folder"`` or ``None`` (not recognised).
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return "folder"
+    try:
+        head = _head(path, 256)
+    except OSError:
+        return None
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if head[:4] in _TIFF_MAGIC:
+        return "tiff"
+    if _looks_like_raw_dicom(head):
+        try:
+            import pydicom
+
+            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, defer_size=1024)
+            if len(ds) > 0 and any(
+                k in ds for k in ("SOPClassUID", "Modality", "StudyInstanceUID", "Rows")
+            ) or getattr(ds, "file_meta", None) and "TransferSyntaxUID" in ds.file_meta:
+                return "dicom"
+        except Exception:
+            return None
+    return None
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a DICOM file (by content, extension ignored)."""
+    return os.path.isfile(path) and sniff_format(path) == "dicom"
+
+
+def is_tiff(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a TIFF / BigTIFF / OME-TIFF file (by content)."""
+    return os.path.isfile(path) and sniff_format(path) == "tiff"
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise UnreadableImageError("file not found", path)
+    if os.path.isdir(path):
+        return
+    if not os.access(path, os.R_OK):
+        raise UnreadableImageError("file is not readable (permission denied)", path)
+    if os.path.getsize(path) == 0:
+        raise UnreadableImageError("file is empty", path)
+
+
+def read_image(path: str | os.PathLike, *, spacing_mm=None) -> MammoImage:
+    """Read a mammogram, tomosynthesis stack or DICOM series folder.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A DICOM file (with or without ``.dcm``), a TIFF / OME-TIFF file, or a
+        folder holding one DICOM series. The format is recognised by content.
+    spacing_mm : float or tuple of float, optional
+        Pixel spacing in mm overriding / supplying the file's: a scalar (row =
+        col), ``(row_mm, col_mm)``, or ``(slice_mm, row_mm, col_mm)`` for a
+        stack. ``metadata["spacing_source"]`` is then ``"user"``.
+
+    Returns
+    -------
+    MammoImage
+        ``pixels`` (row, col) or (slice, row, col), dense-bright;
+        ``spacing_mm`` or ``None`` when unknown; ``metadata`` (JSON-ready).
+
+    Raises
+    ------
+    UnreadableImageError
+        Missing, empty, truncated, unrecognised (e.g. text) file.
+    UnsupportedImageError
+        Non-image DICOM (SR, SEG...), no pixel data, RGB, too small.
+    MissingDecoderError
+        Compressed DICOM whose decoder package is not installed.
+    ImageTooLargeError
+        Absurd declared dimensions, refused before allocating.
+    InvalidParameterError
+        Bad ``spacing_mm``.
+    """
+    path = os.fspath(path)
+    _check_file(path)
+    fmt = sniff_format(path)
+    if fmt == "folder":
+        from .dicom import read_dicom_series
+
+        return read_dicom_series(path, spacing_mm=spacing_mm)
+    if fmt == "dicom":
+        from .dicom import read_dicom
+
+        return read_dicom(path, spacing_mm=spacing_mm)
+    if fmt == "tiff":
+        from .tiff import read_tiff
+
+        return read_tiff(path, spacing_mm=spacing_mm)
+    raise UnreadableImageError("not a DICOM or TIFF image (format not recognised)", path)
+
+
+def _is_own_output(name: str) -> bool:
+    low = name.lower()
+    return any(low.endswith(s) for s in OUTPUT_SUFFIXES)
+
+
+def _dicom_image_header(path: str):
+    """Header of a DICOM image file, or None for non-image DICOM."""
+    from .dicom import _check_is_image, read_dicom_header
+
+    try:
+        ds = read_dicom_header(path)
+        _check_is_image(ds, path)
+    except (UnreadableImageError, UnsupportedImageError):
+        return None
+    return ds
+
+
+def _expand_folder(folder: str, recursive: bool) -> list[str]:
+    from .dicom import series_is_volume
+
+    out: list[str] = []
+    dicoms: list[tuple[str, object]] = []
+    subdirs: list[str] = []
+    for name in sorted(os.listdir(folder)):
+        full = os.path.join(folder, name)
+        if name.startswith("."):
+            continue
+        if os.path.isdir(full):
+            subdirs.append(full)
+            continue
+        if not os.path.isfile(full) or _is_own_output(name):
+            continue
+        fmt = sniff_format(full)
+        if fmt == "tiff":
+            out.append(full)
+        elif fmt == "dicom":
+            ds = _dicom_image_header(full)
+            if ds is not None:
+                dicoms.append((full, ds))
+    # a folder whose DICOM images are exactly one volume series -> the folder
+    series_uids = {str(getattr(ds, "SeriesInstanceUID", "")) for _, ds in dicoms}
+    if len(dicoms) >= 2 and len(series_uids) == 1 and not out and series_is_volume([d for _, d in dicoms]):
+        out.append(folder)
+    else:
+        out.extend(f for f, _ in dicoms)
+    out.sort()
+    if recursive:
+        for sub in subdirs:
+            out.extend(_expand_folder(sub, recursive))
+    return out
+
+
+def find_inputs(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursive: bool = True) -> list[str]:
+    """Expand files and folders into the images to process.
+
+    Parameters
+    ----------
+    paths : path or iterable of paths
+        Files and/or folders.
+    recursive : bool
+        Descend into sub-folders.
+
+    Returns
+    -------
+    list of str
+        Explicitly named files are kept as given (even unrecognised ones, so
+        that reading them reports a clear error). Folders are expanded into
+        the image files they hold, recognised by content: DICOM images with
+        or without ``.dcm`` and TIFF / OME-TIFF; non-image DICOM (SR such as
+        our ``*.sr.dcm``, SEG, DICOMDIR), our other outputs (``*.csv``,
+        ``*.json``, ``*.mrk.json``) and other files are skipped. A folder
+        whose DICOM images form one volume series (slices) is returned as the
+        folder itself, which :func:`read_image` stacks. Duplicates are removed;
+        order is stable.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    result: list[str] = []
+    seen: set[str] = set()
+    for p in paths:
+        p = os.fspath(p)
+        items = _expand_folder(p, recursive) if os.path.isdir(p) else [p]
+        for it in items:
+            key = os.path.abspath(it)
+            if key not in seen:
+                seen.add(key)
+                result.append(it)
+    return result

@@ -1,0 +1,118 @@
+"""The public Python API of INTERFACE.md: names, types and columns."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import napari_calc
+from napari_calc.core.columns import CALC_COLUMNS, CLUSTER_COLUMNS
+from napari_calc.core.errors import InvalidParameterError, MissingSpacingError, UnsupportedImageError
+from napari_calc.core.phantom import make_phantom
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(seed=3)
+
+
+def test_top_level_names():
+    for name in ("read_image", "detect", "Detections", "MammoImage", "__version__"):
+        assert hasattr(napari_calc, name)
+
+
+def test_detect_columns_exact(phantom):
+    det = napari_calc.detect(phantom.image)
+    assert list(det.calcifications.columns) == CALC_COLUMNS
+    assert list(det.clusters.columns) == CLUSTER_COLUMNS
+    assert len(det.calcifications) > 0 and len(det.clusters) > 0
+    c = det.calcifications
+    assert set(c["status"]) <= {"candidate", "accepted", "rejected", "added"}
+    np.testing.assert_allclose(c["y_mm"], c["row"] * phantom.image.spacing_mm[0])
+    np.testing.assert_allclose(c["x_mm"], c["col"] * phantom.image.spacing_mm[1])
+    assert ((c["cluster_id"] == -1) | c["cluster_id"].isin(det.clusters["cluster_id"])).all()
+    assert (det.clusters["n_calcifications"] >= 3).all()
+    assert c["diameter_mm"].between(0.1, 1.0).all()
+
+
+def test_bare_array_equals_mammo_image(phantom):
+    a = napari_calc.detect(phantom.image)
+    b = napari_calc.detect(np.asarray(phantom.image.pixels), spacing_mm=phantom.image.spacing_mm)
+    c = napari_calc.detect(np.asarray(phantom.image.pixels), spacing_mm=phantom.image.spacing_mm[0])
+    pd.testing.assert_frame_equal(a.calcifications, b.calcifications)
+    pd.testing.assert_frame_equal(a.calcifications, c.calcifications)
+
+
+def test_scales_follow_spacing_not_pixels():
+    """The same physical blob is found with the same diameter at two spacings."""
+    from scipy import ndimage as ndi
+
+    out = []
+    for sp in (0.05, 0.1):
+        n = int(round(20 / sp))
+        img = np.full((n, n), 1000.0, np.float32)
+        yy, xx = np.mgrid[:n, :n] * sp
+        img += 400.0 * (((yy - 10) ** 2 + (xx - 10) ** 2) <= 0.25 ** 2)  # 0.5 mm disc
+        img = ndi.gaussian_filter(img, 0.5) + np.random.default_rng(0).normal(0, 5, img.shape)
+        det = napari_calc.detect(img.astype(np.float32), spacing_mm=sp, use_mask=False)
+        best = det.calcifications.sort_values("score").iloc[-1]
+        assert abs(best["y_mm"] - 10) <= 0.2 and abs(best["x_mm"] - 10) <= 0.2
+        out.append(best["diameter_mm"])
+    assert out[0] == pytest.approx(out[1], rel=0.35)
+
+
+def test_spacing_required_for_bare_arrays():
+    with pytest.raises(MissingSpacingError):
+        napari_calc.detect(np.zeros((64, 64), np.uint16))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 50), (50, 1), (2, 2, 1)])
+def test_too_small_or_wrong_dims(shape):
+    with pytest.raises(UnsupportedImageError):
+        napari_calc.detect(np.zeros(shape, np.uint16), spacing_mm=0.1)
+
+
+def test_rgb_like_refused():
+    with pytest.raises(UnsupportedImageError):
+        napari_calc.detect(np.zeros((4, 4, 4, 3), np.uint8), spacing_mm=0.1)
+
+
+@pytest.mark.parametrize("params", [dict(threshold=-1), dict(min_diameter_mm=2, max_diameter_mm=1),
+                                    dict(bogus=1), dict(min_cluster_size=1)])
+def test_bad_parameters(params):
+    with pytest.raises(InvalidParameterError):
+        napari_calc.detect(np.zeros((32, 32), np.uint16), spacing_mm=0.1, **params)
+
+
+def test_constant_and_tiny_images_give_no_detections():
+    for shape in [(2, 2), (2, 9), (9, 2), (3, 3)]:
+        det = napari_calc.detect(np.full(shape, 7, np.uint16), spacing_mm=0.1)
+        assert len(det.calcifications) == 0 and len(det.clusters) == 0
+        assert list(det.calcifications.columns) == CALC_COLUMNS
+
+
+def test_stack_columns_and_positions():
+    ph = make_phantom(seed=5)
+    vol = np.stack([ph.image.pixels] * 3)
+    det = napari_calc.detect(vol, spacing_mm=(1.0,) + tuple(ph.image.spacing_mm))
+    assert list(det.calcifications.columns) == ["slice", "z_mm"] + CALC_COLUMNS
+    assert list(det.clusters.columns) == ["slice", "z_mm"] + CLUSTER_COLUMNS
+    # identical slices: the 3-D suppression keeps one per calcification
+    two_d = napari_calc.detect(ph.image)
+    assert len(det.calcifications) == len(two_d.calcifications)
+
+
+def test_results_do_not_depend_on_thread_count(phantom):
+    a = napari_calc.detect(phantom.image, n_threads=1)
+    b = napari_calc.detect(phantom.image, n_threads=2)
+    pd.testing.assert_frame_equal(a.calcifications, b.calcifications)
+    pd.testing.assert_frame_equal(a.clusters, b.clusters)
+
+
+def test_cancel_and_progress(phantom):
+    from napari_calc.core.errors import DetectionCancelled
+
+    seen = []
+    napari_calc.detect(phantom.image, progress=lambda f, m: seen.append(f))
+    assert seen[0] == 0 and seen[-1] == 1.0 and seen == sorted(seen)
+    with pytest.raises(DetectionCancelled):
+        napari_calc.detect(phantom.image, cancel=lambda: True)

@@ -1,0 +1,157 @@
+import json
+
+import numpy as np
+import pytest
+
+from napari_calc.core.export import write_outputs
+from napari_calc.core.export.slicer_markups import SCHEMA_URL, pixel_to_lps
+
+from _export_data import dicom_metadata, make_detections
+
+jsonschema = pytest.importorskip("jsonschema")
+
+_VEC3 = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
+_VEC9 = {"type": "array", "items": {"type": "number"}, "minItems": 9, "maxItems": 9}
+
+#: The required structure of Slicer's markups-schema-v1.0.3.json (the parts
+#: we rely on: top-level required keys, type enum, coordinate system/units
+#: enums, control point fields and their types).
+MARKUPS_V103_SUBSET = {
+    "$schema": "http://json-schema.org/draft-07/schema",
+    "type": "object",
+    "required": ["@schema", "markups"],
+    "properties": {
+        "@schema": {"type": "string", "pattern": r"markups-schema-v1\.0\.3\.json#?$"},
+        "markups": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {
+                    "type": {"enum": ["Fiducial", "Line", "Angle", "Curve", "ClosedCurve",
+                                      "Plane", "ROI"]},
+                    "name": {"type": "string"},
+                    "coordinateSystem": {"enum": ["LPS", "RAS"]},
+                    "coordinateUnits": {"anyOf": [
+                        {"enum": ["mm", "um"]},
+                        {"type": "array", "items": {"type": "string"}, "minItems": 3,
+                         "maxItems": 3}]},
+                    "locked": {"type": "boolean"},
+                    "center": _VEC3, "size": _VEC3, "orientation": _VEC9,
+                    "controlPoints": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string"},
+                                "label": {"type": "string"},
+                                "description": {"type": "string"},
+                                "position": _VEC3,
+                                "orientation": _VEC9,
+                                "selected": {"type": "boolean"},
+                                "locked": {"type": "boolean"},
+                                "visibility": {"type": "boolean"},
+                                "positionStatus": {"enum": ["undefined", "preview", "defined"]},
+                            },
+                        },
+                    },
+                    "display": {"type": "object"},
+                },
+            },
+        },
+    },
+}
+
+
+def _load(tmp_path, det, stem="img"):
+    paths = write_outputs(det, tmp_path, stem, formats=["mrk.json"])
+    assert paths["mrk.json"].name == f"{stem}.mrk.json"
+    doc = json.loads(paths["mrk.json"].read_text())
+    jsonschema.validate(doc, MARKUPS_V103_SUBSET)
+    return doc
+
+
+def test_schema_subset_rejects_bad_documents():
+    # the checker itself can fail
+    good = {"@schema": SCHEMA_URL, "markups": [{"type": "Fiducial", "controlPoints": [
+        {"position": [1, 2, 3]}]}]}
+    jsonschema.validate(good, MARKUPS_V103_SUBSET)
+    for bad in (
+        {"markups": []},
+        {"@schema": SCHEMA_URL, "markups": [{"type": "Points"}]},
+        {"@schema": SCHEMA_URL, "markups": [{"type": "Fiducial", "controlPoints": [
+            {"position": [1, 2]}]}]},
+        {"@schema": SCHEMA_URL, "markups": [{"type": "Fiducial", "coordinateSystem": "XYZ"}]},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, MARKUPS_V103_SUBSET)
+
+
+def test_markups_structure_2d_without_geometry(tmp_path):
+    md = dicom_metadata(with_geometry=False)
+    det = make_detections(2, metadata=md)
+    doc = _load(tmp_path, det)
+    assert doc["@schema"] == SCHEMA_URL
+    fid = doc["markups"][0]
+    assert fid["type"] == "Fiducial"
+    assert fid["coordinateSystem"] == "LPS" and fid["coordinateUnits"] == "mm"
+    c = det.calcifications
+    assert [p["label"] for p in fid["controlPoints"]] == [f"MC-{i}" for i in c.calc_id]
+    pos = np.array([p["position"] for p in fid["controlPoints"]])
+    # documented 2-D mapping: L = x_mm, P = y_mm, S = 0
+    np.testing.assert_allclose(pos[:, 0], c.x_mm, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(pos[:, 1], c.y_mm, rtol=0, atol=1e-9)
+    assert np.all(pos[:, 2] == 0)
+    vis = [p["visibility"] for p in fid["controlPoints"]]
+    assert vis == [s != "rejected" for s in c.status]
+    kinds = {m["name"]: m["type"] for m in doc["markups"][1:]}
+    assert kinds == {"Cluster-1": "ClosedCurve", "Cluster-2": "ROI"}
+    curve = doc["markups"][1]
+    # hull of the 4 members of cluster 1: every vertex is a member position
+    members = c[c.cluster_id == 1]
+    mpos = np.column_stack([members.x_mm, members.y_mm, np.zeros(len(members))])
+    for p in curve["controlPoints"]:
+        assert np.min(np.linalg.norm(mpos - p["position"], axis=1)) < 1e-9
+    assert len(curve["controlPoints"]) >= 3
+    roi = doc["markups"][2]
+    m2 = c[c.cluster_id == 2]
+    # ROI box encloses both members
+    lo = np.array(roi["center"]) - np.array(roi["size"]) / 2
+    hi = np.array(roi["center"]) + np.array(roi["size"]) / 2
+    assert np.all(m2.x_mm >= lo[0]) and np.all(m2.x_mm <= hi[0])
+    assert np.all(m2.y_mm >= lo[1]) and np.all(m2.y_mm <= hi[1])
+
+
+def test_pixel_to_lps_with_dicom_geometry():
+    md = dicom_metadata()
+    ipp = np.array(md["image_position_patient"])
+    iop = np.array(md["image_orientation_patient"])
+    sp = (0.5, 0.25)
+    p = pixel_to_lps([0, 10, 0], [0, 0, 4], None, md, sp)
+    np.testing.assert_allclose(p[0], ipp)
+    # +10 rows -> along the second IOP triplet (0,0,-1), 10*0.5 mm
+    np.testing.assert_allclose(p[1], ipp + [0, 0, -5.0])
+    # +4 cols -> along the first IOP triplet (0,1,0), 4*0.25 mm
+    np.testing.assert_allclose(p[2], ipp + [0, 1.0, 0])
+    # 3-D: slice direction is col x row = (0,1,0)x(0,0,-1) = (-1,0,0)
+    p3 = pixel_to_lps([0], [0], [3], md, (2.0, 0.5, 0.25))
+    np.testing.assert_allclose(p3[0], ipp + [-6.0, 0, 0])
+    # per-frame positions
+    md2 = dict(md, image_position_patient=[[0, 0, 0], [5, 5, 5], [9, 9, 9]])
+    p4 = pixel_to_lps([2], [0], [1], md2, (2.0, 0.5, 0.25))
+    np.testing.assert_allclose(p4[0], [5, 5, 4])
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_markups_with_geometry_land_on_image(tmp_path, ndim):
+    det = make_detections(ndim)
+    doc = _load(tmp_path, det)
+    c = det.calcifications
+    md = det.metadata
+    pos = np.array([p["position"] for p in doc["markups"][0]["controlPoints"]])
+    ipp = np.array(md["image_position_patient"])
+    iop = np.array(md["image_orientation_patient"])
+    expect = ipp + np.outer(c.x_mm, iop[:3]) + np.outer(c.y_mm, iop[3:])
+    if ndim == 3:
+        expect = expect + np.outer(c.z_mm, np.cross(iop[:3], iop[3:]))
+    np.testing.assert_allclose(pos, expect, atol=1e-9)
