@@ -119,6 +119,24 @@ int ncalc_candidate_features(const void *img, int dtype, ptrdiff_t rows, ptrdiff
                              float *contrast, float *bg_std, float *peak,
                              float *area, float *elongation, int nthreads);
 
+/*
+ * Gaussian scale-space measurements at candidate positions only (no
+ * full-size temporaries). For candidate i at (rows[i], cols[i]) with scale
+ * s = sigma[i] (pixels, 0 < s <= 1000), over the window |dr|, |dc| <=
+ * R = max(1, (int)(truncate * s + 0.5)) with SciPy "reflect" borders and
+ * w = exp(-(dr^2 + dc^2) / (2 s^2)):
+ *   smooth[i] = g = sum(w img) / sum(w)          (Gaussian-weighted mean)
+ *   lrr[i] = sum(w (img - g) (dr^2 / s^4 - 1 / s^2)) / sum(w)
+ *   lcc[i] = sum(w (img - g) (dc^2 / s^4 - 1 / s^2)) / sum(w)
+ *   lrc[i] = sum(w (img - g) dr dc / s^4) / sum(w)
+ * i.e. the Hessian of the Gaussian-smoothed image (not scale-normalised).
+ * Any output pointer may be NULL.
+ */
+int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                        const int32_t *cand_rows, const int32_t *cand_cols,
+                        const float *sigma, ptrdiff_t n, double truncate,
+                        float *smooth, float *lrr, float *lrc, float *lcc, int nthreads);
+
 #ifdef __cplusplus
 }
 #endif

@@ -164,3 +164,33 @@ def candidate_features(cnp.ndarray img not None, cnp.int32_t[::1] rows not None,
                                           &out[3, 0], &out[4, 0], nthreads)
     _check(st)
     return out[:, :n]
+
+
+cdef extern from "ncalc.h" nogil:
+    int ncalc_local_hessian(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
+                            const int32_t *cand_rows, const int32_t *cand_cols,
+                            const float *sigma, Py_ssize_t n, double truncate,
+                            float *smooth, float *lrr, float *lrc, float *lcc, int nthreads)
+
+
+def local_hessian(cnp.ndarray img not None, cnp.int32_t[::1] rows not None,
+                  cnp.int32_t[::1] cols not None, cnp.float32_t[::1] sigma not None,
+                  double truncate=3.5, int nthreads=0):
+    """Gaussian-smoothed value and Hessian (rr, rc, cc) at each candidate,
+    at the candidate's own scale sigma (pixels). Returns a (4, n) float32 array."""
+    cdef int dt = _dtype_code(img)
+    cdef Py_ssize_t n = rows.shape[0]
+    if cols.shape[0] != n or sigma.shape[0] != n:
+        raise ValueError("rows, cols and sigma must have the same length")
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] out = np.zeros((4, max(n, 1)), np.float32)
+    cdef const void *src = cnp.PyArray_DATA(img)
+    cdef int st = 0
+    if not img.flags['C_CONTIGUOUS'] or img.ndim != 2:
+        raise ValueError("kernel input must be a C-contiguous 2-D array")
+    if n:
+        with nogil:
+            st = ncalc_local_hessian(src, dt, img.shape[0], img.shape[1],
+                                     &rows[0], &cols[0], &sigma[0], n, truncate,
+                                     &out[0, 0], &out[1, 0], &out[2, 0], &out[3, 0], nthreads)
+    _check(st)
+    return out[:, :n]

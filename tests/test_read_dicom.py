@@ -434,3 +434,24 @@ def test_folder_four_views_not_stacked(tmp_path, mammo):
         read_image(folder)
     # the CLI expansion yields the four images separately
     assert find_inputs([folder]) == sorted(os.fspath(folder / f"v{i}") for i in range(4))
+
+
+def test_modality_lut_sequence(tmp_path, mammo):
+    """A Modality LUT Sequence is applied (pydicom) and sets the inversion range."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.add_new(0x00283006, "US", [2 * i + 100 for i in range(4096)])
+    item.ModalityLUTType = "US"
+    p = tmp_path / "mlut"
+    make_mammo_dicom(p, mammo, bits_stored=BITS, extra={"ModalityLUTSequence": Sequence([item])})
+    img = read_image(p)
+    np.testing.assert_array_equal(img.pixels, 2 * mammo.astype(np.int64) + 100)
+    assert img.metadata["intensity_transforms"] == ["modality_lut"]
+    q = tmp_path / "mlut1"
+    make_mammo_dicom(q, mammo, bits_stored=BITS, photometric="MONOCHROME1",
+                     extra={"ModalityLUTSequence": Sequence([item])})
+    inv = read_image(q)
+    np.testing.assert_array_equal(inv.pixels, (100 + 8290) - (2 * mammo.astype(np.int64) + 100))

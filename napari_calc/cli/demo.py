@@ -35,7 +35,7 @@ def run(args) -> int:
 
     import pandas as pd
 
-    calcs = pd.read_csv(summary["outputs"]["calcifications.csv"])
+    calcs = pd.read_csv(summary["outputs"]["csv"])
     truth = ph.truth["calcifications"]
     likely = calcs[calcs["score"] >= 0.5]
     m = match_calcifications(likely, truth)

@@ -47,47 +47,67 @@ def add_common_arguments(p) -> None:
                         "sr.dcm (DICOM SR TID 1500), cad-sr.dcm (Mammography CAD SR)")
 
 
+def parse_param(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` of ``--param`` -> (name, value); the value as JSON when it parses."""
+    import json
+
+    name, sep, value = str(text).partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or not name:
+        raise NapariCalcError(f"--param {text!r} is not NAME=VALUE (e.g. threshold=4.5)")
+    value = value.strip()
+    try:
+        parsed = json.loads(value.lower() if value.lower() in ("true", "false") else value)
+    except ValueError:
+        parsed = value
+    return name, parsed
+
+
 def register(sub) -> None:
     p = sub.add_parser("detect", help="detect calcifications in images or folders",
                        description="Detect microcalcifications and clusters in mammograms "
                                    "(DICOM with or without .dcm, TIFF/OME-TIFF) and write "
-                                   "<stem>.calcifications.csv and <stem>.clusters.csv per input.")
+                                   "<stem>.calcifications.csv and <stem>.clusters.csv per input. "
+                                   "Folders are searched recursively; a rerun skips inputs whose "
+                                   "outputs are complete (<stem>.done.json); a run manifest goes "
+                                   "to DIR/napari-calc-run.json.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     add_common_arguments(p)
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="parallel local worker processes (default: number of cores)")
+                   help="parallel local worker processes (default: number of cores; "
+                        "1 runs in this process)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="send the work to a running dask.distributed scheduler (tcp://host:8786)")
+                   help="send the work to a running dask.distributed scheduler (tcp://host:8786, "
+                        "or a scheduler file); inputs and --out must be paths the workers can reach")
+    p.add_argument("--force", action="store_true",
+                   help="recompute inputs whose outputs are already complete")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up on an input after this many seconds (its worker is killed)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="detection parameter, repeatable (e.g. --param threshold=4.5)")
+    p.add_argument("--deidentify", action="store_true",
+                   help="dataset exports without patient identifiers, dates and paths")
+    p.add_argument("--no-recursive", dest="recursive", action="store_false",
+                   help="do not descend into sub-folders")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show the progress bar even when stderr is not a terminal")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="never show the progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..core.pipeline import process_file
-    from ..core.read import find_inputs
+    from ..core.batch import run_batch
 
     formats = parse_formats(args.formats)
     spacing = parse_spacing(args.spacing)
-    failed = 0
-    inputs, problems = [], []
-    for item in args.inputs:
-        try:
-            inputs.extend(find_inputs([item]))
-        except NapariCalcError as exc:
-            problems.append(exc)
-    for exc in problems:
-        print(f"napari-calc: {exc}", file=sys.stderr)
-        failed += 1
-    total_c = total_k = 0
-    for path in inputs:
-        try:
-            s = process_file(path, Path(args.out), formats=formats, spacing_mm=spacing)
-        except NapariCalcError as exc:
-            print(f"napari-calc: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        total_c += s["n_calcifications"]
-        total_k += s["n_clusters"]
-        print(f"{path}: {s['n_calcifications']} calcifications, {s['n_clusters']} clusters")
-    print(f"{len(inputs) - (failed - len(problems))} of {len(inputs) + len(problems)} inputs done, "
-          f"{total_c} calcifications, {total_k} clusters -> {Path(args.out).resolve()}")
-    return 1 if failed else 0
+    params = dict(parse_param(t) for t in args.param)
+    result = run_batch(args.inputs, Path(args.out), formats=formats, params=params,
+                       spacing_mm=spacing, deidentify=args.deidentify, workers=args.workers,
+                       scheduler=args.scheduler, timeout=args.timeout, force=args.force,
+                       progress=args.progress, recursive=args.recursive,
+                       command={k: v for k, v in vars(args).items() if k != "func"})
+    for line in result.summary_lines():
+        print(line)
+    return result.exit_code

@@ -21,7 +21,7 @@ from scipy.spatial import ConvexHull, QhullError, cKDTree
 from .columns import NO_CLUSTER, cluster_columns
 from .errors import InvalidParameterError
 
-__all__ = ["cluster_calcifications", "DEFAULT_CLUSTER_RADIUS_MM", "cluster_table"]
+__all__ = ["cluster_calcifications", "DEFAULT_CLUSTER_RADIUS_MM", "cluster_table", "cluster_features"]
 
 #: Radius of a disc of area 1 cm², in mm.
 DEFAULT_CLUSTER_RADIUS_MM = math.sqrt(100.0 / math.pi)
@@ -85,6 +85,53 @@ def _hull_area(points: np.ndarray) -> float:
         return 0.0  # collinear or coincident
 
 
+def cluster_features(calcs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster ids (sorted) and their score features.
+
+    Features (:data:`napari_calc.core.score.CLUSTER_FEATURE_NAMES`): log of
+    the number of members, the mean log-odds of the 3 highest member scores,
+    and log(1 + sum of member scores). Computed without per-cluster Python
+    loops.
+    """
+    from .score import cluster_feature_matrix, logit
+
+    members = calcs[calcs["cluster_id"] >= 0]
+    if members.empty:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 3))
+    g = members[["cluster_id", "score"]].copy()
+    g["score"] = pd.to_numeric(g["score"], errors="coerce").fillna(0.0).clip(0.0, 1.0)
+    g["lo"] = logit(g["score"].to_numpy(float))
+    g = g.sort_values(["cluster_id", "score"], ascending=[True, False])
+    g["rank"] = g.groupby("cluster_id").cumcount()
+    grp = g.groupby("cluster_id", sort=True)
+    n = grp.size()
+    top3 = g[g["rank"] < 3].groupby("cluster_id", sort=True)["lo"].mean()
+    sump = grp["score"].sum()
+    ids = n.index.to_numpy(np.int64)
+    return ids, cluster_feature_matrix(n.to_numpy(float), top3.reindex(n.index).to_numpy(float),
+                                       sump.to_numpy(float))
+
+
+def _cluster_scores(calcs: pd.DataFrame, ids: np.ndarray) -> dict:
+    """Calibrated cluster probability per cluster id (shipped model), or a
+    heuristic when no model is shipped: the mean of the three highest member
+    scores times ``1 - 0.5 ** (n - 2)``."""
+    from .score import cluster_probability, load_model
+
+    ids2, X = cluster_features(calcs)
+    try:
+        model = load_model()
+    except (FileNotFoundError, OSError, ValueError):
+        model = None
+    if model is not None and "cluster" in model and len(X):
+        prob = cluster_probability(X, model)
+    else:
+        n = np.exp(X[:, 0]) if len(X) else np.zeros(0)
+        top = 1.0 / (1.0 + np.exp(-X[:, 1])) if len(X) else np.zeros(0)
+        prob = top * np.where(n >= 2, 1.0 - 0.5 ** np.maximum(n - 2, 0), 0.5)
+    return {int(i): float(v) for i, v in zip(ids2, prob)}
+
+
 def cluster_table(calcs: pd.DataFrame, spacing_mm, *, ndim: int = 2) -> pd.DataFrame:
     """Summarise clusters from a calcification table with ``cluster_id`` set.
 
@@ -92,14 +139,17 @@ def cluster_table(calcs: pd.DataFrame, spacing_mm, *, ndim: int = 2) -> pd.DataF
     ``max_extent_mm`` the largest distance between two member centres plus
     the mean member diameter (so a cluster of one spot has that spot's
     size); ``area_mm2`` the area of the members' convex hull in the image
-    plane; ``score`` the mean of the three highest member scores times
-    ``1 - 0.5 ** (n - 2)`` (more members, more confidence).
+    plane; ``score`` the calibrated probability that the cluster is a true
+    microcalcification cluster (a logistic model on the number of members
+    and their scores, trained on phantoms -- see
+    :mod:`napari_calc.core.score`).
     """
     cols = cluster_columns(ndim)
     members = calcs[calcs["cluster_id"] >= 0]
     if members.empty:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in cols}).astype(
             {"cluster_id": "int64", "n_calcifications": "int64"})
+    scores = _cluster_scores(calcs, None)
     rows = []
     for cid, g in members.groupby("cluster_id", sort=True):
         yx = g[["y_mm", "x_mm"]].to_numpy(float)
@@ -108,7 +158,6 @@ def cluster_table(calcs: pd.DataFrame, spacing_mm, *, ndim: int = 2) -> pd.DataF
             d = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1)).max()
         else:
             d = 0.0
-        top = np.sort(g["score"].to_numpy(float))[::-1][:3]
         n = len(g)
         rec = {
             "cluster_id": int(cid),
@@ -119,7 +168,7 @@ def cluster_table(calcs: pd.DataFrame, spacing_mm, *, ndim: int = 2) -> pd.DataF
             "n_calcifications": int(n),
             "max_extent_mm": float(d + g["diameter_mm"].mean()),
             "area_mm2": _hull_area(yx),
-            "score": float(top.mean() * (1.0 - 0.5 ** max(n - 2, 0))) if n >= 2 else float(top.mean() * 0.5),
+            "score": scores[int(cid)],
         }
         if ndim == 3:
             rec["slice"] = float(g["slice"].mean())

@@ -37,6 +37,7 @@ from .detections import Detections
 from .errors import DetectionCancelled, InvalidParameterError, MissingSpacingError, UnsupportedImageError
 from .image import MammoImage
 from .mask import breast_mask
+from .score import FEATURE_NAMES, calc_probability, candidate_feature_matrix, load_model, noise_level_function
 
 __all__ = ["detect", "DetectionParams", "dog_sigmas", "PRESETS"]
 
@@ -46,6 +47,10 @@ SCALE_RATIO = 1.6
 MIN_SIGMA_PX = 0.5
 #: Gaussians are truncated at this many standard deviations (as SciPy).
 TRUNCATE = 4.0
+#: Default operating threshold on the calibrated score (see DetectionParams.min_score).
+DEFAULT_MIN_SCORE = 0.5
+#: Truncation of the per-candidate Gaussian-derivative windows (Hessian).
+HESSIAN_TRUNCATE = 3.5
 
 
 @dataclass
@@ -74,7 +79,16 @@ class DetectionParams:
     min_cluster_size : int
         Calcifications needed to form a cluster (BI-RADS: 3).
     cluster_min_score : float
-        Only candidates with at least this score take part in clustering.
+        Only candidates with at least this score take part in clustering
+        (by default the operating threshold ``min_score``).
+    min_score : float
+        The operating threshold: candidates scoring at least this are the
+        reported calcifications (CLI summary, review default). The score is
+        a calibrated probability; the default is chosen on training
+        phantoms for about 1 false calcification per image.
+    keep_min_score : float
+        Candidates scoring below this are dropped from the output table
+        altogether (0 keeps every candidate).
     """
 
     min_diameter_mm: float = 0.1
@@ -87,7 +101,9 @@ class DetectionParams:
     max_candidates: int = 5000
     cluster_radius_mm: float = DEFAULT_CLUSTER_RADIUS_MM
     min_cluster_size: int = 3
-    cluster_min_score: float = 0.5
+    cluster_min_score: float = DEFAULT_MIN_SCORE
+    min_score: float = DEFAULT_MIN_SCORE
+    keep_min_score: float = 0.02
 
     def validate(self) -> None:
         def bad(msg):
@@ -110,6 +126,10 @@ class DetectionParams:
             bad(f"max_candidates must be >= 1, got {self.max_candidates}")
         if not (self.cluster_radius_mm > 0):
             bad(f"cluster_radius_mm must be > 0, got {self.cluster_radius_mm}")
+        for name in ("cluster_min_score", "min_score", "keep_min_score"):
+            v = getattr(self, name)
+            if not (0.0 <= v <= 1.0):
+                bad(f"{name} must be in [0, 1], got {v}")
         if int(self.min_cluster_size) < 2:
             bad(f"min_cluster_size must be >= 2, got {self.min_cluster_size}")
 
@@ -192,7 +212,8 @@ def _kernel_input(plane: np.ndarray) -> np.ndarray:
 
 def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,
                   nthreads: int, mask: np.ndarray | None):
-    """Candidates of one 2-D plane as a dict of arrays."""
+    """Candidates of one 2-D plane as a dict of arrays (raw measurements and
+    the model features, see :mod:`napari_calc.core.score`)."""
     from .. import _kernel
 
     img = _kernel_input(plane)
@@ -226,21 +247,41 @@ def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: Detecti
     sigma_eff = sig[s_idx] * math.sqrt(SCALE_RATIO)  # geometric mean of the pair
     diameter_mm = np.clip(2 * math.sqrt(2) * sigma_eff * sp, p.min_diameter_mm, p.max_diameter_mm)
     blob_radius_px = (sigma_eff * math.sqrt(2)).astype(np.float32)
-    feats = _kernel.candidate_features(img, rr.astype(np.int32), cc.astype(np.int32),
-                                       np.ascontiguousarray(blob_radius_px), nthreads)
+    r32, c32 = rr.astype(np.int32), cc.astype(np.int32)
+    feats = _kernel.candidate_features(img, r32, c32, np.ascontiguousarray(blob_radius_px), nthreads)
     contrast, bg_std, peak, area, elong = (feats[i].astype(np.float64) for i in range(5))
+    s32 = np.ascontiguousarray(sigma_eff, dtype=np.float32)
+    h1 = _kernel.local_hessian(img, r32, c32, s32, HESSIAN_TRUNCATE, nthreads).astype(np.float64)
+    h2 = _kernel.local_hessian(img, r32, c32, np.ascontiguousarray(2 * s32), HESSIAN_TRUNCATE,
+                               nthreads).astype(np.float64)
+    lev, nsd = noise_level_function(img, mask)
+    nlf_sd = np.interp(h2[0], lev, nsd)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cnr = np.where(bg_std > 0, contrast / bg_std, 0.0)
-    return dict(row=rr.astype(np.int64), col=cc.astype(np.int64), snr=snr, noise=noise,
-                diameter_mm=diameter_mm, contrast=contrast, cnr=cnr, peak=peak,
-                area_mm2=area * spacing_yx[0] * spacing_yx[1], elongation=elong,
-                response=resp[rr, cc].astype(np.float64))
+        cnr = np.where(nlf_sd > 0, contrast / nlf_sd, 0.0)
+    raw = dict(snr=snr, contrast=contrast, peak=peak, bg_std=bg_std, nlf_sd=nlf_sd, h1=h1, h2=h2,
+               sigma_px=sigma_eff, area_px=area, elongation=elong, diameter_mm=diameter_mm)
+    X = candidate_feature_matrix(raw)
+    out = dict(row=rr.astype(np.int64), col=cc.astype(np.int64), snr=snr, noise=noise,
+               diameter_mm=diameter_mm, contrast=contrast, cnr=cnr, peak=peak,
+               area_mm2=area * spacing_yx[0] * spacing_yx[1], elongation=elong,
+               response=resp[rr, cc].astype(np.float64), nlf_sd=nlf_sd, ring_std=bg_std)
+    for j, name in enumerate(FEATURE_NAMES):
+        out["f_" + name] = X[:, j] if len(X) else np.zeros(0)
+    return out
 
 
 def _score(c: dict) -> np.ndarray:
-    """Likelihood-like score in [0, 1] from the detection SNR: a logistic of
-    the response in noise units, 0.5 at 6 sigma. Monotonic in the SNR."""
-    return 1.0 / (1.0 + np.exp(-(c["snr"] - 6.0) / 1.5))
+    """Calibrated probability of being a microcalcification, from the
+    shipped model (:mod:`napari_calc.core.score`)."""
+    n = len(c["row"])
+    X = np.column_stack([c["f_" + name] for name in FEATURE_NAMES]) if n else np.zeros((0, len(FEATURE_NAMES)))
+    try:
+        model = load_model()
+    except (FileNotFoundError, OSError):
+        # no shipped model (a development checkout before training): a
+        # logistic of the detection SNR, 0.5 at 6 sigma
+        return 1.0 / (1.0 + np.exp(-(c["snr"] - 6.0) / 1.5))
+    return calc_probability(X, model)
 
 
 def _merge_slices(per_slice: list[dict], radius_px: float) -> dict:
@@ -372,6 +413,10 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
         keep = np.sort(np.argsort(-c["snr"], kind="stable")[: p.max_candidates])
         c = {k: v[keep] for k, v in c.items()}
     score = _score(c)
+    if p.keep_min_score > 0 and len(score):
+        keep = score >= p.keep_min_score
+        c = {k: v[keep] for k, v in c.items()}
+        score = score[keep]
     n = len(c["row"])
     # order: by slice, then row, col (deterministic, independent of threads)
     order = np.lexsort((c["col"], c["row"], c["slice"]))
@@ -395,9 +440,8 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
         calcs.insert(0, "slice", c["slice"])
     assign_clusters(calcs, p, nd)
     clusters = cluster_table(calcs, spacing, ndim=nd)
-    extra = pd.DataFrame({"snr": c["snr"], "noise": c["noise"], "peak": c["peak"],
-                          "area_mm2": c["area_mm2"], "elongation": c["elongation"],
-                          "response": c["response"]})
+    public = {"row", "col", "slice", "diameter_mm", "contrast", "cnr"}
+    extra = pd.DataFrame({k: v for k, v in c.items() if k not in public})
     params_used = dict(p.__dict__)
     params_used["spacing_mm"] = list(spacing)
     params_used["dog_sigmas_px"] = dog_sigmas(min(spacing_yx), p.min_diameter_mm, p.max_diameter_mm).tolist()

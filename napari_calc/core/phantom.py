@@ -386,22 +386,23 @@ def _build_scene(
         seed=int(seed),
     )
 
-    def random_inside(rng_, margin_mm, tries=2000):
-        for _ in range(tries):
-            y = rng_.uniform(0, H)
-            x = rng_.uniform(0, W)
-            if x < margin_mm:
-                continue
-            # distance to the outline: check a ring of points
-            ang = np.linspace(0, 2 * math.pi, 12, endpoint=False)
-            yy = y + margin_mm * np.sin(ang)
-            xx = x + margin_mm * np.cos(ang)
-            if _inside_outline(np.array([y]), np.array([x]), outline)[0] and np.all(
-                _inside_outline(yy, xx, outline) | (xx < 0)
-            ):
-                if margin_mm <= y <= H - margin_mm:
-                    return y, x
-        raise InvalidParameterError("the image is too small for the requested objects")
+    ring = np.linspace(0, 2 * math.pi, 12, endpoint=False)
+
+    def random_inside(rng_, margin_mm, ok=None, batches=20, batch=256):
+        """A random point at least ``margin_mm`` inside the breast outline
+        (and the image) for which ``ok(y, x)`` holds; None if none found."""
+        for _ in range(batches):
+            y = rng_.uniform(margin_mm, H - margin_mm, batch)
+            x = rng_.uniform(margin_mm, W, batch)
+            yy = y[:, None] + margin_mm * np.sin(ring)[None, :]
+            xx = x[:, None] + margin_mm * np.cos(ring)[None, :]
+            good = _inside_outline(y, x, outline) & np.all(
+                _inside_outline(yy, xx, outline) | (xx < 0), axis=1
+            )
+            for yi, xi in zip(y[good], x[good]):
+                if ok is None or ok(yi, xi):
+                    return float(yi), float(xi)
+        return None
 
     # ---- vessels and ducts -------------------------------------------------
     if vessels:
@@ -444,7 +445,10 @@ def _build_scene(
     if benign:
         n_b = int(r_ben.integers(1, 4))
         for _ in range(n_b):
-            y, x = random_inside(r_ben, 6.0)
+            pos = random_inside(r_ben, 6.0)
+            if pos is None:
+                continue
+            y, x = pos
             r = r_ben.uniform(0.5, 2.0)
             kind = r_ben.random()
             shell = r * r_ben.uniform(0.15, 0.3) if kind < 0.4 else 0.0
@@ -479,10 +483,14 @@ def _build_scene(
     if mcs:
         centres = []
         for cid in range(n_clusters):
-            for _ in range(200):
-                cy, cx = random_inside(r_mc, 12.0)
-                if all(math.hypot(cy - py, cx - px) > 25.0 for py, px in centres):
-                    break
+            pos = random_inside(
+                r_mc, 12.0, lambda y, x: all(math.hypot(y - py, x - px) > 25.0 for py, px in centres)
+            )
+            if pos is None:
+                raise InvalidParameterError(
+                    f"the breast is too small for {n_clusters} clusters 25 mm apart"
+                )
+            cy, cx = pos
             centres.append((cy, cx))
             n = int(r_mc.integers(5, 13))
             spread = r_mc.uniform(2.0, 4.0)  # radius of the cluster region, mm
@@ -501,16 +509,16 @@ def _build_scene(
             scene.clusters.append(cid)
         singles = []
         for _ in range(n_singles):
-            for _ in range(500):
-                y, x = random_inside(r_mc, 5.0)
-                if all(math.hypot(y - py, x - px) > 25.0 for py, px in centres) and all(
-                    math.hypot(y - py, x - px) > 15.0 for py, px in singles
-                ):
-                    break
-            else:
+            pos = random_inside(
+                r_mc, 5.0,
+                lambda y, x: all(math.hypot(y - py, x - px) > 20.0 for py, px in centres)
+                and all(math.hypot(y - py, x - px) > 15.0 for py, px in singles),
+                batches=4,
+            )
+            if pos is None:  # no room left (small images): fewer singles
                 continue
-            singles.append((y, x))
-            scene.mcs.append(new_mc(y, x, -1))
+            singles.append(pos)
+            scene.mcs.append(new_mc(pos[0], pos[1], -1))
 
     scene.acq = {
         "psf_sigma_px": float(r_acq.uniform(0.55, 0.75)),

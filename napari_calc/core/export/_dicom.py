@@ -158,3 +158,54 @@ def coding_scheme_identification() -> Dataset:
 def now_da_tm() -> tuple[str, str]:
     n = _dt.datetime.now()
     return n.strftime("%Y%m%d"), n.strftime("%H%M%S")
+
+
+def content_digest(*parts) -> str:
+    """SHA-256 over text parts: identical content gives identical document UIDs."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(str(p).encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def document_uids(flavour: str, digest: str) -> tuple[str, str]:
+    """(series UID, SOP instance UID) of an SR, derived from its content.
+
+    The same detections, metadata and parameters give the same UIDs (and,
+    with :func:`stamp_times`, byte-identical files); any change gives new
+    ones, as DICOM requires of a changed document.
+    """
+    series = str(generate_uid(entropy_srcs=["napari-calc sr series", flavour, digest]))
+    sop = str(generate_uid(entropy_srcs=["napari-calc sr instance", flavour, digest]))
+    return series, sop
+
+
+def stamp_times(ds: Dataset) -> None:
+    """Set the SR's creation dates/times from ``$SOURCE_DATE_EPOCH`` when set.
+
+    Follows the reproducible-builds convention: with the variable set, the
+    file does not depend on when it was written. Without it, the current
+    local time (as highdicom set it) is kept.
+    """
+    import os
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if not epoch:
+        return
+    try:
+        t = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return
+    da, tm = t.strftime("%Y%m%d"), t.strftime("%H%M%S")
+    for d_kw, t_kw in (("ContentDate", "ContentTime"), ("InstanceCreationDate", "InstanceCreationTime"),
+                       ("SeriesDate", "SeriesTime")):
+        if d_kw in ds:
+            setattr(ds, d_kw, da)
+        if t_kw in ds:
+            setattr(ds, t_kw, tm)
+    for it in ds.get("ContributingEquipmentSequence") or []:
+        if "ContributionDateTime" in it:
+            it.ContributionDateTime = da + tm

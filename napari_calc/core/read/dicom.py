@@ -375,7 +375,8 @@ def _check_is_image(ds, path) -> None:
     if "DirectoryRecordSequence" in ds:
         raise UnsupportedImageError("DICOM media directory (DICOMDIR) is not an image", path)
     if _pixel_data_keyword(ds) is None:
-        raise UnsupportedImageError("DICOM file has no pixel data", path)
+        hint = " (the header describes an image: truncated file?)" if "Rows" in ds else ""
+        raise UnsupportedImageError(f"DICOM file has no pixel data{hint}", path)
 
 
 def _frames(ds) -> int:
@@ -623,11 +624,15 @@ def _apply_modality(arr: np.ndarray, ds, n_frames: int, transforms: list[str]):
         return arr, (float(np.nanmin(arr)), float(np.nanmax(arr)))
     if _get(ds, "ModalityLUTSequence") is not None:
         out = apply_modality_lut(arr, ds)
-        lut = np.asarray(ds.ModalityLUTSequence[0].LUTData if not isinstance(
-            ds.ModalityLUTSequence[0].LUTData, bytes) else np.frombuffer(
-            ds.ModalityLUTSequence[0].LUTData, "<u2"))
+        # representable output range: the LUT applied to every stored value
+        if hi - lo <= 2**20:
+            every = np.arange(lo, hi + 1, dtype=np.int64 if lo < 0 else np.uint32).astype(arr.dtype)
+            mapped = apply_modality_lut(every, ds)
+            rlo, rhi = float(mapped.min()), float(mapped.max())
+        else:
+            rlo, rhi = float(out.min()), float(out.max())
         transforms.append("modality_lut")
-        return out, (float(lut.min()), float(lut.max()))
+        return out, (rlo, rhi)
     params = _rescale_params(ds, n_frames)
     if params is None or all(p == (1.0, 0.0) for p in params):
         return arr, (float(lo), float(hi))
@@ -654,12 +659,20 @@ def _apply_modality(arr: np.ndarray, ds, n_frames: int, transforms: list[str]):
 
 
 def _invert(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``lo + hi - arr`` keeping an integer dtype when the result fits."""
-    if arr.dtype.kind in "ui":
-        wide = arr.astype(np.int64)
-        out = int(lo + hi) - wide
-        return _to_compact_int(out, lo, hi) if lo == int(lo) and hi == int(hi) else out.astype(np.float32)
-    return (lo + hi - arr).astype(arr.dtype if arr.dtype.kind == "f" else np.float32)
+    """``lo + hi - arr`` keeping an integer dtype when the result fits.
+
+    Values outside ``[lo, hi]`` (bits above BitsStored) are clipped first.
+    """
+    if arr.dtype.kind in "ui" and float(lo).is_integer() and float(hi).is_integer():
+        lo_i, hi_i = int(lo), int(hi)
+        info = np.iinfo(arr.dtype)
+        if info.min <= lo_i and hi_i <= info.max and info.min <= lo_i + hi_i <= info.max:
+            clipped = np.clip(arr, lo_i, hi_i)
+            return np.subtract(np.asarray(lo_i + hi_i, dtype=arr.dtype), clipped, dtype=arr.dtype)
+        wide = np.clip(arr.astype(np.int64), lo_i, hi_i)
+        return _to_compact_int((lo_i + hi_i) - wide, lo, hi)
+    out = (lo + hi) - np.clip(arr, lo, hi)
+    return out.astype(arr.dtype if arr.dtype.kind == "f" else np.float32)
 
 
 def _first_window(ds) -> tuple[float, float] | None:

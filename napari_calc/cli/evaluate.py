@@ -1,0 +1,187 @@
+"""``napari-calc evaluate DETECTIONS TRUTH``: FROC against phantom truth."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+CALC_SUFFIX = ".calcifications.csv"
+CLUSTER_SUFFIX = ".clusters.csv"
+TRUTH_SUFFIX = ".truth.json"
+
+
+def register(subparsers) -> None:
+    """Add the ``evaluate`` sub-command."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="FROC of detections against ground truth",
+        description=(
+            "Pair <stem>.calcifications.csv (and <stem>.clusters.csv next to it) with "
+            "<stem>.truth.json by stem, print the individual and cluster FROC and the "
+            "sensitivity at 0.25/0.5/1/2 false positives per image, and save froc.csv "
+            "and froc.png in --out."
+        ),
+    )
+    p.add_argument("detections", metavar="DETECTIONS",
+                   help="a <stem>.calcifications.csv or a folder of them")
+    p.add_argument("truth", metavar="TRUTH", help="a <stem>.truth.json or a folder of them")
+    p.add_argument("--out", default="napari-calc-eval", metavar="DIR",
+                   help="folder for froc.csv and froc.png (default ./napari-calc-eval)")
+    p.add_argument("--match-mm", type=float, default=None, metavar="R",
+                   help="fixed matching radius in mm (default: max(0.5 mm, truth diameter))")
+    p.add_argument("--cluster-margin-mm", type=float, default=None, metavar="M",
+                   help="margin added to a truth cluster's radius (default 2.5 mm)")
+    p.set_defaults(func=run)
+
+
+def _err(path, reason) -> None:
+    print(f"napari-calc: {path}: {reason}", file=sys.stderr)
+
+
+def _collect(path: Path, suffix: str) -> dict[str, Path] | None:
+    if path.is_dir():
+        return {p.name[: -len(suffix)]: p for p in sorted(path.iterdir()) if p.name.endswith(suffix)}
+    if path.is_file():
+        name = path.name
+        stem = name[: -len(suffix)] if name.endswith(suffix) else path.stem
+        return {stem: path}
+    return None
+
+
+def _read_csv(path: Path):
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError("empty file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a CSV table ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in ("y_mm", "x_mm") if c not in df.columns]
+    if missing:
+        raise ValueError(f"missing column(s) {', '.join(missing)}")
+    return df
+
+
+def run(args) -> int:
+    import pandas as pd
+
+    from ..core.errors import NapariCalcError
+    from ..core.evaluate import (
+        CLUSTER_MARGIN_MM,
+        cluster_froc,
+        froc,
+        froc_summary,
+        plot_froc,
+    )
+    from ..core.phantom import load_truth
+    from ..core.atomic import atomic_write_text
+
+    det_path, truth_path, out = Path(args.detections), Path(args.truth), Path(args.out)
+    if args.match_mm is not None and not args.match_mm > 0:
+        _err(det_path, "--match-mm must be > 0")
+        return 2
+    dets = _collect(det_path, CALC_SUFFIX)
+    if dets is None:
+        _err(det_path, "no such file or folder")
+        return 2
+    truths = _collect(truth_path, TRUTH_SUFFIX)
+    if truths is None:
+        _err(truth_path, "no such file or folder")
+        return 2
+    if not truths:
+        _err(truth_path, f"no *{TRUTH_SUFFIX} files")
+        return 2
+    single_pair = det_path.is_file() and truth_path.is_file()
+    if single_pair:
+        (ds,), (ts,) = dets.keys(), truths.keys()
+        dets, truths = {ts: dets[ds]}, {ts: truths[ts]}
+
+    status = 0
+    det_list, clu_list, truth_list, stems = [], [], [], []
+    for stem, tpath in truths.items():
+        try:
+            truth = load_truth(tpath)
+        except NapariCalcError as exc:
+            _err(tpath, exc.reason)
+            status = 1
+            continue
+        dpath = dets.get(stem)
+        if dpath is None:
+            # a missing result counts as an image with no detections
+            _err(det_path / f"{stem}{CALC_SUFFIX}" if det_path.is_dir() else det_path,
+                 "no detections for this truth; counted as an image with no detections")
+            status = 1
+            cdf = pd.DataFrame(columns=["y_mm", "x_mm", "score", "status"])
+            kdf = pd.DataFrame(columns=["y_mm", "x_mm", "score"])
+        else:
+            try:
+                cdf = _read_csv(dpath)
+            except (ValueError, OSError) as exc:
+                _err(dpath, str(exc) if isinstance(exc, ValueError) else (exc.strerror or exc))
+                status = 1
+                continue
+            name = dpath.name
+            base = name[: -len(CALC_SUFFIX)] if name.endswith(CALC_SUFFIX) else dpath.stem
+            cpath = dpath.with_name(base + CLUSTER_SUFFIX)
+            kdf = pd.DataFrame(columns=["y_mm", "x_mm", "score"])
+            if cpath.is_file():
+                try:
+                    kdf = _read_csv(cpath)
+                except (ValueError, OSError) as exc:
+                    _err(cpath, str(exc) if isinstance(exc, ValueError) else (exc.strerror or exc))
+                    status = 1
+        det_list.append(cdf)
+        clu_list.append(kdf)
+        truth_list.append(truth)
+        stems.append(stem)
+    for stem, dpath in dets.items():
+        if stem not in truths:
+            _err(dpath, "no matching truth file; ignored")
+    if not truth_list:
+        _err(truth_path, "nothing to evaluate")
+        return 2
+
+    margin = CLUSTER_MARGIN_MM if args.cluster_margin_mm is None else args.cluster_margin_mm
+    f_calc = froc(det_list, truth_list, radius_mm=args.match_mm)
+    f_clu = cluster_froc(clu_list, truth_list, margin_mm=margin)
+
+    n_img = len(truth_list)
+    n_mc = int(f_calc["n_truth"].iloc[0])
+    n_cl = int(f_clu["n_truth"].iloc[0])
+    rule = f"{args.match_mm} mm" if args.match_mm else "max(0.5 mm, diameter)"
+    print(f"{n_img} images, {n_mc} truth calcifications, {n_cl} truth clusters")
+    print(f"matching: calcification within {rule}; cluster centroid within radius + {margin} mm")
+    s_calc = froc_summary(f_calc)
+    s_clu = froc_summary(f_clu)
+    table = pd.DataFrame(
+        {
+            "fp_per_image": s_calc["fp_per_image"],
+            "calc_sensitivity": s_calc["sensitivity"].round(3),
+            "calc_threshold": s_calc["threshold"].round(4),
+            "cluster_sensitivity": s_clu["sensitivity"].round(3),
+            "cluster_threshold": s_clu["threshold"].round(4),
+        }
+    )
+    print(table.to_string(index=False))
+    last = f_calc.iloc[-1]
+    print(
+        f"all detections: calcification sensitivity {last['sensitivity']:.3f} at "
+        f"{last['fp_per_image']:.2f} FP/image; cluster sensitivity "
+        f"{f_clu.iloc[-1]['sensitivity']:.3f} at {f_clu.iloc[-1]['fp_per_image']:.2f} FP/image"
+    )
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        both = pd.concat(
+            [f_calc.assign(level="calcification"), f_clu.assign(level="cluster")],
+            ignore_index=True,
+        )
+        both = both[["level"] + [c for c in both.columns if c != "level"]]
+        atomic_write_text(out / "froc.csv", both.to_csv(index=False))
+        plot_froc(f_calc, f_clu, out / "froc.png", title=f"{n_img} images")
+    except OSError as exc:
+        _err(out, exc.strerror or exc)
+        return 1
+    print(f"wrote {out / 'froc.csv'} and {out / 'froc.png'}")
+    return status

@@ -1,0 +1,981 @@
+"""Batch detection over many images: local processes, resumable, fault-isolated.
+
+:func:`run_batch` drives ``napari-calc detect``. Each input image becomes a
+*task* (a small JSON-ready dict: the input path, its output stem and the run
+settings) that :func:`process_input` executes: :func:`~.pipeline.process_file`
+then the completeness marker. The same function runs
+
+* in the calling process (``workers=1``),
+* in a pool of local worker processes (:class:`LocalPool`: a crashed or
+  timed-out worker is killed and replaced, only its input fails), or
+* on a dask.distributed cluster (:mod:`.distributed`),
+
+so every backend writes identical files.
+
+Output stems
+    ``<stem>`` is the file name without its image extension
+    (:func:`~.pipeline.output_stem`). When several inputs of one run share a
+    stem (compared case-insensitively), each of them is named after its path
+    relative to the input folder it was found in, with ``__`` between the
+    parts: ``left/a.dcm`` and ``right/a.dcm`` under ``data/`` give
+    ``left__a`` and ``right__a``. If that is still ambiguous (e.g. the same
+    relative path under two folders given on the command line) the path
+    relative to the deepest common folder of the clashing inputs is used, and
+    as a last resort ``__2``, ``__3``... is appended in the order of the
+    absolute paths. The rule only depends on the set of inputs, so a rerun
+    over the same inputs gives the same stems.
+
+Resuming
+    After all outputs of an input are written (each atomically), a marker
+    ``<stem>.done.json`` is written last, holding the input's absolute path,
+    size and modification time, the output file names and a hash of
+    everything that changes the outputs (napari-calc version, detection
+    parameters, spacing override, formats, de-identification). A rerun skips
+    an input whose marker matches and whose outputs all exist; anything else
+    is recomputed (``force=True`` recomputes everything). A run killed at any
+    moment therefore leaves either complete outputs *with* a marker, or no
+    marker (the input is redone).
+
+Run manifest
+    ``<out>/napari-calc-run.json`` (written atomically at the start, every few
+    seconds and at the end): versions, parameters, and one record per input
+    with its status (``done``, ``skipped``, ``failed`` or ``pending``), the
+    failure reason, the outputs and the seconds it took.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_write_text
+from .errors import InvalidParameterError, NapariCalcError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "MARKER_SUFFIX",
+    "BatchResult",
+    "available_cores",
+    "threads_per_worker",
+    "collect_inputs",
+    "assign_stems",
+    "settings_key",
+    "marker_path",
+    "is_complete",
+    "process_input",
+    "LocalPool",
+    "run_batch",
+    "versions",
+]
+
+#: Name of the run manifest written into the output folder.
+MANIFEST_NAME = "napari-calc-run.json"
+#: Suffix of the per-input completeness marker (``<stem>.done.json``).
+MARKER_SUFFIX = ".done.json"
+#: Seconds between two intermediate manifest writes.
+MANIFEST_INTERVAL_S = 5.0
+
+
+# --------------------------------------------------------------------------- cores
+
+def available_cores() -> int:
+    """Number of CPUs this process may run on (affinity-aware)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Kernel threads for each of ``workers`` processes on ``cores`` CPUs.
+
+    ``max(1, cores // workers)``, so that the processes together do not
+    oversubscribe the machine.
+    """
+    cores = available_cores() if cores is None else int(cores)
+    return max(1, cores // max(1, int(workers)))
+
+
+# --------------------------------------------------------------------------- inputs and stems
+
+@dataclasses.dataclass
+class InputItem:
+    """One image to process.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path of the image file or DICOM series folder.
+    root : str
+        Absolute path of the command-line argument it was found under (the
+        folder, or the file itself).
+    stem : str
+        Output stem (unique within the run).
+    display : str
+        The path as the user would write it (relative when the argument
+        was), used in messages.
+    """
+
+    path: str
+    root: str
+    stem: str = ""
+    display: str = ""
+
+
+def collect_inputs(args: Iterable[str | os.PathLike], recursive: bool = True
+                   ) -> tuple[list[InputItem], list[tuple[str, str]]]:
+    """Expand command-line inputs into images, with unique output stems.
+
+    Parameters
+    ----------
+    args : iterable of path
+        Files and folders as given by the user.
+    recursive : bool
+        Descend into sub-folders (:func:`napari_calc.core.read.find_inputs`).
+
+    Returns
+    -------
+    items : list of InputItem
+        The images in a stable order, duplicates removed, stems assigned by
+        :func:`assign_stems`.
+    problems : list of (str, str)
+        ``(argument, reason)`` for arguments that gave nothing to process
+        (an empty or unreadable folder).
+    """
+    from .read import find_inputs
+
+    items: list[InputItem] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for arg in args:
+        arg = os.fspath(arg)
+        root = os.path.abspath(arg)
+        try:
+            found = find_inputs([arg], recursive=recursive)
+        except NapariCalcError as exc:
+            problems.append((arg, exc.reason))
+            continue
+        except OSError as exc:
+            problems.append((arg, f"cannot list folder ({exc.strerror or exc})"))
+            continue
+        if os.path.isdir(arg):
+            found = sorted(set(found) | set(_misnamed_files(arg, found, recursive)),
+                           key=lambda f: found.index(f) if f in found else len(found))
+            if not found:
+                problems.append((arg, "no DICOM or TIFF images found in this folder"))
+                continue
+        for f in found:
+            key = os.path.abspath(f)
+            if key in seen:
+                continue
+            seen.add(key)
+            items.append(InputItem(path=key, root=root, display=os.fspath(f)))
+    assign_stems(items)
+    return items, problems
+
+
+#: File name endings that promise an image: a file so named that is not
+#: recognised as DICOM or TIFF by content is reported, not silently skipped.
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima", ".tif", ".tiff")
+
+
+def _misnamed_files(folder: str, found: list[str], recursive: bool) -> list[str]:
+    """Files under ``folder`` named like images whose content is not recognised.
+
+    :func:`~napari_calc.core.read.find_inputs` skips unrecognised files (a
+    folder may hold notes, spreadsheets...), but an empty or corrupt
+    ``x.dcm`` / ``x.tif`` is a broken image the user wants to hear about.
+    They are returned so that reading them reports the reason. Non-image
+    DICOM (SR, SEG, our ``*.sr.dcm``) is recognised, hence not returned.
+    """
+    from .read import OUTPUT_SUFFIXES, sniff_format
+
+    taken = {os.path.abspath(f) for f in found}
+    series = {f for f in taken if os.path.isdir(f)}
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        if os.path.abspath(dirpath) in series:
+            continue
+        for name in sorted(filenames):
+            low = name.lower()
+            if name.startswith(".") or not low.endswith(IMAGE_SUFFIXES):
+                continue
+            if any(low.endswith(s) for s in OUTPUT_SUFFIXES):
+                continue
+            full = os.path.join(dirpath, name)
+            if os.path.abspath(full) in taken or not os.path.isfile(full):
+                continue
+            if sniff_format(full) is None:
+                out.append(full)
+    return out
+
+
+def _rel_stem(path: str, base: str) -> str:
+    from .pipeline import output_stem
+
+    rel = os.path.relpath(path, base) if base else os.path.basename(path)
+    parts = [p for p in Path(rel).parts if p not in ("", ".", os.sep)]
+    if not parts or parts[0] == "..":
+        parts = [os.path.basename(path)]
+    parts[-1] = output_stem(parts[-1])
+    return "__".join(parts)
+
+
+def assign_stems(items: list[InputItem]) -> list[InputItem]:
+    """Give every item a unique output stem (in place; see the module doc).
+
+    Parameters
+    ----------
+    items : list of InputItem
+
+    Returns
+    -------
+    list of InputItem
+        The same list.
+    """
+    from .pipeline import output_stem
+
+    for it in items:
+        it.stem = output_stem(it.path)
+
+    def clashes() -> dict[str, list[InputItem]]:
+        groups: dict[str, list[InputItem]] = {}
+        for it in items:
+            groups.setdefault(it.stem.casefold(), []).append(it)
+        return {k: v for k, v in groups.items() if len(v) > 1}
+
+    # 1. relative to the input folder each was found in
+    for group in clashes().values():
+        for it in group:
+            base = it.root if os.path.isdir(it.root) and it.root != it.path else os.path.dirname(it.root)
+            it.stem = _rel_stem(it.path, base)
+    # 2. relative to the deepest common folder of the clashing inputs
+    for group in clashes().values():
+        common = os.path.commonpath([os.path.dirname(it.path) for it in group])
+        for it in group:
+            it.stem = _rel_stem(it.path, common)
+    # 3. numbered, in the order of the absolute paths
+    for group in clashes().values():
+        for i, it in enumerate(sorted(group, key=lambda t: t.path)):
+            if i:
+                it.stem = f"{it.stem}__{i + 1}"
+    taken = {it.stem.casefold() for it in items}
+    assert len(taken) == len(items)  # guaranteed by step 3 (paths are distinct)
+    return items
+
+
+# --------------------------------------------------------------------------- markers
+
+def versions() -> dict[str, Any]:
+    """Versions recorded in the run manifest."""
+    import numpy
+
+    out: dict[str, Any] = {}
+    try:
+        from .. import __version__ as v
+    except ImportError:  # pragma: no cover
+        v = "unknown"
+    out["napari-calc"] = v
+    out["python"] = platform.python_version()
+    out["numpy"] = numpy.__version__
+    try:
+        import pydicom
+
+        out["pydicom"] = pydicom.__version__
+    except ImportError:  # pragma: no cover
+        out["pydicom"] = None
+    try:
+        from .. import _kernel
+
+        out["kernel_openmp"] = bool(_kernel.openmp_enabled())
+        out["kernel_max_threads"] = int(_kernel.max_threads())
+    except Exception:  # pragma: no cover - kernel not built
+        out["kernel_openmp"] = None
+    out["platform"] = platform.platform()
+    return out
+
+
+def settings_key(*, params: dict | None, formats, spacing_mm, deidentify: bool) -> str:
+    """Hash of everything that changes an input's outputs.
+
+    Parameters
+    ----------
+    params : dict or None
+        Detection parameters (defaults are filled in, so ``{}`` and the
+        explicit defaults hash alike).
+    formats : iterable of str
+    spacing_mm : float, tuple or None
+    deidentify : bool
+
+    Returns
+    -------
+    str
+        Hex SHA-256.
+    """
+    from .detect import DetectionParams
+
+    resolved = dataclasses.asdict(DetectionParams(**(params or {})))
+    doc = {
+        "napari-calc": versions()["napari-calc"],
+        "params": resolved,
+        "formats": sorted(set(formats) | {"csv"}),
+        "spacing_mm": list(spacing_mm) if isinstance(spacing_mm, (tuple, list)) else spacing_mm,
+        "deidentify": bool(deidentify),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def marker_path(out_dir, stem: str) -> Path:
+    """``<out_dir>/<stem>.done.json``."""
+    return Path(out_dir) / f"{stem}{MARKER_SUFFIX}"
+
+
+def _input_signature(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    if os.path.isdir(path):  # a DICOM series: the newest of its files
+        size, mtime = 0, st.st_mtime_ns
+        for name in sorted(os.listdir(path)):
+            full = os.path.join(path, name)
+            if os.path.isfile(full):
+                s = os.stat(full)
+                size += s.st_size
+                mtime = max(mtime, s.st_mtime_ns)
+        return size, mtime
+    return st.st_size, st.st_mtime_ns
+
+
+def is_complete(task: dict) -> dict | None:
+    """The marker of a task when its outputs are complete and current.
+
+    Returns
+    -------
+    dict or None
+        The marker contents when ``<stem>.done.json`` exists, names the same
+        input with the same size and modification time and the same
+        :func:`settings_key`, and every listed output exists; else ``None``.
+    """
+    mp = marker_path(task["out_dir"], task["stem"])
+    try:
+        marker = json.loads(mp.read_text(encoding="utf-8"))
+        size, mtime = _input_signature(task["path"])
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict):
+        return None
+    if (marker.get("input") != task["path"] or marker.get("size") != size
+            or marker.get("mtime_ns") != mtime or marker.get("key") != task["key"]):
+        return None
+    outs = marker.get("outputs")
+    if not isinstance(outs, dict) or not outs:
+        return None
+    if not all((Path(task["out_dir"]) / name).is_file() for name in outs.values()):
+        return None
+    return marker
+
+
+# --------------------------------------------------------------------------- the unit of work
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def make_task(item: InputItem, out_dir, *, formats, params, spacing_mm, deidentify: bool,
+              n_threads: int, key: str | None = None) -> dict:
+    """The picklable description of one input's work (see :func:`process_input`)."""
+    if key is None:
+        key = settings_key(params=params, formats=formats, spacing_mm=spacing_mm,
+                           deidentify=deidentify)
+    return {
+        "path": item.path,
+        "stem": item.stem,
+        "out_dir": os.path.abspath(os.fspath(out_dir)),
+        "formats": list(formats),
+        "params": dict(params or {}),
+        "spacing_mm": list(spacing_mm) if isinstance(spacing_mm, (tuple, list)) else spacing_mm,
+        "deidentify": bool(deidentify),
+        "n_threads": int(n_threads),
+        "key": key,
+    }
+
+
+def process_input(task: dict) -> dict:
+    """Process one input and write its completeness marker last.
+
+    Never raises for a bad input: the result says what happened, so that one
+    image cannot stop a batch.
+
+    Parameters
+    ----------
+    task : dict
+        From :func:`make_task`. ``n_threads`` may be a dict ``{host: n}``
+        (dask: threads per task on each host, looked up with
+        :func:`socket.gethostname`).
+
+    Returns
+    -------
+    dict
+        ``path``, ``stem``, ``status`` (``"done"`` or ``"failed"``),
+        ``reason`` (failed only), ``outputs`` (format -> file name),
+        ``n_calcifications``, ``n_clusters``, ``seconds`` (wall time in the
+        worker) and ``detect_seconds``.
+    """
+    from .pipeline import process_file
+
+    t0 = time.perf_counter()
+    res: dict[str, Any] = {"path": task["path"], "stem": task["stem"]}
+    out_dir = Path(task["out_dir"])
+    n_threads = task.get("n_threads", 0)
+    if isinstance(n_threads, dict):
+        import socket
+
+        n_threads = int(n_threads.get(socket.gethostname(), n_threads.get("*", 0)))
+    spacing = task.get("spacing_mm")
+    if isinstance(spacing, list):
+        spacing = tuple(spacing)
+    mp = marker_path(out_dir, task["stem"])
+    try:
+        # the marker of an earlier run goes first: from here on the outputs
+        # are in flux until the new marker is written
+        try:
+            mp.unlink()
+        except FileNotFoundError:
+            pass
+        size, mtime = _input_signature(task["path"]) if os.path.exists(task["path"]) else (None, None)
+        summary = process_file(task["path"], out_dir, stem=task["stem"], formats=tuple(task["formats"]),
+                               params=task.get("params") or None, spacing_mm=spacing,
+                               n_threads=n_threads, deidentify=task.get("deidentify", False))
+        outputs = {k: os.path.basename(v) for k, v in summary["outputs"].items()}
+        marker = {
+            "format": "napari-calc done marker",
+            "version": 1,
+            "input": task["path"],
+            "size": size,
+            "mtime_ns": mtime,
+            "key": task["key"],
+            "outputs": outputs,
+            "n_calcifications": summary["n_calcifications"],
+            "n_clusters": summary["n_clusters"],
+        }
+        atomic_write_text(mp, json.dumps(marker, indent=1, sort_keys=True) + "\n")
+        res.update(status="done", outputs=outputs, n_calcifications=summary["n_calcifications"],
+                   n_clusters=summary["n_clusters"], detect_seconds=summary.get("seconds"))
+    except NapariCalcError as exc:
+        res.update(status="failed", reason=_one_line(exc.reason))
+    except MemoryError:
+        res.update(status="failed", reason="out of memory")
+    except OSError as exc:
+        res.update(status="failed", reason=_one_line(f"{exc.strerror or exc}"
+                                                     + (f" ({exc.filename})" if exc.filename else "")))
+    except Exception as exc:  # a bug: keep the batch going, keep the reason on one line
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
+        res.update(status="failed", reason=_one_line(f"internal error {type(exc).__name__}: {exc}{where}"))
+    res["seconds"] = round(time.perf_counter() - t0, 4)
+    return res
+
+
+# --------------------------------------------------------------------------- local process pool
+
+def _worker_main(conn, fn) -> None:  # pragma: no cover - runs in the child
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        conn.send(fn(task))
+
+
+def _death_reason(exitcode) -> str:
+    if exitcode is None:
+        return "worker process died"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"worker process crashed ({name})"
+    return f"worker process exited with status {exitcode}"
+
+
+class _Worker:
+    def __init__(self, ctx, fn):
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, fn), daemon=True,
+                                name="napari-calc-worker")
+        self.proc.start()
+        child.close()
+        self.task: dict | None = None
+        self.started = 0.0
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+        except Exception:  # pragma: no cover
+            pass
+        self.proc.join(5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.proc.join(2)
+        if self.proc.is_alive():
+            self.kill()
+        else:
+            self.conn.close()
+
+
+class LocalPool:
+    """A pool of local worker processes that survives crashes and timeouts.
+
+    Unlike :class:`concurrent.futures.ProcessPoolExecutor` (where one crashed
+    worker breaks the whole pool) each worker here has its own pipe: when a
+    worker dies (segfault, ``os._exit``, out-of-memory kill) or exceeds the
+    per-task ``timeout``, it is killed and replaced, and only the task it was
+    running fails.
+
+    Parameters
+    ----------
+    workers : int
+        Number of processes.
+    fn : callable(dict) -> dict
+        Module-level function run on each task (default :func:`process_input`).
+    timeout : float, optional
+        Seconds a single task may take.
+    context : str, optional
+        multiprocessing start method (default ``forkserver`` where available,
+        else ``spawn``; never ``fork``, which is unsafe with threads).
+    """
+
+    def __init__(self, workers: int, fn: Callable[[dict], dict] = None, *, timeout: float | None = None,
+                 context: str | None = None):
+        import multiprocessing as mp
+
+        if context is None:
+            context = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        self.ctx = mp.get_context(context)
+        if context == "forkserver":
+            # workers fork from a server that has napari-calc imported already
+            self.ctx.set_forkserver_preload(["napari_calc.core.batch", "napari_calc.core.pipeline"])
+        self.fn = fn or process_input
+        self.n = max(1, int(workers))
+        self.timeout = timeout
+        self._workers: list[_Worker] = []
+
+    def _failed(self, task: dict, reason: str, seconds: float) -> dict:
+        return {"path": task["path"], "stem": task["stem"], "status": "failed", "reason": reason,
+                "seconds": round(seconds, 4)}
+
+    def map_unordered(self, tasks: Iterable[dict]) -> Iterator[dict]:
+        """Run ``fn`` on every task; yield the results as they complete."""
+        from multiprocessing.connection import wait
+
+        pending = deque(tasks)
+        idle: list[_Worker] = []
+        busy: list[_Worker] = []
+        try:
+            while pending or busy:
+                while pending and (idle or len(self._workers) < self.n):
+                    w = idle.pop() if idle else self._spawn()
+                    w.task = pending.popleft()
+                    w.started = time.monotonic()
+                    try:
+                        w.conn.send(w.task)
+                    except (OSError, ValueError):  # died while idle
+                        task = w.task
+                        self._retire(w)
+                        pending.appendleft(task)
+                        continue
+                    busy.append(w)
+                wait_s = 0.5
+                if self.timeout is not None:
+                    now = time.monotonic()
+                    wait_s = min([wait_s] + [max(0.0, w.started + self.timeout - now) for w in busy])
+                ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=wait_s))
+                for w in list(busy):
+                    if w.conn in ready or w.proc.sentinel in ready:
+                        result = None
+                        try:
+                            if w.conn.poll():
+                                result = w.conn.recv()
+                        except (EOFError, OSError):
+                            result = None
+                        busy.remove(w)
+                        if result is not None:
+                            w.task = None
+                            idle.append(w)
+                            yield result
+                        else:
+                            w.proc.join(1)
+                            task, secs = w.task, time.monotonic() - w.started
+                            reason = _death_reason(w.proc.exitcode)
+                            self._retire(w)
+                            yield self._failed(task, reason, secs)
+                    elif self.timeout is not None and time.monotonic() - w.started > self.timeout:
+                        busy.remove(w)
+                        task, secs = w.task, time.monotonic() - w.started
+                        self._retire(w)
+                        yield self._failed(task, f"timed out after {self.timeout:g} s", secs)
+        finally:
+            self.close()
+
+    def _spawn(self) -> _Worker:
+        w = _Worker(self.ctx, self.fn)
+        self._workers.append(w)
+        return w
+
+    def _retire(self, w: _Worker) -> None:
+        w.kill()
+        if w in self._workers:
+            self._workers.remove(w)
+
+    def close(self) -> None:
+        """Stop every worker (killing those still busy)."""
+        workers, self._workers = self._workers, []
+        for w in workers:
+            if w.task is not None:
+                w.kill()
+            else:
+                w.stop()
+
+
+def _serial(tasks: Iterable[dict], fn: Callable[[dict], dict] = None) -> Iterator[dict]:
+    fn = fn or process_input
+    for t in tasks:
+        yield fn(t)
+
+
+# --------------------------------------------------------------------------- the driver
+
+@dataclasses.dataclass
+class BatchResult:
+    """What :func:`run_batch` did.
+
+    Attributes
+    ----------
+    records : list of dict
+        One per input (and per unusable argument), as in the manifest.
+    n_done, n_skipped, n_failed : int
+        Inputs computed now, skipped as already complete, failed.
+    n_calcifications, n_clusters : int
+        Totals over done and skipped inputs.
+    wall_seconds : float
+    manifest : pathlib.Path
+    """
+
+    records: list[dict]
+    n_done: int = 0
+    n_skipped: int = 0
+    n_failed: int = 0
+    n_calcifications: int = 0
+    n_clusters: int = 0
+    wall_seconds: float = 0.0
+    manifest: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed, else 1."""
+        return 1 if self.n_failed else 0
+
+    def summary_lines(self) -> list[str]:
+        """The final summary printed by the CLI."""
+        n = self.n_done + self.n_skipped + self.n_failed
+        skipped = f" ({self.n_skipped} already complete, skipped)" if self.n_skipped else ""
+        return [
+            f"{n} image{'s' if n != 1 else ''}: {self.n_done + self.n_skipped} done{skipped}, "
+            f"{self.n_failed} failed; {self.n_calcifications} calcifications, {self.n_clusters} clusters; "
+            f"wall time {self.wall_seconds:.1f} s",
+            f"outputs and run manifest: {self.manifest}",
+        ]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _clean_temporaries(out_dir: Path, stems: Iterable[str]) -> None:
+    """Remove temporary files an interrupted atomic write left for these stems."""
+    try:
+        names = os.listdir(out_dir)
+    except OSError:
+        return
+    stems = set(stems)
+    for name in names:
+        if name.startswith(".") and name.endswith(".tmp"):
+            inner = name[1:]
+            if any(inner.startswith(s + ".") for s in stems):
+                try:
+                    os.unlink(out_dir / name)
+                except OSError:
+                    pass
+
+
+def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",), params: dict | None = None,
+              spacing_mm=None, deidentify: bool = False, workers: int | None = None,
+              scheduler: str | None = None, timeout: float | None = None, force: bool = False,
+              progress: bool | None = None, error: Callable[[str], None] | None = None,
+              command: Any = None, recursive: bool = True) -> BatchResult:
+    """Detect on every image under ``inputs``; resumable and fault-isolated.
+
+    Parameters
+    ----------
+    inputs : iterable of path
+        Files and folders (searched recursively, DICOM recognised by content).
+    out_dir : path
+        Output folder (with ``--scheduler``: a path every dask worker can
+        write to, e.g. shared storage).
+    formats : iterable of str
+        Export formats (the CSVs are always written).
+    params : dict, optional
+        Detection parameters.
+    spacing_mm : float or tuple, optional
+        Spacing override for every input.
+    deidentify : bool
+        Dataset exports without identifiers.
+    workers : int, optional
+        Local worker processes (default: the core count; 1 runs in this
+        process unless ``timeout`` is given, which needs a killable worker).
+        Ignored with ``scheduler``.
+    scheduler : str, optional
+        Address of a running dask.distributed scheduler
+        (:mod:`napari_calc.core.distributed`).
+    timeout : float, optional
+        Seconds one input may take; a worker exceeding it is killed and
+        replaced, and the input fails with "timed out after N s".
+    force : bool
+        Recompute inputs whose outputs are complete.
+    progress : bool, optional
+        Show a tqdm progress bar on stderr (default: when stderr is a
+        terminal).
+    error : callable(str), optional
+        Receives one line per failed input, ``"<path>: <reason>"`` (default:
+        printed on stderr, above the progress bar).
+    command : JSON-ready object, optional
+        The command-line arguments, recorded in the manifest.
+    recursive : bool
+        Descend into sub-folders.
+
+    Returns
+    -------
+    BatchResult
+
+    Raises
+    ------
+    NapariCalcError
+        Unusable settings (bad parameters, ``workers < 1``, the scheduler
+        unreachable or dask missing) before anything is processed.
+    """
+    from .detect import DetectionParams
+    from .export import _normalize_formats
+
+    t_start = time.perf_counter()
+    started = _now()
+    formats = tuple(_normalize_formats(formats)) or ("csv",)
+    if "csv" not in formats:
+        formats = ("csv",) + formats
+    params = dict(params or {})
+    unknown = set(params) - set(DetectionParams.__dataclass_fields__)
+    if unknown:
+        raise InvalidParameterError(f"unknown detection parameter(s): {', '.join(sorted(unknown))}; "
+                                    f"valid: {', '.join(DetectionParams.__dataclass_fields__)}")
+    DetectionParams(**params).validate()
+    if timeout is not None and not (timeout > 0):
+        raise InvalidParameterError(f"--timeout must be > 0 seconds, got {timeout}")
+    cores = available_cores()
+    if workers is None:
+        workers = cores
+    if int(workers) < 1:
+        raise InvalidParameterError(f"--workers must be >= 1, got {workers}")
+    workers = int(workers)
+    out_dir = Path(out_dir).absolute()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NapariCalcError(f"cannot create the output folder ({exc.strerror or exc})", out_dir)
+
+    if error is None:
+        def error(line):
+            print(f"napari-calc: {line}", file=sys.stderr)
+
+    key = settings_key(params=params, formats=formats, spacing_mm=spacing_mm, deidentify=deidentify)
+    items, problems = collect_inputs(inputs, recursive=recursive)
+
+    dask_backend = None
+    if scheduler:
+        from . import distributed as _dist
+
+        dask_backend = _dist.DaskBackend(scheduler, timeout=timeout)  # connects, or raises
+        n_threads: Any = dask_backend.threads_per_task()
+        mode = {"backend": "dask", "scheduler": scheduler, "dask_workers": dask_backend.n_workers(),
+                "threads_per_task": n_threads}
+    else:
+        n_threads = threads_per_worker(workers, cores)
+        in_process = workers == 1 and timeout is None
+        mode = {"backend": "in-process" if in_process else "local processes", "workers": workers,
+                "cores": cores, "threads_per_worker": n_threads}
+
+    display = {it.path: it.display or it.path for it in items}
+    tasks = [make_task(it, out_dir, formats=formats, params=params, spacing_mm=spacing_mm,
+                       deidentify=deidentify, n_threads=n_threads, key=key) for it in items]
+    records: dict[str, dict] = {}
+    order: list[str] = []
+    result = BatchResult(records=[])
+    for arg, reason in problems:
+        rec = {"input": arg, "stem": None, "status": "failed", "reason": reason, "outputs": {},
+               "seconds": 0.0}
+        records[f"arg:{arg}"] = rec
+        order.append(f"arg:{arg}")
+        error(f"{arg}: {reason}")
+        result.n_failed += 1
+
+    todo: list[dict] = []
+    for t in tasks:
+        rec = {"input": t["path"], "stem": t["stem"], "status": "pending", "reason": None,
+               "outputs": {}, "seconds": None}
+        marker = None if force else is_complete(t)
+        if marker is not None:
+            rec.update(status="skipped", reason="outputs complete from an earlier run",
+                       outputs=marker["outputs"], n_calcifications=marker.get("n_calcifications"),
+                       n_clusters=marker.get("n_clusters"), seconds=0.0)
+            result.n_skipped += 1
+            result.n_calcifications += int(marker.get("n_calcifications") or 0)
+            result.n_clusters += int(marker.get("n_clusters") or 0)
+        else:
+            todo.append(t)
+        records[t["path"]] = rec
+        order.append(t["path"])
+    _clean_temporaries(out_dir, [t["stem"] for t in todo])
+
+    manifest_path = out_dir / MANIFEST_NAME
+    result.manifest = manifest_path
+    head = {
+        "format": "napari-calc run manifest",
+        "version": 1,
+        "started": started,
+        "command": command,
+        "versions": versions(),
+        "parameters": {
+            "detection": dataclasses.asdict(DetectionParams(**params)),
+            "detection_overrides": params,
+            "spacing_mm": spacing_mm,
+            "formats": list(formats),
+            "deidentify": bool(deidentify),
+            "settings_key": key,
+            "force": bool(force),
+            "timeout_s": timeout,
+            "recursive": recursive,
+            **mode,
+        },
+        "out_dir": str(out_dir),
+        "inputs_given": [os.fspath(a) for a in inputs] if not isinstance(inputs, (str, os.PathLike)) else [os.fspath(inputs)],
+    }
+    if dask_backend is not None:
+        head["versions"]["dask"] = dask_backend.dask_version
+
+    def write_manifest(finished: bool) -> None:
+        doc = dict(head)
+        doc["finished"] = _now() if finished else None
+        doc["wall_seconds"] = round(time.perf_counter() - t_start, 3)
+        doc["totals"] = {"images": len(tasks) + len(problems), "done": result.n_done,
+                         "skipped": result.n_skipped, "failed": result.n_failed,
+                         "pending": sum(1 for r in records.values() if r["status"] == "pending"),
+                         "calcifications": result.n_calcifications, "clusters": result.n_clusters}
+        doc["inputs"] = [records[k] for k in order]
+        try:
+            atomic_write_text(manifest_path, json.dumps(doc, indent=1, default=str) + "\n")
+        except OSError as exc:
+            error(f"{manifest_path}: cannot write the run manifest ({exc.strerror or exc})")
+
+    write_manifest(False)
+    last_write = time.monotonic()
+
+    bar = None
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), unit="img", file=sys.stderr, dynamic_ncols=True,
+                   desc="napari-calc detect", smoothing=0.1)
+        user_error = error
+
+        def error(line):  # keep each error on a line of its own above the bar
+            with bar.external_write_mode(file=sys.stderr):
+                user_error(line)
+
+    if dask_backend is not None:
+        results = dask_backend.map_unordered(todo)
+    elif not todo:
+        results = iter(())
+    elif in_process:
+        results = _serial(todo)
+    else:
+        results = LocalPool(min(workers, len(todo)), timeout=timeout).map_unordered(todo)
+
+    interrupted = False
+    try:
+        for res in results:
+            rec = records[res["path"]]
+            rec["seconds"] = res.get("seconds")
+            if res["status"] == "done":
+                rec.update(status="done", reason=None, outputs=res["outputs"],
+                           n_calcifications=res["n_calcifications"], n_clusters=res["n_clusters"],
+                           detect_seconds=res.get("detect_seconds"))
+                result.n_done += 1
+                result.n_calcifications += res["n_calcifications"]
+                result.n_clusters += res["n_clusters"]
+            else:
+                rec.update(status="failed", reason=res.get("reason") or "failed")
+                result.n_failed += 1
+                error(f"{display.get(res['path'], res['path'])}: {rec['reason']}")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(failed=result.n_failed, refresh=False)
+            if time.monotonic() - last_write > MANIFEST_INTERVAL_S:
+                write_manifest(False)
+                last_write = time.monotonic()
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+        if dask_backend is not None:
+            dask_backend.close()
+        if bar is not None:
+            bar.close()
+        result.wall_seconds = time.perf_counter() - t_start
+        result.records = [records[k] for k in order]
+        head["interrupted"] = interrupted
+        write_manifest(not interrupted)
+    return result
+
+
+def _main_stdin() -> int:  # pragma: no cover - used by distributed._process_with_timeout
+    """``python -m napari_calc.core.batch``: one task (JSON on stdin) -> result (JSON line on stdout)."""
+    task = json.loads(sys.stdin.read())
+    print(json.dumps(process_input(task)))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(_main_stdin())

@@ -1,0 +1,439 @@
+"""DICOM SR export: a TID 1500 Measurement Report written with highdicom.
+
+``<stem>.sr.dcm`` is a Comprehensive SR (SCOORD only, no SCOORD3D) holding a
+TID 1500 Measurement Report. It references the source image (see
+:mod:`._dicom` for non-DICOM sources) and holds one TID 1410 Planar ROI
+measurement group per calcification and per cluster:
+
+* calcification: tracking identifier ``MC-<calc_id>`` (+ a UID derived from
+  the source SOP Instance UID and the id), finding type (129770007, SCT,
+  "Individual Calcification"), an image region ``POINT`` at the centre
+  (DICOM image coordinates: column + 0.5, row + 0.5; multi-frame stacks
+  reference frame ``slice + 1``), measurements Diameter (81827009, SCT) in
+  mm and contrast, contrast-to-noise ratio and score (private codes,
+  unit "1"), the review status as a qualitative evaluation;
+* cluster: tracking identifier ``Cluster-<cluster_id>``, finding type
+  (129769006, SCT, "Calcification Cluster"), region ``POLYLINE`` (closed
+  convex hull of the members) or ``ELLIPSE`` (fewer than three members),
+  measurements Number of calcifications (111038, DCM), Area (42798000,
+  SCT) in mm2, maximum extent (private) in mm and score.
+
+SCOORD coordinates are 32-bit floats by definition, so every group also
+carries the exact pixel and mm position (row, col[, slice], y_mm, x_mm
+[, z_mm]) and the cluster id as NUM items with private codes
+(scheme ``99NAPCALC``); highdicom writes their FloatingPointValue (64 bit),
+which :func:`read_sr_detections` prefers, so positions and features round
+trip exactly. Extra numeric review columns become further private NUM
+items and extra text columns qualitative evaluations whose code meaning is
+the text (up to 64 characters). The detection parameters, spacing and image
+shape are the algorithm parameters (TID 4019, JSON text) of each group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pydicom
+from pydicom.sr.codedict import codes
+
+from ..atomic import atomic_write
+from ..columns import calc_columns, cluster_columns
+from ..detections import Detections
+from ._common import ExportError, cluster_outline_px, jsonable, member_table, \
+    normalize_calcifications, normalize_clusters, software_version
+from .csv_io import frame_to_csv_text
+from ._dicom import PRIVATE_SCHEME, apply_deidentification, coding_scheme_identification, \
+    content_digest, document_uids, source_datasets, source_reference, stamp_times
+
+__all__ = ["write_sr", "read_sr_detections", "build_sr"]
+
+ALGORITHM_NAME = "napari-calc"
+_PARAM_PREFIX = "napari-calc:"
+
+
+def _hd():
+    import highdicom as hd
+
+    return hd
+
+
+def _code(value, meaning, scheme=PRIVATE_SCHEME):
+    return _hd().sr.CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
+
+
+def _units():
+    hd = _hd()
+    return {
+        "mm": hd.sr.CodedConcept("mm", "UCUM", "millimeter"),
+        "mm2": hd.sr.CodedConcept("mm2", "UCUM", "square millimeter"),
+        "1": hd.sr.CodedConcept("1", "UCUM", "no units"),
+        "px": hd.sr.CodedConcept("{pixel}", "UCUM", "pixel"),
+    }
+
+
+#: column -> (code value, meaning, unit key); private codes
+_PRIVATE_NUM = {
+    "calc_id": ("calc_id", "Calcification ID", "1"),
+    "cluster_id": ("cluster_id", "Cluster ID", "1"),
+    "slice": ("slice", "Slice index", "px"),
+    "row": ("row", "Row index", "px"),
+    "col": ("col", "Column index", "px"),
+    "z_mm": ("z_mm", "Z position", "mm"),
+    "y_mm": ("y_mm", "Y position", "mm"),
+    "x_mm": ("x_mm", "X position", "mm"),
+    "contrast": ("contrast", "Contrast", "1"),
+    "cnr": ("cnr", "Contrast-to-noise ratio", "1"),
+    "score": ("score", "Detection score", "1"),
+    "max_extent_mm": ("max_extent_mm", "Maximum extent", "mm"),
+}
+#: column -> (code value, scheme, meaning, unit key); standard codes
+_STD_NUM = {
+    "diameter_mm": ("81827009", "SCT", "Diameter", "mm"),
+    "n_calcifications": ("111038", "DCM", "Number of calcifications", "1"),
+    "area_mm2": ("42798000", "SCT", "Area", "mm2"),
+}
+_STATUS_NAME = ("status", "Review status")
+_FINDING_CALC = ("129770007", "SCT", "Individual Calcification")
+_FINDING_CLUSTER = ("129769006", "SCT", "Calcification Cluster")
+_EXTRA_PREFIX = "x:"
+
+
+def _num_name(col):
+    if col in _STD_NUM:
+        v, s, m, _ = _STD_NUM[col]
+        return _code(v, m, s), _STD_NUM[col][3]
+    if col in _PRIVATE_NUM:
+        v, m, u = _PRIVATE_NUM[col]
+        return _code(v, m), u
+    return _code((_EXTRA_PREFIX + col)[:16], col[:64]), "1"
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _measurements(row: pd.Series, cols, units):
+    hd = _hd()
+    out = []
+    for c in cols:
+        v = row[c]
+        if not _is_number(v) or not math.isfinite(float(v)):
+            continue
+        name, u = _num_name(c)
+        out.append(hd.sr.Measurement(name=name, value=float(v), unit=units[u]))
+    return out
+
+
+def _text_evaluations(row: pd.Series, cols):
+    hd = _hd()
+    out = []
+    for c in cols:
+        v = row[c]
+        if v is None or (isinstance(v, float) and math.isnan(v)) or _is_number(v):
+            continue
+        text = str(v)
+        if not text:
+            continue
+        value = _code(hashlib.sha1(text.encode()).hexdigest()[:16], text[:64])
+        out.append(hd.sr.QualitativeEvaluation(
+            name=_code((_EXTRA_PREFIX + c)[:16], c[:64]), value=value))
+    return out
+
+
+def _uid_for(ref_uid: str, what: str, ident) -> str:
+    return str(pydicom.uid.generate_uid(entropy_srcs=["napari-calc tracking", ref_uid, what,
+                                                      str(ident)]))
+
+
+def build_sr(det: Detections, ndim: int, metadata: dict, *, deidentified: bool = False,
+             fallback_key: str = "image"):
+    """Build the TID 1500 SR (a highdicom ``Comprehensive3DSR``) for ``det``."""
+    hd = _hd()
+    calcs = normalize_calcifications(det.calcifications, ndim)
+    clus = normalize_clusters(det.clusters, ndim)
+    ref = source_reference(metadata, ndim, fallback_key)
+    evidence = source_datasets(ref, metadata, deidentified)
+    units = _units()
+    sp = [float(s) for s in det.spacing_mm]
+    header = {"spacing_mm": sp, "image_shape": [int(s) for s in det.image_shape],
+              "laterality": metadata.get("laterality"), "view": metadata.get("view"),
+              "parameters": jsonable(det.params or {})}
+    algo = hd.sr.AlgorithmIdentification(
+        name=ALGORITHM_NAME, version=software_version()[:64],
+        parameters=[_PARAM_PREFIX + json.dumps(header, sort_keys=True, allow_nan=False)])
+
+    def region(graphic_type, rc, s):
+        uid, frames = ref.instance_for_slice(s)
+        src = hd.sr.SourceImageForRegion(
+            referenced_sop_class_uid=ref.sop_class_uid,
+            referenced_sop_instance_uid=uid,
+            referenced_frame_numbers=frames)
+        data = np.column_stack([rc[:, 1] + 0.5, rc[:, 0] + 0.5]).astype(np.float64)
+        return hd.sr.ImageRegion(graphic_type=graphic_type, graphic_data=data, source_image=src)
+
+    groups = []
+    calc_num = [c for c in calcs.columns if c not in ("status",)]
+    calc_txt = [c for c in calcs.columns if c not in calc_columns(ndim)]
+    status_name = _code(*_STATUS_NAME)
+    for _, c in calcs.iterrows():
+        cid = int(c["calc_id"])
+        s = int(c["slice"]) if ndim == 3 else None
+        rc = np.array([[float(c["row"]), float(c["col"])]])
+        status = str(c["status"])
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=_uid_for(ref.sop_instance_uid, "calc", cid), identifier=f"MC-{cid}"),
+            referenced_region=region(hd.sr.GraphicTypeValues.POINT, rc, s),
+            finding_type=_code(*_FINDING_CALC[::2], scheme=_FINDING_CALC[1]),
+            algorithm_id=algo,
+            measurements=_measurements(c, calc_num, units),
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(
+                name=status_name, value=_code(status[:16], status[:64]))]
+            + _text_evaluations(c, calc_txt),
+        ))
+    members = member_table(calcs)
+    clus_num = list(clus.columns)
+    clus_txt = [c for c in clus.columns if c not in cluster_columns(ndim)]
+    for _, cl in clus.iterrows():
+        k = int(cl["cluster_id"])
+        kind, outline = cluster_outline_px(members.get(k), cl, sp)
+        s = int(round(float(cl["slice"]))) if ndim == 3 else None
+        if kind == "polygon":
+            outline = np.vstack([outline, outline[:1]])  # closed polyline
+            gt = hd.sr.GraphicTypeValues.POLYLINE
+        else:
+            gt = hd.sr.GraphicTypeValues.ELLIPSE
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=_uid_for(ref.sop_instance_uid, "cluster", k), identifier=f"Cluster-{k}"),
+            referenced_region=region(gt, outline, s),
+            finding_type=_code(*_FINDING_CLUSTER[::2], scheme=_FINDING_CLUSTER[1]),
+            algorithm_id=algo,
+            measurements=_measurements(cl, clus_num, units),
+            qualitative_evaluations=_text_evaluations(cl, clus_txt) or None,
+        ))
+
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=str(pydicom.uid.generate_uid(entropy_srcs=["napari-calc device"])),
+            name="napari-calc", manufacturer_name="napari-calc",
+            model_name=software_version()[:64]))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.SCT.Mammography if hasattr(codes.SCT, "Mammography")
+        else hd.sr.CodedConcept("71651007", "SCT", "Mammography"),
+        imaging_measurements=groups,
+        title=codes.DCM.ImagingMeasurementReport,
+    )
+    series_uid, sop_uid = document_uids("tid1500", content_digest(
+        frame_to_csv_text(calcs), frame_to_csv_text(clus),
+        json.dumps(header, sort_keys=True), json.dumps(jsonable(metadata), sort_keys=True),
+        deidentified, software_version()))
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence, content=report,
+        series_instance_uid=series_uid, series_number=9901,
+        sop_instance_uid=sop_uid, instance_number=1,
+        manufacturer="napari-calc", is_complete=True, is_final=False, is_verified=False,
+    )
+    sr.SeriesDescription = "napari-calc calcifications"
+    sr.SoftwareVersions = software_version()[:64]
+    sr.CodingSchemeIdentificationSequence = [coding_scheme_identification()]
+    stamp_times(sr)
+    if deidentified:
+        apply_deidentification(sr)
+    return sr
+
+
+def write_sr(det: Detections, path, ndim: int, metadata: dict, *, deidentified: bool = False,
+             salt=None) -> None:
+    """Write ``<stem>.sr.dcm`` atomically."""
+    from pathlib import Path
+
+    stem = Path(path).name
+    sr = build_sr(det, ndim, metadata, deidentified=deidentified, fallback_key=stem)
+    with atomic_write(path, "wb") as f:
+        sr.save_as(f, enforce_file_format=True)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _name(item) -> tuple[str, str, str]:
+    seq = item.get("ConceptNameCodeSequence")
+    if not seq:
+        return ("", "", "")
+    c = seq[0]
+    return (str(c.get("CodeValue", c.get("LongCodeValue", ""))),
+            str(c.get("CodingSchemeDesignator", "")), str(c.get("CodeMeaning", "")))
+
+
+def _num_value(item) -> float:
+    mv = item.MeasuredValueSequence[0]
+    if "FloatingPointValue" in mv:
+        return float(mv.FloatingPointValue)
+    return float(mv.NumericValue)
+
+
+def _column_of(code: tuple[str, str, str]) -> str | None:
+    value, scheme, meaning = code
+    for col, (v, s, _m, _u) in _STD_NUM.items():
+        if value == v and scheme == s:
+            return col
+    if scheme == PRIVATE_SCHEME:
+        for col, (v, _m, _u) in _PRIVATE_NUM.items():
+            if value == v:
+                return col
+        if value.startswith(_EXTRA_PREFIX):
+            return meaning
+    return None
+
+
+def _walk(seq):
+    for item in seq or []:
+        yield item
+        yield from _walk(item.get("ContentSequence"))
+
+
+def _parse_group(group) -> dict:
+    rec: dict = {"_kind": None}
+    for item in group.get("ContentSequence") or []:
+        vt = item.get("ValueType")
+        code = _name(item)
+        if vt == "TEXT" and code[0] == "112039":  # Tracking Identifier
+            rec["_tracking"] = str(item.TextValue)
+        elif vt == "CODE" and code[0] == "121071":  # Finding
+            v = item.ConceptCodeSequence[0]
+            rec["_kind"] = "cluster" if v.CodeValue == _FINDING_CLUSTER[0] else (
+                "calc" if v.CodeValue == _FINDING_CALC[0] else None)
+        elif vt == "NUM":
+            col = _column_of(code)
+            if col:
+                rec[col] = _num_value(item)
+        elif vt == "CODE" and code[1] == PRIVATE_SCHEME:
+            meaning = str(item.ConceptCodeSequence[0].CodeMeaning)
+            if code[0] == _STATUS_NAME[0]:
+                rec["status"] = meaning
+            elif code[0].startswith(_EXTRA_PREFIX):
+                rec[code[2]] = meaning
+        elif vt == "SCOORD" and code[0] == "111030":  # Image Region
+            rec["_scoord"] = np.asarray(item.GraphicData, dtype=float)
+            refs = [x for x in _walk(item.get("ContentSequence")) if x.get("ValueType") == "IMAGE"]
+            if refs:
+                rs = refs[0].ReferencedSOPSequence[0]
+                if "ReferencedFrameNumber" in rs:
+                    fr = rs.ReferencedFrameNumber
+                    rec["_frame"] = int(fr[0] if isinstance(fr, (list, pydicom.multival.MultiValue)) else fr)
+        elif vt == "CONTAINER" or vt == "CODE" and code[0] == "111001":
+            pass
+        if vt == "TEXT" and code[0] == "111002":  # Algorithm Parameters
+            t = str(item.TextValue)
+            if t.startswith(_PARAM_PREFIX):
+                rec["_header"] = t[len(_PARAM_PREFIX):]
+        if vt == "CODE" and code[0] == "111001":
+            pass
+    # Algorithm identification is nested (TID 4019 items are direct children)
+    return rec
+
+
+def read_sr_detections(path) -> Detections:
+    """Read a TID 1500 SR written by :func:`write_sr` (or a CAD SR) back.
+
+    Exact values come from the private NUM items; when they are missing
+    (an SR from another tool) positions fall back to the SCOORD centre
+    (32-bit) and the spacing from the position items.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        ds = pydicom.dcmread(p)
+    except Exception as e:  # InvalidDicomError, OSError, ...
+        raise ExportError(f"not a readable DICOM file ({type(e).__name__})", p) from None
+    cls = str(ds.get("SOPClassUID", ""))
+    if cls == "1.2.840.10008.5.1.4.1.1.88.50":
+        from .cad_sr import read_cad_sr_dataset
+
+        return read_cad_sr_dataset(ds, p)
+    if ds.get("ValueType") != "CONTAINER" or "ContentSequence" not in ds:
+        raise ExportError("not a DICOM SR document", p)
+    groups = [it for it in _walk(ds.ContentSequence)
+              if it.get("ValueType") == "CONTAINER" and _name(it)[0] == "125007"]
+    recs = [_parse_group(g) for g in groups]
+    header = next((json.loads(r["_header"]) for r in recs if "_header" in r), None)
+    calc_recs, clus_recs = [], []
+    for r in recs:
+        kind = r.pop("_kind")
+        tracking = r.pop("_tracking", "")
+        sc = r.pop("_scoord", None)
+        frame = r.pop("_frame", None)
+        r.pop("_header", None)
+        if kind is None:
+            continue
+        if kind == "calc":
+            if "calc_id" not in r and tracking.startswith("MC-"):
+                r["calc_id"] = int(tracking[3:])
+            if "row" not in r and sc is not None:
+                r["col"], r["row"] = float(sc[0]) - 0.5, float(sc[1]) - 0.5
+            if "slice" not in r and frame is not None:
+                r["slice"] = frame - 1
+            calc_recs.append(r)
+        else:
+            if "cluster_id" not in r and tracking.startswith("Cluster-"):
+                r["cluster_id"] = int(tracking[8:])
+            clus_recs.append(r)
+    if not groups and "ContentSequence" not in ds:
+        raise ExportError("SR holds no measurement report", p)
+    ndim = len(header["image_shape"]) if header else (
+        3 if any("slice" in r for r in calc_recs + clus_recs) else 2)
+    calcs = pd.DataFrame.from_records(calc_recs) if calc_recs else \
+        pd.DataFrame({c: [] for c in calc_columns(ndim)})
+    clus = pd.DataFrame.from_records(clus_recs) if clus_recs else \
+        pd.DataFrame({c: [] for c in cluster_columns(ndim)})
+    for df, cols in ((calcs, calc_columns(ndim)), (clus, cluster_columns(ndim))):
+        for c in cols:
+            if c not in df.columns:
+                df[c] = "candidate" if c == "status" else np.nan
+    try:
+        calcs = normalize_calcifications(calcs, ndim)
+        clus = normalize_clusters(clus, ndim)
+    except Exception as e:
+        raise ExportError(getattr(e, "reason", str(e)), p) from None
+    if header:
+        spacing = tuple(float(s) for s in header["spacing_mm"])
+        shape = tuple(int(s) for s in header["image_shape"])
+        params = dict(header.get("parameters") or {})
+    else:
+        from .csv_io import _infer_spacing
+
+        spacing = _infer_spacing(calcs, clus, ndim)
+        shape = ()
+        params = {}
+    metadata = _metadata_from_sr(ds)
+    if header:
+        metadata.update(laterality=header.get("laterality"), view=header.get("view"))
+    return Detections(calcs, clus, spacing, shape, params, metadata)
+
+
+def _metadata_from_sr(ds) -> dict:
+    md: dict = {"export_source_path": str(getattr(ds, "filename", "") or "")}
+    for seq_kw in ("CurrentRequestedProcedureEvidenceSequence",
+                   "PertinentOtherEvidenceSequence"):
+        for study in ds.get(seq_kw) or []:
+            md.setdefault("study_instance_uid", str(study.StudyInstanceUID))
+            for series in study.get("ReferencedSeriesSequence") or []:
+                md.setdefault("series_instance_uid", str(series.SeriesInstanceUID))
+                for inst in series.get("ReferencedSOPSequence") or []:
+                    md.setdefault("sop_class_uid", str(inst.ReferencedSOPClassUID))
+                    md.setdefault("sop_instance_uid", str(inst.ReferencedSOPInstanceUID))
+    for kw, key in (("PatientName", "patient_name"), ("PatientID", "patient_id")):
+        v = ds.get(kw)
+        if v:
+            md[key] = str(v)
+    if ds.get("PatientIdentityRemoved") == "YES":
+        md["deidentified"] = True
+    return md

@@ -1,0 +1,340 @@
+"""The "Detect calcifications" dock widget.
+
+Runs :func:`napari_calc.core.detect.detect` on the chosen image layer in a
+napari ``thread_worker`` (the event loop keeps running), with a progress
+bar and a Cancel button, and shows the results as
+``"<image> calcifications"`` (Points) and ``"<image> clusters"`` (Shapes).
+The image layer is captured when Run is pressed, so results land on it even
+if the user selects another layer meanwhile; re-running updates those two
+layers in place instead of adding new ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import fields
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from qtpy.QtCore import QObject, Signal
+
+from ..core.detect import PRESETS, DetectionParams
+from ..core.errors import DetectionCancelled, NapariCalcError
+from ..core.image import MammoImage
+from .layers import layer_spacing, show_detections
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+__all__ = ["DetectWidget", "CUSTOM_PRESET", "PARAM_SPECS"]
+
+CUSTOM_PRESET = "Custom"
+DEFAULT_SPACING_MM = 0.1
+
+#: name -> (label, widget kind, min, max, step, tooltip)
+PARAM_SPECS = {
+    "min_diameter_mm": ("Min diameter (mm)", "float", 0.02, 5.0, 0.01,
+                        "Smallest calcification diameter looked for, in mm (MCs: 0.1-1.0 mm)."),
+    "max_diameter_mm": ("Max diameter (mm)", "float", 0.05, 10.0, 0.05,
+                        "Largest calcification diameter looked for, in mm."),
+    "threshold": ("Threshold (x noise)", "float", 0.5, 50.0, 0.1,
+                  "A candidate's filter response must exceed this many local noise standard "
+                  "deviations. Lower finds more (and more false) candidates."),
+    "nms_radius_mm": ("Min separation (mm)", "float", 0.0, 10.0, 0.05,
+                      "Two candidates are never closer than this (non-maximum suppression)."),
+    "noise_tile_mm": ("Noise tile (mm)", "float", 0.5, 100.0, 0.5,
+                      "Side of the square tiles in which the local noise is measured."),
+    "skin_margin_mm": ("Skin margin (mm)", "float", 0.0, 50.0, 0.5,
+                       "Band along the skin line excluded from detection."),
+    "use_mask": ("Breast mask", "bool", None, None, None,
+                 "Segment the breast automatically and detect inside it only."),
+    "cluster_radius_mm": ("Cluster radius (mm)", "float", 0.5, 100.0, 0.1,
+                          "Neighbourhood radius for grouping calcifications into clusters "
+                          "(default: a disc of 1 cm²)."),
+    "min_cluster_size": ("Min per cluster", "int", 2, 100, 1,
+                         "Calcifications needed to form a cluster (BI-RADS 'grouped': 3)."),
+    "cluster_min_score": ("Cluster min score", "float", 0.0, 1.0, 0.05,
+                          "Only candidates with at least this score (0-1) take part in clustering."),
+    "max_candidates": ("Max candidates", "int", 1, 1_000_000, 100,
+                       "At most this many candidates per image (the highest scores are kept)."),
+}
+
+
+class _Relay(QObject):
+    """Carries progress from the worker thread to the GUI thread (queued)."""
+
+    progress = Signal(float, str)
+
+
+class DetectWidget(Container):
+    """Dock widget: run detection on an image layer.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        Injected by napari.
+
+    Attributes
+    ----------
+    worker : napari.qt.threading.FunctionWorker or None
+        The running detection, if any.
+    last_detections : Detections or None
+        The last successful result.
+    """
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.worker = None
+        self.last_detections = None
+        self._cancel_event = threading.Event()
+        self._setting_preset = False
+        self._relay = _Relay()
+        self._relay.progress.connect(self._on_progress)
+
+        self.image_combo = ComboBox(label="Image", choices=self._image_choices,
+                                    tooltip="Image layer to detect on (captured when Run is pressed).")
+        self.spacing = FloatSpinBox(label="Pixel spacing (mm)", min=0.005, max=2.0, step=0.005,
+                                    value=DEFAULT_SPACING_MM,
+                                    tooltip="Pixel size in mm. Taken from the file when it has one; "
+                                            "enter it here when the layer has no physical scale.")
+        self.spacing_note = Label(value="")
+        self.preset = ComboBox(label="Preset", choices=list(PRESETS) + [CUSTOM_PRESET],
+                               value=next(iter(PRESETS)),
+                               tooltip="Parameter sets by acquisition type. Editing a value "
+                                       "switches to 'Custom'.")
+        defaults = DetectionParams()
+        self.params = {}
+        for name, (label, kind, lo, hi, step, tip) in PARAM_SPECS.items():
+            val = getattr(defaults, name)
+            if kind == "float":
+                w = FloatSpinBox(label=label, min=lo, max=hi, step=step, value=val, tooltip=tip)
+            elif kind == "int":
+                w = SpinBox(label=label, min=lo, max=hi, step=step, value=int(val), tooltip=tip)
+            else:
+                w = CheckBox(text=label, value=bool(val), tooltip=tip)
+                w.label = ""
+            w.changed.connect(self._on_param_changed)
+            self.params[name] = w
+        self.run_button = PushButton(text="Run detection", tooltip="Detect on the chosen image layer.")
+        self.cancel_button = PushButton(text="Cancel", enabled=False, tooltip="Stop the running detection.")
+        self.progress = ProgressBar(label="Progress", min=0, max=100, value=0)
+        self.status = Label(value="Choose an image layer and press Run.")
+        self.buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
+                                 labels=False)
+
+        self.extend([self.image_combo, self.spacing, self.spacing_note, self.preset,
+                     *self.params.values(), self.buttons, self.progress, self.status])
+        for w in (self.spacing_note, self.status):
+            w.native.setWordWrap(True)
+
+        self.preset.changed.connect(self._on_preset)
+        self.image_combo.changed.connect(self._on_image_changed)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        ev = self.viewer.layers.events
+        for e in (ev.inserted, ev.removed, ev.reordered):
+            e.connect(self._refresh_choices)
+        self.viewer.layers.selection.events.active.connect(self._on_active_layer)
+        self._on_preset(self.preset.value)
+        self._refresh_choices()
+
+    # ---------------------------------------------------------------- layers
+    def _image_choices(self, *_):
+        from napari.layers import Image
+
+        return [(lay.name, lay) for lay in self.viewer.layers if isinstance(lay, Image) and not lay.rgb]
+
+    def _refresh_choices(self, *_):
+        for lay in self.viewer.layers:  # follow renames
+            try:
+                lay.events.name.connect(self._refresh_choices, unique=True)
+            except TypeError:  # pragma: no cover - older psygnal/napari
+                pass
+        self.image_combo.reset_choices()
+        self._on_image_changed(self.image_combo.value)
+
+    def _on_active_layer(self, event=None):
+        from napari.layers import Image
+
+        lay = self.viewer.layers.selection.active
+        if isinstance(lay, Image) and lay in [c[1] for c in self._image_choices()] and self.worker is None:
+            self.image_combo.value = lay
+
+    def _on_image_changed(self, layer=None):
+        layer = self.image_combo.value
+        if layer is None:
+            self.spacing.enabled = False
+            self.spacing_note.value = ""
+            return
+        sp, src = layer_spacing(layer)
+        if sp is None:
+            self.spacing.enabled = True
+            self.spacing_note.value = (f"⚠ '{layer.name}' has no physical pixel size. Detection will use "
+                                       f"the spacing above ({self.spacing.value:g} mm, please check), "
+                                       f"and it will be applied to the layer.")
+            self.spacing_note.native.setStyleSheet("color: #ffb000;")
+        else:
+            self.spacing.value = float(min(sp[-2:]))
+            self.spacing.enabled = False
+            meta = (layer.metadata.get("napari_calc") or {}).get("image_metadata") or {}
+            how = meta.get("spacing_source") or ("layer scale" if src == "scale" else "file")
+            txt = " x ".join(f"{s:g}" for s in sp)
+            self.spacing_note.value = f"Spacing {txt} mm (from {how})."
+            self.spacing_note.native.setStyleSheet("")
+
+    # ---------------------------------------------------------------- params
+    def _on_preset(self, name):
+        if name == CUSTOM_PRESET or name not in PRESETS:
+            return
+        self._setting_preset = True
+        try:
+            defaults = DetectionParams()
+            for key, w in self.params.items():
+                w.value = PRESETS[name].get(key, getattr(defaults, key))
+        finally:
+            self._setting_preset = False
+
+    def _on_param_changed(self, *_):
+        if self._setting_preset:
+            return
+        self.preset.value = CUSTOM_PRESET
+
+    def get_params(self) -> dict:
+        """The detection parameters currently set in the panel."""
+        names = {f.name for f in fields(DetectionParams)}
+        return {k: w.value for k, w in self.params.items() if k in names}
+
+    # ---------------------------------------------------------------- run
+    def _spacing_for(self, layer):
+        sp, _ = layer_spacing(layer)
+        if sp is not None:
+            return tuple(sp), False
+        v = float(self.spacing.value)
+        return ((1.0, v, v) if layer.ndim == 3 else (v, v)), True
+
+    def run(self):
+        """Start detection on the chosen image layer; returns the worker."""
+        import numpy as np
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            return self.worker
+        layer = self.image_combo.value
+        if layer is None:
+            self.status.value = "No image layer: open an image or the sample first."
+            return None
+        if layer.ndim not in (2, 3):
+            self.status.value = f"'{layer.name}' is {layer.ndim}-D; need a 2-D image or a 3-D stack."
+            return None
+        spacing, user_spacing = self._spacing_for(layer)
+        data = layer.data[0] if layer.multiscale else layer.data
+        pixels = np.asarray(data)
+        meta = dict(((layer.metadata.get("napari_calc") or {}).get("image_metadata")) or {})
+        meta.setdefault("name", layer.name)
+        if user_spacing:
+            meta["spacing_source"] = "user"
+        image = MammoImage(pixels=pixels, spacing_mm=spacing, metadata=meta)
+        params = self.get_params()
+
+        self._target = layer
+        self._target_user_spacing = spacing if user_spacing else None
+        self._cancel_event = threading.Event()
+        cancel = self._cancel_event.is_set
+        relay = self._relay
+
+        def job():
+            from ..core.detect import detect
+
+            return detect(image, progress=lambda f, m: relay.progress.emit(float(f), str(m)),
+                          cancel=cancel, **params)
+
+        worker = create_worker(job, _start_thread=False)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress.value = 0
+        self.status.value = f"Detecting on '{layer.name}'…"
+        worker.start()
+        return worker
+
+    def cancel(self):
+        """Ask the running detection to stop (it stops at the next check)."""
+        if self.worker is None:
+            return
+        self._cancel_event.set()
+        self.worker.quit()
+        self.cancel_button.enabled = False
+        self.status.value = "Cancelling…"
+
+    def _on_progress(self, fraction, message):
+        if self.worker is None:
+            return
+        self.progress.value = int(round(100 * max(0.0, min(1.0, fraction))))
+        self.status.value = f"'{self._target.name}': {message}…"
+
+    def _on_returned(self, det):
+        layer = self._target
+        if self._cancel_event.is_set():
+            self.status.value = "Cancelled; no results added."
+            return
+        if layer not in self.viewer.layers:
+            self.status.value = f"Image layer '{layer.name}' was removed during the run; results discarded."
+            return
+        if self._target_user_spacing is not None:
+            sp = self._target_user_spacing
+            layer.scale = sp
+            try:
+                layer.units = ("mm",) * len(sp)
+            except Exception:  # pragma: no cover
+                pass
+            md = dict(layer.metadata)
+            nc = dict(md.get("napari_calc") or {})
+            nc["spacing_mm"] = tuple(sp)
+            nc.setdefault("image_metadata", {})["spacing_source"] = "user"
+            md["napari_calc"] = nc
+            layer.metadata = md
+            self.viewer.reset_view()
+            self._on_image_changed()
+        self.last_detections = det
+        pts, _ = show_detections(self.viewer, det, layer)
+        self.viewer.layers.selection.active = pts
+        n, k = len(det.calcifications), len(det.clusters)
+        likely = int((det.calcifications["score"] >= 0.5).sum()) if n else 0
+        secs = det.params.get("seconds")
+        took = f" in {secs:.2f} s" if isinstance(secs, (int, float)) else ""
+        self.status.value = (f"'{layer.name}': {n} candidates ({likely} with score ≥ 0.5), "
+                             f"{k} clusters{took}.")
+        self.progress.value = 100
+
+    def _on_errored(self, exc):
+        if isinstance(exc, DetectionCancelled):
+            self.status.value = "Cancelled; no results added."
+            return
+        msg = str(exc) if isinstance(exc, NapariCalcError) else f"{type(exc).__name__}: {exc}"
+        self.status.value = f"Error: {msg}"
+        try:
+            from napari.utils.notifications import show_error
+
+            show_error(f"napari-calc: {msg}")
+        except Exception:  # pragma: no cover
+            pass
+
+    def _on_finished(self):
+        self.worker = None
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+        if self._cancel_event.is_set():
+            self.progress.value = 0

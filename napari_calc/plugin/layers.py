@@ -1,0 +1,418 @@
+"""Detections <-> napari layers.
+
+Calcifications become a Points layer:
+
+- ``data`` in pixel coordinates, ``(row, col)`` or ``(slice, row, col)``,
+  with the layer's ``scale`` = pixel spacing in mm and ``units`` = mm, so
+  points sit on the image whatever its physical size;
+- ``features`` = the public calcification columns in contract order
+  (:func:`napari_calc.core.columns.calc_columns`), then any review columns;
+- ``size`` = diameter in data pixels (kept visible when zoomed out by
+  ``canvas_size_limits``), drawn as rings so the calcification stays visible;
+- colour: candidates by score (yellow -> red), accepted green, rejected grey,
+  added cyan; computed for all points at once (vectorised).
+
+Clusters become a Shapes layer of convex-hull outlines (padded by the
+calcification radius), labelled ``"n=5, 8.3 mm"``.
+
+Both carry ``metadata["napari_calc"]`` = ``{"kind", "spacing_mm",
+"image_metadata", "params", "source_layer", "image_shape"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.columns import NO_CLUSTER, calc_columns, cluster_columns
+from ..core.detections import Detections
+
+__all__ = [
+    "CALC_SUFFIX",
+    "CLUSTER_SUFFIX",
+    "STATUS_COLORS",
+    "calc_layer_name",
+    "cluster_layer_name",
+    "points_coords",
+    "point_colors",
+    "point_sizes",
+    "calc_features",
+    "points_layer_kwargs",
+    "cluster_polygons",
+    "cluster_features",
+    "shapes_layer_kwargs",
+    "update_points_layer",
+    "update_shapes_layer",
+    "show_detections",
+    "detections_from_layers",
+    "find_result_layers",
+    "layer_spacing",
+    "is_calc_layer",
+]
+
+CALC_SUFFIX = " calcifications"
+CLUSTER_SUFFIX = " clusters"
+
+#: RGBA per review status (candidates are coloured by score instead).
+STATUS_COLORS = {
+    "accepted": (0.15, 0.95, 0.25, 1.0),
+    "rejected": (0.55, 0.55, 0.60, 0.55),
+    "added": (0.0, 0.85, 1.0, 1.0),
+}
+#: Candidate colour ramp by score, low -> high.
+SCORE_RAMP = np.array([
+    [1.00, 1.00, 0.35, 1.0],   # pale yellow
+    [1.00, 0.60, 0.00, 1.0],   # orange
+    [1.00, 0.10, 0.35, 1.0],   # red-magenta
+])
+#: Points never draw smaller / larger than this on screen (pixels).
+CANVAS_SIZE_LIMITS = (7, 80)
+#: Ring size = diameter x this, so the ring surrounds the calcification.
+RING_FACTOR = 1.8
+CLUSTER_COLOR = (1.0, 0.75, 0.0, 1.0)
+
+
+def calc_layer_name(image_name: str) -> str:
+    """Name of the calcifications layer of an image layer."""
+    return f"{image_name}{CALC_SUFFIX}"
+
+
+def cluster_layer_name(image_name: str) -> str:
+    """Name of the clusters layer of an image layer."""
+    return f"{image_name}{CLUSTER_SUFFIX}"
+
+
+def _meta(layer) -> dict:
+    md = getattr(layer, "metadata", None) or {}
+    return md.get("napari_calc") or {}
+
+
+def is_calc_layer(layer) -> bool:
+    """True for a Points layer holding napari-calc calcifications."""
+    return type(layer).__name__ == "Points" and _meta(layer).get("kind") == "calcifications"
+
+
+def layer_spacing(layer) -> tuple[tuple[float, ...] | None, str]:
+    """Pixel spacing of an image layer in mm, and where it came from.
+
+    Returns
+    -------
+    spacing : tuple of float or None
+        One value per image axis, or None when the layer has no physical
+        scale.
+    source : str
+        ``"metadata"`` (read by napari-calc), ``"scale"`` (the layer's scale
+        is in mm), or ``"none"``.
+    """
+    md = _meta(layer)
+    sp = md.get("spacing_mm")
+    nd = layer.ndim
+    if sp is not None:
+        sp = tuple(float(s) for s in sp)
+        if len(sp) == 2 and nd == 3:
+            sp = (1.0,) + sp
+        return sp[-nd:], "metadata"
+    units = [str(u) for u in getattr(layer, "units", ())]
+    scale = tuple(float(s) for s in layer.scale)
+    if units and all(u in ("mm", "millimeter") for u in units[-2:]):
+        return scale, "scale"
+    if units and all(u in ("um", "micrometer", "µm") for u in units[-2:]):
+        return tuple(s / 1000.0 for s in scale), "scale"
+    return None, "none"
+
+
+# --------------------------------------------------------------------------
+# Points
+# --------------------------------------------------------------------------
+def points_coords(calcs: pd.DataFrame, ndim: int) -> np.ndarray:
+    """``(N, 2)`` (row, col) or ``(N, 3)`` (slice, row, col) float coordinates."""
+    cols = ["slice", "row", "col"] if ndim == 3 else ["row", "col"]
+    if len(calcs) == 0:
+        return np.zeros((0, ndim), dtype=float)
+    return calcs[cols].to_numpy(dtype=float)
+
+
+def _ramp(values: np.ndarray) -> np.ndarray:
+    v = np.clip(np.nan_to_num(np.asarray(values, dtype=float), nan=0.0), 0.0, 1.0)
+    pos = v * (len(SCORE_RAMP) - 1)
+    i0 = np.minimum(np.floor(pos).astype(int), len(SCORE_RAMP) - 2)
+    t = (pos - i0)[:, None]
+    return SCORE_RAMP[i0] * (1 - t) + SCORE_RAMP[i0 + 1] * t
+
+
+def point_colors(calcs: pd.DataFrame, color_by: str = "status") -> np.ndarray:
+    """RGBA per calcification (vectorised).
+
+    Parameters
+    ----------
+    calcs : DataFrame
+        With ``score`` and ``status``.
+    color_by : {"status", "score"}
+        ``"status"``: reviewed points by status, candidates by score;
+        ``"score"``: everything by score.
+    """
+    n = len(calcs)
+    if n == 0:
+        return np.zeros((0, 4))
+    rgba = _ramp(calcs["score"].to_numpy(dtype=float))
+    if color_by == "status":
+        status = calcs["status"].astype(str).to_numpy()
+        for name, col in STATUS_COLORS.items():
+            rgba[status == name] = col
+    return rgba
+
+
+def point_sizes(calcs: pd.DataFrame, spacing_mm) -> np.ndarray:
+    """Ring diameter in data pixels from ``diameter_mm``."""
+    px = float(min(spacing_mm[-2:]))
+    d = np.nan_to_num(calcs["diameter_mm"].to_numpy(dtype=float), nan=0.3) if len(calcs) else np.zeros(0)
+    return np.maximum(d / px * RING_FACTOR, 1.0)
+
+
+def calc_features(calcs: pd.DataFrame, ndim: int) -> pd.DataFrame:
+    """Features table: contract columns in order, then any other columns."""
+    cols = calc_columns(ndim)
+    rest = [c for c in calcs.columns if c not in cols]
+    return calcs[cols + rest].reset_index(drop=True)
+
+
+def _result_meta(kind, det: Detections, source_layer: str | None, run: str | None = None) -> dict:
+    return {"napari_calc": {
+        "run": run or _run_id(det),
+        "kind": kind,
+        "spacing_mm": tuple(float(s) for s in det.spacing_mm),
+        "image_metadata": dict(det.metadata or {}),
+        "params": dict(det.params or {}),
+        "source_layer": source_layer,
+        "image_shape": tuple(int(s) for s in det.image_shape),
+    }}
+
+
+def _run_id(det: Detections | None = None) -> str:
+    """A fresh id for one detection run (its two result layers share it)."""
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def points_layer_kwargs(det: Detections, *, name: str, source_layer: str | None = None,
+                        translate=None, calcs: pd.DataFrame | None = None, run: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``viewer.add_points`` / ``Points(...)``."""
+    nd = det.ndim
+    calcs = det.calcifications if calcs is None else calcs
+    kw = dict(
+        data=points_coords(calcs, nd),
+        ndim=nd,
+        features=calc_features(calcs, nd),
+        size=point_sizes(calcs, det.spacing_mm),
+        face_color=point_colors(calcs),
+        border_width=0,
+        symbol="ring",
+        canvas_size_limits=CANVAS_SIZE_LIMITS,
+        scale=tuple(det.spacing_mm),
+        units=("mm",) * nd,
+        name=name,
+        metadata=_result_meta("calcifications", det, source_layer, run),
+        blending="translucent_no_depth",
+    )
+    if translate is not None:
+        kw["translate"] = tuple(translate)
+    return kw
+
+
+def update_points_layer(layer, calcs: pd.DataFrame, spacing_mm, ndim: int, *,
+                        data_changed: bool = True, color_by: str = "status") -> None:
+    """Put ``calcs`` into an existing Points layer, in bulk.
+
+    ``data_changed=False`` skips resetting coordinates and sizes (status or
+    label edits only), which keeps a 20,000-point layer responsive.
+    """
+    feats = calc_features(calcs, ndim)
+    if data_changed or len(layer.data) != len(calcs):
+        layer.selected_data = set()
+        layer.data = points_coords(calcs, ndim)
+        layer.size = point_sizes(calcs, spacing_mm)
+    layer.features = feats
+    layer.face_color = point_colors(calcs, color_by)
+
+
+# --------------------------------------------------------------------------
+# Clusters
+# --------------------------------------------------------------------------
+def _hull(points: np.ndarray, pad: float) -> np.ndarray:
+    """Convex hull (ordered vertices) of 2-D points, each padded by a disc."""
+    ang = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    ring = np.stack([np.sin(ang), np.cos(ang)], axis=1) * pad
+    cloud = (points[:, None, :] + ring[None, :, :]).reshape(-1, 2)
+    try:
+        from scipy.spatial import ConvexHull
+
+        hull = ConvexHull(cloud)
+        return cloud[hull.vertices]
+    except Exception:  # degenerate: all points identical
+        c = points.mean(axis=0)
+        return c + ring
+
+
+def cluster_polygons(calcs: pd.DataFrame, clusters: pd.DataFrame, spacing_mm, ndim: int) -> list[np.ndarray]:
+    """One outline per cluster row, in pixel coordinates.
+
+    2-D: ``(k, 2)`` (row, col) vertices. 3-D: ``(k, 3)`` with the slice of
+    the cluster's centroid as the first coordinate.
+    """
+    polys = []
+    pad_mm = 0.6
+    px = float(min(spacing_mm[-2:]))
+    cid = calcs["cluster_id"].to_numpy() if len(calcs) else np.zeros(0, dtype=int)
+    rc = calcs[["row", "col"]].to_numpy(float) if len(calcs) else np.zeros((0, 2))
+    for _, cl in clusters.iterrows():
+        members = rc[cid == cl["cluster_id"]]
+        if len(members) == 0:
+            members = np.array([[cl["row"], cl["col"]]], dtype=float)
+        poly = _hull(members, pad_mm / px)
+        if ndim == 3:
+            z = float(cl["slice"]) if "slice" in cl else float(calcs["slice"][cid == cl["cluster_id"]].mean())
+            poly = np.column_stack([np.full(len(poly), round(z)), poly])
+        polys.append(poly)
+    return polys
+
+
+def cluster_features(clusters: pd.DataFrame, ndim: int) -> pd.DataFrame:
+    """Cluster columns in contract order, plus a ``label`` ("n=5, 8.3 mm")."""
+    cols = cluster_columns(ndim)
+    feats = clusters[[c for c in cols if c in clusters.columns]].reset_index(drop=True).copy()
+    if len(feats):
+        n = feats["n_calcifications"].to_numpy()
+        ext = feats["max_extent_mm"].to_numpy(dtype=float)
+        feats["label"] = [f"#{int(i)}: n={int(a)}, {b:.1f} mm"
+                          for i, a, b in zip(feats["cluster_id"], n, ext)]
+    else:
+        feats["label"] = pd.Series([], dtype=object)
+    return feats
+
+
+_TEXT = {"string": "{label}", "color": "#ffd24d", "size": 10, "anchor": "upper_left"}
+
+
+def shapes_layer_kwargs(det: Detections, *, name: str, source_layer: str | None = None,
+                        translate=None, calcs=None, clusters=None, run: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``viewer.add_shapes`` / ``Shapes(...)``."""
+    nd = det.ndim
+    calcs = det.calcifications if calcs is None else calcs
+    clusters = det.clusters if clusters is None else clusters
+    polys = cluster_polygons(calcs, clusters, det.spacing_mm, nd)
+    kw = dict(
+        data=polys,
+        ndim=nd,
+        shape_type="polygon",
+        features=cluster_features(clusters, nd),
+        edge_color=CLUSTER_COLOR,
+        face_color=(0, 0, 0, 0),
+        edge_width=2,
+        text=dict(_TEXT),
+        scale=tuple(det.spacing_mm),
+        units=("mm",) * nd,
+        name=name,
+        metadata=_result_meta("clusters", det, source_layer, run),
+    )
+    if translate is not None:
+        kw["translate"] = tuple(translate)
+    return kw
+
+
+def update_shapes_layer(layer, calcs: pd.DataFrame, clusters: pd.DataFrame, spacing_mm, ndim: int) -> None:
+    """Replace the outlines and features of an existing clusters layer."""
+    polys = cluster_polygons(calcs, clusters, spacing_mm, ndim)
+    feats = cluster_features(clusters, ndim)
+    layer.selected_data = set()
+    if len(layer.data):
+        layer.data = []
+    if polys:
+        layer.add(polys, shape_type="polygon", edge_color=CLUSTER_COLOR, face_color=(0, 0, 0, 0),
+                  edge_width=2)
+    layer.features = feats
+    layer.text = dict(_TEXT)
+    layer.refresh()
+
+
+# --------------------------------------------------------------------------
+# Viewer level
+# --------------------------------------------------------------------------
+def find_result_layers(viewer, image_name: str):
+    """The existing (points, shapes) result layers of an image, or None."""
+    pts = shp = None
+    for lay in viewer.layers:
+        md = _meta(lay)
+        if lay.name == calc_layer_name(image_name) and md.get("kind") == "calcifications":
+            pts = lay
+        elif lay.name == cluster_layer_name(image_name) and md.get("kind") == "clusters":
+            shp = lay
+    return pts, shp
+
+
+def show_detections(viewer, det: Detections, image_layer=None, *, image_name: str | None = None):
+    """Add the result layers of ``det`` to ``viewer``, or update them in place.
+
+    Re-running on the same image replaces the data of its
+    ``"<image> calcifications"`` / ``"<image> clusters"`` layers, so layers
+    never pile up.
+
+    Returns
+    -------
+    (Points, Shapes)
+    """
+    from napari.layers import Points, Shapes
+
+    name = image_name or (image_layer.name if image_layer is not None else "image")
+    translate = tuple(image_layer.translate) if image_layer is not None else None
+    pts, shp = find_result_layers(viewer, name)
+    nd = det.ndim
+    run = _run_id()
+    if shp is None:
+        shp = viewer.add_layer(Shapes(**shapes_layer_kwargs(det, name=cluster_layer_name(name),
+                                                            source_layer=name, translate=translate,
+                                                            run=run)))
+    else:
+        shp.scale = tuple(det.spacing_mm)
+        shp.metadata = _result_meta("clusters", det, name, run)
+        update_shapes_layer(shp, det.calcifications, det.clusters, det.spacing_mm, nd)
+    if pts is None:
+        pts = viewer.add_layer(Points(**points_layer_kwargs(det, name=calc_layer_name(name),
+                                                            source_layer=name, translate=translate,
+                                                            run=run)))
+    else:
+        pts.scale = tuple(det.spacing_mm)
+        pts.metadata = _result_meta("calcifications", det, name, run)
+        update_points_layer(pts, det.calcifications, det.spacing_mm, nd)
+        pts.events.features()  # tell listeners (review panel) the table changed
+    return pts, shp
+
+
+def detections_from_layers(points, shapes=None) -> Detections:
+    """Rebuild :class:`Detections` from napari-calc result layers.
+
+    ``calcifications`` gets the contract columns (the layer's features, with
+    review edits); any further feature columns (review labels) go to
+    ``extra``. Clusters come from ``shapes`` features when given.
+    """
+    md = _meta(points)
+    spacing = tuple(md.get("spacing_mm") or points.scale)
+    nd = points.ndim
+    feats = points.features.reset_index(drop=True)
+    cols = calc_columns(nd)
+    calcs = feats[[c for c in cols if c in feats.columns]].copy()
+    rest = [c for c in feats.columns if c not in cols]
+    extra = feats[rest].copy() if rest else None
+    if shapes is not None and len(shapes.features):
+        cl = shapes.features[[c for c in cluster_columns(nd) if c in shapes.features.columns]].copy()
+    else:
+        cl = pd.DataFrame({c: [] for c in cluster_columns(nd)})
+    shape = md.get("image_shape") or ()
+    return Detections(calcifications=calcs, clusters=cl, spacing_mm=spacing,
+                      image_shape=tuple(shape), params=dict(md.get("params") or {}),
+                      metadata=dict(md.get("image_metadata") or {}), extra=extra)
+
+
+__all__ += ["NO_CLUSTER"]

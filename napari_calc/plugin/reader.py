@@ -1,0 +1,106 @@
+"""napari reader: mammograms and tomosynthesis stacks (DICOM, TIFF, OME-TIFF).
+
+The format is recognised by content (DICOM files often have no extension),
+so the manifest registers this reader for every file name; it declines
+(returns None) for anything that is not an image we read, including
+napari-calc's own exports (``*.calcifications.csv``, ``*.sr.dcm``, ...)
+which :mod:`.export_reader` opens.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..core.image import MammoImage
+
+__all__ = ["get_reader", "read_layers", "image_layer_data"]
+
+_EXPORT_SUFFIXES = (".calcifications.csv", ".clusters.csv", ".csv", ".json", ".mrk.json", ".sr.dcm")
+
+
+def _accepts(path: str) -> bool:
+    low = path.lower()
+    if any(low.endswith(s) for s in _EXPORT_SUFFIXES):
+        return False
+    if os.path.isdir(path):
+        try:
+            from ..core.read import sniff_format
+
+            return any(sniff_format(os.path.join(path, f)) == "dicom" for f in sorted(os.listdir(path))[:50]
+                       if os.path.isfile(os.path.join(path, f)))
+        except OSError:
+            return False
+    if not os.path.isfile(path):
+        return False
+    from ..core.read import sniff_format
+
+    fmt = sniff_format(path)
+    if fmt == "tiff":
+        return True
+    if fmt == "dicom":
+        try:  # decline DICOM SR / SEG / presentation states: not images
+            from ..core.read import _dicom_image_header
+
+            return _dicom_image_header(path) is not None
+        except ImportError:  # pragma: no cover - older reader module
+            return True
+    return False
+
+
+def get_reader(path):
+    """npe2 reader contribution: a reader function, or None if not ours.
+
+    Parameters
+    ----------
+    path : str or list of str
+
+    Returns
+    -------
+    callable or None
+    """
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths:
+        return None
+    paths = [os.fspath(p) for p in paths]
+    if not all(_accepts(p) for p in paths):
+        return None
+    return read_layers
+
+
+def image_layer_data(image: MammoImage, name: str | None = None):
+    """``(data, kwargs, "image")`` for one :class:`MammoImage`.
+
+    The layer's ``scale`` is the pixel spacing in mm (``units`` mm) when the
+    file gives it; otherwise the scale stays 1 and
+    ``metadata["napari_calc"]["spacing_mm"]`` is None, which the detect
+    panel flags.
+    """
+    meta = dict(image.metadata or {})
+    spacing = None if image.spacing_mm is None else tuple(float(s) for s in image.spacing_mm)
+    kw = {
+        "name": name or image.name,
+        "colormap": "gray",
+        "metadata": {"napari_calc": {"spacing_mm": spacing, "image_metadata": meta}},
+    }
+    if spacing is not None:
+        kw["scale"] = spacing
+        kw["units"] = ("mm",) * len(spacing)
+    win = meta.get("voi_window")
+    if win:
+        c, w = float(win[0]), float(win[1])
+        if w > 0:
+            kw["contrast_limits"] = (c - w / 2.0, c + w / 2.0)
+    return (image.pixels, kw, "image")
+
+
+def read_layers(path):
+    """Read one or more images into napari layer data tuples.
+
+    Errors (unreadable, unsupported file) are raised as
+    :class:`~napari_calc.core.errors.NapariCalcError` whose message names
+    the file and the reason; napari shows it to the user.
+    """
+    from ..core.read import read_image
+
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    return [image_layer_data(read_image(os.fspath(p))) for p in paths]

@@ -1,0 +1,842 @@
+"""The "Review calcifications" dock widget: a thin Qt view on
+:class:`napari_calc.core.review.ReviewSession`.
+
+All review logic (status changes, labels, add/delete/move, undo/redo,
+navigation order, clustering, autosave) lives in the Qt-free session; this
+panel turns keys, clicks and table selections into session calls, and after
+every session change pushes the session's table into the Points layer
+(``features``, colours, ``shown``) and the clusters Shapes layer in bulk.
+
+Keyboard shortcuts (bound on the calcifications layer and on the viewer, so
+they work with the focus on the canvas):
+
+==========================  =============================================
+A                           accept the current candidate
+R                           reject it
+N / Space                   next candidate (score order, above threshold)
+P / Backspace               previous candidate
+C                           next cluster (Shift-C: previous)
+U / Ctrl-Z                  undo
+Ctrl-Shift-Z / Ctrl-Y       redo
+Delete                      delete the current candidate
+==========================  =============================================
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, LineEdit, PushButton
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHeaderView,
+    QLabel,
+    QSizePolicy,
+    QTableView,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.errors import NapariCalcError
+from ..core.review import DISTRIBUTIONS, MORPHOLOGIES, SUSPICION, ReviewSession, sidecar_path_for
+from .layers import (
+    cluster_layer_name,
+    detections_from_layers,
+    find_result_layers,
+    is_calc_layer,
+    point_colors,
+    update_points_layer,
+    update_shapes_layer,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+__all__ = ["ReviewWidget", "SHORTCUTS", "DataFrameModel"]
+
+#: (keys, action name, description) shown in the panel and bound to the keymaps.
+SHORTCUTS = [
+    (("A",), "accept", "accept"),
+    (("R",), "reject", "reject"),
+    (("N", "Space"), "next", "next candidate"),
+    (("P", "Backspace"), "previous", "previous candidate"),
+    (("C",), "next_cluster", "next cluster"),
+    (("Shift-C",), "previous_cluster", "previous cluster"),
+    (("U", "Control-Z"), "undo", "undo"),
+    (("Control-Shift-Z", "Control-Y"), "redo", "redo"),
+    (("Delete",), "delete", "delete candidate"),
+]
+
+CALC_TABLE_COLUMNS = ["calc_id", "score", "status", "diameter_mm", "cnr", "cluster_id", "morphology",
+                      "suspicion"]
+CLUSTER_TABLE_COLUMNS = ["cluster_id", "n_calcifications", "max_extent_mm", "area_mm2", "score"]
+#: Field of view (mm) the view zooms to when jumping to a candidate.
+FOCUS_FIELD_MM = 12.0
+CLUSTER_MARGIN_MM = 4.0
+
+
+class DataFrameModel(QAbstractTableModel):
+    """A read-only, sortable Qt model over a DataFrame (vectorised).
+
+    Rows shown are ``df.iloc[order]``; sorting and filtering only permute an
+    index array, so a 20,000-row table stays fast.
+    """
+
+    def __init__(self, columns, parent=None):
+        super().__init__(parent)
+        self._cols = list(columns)
+        self._df = pd.DataFrame({c: [] for c in self._cols})
+        self._order = np.zeros(0, dtype=np.int64)
+        self._keep = None
+        self._sort = (None, Qt.AscendingOrder)
+        self._cache = {}
+
+    # data
+    def set_frame(self, df: pd.DataFrame, keep: np.ndarray | None = None) -> None:
+        self.beginResetModel()
+        self._df = df.reset_index(drop=True)
+        self._keep = None if keep is None else np.asarray(keep, dtype=bool)
+        self._cols_present = [c for c in self._cols if c in self._df.columns]
+        self._cache = {c: self._df[c].to_numpy() for c in self._cols_present}
+        self._reorder()
+        self.endResetModel()
+
+    def _reorder(self) -> None:
+        n = len(self._df)
+        idx = np.arange(n) if self._keep is None else np.flatnonzero(self._keep)
+        col, order = self._sort
+        if col is not None and col in self._cache and len(idx):
+            vals = self._cache[col][idx]
+            try:
+                o = np.argsort(vals, kind="stable")
+            except TypeError:
+                o = np.argsort(vals.astype(str), kind="stable")
+            if order == Qt.DescendingOrder:
+                o = o[::-1]
+            idx = idx[o]
+        self._order = idx
+
+    def rowCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self._order)
+
+    def columnCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(getattr(self, "_cols_present", self._cols))
+
+    def headerData(self, section, orientation, role=Qt.DisplayRole):
+        if role != Qt.DisplayRole:
+            return None
+        if orientation == Qt.Horizontal:
+            cols = getattr(self, "_cols_present", self._cols)
+            return cols[section] if section < len(cols) else None
+        return None
+
+    def data(self, index, role=Qt.DisplayRole):
+        if not index.isValid() or role not in (Qt.DisplayRole, Qt.TextAlignmentRole):
+            return None
+        c = self._cols_present[index.column()]
+        if role == Qt.TextAlignmentRole:
+            return int(Qt.AlignRight | Qt.AlignVCenter) if self._cache[c].dtype.kind in "iuf" \
+                else int(Qt.AlignLeft | Qt.AlignVCenter)
+        v = self._cache[c][self._order[index.row()]]
+        if isinstance(v, (float, np.floating)):
+            if not np.isfinite(v):
+                return ""
+            return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+        return str(v)
+
+    def sort(self, column, order=Qt.AscendingOrder):
+        cols = getattr(self, "_cols_present", self._cols)
+        if column < 0 or column >= len(cols):
+            return
+        self.layoutAboutToBeChanged.emit()
+        self._sort = (cols[column], order)
+        self._reorder()
+        self.layoutChanged.emit()
+
+    # lookups
+    def position_of_row(self, row: int) -> int:
+        """DataFrame position shown in table row ``row``."""
+        return int(self._order[row])
+
+    def value(self, row: int, column: str):
+        return self._cache[column][self._order[row]]
+
+    def row_of(self, column: str, value) -> int | None:
+        """Table row showing the record whose ``column`` equals ``value``."""
+        if column not in self._cache or not len(self._order):
+            return None
+        hit = np.flatnonzero(self._cache[column][self._order] == value)
+        return int(hit[0]) if len(hit) else None
+
+
+def _make_table(model) -> QTableView:
+    t = QTableView()
+    t.setModel(model)
+    t.setSortingEnabled(True)
+    t.setSelectionBehavior(QAbstractItemView.SelectRows)
+    t.setSelectionMode(QAbstractItemView.SingleSelection)
+    t.setEditTriggers(QAbstractItemView.NoEditTriggers)
+    t.verticalHeader().setVisible(False)
+    t.verticalHeader().setDefaultSectionSize(20)
+    t.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
+    t.horizontalHeader().setStretchLastSection(True)
+    t.horizontalHeader().setDefaultSectionSize(72)
+    t.setAlternatingRowColors(True)
+    t.setMinimumHeight(220)
+    t.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+    return t
+
+
+class ReviewWidget(QWidget):
+    """Dock widget: triage, label and edit detected calcifications.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        Injected by napari.
+
+    Attributes
+    ----------
+    session : ReviewSession or None
+        The review of the current calcifications layer.
+    layer : napari.layers.Points or None
+        The calcifications layer under review.
+    current_id : int or None
+        calc_id of the current candidate.
+    current_cluster : int or None
+        cluster_id of the current cluster.
+    """
+
+    def __init__(self, napari_viewer: "napari.viewer.Viewer", parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.session: ReviewSession | None = None
+        self.layer = None
+        self.shapes = None
+        self.current_id: int | None = None
+        self.current_cluster: int | None = None
+        self._unsubscribe = None
+        self._syncing = False
+        self._setting_labels = False
+        self._selecting_row = False
+        self._removing_ids: list[int] = []
+        self._run = None
+        self._bound_keys: list[tuple[object, str]] = []
+        self._threshold_timer = QTimer(self)
+        self._threshold_timer.setSingleShot(True)
+        self._threshold_timer.setInterval(250)
+        self._threshold_timer.timeout.connect(self._commit_threshold)
+
+        # ---- widgets (magicgui) ----------------------------------------
+        self.layer_combo = ComboBox(choices=self._layer_choices, nullable=True,
+                                    tooltip="Calcifications (Points) layer to review.")
+        self.annotator = LineEdit(value=os.environ.get("NAPARI_CALC_ANNOTATOR", ""),
+                                  tooltip="Your name; recorded with every review action.")
+        self.project_dir = FileEdit(mode="d", value="", tooltip="Folder for the autosave files. Empty: "
+                                    "next to each image.")
+        self.threshold = FloatSlider(min=0.0, max=1.0, step=0.01, value=0.5, readout=True,
+                                     tooltip="Candidates scoring below this are hidden (accepted and "
+                                             "added ones always show).")
+        self.advance = CheckBox(text="Go to next after accept/reject", value=True)
+        self.morphology = ComboBox(choices=[""] + list(MORPHOLOGIES), tooltip="BI-RADS morphology")
+        self.distribution = ComboBox(choices=[""] + list(DISTRIBUTIONS), tooltip="BI-RADS distribution")
+        self.suspicion = ComboBox(choices=[""] + list(SUSPICION), tooltip="Benign or suspicious")
+        self.label_cluster_btn = PushButton(text="Apply labels to cluster",
+                                            tooltip="Give every calcification of the current cluster "
+                                                    "these labels.")
+        self.add_btn = PushButton(text="Add missed (click)", tooltip="Click on the image to add a "
+                                  "calcification the detector missed (status 'added').")
+        self.add_btn.native.setCheckable(True)
+        self.btns = {}
+        for name, text in [("accept", "Accept (A)"), ("reject", "Reject (R)"),
+                           ("previous", "◀ Prev (P)"), ("next", "Next (N) ▶"),
+                           ("next_cluster", "Next cluster (C)"), ("delete", "Delete (Del)"),
+                           ("undo", "Undo (U)"), ("redo", "Redo (Ctrl-Y)")]:
+            b = PushButton(text=text)
+            b.clicked.connect(lambda *_, n=name: self.do(n))
+            self.btns[name] = b
+        self.info = QLabel("Run 'Detect calcifications' first, or choose a calcifications layer.")
+        self.info.setWordWrap(True)
+        self.autosave_label = QLabel("")
+        self.autosave_label.setWordWrap(True)
+        self.current_label = QLabel("")
+        self.current_label.setWordWrap(True)
+
+        # ---- tables ----------------------------------------------------
+        self.calc_model = DataFrameModel(CALC_TABLE_COLUMNS, self)
+        self.cluster_model = DataFrameModel(CLUSTER_TABLE_COLUMNS, self)
+        self.calc_table = _make_table(self.calc_model)
+        self.cluster_table = _make_table(self.cluster_model)
+        self.calc_table.sortByColumn(1, Qt.DescendingOrder)
+        self.cluster_table.sortByColumn(4, Qt.DescendingOrder)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.calc_table, "Candidates")
+        self.tabs.addTab(self.cluster_table, "Clusters")
+
+        # ---- layout ----------------------------------------------------
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        form = QFormLayout()
+        form.addRow("Layer", self.layer_combo.native)
+        form.addRow("Annotator", self.annotator.native)
+        form.addRow("Project folder", self.project_dir.native)
+        form.addRow("Score threshold", self.threshold.native)
+        lay.addLayout(form)
+        lay.addWidget(self.autosave_label)
+        grid = QGridLayout()
+        order = ["accept", "reject", "previous", "next", "next_cluster", "delete", "undo", "redo"]
+        for i, name in enumerate(order):
+            grid.addWidget(self.btns[name].native, i // 2, i % 2)
+        grid.addWidget(self.add_btn.native, 4, 0)
+        grid.addWidget(self.advance.native, 4, 1)
+        lay.addLayout(grid)
+        lab_box = QGroupBox("Labels of the current candidate")
+        lf = QFormLayout(lab_box)
+        lf.addRow("Morphology", self.morphology.native)
+        lf.addRow("Distribution", self.distribution.native)
+        lf.addRow("Benign / suspicious", self.suspicion.native)
+        lf.addRow(self.label_cluster_btn.native)
+        lay.addWidget(self.current_label)
+        lay.addWidget(lab_box)
+        lay.addWidget(self.tabs, stretch=1)
+        keys = QLabel(self._shortcut_text())
+        keys.setWordWrap(True)
+        keys.setTextFormat(Qt.RichText)
+        keys_box = QGroupBox("Keyboard (focus on the image)")
+        QVBoxLayout(keys_box).addWidget(keys)
+        lay.addWidget(keys_box)
+        lay.addWidget(self.info)
+
+        # ---- connections -----------------------------------------------
+        self.layer_combo.changed.connect(self._on_layer_combo)
+        self.annotator.changed.connect(self._on_annotator)
+        self.project_dir.changed.connect(self._on_project_dir)
+        self.threshold.changed.connect(self._on_threshold)
+        for w in (self.morphology, self.distribution, self.suspicion):
+            w.changed.connect(self._on_label_changed)
+        self.label_cluster_btn.clicked.connect(self._label_cluster)
+        self.add_btn.native.toggled.connect(self._on_add_toggled)
+        self.calc_table.selectionModel().currentRowChanged.connect(self._on_calc_row)
+        self.cluster_table.selectionModel().currentRowChanged.connect(self._on_cluster_row)
+        self.calc_table.clicked.connect(lambda idx: self._on_calc_row(idx, None, force=True))
+        self.cluster_table.clicked.connect(lambda idx: self._on_cluster_row(idx, None, force=True))
+        ev = self.viewer.layers.events
+        ev.inserted.connect(self._on_layer_inserted)
+        ev.removed.connect(self._on_layer_removed)
+        self._bind_viewer_keys()
+        self._update_buttons()
+        self.layer_combo.reset_choices()
+        if self.layer_combo.value is not None:
+            self.attach(self.layer_combo.value)
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _shortcut_text() -> str:
+        rows = "".join(f"<tr><td><b>{' / '.join(k.replace('Control', 'Ctrl') for k in keys)}</b>"
+                       f"&nbsp;&nbsp;</td><td>{desc}</td></tr>" for keys, _, desc in SHORTCUTS)
+        return f"<table>{rows}</table>Add mode: click on the image to add a missed calcification."
+
+    def _layer_choices(self, *_):
+        return [(lay.name, lay) for lay in self.viewer.layers if is_calc_layer(lay)]
+
+    def _on_layer_inserted(self, event=None):
+        self.layer_combo.reset_choices()
+        lay = getattr(event, "value", None)
+        if lay is not None and is_calc_layer(lay):
+            if self.layer_combo.value is lay:
+                self.attach(lay)
+            else:
+                self.layer_combo.value = lay  # -> attach
+
+    def _on_layer_removed(self, event=None):
+        lay = getattr(event, "value", None)
+        if lay is not None and lay is self.layer:
+            self.detach()
+        elif lay is not None and lay is self.shapes:
+            self.shapes = None
+        self.layer_combo.reset_choices()
+
+    def _on_layer_combo(self, lay):
+        if lay is not self.layer:
+            if lay is None:
+                self.detach()
+            else:
+                self.attach(lay)
+
+    # ------------------------------------------------------------------ session
+    def _sidecar_for(self, det):
+        proj = self.project_dir.value
+        proj = None if proj in (None, "") or str(proj) in ("", ".") else os.fspath(proj)
+        src = det.metadata.get("source_path")
+        if not src and proj is not None:
+            # an image without a file (the sample): name it after the image layer
+            name = det.metadata.get("name") or (self.layer.metadata.get("napari_calc") or {}).get(
+                "source_layer") or "image"
+            src = os.path.join(proj, f"{name}")
+        return sidecar_path_for(src, proj) if src else None
+
+    def attach(self, layer) -> None:
+        """Review ``layer`` (a napari-calc calcifications Points layer).
+
+        Opens its :class:`ReviewSession`, restoring a previous review from
+        the autosave file when one exists for this image.
+        """
+        self.detach()
+        self.layer = layer
+        self._run = self._run_of(layer)
+        src_name = (layer.metadata.get("napari_calc") or {}).get("source_layer")
+        self.shapes = find_result_layers(self.viewer, src_name)[1] if src_name else None
+        det = detections_from_layers(layer, self.shapes)
+        if det.extra is not None:
+            for c in det.extra.columns:
+                det.calcifications[c] = det.extra[c].to_numpy()
+        if not det.image_shape:
+            det.image_shape = tuple(int(s) for s in np.max(layer.data, axis=0) + 1) if len(layer.data) else (1, 1)
+        self._open_session(det, restore=True)
+
+    def _open_session(self, det, *, restore: bool) -> None:
+        sidecar = self._sidecar_for(det)
+        note = ""
+        try:
+            if sidecar is None:
+                session = ReviewSession(det, annotator=self.annotator.value)
+            elif restore:
+                session = ReviewSession.open_or_create(det, sidecar, annotator=self.annotator.value)
+            else:
+                session = ReviewSession(det, sidecar=sidecar, annotator=self.annotator.value)
+                if sidecar.with_name(sidecar.name + ".bak").exists():
+                    note = " (the previous review was kept as .bak)"
+        except (NapariCalcError, OSError) as e:
+            session = ReviewSession(det, annotator=self.annotator.value)
+            note = f" — could not use the autosave file: {e}"
+            sidecar = None
+        self.session = session
+        if sidecar is None:
+            self.autosave_label.setText("⚠ Autosave off: this image has no file. Choose a project folder "
+                                        "to keep the review." + note)
+            self.autosave_label.setStyleSheet("color: #ffb000;")
+        else:
+            restored = session.history and restore
+            self.autosave_label.setText(("Restored review from " if restored else "Autosave: ")
+                                        + os.fspath(sidecar) + note)
+            self.autosave_label.setStyleSheet("")
+        self._unsubscribe = session.subscribe(self._on_session_changed)
+        self._set_threshold_widget(session.threshold)
+        self.current_id = None
+        self.current_cluster = None
+        self._connect_layer(self.layer)
+        self._sync(full=True)
+        if self.layer_combo.value is not self.layer:
+            self.layer_combo.value = self.layer
+
+    def detach(self) -> None:
+        """Stop reviewing the current layer (its autosave file stays complete)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self.session is not None:
+            self.session.close()
+        if self.layer is not None:
+            self._disconnect_layer(self.layer)
+        self.session = None
+        self.layer = None
+        self.shapes = None
+        self.current_id = None
+        self.current_cluster = None
+        self.calc_model.set_frame(pd.DataFrame({c: [] for c in CALC_TABLE_COLUMNS}))
+        self.cluster_model.set_frame(pd.DataFrame({c: [] for c in CLUSTER_TABLE_COLUMNS}))
+        self._update_buttons()
+
+    def close_session(self) -> None:
+        """Close the review (used when the viewer closes)."""
+        self.detach()
+
+    # ------------------------------------------------------------------ layer <-> session
+    def _connect_layer(self, layer) -> None:
+        layer.events.data.connect(self._on_layer_data)
+        layer.events.features.connect(self._on_layer_features)
+        for keys, action, _ in SHORTCUTS:
+            for k in keys:
+                layer.bind_key(k, self._key_handler(action), overwrite=True)
+
+    def _disconnect_layer(self, layer) -> None:
+        for ev, cb in ((layer.events.data, self._on_layer_data),
+                       (layer.events.features, self._on_layer_features)):
+            try:
+                ev.disconnect(cb)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        for keys, _, _ in SHORTCUTS:
+            for k in keys:
+                try:
+                    layer.bind_key(k, None)
+                except Exception:  # pragma: no cover
+                    pass
+        if self.add_btn.native.isChecked():
+            self.add_btn.native.setChecked(False)
+
+    def _bind_viewer_keys(self) -> None:
+        for keys, action, _ in SHORTCUTS:
+            if action in ("next", "previous") and len(keys) > 1:
+                keys = keys[:1]  # Space / Backspace keep their napari meaning off the layer
+            for k in keys:
+                self.viewer.bind_key(k, self._key_handler(action), overwrite=True)
+
+    def _key_handler(self, action):
+        def handler(_parent):
+            if self.session is None:
+                return
+            self.do(action)
+        handler.__name__ = f"napari_calc_{action}"
+        handler.__doc__ = f"napari-calc review: {action}"
+        return handler
+
+    def _sync(self, *, full: bool, op: str = "") -> None:
+        """Push the session state into the layers and the tables (bulk)."""
+        s, layer = self.session, self.layer
+        if s is None or layer is None:
+            return
+        det = s.detections
+        calcs = det.calcifications
+        self._syncing = True
+        try:
+            with layer.events.data.blocker(), layer.events.features.blocker():
+                data_changed = full or op in ("add", "delete", "move", "undo", "redo") \
+                    or len(layer.data) != len(calcs)
+                update_points_layer(layer, calcs, det.spacing_mm, det.ndim, data_changed=data_changed)
+                layer.shown = s.visible_mask()
+            layer.refresh()
+            if self.shapes is None:
+                src = (layer.metadata.get("napari_calc") or {}).get("source_layer")
+                if src:
+                    self.shapes = find_result_layers(self.viewer, src)[1]
+            if self.shapes is not None:
+                update_shapes_layer(self.shapes, calcs, det.clusters, det.spacing_mm, det.ndim)
+        finally:
+            self._syncing = False
+        self.calc_model.set_frame(calcs, keep=s.visible_mask())
+        self.cluster_model.set_frame(det.clusters)
+        self._highlight_current(move_view=False)
+        self._update_buttons()
+
+    def _on_session_changed(self, op: str) -> None:
+        self._sync(full=False, op=op)
+
+    @staticmethod
+    def _run_of(layer):
+        return (layer.metadata.get("napari_calc") or {}).get("run")
+
+    def _on_layer_features(self, event=None):
+        """Features replaced by someone else: a new detection run on the
+        same image updates the layer in place; start a new review then."""
+        if self._syncing or self.layer is None:
+            return
+        QTimer.singleShot(0, self._check_new_run)
+
+    def _check_new_run(self):
+        layer = self.layer
+        if layer is None or self._run_of(layer) == self._run:
+            return
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self.session is not None:
+            self.session.close()
+        self.session = None
+        det = detections_from_layers(layer, self.shapes)
+        self._run = self._run_of(layer)
+        self._open_session(det, restore=False)
+
+    def _on_layer_data(self, event) -> None:
+        """Edits made with napari's own tools: add (click), delete, move."""
+        if self._syncing or self.session is None:
+            return
+        action = str(getattr(event, "action", ""))
+        idx = getattr(event, "data_indices", ())
+        n_session = len(self.session.detections.calcifications)
+        ids = self.session.detections.calcifications["calc_id"].to_numpy()
+        if action == "removing":
+            self._removing_ids = [int(ids[i]) for i in idx if 0 <= i < n_session]
+        elif action == "added":
+            new = np.asarray(self.layer.data[n_session:], dtype=float)
+            QTimer.singleShot(0, lambda: self._add_points(new))
+        elif action == "removed":
+            gone, self._removing_ids = self._removing_ids, []
+            QTimer.singleShot(0, lambda: self._delete_ids(gone))
+        elif action == "changed" and idx is not None and not isinstance(idx, slice):
+            moves = [(int(ids[i]), np.asarray(self.layer.data[i], dtype=float)) for i in idx
+                     if 0 <= i < n_session]
+            QTimer.singleShot(0, lambda: self._move_points(moves))
+
+    def _report(self, exc: Exception) -> None:
+        msg = str(exc)
+        self.info.setText(f"⚠ {msg}")
+        try:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"napari-calc: {msg}")
+        except Exception:  # pragma: no cover
+            pass
+
+    def _add_points(self, coords: np.ndarray) -> None:
+        if self.session is None:
+            return
+        last = None
+        for p in coords:
+            try:
+                if self.session.detections.ndim == 3:
+                    last = self.session.add(p[-2], p[-1], slice=p[0])
+                else:
+                    last = self.session.add(p[-2], p[-1])
+            except NapariCalcError as e:
+                self._report(e)
+        if last is None:
+            self._sync(full=True)
+        else:
+            self.current_id = last
+            self._highlight_current(move_view=False)
+
+    def _delete_ids(self, ids) -> None:
+        if self.session is not None and ids:
+            self.session.delete(ids)
+
+    def _move_points(self, moves) -> None:
+        if self.session is None:
+            return
+        for cid, p in moves:
+            try:
+                if self.session.detections.ndim == 3:
+                    self.session.move(cid, p[-2], p[-1], slice=p[0])
+                else:
+                    self.session.move(cid, p[-2], p[-1])
+            except NapariCalcError as e:
+                self._report(e)
+                self._sync(full=True)
+
+    # ------------------------------------------------------------------ actions
+    def do(self, action: str) -> None:
+        """Perform a review action by name (what keys and buttons call).
+
+        ``accept``, ``reject``, ``next``, ``previous``, ``next_cluster``,
+        ``previous_cluster``, ``undo``, ``redo``, ``delete``.
+        """
+        s = self.session
+        if s is None:
+            return
+        try:
+            if action in ("accept", "reject", "delete"):
+                if self.current_id is None:
+                    self.current_id = s.next_id(None)
+                    self._highlight_current(move_view=True)
+                    if action != "delete":
+                        return
+                cid = self.current_id
+                if cid is None:
+                    return
+                nxt = s.next_id(cid) if self.advance.value or action == "delete" else None
+                getattr(s, action)([cid])
+                if action == "delete" or (self.advance.value and nxt is not None):
+                    self.go_to(nxt if nxt is not None else s.next_id(None))
+            elif action in ("next", "previous"):
+                nid = s.next_id(self.current_id, direction=1 if action == "next" else -1)
+                if nid is not None:
+                    self.go_to(nid)
+            elif action in ("next_cluster", "previous_cluster"):
+                cid = s.next_cluster(self.current_cluster, direction=1 if action == "next_cluster" else -1)
+                if cid is not None:
+                    self.go_to_cluster(cid)
+            elif action == "undo":
+                s.undo()
+            elif action == "redo":
+                s.redo()
+            else:
+                raise ValueError(f"unknown review action {action!r}")
+        except NapariCalcError as e:
+            self._report(e)
+
+    def go_to(self, calc_id) -> None:
+        """Make ``calc_id`` current: select it, centre and zoom the view on it."""
+        if calc_id is None or self.session is None:
+            return
+        self.current_id = int(calc_id)
+        self._highlight_current(move_view=True)
+
+    def go_to_cluster(self, cluster_id) -> None:
+        """Centre and zoom the view on a cluster."""
+        s = self.session
+        if s is None:
+            return
+        cl = s.detections.clusters
+        hit = cl[cl["cluster_id"] == int(cluster_id)]
+        if hit.empty:
+            return
+        self.current_cluster = int(cluster_id)
+        r = hit.iloc[0]
+        pos = [float(r["row"]), float(r["col"])]
+        if "slice" in r:
+            pos = [float(r["slice"])] + pos
+        extent = float(r.get("max_extent_mm", 10.0)) + CLUSTER_MARGIN_MM
+        self._centre_on(np.asarray(pos), field_mm=max(extent, FOCUS_FIELD_MM / 2))
+        members = s.cluster_members(int(cluster_id))
+        if len(members):
+            pos_in_df = np.flatnonzero(np.isin(s.detections.calcifications["calc_id"].to_numpy(), members))
+            self.layer.selected_data = set(pos_in_df.tolist())
+        row = self.cluster_model.row_of("cluster_id", int(cluster_id))
+        if row is not None:
+            self._select_table_row(self.cluster_table, row)
+        self.current_label.setText(f"Cluster {cluster_id}: n={int(r['n_calcifications'])}, "
+                                   f"{float(r['max_extent_mm']):.1f} mm")
+
+    def _centre_on(self, pixel_pos: np.ndarray, field_mm: float = FOCUS_FIELD_MM) -> None:
+        layer = self.layer
+        world = np.asarray(layer.data_to_world(pixel_pos), dtype=float)
+        if len(world) == 3 and self.viewer.dims.ndisplay == 2:
+            self.viewer.dims.set_point(0, world[0])
+        self.viewer.camera.center = tuple(world[-2:])
+        try:
+            h, w = self.viewer._canvas_size
+        except Exception:  # pragma: no cover
+            h = w = 600
+        target = max(min(h, w), 100) / field_mm / 1.0  # screen px per mm (world unit)
+        unit = float(min(layer.scale[-2:]))  # world units are mm when the layer scale is mm
+        if unit > 0 and self.viewer.camera.zoom < target:
+            self.viewer.camera.zoom = target
+
+    def _highlight_current(self, *, move_view: bool) -> None:
+        s, layer = self.session, self.layer
+        if s is None or layer is None:
+            return
+        calcs = s.detections.calcifications
+        if self.current_id is None:
+            self.current_label.setText(f"{len(calcs)} calcifications; press N to start.")
+            return
+        pos = np.flatnonzero(calcs["calc_id"].to_numpy() == self.current_id)
+        if not len(pos):
+            self.current_id = None
+            return
+        p = int(pos[0])
+        self._syncing = True
+        try:
+            layer.selected_data = {p}
+        finally:
+            self._syncing = False
+        if move_view:
+            self._centre_on(np.asarray(layer.data[p], dtype=float))
+        row = self.calc_model.row_of("calc_id", self.current_id)
+        if row is not None:
+            self._select_table_row(self.calc_table, row)
+        r = calcs.iloc[p]
+        self.current_label.setText(
+            f"<b>#{int(r['calc_id'])}</b> {r['status']} — score {float(r['score']):.2f}, "
+            f"{float(r['diameter_mm']):.2f} mm" + (f", cluster {int(r['cluster_id'])}"
+                                                   if int(r["cluster_id"]) >= 0 else ""))
+        self._setting_labels = True
+        try:
+            self.morphology.value = r.get("morphology", "") or ""
+            self.distribution.value = r.get("distribution", "") or ""
+            self.suspicion.value = r.get("suspicion", "") or ""
+        finally:
+            self._setting_labels = False
+
+    def _select_table_row(self, table: QTableView, row: int) -> None:
+        self._selecting_row = True
+        try:
+            table.selectRow(row)
+            table.scrollTo(table.model().index(row, 0), QAbstractItemView.PositionAtCenter)
+        finally:
+            self._selecting_row = False
+
+    def _on_calc_row(self, current, previous=None, force=False):
+        if (self._selecting_row and not force) or self.session is None or not current.isValid():
+            return
+        cid = int(self.calc_model.value(current.row(), "calc_id"))
+        if cid != self.current_id or force:
+            self.go_to(cid)
+
+    def _on_cluster_row(self, current, previous=None, force=False):
+        if (self._selecting_row and not force) or self.session is None or not current.isValid():
+            return
+        self.go_to_cluster(int(self.cluster_model.value(current.row(), "cluster_id")))
+
+    # ------------------------------------------------------------------ labels, threshold, ...
+    def _on_label_changed(self, *_):
+        if self._setting_labels or self.session is None or self.current_id is None:
+            return
+        try:
+            self.session.set_labels([self.current_id], morphology=self.morphology.value,
+                                    distribution=self.distribution.value, suspicion=self.suspicion.value)
+        except NapariCalcError as e:
+            self._report(e)
+
+    def _label_cluster(self, *_):
+        s = self.session
+        if s is None:
+            return
+        cid = self.current_cluster
+        if cid is None and self.current_id is not None:
+            c = int(s.row(self.current_id)["cluster_id"])
+            cid = c if c >= 0 else None
+        if cid is None:
+            self.info.setText("No current cluster: press C to go to one.")
+            return
+        members = s.cluster_members(cid)
+        s.set_labels(members.tolist(), morphology=self.morphology.value,
+                     distribution=self.distribution.value, suspicion=self.suspicion.value)
+
+    def _set_threshold_widget(self, value: float) -> None:
+        self._threshold_timer.stop()
+        with self.threshold.changed.blocked():
+            self.threshold.value = float(np.clip(value, 0.0, 1.0))
+
+    def _on_threshold(self, value):
+        """Live: hide candidates below the threshold now; journal it shortly after."""
+        s, layer = self.session, self.layer
+        if s is None or layer is None:
+            return
+        calcs = s.detections.calcifications
+        vis = (calcs["score"].to_numpy() >= float(value)) | calcs["status"].isin(("accepted", "added")).to_numpy()
+        layer.shown = vis
+        self._threshold_timer.start()
+
+    def _commit_threshold(self):
+        if self.session is not None:
+            self.session.set_threshold(float(self.threshold.value))
+
+    def _on_annotator(self, value):
+        if self.session is not None:
+            self.session.annotator = str(value)
+
+    def _on_project_dir(self, value):
+        if self.layer is not None:
+            self.attach(self.layer)
+
+    def _on_add_toggled(self, on: bool):
+        if self.layer is None:
+            self.add_btn.native.setChecked(False)
+            return
+        self.layer.mode = "add" if on else "pan_zoom"
+        if on:
+            self.viewer.layers.selection.active = self.layer
+
+    def _update_buttons(self) -> None:
+        s = self.session
+        on = s is not None
+        for name, b in self.btns.items():
+            b.enabled = on
+        if on:
+            self.btns["undo"].enabled = s.can_undo
+            self.btns["redo"].enabled = s.can_redo
+            st = s.detections.calcifications["status"].value_counts()
+            self.info.setText(
+                f"{len(s.detections.calcifications)} calcifications: "
+                f"{int(st.get('accepted', 0))} accepted, {int(st.get('rejected', 0))} rejected, "
+                f"{int(st.get('added', 0))} added, {int(st.get('candidate', 0))} to review; "
+                f"{len(s.detections.clusters)} clusters.")

@@ -1,0 +1,52 @@
+"""``napari-calc view``: a napari viewer with both napari-calc panels docked."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["open_viewer", "PLUGIN_NAME", "DETECT_WIDGET", "REVIEW_WIDGET"]
+
+PLUGIN_NAME = "napari-calc"
+DETECT_WIDGET = "Detect calcifications"
+REVIEW_WIDGET = "Review calcifications"
+
+
+def open_viewer(inputs=(), *, viewer=None, show: bool = True):
+    """Create (or reuse) a napari viewer, dock both panels and open inputs.
+
+    Parameters
+    ----------
+    inputs : sequence of path-like
+        Images (DICOM, TIFF) or napari-calc exports, opened with this
+        plugin's readers. Empty: the synthetic sample mammogram is opened.
+    viewer : napari.Viewer, optional
+        Use this viewer instead of creating one.
+    show : bool
+        Show the window (False for tests / scripts).
+
+    Returns
+    -------
+    napari.Viewer
+
+    Raises
+    ------
+    NapariCalcError
+        An input that is missing or cannot be read (one line naming it).
+    """
+    import napari
+
+    from ..core.errors import UnreadableImageError
+
+    for p in inputs:
+        if not os.path.exists(os.fspath(p)):
+            raise UnreadableImageError("file not found", os.fspath(p))
+    if viewer is None:
+        viewer = napari.Viewer(title="napari-calc", show=show)
+    viewer.window.add_plugin_dock_widget(PLUGIN_NAME, DETECT_WIDGET)
+    viewer.window.add_plugin_dock_widget(PLUGIN_NAME, REVIEW_WIDGET, tabify=False)
+    if inputs:
+        for p in inputs:
+            viewer.open(os.fspath(p), plugin=PLUGIN_NAME)
+    else:
+        viewer.open_sample(PLUGIN_NAME, "sample-mammogram")
+    return viewer

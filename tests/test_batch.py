@@ -1,0 +1,288 @@
+"""Local batch processing (issue 8): resume, fault isolation, crash/timeout
+recovery, SIGKILL midway, manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from napari_calc.cli import main
+from napari_calc.core.batch import (MANIFEST_NAME, LocalPool, make_task, marker_path, process_input,
+                                    run_batch, threads_per_worker, InputItem)
+
+from test_batch_support import csv_files, data_files, make_dataset, write_tiff
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _manifest(out) -> dict:
+    return json.loads((Path(out) / MANIFEST_NAME).read_text())
+
+
+def _status(out) -> dict[str, str]:
+    return {Path(r["input"]).name: r["status"] for r in _manifest(out)["inputs"]}
+
+
+# ------------------------------------------------------------------ helpers run in pool workers
+
+def crash_or_process(task):
+    """Segfault on inputs named crash*, else the real work."""
+    if Path(task["path"]).name.startswith("crash"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return process_input(task)
+
+
+def hang_or_process(task):
+    if Path(task["path"]).name.startswith("slow"):
+        time.sleep(60)
+    return process_input(task)
+
+
+# ------------------------------------------------------------------ tests
+
+def test_threads_per_worker():
+    assert threads_per_worker(1, 8) == 8
+    assert threads_per_worker(3, 8) == 2
+    assert threads_per_worker(16, 8) == 1
+
+
+def test_resume_skips_complete_and_recomputes_changes(tmp_path, capsys):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    files = make_dataset(inp, 3)
+    assert main(["detect", str(inp), "--out", str(out), "--workers", "1", "--formats", "csv,json"]) == 0
+    assert set(_status(out).values()) == {"done"}
+    first = data_files(out)
+    assert len([n for n in first if n.endswith(".done.json")]) == 3
+    marker = json.loads((out / "img0.done.json").read_text())
+    assert marker["input"] == str(files[0].resolve()) and marker["size"] == files[0].stat().st_size
+
+    # rerun: everything skipped, nothing rewritten
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != MANIFEST_NAME}
+    assert main(["detect", str(inp), "--out", str(out), "--workers", "1", "--formats", "csv,json"]) == 0
+    assert set(_status(out).values()) == {"skipped"}
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != MANIFEST_NAME} == mtimes
+    assert "3 done (3 already complete, skipped)" in capsys.readouterr().out
+
+    # a changed input is recomputed, the others skipped
+    write_tiff(files[1], seed=7)
+    assert main(["detect", str(inp), "--out", str(out), "--workers", "1", "--formats", "csv,json"]) == 0
+    assert _status(out) == {"img0.tif": "skipped", "img1.tif": "done", "img2.tif": "skipped"}
+    assert data_files(out)["img1.calcifications.csv"] != first["img1.calcifications.csv"]
+
+    # a missing output -> recomputed
+    (out / "img2.detections.json").unlink()
+    assert main(["detect", str(inp), "--out", str(out), "--workers", "1", "--formats", "csv,json"]) == 0
+    assert _status(out)["img2.tif"] == "done"
+    assert (out / "img2.detections.json").read_bytes() == first["img2.detections.json"]
+
+    # other parameters or formats -> recomputed
+    assert main(["detect", str(inp), "--out", str(out), "--workers", "1", "--formats", "csv",
+                 "--param", "threshold=5"]) == 0
+    assert set(_status(out).values()) == {"done"}
+    m = _manifest(out)
+    assert m["parameters"]["detection"]["threshold"] == 5
+    # --force recomputes everything
+    assert main(["detect", str(inp), "--out", str(out), "--workers", "1", "--formats", "csv",
+                 "--param", "threshold=5", "--force"]) == 0
+    assert set(_status(out).values()) == {"done"}
+
+
+def test_corrupt_files_reported_one_line_each(tmp_path, capsys):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    make_dataset(inp, 3)
+    good = (inp / "img0.tif").read_bytes()
+    (inp / "sub").mkdir()
+    (inp / "sub" / "truncated.tif").write_bytes(good[: len(good) // 3])
+    (inp / "sub" / "text.dcm").write_text("this is not DICOM\n")
+    (inp / "empty.dcm").write_bytes(b"")
+    (inp / "notes.txt").write_text("a note, not an image: skipped silently\n")
+
+    rc = main(["detect", str(inp), "--out", str(out), "--workers", "2", "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc != 0
+    lines = [ln for ln in cap.err.splitlines() if ln.strip()]
+    assert len(lines) == 3, cap.err
+    for name in ("truncated.tif", "text.dcm", "empty.dcm"):
+        (line,) = [ln for ln in lines if name in ln]
+        assert line.startswith("napari-calc: ") and line.split(name, 1)[1].startswith(": ")
+        assert len(line.split(name, 1)[1]) > 5  # a reason follows
+        assert "Traceback" not in line
+    assert "empty" in [ln for ln in lines if "empty.dcm" in ln][0].split("empty.dcm")[1]
+    # the good ones are complete, the bad ones wrote nothing
+    for i in range(3):
+        assert (out / f"img{i}.done.json").is_file()
+    assert not any(p.name.startswith(("truncated", "text", "empty")) for p in out.iterdir())
+    st = _status(out)
+    assert st["truncated.tif"] == st["text.dcm"] == st["empty.dcm"] == "failed"
+    assert "notes.txt" not in st
+    assert "3 failed" in cap.out and "6 images" in cap.out
+    m = _manifest(out)
+    assert m["totals"]["failed"] == 3 and m["totals"]["done"] == 3
+    assert all(r["reason"] for r in m["inputs"] if r["status"] == "failed")
+    # a rerun retries only the failed inputs, and still fails
+    assert main(["detect", str(inp), "--out", str(out), "--workers", "1"]) != 0
+    assert sorted(_status(out).values()) == ["failed"] * 3 + ["skipped"] * 3
+
+
+def test_manifest_content(tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    make_dataset(inp, 2)
+    res = run_batch([inp], out, workers=1, formats=("csv", "json"), params={"threshold": 4.5})
+    assert res.exit_code == 0 and res.n_done == 2
+    m = _manifest(out)
+    for k in ("napari-calc", "numpy", "pydicom", "python", "kernel_openmp"):
+        assert k in m["versions"]
+    assert m["parameters"]["detection"]["threshold"] == 4.5
+    assert m["parameters"]["formats"] == ["csv", "json"]
+    assert m["finished"] and m["totals"]["images"] == 2
+    rec = m["inputs"][0]
+    assert rec["status"] == "done" and rec["seconds"] > 0
+    assert rec["outputs"]["csv"] == "img0.calcifications.csv"
+    tot = sum(r["n_calcifications"] for r in m["inputs"])
+    assert tot == res.n_calcifications == m["totals"]["calcifications"]
+    import pandas as pd
+
+    assert tot == sum(len(pd.read_csv(out / f"img{i}.calcifications.csv")) for i in range(2))
+
+
+def test_same_stem_disambiguated(tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_tiff(inp / "left" / "a.tif", 0)
+    write_tiff(inp / "right" / "a.tif", 1)
+    write_tiff(inp / "b.tif", 2)
+    assert run_batch([inp], out, workers=1).exit_code == 0
+    names = sorted(p.name for p in out.glob("*.calcifications.csv"))
+    assert names == ["b.calcifications.csv", "left__a.calcifications.csv", "right__a.calcifications.csv"]
+
+
+def test_pool_survives_worker_crash(tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    files = make_dataset(inp, 3)
+    crash = inp / "crash.tif"
+    crash.write_bytes(files[0].read_bytes())
+    items = [InputItem(path=str(p), root=str(inp), stem=p.stem) for p in [crash] + files]
+    tasks = [make_task(it, out, formats=("csv",), params={}, spacing_mm=None, deidentify=False,
+                       n_threads=1) for it in items]
+    results = {Path(r["path"]).name: r for r in LocalPool(2, crash_or_process).map_unordered(tasks)}
+    assert results["crash.tif"]["status"] == "failed"
+    assert results["crash.tif"]["reason"] == "worker process crashed (SIGSEGV)"
+    assert all(results[f"img{i}.tif"]["status"] == "done" for i in range(3))
+    assert not marker_path(out, "crash").exists()
+
+
+def test_pool_timeout_kills_and_replaces_worker(tmp_path):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    files = make_dataset(inp, 2)
+    slow = inp / "slow.tif"
+    slow.write_bytes(files[0].read_bytes())
+    items = [InputItem(path=str(p), root=str(inp), stem=p.stem) for p in [slow] + files]
+    tasks = [make_task(it, out, formats=("csv",), params={}, spacing_mm=None, deidentify=False,
+                       n_threads=1) for it in items]
+    t0 = time.monotonic()
+    # one worker: the two good inputs need the replacement worker
+    results = {Path(r["path"]).name: r for r in LocalPool(1, hang_or_process, timeout=2).map_unordered(tasks)}
+    assert results["slow.tif"] == {**results["slow.tif"], "status": "failed", "reason": "timed out after 2 s"}
+    assert results["img0.tif"]["status"] == results["img1.tif"]["status"] == "done"
+    assert time.monotonic() - t0 < 50  # the 60 s sleeper was killed, not waited for
+
+
+def test_cli_timeout_option(tmp_path, capsys):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    make_dataset(inp, 1)
+    # a generous timeout: the run goes through a killable worker process and succeeds
+    assert main(["detect", str(inp), "--out", str(out), "--workers", "1", "--timeout", "120"]) == 0
+    assert _manifest(out)["parameters"]["backend"] == "local processes"
+    assert main(["detect", str(inp), "--out", str(out), "--timeout", "0"]) != 0
+    assert "--timeout must be > 0" in capsys.readouterr().err
+
+
+def test_bad_settings_one_line(tmp_path, capsys):
+    inp = tmp_path / "in"
+    make_dataset(inp, 1)
+    assert main(["detect", str(inp), "--out", str(tmp_path / "o"), "--workers", "0"]) != 0
+    assert main(["detect", str(inp), "--out", str(tmp_path / "o"), "--param", "nope=1"]) != 0
+    assert main(["detect", str(inp), "--out", str(tmp_path / "o"), "--param", "threshold=-1"]) != 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and "--workers" in err[0] and "nope" in err[1] and "threshold" in err[2]
+
+
+def test_empty_folder_is_a_failure(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["detect", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) != 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "empty" in line and "no DICOM or TIFF images" in line
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "napari_calc", "detect", *map(str, args)]
+
+
+def test_sigkill_midway_then_resume_is_byte_identical(tmp_path):
+    inp = tmp_path / "in"
+    make_dataset(inp, 6)
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    fmt = ("--formats", "csv,json")
+
+    proc = subprocess.Popen(_cli(inp, "--out", out, "--workers", "1", *fmt), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.is_dir() and any(out.glob("*.done.json")):
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    n_marked = len(list(out.glob("*.done.json")))
+    assert 1 <= n_marked < 6
+    m = _manifest(out)  # written at the start, never half-written
+    assert m["finished"] is None
+
+    r = subprocess.run(_cli(inp, "--out", out, "--workers", "1", *fmt), env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    st = _status(out)
+    assert sum(v == "skipped" for v in st.values()) == n_marked
+    assert sum(v == "done" for v in st.values()) == 6 - n_marked
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+    r = subprocess.run(_cli(inp, "--out", ref, "--workers", "1", *fmt), env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a, b = data_files(out), data_files(ref)
+    assert sorted(a) == sorted(b)
+    assert len([n for n in a if n.endswith(".csv")]) == 12 and len([n for n in a if n.endswith(".json")]) == 12
+    for name in a:
+        assert a[name] == b[name], name
+
+
+def test_workers_two_matches_in_process(tmp_path):
+    inp = tmp_path / "in"
+    make_dataset(inp, 3)
+    assert run_batch([inp], tmp_path / "a", workers=1, formats=("csv", "json")).exit_code == 0
+    res = run_batch([inp], tmp_path / "b", workers=2, formats=("csv", "json"))
+    assert res.exit_code == 0 and res.n_done == 3
+    assert _manifest(tmp_path / "b")["parameters"]["threads_per_worker"] == threads_per_worker(2)
+    assert data_files(tmp_path / "a") == data_files(tmp_path / "b")
+    assert len(csv_files(tmp_path / "a")) == 6
+
+
+@pytest.mark.skipif(not sys.stderr, reason="no stderr")
+def test_progress_bar_keeps_error_lines_whole(tmp_path, capsys):
+    inp = tmp_path / "in"
+    make_dataset(inp, 2)
+    (inp / "bad.dcm").write_text("nope")
+    rc = main(["detect", str(inp), "--out", str(tmp_path / "o"), "--workers", "1", "--progress"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    (line,) = [ln for ln in err.replace("\r", "\n").splitlines() if "bad.dcm" in ln]
+    assert line.startswith("napari-calc: ") and line.endswith("(format not recognised)")
+    assert "img/s" in err or "it/s" in err or "3/3" in err  # the bar was drawn

@@ -1,0 +1,175 @@
+"""``--scheduler``: batch detection on a real dask.distributed cluster (issue 8).
+
+A LocalCluster with worker processes, and a scheduler + worker started as
+separate processes on 127.0.0.1 like a user would (``dask scheduler`` /
+``dask worker``). The outputs must be identical to a local run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from napari_calc.cli import main  # noqa: E402
+from napari_calc.core.batch import MANIFEST_NAME, run_batch  # noqa: E402
+from napari_calc.core.errors import NapariCalcError  # noqa: E402
+
+from test_batch_support import csv_files, data_files, make_dataset  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dask_in")
+    make_dataset(root, 3)
+    (root / "corrupt.dcm").write_text("not DICOM at all\n")
+    local = tmp_path_factory.mktemp("dask_local")
+    res = run_batch([root], local, workers=1, formats=("csv", "json"))
+    assert res.n_done == 3 and res.n_failed == 1
+    return root, local
+
+
+def _statuses(out):
+    m = json.loads((Path(out) / MANIFEST_NAME).read_text())
+    return {Path(r["input"]).name: r["status"] for r in m["inputs"]}, m
+
+
+def test_local_cluster_identical_to_local_run(dataset, tmp_path, capsys):
+    root, local = dataset
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                      host="127.0.0.1") as cluster:
+        out = tmp_path / "cluster"
+        rc = main(["detect", str(root), "--out", str(out), "--scheduler", cluster.scheduler_address,
+                   "--formats", "csv,json", "--no-progress"])
+        cap = capsys.readouterr()
+        assert rc == 1
+        (line,) = cap.err.splitlines()
+        assert "corrupt.dcm: " in line and "not recognised" in line
+        st, m = _statuses(out)
+        assert st == {"img0.tif": "done", "img1.tif": "done", "img2.tif": "done", "corrupt.dcm": "failed"}
+        assert m["parameters"]["backend"] == "dask" and m["parameters"]["dask_workers"] == 2
+        assert "dask" in m["versions"]
+        assert len(csv_files(out)) == 6
+        assert data_files(out) == data_files(local)  # CSVs, JSON and markers, byte for byte
+
+        # resume works the same through the cluster; --force recomputes
+        rc = main(["detect", str(root), "--out", str(out), "--scheduler", cluster.scheduler_address,
+                   "--formats", "csv,json", "--no-progress"])
+        assert rc == 1
+        st, _ = _statuses(out)
+        assert [st[f"img{i}.tif"] for i in range(3)] == ["skipped"] * 3
+        assert "(3 already complete, skipped)" in capsys.readouterr().out
+
+        res = run_batch([root / "img0.tif"], out, scheduler=cluster.scheduler_address,
+                        formats=("csv", "json"), force=True, progress=False, timeout=120)
+        assert res.n_done == 1 and res.exit_code == 0  # the --timeout path (a child per input)
+        assert data_files(out) == data_files(local)
+
+
+def _wait_for(path: Path, proc, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size > 0:
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        time.sleep(0.1)
+    raise TimeoutError(path)
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def scheduler_and_worker(tmp_path):
+    """``dask scheduler`` and ``dask worker`` as processes on 127.0.0.1."""
+    sched_file = tmp_path / "scheduler.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    log = open(tmp_path / "dask.log", "w")
+    procs = []
+    try:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+             "--scheduler-file", str(sched_file), "--no-dashboard"],
+            env=env, stdout=log, stderr=subprocess.STDOUT))
+        _wait_for(sched_file, procs[0])
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sched_file),
+             "--nthreads", "1", "--nworkers", "1", "--no-dashboard", "--host", "127.0.0.1"],
+            env=env, stdout=log, stderr=subprocess.STDOUT))
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        yield address, sched_file
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+        log.close()
+    assert all(p.poll() is not None for p in procs)
+
+
+def test_subprocess_scheduler_and_worker(dataset, tmp_path, scheduler_and_worker, capsys):
+    root, local = dataset
+    address, sched_file = scheduler_and_worker
+    out = tmp_path / "remote"
+    rc = main(["detect", str(root), "--out", str(out), "--scheduler", address,
+               "--formats", "csv,json", "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 1 and len(cap.err.splitlines()) == 1 and "corrupt.dcm" in cap.err
+    assert csv_files(out) == csv_files(local)
+    assert data_files(out) == data_files(local)
+    # a scheduler file works as the address too
+    out2 = tmp_path / "remote2"
+    assert main(["detect", str(root / "img1.tif"), "--out", str(out2), "--scheduler", str(sched_file),
+                 "--no-progress"]) == 0
+    assert csv_files(out2) == {k: v for k, v in csv_files(local).items() if k.startswith("img1.")}
+
+
+def test_unreachable_scheduler_one_line(tmp_path, capsys, monkeypatch):
+    import napari_calc.core.distributed as d
+
+    monkeypatch.setattr(d, "CONNECT_TIMEOUT_S", 2)
+    make_dataset(tmp_path / "in", 1)
+    rc = main(["detect", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
+               "--scheduler", "tcp://127.0.0.1:9"])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert rc != 0 and "tcp://127.0.0.1:9" in line and "cannot connect to the dask scheduler" in line
+
+
+def test_dask_missing_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import fails
+    make_dataset(tmp_path / "in", 1)
+    rc = main(["detect", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:1"])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert rc != 0 and "pip install 'napari-calc[distributed]'" in line
+    with pytest.raises(NapariCalcError):
+        run_batch([tmp_path / "in"], tmp_path / "o", scheduler="tcp://127.0.0.1:1")
+
+
+def test_cli_works_without_dask_imported(tmp_path):
+    code = ("import sys\n"
+            "from napari_calc.cli import main\n"
+            f"rc = main(['detect', {str(tmp_path / 'in')!r}, '--out', {str(tmp_path / 'o')!r}, '--workers', '1'])\n"
+            "assert rc == 0, rc\n"
+            "assert 'dask' not in sys.modules and 'distributed' not in sys.modules, 'dask imported'\n")
+    make_dataset(tmp_path / "in", 1)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

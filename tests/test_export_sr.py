@@ -1,0 +1,235 @@
+import shutil
+import subprocess
+
+import numpy as np
+import pydicom
+import pytest
+
+from napari_calc.core.export import read_detections, write_outputs
+from napari_calc.core.export._dicom import SC_2D
+
+from _export_data import assert_same_detections, dicom_metadata, make_detections
+
+DCIODVFY = shutil.which("dciodvfy")
+DSRDUMP = shutil.which("dsrdump")
+needs_dciodvfy = pytest.mark.skipif(DCIODVFY is None, reason="dicom3tools dciodvfy not installed")
+needs_dsrdump = pytest.mark.skipif(DSRDUMP is None, reason="dcmtk dsrdump not installed")
+
+FLAVOURS = ["sr.dcm", "cad-sr.dcm"]
+
+
+def _walk(seq):
+    for it in seq or []:
+        yield it
+        yield from _walk(it.get("ContentSequence"))
+
+
+def _code(it, seq="ConceptNameCodeSequence"):
+    s = it.get(seq)
+    return str(s[0].CodeValue) if s else None
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["2d", "3d"])
+def exported(request, tmp_path_factory):
+    nd = request.param
+    d = tmp_path_factory.mktemp(f"sr{nd}")
+    det = make_detections(nd, extras=True)
+    paths = write_outputs(det, d, "img", formats=FLAVOURS)
+    return nd, det, paths
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_dciodvfy_no_errors(exported, flavour):
+    _, _, paths = exported
+    r = subprocess.run([DCIODVFY, str(paths[flavour])], capture_output=True, text=True, timeout=60)
+    out = r.stdout + r.stderr
+    errors = [line for line in out.splitlines() if "Error" in line]
+    assert not errors, "\n".join(errors)
+    # it really validated the IOD we claim
+    expect = "Comprehensive3DSR" if flavour == "sr.dcm" else "MammographyCADSR"
+    assert expect in out
+
+
+@needs_dsrdump
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_dsrdump_reads(exported, flavour):
+    _, det, paths = exported
+    r = subprocess.run([DSRDUMP, str(paths[flavour])], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not [line for line in r.stderr.splitlines() if line.startswith(("E:", "F:"))], r.stderr
+    title = "Comprehensive 3D SR Document" if flavour == "sr.dcm" else "Mammography CAD SR Document"
+    assert title in r.stdout
+    assert r.stdout.count("Individual Calcification") >= len(det.calcifications)
+
+
+def test_tid1500_content(exported):
+    nd, det, paths = exported
+    ds = pydicom.dcmread(paths["sr.dcm"])
+    md = det.metadata
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
+    assert ds.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    assert ds.StudyInstanceUID == md["study_instance_uid"]
+    ev = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert ev.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == md["sop_instance_uid"]
+    groups = [it for it in _walk(ds.ContentSequence)
+              if it.ValueType == "CONTAINER" and _code(it) == "125007"]
+    assert len(groups) == len(det.calcifications) + len(det.clusters)
+    calc_groups = [g for g in groups if any(
+        _code(c) == "121071" and _code(c, "ConceptCodeSequence") == "129770007"
+        for c in g.ContentSequence)]
+    assert len(calc_groups) == len(det.calcifications)
+    first = det.calcifications.iloc[0]
+    g = calc_groups[0]
+    region = [c for c in g.ContentSequence if c.ValueType == "SCOORD"][0]
+    assert region.GraphicType == "POINT"
+    np.testing.assert_allclose(region.GraphicData, [first.col + 0.5, first.row + 0.5], atol=1e-3)
+    img = region.ContentSequence[0].ReferencedSOPSequence[0]
+    assert img.ReferencedSOPInstanceUID == md["sop_instance_uid"]
+    if nd == 3:
+        assert int(img.ReferencedFrameNumber) == int(first.slice) + 1
+    nums = {_code(c): c for c in g.ContentSequence if c.ValueType == "NUM"}
+    assert "81827009" in nums  # Diameter (SCT)
+    dia = nums["81827009"].MeasuredValueSequence[0]
+    assert dia.MeasurementUnitsCodeSequence[0].CodeValue == "mm"
+    assert float(dia.NumericValue) == pytest.approx(first.diameter_mm)
+    assert "contrast" in nums
+    # clusters: POLYLINE (>= 3 members) or ELLIPSE, with the count
+    clus_groups = [g for g in groups if g not in calc_groups]
+    kinds = []
+    for g in clus_groups:
+        region = [c for c in g.ContentSequence if c.ValueType == "SCOORD"][0]
+        kinds.append(region.GraphicType)
+        nums = {_code(c): c for c in g.ContentSequence if c.ValueType == "NUM"}
+        assert "111038" in nums  # Number of calcifications
+        if region.GraphicType == "POLYLINE":
+            pts = np.asarray(region.GraphicData).reshape(-1, 2)
+            np.testing.assert_array_equal(pts[0], pts[-1])  # closed
+    assert kinds == ["POLYLINE", "ELLIPSE"]
+    counts = [float(next(c for c in g.ContentSequence if _code(c) == "111038")
+                    .MeasuredValueSequence[0].NumericValue) for g in clus_groups]
+    assert counts == det.clusters.n_calcifications.tolist()
+
+
+def test_tid1500_round_trip_exact(exported):
+    nd, det, paths = exported
+    back = read_detections(paths["sr.dcm"])
+    assert_same_detections(det, back, nd, atol=1e-6)
+    assert_same_detections(det, back, nd, atol=0)  # in fact exact (64-bit values)
+    assert back.spacing_mm == det.spacing_mm and back.image_shape == det.image_shape
+    assert back.params == det.params
+    assert back.metadata["sop_instance_uid"] == det.metadata["sop_instance_uid"]
+    assert back.metadata["laterality"] == "L"
+
+
+def test_cad_sr_content(exported):
+    nd, det, paths = exported
+    ds = pydicom.dcmread(paths["cad-sr.dcm"])
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.50"
+    assert _code(ds) == "111036"
+    assert ds.ContentTemplateSequence[0].TemplateIdentifier == "4000"
+    items = list(_walk(ds.ContentSequence))
+    sif = [it for it in items if it.ValueType == "CODE" and _code(it) == "111059"]
+    ind = [it for it in sif if _code(it, "ConceptCodeSequence") == "129770007"]
+    clu = [it for it in sif if _code(it, "ConceptCodeSequence") == "129769006"]
+    assert len(ind) == len(det.calcifications) and len(clu) == len(det.clusters)
+    for f in sif:
+        kids = {_code(c) for c in f.ContentSequence}
+        assert {"111056", "111071", "111010", "111001", "111003"} <= kids
+    for f in clu:
+        members = [c for c in f.ContentSequence if _code(c) == "111059"]
+        n = next(c for c in f.ContentSequence if _code(c) == "111038")
+        assert len(members) == int(float(n.MeasuredValueSequence[0].NumericValue))
+        assert all(m.RelationshipType == "INFERRED FROM" for m in members)
+    lib = next(it for it in items if _code(it) == "111028")
+    assert lib.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == \
+        det.metadata["sop_instance_uid"]
+    summary = next(it for it in ds.ContentSequence if _code(it) == "111017")
+    assert _code(summary, "ConceptCodeSequence") == "111242"
+
+
+def test_cad_sr_reads_back_positions(exported):
+    nd, det, paths = exported
+    back = read_detections(paths["cad-sr.dcm"])
+    a, b = det.calcifications, back.calcifications
+    assert b.calc_id.tolist() == a.calc_id.tolist()
+    assert b.cluster_id.tolist() == a.cluster_id.tolist()
+    # SCOORD is float32: ~1e-4 px
+    np.testing.assert_allclose(b.row, a.row, atol=1e-3)
+    np.testing.assert_allclose(b.col, a.col, atol=1e-3)
+    np.testing.assert_allclose(b.diameter_mm, a.diameter_mm, atol=1e-4)
+    expect = a.status.replace({"added": "accepted"}).tolist()
+    assert b.status.tolist() == expect
+    if nd == 3:
+        assert b.slice.tolist() == a.slice.tolist()
+    assert back.clusters.n_calcifications.tolist() == det.clusters.n_calcifications.tolist()
+
+
+def test_non_dicom_source_gets_deterministic_reference(tmp_path):
+    md = {"source_path": "/data/scan_001.tif", "modality": "OT", "laterality": "R", "view": "MLO"}
+    det = make_detections(2, metadata=md)
+    uids = []
+    for sub in ("a", "b"):
+        p = write_outputs(det, tmp_path / sub, "scan", formats=FLAVOURS)
+        for f in FLAVOURS:
+            ds = pydicom.dcmread(p[f])
+            ref = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0] \
+                .ReferencedSOPSequence[0]
+            assert ref.ReferencedSOPClassUID == SC_2D
+            uids.append((ds.StudyInstanceUID, ref.ReferencedSOPInstanceUID))
+    assert len(set(uids)) == 1
+    back = read_detections(p["sr.dcm"])
+    assert_same_detections(det, back, 2, atol=0)
+
+
+def test_reproducible_with_source_date_epoch(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    det = make_detections(2)
+    a = write_outputs(det, tmp_path / "a", "img", formats=FLAVOURS)
+    b = write_outputs(det, tmp_path / "b", "img", formats=FLAVOURS)
+    for f in FLAVOURS:
+        assert a[f].read_bytes() == b[f].read_bytes()
+    det.calcifications.loc[0, "status"] = "rejected"
+    c = write_outputs(det, tmp_path / "c", "img", formats=FLAVOURS)
+    for f in FLAVOURS:  # changed content -> a new SOP Instance UID
+        assert pydicom.dcmread(c[f]).SOPInstanceUID != pydicom.dcmread(a[f]).SOPInstanceUID
+
+
+def test_per_slice_instances(tmp_path):
+    md = dicom_metadata(ndim=3)
+    md["sop_instance_uids"] = [f"1.2.826.0.1.3680043.8.498.77{i:02d}" for i in range(20)]
+    md["sop_class_uid"] = "1.2.840.10008.5.1.4.1.1.1.2"
+    det = make_detections(3, metadata=md)
+    p = write_outputs(det, tmp_path, "stack", formats=["sr.dcm"])
+    ds = pydicom.dcmread(p["sr.dcm"])
+    first = det.calcifications.iloc[0]
+    region = next(it for it in _walk(ds.ContentSequence) if it.ValueType == "SCOORD")
+    ref = region.ContentSequence[0].ReferencedSOPSequence[0]
+    assert ref.ReferencedSOPInstanceUID == md["sop_instance_uids"][int(first.slice)]
+    assert "ReferencedFrameNumber" not in ref
+    assert_same_detections(det, read_detections(p["sr.dcm"]), 3, atol=0)
+
+
+def test_empty_detections_sr(tmp_path):
+    from napari_calc.core.detections import Detections
+
+    det = Detections.empty((64, 64), (0.1, 0.1), metadata=dicom_metadata())
+    p = write_outputs(det, tmp_path, "empty", formats=FLAVOURS)
+    back = read_detections(p["sr.dcm"])
+    assert len(back.calcifications) == 0 and len(back.clusters) == 0
+    ds = pydicom.dcmread(p["cad-sr.dcm"])
+    summary = next(it for it in ds.ContentSequence if _code(it) == "111017")
+    assert _code(summary, "ConceptCodeSequence") == "111241"
+    if DCIODVFY:
+        for f in FLAVOURS:
+            r = subprocess.run([DCIODVFY, str(p[f])], capture_output=True, text=True, timeout=60)
+            assert "Error" not in r.stdout + r.stderr
+
+
+def test_read_rejects_non_sr(tmp_path):
+    from napari_calc.core.errors import NapariCalcError
+
+    bad = tmp_path / "x.sr.dcm"
+    bad.write_bytes(b"not dicom at all")
+    with pytest.raises(NapariCalcError, match="x.sr.dcm"):
+        read_detections(bad)

@@ -1,0 +1,110 @@
+"""napari GUI tests of the "Detect calcifications" panel (real napari, Xvfb)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from gui_helpers import dock_both, run_detection  # noqa: E402
+
+from napari_calc.core.columns import calc_columns, cluster_columns  # noqa: E402
+from napari_calc.core.detect import detect  # noqa: E402
+
+
+@pytest.fixture
+def viewer_with_sample(make_napari_viewer):
+    viewer = make_napari_viewer()
+    detect_w, review_w = dock_both(viewer)
+    (image,) = viewer.open_sample("napari-calc", "sample-mammogram")
+    return viewer, detect_w, review_w, image
+
+
+def test_detect_on_sample_adds_points_with_mm_scale_and_contract_features(qtbot, viewer_with_sample):
+    viewer, detect_w, review_w, image = viewer_with_sample
+    assert tuple(image.scale) == pytest.approx((0.1, 0.1))
+    assert detect_w.image_combo.value is image
+    assert not detect_w.spacing.enabled  # spacing comes from the image
+    run_detection(qtbot, detect_w, image)
+
+    pts = viewer.layers["sample-mammogram calcifications"]
+    shp = viewer.layers["sample-mammogram clusters"]
+    assert type(pts).__name__ == "Points" and type(shp).__name__ == "Shapes"
+    assert tuple(pts.scale) == pytest.approx((0.1, 0.1))
+    assert [str(u) for u in pts.units] == ["millimeter", "millimeter"]
+    # features: the public columns, in contract order, first
+    assert list(pts.features.columns[: len(calc_columns(2))]) == calc_columns(2)
+    # and they are what the core detector finds on the same pixels
+    ref = detect(np.asarray(image.data), (0.1, 0.1))
+    assert len(pts.data) == len(ref.calcifications) > 0
+    np.testing.assert_array_equal(pts.data, ref.calcifications[["row", "col"]].to_numpy(float))
+    np.testing.assert_allclose(pts.features["score"].to_numpy(float), ref.calcifications["score"].to_numpy())
+    # ring size follows the diameter (in data pixels)
+    np.testing.assert_allclose(pts.size / ref.calcifications["diameter_mm"].to_numpy() * 0.1,
+                               pts.size[0] / ref.calcifications["diameter_mm"].iloc[0] * 0.1)
+    # one outline per cluster, labelled with count and extent
+    assert len(shp.data) == len(ref.clusters)
+    assert list(shp.features.columns[: len(cluster_columns(2))]) == cluster_columns(2)
+    if len(ref.clusters):
+        assert shp.features["label"].iloc[0].split(": ")[1].startswith(
+            f"n={int(ref.clusters['n_calcifications'].iloc[0])}, ")
+    md = pts.metadata["napari_calc"]
+    assert md["source_layer"] == "sample-mammogram"
+    assert md["spacing_mm"] == pytest.approx((0.1, 0.1))
+    assert md["params"]["threshold"] == detect_w.params["threshold"].value
+    # the review panel picked the new layer up
+    assert review_w.layer is pts and review_w.session is not None
+
+
+def test_rerun_replaces_result_layers_in_place(qtbot, viewer_with_sample):
+    viewer, detect_w, _, image = viewer_with_sample
+    run_detection(qtbot, detect_w, image)
+    pts = viewer.layers["sample-mammogram calcifications"]
+    n_before = len(pts.data)
+    names_before = [lay.name for lay in viewer.layers]
+    detect_w.params["threshold"].value = 8.0  # fewer candidates
+    assert detect_w.preset.value == "Custom"
+    run_detection(qtbot, detect_w, image)
+    assert [lay.name for lay in viewer.layers] == names_before  # no duplicates
+    assert viewer.layers["sample-mammogram calcifications"] is pts  # same layer, data updated
+    assert 0 < len(pts.data) < n_before
+    assert len(pts.features) == len(pts.data)
+    ref = detect(np.asarray(image.data), (0.1, 0.1), threshold=8.0)
+    np.testing.assert_array_equal(pts.features["calc_id"], ref.calcifications["calc_id"])
+
+
+def test_layer_without_scale_is_flagged_and_uses_entered_spacing(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer()
+    detect_w, _ = dock_both(viewer)
+    from napari_calc.core.phantom import make_phantom
+
+    img = make_phantom(seed=1, size_mm=(50, 40)).image  # 0.1 mm, 500 x 400
+    layer = viewer.add_image(img.pixels, name="noscale")
+    assert detect_w.image_combo.value is layer
+    assert detect_w.spacing.enabled
+    assert "no physical pixel size" in detect_w.spacing_note.value
+    detect_w.spacing.value = 0.1
+    run_detection(qtbot, detect_w, layer)
+    pts = viewer.layers["noscale calcifications"]
+    assert tuple(pts.scale) == pytest.approx((0.1, 0.1))
+    assert tuple(layer.scale) == pytest.approx((0.1, 0.1))  # applied to the image so they overlay
+    assert layer.metadata["napari_calc"]["image_metadata"]["spacing_source"] == "user"
+    assert "no physical" not in detect_w.spacing_note.value
+
+
+def test_tomosynthesis_stack_gives_3d_points(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer()
+    detect_w, _ = dock_both(viewer)
+    from napari_calc.core.phantom import make_phantom
+
+    plane = make_phantom(seed=2, size_mm=(40, 32)).image.pixels
+    stack = np.stack([plane, np.roll(plane, 3, axis=1), np.roll(plane, 6, axis=1)])
+    layer = viewer.add_image(stack, name="dbt", scale=(1.0, 0.1, 0.1), units=("mm",) * 3)
+    run_detection(qtbot, detect_w, layer)
+    pts = viewer.layers["dbt calcifications"]
+    assert pts.ndim == 3 and pts.data.shape[1] == 3
+    assert tuple(pts.scale) == pytest.approx((1.0, 0.1, 0.1))
+    assert list(pts.features.columns[:len(calc_columns(3))]) == calc_columns(3)
+    np.testing.assert_array_equal(pts.data[:, 0], pts.features["slice"].to_numpy())

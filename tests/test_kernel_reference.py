@@ -1,0 +1,571 @@
+"""The C kernel against SciPy / NumPy references of the same math.
+
+Every test runs twice: on the compiled extension ``napari_calc._kernel``
+(OpenMP build when the compiler has it) and on a serial build of the same
+``csrc/*.c`` compiled here without ``-fopenmp`` and loaded with ctypes, so
+both build modes are checked against the reference.
+
+Tolerances: smoothed images and DoG responses within 1e-4 relative to the
+image's value range (float32 accumulation against SciPy's float64); peaks,
+noise estimates and thread-count invariance exactly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_calc import _kernel
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC = ROOT / "csrc"
+TRUNCATE = 4.0
+
+
+# ----------------------------------------------------------------------------
+# serial build of the C sources, loaded with ctypes, with _kernel's API
+# ----------------------------------------------------------------------------
+
+_P = ctypes.c_void_p
+_SZ = ctypes.c_ssize_t
+
+
+def _ptr(a):
+    return None if a is None else a.ctypes.data_as(ctypes.c_void_p)
+
+
+class SerialKernel:
+    """The subset of ``napari_calc._kernel`` the tests use, over a ctypes
+    library built from ``csrc/*.c`` without OpenMP."""
+
+    def __init__(self, path):
+        lib = ctypes.CDLL(str(path))
+        self.lib = lib
+        lib.ncalc_have_openmp.restype = ctypes.c_int
+        lib.ncalc_gaussian.argtypes = [_P, ctypes.c_int, _SZ, _SZ, ctypes.c_double, ctypes.c_double,
+                                       _P, ctypes.c_int]
+        lib.ncalc_dog_response.argtypes = [_P, ctypes.c_int, _SZ, _SZ, _P, ctypes.c_int,
+                                           ctypes.c_double, _P, _P, ctypes.c_int]
+        lib.ncalc_mad_noise.argtypes = [_P, _SZ, _SZ, _P, _SZ]
+        lib.ncalc_mad_noise.restype = ctypes.c_double
+        lib.ncalc_tile_noise.argtypes = [_P, _SZ, _SZ, _P, _SZ, _SZ, _P, ctypes.c_int]
+        lib.ncalc_nms.argtypes = [_P, _SZ, _SZ, _P, _P, _SZ, ctypes.c_float, ctypes.c_int,
+                                  _P, _P, _SZ]
+        lib.ncalc_nms.restype = _SZ
+        lib.ncalc_candidate_features.argtypes = [_P, ctypes.c_int, _SZ, _SZ, _P, _P, _P, _SZ,
+                                                 _P, _P, _P, _P, _P, ctypes.c_int]
+        self.has_pyramid = hasattr(lib, "ncalc_dog_pyramid")
+        if self.has_pyramid:
+            lib.ncalc_dog_pyramid.argtypes = [_P, ctypes.c_int, _SZ, _SZ, _P, ctypes.c_int,
+                                              ctypes.c_double, ctypes.c_double, ctypes.c_double,
+                                              ctypes.c_int, _P, _P, ctypes.c_int]
+
+    @staticmethod
+    def _dt(img):
+        if img.dtype == np.uint16:
+            return 0
+        if img.dtype == np.float32:
+            return 1
+        raise TypeError("kernel input must be uint16 or float32")
+
+    @staticmethod
+    def _check(st):
+        if st == -2:
+            raise MemoryError
+        if st != 0:
+            raise ValueError("invalid argument")
+
+    def openmp_enabled(self):
+        return bool(self.lib.ncalc_have_openmp())
+
+    def gaussian(self, img, sigma, truncate=4.0, nthreads=0):
+        out = np.empty(img.shape, np.float32)
+        self._check(self.lib.ncalc_gaussian(_ptr(img), self._dt(img), img.shape[0], img.shape[1],
+                                            sigma, truncate, _ptr(out), nthreads))
+        return out
+
+    def dog_response(self, img, sigmas, truncate=4.0, nthreads=0):
+        sig = np.ascontiguousarray(sigmas, np.float64)
+        resp = np.empty(img.shape, np.float32)
+        scale = np.empty(img.shape, np.uint8)
+        self._check(self.lib.ncalc_dog_response(_ptr(img), self._dt(img), img.shape[0], img.shape[1],
+                                                _ptr(sig), len(sig), truncate, _ptr(resp),
+                                                _ptr(scale), nthreads))
+        return resp, scale
+
+    def dog_pyramid(self, img, sigmas, truncate=4.0, split_sigma=2.0, prefilter_sigma=1.5,
+                    max_levels=1, nthreads=0):
+        sig = np.ascontiguousarray(sigmas, np.float64)
+        resp = np.empty(img.shape, np.float32)
+        scale = np.empty(img.shape, np.uint8)
+        self._check(self.lib.ncalc_dog_pyramid(_ptr(img), self._dt(img), img.shape[0], img.shape[1],
+                                               _ptr(sig), len(sig), truncate, split_sigma,
+                                               prefilter_sigma, max_levels, _ptr(resp), _ptr(scale),
+                                               nthreads))
+        return resp, scale
+
+    def mad_noise(self, x, mask=None, stride=1):
+        s = self.lib.ncalc_mad_noise(_ptr(x), x.shape[0], x.shape[1], _ptr(mask), stride)
+        if s == -1.0:
+            raise MemoryError
+        return s
+
+    def tile_noise(self, x, tile, mask=None, min_count=16, nthreads=0):
+        gh, gw = -(-x.shape[0] // tile), -(-x.shape[1] // tile)
+        grid = np.empty((gh, gw), np.float32)
+        self._check(self.lib.ncalc_tile_noise(_ptr(x), x.shape[0], x.shape[1], _ptr(mask), tile,
+                                              min_count, _ptr(grid), nthreads))
+        return grid
+
+    def nms(self, resp, k, radius, mask=None, grid=None, tile=1):
+        cap = 4096
+        while True:
+            rr = np.empty(cap, np.int32)
+            cc = np.empty(cap, np.int32)
+            n = self.lib.ncalc_nms(_ptr(resp), resp.shape[0], resp.shape[1], _ptr(mask), _ptr(grid),
+                                   tile, k, radius, _ptr(rr), _ptr(cc), cap)
+            if n < 0:
+                self._check(n)
+            if n <= cap:
+                return rr[:n].copy(), cc[:n].copy()
+            cap = n
+
+    def candidate_features(self, img, rows, cols, radius, nthreads=0):
+        n = len(rows)
+        out = np.zeros((5, max(n, 1)), np.float32)
+        if n:
+            self._check(self.lib.ncalc_candidate_features(
+                _ptr(img), self._dt(img), img.shape[0], img.shape[1], _ptr(rows), _ptr(cols),
+                _ptr(radius), n, _ptr(out[0]), _ptr(out[1]), _ptr(out[2]), _ptr(out[3]),
+                _ptr(out[4]), nthreads))
+        return out[:, :n]
+
+
+@pytest.fixture(scope="session")
+def serial_kernel(tmp_path_factory):
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the serial kernel")
+    out = tmp_path_factory.mktemp("serial_kernel") / "libncalc_serial.so"
+    srcs = sorted(str(p) for p in CSRC.glob("*.c"))
+    # the flags of setup.py, without -fopenmp
+    cmd = [cc, "-O3", "-std=c99", "-shared", "-fPIC", "-I", str(CSRC), *srcs, "-lm", "-o", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    k = SerialKernel(out)
+    assert not k.openmp_enabled()
+    return k
+
+
+@pytest.fixture(params=["extension", "serial"])
+def kern(request):
+    """The compiled extension (OpenMP when available) and the serial build."""
+    if request.param == "extension":
+        return _kernel
+    return request.getfixturevalue("serial_kernel")
+
+
+# ----------------------------------------------------------------------------
+# references
+# ----------------------------------------------------------------------------
+
+def ref_gaussian(img, sigma, truncate=TRUNCATE):
+    return ndi.gaussian_filter(np.asarray(img, np.float64), sigma, mode="reflect", truncate=truncate)
+
+
+def ref_dog(img, sigmas, truncate=TRUNCATE):
+    """All DoG levels G(s_i) - G(s_i+1), float64, shape (n-1, rows, cols)."""
+    g = [ref_gaussian(img, s, truncate) for s in sigmas]
+    return np.stack([g[i] - g[i + 1] for i in range(len(g) - 1)])
+
+
+def ref_nms(resp, k, radius, mask=None, grid=None, tile=1):
+    """Window maxima (outside the image does not count) above the threshold."""
+    resp = np.asarray(resp, np.float32)
+    mx = ndi.maximum_filter(resp, size=2 * radius + 1, mode="constant", cval=-np.inf)
+    if grid is None:
+        thr = np.float32(k)
+    else:
+        r_idx = np.arange(resp.shape[0]) // tile
+        c_idx = np.arange(resp.shape[1]) // tile
+        thr = np.float32(k) * grid[np.ix_(r_idx, c_idx)]
+    peaks = (resp >= mx) & (resp > thr)
+    if mask is not None:
+        peaks &= mask != 0
+    return np.nonzero(peaks)
+
+
+def lower_median(v):
+    return np.partition(v, (len(v) - 1) // 2)[(len(v) - 1) // 2]
+
+
+def ref_mad(values):
+    v = np.asarray(values, np.float32)
+    if len(v) < 2:
+        return math.nan
+    med = lower_median(v)
+    return 1.4826 * float(lower_median(np.abs(v - med)))
+
+
+def ref_features(img, rows, cols, radius):
+    """NumPy version of the candidate feature definitions in csrc/ncalc.h."""
+    img = np.asarray(img, np.float64)
+    h, w = img.shape
+    out = np.zeros((5, len(rows)))
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i, (r, c, rad) in enumerate(zip(rows, cols, radius)):
+        rad = float(rad)
+        d = np.sqrt((yy - r) ** 2.0 + (xx - c) ** 2.0)
+        r_inner = max(rad, 1.0)
+        r_in = max(2 * rad, rad + 2)
+        r_out = r_in + max(rad, 2.0)
+        inner = d <= r_inner
+        ring = (d > r_in) & (d <= r_out)
+        vin, vring = img[inner], img[ring]
+        bg = vring.mean() if vring.size else vin.mean()
+        std = vring.std(ddof=1) if vring.size > 1 else 0.0
+        pk = vin.max() - bg
+        fg = d <= max(2 * rad, r_inner)
+        e = img[fg] - bg
+        area = np.count_nonzero(e >= 0.5 * pk) if pk > 0 else 0
+        wgt = np.maximum(e, 0)
+        el = 1.0
+        if wgt.sum() > 0:
+            dr, dc = (yy[fg] - r).astype(float), (xx[fg] - c).astype(float)
+            sw = wgt.sum()
+            mr, mc = (wgt * dr).sum() / sw, (wgt * dc).sum() / sw
+            a = (wgt * dr * dr).sum() / sw - mr * mr
+            b = (wgt * dr * dc).sum() / sw - mr * mc
+            dd = (wgt * dc * dc).sum() / sw - mc * mc
+            tr, det = a + dd, a * dd - b * b
+            disc = math.sqrt(max(tr * tr / 4 - det, 0.0))
+            l1, l2 = tr / 2 + disc, tr / 2 - disc
+            if l2 > 1e-12 and l1 > 0:
+                el = math.sqrt(l1 / l2)
+            elif l1 > 1e-12:
+                el = 1e3
+        out[:, i] = [vin.mean() - bg, std, pk, area, el]
+    return out
+
+
+def close_to_ref(got, ref, img):
+    """Within 1e-4 of the image's value range (and 1e-4 relative)."""
+    scale = max(float(np.max(np.abs(np.asarray(img, np.float64)))), 1e-30)
+    np.testing.assert_allclose(np.asarray(got, np.float64), ref, rtol=1e-4, atol=1e-4 * scale)
+
+
+# ----------------------------------------------------------------------------
+# images
+# ----------------------------------------------------------------------------
+
+def _random_u16(shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 4096, size=shape, dtype=np.uint16)
+
+
+def _random_f32(shape, seed=0):
+    return np.random.default_rng(seed).normal(100.0, 30.0, size=shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def phantom_img():
+    from napari_calc.core.phantom import make_phantom
+
+    ph = make_phantom(seed=3, spacing_mm=0.4, shape=(240, 200))
+    return np.ascontiguousarray(ph.image.pixels)
+
+
+TINY_SHAPES = [(1, 1), (2, 7), (7, 2), (1, 9), (9, 1), (2, 2), (3, 5)]
+SIGMAS = [0.5, 1.3, 3.7, 9.0]
+
+
+# ----------------------------------------------------------------------------
+# Gaussian
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+@pytest.mark.parametrize("shape", [(37, 53), (64, 31)])
+def test_gaussian_matches_scipy(kern, dtype, shape):
+    img = _random_u16(shape) if dtype == np.uint16 else _random_f32(shape)
+    for s in SIGMAS:
+        close_to_ref(kern.gaussian(img, s, TRUNCATE, 0), ref_gaussian(img, s), img)
+
+
+@pytest.mark.parametrize("shape", TINY_SHAPES)
+def test_gaussian_tiny_and_borders(kern, shape):
+    # kernels much wider than the image: SciPy's reflect repeats with period 2n
+    img = _random_u16(shape, seed=7)
+    for s in SIGMAS:
+        close_to_ref(kern.gaussian(img, s, TRUNCATE, 0), ref_gaussian(img, s), img)
+
+
+def test_gaussian_zero_sigma_is_identity(kern):
+    img = _random_f32((9, 11))
+    np.testing.assert_array_equal(kern.gaussian(img, 0.0, TRUNCATE, 0), img)
+
+
+def test_gaussian_truncate(kern):
+    img = _random_f32((40, 45), seed=2)
+    for t in (1.0, 2.5):
+        close_to_ref(kern.gaussian(img, 2.0, t, 0), ref_gaussian(img, 2.0, t), img)
+
+
+def test_gaussian_phantom(kern, phantom_img):
+    close_to_ref(kern.gaussian(phantom_img, 1.7, TRUNCATE, 0), ref_gaussian(phantom_img, 1.7), phantom_img)
+
+
+# ----------------------------------------------------------------------------
+# DoG response and best scale
+# ----------------------------------------------------------------------------
+
+DOG_SIGMAS = [0.5, 0.8, 1.28, 2.05, 3.28, 5.24]
+
+
+def check_dog(resp, scale, img, sigmas):
+    dogs = ref_dog(img, sigmas)
+    ref_resp = dogs.max(axis=0)
+    close_to_ref(resp, ref_resp, img)
+    # best scale: exact wherever the winner is clear beyond the tolerance
+    tol = 1e-4 * float(np.max(np.abs(np.asarray(img, np.float64))))
+    srt = np.sort(dogs, axis=0)
+    clear = (srt[-1] - srt[-2] > 2 * tol) if len(dogs) > 1 else np.ones(img.shape, bool)
+    ref_scale = dogs.argmax(axis=0)
+    assert clear.mean() > 0.3  # the check below is not vacuous
+    np.testing.assert_array_equal(scale[clear], ref_scale[clear])
+    assert scale.max() <= len(sigmas) - 2
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_dog_matches_scipy_random(kern, dtype):
+    img = _random_u16((61, 47), 1) if dtype == np.uint16 else _random_f32((61, 47), 1)
+    resp, scale = kern.dog_response(img, DOG_SIGMAS, TRUNCATE, 0)
+    check_dog(resp, scale, img, DOG_SIGMAS)
+
+
+def test_dog_matches_scipy_phantom(kern, phantom_img):
+    resp, scale = kern.dog_response(phantom_img, DOG_SIGMAS, TRUNCATE, 0)
+    check_dog(resp, scale, phantom_img, DOG_SIGMAS)
+
+
+@pytest.mark.parametrize("shape", TINY_SHAPES)
+def test_dog_tiny(kern, shape):
+    img = _random_u16(shape, seed=5)
+    resp, scale = kern.dog_response(img, DOG_SIGMAS[:3], TRUNCATE, 0)
+    close_to_ref(resp, ref_dog(img, DOG_SIGMAS[:3]).max(axis=0), img)
+
+
+def test_dog_bright_blob_at_border(kern):
+    # a blob on the corner: reflect mode mirrors it, so the response peaks there
+    img = _random_u16((40, 50), 15) // 64 + 100
+    img[0:2, 0:2] = 1000
+    img[20:23, 48:50] = 1000
+    resp, scale = kern.dog_response(img, DOG_SIGMAS, TRUNCATE, 0)
+    check_dog(resp, scale, img, DOG_SIGMAS)
+    assert resp[0, 0] == resp.max()
+
+
+def test_dog_rejects_bad_sigmas(kern):
+    img = _random_u16((8, 8))
+    with pytest.raises(ValueError):
+        kern.dog_response(img, [2.0, 1.0], TRUNCATE, 0)
+    with pytest.raises(ValueError):
+        kern.dog_response(img, [1.0], TRUNCATE, 0)
+
+
+# ----------------------------------------------------------------------------
+# noise
+# ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_mad_noise_matches_numpy(kern, stride):
+    x = _random_f32((57, 43), 4)
+    mask = np.zeros(x.shape, np.uint8)
+    mask[5:50, 10:40] = 1
+    assert kern.mad_noise(x, None, stride) == pytest.approx(ref_mad(x[::stride, ::stride].ravel()), rel=1e-12)
+    ref = ref_mad(x[::stride, ::stride][mask[::stride, ::stride] != 0])
+    assert kern.mad_noise(x, mask, stride) == pytest.approx(ref, rel=1e-12)
+
+
+def test_mad_noise_too_few_pixels(kern):
+    assert math.isnan(kern.mad_noise(np.ones((1, 1), np.float32), None, 1))
+    x = _random_f32((4, 4))
+    assert math.isnan(kern.mad_noise(x, np.zeros((4, 4), np.uint8), 1))
+
+
+def test_mad_noise_ties(kern):
+    x = np.zeros((10, 10), np.float32)
+    x[0, :7] = 5
+    assert kern.mad_noise(x, None, 1) == pytest.approx(ref_mad(x.ravel()), abs=0)
+
+
+@pytest.mark.parametrize("shape,tile", [((50, 37), 8), ((64, 64), 16), ((5, 3), 8), ((1, 1), 1)])
+def test_tile_noise_matches_numpy(kern, shape, tile):
+    x = _random_f32(shape, 6)
+    mask = (np.random.default_rng(1).random(shape) > 0.3).astype(np.uint8)
+    for m, min_count in ((None, 2), (mask, 20)):
+        grid = kern.tile_noise(x, tile, m, min_count, 0)
+        gh, gw = -(-shape[0] // tile), -(-shape[1] // tile)
+        assert grid.shape == (gh, gw)
+        for i in range(gh):
+            for j in range(gw):
+                blk = x[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile]
+                if m is not None:
+                    blk = blk[m[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile] != 0]
+                blk = blk.ravel()
+                if len(blk) < max(min_count, 2):
+                    assert math.isnan(grid[i, j])
+                else:
+                    assert grid[i, j] == np.float32(ref_mad(blk))
+
+
+def test_tile_noise_phantom_response(kern, phantom_img):
+    resp, _ = _kernel.dog_response(phantom_img, DOG_SIGMAS, TRUNCATE, 0)
+    grid = kern.tile_noise(resp, 32, None, 16, 0)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            blk = resp[i * 32:(i + 1) * 32, j * 32:(j + 1) * 32].ravel()
+            assert grid[i, j] == np.float32(ref_mad(blk))
+
+
+# ----------------------------------------------------------------------------
+# non-maximum suppression
+# ----------------------------------------------------------------------------
+
+def _nms_equal(kern, resp, k, radius, mask=None, grid=None, tile=1):
+    rr, cc = kern.nms(resp, k, radius, mask, grid, tile)
+    er, ec = ref_nms(resp, k, radius, mask, grid, tile)
+    np.testing.assert_array_equal(rr, er)
+    np.testing.assert_array_equal(cc, ec)
+    return rr, cc
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3, 6])
+def test_nms_matches_maximum_filter(kern, radius):
+    resp = _random_f32((70, 55), 8) - 100
+    _nms_equal(kern, resp, 20.0, radius)
+    mask = np.zeros(resp.shape, np.uint8)
+    mask[10:60, 5:40] = 1
+    grid = np.abs(_random_f32((9, 7), 9)) / 10
+    _nms_equal(kern, resp, 2.0, radius, mask, grid, 8)
+
+
+def test_nms_plateaus_and_ties(kern):
+    # equal neighbours are all maxima (>=); quantised values make many ties
+    resp = np.round(_random_f32((40, 40), 10) / 40).astype(np.float32)
+    rr, _ = _nms_equal(kern, resp, 1.0, 2)
+    assert len(rr) > 0
+
+
+def test_nms_borders_and_tiny(kern):
+    resp = np.zeros((20, 30), np.float32)
+    resp[0, 0] = resp[19, 29] = resp[0, 29] = 5
+    resp[10, 0] = 4
+    rr, cc = _nms_equal(kern, resp, 1.0, 3)
+    assert set(zip(rr.tolist(), cc.tolist())) == {(0, 0), (0, 29), (10, 0), (19, 29)}
+    for shape in TINY_SHAPES:
+        r = _random_f32(shape, 11)
+        _nms_equal(kern, r, 50.0, 1)
+        _nms_equal(kern, r, 50.0, 4)
+
+
+def test_nms_more_peaks_than_first_buffer(kern):
+    resp = _random_f32((100, 90), 12)
+    rr, _ = _nms_equal(kern, resp, -1e9, 0)   # every pixel is a peak
+    assert len(rr) == resp.size > 4096
+
+
+def test_nms_on_phantom_response(kern, phantom_img):
+    resp, _ = kern.dog_response(phantom_img, DOG_SIGMAS, TRUNCATE, 0)
+    grid = kern.tile_noise(resp, 16, None, 16, 0)
+    rr, _ = _nms_equal(kern, resp, 4.0, 2, None, grid, 16)
+    assert len(rr) > 0
+
+
+# ----------------------------------------------------------------------------
+# candidate features
+# ----------------------------------------------------------------------------
+
+def test_features_match_numpy(kern, phantom_img):
+    img = phantom_img
+    rng = np.random.default_rng(13)
+    n = 40
+    rows = rng.integers(0, img.shape[0], n).astype(np.int32)
+    cols = rng.integers(0, img.shape[1], n).astype(np.int32)
+    rows[:4] = [0, 0, img.shape[0] - 1, 5]   # borders
+    cols[:4] = [0, img.shape[1] - 1, 3, 0]
+    radius = rng.uniform(0.4, 5.0, n).astype(np.float32)
+    got = kern.candidate_features(img, rows, cols, radius, 0)
+    ref = ref_features(img, rows, cols, radius)
+    scale = float(img.max())
+    np.testing.assert_allclose(got[[0, 1, 2]], ref[[0, 1, 2]], rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_array_equal(got[3], ref[3])
+    np.testing.assert_allclose(got[4], ref[4], rtol=1e-4)
+
+
+def test_features_float_tiny(kern):
+    img = _random_f32((2, 6), 14)
+    rows = np.array([0, 1], np.int32)
+    cols = np.array([0, 5], np.int32)
+    radius = np.array([1.0, 2.5], np.float32)
+    got = kern.candidate_features(img, rows, cols, radius, 0)
+    ref = ref_features(img, rows, cols, radius)
+    np.testing.assert_allclose(got[[0, 1, 2]], ref[[0, 1, 2]], rtol=1e-4, atol=1e-4 * float(img.max()))
+    np.testing.assert_array_equal(got[3], ref[3])
+
+
+# ----------------------------------------------------------------------------
+# thread count and build mode do not change results
+# ----------------------------------------------------------------------------
+
+def test_results_identical_for_1_and_2_threads(phantom_img):
+    img = phantom_img
+    for a, b in [(_kernel.gaussian(img, 2.3, TRUNCATE, 1), _kernel.gaussian(img, 2.3, TRUNCATE, 2))]:
+        np.testing.assert_array_equal(a, b)
+    r1, s1 = _kernel.dog_response(img, DOG_SIGMAS, TRUNCATE, 1)
+    r2, s2 = _kernel.dog_response(img, DOG_SIGMAS, TRUNCATE, 2)
+    np.testing.assert_array_equal(r1, r2)
+    np.testing.assert_array_equal(s1, s2)
+    g1 = _kernel.tile_noise(r1, 24, None, 16, 1)
+    g2 = _kernel.tile_noise(r1, 24, None, 16, 2)
+    np.testing.assert_array_equal(g1, g2)
+    rr, cc = _kernel.nms(r1, 3.0, 2, None, g1, 24)
+    rad = np.full(len(rr), 2.0, np.float32)
+    np.testing.assert_array_equal(_kernel.candidate_features(img, rr, cc, rad, 1),
+                                  _kernel.candidate_features(img, rr, cc, rad, 2))
+
+
+def test_serial_build_identical_to_extension(serial_kernel, phantom_img):
+    img = phantom_img
+    np.testing.assert_array_equal(serial_kernel.gaussian(img, 1.9, TRUNCATE, 0),
+                                  _kernel.gaussian(img, 1.9, TRUNCATE, 0))
+    ra, sa = serial_kernel.dog_response(img, DOG_SIGMAS, TRUNCATE, 0)
+    rb, sb = _kernel.dog_response(img, DOG_SIGMAS, TRUNCATE, 2)
+    np.testing.assert_array_equal(ra, rb)
+    np.testing.assert_array_equal(sa, sb)
+
+
+def test_detect_identical_for_1_and_2_threads():
+    import napari_calc
+    from napari_calc.core.phantom import make_phantom
+
+    ph = make_phantom(seed=5, spacing_mm=0.2, shape=(500, 400))
+    d1 = napari_calc.detect(ph.image, n_threads=1)
+    d2 = napari_calc.detect(ph.image, n_threads=2)
+    assert len(d1.calcifications) > 0
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(d1.calcifications, d2.calcifications)
+    pd.testing.assert_frame_equal(d1.clusters, d2.clusters)
+
+
+def test_module_reports_build_mode():
+    assert isinstance(_kernel.openmp_enabled(), bool)
+    assert _kernel.max_threads() >= 1

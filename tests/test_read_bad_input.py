@@ -1,0 +1,312 @@
+"""The bad-input corpus, case by case: each gives its own error class and a
+one-line message that names the file."""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from dicom_factory import make_mammo_dicom, make_non_image_dicom, make_tomo_dicom  # noqa: E402
+
+from napari_calc.core.errors import (  # noqa: E402
+    ImageTooLargeError,
+    InvalidParameterError,
+    MissingDecoderError,
+    NapariCalcError,
+    UnreadableImageError,
+    UnsupportedImageError,
+)
+from napari_calc.core.read import find_inputs, read_image  # noqa: E402
+
+PIX = np.random.default_rng(11).integers(0, 4096, size=(64, 64)).astype(np.uint16)
+
+
+def _fails(path, cls, match=None):
+    """read_image(path) raises exactly ``cls``; one line naming the file."""
+    with pytest.raises(NapariCalcError) as info:
+        read_image(path)
+    err = info.value
+    assert type(err) is cls, f"{type(err).__name__}: {err}"
+    msg = str(err)
+    assert "\n" not in msg
+    assert os.path.basename(os.fspath(path)) in msg
+    assert err.path == os.fspath(path)
+    if match:
+        assert match in msg, msg
+    return msg
+
+
+# ------------------------------------------------------------------ files
+
+
+def test_missing_file(tmp_path):
+    _fails(tmp_path / "nope.dcm", UnreadableImageError, "not found")
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "empty.dcm"
+    p.write_bytes(b"")
+    _fails(p, UnreadableImageError, "empty")
+
+
+def test_text_file(tmp_path):
+    p = tmp_path / "readme.dcm"
+    p.write_text("This is not an image.\n" * 20)
+    _fails(p, UnreadableImageError, "not a DICOM or TIFF")
+
+
+def test_random_bytes(tmp_path):
+    p = tmp_path / "noise.tif"
+    p.write_bytes(np.random.default_rng(1).integers(0, 256, 4000).astype(np.uint8).tobytes())
+    _fails(p, UnreadableImageError)
+
+
+def test_folder_without_images(tmp_path):
+    d = tmp_path / "nothing"
+    d.mkdir()
+    (d / "a.txt").write_text("x")
+    _fails(d, UnsupportedImageError, "no DICOM image")
+
+
+# ------------------------------------------------------------------ DICOM
+
+
+@pytest.fixture()
+def good_dicom(tmp_path):
+    p = tmp_path / "good.dcm"
+    make_mammo_dicom(p, PIX, bits_stored=12)
+    return p
+
+
+@pytest.mark.parametrize("cut", [140, 300, 700, -1000, -2])
+def test_truncated_dicom(tmp_path, good_dicom, cut):
+    data = good_dicom.read_bytes()
+    p = tmp_path / f"truncated{cut}.dcm"
+    p.write_bytes(data[:cut])
+    _fails(p, UnreadableImageError, "truncated")
+
+
+@pytest.mark.parametrize("ts", ["j2k_lossless", "rle"])
+def test_truncated_compressed_dicom(tmp_path, ts):
+    src = tmp_path / "c.dcm"
+    make_mammo_dicom(src, PIX, bits_stored=12, transfer_syntax=ts)
+    data = src.read_bytes()
+    p = tmp_path / f"truncated_{ts}.dcm"
+    p.write_bytes(data[: len(data) * 2 // 3])
+    _fails(p, UnreadableImageError, "truncated")
+
+
+def test_corrupt_compressed_stream(tmp_path):
+    """Fragment bytes garbled (right length): a decode error, not a crash."""
+    src = tmp_path / "c.dcm"
+    make_mammo_dicom(src, PIX, bits_stored=12, transfer_syntax="j2k_lossless")
+    data = bytearray(src.read_bytes())
+    start = data.find(b"\xff\x4f\xff\x51")  # J2K codestream SOC + SIZ
+    assert start > 0
+    data[start: start + 200] = b"\x00" * 200
+    p = tmp_path / "garbled.dcm"
+    p.write_bytes(bytes(data))
+    _fails(p, UnreadableImageError, "cannot decode")
+
+
+def test_dicom_without_pixel_data(tmp_path):
+    p = tmp_path / "nopixels.dcm"
+    make_mammo_dicom(p, PIX, with_pixel_data=False)
+    _fails(p, UnsupportedImageError, "no pixel data")
+
+
+@pytest.mark.parametrize("kind,with_pixels,word", [("SR", False, "SR"), ("SEG", True, "SEG"), ("SEG", False, "SEG")])
+def test_non_image_dicom(tmp_path, kind, with_pixels, word):
+    p = tmp_path / f"{kind.lower()}_object"
+    make_non_image_dicom(p, kind, with_pixels=with_pixels)
+    _fails(p, UnsupportedImageError, word)
+
+
+def test_our_sr_output_skipped_by_find_inputs(tmp_path, good_dicom):
+    make_non_image_dicom(tmp_path / "good.sr.dcm", "SR")
+    make_non_image_dicom(tmp_path / "other_sr_without_extension", "SR")
+    (tmp_path / "good.calcifications.csv").write_text("calc_id,row\n")
+    (tmp_path / "good.mrk.json").write_text("{}")
+    (tmp_path / "good.json").write_text("{}")
+    assert find_inputs([tmp_path]) == [os.fspath(good_dicom)]
+    # a file named explicitly is kept, so that reading it reports why
+    assert find_inputs([tmp_path / "good.json"]) == [os.fspath(tmp_path / "good.json")]
+
+
+def _patch_missing_decoder(monkeypatch, uid):
+    from pydicom.pixels import get_decoder
+
+    dec = get_decoder(uid)
+    monkeypatch.setattr(dec, "_available", {})
+    monkeypatch.setattr(dec, "_unavailable", {"pylibjpeg": ("numpy", "pylibjpeg", "pylibjpeg-openjpeg")})
+    assert not dec.is_available
+
+
+def test_missing_decoder_names_package(tmp_path, monkeypatch):
+    from pydicom.uid import JPEG2000Lossless
+
+    p = tmp_path / "j2k.dcm"
+    make_mammo_dicom(p, PIX, bits_stored=12, transfer_syntax="j2k_lossless")
+    read_image(p)  # fine with the decoder
+    _patch_missing_decoder(monkeypatch, JPEG2000Lossless)
+    msg = _fails(p, MissingDecoderError, "pylibjpeg-openjpeg")
+    assert "install" in msg
+    assert issubclass(MissingDecoderError, UnsupportedImageError)
+
+
+def test_missing_decoder_jpegls(tmp_path, monkeypatch):
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGLSLossless
+
+    p = tmp_path / "jls.dcm"
+    make_mammo_dicom(p, PIX, bits_stored=12, transfer_syntax="jpegls_lossless")
+    dec = get_decoder(JPEGLSLossless)
+    monkeypatch.setattr(dec, "_available", {})
+    _fails(p, MissingDecoderError, "pyjpegls")
+
+
+def test_unsupported_transfer_syntax(tmp_path):
+    p = tmp_path / "mpeg.dcm"
+    make_mammo_dicom(p, PIX, bits_stored=12)
+    import pydicom
+
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(p)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2 video
+    ds.PixelData = encapsulate([b"\x00" * 100])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(p, enforce_file_format=True)
+    _fails(p, MissingDecoderError, "not supported")
+
+
+@pytest.mark.parametrize("photometric", ["RGB", "YBR_FULL", "PALETTE COLOR"])
+def test_colour_dicom(tmp_path, photometric):
+    p = tmp_path / f"colour_{photometric.replace(' ', '_')}"
+    make_mammo_dicom(p, PIX, photometric=photometric)
+    _fails(p, UnsupportedImageError, "colour")
+
+
+def test_rgb_three_samples(tmp_path):
+    p = tmp_path / "rgb3.dcm"
+    make_mammo_dicom(p, np.zeros((3 * 16, 16), np.uint8), photometric="RGB",
+                     extra={"SamplesPerPixel": 3, "PlanarConfiguration": 0, "Rows": 16, "Columns": 16})
+    _fails(p, UnsupportedImageError, "colour")
+
+
+@pytest.mark.parametrize("extra,word", [
+    ({"Rows": 60000, "Columns": 60000}, "exceeds"),
+    ({"Rows": 65535, "Columns": 65535}, "exceeds"),
+    ({"NumberOfFrames": 100000}, "exceeds"),
+])
+def test_absurd_dimensions_dicom(tmp_path, extra, word):
+    """Refused from the header: the pixel data (8 KB) is never decoded."""
+    p = tmp_path / "absurd.dcm"
+    make_mammo_dicom(p, PIX, bits_stored=12, extra=extra)
+    _fails(p, ImageTooLargeError, word)
+
+
+def test_absurd_dimensions_checked_before_decoding(tmp_path, monkeypatch):
+    p = tmp_path / "absurd2.dcm"
+    make_mammo_dicom(p, PIX, bits_stored=12, extra={"Rows": 50000, "Columns": 50000})
+    from pydicom.dataset import Dataset
+
+    def boom(self):  # pragma: no cover - must not be reached
+        raise AssertionError("pixel data decoded before the size check")
+
+    monkeypatch.setattr(Dataset, "pixel_array", property(boom))
+    _fails(p, ImageTooLargeError)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 64), (64, 1)])
+def test_too_small_dicom(tmp_path, shape):
+    p = tmp_path / "tiny.dcm"
+    make_mammo_dicom(p, np.ones(shape, np.uint16))
+    msg = _fails(p, UnsupportedImageError, "too small to detect on")
+    assert f"{shape[0]}x{shape[1]}" in msg
+
+
+def test_bad_user_spacing(tmp_path, good_dicom):
+    with pytest.raises(InvalidParameterError) as info:
+        read_image(good_dicom, spacing_mm=0)
+    assert "good.dcm" in str(info.value)
+
+
+def test_mixed_series_names_folder(tmp_path):
+    d = tmp_path / "mixed_series"
+    d.mkdir()
+    make_mammo_dicom(d / "a", PIX)
+    make_tomo_dicom(d / "b", np.stack([PIX, PIX]))
+    _fails(d, UnsupportedImageError, "2 DICOM series")
+
+
+# ------------------------------------------------------------------ TIFF
+
+
+@pytest.fixture()
+def good_tiff(tmp_path):
+    p = tmp_path / "good.tif"
+    tifffile.imwrite(p, PIX, compression="zlib")
+    return p
+
+
+@pytest.mark.parametrize("cut", [6, 100, -200])
+def test_truncated_tiff(tmp_path, good_tiff, cut):
+    data = good_tiff.read_bytes()
+    p = tmp_path / f"truncated{cut}.tif"
+    p.write_bytes(data[:cut])
+    _fails(p, UnreadableImageError)
+
+
+def test_rgb_tiff(tmp_path):
+    p = tmp_path / "colour.tif"
+    tifffile.imwrite(p, np.zeros((32, 32, 3), np.uint8), photometric="rgb")
+    _fails(p, UnsupportedImageError, "colour")
+
+
+def test_palette_tiff(tmp_path):
+    p = tmp_path / "palette.tif"
+    cmap = np.zeros((3, 256), np.uint16)
+    tifffile.imwrite(p, np.zeros((32, 32), np.uint8), photometric="palette", colormap=cmap)
+    _fails(p, UnsupportedImageError, "colour")
+
+
+def test_tiny_tiff(tmp_path):
+    p = tmp_path / "tiny.tif"
+    tifffile.imwrite(p, np.ones((1, 1), np.uint16))
+    _fails(p, UnsupportedImageError, "image is 1x1, too small to detect on")
+
+
+def _patch_tiff_size(path, rows, cols):
+    """Rewrite ImageLength / ImageWidth of the first page in place."""
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        offsets = {}
+        for code in (256, 257):
+            tag = page.tags[code]
+            offsets[code] = (tag.valueoffset, tag.dtype)
+        byteorder = tif.byteorder
+    with open(path, "r+b") as fh:
+        for code, value in ((256, cols), (257, rows)):
+            off, dtype = offsets[code]
+            fh.seek(off)
+            fmt = byteorder + ("I" if int(dtype) == 4 else "H")
+            fh.write(struct.pack(fmt, value))
+
+
+@pytest.mark.parametrize("rows,cols", [(60000, 60000), (100000, 10)])
+def test_absurd_dimensions_tiff(tmp_path, rows, cols):
+    p = tmp_path / "absurd.tif"
+    tifffile.imwrite(p, np.zeros((16, 16), np.uint16))
+    _patch_tiff_size(p, rows, cols)
+    if rows > 65535:  # not representable as SHORT: make sure the patch took
+        with tifffile.TiffFile(p) as tif:
+            assert tif.pages[0].shape[0] == rows
+    _fails(p, ImageTooLargeError, "exceeds")
+
