@@ -137,6 +137,31 @@ int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t co
                         const float *sigma, ptrdiff_t n, double truncate,
                         float *smooth, float *lrr, float *lrc, float *lcc, int nthreads);
 
+/*
+ * Octave-pyramid multi-scale DoG: the DoG of ncalc_dog_response with the
+ * coarse scales computed on a 2x decimated image (recursively, at most
+ * max_levels times). Exactly, with sigmas s_0 < ... < s_{n-1}:
+ *   m = the first i <= n-2 with s_i >= split_sigma (max_levels > 0), else n-1.
+ *   Pairs 0 .. m-1 are computed as in ncalc_dog_response (Gaussians
+ *   s_0 .. s_m on the image itself).
+ *   When m <= n-2: low = (G(prefilter_sigma) * img)[::2, ::2] (SciPy
+ *   reflect borders), and the pairs m .. n-2 are the response R' and scale
+ *   S' of this same function applied to low with sigmas
+ *   sqrt(s_i^2 - prefilter_sigma^2) / 2 (i = m .. n-1) and max_levels - 1.
+ *   R' is brought back by bilinear interpolation: node (j, l) sits at pixel
+ *   (2j, 2l); an odd row takes the float32 mean 0.5f * (a + b) of its two
+ *   neighbouring node rows (the last node row alone past the end), then an
+ *   odd column the mean of its two neighbouring columns likewise. The
+ *   upsampled value replaces the fine response where strictly larger (or
+ *   everywhere when m = 0), with scale m + S'[r / 2][c / 2].
+ * Needs split_sigma > prefilter_sigma > 0, 0 <= max_levels <= 16;
+ * max_levels = 0 is ncalc_dog_response. Extra memory: 1.25 bytes/pixel.
+ */
+int ncalc_dog_pyramid(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                      const double *sigmas, int nsigmas, double truncate,
+                      double split_sigma, double prefilter_sigma, int max_levels,
+                      float *resp, uint8_t *scale, int nthreads);
+
 #ifdef __cplusplus
 }
 #endif

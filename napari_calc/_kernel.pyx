@@ -194,3 +194,33 @@ def local_hessian(cnp.ndarray img not None, cnp.int32_t[::1] rows not None,
                                      &out[0, 0], &out[1, 0], &out[2, 0], &out[3, 0], nthreads)
     _check(st)
     return out[:, :n]
+
+
+cdef extern from "ncalc.h" nogil:
+    int ncalc_dog_pyramid(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
+                          const double *sigmas, int nsigmas, double truncate,
+                          double split_sigma, double prefilter_sigma, int max_levels,
+                          float *resp, uint8_t *scale, int nthreads)
+
+
+def dog_pyramid(cnp.ndarray img not None, sigmas, double truncate=4.0, double split_sigma=2.0,
+                double prefilter_sigma=1.5, int max_levels=1, int nthreads=0):
+    """Multi-scale DoG with the scales >= split_sigma computed one octave
+    down (see ncalc_dog_pyramid in csrc/ncalc.h). Returns (resp, scale)."""
+    cdef int dt = _dtype_code(img)
+    if not img.flags['C_CONTIGUOUS'] or img.ndim != 2:
+        raise ValueError("kernel input must be a C-contiguous 2-D array")
+    cdef Py_ssize_t rows = img.shape[0], cols = img.shape[1]
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] sig = np.ascontiguousarray(sigmas, dtype=np.float64)
+    if sig.shape[0] < 2:
+        raise ValueError("napari-calc kernel: invalid argument")
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] resp = np.empty((rows, cols), np.float32)
+    cdef cnp.ndarray[cnp.uint8_t, ndim=2] scale = np.empty((rows, cols), np.uint8)
+    cdef const void *src = cnp.PyArray_DATA(img)
+    cdef int n = <int>sig.shape[0]
+    cdef int st
+    with nogil:
+        st = ncalc_dog_pyramid(src, dt, rows, cols, &sig[0], n, truncate, split_sigma,
+                               prefilter_sigma, max_levels, &resp[0, 0], &scale[0, 0], nthreads)
+    _check(st)
+    return resp, scale

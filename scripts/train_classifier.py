@@ -71,30 +71,51 @@ def phantom_config(seed: int) -> dict:
     )
 
 
-def candidates_of(seed: int):
-    """(features, labels, cluster rows) of training phantom ``seed``."""
+def candidates_of(seed: int, cache_dir: str | None = None):
+    """Raw candidate measurements, labels and truth of training phantom ``seed``.
+
+    With ``cache_dir``, the result is stored there (pickle) and reused:
+    delete the cache whenever the detector's candidate stage changes.
+    """
+    import pickle
+
+    if cache_dir:
+        fn = os.path.join(cache_dir, f"train-{seed}.pkl")
+        if os.path.exists(fn):
+            with open(fn, "rb") as f:
+                return pickle.load(f)
     from napari_calc.core.detect import detect
-    from napari_calc.core.evaluate import match_calcifications, match_clusters
+    from napari_calc.core.evaluate import match_calcifications
     from napari_calc.core.phantom import make_phantom
-    from napari_calc.core.score import FEATURE_NAMES
 
     cfg = phantom_config(seed)
     ph = make_phantom(seed=seed, **cfg)
     det = detect(ph.image, keep_min_score=0.0, n_threads=1)
-    calcs = det.calcifications.copy()
-    ex = det.extra
-    X = np.column_stack([ex["f_" + n].to_numpy(float) for n in FEATURE_NAMES]) if len(calcs) else \
-        np.zeros((0, len(FEATURE_NAMES)))
+    calcs = det.calcifications.reset_index(drop=True)
+    raw = det.extra.reset_index(drop=True).copy()
+    for k in ("diameter_mm", "contrast", "cnr", "y_mm", "x_mm"):
+        raw[k] = calcs[k].to_numpy()
     # greedy matching by detection strength (independent of the model being trained)
-    calcs["score"] = ex["snr"].to_numpy(float) if len(calcs) else []
-    m = match_calcifications(calcs, ph.truth)
+    m = match_calcifications(calcs.assign(score=raw["snr"].to_numpy(float)), ph.truth)
     y = np.zeros(len(calcs), dtype=np.int8)
     pos = {ix: k for k, ix in enumerate(calcs.index)}
     for ix, tp in zip(m["det_index"], m["is_tp"]):
         if tp:
             y[pos[ix]] = 1
-    return dict(seed=seed, cfg=cfg, X=X, y=y, y_mm=calcs["y_mm"].to_numpy(float),
-                x_mm=calcs["x_mm"].to_numpy(float), truth=ph.truth, n_truth=len(ph.truth["calcifications"]))
+    out = dict(seed=seed, cfg=cfg, raw=raw, y=y, truth=ph.truth, n_truth=len(ph.truth["calcifications"]))
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = fn + ".tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(out, f)
+        os.replace(tmp, fn)
+    return out
+
+
+def _features(d):
+    from napari_calc.core.score import candidate_feature_matrix
+
+    return candidate_feature_matrix(d["raw"])
 
 
 def fit_logistic(X, y, *, nonneg=(), l2=1e-3, sample_weight=None):
@@ -136,6 +157,84 @@ def fit_logistic(X, y, *, nonneg=(), l2=1e-3, sample_weight=None):
                 converged=bool(res.success), loss=float(res.fun))
 
 
+def choose_knots(X, y, n_knots=4, seed=0):
+    """Knots per feature: quantiles (1/(n+1) .. n/(n+1)) of a sample holding all
+    positives and as many random negatives."""
+    rng = np.random.default_rng(seed)
+    pos = np.flatnonzero(y == 1)
+    neg = np.flatnonzero(y == 0)
+    take = np.concatenate([pos, rng.choice(neg, size=min(len(neg), max(len(pos), 1)), replace=False)])
+    qs = np.arange(1, n_knots + 1) / (n_knots + 1)
+    knots = []
+    for j in range(X.shape[1]):
+        k = np.unique(np.round(np.quantile(X[take, j], qs), 6))
+        knots.append(k.tolist())
+    return knots
+
+
+def pava(z, y):
+    """Isotonic (non-decreasing) regression of y on z: block means and block z means."""
+    o = np.argsort(z, kind="stable")
+    z, y = np.asarray(z, float)[o], np.asarray(y, float)[o]
+    vals, wts, zs = [], [], []
+    for zi, yi in zip(z, y):  # training-time only
+        vals.append(yi); wts.append(1.0); zs.append(zi)
+        while len(vals) > 1 and vals[-2] >= vals[-1]:
+            w = wts[-2] + wts[-1]
+            v = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / w
+            zz = (zs[-2] * wts[-2] + zs[-1] * wts[-1]) / w
+            vals[-2:], wts[-2:], zs[-2:] = [v], [w], [zz]
+    return np.array(zs), np.array(vals), np.array(wts)
+
+
+def calibration_map(z, y, max_knots=40, min_weight=30):
+    """Monotone map from model log-odds to calibrated log-odds (isotonic regression
+    on out-of-fold log-odds, blocks merged to at least ``min_weight`` samples)."""
+    zs, vals, wts = pava(z, y)
+    # merge small blocks (keeps monotonicity: a weighted mean of neighbours)
+    Z, V, W = [], [], []
+    for zz, v, w in zip(zs, vals, wts):
+        if W and W[-1] < min_weight:
+            t = W[-1] + w
+            Z[-1] = (Z[-1] * W[-1] + zz * w) / t
+            V[-1] = (V[-1] * W[-1] + v * w) / t
+            W[-1] = t
+        else:
+            Z.append(zz); V.append(v); W.append(w)
+    Z, V = np.array(Z), np.array(V)
+    if len(Z) > max_knots:
+        idx = np.unique(np.linspace(0, len(Z) - 1, max_knots).round().astype(int))
+        Z, V = Z[idx], V[idx]
+    V = np.clip(V, 1e-4, 1 - 1e-4)
+    L = np.log(V / (1 - V))
+    # strictly increasing knots for interp
+    keep = np.concatenate([[True], (np.diff(Z) > 1e-9) & (np.diff(L) > 0)])
+    return {"z": Z[keep].tolist(), "logit": L[keep].tolist()}
+
+
+def fit_spline_model(X, y, groups_seed, *, monotone_idx, interactions, l2):
+    """Additive piecewise-linear logistic model with monotone contrast features,
+    plus a monotone calibration map fitted on 2-fold out-of-fold log-odds."""
+    from napari_calc.core.score import basis_groups, ramp_basis
+
+    knots = choose_knots(X, y)
+    groups = basis_groups(knots, interactions)
+    nonneg = [c for c, g in enumerate(groups) if g in monotone_idx]
+    nonneg += list(range(len(groups) - len(interactions), len(groups)))
+    B = ramp_basis(X, knots, interactions)
+    fold = (np.asarray(groups_seed) // 8) % 2  # whole blocks of 8 seeds (every spacing in each)
+    z_oof = np.zeros(len(y))
+    for f in (0, 1):
+        tr, te = fold != f, fold == f
+        m = fit_logistic(B[tr], y[tr], nonneg=nonneg, l2=l2)
+        z_oof[te] = ((B[te] - np.array(m["mean"])) / np.array(m["scale"])) @ np.array(m["coef"]) + m["intercept"]
+    model = fit_logistic(B, y, nonneg=nonneg, l2=l2)
+    model["knots"] = knots
+    model["interactions"] = [list(t) for t in interactions]
+    model["calibration"] = calibration_map(z_oof, y)
+    return model, z_oof
+
+
 def calibration_table(p, y, bins=10):
     edges = np.linspace(0, 1, bins + 1)
     rows = []
@@ -158,10 +257,12 @@ def cluster_rows(data, calc_model):
     Xs, ys = [], []
     p = DetectionParams()
     for d in data:
-        prob = calc_probability(d["X"], calc_model) if len(d["X"]) else np.zeros(0)
+        X = _features(d)
+        prob = calc_probability(X, calc_model) if len(X) else np.zeros(0)
         sp = d["cfg"]["spacing_mm"]
-        calcs = pd.DataFrame({"row": d["y_mm"] / sp, "col": d["x_mm"] / sp, "y_mm": d["y_mm"],
-                              "x_mm": d["x_mm"], "diameter_mm": 0.3, "score": prob,
+        ym, xm = d["raw"]["y_mm"].to_numpy(float), d["raw"]["x_mm"].to_numpy(float)
+        calcs = pd.DataFrame({"row": ym / sp, "col": xm / sp, "y_mm": ym, "x_mm": xm,
+                              "diameter_mm": d["raw"]["diameter_mm"].to_numpy(float), "score": prob,
                               "status": "candidate"})
         assign_clusters(calcs, p, 2)
         table = cluster_table(calcs, (sp, sp), ndim=2)
@@ -190,6 +291,8 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "napari_calc", "data",
                                                   "calc_model.json"))
     ap.add_argument("--l2", type=float, default=1e-3)
+    ap.add_argument("--cache", default=None,
+                    help="directory to keep per-phantom candidates in (reused by later runs)")
     args = ap.parse_args(argv)
     a, b = args.seeds
     if not (TRAIN_SEEDS[0] <= a < b <= TRAIN_SEEDS[1]):
@@ -199,27 +302,37 @@ def main(argv=None):
 
     t0 = time.time()
     seeds = list(range(a, b))
+    from functools import partial
+
     with ProcessPoolExecutor(args.workers) as ex:
-        data = list(ex.map(candidates_of, seeds))
-    X = np.vstack([d["X"] for d in data])
+        data = list(ex.map(partial(candidates_of, cache_dir=args.cache), seeds))
+    X = np.vstack([_features(d) for d in data])
     y = np.concatenate([d["y"] for d in data])
     n_truth = sum(d["n_truth"] for d in data)
     print(f"{len(seeds)} phantoms, {len(y)} candidates, {int(y.sum())} matched of {n_truth} truth MCs "
           f"({time.time() - t0:.0f} s)")
-    nonneg = [FEATURE_NAMES.index(f) for f in MONOTONE_FEATURES]
-    calc = fit_logistic(X, y, nonneg=nonneg, l2=args.l2)
+    mono = [FEATURE_NAMES.index(f) for f in MONOTONE_FEATURES]
+    seed_of = np.concatenate([np.full(len(d["y"]), d["seed"]) for d in data])
+    inter = [(FEATURE_NAMES.index("log_blob_qsnr"), FEATURE_NAMES.index("eig_ratio")),
+             (FEATURE_NAMES.index("log_ring_cnr"), FEATURE_NAMES.index("eig_ratio_2x"))]
+    calc, z_oof = fit_spline_model(X, y, seed_of, monotone_idx=mono, interactions=inter, l2=args.l2)
     calc["features"] = list(FEATURE_NAMES)
     model = {"calcification": calc}
     from napari_calc.core.score import calc_probability
 
     pr = calc_probability(X, model)
     print("calcification model:", "converged" if calc["converged"] else "NOT converged")
-    for name, c in zip(FEATURE_NAMES, calc["coef"]):
-        print(f"  {name:16s} {c:+.3f}")
-    print("  calibration (bin, n, mean predicted, observed):")
+    print("  calibration (bin, n, mean predicted, observed), in-sample:")
     for lo, hi, n, pm, po in calibration_table(pr, y):
         print(f"    [{lo:.1f},{hi:.1f}) {n:7d} {pm:.3f} {po:.3f}")
 
+    from napari_calc.core.score import _sigmoid
+
+    cal = calc["calibration"]
+    p_oof = _sigmoid(np.interp(z_oof, cal["z"], cal["logit"]))
+    print("  calibration, out-of-fold:")
+    for lo, hi, n, pm, po in calibration_table(p_oof, y):
+        print(f"    [{lo:.1f},{hi:.1f}) {n:7d} {pm:.3f} {po:.3f}")
     Xc, yc = cluster_rows(data, model)
     if len(yc) >= 10 and 0 < yc.sum() < len(yc):
         clu = fit_logistic(Xc, yc, nonneg=list(range(Xc.shape[1])), l2=args.l2)

@@ -13,7 +13,10 @@ Transfer syntaxes (``transfer_syntax=``, a name below or a UID):
 ``"explicit"`` (default), ``"implicit"``, ``"big_endian"``, ``"deflated"``,
 ``"rle"``, ``"jpegls_lossless"``, ``"jpegls_near"``, ``"j2k_lossless"``,
 ``"j2k"`` (lossy), ``"jpeg_lossless"`` and ``"jpeg_lossless_sv1"``
-(need imagecodecs), ``"jpeg_baseline"`` (8-bit; needs opencv or imagecodecs).
+(need imagecodecs), ``"jpeg_baseline"`` (8-bit; needs opencv or imagecodecs),
+``"jpeg_extended"`` (12-bit lossy; needs imagecodecs).
+Use :func:`can_encode` to skip when an encoder is absent. JPEG 2000 needs
+images of at least ~32 x 32 pixels (OpenJPEG's default resolution levels).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pydicom.uid import (
     JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGExtended12Bit,
     JPEGLossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
@@ -79,6 +83,7 @@ TRANSFER_SYNTAXES = {
     "j2k_lossless": JPEG2000Lossless,
     "j2k": JPEG2000,
     "jpeg_baseline": JPEGBaseline8Bit,
+    "jpeg_extended": JPEGExtended12Bit,
     "jpeg_lossless": JPEGLossless,
     "jpeg_lossless_sv1": JPEGLosslessSV1,
 }
@@ -110,12 +115,13 @@ def can_encode(transfer_syntax) -> bool:
     uid = _ts_uid(transfer_syntax)
     if not uid.is_compressed:
         return True
-    if uid in (JPEGLossless, JPEGLosslessSV1):
+    if uid in (JPEGLossless, JPEGLosslessSV1, JPEGExtended12Bit):
         try:
             import imagecodecs
 
-            return bool(getattr(imagecodecs, "LJPEG", None) and imagecodecs.LJPEG.available)
-        except ImportError:
+            codec = imagecodecs.JPEG8 if uid == JPEGExtended12Bit else imagecodecs.LJPEG
+            return bool(codec.available)
+        except (ImportError, AttributeError):
             return False
     if uid == JPEGBaseline8Bit:
         try:
@@ -161,9 +167,19 @@ def _base_dataset(path, sop_class_uid, modality, *, patient_name, patient_id, st
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.FrameOfReferenceUID = frame_of_reference_uid or generate_uid()
+    ds.PositionReferenceIndicator = ""
     ds.Manufacturer = "napari-calc test factory"
     ds.ManufacturerModelName = "dicom_factory"
+    ds.DeviceSerialNumber = "0001"
+    ds.SoftwareVersions = "1"
+    ds.BurnedInAnnotation = "NO"
     return ds
+
+
+def _breast_region() -> DicomSequence:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "76752008", "SCT", "Breast"
+    return DicomSequence([item])
 
 
 def _set_pixels(ds: Dataset, pixels: np.ndarray, bits_stored: int | None, photometric: str) -> None:
@@ -217,18 +233,24 @@ def _write(ds: Dataset, path, pixels: np.ndarray, ts, *, preamble: bool = True, 
     uid = _ts_uid(ts)
     if uid.is_compressed:
         bits = int(ds.BitsStored)
-        if uid in (JPEGLossless, JPEGLosslessSV1, JPEGBaseline8Bit):
+        if uid in (JPEGLossless, JPEGLosslessSV1, JPEGBaseline8Bit, JPEGExtended12Bit):
             from pydicom.encaps import encapsulate
 
             if uid == JPEGBaseline8Bit:
                 frames = _encode_jpeg_baseline_frames(pixels)
+            elif uid == JPEGExtended12Bit:
+                import imagecodecs
+
+                fr = pixels if pixels.ndim == 3 else pixels[None]
+                frames = [bytes(imagecodecs.jpeg8_encode(np.ascontiguousarray(f), level=95, bitspersample=12))
+                          for f in fr]
             else:
                 frames = _encode_ljpeg_frames(pixels, bits)
             ds.PixelData = encapsulate(frames)
             ds["PixelData"].VR = "OB"
             ds["PixelData"].is_undefined_length = True
             ds.file_meta.TransferSyntaxUID = uid
-            if uid == JPEGBaseline8Bit:
+            if uid in (JPEGBaseline8Bit, JPEGExtended12Bit):
                 ds.LossyImageCompression = "01"
         else:
             kwargs = {}
@@ -355,16 +377,36 @@ def make_mammo_dicom(
         ds.PresentationIntentType = presentation_intent
     if laterality is not None:
         ds.ImageLaterality = laterality
-        ds.Laterality = laterality
     if view is not None:
         ds.ViewPosition = view
         if view_code_sequence and view in _VIEW_CODES:
             item = Dataset()
             item.CodeValue, item.CodeMeaning = _VIEW_CODES[view]
             item.CodingSchemeDesignator = "SCT"
+            if modality == "MG":
+                item.ViewModifierCodeSequence = DicomSequence([])
             ds.ViewCodeSequence = DicomSequence([item])
-    if modality == "MG":
-        ds.BodyPartExamined = "BREAST"
+    if modality in ("MG", "DX"):
+        # DX / MG Image module essentials (identity rescale, no VOI applied)
+        lossy = _ts_uid(transfer_syntax) in (JPEGBaseline8Bit, JPEGExtended12Bit, JPEG2000, JPEGLSNearLossless)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
+        ds.LossyImageCompression = "01" if lossy else "00"
+        processing = presentation_intent == "FOR PROCESSING"
+        ds.PixelIntensityRelationship = "LIN" if processing else "LOG"
+        ds.PixelIntensityRelationshipSign = 1 if (processing or photometric == "MONOCHROME1") else -1
+        if rescale is None:
+            ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
+        ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
+        ds.DetectorType = "DIRECT"
+        ds.PatientOrientation = ["A", "R"] if laterality == "L" else ["P", "L"]
+        ds.AnatomicRegionSequence = _breast_region() if modality == "MG" else DicomSequence([])
+        ds.AcquisitionContextSequence = DicomSequence([])
+        if modality == "MG":
+            ds.PositionerType = "MAMMOGRAPHIC"
+            ds.BodyPartExamined = "BREAST"
+            ds.OrganExposed = "BREAST"
+        else:
+            ds.PositionerType = ""
     if pixel_spacing is not None:
         ds.PixelSpacing = [float(v) for v in pixel_spacing]
     if imager_pixel_spacing is not None:
@@ -475,9 +517,9 @@ def make_tomo_dicom(
     ds.PresentationIntentType = presentation_intent
     if laterality is not None:
         ds.ImageLaterality = laterality
-        ds.Laterality = laterality
     if view is not None:
         ds.ViewPosition = view
+    ds.BodyPartExamined = "BREAST"
     if imager_pixel_spacing is not None:
         ds.ImagerPixelSpacing = [float(v) for v in imager_pixel_spacing]
     if magnification is not None:
@@ -489,6 +531,22 @@ def make_tomo_dicom(
     if enhanced:
         ds.ContentQualification = "PRODUCT"
         ds.ImageType = ["ORIGINAL", "PRIMARY", "TOMOSYNTHESIS", "NONE"]
+        ds.PixelPresentation = "MONOCHROME"
+        ds.VolumetricProperties = "VOLUME"
+        ds.VolumeBasedCalculationTechnique = "TOMOSYNTHESIS"
+        ds.AcquisitionContextSequence = DicomSequence([])
+        ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
+        ds.BurnedInAnnotation = "NO"
+        ds.LossyImageCompression = "01" if _ts_uid(transfer_syntax) in (JPEG2000, JPEGLSNearLossless) else "00"
+        ds.PositionerType = "MAMMOGRAPHIC"
+        ds.BreastImplantPresent = "NO"
+        if view in _VIEW_CODES:
+            code = Dataset()
+            code.CodeValue, code.CodeMeaning = _VIEW_CODES[view]
+            code.CodingSchemeDesignator = "SCT"
+            code.ViewModifierCodeSequence = DicomSequence([])
+            ds.ViewCodeSequence = DicomSequence([code])
+        acq_dt = ds.StudyDate + ds.StudyTime
         measures = Dataset()
         if pixel_spacing is not None:
             measures.PixelSpacing = [float(v) for v in pixel_spacing]
@@ -503,11 +561,22 @@ def make_tomo_dicom(
         if not per_frame_pixel_measures:
             shared.PixelMeasuresSequence = DicomSequence([measures])
         per_frame_rescale = rescale is not None and isinstance(rescale[0], (tuple, list))
-        if rescale is not None and not per_frame_rescale:
+        if not per_frame_rescale:
             pvt = Dataset()
-            pvt.RescaleSlope, pvt.RescaleIntercept = float(rescale[0]), float(rescale[1])
+            slope, intercept = (1.0, 0.0) if rescale is None else (float(rescale[0]), float(rescale[1]))
+            pvt.RescaleSlope, pvt.RescaleIntercept = slope, intercept
             pvt.RescaleType = "US"
             shared.PixelValueTransformationSequence = DicomSequence([pvt])
+        anatomy = Dataset()
+        anatomy.AnatomicRegionSequence = _breast_region()
+        anatomy.FrameLaterality = laterality or "U"
+        shared.FrameAnatomySequence = DicomSequence([anatomy])
+        ftype = Dataset()
+        ftype.FrameType = ["ORIGINAL", "PRIMARY", "TOMOSYNTHESIS", "NONE"]
+        ftype.PixelPresentation = "MONOCHROME"
+        ftype.VolumetricProperties = "VOLUME"
+        ftype.VolumeBasedCalculationTechnique = "TOMOSYNTHESIS"
+
         if window is not None:
             voi = Dataset()
             voi.WindowCenter, voi.WindowWidth = float(window[0]), float(window[1])
@@ -520,9 +589,14 @@ def make_tomo_dicom(
             pos.ImagePositionPatient = [float(v) for v in positions[k]]
             item.PlanePositionSequence = DicomSequence([pos])
             content = Dataset()
+            content.StackID = "1"
             content.InStackPositionNumber = k + 1
             content.FrameAcquisitionNumber = 1
+            content.FrameAcquisitionDateTime = acq_dt
+            content.FrameReferenceDateTime = acq_dt
+            content.FrameAcquisitionDuration = 0.0
             item.FrameContentSequence = DicomSequence([content])
+            item.XRay3DFrameTypeSequence = DicomSequence([ftype])
             if per_frame_pixel_measures:
                 m = Dataset()
                 for kw in ("PixelSpacing", "SliceThickness", "SpacingBetweenSlices"):

@@ -41,7 +41,7 @@ def crash_or_process(task):
 
 def hang_or_process(task):
     if Path(task["path"]).name.startswith("slow"):
-        time.sleep(60)
+        time.sleep(600)
     return process_input(task)
 
 
@@ -187,10 +187,10 @@ def test_pool_timeout_kills_and_replaces_worker(tmp_path):
                        n_threads=1) for it in items]
     t0 = time.monotonic()
     # one worker: the two good inputs need the replacement worker
-    results = {Path(r["path"]).name: r for r in LocalPool(1, hang_or_process, timeout=2).map_unordered(tasks)}
-    assert results["slow.tif"] == {**results["slow.tif"], "status": "failed", "reason": "timed out after 2 s"}
+    results = {Path(r["path"]).name: r for r in LocalPool(1, hang_or_process, timeout=6).map_unordered(tasks)}
+    assert results["slow.tif"] == {**results["slow.tif"], "status": "failed", "reason": "timed out after 6 s"}
     assert results["img0.tif"]["status"] == results["img1.tif"]["status"] == "done"
-    assert time.monotonic() - t0 < 50  # the 60 s sleeper was killed, not waited for
+    assert time.monotonic() - t0 < 300  # the 600 s sleeper was killed, not waited for
 
 
 def test_cli_timeout_option(tmp_path, capsys):
@@ -232,7 +232,7 @@ def test_sigkill_midway_then_resume_is_byte_identical(tmp_path):
     fmt = ("--formats", "csv,json")
 
     proc = subprocess.Popen(_cli(inp, "--out", out, "--workers", "1", *fmt), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -248,15 +248,14 @@ def test_sigkill_midway_then_resume_is_byte_identical(tmp_path):
     m = _manifest(out)  # written at the start, never half-written
     assert m["finished"] is None
 
-    r = subprocess.run(_cli(inp, "--out", out, "--workers", "1", *fmt), env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    # the rerun and the uninterrupted reference run in this process
+    assert main(["detect", str(inp), "--out", str(out), "--workers", "1", *fmt]) == 0
     st = _status(out)
     assert sum(v == "skipped" for v in st.values()) == n_marked
     assert sum(v == "done" for v in st.values()) == 6 - n_marked
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
 
-    r = subprocess.run(_cli(inp, "--out", ref, "--workers", "1", *fmt), env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assert main(["detect", str(inp), "--out", str(ref), "--workers", "1", *fmt]) == 0
     a, b = data_files(out), data_files(ref)
     assert sorted(a) == sorted(b)
     assert len([n for n in a if n.endswith(".csv")]) == 12 and len([n for n in a if n.endswith(".json")]) == 12

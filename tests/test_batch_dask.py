@@ -162,14 +162,3 @@ def test_dask_missing_names_the_extra(tmp_path, capsys, monkeypatch):
     with pytest.raises(NapariCalcError):
         run_batch([tmp_path / "in"], tmp_path / "o", scheduler="tcp://127.0.0.1:1")
 
-
-def test_cli_works_without_dask_imported(tmp_path):
-    code = ("import sys\n"
-            "from napari_calc.cli import main\n"
-            f"rc = main(['detect', {str(tmp_path / 'in')!r}, '--out', {str(tmp_path / 'o')!r}, '--workers', '1'])\n"
-            "assert rc == 0, rc\n"
-            "assert 'dask' not in sys.modules and 'distributed' not in sys.modules, 'dask imported'\n")
-    make_dataset(tmp_path / "in", 1)
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr

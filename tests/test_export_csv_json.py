@@ -130,21 +130,32 @@ def test_never_overwrites_input(tmp_path):
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    """A writer failing half-way leaves the previous file intact and no temp file."""
+    import pydicom
+
     det = make_detections(2)
-    paths = write_outputs(det, tmp_path, "a", formats=("json",))
-    before = paths["json"].read_bytes()
-    det2 = make_detections(2)
-    det2.params = {"bad": object()}  # serialisable via str(); make json.dumps fail instead
-    import napari_calc.core.export.json_io as jio
+    paths = write_outputs(det, tmp_path, "a", formats=("sr.dcm",))
+    before = paths["sr.dcm"].read_bytes()
 
-    def boom(*a, **k):
-        raise RuntimeError("disk full")
+    def half_then_fail(self, f, *a, **k):
+        f.write(b"DICM partial bytes")
+        raise OSError("disk full")
 
-    monkeypatch.setattr(jio.json, "dumps", boom)
-    with pytest.raises(RuntimeError):
-        write_outputs(det2, tmp_path, "a", formats=("json",))
-    assert paths["json"].read_bytes() == before
+    monkeypatch.setattr(pydicom.Dataset, "save_as", half_then_fail)
+    det.calcifications.loc[0, "row"] += 1.0  # new content that never lands
+    with pytest.raises(NapariCalcError, match="disk full") as ei:
+        write_outputs(det, tmp_path, "a", formats=("sr.dcm",))
+    assert "a.sr.dcm" in str(ei.value)
+    assert paths["sr.dcm"].read_bytes() == before
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_unwritable_destination_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    with pytest.raises(NapariCalcError, match="cannot write") as ei:
+        write_outputs(make_detections(2), blocker, "img")
+    assert "img.calcifications.csv" in str(ei.value)
 
 
 def test_read_rejects_foreign_files(tmp_path):

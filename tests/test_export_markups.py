@@ -155,3 +155,39 @@ def test_markups_with_geometry_land_on_image(tmp_path, ndim):
     if ndim == 3:
         expect = expect + np.outer(c.z_mm, np.cross(iop[:3], iop[3:]))
     np.testing.assert_allclose(pos, expect, atol=1e-9)
+
+
+def test_loads_in_slicer_storage_node_on_the_volume_grid(tmp_path):
+    """The 2-D mapping: a volume with the same spacing, origin 0 and
+    identity IJK->LPS directions (what Slicer gives a TIFF) puts voxel
+    (i=col, j=row) exactly where the fiducials land."""
+    slicer = pytest.importorskip("slicer")
+    if not hasattr(slicer, "vtkMRMLScene"):
+        pytest.skip("the 'slicer' module found is not slicer-core")
+    md = dicom_metadata(with_geometry=False)
+    det = make_detections(2, metadata=md)
+    paths = write_outputs(det, tmp_path, "img", formats=["mrk.json"])
+    scene = slicer.vtkMRMLScene()
+    node = slicer.vtkMRMLMarkupsFiducialNode()
+    scene.AddNode(node)
+    storage = slicer.vtkMRMLMarkupsJsonStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(paths["mrk.json"]))
+    assert storage.ReadData(node)
+    ras = np.array([node.GetNthControlPointPosition(i) for i in range(node.GetNumberOfControlPoints())])
+    labels = [node.GetNthControlPointLabel(i) for i in range(node.GetNumberOfControlPoints())]
+    assert labels == [f"MC-{i}" for i in det.calcifications.calc_id]
+    vol = slicer.vtkMRMLScalarVolumeNode()
+    scene.AddNode(vol)
+    row_mm, col_mm = det.spacing_mm
+    vol.SetSpacing(col_mm, row_mm, 1.0)
+    vol.SetOrigin(0.0, 0.0, 0.0)
+    vol.SetIJKToRASDirections(-1, 0, 0, 0, -1, 0, 0, 0, 1)  # identity in LPS
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    vol.GetIJKToRASMatrix(m)
+    M = np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+    c = det.calcifications
+    ijk = np.column_stack([c.col, c.row, np.zeros(len(c)), np.ones(len(c))])
+    np.testing.assert_allclose(ras, (ijk @ M.T)[:, :3], atol=1e-6)

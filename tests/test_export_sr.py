@@ -233,3 +233,55 @@ def test_read_rejects_non_sr(tmp_path):
     bad.write_bytes(b"not dicom at all")
     with pytest.raises(NapariCalcError, match="x.sr.dcm"):
         read_detections(bad)
+
+
+def test_bare_array_source_same_reference_in_both_flavours(tmp_path):
+    det = make_detections(2, metadata={})
+    p = write_outputs(det, tmp_path, "arr", formats=FLAVOURS)
+    refs = set()
+    for f in FLAVOURS:
+        ds = pydicom.dcmread(p[f])
+        ev = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+        refs.add((ds.StudyInstanceUID, ev.ReferencedSOPSequence[0].ReferencedSOPInstanceUID))
+    assert len(refs) == 1
+
+
+def test_read_foreign_sr_is_clear_error(tmp_path):
+    """An SR from another tool (no measurement groups of ours) is refused cleanly."""
+    from napari_calc.core.errors import NapariCalcError
+
+    det = make_detections(2)
+    p = write_outputs(det, tmp_path, "img", formats=["cad-sr.dcm"])
+    ds = pydicom.dcmread(p["cad-sr.dcm"])
+    # drop our parameters: now it is "someone else's" CAD SR
+    for it in _walk(ds.ContentSequence):
+        if it.get("ValueType") == "TEXT" and _code(it) == "111002":
+            it.TextValue = "threshold=3"
+    other = tmp_path / "other.cad-sr.dcm"
+    ds.save_as(other)
+    with pytest.raises(NapariCalcError, match="other.cad-sr.dcm"):
+        read_detections(other)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_fast_items_identical_to_highdicom(monkeypatch, ndim):
+    """The plain-pydicom measurement groups are byte-identical to highdicom's."""
+    import io
+
+    from napari_calc.core.export.sr import build_sr
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    det = make_detections(ndim, extras=True)
+    out = {}
+    for engine in ("fast", "highdicom"):
+        sr = build_sr(det, ndim, det.metadata, engine=engine)
+        buf = io.BytesIO()
+        sr.save_as(buf, enforce_file_format=True)
+        out[engine] = (sr, buf.getvalue())
+    fast, ref = out["fast"][0], out["highdicom"][0]
+    gf = [it for it in _walk(fast.ContentSequence) if _code(it) == "125007"]
+    gr = [it for it in _walk(ref.ContentSequence) if _code(it) == "125007"]
+    assert len(gf) == len(gr) == len(det.calcifications) + len(det.clusters)
+    for a, b in zip(gf, gr):
+        assert a == b
+    assert out["fast"][1] == out["highdicom"][1]

@@ -80,7 +80,7 @@ def test_layer_without_scale_is_flagged_and_uses_entered_spacing(qtbot, make_nap
     detect_w, _ = dock_both(viewer)
     from napari_calc.core.phantom import make_phantom
 
-    img = make_phantom(seed=1, size_mm=(50, 40)).image  # 0.1 mm, 500 x 400
+    img = make_phantom(seed=1, size_mm=(50, 40), n_clusters=1).image  # 0.1 mm, 500 x 400
     layer = viewer.add_image(img.pixels, name="noscale")
     assert detect_w.image_combo.value is layer
     assert detect_w.spacing.enabled
@@ -99,7 +99,7 @@ def test_tomosynthesis_stack_gives_3d_points(qtbot, make_napari_viewer):
     detect_w, _ = dock_both(viewer)
     from napari_calc.core.phantom import make_phantom
 
-    plane = make_phantom(seed=2, size_mm=(40, 32)).image.pixels
+    plane = make_phantom(seed=2, size_mm=(50, 40), n_clusters=1).image.pixels
     stack = np.stack([plane, np.roll(plane, 3, axis=1), np.roll(plane, 6, axis=1)])
     layer = viewer.add_image(stack, name="dbt", scale=(1.0, 0.1, 0.1), units=("mm",) * 3)
     run_detection(qtbot, detect_w, layer)
@@ -108,3 +108,85 @@ def test_tomosynthesis_stack_gives_3d_points(qtbot, make_napari_viewer):
     assert tuple(pts.scale) == pytest.approx((1.0, 0.1, 0.1))
     assert list(pts.features.columns[:len(calc_columns(3))]) == calc_columns(3)
     np.testing.assert_array_equal(pts.data[:, 0], pts.features["slice"].to_numpy())
+
+
+def test_cancel_running_detection_leaves_no_results_and_ui_usable(qtbot, make_napari_viewer):
+    from gui_helpers import full_field_image
+
+    viewer = make_napari_viewer()
+    detect_w, _ = dock_both(viewer)
+    plane = full_field_image((1024, 1024), seed=3)
+    stack = np.stack([np.roll(plane, k, axis=1) for k in range(16)])  # 16 slices: cancel between them
+    big = viewer.add_image(stack, name="big", scale=(1.0, 0.1, 0.1), units=("mm",) * 3)
+    detect_w.image_combo.value = big
+    worker = detect_w.run()
+    assert worker is not None and not detect_w.run_button.enabled and detect_w.cancel_button.enabled
+    qtbot.waitUntil(lambda: detect_w.progress.value > 0, timeout=30_000)  # in flight
+    qtbot.mouseClick(detect_w.cancel_button.native, _left())
+    qtbot.waitUntil(lambda: detect_w.worker is None, timeout=60_000)
+    assert "Cancelled" in detect_w.status.value
+    assert [lay.name for lay in viewer.layers] == ["big"]  # no result layers
+    assert detect_w.run_button.enabled and not detect_w.cancel_button.enabled
+    # the panel is usable again: a detection on the sample completes
+    (sample,) = viewer.open_sample("napari-calc", "sample-mammogram")
+    run_detection(qtbot, detect_w, sample)
+    assert "sample-mammogram calcifications" in viewer.layers
+    assert "big calcifications" not in viewer.layers
+
+
+def test_full_field_run_keeps_event_loop_responsive_and_results_stay_on_start_layer(qtbot, make_napari_viewer):
+    """Issue 4 item 3 and issue 6 item 1: a 4096 x 3328 detection runs in a
+    worker thread, the Qt event loop keeps ticking, and switching layers
+    during the run does not move the results."""
+    import time
+
+    from gui_helpers import full_field_image
+    from qtpy.QtCore import QTimer
+
+    viewer = make_napari_viewer()
+    detect_w, _ = dock_both(viewer)
+    ff = viewer.add_image(full_field_image(), name="fullfield", scale=(0.07, 0.07), units=("mm", "mm"))
+    (other,) = viewer.open_sample("napari-calc", "sample-mammogram")
+    detect_w.image_combo.value = ff
+
+    ticks, done = [], []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    # the worker's last progress message ("done") marks the end of the computation;
+    # what follows (adding the layers) is ordinary GUI work in the main thread
+    detect_w._relay.progress.connect(lambda f, m: done.append(time.perf_counter()) if m == "done" else None)
+    timer.start()
+    t0 = time.perf_counter()
+    worker = detect_w.run()
+    assert worker is not None
+    # the user switches to the other image while the detection runs
+    viewer.layers.selection.active = other
+    detect_w.image_combo.value = other
+    qtbot.waitUntil(lambda: detect_w.worker is None, timeout=120_000)
+    timer.stop()
+    assert done, "no completion message from the worker"
+    t1 = done[0]
+
+    during = [t for t in ticks if t0 <= t <= t1]
+    gaps = np.diff([t0] + during + [t1])
+    duration = t1 - t0
+    print(f"full-field detection in flight {duration:.2f} s, {len(during)} ticks of a 20 ms timer, "
+          f"longest gap {gaps.max() * 1000:.0f} ms")
+    assert duration > 0.2  # really in flight for a while (else this test proves nothing)
+    # a blocked event loop gives ~0 ticks; a free one ~duration / 20 ms
+    assert len(during) >= max(5, 0.25 * duration / 0.020)
+    assert gaps.max() < 1.0
+
+    assert "fullfield calcifications" in viewer.layers
+    assert "sample-mammogram calcifications" not in viewer.layers
+    pts = viewer.layers["fullfield calcifications"]
+    assert pts.metadata["napari_calc"]["source_layer"] == "fullfield"
+    assert tuple(pts.scale) == pytest.approx((0.07, 0.07))
+    assert pts.metadata["napari_calc"]["image_shape"] == (4096, 3328)
+
+
+def _left():
+    from qtpy.QtCore import Qt
+
+    return Qt.MouseButton.LeftButton

@@ -369,7 +369,7 @@ def test_dog_bright_blob_at_border(kern):
     img[20:23, 48:50] = 1000
     resp, scale = kern.dog_response(img, DOG_SIGMAS, TRUNCATE, 0)
     check_dog(resp, scale, img, DOG_SIGMAS)
-    assert resp[0, 0] == resp.max()
+    assert resp[0, 0] == resp[:8, :8].max() > 0
 
 
 def test_dog_rejects_bad_sigmas(kern):
@@ -378,6 +378,129 @@ def test_dog_rejects_bad_sigmas(kern):
         kern.dog_response(img, [2.0, 1.0], TRUNCATE, 0)
     with pytest.raises(ValueError):
         kern.dog_response(img, [1.0], TRUNCATE, 0)
+
+
+# ----------------------------------------------------------------------------
+# octave-pyramid DoG (ncalc_dog_pyramid): the same recursion in SciPy
+# ----------------------------------------------------------------------------
+
+def ref_upsample(c, shape):
+    """Node (j, l) at pixel (2j, 2l); odd rows/cols: mean of the two
+    neighbouring nodes (the last node alone past the end)."""
+    rows, cols = shape
+    cr, cc = c.shape
+    r = np.arange(rows)
+    j0 = r // 2
+    j1 = np.where((r % 2 == 1) & (j0 + 1 < cr), j0 + 1, j0)
+    t = 0.5 * (c[j0] + c[j1])
+    col = np.arange(cols)
+    l0 = col // 2
+    l1 = np.where((col % 2 == 1) & (l0 + 1 < cc), l0 + 1, l0)
+    return 0.5 * (t[:, l0] + t[:, l1])
+
+
+def ref_pyramid(img, sigmas, truncate, split, pre, levels, tol):
+    """(resp, scale, clear): clear marks pixels whose winning scale beats the
+    runner-up by more than 2 tol (there the scale must agree exactly)."""
+    sigmas = list(sigmas)
+    n = len(sigmas)
+    m = n - 1
+    if levels > 0:
+        for i in range(n - 1):
+            if sigmas[i] >= split:
+                m = i
+                break
+    resp = scale = clear = None
+    if m >= 1:
+        dogs = ref_dog(img, sigmas[: m + 1], truncate)
+        resp, scale = dogs.max(axis=0), dogs.argmax(axis=0)
+        srt = np.sort(dogs, axis=0)
+        clear = (srt[-1] - srt[-2] > 2 * tol) if m > 1 else np.ones(resp.shape, bool)
+    if m < n - 1:
+        low = ref_gaussian(img, pre, truncate)[::2, ::2]
+        sub = [math.sqrt(s * s - pre * pre) / 2 for s in sigmas[m:]]
+        cr, cs, ccl = ref_pyramid(low, sub, truncate, split, pre, levels - 1, tol)
+        up = ref_upsample(cr, img.shape)
+        ri, ci = np.arange(img.shape[0]) // 2, np.arange(img.shape[1]) // 2
+        us = cs[np.ix_(ri, ci)] + m
+        ucl = ccl[np.ix_(ri, ci)]
+        if resp is None:
+            resp, scale, clear = up, us, ucl
+        else:
+            gt = up > resp
+            clear = np.where(gt, ucl, clear) & (np.abs(up - resp) > 2 * tol)
+            resp, scale = np.where(gt, up, resp), np.where(gt, us, scale)
+    return resp, scale, clear
+
+
+PYR_SIGMAS = [0.5, 0.8, 1.28, 2.05, 3.28, 5.24, 8.4]
+
+
+def check_pyramid(kern, img, sigmas, split=2.0, pre=1.5, levels=1, min_clear=0.3):
+    resp, scale = kern.dog_pyramid(img, sigmas, TRUNCATE, split, pre, levels, 0)
+    tol = 1e-4 * float(np.max(np.abs(np.asarray(img, np.float64))))
+    rr, rs, clear = ref_pyramid(np.asarray(img, np.float64), sigmas, TRUNCATE, split, pre, levels, tol)
+    close_to_ref(resp, rr, img)
+    assert clear.mean() > min_clear  # the check below is not vacuous
+    np.testing.assert_array_equal(scale[clear], rs[clear])
+    assert scale.max() <= len(sigmas) - 2
+    return resp, scale
+
+
+@pytest.mark.parametrize("levels", [0, 1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_pyramid_matches_scipy_random(kern, dtype, levels):
+    img = _random_u16((67, 81), 21) if dtype == np.uint16 else _random_f32((67, 81), 21)
+    check_pyramid(kern, img, PYR_SIGMAS, levels=levels)
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_pyramid_matches_scipy_phantom(kern, phantom_img, levels):
+    check_pyramid(kern, phantom_img, PYR_SIGMAS, levels=levels)
+
+
+def test_pyramid_odd_and_even_shapes(kern):
+    for shape in [(40, 41), (41, 40), (33, 33), (34, 34)]:
+        check_pyramid(kern, _random_u16(shape, 22), PYR_SIGMAS, levels=2)
+
+
+def test_pyramid_all_scales_coarse(kern):
+    img = _random_f32((50, 44), 23)
+    check_pyramid(kern, img, [2.5, 4.0, 6.4], levels=1)
+    check_pyramid(kern, img, [2.5, 4.0, 6.4, 10.2], split=2.2, pre=1.2, levels=3)
+
+
+@pytest.mark.parametrize("shape", TINY_SHAPES)
+def test_pyramid_tiny(kern, shape):
+    img = _random_u16(shape, 24)
+    resp, _ = kern.dog_pyramid(img, PYR_SIGMAS, TRUNCATE, 2.0, 1.5, 2, 0)
+    tol = 1e-4 * float(img.max())
+    rr, _, _ = ref_pyramid(img.astype(np.float64), PYR_SIGMAS, TRUNCATE, 2.0, 1.5, 2, tol)
+    close_to_ref(resp, rr, img)
+
+
+def test_pyramid_level0_is_dog_response(kern, phantom_img):
+    a = kern.dog_pyramid(phantom_img, PYR_SIGMAS, TRUNCATE, 2.0, 1.5, 0, 0)
+    b = kern.dog_response(phantom_img, PYR_SIGMAS, TRUNCATE, 0)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_pyramid_rejects_bad_arguments(kern):
+    img = _random_u16((8, 8))
+    with pytest.raises(ValueError):
+        kern.dog_pyramid(img, PYR_SIGMAS, TRUNCATE, 1.0, 1.5, 1, 0)  # split <= prefilter
+    with pytest.raises(ValueError):
+        kern.dog_pyramid(img, PYR_SIGMAS, TRUNCATE, 2.0, 1.5, -1, 0)
+
+
+def test_pyramid_close_to_exact_dog_on_phantom(phantom_img):
+    """Not a tolerance of the same math: how far the octave approximation is
+    from the full-resolution DoG, bounded so a regression shows."""
+    exact, _ = _kernel.dog_response(phantom_img, PYR_SIGMAS, TRUNCATE, 0)
+    approx, _ = _kernel.dog_pyramid(phantom_img, PYR_SIGMAS, TRUNCATE, 2.0, 1.5, 1, 0)
+    err = np.abs(approx.astype(np.float64) - exact)
+    assert np.percentile(err, 99) < 0.1 * np.percentile(np.abs(exact), 99)
 
 
 # ----------------------------------------------------------------------------
@@ -533,6 +656,10 @@ def test_results_identical_for_1_and_2_threads(phantom_img):
     r2, s2 = _kernel.dog_response(img, DOG_SIGMAS, TRUNCATE, 2)
     np.testing.assert_array_equal(r1, r2)
     np.testing.assert_array_equal(s1, s2)
+    p1 = _kernel.dog_pyramid(img, PYR_SIGMAS, TRUNCATE, 2.0, 1.5, 2, 1)
+    p2 = _kernel.dog_pyramid(img, PYR_SIGMAS, TRUNCATE, 2.0, 1.5, 2, 2)
+    np.testing.assert_array_equal(p1[0], p2[0])
+    np.testing.assert_array_equal(p1[1], p2[1])
     g1 = _kernel.tile_noise(r1, 24, None, 16, 1)
     g2 = _kernel.tile_noise(r1, 24, None, 16, 2)
     np.testing.assert_array_equal(g1, g2)
@@ -550,6 +677,14 @@ def test_serial_build_identical_to_extension(serial_kernel, phantom_img):
     rb, sb = _kernel.dog_response(img, DOG_SIGMAS, TRUNCATE, 2)
     np.testing.assert_array_equal(ra, rb)
     np.testing.assert_array_equal(sa, sb)
+    ra, sa = serial_kernel.dog_pyramid(img, PYR_SIGMAS, TRUNCATE, 2.0, 1.5, 2, 0)
+    rb, sb = _kernel.dog_pyramid(img, PYR_SIGMAS, TRUNCATE, 2.0, 1.5, 2, 2)
+    np.testing.assert_array_equal(ra, rb)
+    np.testing.assert_array_equal(sa, sb)
+    g = _kernel.tile_noise(rb, 24, None, 16, 2)
+    np.testing.assert_array_equal(serial_kernel.tile_noise(rb, 24, None, 16, 0), g)
+    for a, b in zip(serial_kernel.nms(rb, 3.0, 2, None, g, 24), _kernel.nms(rb, 3.0, 2, None, g, 24)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_detect_identical_for_1_and_2_threads():

@@ -64,7 +64,7 @@ def test_image_reader_accepts_images_by_content_and_declines_others(tmp_path):
 
     tif = tmp_path / "mammo.tif"
     tifffile.imwrite(tif, np.arange(64 * 48, dtype=np.uint16).reshape(64, 48),
-                     resolution=(10.0, 10.0), resolutionunit="MILLIMETER")
+                     resolution=(100.0, 100.0), resolutionunit="CENTIMETER")
     noext = tmp_path / "IMG0001"  # a TIFF without extension: recognised by content
     noext.write_bytes(tif.read_bytes())
     txt = tmp_path / "notes.txt"

@@ -310,3 +310,27 @@ def test_absurd_dimensions_tiff(tmp_path, rows, cols):
             assert tif.pages[0].shape[0] == rows
     _fails(p, ImageTooLargeError, "exceeds")
 
+
+
+def test_tiff_missing_codec_names_imagecodecs(tmp_path, monkeypatch):
+    """tifffile's own error for a codec it lacks becomes MissingDecoderError."""
+    p = tmp_path / "lzw.tif"
+    tifffile.imwrite(p, PIX, compression="zlib")
+
+    def no_codec(self, *args, **kwargs):
+        raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", no_codec)
+    _fails(p, MissingDecoderError, "imagecodecs")
+
+
+def test_find_inputs_keeps_broken_dicom(tmp_path, good_dicom):
+    """A truncated or pixel-less DICOM in a folder is listed, not lost."""
+    data = good_dicom.read_bytes()
+    (tmp_path / "cut").write_bytes(data[:-500])
+    make_mammo_dicom(tmp_path / "header_only", PIX, with_pixel_data=False)
+    make_non_image_dicom(tmp_path / "report", "SR")
+    got = find_inputs([tmp_path])
+    assert got == sorted(os.fspath(tmp_path / n) for n in ("cut", "good.dcm", "header_only"))
+    _fails(tmp_path / "cut", UnreadableImageError, "truncated")
+    _fails(tmp_path / "header_only", UnsupportedImageError, "no pixel data")

@@ -93,9 +93,10 @@ def test_no_extension_recognised_by_content(tmp_path, mammo):
     np.testing.assert_array_equal(read_image(q).pixels, mammo)
 
 
-def test_no_preamble(tmp_path, mammo):
+@pytest.mark.parametrize("ts", ["explicit", "implicit"])
+def test_no_preamble(tmp_path, mammo, ts):
     p = tmp_path / "bare"
-    make_mammo_dicom(p, mammo, bits_stored=BITS, preamble=False, pixel_spacing=(0.1, 0.1))
+    make_mammo_dicom(p, mammo, bits_stored=BITS, preamble=False, pixel_spacing=(0.1, 0.1), transfer_syntax=ts)
     with open(p, "rb") as fh:
         assert fh.read(132)[128:132] != b"DICM"
     assert is_dicom(p)
@@ -455,3 +456,57 @@ def test_modality_lut_sequence(tmp_path, mammo):
                      extra={"ModalityLUTSequence": Sequence([item])})
     inv = read_image(q)
     np.testing.assert_array_equal(inv.pixels, (100 + 8290) - (2 * mammo.astype(np.int64) + 100))
+
+
+def test_signed_monochrome1(tmp_path):
+    rng = np.random.default_rng(2)
+    dense_bright = rng.integers(-2048, 2048, size=(32, 40)).astype(np.int16)
+    stored = (-1 - dense_bright.astype(np.int32)).astype(np.int16)  # lo + hi - x with [-2048, 2047]
+    p = tmp_path / "signed_m1"
+    make_mammo_dicom(p, stored, photometric="MONOCHROME1", bits_stored=12)
+    img = read_image(p)
+    assert img.pixels.dtype == np.int16
+    np.testing.assert_array_equal(img.pixels, dense_bright)
+
+
+def test_find_inputs_mixed_tree(tmp_path, mammo, volume):
+    import tifffile
+
+    make_mammo_dicom(tmp_path / "a_mammo", mammo, bits_stored=BITS)
+    tifffile.imwrite(tmp_path / "b.tif", mammo)
+    (tmp_path / "c.txt").write_text("notes")
+    make_series(tmp_path / "sub" / "slices", volume, bits_stored=BITS)
+    make_tomo_dicom(tmp_path / "sub" / "tomo.dcm", volume)
+    got = find_inputs([tmp_path])
+    assert got == [os.fspath(tmp_path / "a_mammo"), os.fspath(tmp_path / "b.tif"),
+                   os.fspath(tmp_path / "sub" / "tomo.dcm"), os.fspath(tmp_path / "sub" / "slices")]
+    assert find_inputs([tmp_path], recursive=False) == got[:2]
+    # duplicates removed, explicit files kept in order
+    assert find_inputs([tmp_path / "b.tif", tmp_path / "b.tif", tmp_path / "c.txt"]) == [
+        os.fspath(tmp_path / "b.tif"), os.fspath(tmp_path / "c.txt")]
+
+
+def test_jpeg_extended_12bit(tmp_path):
+    if not can_encode("jpeg_extended"):
+        pytest.skip("no 12-bit JPEG encoder (imagecodecs)")
+    yy, xx = np.mgrid[0:64, 0:64]
+    img12 = (500 + 40 * xx + 10 * yy).astype(np.uint16)
+    p = tmp_path / "jpg12"
+    make_mammo_dicom(p, img12, bits_stored=12, transfer_syntax="jpeg_extended")
+    out = read_image(p)
+    assert out.metadata["transfer_syntax_uid"] == "1.2.840.10008.1.2.4.51"
+    assert np.abs(out.pixels.astype(int) - img12).max() <= 16
+
+
+def test_voi_lut_sequence_kept_as_window_only(tmp_path, mammo):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.LUTDescriptor = [1024, 500, 8]
+    item.add_new(0x00283006, "US", [i // 4 for i in range(1024)])
+    p = tmp_path / "voilut"
+    make_mammo_dicom(p, mammo, bits_stored=BITS, extra={"VOILUTSequence": Sequence([item])})
+    img = read_image(p)
+    np.testing.assert_array_equal(img.pixels, mammo)  # never applied
+    assert img.metadata["voi_window"] == (500 + 1023 / 2, 1024.0)

@@ -168,3 +168,20 @@ def test_content_not_extension(tmp_path, img16):
     assert is_tiff(p)
     np.testing.assert_array_equal(read_image(p).pixels, img16)
     assert find_inputs([tmp_path]) == [os.fspath(p)]
+
+
+def test_same_metadata_keys_as_dicom(tmp_path, img16):
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from dicom_factory import make_mammo_dicom
+
+    tifffile.imwrite(tmp_path / "a.tif", img16)
+    make_mammo_dicom(tmp_path / "b.dcm", img16)
+    t, d = read_image(tmp_path / "a.tif").metadata, read_image(tmp_path / "b.dcm").metadata
+    common = {"source_path", "format", "modality", "laterality", "view", "presentation_intent", "photometric",
+              "manufacturer", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid",
+              "frame_of_reference_uid", "image_position_patient", "image_orientation_patient", "patient_name",
+              "patient_id", "patient_birth_date", "study_date", "accession_number", "bits_stored", "voi_window",
+              "spacing_source", "intensity_transforms", "transfer_syntax_uid"}
+    assert common <= set(t) and common <= set(d)

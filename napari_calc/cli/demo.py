@@ -37,13 +37,17 @@ def run(args) -> int:
 
     calcs = pd.read_csv(summary["outputs"]["csv"])
     truth = ph.truth["calcifications"]
-    likely = calcs[calcs["score"] >= 0.5]
+    from ..core.detect import DetectionParams
+
+    op = getattr(DetectionParams(), "min_score", 0.5)  # the detector's operating point
+    likely = calcs[calcs["score"] >= op]
     m = match_calcifications(likely, truth)
+    sens = (m["n_truth"] - m["fn"]) / max(m["n_truth"], 1)
     print(f"sample: {image.pixels.shape[0]}x{image.pixels.shape[1]} px at "
           f"{image.spacing_mm[0]} mm, {len(truth)} true calcifications in "
           f"{len(ph.truth['clusters'])} clusters")
-    print(f"found {summary['n_calcifications']} candidates ({len(likely)} with score >= 0.5: "
-          f"{m['tp']} true, {m['fp']} false; sensitivity {m['sensitivity']:.2f}), "
+    print(f"found {summary['n_calcifications']} candidates ({len(likely)} with score >= {op:g}: "
+          f"{m['tp']} true, {m['fp']} false; sensitivity {sens:.2f}), "
           f"{summary['n_clusters']} clusters")
     print("outputs:")
     for kind, path in sorted(list(written.items()) + list(summary["outputs"].items())):

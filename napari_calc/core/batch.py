@@ -86,6 +86,9 @@ MANIFEST_NAME = "napari-calc-run.json"
 MARKER_SUFFIX = ".done.json"
 #: Seconds between two intermediate manifest writes.
 MANIFEST_INTERVAL_S = 5.0
+#: Seconds a new worker process may take to start before its first task's
+#: timeout starts counting.
+WORKER_START_GRACE_S = 120.0
 
 
 # --------------------------------------------------------------------------- cores
@@ -393,7 +396,7 @@ def _one_line(text: str) -> str:
 
 
 def make_task(item: InputItem, out_dir, *, formats, params, spacing_mm, deidentify: bool,
-              n_threads: int, key: str | None = None) -> dict:
+              n_threads: int | dict, key: str | None = None) -> dict:
     """The picklable description of one input's work (see :func:`process_input`)."""
     if key is None:
         key = settings_key(params=params, formats=formats, spacing_mm=spacing_mm,
@@ -406,7 +409,8 @@ def make_task(item: InputItem, out_dir, *, formats, params, spacing_mm, deidenti
         "params": dict(params or {}),
         "spacing_mm": list(spacing_mm) if isinstance(spacing_mm, (tuple, list)) else spacing_mm,
         "deidentify": bool(deidentify),
-        "n_threads": int(n_threads),
+        "n_threads": ({str(k): int(v) for k, v in n_threads.items()} if isinstance(n_threads, dict)
+                      else int(n_threads)),
         "key": key,
     }
 
@@ -498,7 +502,8 @@ def _worker_main(conn, fn) -> None:  # pragma: no cover - runs in the child
             return
         if task is None:
             return
-        conn.send(fn(task))
+        conn.send(("started", None))  # the timeout counts from here
+        conn.send(("result", fn(task)))
 
 
 def _death_reason(exitcode) -> str:
@@ -522,6 +527,12 @@ class _Worker:
         child.close()
         self.task: dict | None = None
         self.started = 0.0
+        self.acked = False
+
+    def deadline(self, timeout: float | None) -> float | None:
+        if timeout is None:
+            return None
+        return self.started + timeout + (0.0 if self.acked else WORKER_START_GRACE_S)
 
     def kill(self) -> None:
         try:
@@ -597,6 +608,7 @@ class LocalPool:
                     w = idle.pop() if idle else self._spawn()
                     w.task = pending.popleft()
                     w.started = time.monotonic()
+                    w.acked = False
                     try:
                         w.conn.send(w.task)
                     except (OSError, ValueError):  # died while idle
@@ -608,16 +620,22 @@ class LocalPool:
                 wait_s = 0.5
                 if self.timeout is not None:
                     now = time.monotonic()
-                    wait_s = min([wait_s] + [max(0.0, w.started + self.timeout - now) for w in busy])
+                    wait_s = min([wait_s] + [max(0.0, w.deadline(self.timeout) - now) for w in busy])
                 ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=wait_s))
                 for w in list(busy):
                     if w.conn in ready or w.proc.sentinel in ready:
-                        result = None
+                        result, alive = None, True
                         try:
-                            if w.conn.poll():
-                                result = w.conn.recv()
+                            while result is None and w.conn.poll():
+                                kind, payload = w.conn.recv()
+                                if kind == "started":
+                                    w.started, w.acked = time.monotonic(), True
+                                else:
+                                    result = payload
                         except (EOFError, OSError):
-                            result = None
+                            alive = False
+                        if result is None and alive and w.proc.is_alive():
+                            continue  # only the "started" message: still working
                         busy.remove(w)
                         if result is not None:
                             w.task = None
@@ -629,7 +647,7 @@ class LocalPool:
                             reason = _death_reason(w.proc.exitcode)
                             self._retire(w)
                             yield self._failed(task, reason, secs)
-                    elif self.timeout is not None and time.monotonic() - w.started > self.timeout:
+                    elif self.timeout is not None and time.monotonic() > w.deadline(self.timeout):
                         busy.remove(w)
                         task, secs = w.task, time.monotonic() - w.started
                         self._retire(w)
@@ -788,6 +806,7 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
 
     t_start = time.perf_counter()
     started = _now()
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     formats = tuple(_normalize_formats(formats)) or ("csv",)
     if "csv" not in formats:
         formats = ("csv",) + formats
@@ -823,9 +842,13 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
         from . import distributed as _dist
 
         dask_backend = _dist.DaskBackend(scheduler, timeout=timeout)  # connects, or raises
-        n_threads: Any = dask_backend.threads_per_task()
-        mode = {"backend": "dask", "scheduler": scheduler, "dask_workers": dask_backend.n_workers(),
-                "threads_per_task": n_threads}
+        try:
+            n_threads: Any = dask_backend.threads_per_task()
+            mode = {"backend": "dask", "scheduler": scheduler, "dask_workers": dask_backend.n_workers(),
+                    "threads_per_task": n_threads}
+        except BaseException:
+            dask_backend.close()
+            raise
     else:
         n_threads = threads_per_worker(workers, cores)
         in_process = workers == 1 and timeout is None
@@ -885,7 +908,7 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
             **mode,
         },
         "out_dir": str(out_dir),
-        "inputs_given": [os.fspath(a) for a in inputs] if not isinstance(inputs, (str, os.PathLike)) else [os.fspath(inputs)],
+        "inputs_given": [os.fspath(a) for a in inputs],
     }
     if dask_backend is not None:
         head["versions"]["dask"] = dask_backend.dask_version
@@ -911,7 +934,7 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
     if progress is None:
         progress = sys.stderr.isatty()
     if progress and todo:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         bar = tqdm(total=len(todo), unit="img", file=sys.stderr, dynamic_ncols=True,
                    desc="napari-calc detect", smoothing=0.1)

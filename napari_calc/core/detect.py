@@ -37,7 +37,7 @@ from .detections import Detections
 from .errors import DetectionCancelled, InvalidParameterError, MissingSpacingError, UnsupportedImageError
 from .image import MammoImage
 from .mask import breast_mask
-from .score import FEATURE_NAMES, calc_probability, candidate_feature_matrix, load_model, noise_level_function
+from .score import calc_probability, candidate_feature_matrix, load_model, noise_level_function
 
 __all__ = ["detect", "DetectionParams", "dog_sigmas", "PRESETS"]
 
@@ -47,8 +47,16 @@ SCALE_RATIO = 1.6
 MIN_SIGMA_PX = 0.5
 #: Gaussians are truncated at this many standard deviations (as SciPy).
 TRUNCATE = 4.0
-#: Default operating threshold on the calibrated score (see DetectionParams.min_score).
+#: Default operating threshold on the calibrated score (see DetectionParams.min_score):
+#: a calcification is reported when it is more likely than not.
 DEFAULT_MIN_SCORE = 0.5
+#: Calcifications taking part in clustering: a group of several moderately
+#: likely calcifications is itself strong evidence (the cluster score, trained
+#: on phantoms, weighs it).
+DEFAULT_CLUSTER_MIN_SCORE = 0.15
+#: Gaussian scale (mm) of a 2 mm object (d / (2 sqrt 2)): larger than any
+#: microcalcification, the scale of coarse benign calcifications.
+LARGE_OBJECT_SIGMA_MM = 0.7
 #: Truncation of the per-candidate Gaussian-derivative windows (Hessian).
 HESSIAN_TRUNCATE = 3.5
 
@@ -80,7 +88,9 @@ class DetectionParams:
         Calcifications needed to form a cluster (BI-RADS: 3).
     cluster_min_score : float
         Only candidates with at least this score take part in clustering
-        (by default the operating threshold ``min_score``).
+        (lower than ``min_score``: several moderately likely calcifications
+        close together are evidence in themselves; the calibrated cluster
+        score decides).
     min_score : float
         The operating threshold: candidates scoring at least this are the
         reported calcifications (CLI summary, review default). The score is
@@ -93,15 +103,15 @@ class DetectionParams:
 
     min_diameter_mm: float = 0.1
     max_diameter_mm: float = 1.0
-    threshold: float = 4.0
+    threshold: float = 3.0
     nms_radius_mm: float = 0.3
     noise_tile_mm: float = 6.0
     skin_margin_mm: float = 1.5
     use_mask: bool = True
-    max_candidates: int = 5000
+    max_candidates: int = 3000
     cluster_radius_mm: float = DEFAULT_CLUSTER_RADIUS_MM
     min_cluster_size: int = 3
-    cluster_min_score: float = DEFAULT_MIN_SCORE
+    cluster_min_score: float = DEFAULT_CLUSTER_MIN_SCORE
     min_score: float = DEFAULT_MIN_SCORE
     keep_min_score: float = 0.02
 
@@ -254,27 +264,30 @@ def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: Detecti
     h1 = _kernel.local_hessian(img, r32, c32, s32, HESSIAN_TRUNCATE, nthreads).astype(np.float64)
     h2 = _kernel.local_hessian(img, r32, c32, np.ascontiguousarray(2 * s32), HESSIAN_TRUNCATE,
                                nthreads).astype(np.float64)
+    # a fixed physical scale beyond any MC: large (benign) objects respond there
+    sL = np.full(len(rr), LARGE_OBJECT_SIGMA_MM / sp, dtype=np.float32)
+    h3 = _kernel.local_hessian(img, r32, c32, sL, HESSIAN_TRUNCATE, nthreads).astype(np.float64)
     lev, nsd = noise_level_function(img, mask)
     nlf_sd = np.interp(h2[0], lev, nsd)
     with np.errstate(divide="ignore", invalid="ignore"):
         cnr = np.where(nlf_sd > 0, contrast / nlf_sd, 0.0)
-    raw = dict(snr=snr, contrast=contrast, peak=peak, bg_std=bg_std, nlf_sd=nlf_sd, h1=h1, h2=h2,
-               sigma_px=sigma_eff, area_px=area, elongation=elong, diameter_mm=diameter_mm)
-    X = candidate_feature_matrix(raw)
     out = dict(row=rr.astype(np.int64), col=cc.astype(np.int64), snr=snr, noise=noise,
                diameter_mm=diameter_mm, contrast=contrast, cnr=cnr, peak=peak,
                area_mm2=area * spacing_yx[0] * spacing_yx[1], elongation=elong,
-               response=resp[rr, cc].astype(np.float64), nlf_sd=nlf_sd, ring_std=bg_std)
-    for j, name in enumerate(FEATURE_NAMES):
-        out["f_" + name] = X[:, j] if len(X) else np.zeros(0)
+               response=resp[rr, cc].astype(np.float64), nlf_sd=nlf_sd, bg_std=bg_std,
+               sigma_px=sigma_eff, area_px=area)
+    for k, name in enumerate(("g", "rr", "rc", "cc")):
+        out["h1_" + name] = h1[k]
+        out["h2_" + name] = h2[k]
+        out["h3_" + name] = h3[k]
+    out["sigma_large_px"] = sL.astype(np.float64)
     return out
 
 
 def _score(c: dict) -> np.ndarray:
     """Calibrated probability of being a microcalcification, from the
     shipped model (:mod:`napari_calc.core.score`)."""
-    n = len(c["row"])
-    X = np.column_stack([c["f_" + name] for name in FEATURE_NAMES]) if n else np.zeros((0, len(FEATURE_NAMES)))
+    X = candidate_feature_matrix(c)
     try:
         model = load_model()
     except (FileNotFoundError, OSError):

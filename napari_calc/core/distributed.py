@@ -129,7 +129,12 @@ class DaskBackend:
         Returns ``{hostname: n, "*": 1}`` (``"*"`` for hosts that join later).
         """
         info = self.client.scheduler_info(n_workers=-1)["workers"]
-        hosts = self.client.run(_host_info)  # {worker address: (hostname, cores)}
+        try:
+            hosts = self.client.run(_host_info)  # {worker address: (hostname, cores)}
+        except Exception as exc:  # napari-calc missing or another version on a worker
+            msg = " ".join(str(exc).split())
+            raise NapariCalcError(f"the dask workers cannot run napari-calc ({type(exc).__name__}: {msg}); "
+                                  f"install the same napari-calc on every worker", self.address) from None
         threads: dict[str, int] = {}
         cores: dict[str, int] = {}
         for addr, (host, n) in hosts.items():
@@ -157,7 +162,7 @@ class DaskBackend:
                 f = self.client.submit(_process_with_timeout, t, self.timeout, pure=False)
             futures.append(f)
             by_key[f.key] = t
-        ac = as_completed(futures)
+        ac = as_completed(futures, loop=self.client.loop)
         try:
             for fut in ac:
                 t = by_key[fut.key]

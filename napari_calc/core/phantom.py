@@ -96,15 +96,15 @@ MU_BENIGN_DELTA = (0.25, 0.6)  # coarse benign calcifications, 1/mm
 #: reaching the detector without attenuation) and electronic noise (quanta
 #: rms per pixel, whatever its size).
 DIFFICULTIES = {
-    "easy": {"mc_delta_mu": (1.0, 2.6), "quanta_per_mm2": 6.0e6, "electronic_noise": 10.0},
-    "normal": {"mc_delta_mu": (0.7, 2.0), "quanta_per_mm2": 4.0e6, "electronic_noise": 14.0},
-    "hard": {"mc_delta_mu": (0.5, 1.4), "quanta_per_mm2": 2.5e6, "electronic_noise": 20.0},
+    "easy": {"mc_delta_mu": (1.8, 3.2), "quanta_per_mm2": 6.0e6, "electronic_noise": 10.0},
+    "normal": {"mc_delta_mu": (1.2, 2.8), "quanta_per_mm2": 4.0e6, "electronic_noise": 14.0},
+    "hard": {"mc_delta_mu": (0.8, 2.0), "quanta_per_mm2": 2.5e6, "electronic_noise": 20.0},
 }
 
 PRESENTATION_GAIN = 1000.0  # output counts per unit of -ln(E/N)
 PRESENTATION_OFFSET = 500.0
 RAW_FULL_SCALE = 40000.0  # raw counts of the unattenuated primary
-RAW_OFFSET = 50.0
+RAW_OFFSET = 0.0  # raw = gain * exposure, so -log of it is a line integral
 
 
 @dataclass
@@ -480,11 +480,16 @@ def _build_scene(
             delta_mu=r_mc.uniform(lo, hi), cluster_id=cid,
         )
 
+    def clear_of_benign(y, x, gap):
+        return all(math.hypot(y - b.y, x - b.x) > 1.8 * b.r + gap for b in scene.benign)
+
     if mcs:
         centres = []
         for cid in range(n_clusters):
             pos = random_inside(
-                r_mc, 12.0, lambda y, x: all(math.hypot(y - py, x - px) > 25.0 for py, px in centres)
+                r_mc, 12.0,
+                lambda y, x: all(math.hypot(y - py, x - px) > 25.0 for py, px in centres)
+                and clear_of_benign(y, x, 6.0),
             )
             if pos is None:
                 raise InvalidParameterError(
@@ -512,7 +517,8 @@ def _build_scene(
             pos = random_inside(
                 r_mc, 5.0,
                 lambda y, x: all(math.hypot(y - py, x - px) > 20.0 for py, px in centres)
-                and all(math.hypot(y - py, x - px) > 15.0 for py, px in singles),
+                and all(math.hypot(y - py, x - px) > 15.0 for py, px in singles)
+                and clear_of_benign(y, x, 3.0),
                 batches=4,
             )
             if pos is None:  # no room left (small images): fewer singles
@@ -619,21 +625,24 @@ def _render_benign(L, objs, spacing):
 def _mc_patch(mc, spacing, margin_px):
     """Super-sampled, pixel-integrated path length of one MC.
 
-    Returns (y0, x0, patch of delta-L) with the patch's top-left pixel.
+    Returns (y0, x0, patch of delta-L, projected area in mm^2) with the
+    patch's top-left pixel; the patch has ``margin_px`` zero pixels around
+    the MC's footprint.
     """
     ss = max(3, int(math.ceil(spacing / 0.02)))
     rmax = max(mc.a, mc.b) * 1.5
-    y0 = int(math.floor((mc.y - rmax) / spacing)) - margin_px
-    y1 = int(math.ceil((mc.y + rmax) / spacing)) + margin_px + 1
-    x0 = int(math.floor((mc.x - rmax) / spacing)) - margin_px
-    x1 = int(math.ceil((mc.x + rmax) / spacing)) + margin_px + 1
+    y0 = int(math.floor((mc.y - rmax) / spacing))
+    y1 = int(math.ceil((mc.y + rmax) / spacing)) + 1
+    x0 = int(math.floor((mc.x - rmax) / spacing))
+    x1 = int(math.ceil((mc.x + rmax) / spacing)) + 1
     off = (np.arange(ss) + 0.5) / ss - 0.5
     yy = ((np.arange(y0, y1)[:, None] + off[None, :]).ravel() * spacing - mc.y)[:, None]
     xx = ((np.arange(x0, x1)[:, None] + off[None, :]).ravel() * spacing - mc.x)[None, :]
     path = _ellipse_footprint(yy, xx, mc)
     area = float(np.count_nonzero(path > 0)) * (spacing / ss) ** 2
     path = path.reshape(y1 - y0, ss, x1 - x0, ss).mean(axis=(1, 3))
-    return y0, x0, mc.delta_mu * path, area
+    path = np.pad(mc.delta_mu * path, margin_px)
+    return y0 - margin_px, x0 - margin_px, path, area
 
 
 def _add_patch(L, y0, x0, patch, sign=1.0):
@@ -657,13 +666,12 @@ def _get_patch(A, y0, x0, h, w, fill=0.0):
     return out
 
 
-def _tissue_background(scene, tex=None):
-    """Attenuation of the breast tissue (outline, thickness, skin, glandular
-    texture) without vessels or calcifications; and the breast mask."""
+def _tissue_parts(scene):
+    """The texture-independent parts of the tissue model."""
     ny, nx = scene.shape
     sp = scene.spacing
-    yy = (np.arange(ny) * sp)[:, None]
-    xx = (np.arange(nx) * sp)[None, :]
+    yy = (np.arange(ny, dtype=np.float32) * np.float32(sp))[:, None]
+    xx = (np.arange(nx, dtype=np.float32) * np.float32(sp))[None, :]
     d = _edge_distance(yy, xx, scene.outline)
     mask = d > 0
     T = scene.thickness
@@ -672,8 +680,6 @@ def _tissue_background(scene, tex=None):
     t_in = _semicircle_thickness(d - SKIN_MM, R - SKIN_MM, T - 2 * SKIN_MM)
     t_in = np.where(d > SKIN_MM, t_in, 0.0)
     t_skin = t - t_in
-    if tex is None:
-        tex = _render_texture(scene.texture_coef, scene.shape)
     g = scene.gland
     # glandular disc centred at cx*depth, fading towards the skin (subcutaneous fat)
     ax = scene.outline["ax"]
@@ -682,31 +688,76 @@ def _tissue_background(scene, tex=None):
     prof = np.exp(-0.5 * (u * u + v * v) / 0.35)
     fat = np.clip(d / g["fat_mm"], 0.0, 1.0)
     base = g["mean"] * (0.4 + 1.2 * prof)
+    return {
+        "mask": mask,
+        "t_in": t_in.astype(np.float32),
+        "skin_L": (t_skin * MU_SKIN).astype(np.float32),
+        "base": base.astype(np.float32),
+        "fat": fat.astype(np.float32),
+    }
+
+
+def _tissue_background(scene, tex=None, parts=None):
+    """Attenuation of the breast tissue (outline, thickness, skin, glandular
+    texture) without vessels or calcifications; and the breast mask."""
+    if parts is None:
+        parts = _tissue_parts(scene)
+    if tex is None:
+        tex = _render_texture(scene.texture_coef, scene.shape)
     # smooth saturation into [0, 1] (a hard clip would add sharp edges)
-    gf = base + g["amp"] * tex
+    gf = parts["base"] + np.float32(scene.gland["amp"]) * tex
     gf = 0.5 + 0.5 * np.tanh((gf - 0.5) / 0.5)
-    gf = gf * fat
+    gf = gf * parts["fat"]
     mu = MU_ADIPOSE + gf * (MU_GLANDULAR - MU_ADIPOSE)
-    L = (t_in * mu + t_skin * MU_SKIN).astype(np.float32)
+    L = (parts["t_in"] * mu + parts["skin_L"]).astype(np.float32)
+    mask = parts["mask"]
     L[~mask] = 0.0
     return L, mask
 
 
-def _blur_scatter(P, scene):
-    """Scatter: a wide Gaussian of the primary, computed on a coarse grid."""
-    sp = scene.spacing
-    f = max(1, int(round(1.0 / sp)))  # ~1 mm grid
-    ny, nx = P.shape
+def _smooth_coarse(A, spacing, sigma_mm):
+    """Wide Gaussian smoothing, done on a ~1 mm grid and interpolated back
+    (cubic, so without block edges)."""
+    f = max(1, int(round(1.0 / spacing)))
+    ny, nx = A.shape
     pny, pnx = -(-ny // f) * f, -(-nx // f) * f
-    Pp = np.pad(P, ((0, pny - ny), (0, pnx - nx)), mode="edge")
-    coarse = Pp.reshape(pny // f, f, pnx // f, f).mean(axis=(1, 3))
-    coarse = ndimage.gaussian_filter(coarse, scene.acq["scatter_sigma_mm"] / (f * sp), mode="nearest")
-    # smooth (cubic) interpolation back to the pixel grid: no block edges
-    S = ndimage.zoom(coarse, f, order=3, mode="nearest", grid_mode=True)[:ny, :nx]
+    Ap = np.pad(A, ((0, pny - ny), (0, pnx - nx)), mode="edge")
+    coarse = Ap.reshape(pny // f, f, pnx // f, f).mean(axis=(1, 3))
+    coarse = ndimage.gaussian_filter(coarse, sigma_mm / (f * spacing), mode="nearest")
+    return ndimage.zoom(coarse, f, order=3, mode="nearest", grid_mode=True)[:ny, :nx]
+
+
+def _blur_scatter(P, scene):
+    """Scatter: ``SPR`` times a wide Gaussian (``scatter_sigma_mm``) of the primary."""
+    S = _smooth_coarse(P, scene.spacing, scene.acq["scatter_sigma_mm"])
     return (scene.acq["spr"] * S).astype(np.float32)
 
 
-def _acquire(scene, L, focus, *, quanta_per_mm2, electronic_noise, for_processing, noise_seed):
+#: Presentation processing: strength and scale of the peripheral (thickness)
+#: equalisation.
+EQUALIZE_STRENGTH = 0.7
+EQUALIZE_SIGMA_MM = 10.0
+
+
+def _equalization(Lm, mask, spacing):
+    """Low-frequency term removed by the presentation processing.
+
+    ``EQUALIZE_STRENGTH`` times the breast-masked (normalised) Gaussian
+    low-pass of the log image, minus its median inside the breast; zero
+    outside the breast.
+    """
+    m = mask.astype(np.float32)
+    num = _smooth_coarse(np.where(mask, Lm, 0.0).astype(np.float32), spacing, EQUALIZE_SIGMA_MM)
+    den = _smooth_coarse(m, spacing, EQUALIZE_SIGMA_MM)
+    low = num / np.maximum(den, 1e-3)
+    if not mask.any():
+        return np.zeros_like(Lm)
+    low = low - np.median(low[mask])
+    return np.where(mask, EQUALIZE_STRENGTH * low, 0.0).astype(np.float32)
+
+
+def _acquire(scene, L, focus, *, quanta_per_mm2, electronic_noise, for_processing, noise_seed, S=None,
+             mask=None, equalize=False):
     """Simulate exposure, scatter, PSF, noise and the output mapping.
 
     ``focus`` lists ``(index, y0, x0, patch, area)`` of the MCs whose truth
@@ -717,14 +768,17 @@ def _acquire(scene, L, focus, *, quanta_per_mm2, electronic_noise, for_processin
     sigma = scene.acq["psf_sigma_px"]
     N = quanta_per_mm2 * sp * sp
     P = (N * np.exp(-L)).astype(np.float32)
-    S = _blur_scatter(P, scene)
+    if S is None:
+        S = _blur_scatter(P, scene)
     E = ndimage.gaussian_filter(P + S, sigma, mode="nearest")
     e_sd = float(electronic_noise)  # read noise, quanta rms per pixel
     raw_gain = RAW_FULL_SCALE / N
     if for_processing:
         out_free = RAW_OFFSET + raw_gain * E
     else:
-        out_free = PRESENTATION_OFFSET + PRESENTATION_GAIN * (-np.log(E / N))
+        Lm = -np.log(E / N)
+        Q = _equalization(Lm, mask, sp) if equalize else np.float32(0.0)
+        out_free = PRESENTATION_OFFSET + PRESENTATION_GAIN * (Lm - Q)
     out_free = out_free.astype(np.float32)
 
     # per-MC truth contrast, exactly, on local patches: the same pipeline
@@ -765,11 +819,11 @@ def _acquire(scene, L, focus, *, quanta_per_mm2, electronic_noise, for_processin
     if for_processing:
         out = RAW_OFFSET + raw_gain * En
     else:
-        out = PRESENTATION_OFFSET + PRESENTATION_GAIN * (-np.log(En / N))
+        out = PRESENTATION_OFFSET + PRESENTATION_GAIN * (-np.log(En / N) - Q)
     return out.astype(np.float32), out_free, records, {"N": N, "e_sd": e_sd}
 
 
-def _render(scene, *, quanta_per_mm2, electronic_noise, for_processing, omit=()):
+def _render(scene, *, quanta_per_mm2, electronic_noise, for_processing, omit=(), equalize=False):
     """Render a 2-D mammogram.  Returns (out, out_free, mask, records, extra)."""
     sp = scene.spacing
     L, mask = _tissue_background(scene)
@@ -786,7 +840,8 @@ def _render(scene, *, quanta_per_mm2, electronic_noise, for_processing, omit=())
         focus.append((i, y0, x0, patch, area))
     out, free, records, extra = _acquire(
         scene, L, focus, quanta_per_mm2=quanta_per_mm2, electronic_noise=electronic_noise,
-        for_processing=for_processing, noise_seed=scene.acq["noise_seed"],
+        for_processing=for_processing, noise_seed=scene.acq["noise_seed"], mask=mask,
+        equalize=equalize,
     )
     return out, free, mask, records, extra
 
@@ -795,7 +850,9 @@ def _render(scene, *, quanta_per_mm2, electronic_noise, for_processing, omit=())
 TOMO_HALF_ANGLE_DEG = 25.0
 
 
-def _render_stack(scene, n_slices, slice_mm, *, quanta_per_mm2, electronic_noise, for_processing, omit=()):
+def _render_stack(
+    scene, n_slices, slice_mm, *, quanta_per_mm2, electronic_noise, for_processing, omit=(), equalize=False
+):
     """Render a tomosynthesis-like stack.
 
     Each slice ``k`` (depth ``z_k``) is modelled as a shift-and-add
@@ -846,10 +903,12 @@ def _render_stack(scene, n_slices, slice_mm, *, quanta_per_mm2, electronic_noise
     mask = None
     extra = None
     corr_mm = 6.0  # texture decorrelation depth
+    parts = _tissue_parts(scene)
+    S = None  # scatter: from the projection through the whole breast, same for all slices
     for k in range(n_slices):
         phi = (z_slices[k] - T / 2.0) / corr_mm
         tex = (math.cos(phi) * texA + math.sin(phi) * texB).astype(np.float32)
-        L, mask = _tissue_background(scene, tex=tex)
+        L, mask = _tissue_background(scene, tex=tex, parts=parts)
         for kb, buf in layers.items():
             s = sig_px(z_slices[kb] - z_slices[k])
             L += ndimage.gaussian_filter1d(buf, s, axis=0, mode="constant") if s > 0.05 else buf
@@ -868,8 +927,12 @@ def _render_stack(scene, n_slices, slice_mm, *, quanta_per_mm2, electronic_noise
                 focus.append((i, y0, x0, patch, area))
         out, free, recs, extra = _acquire(
             scene, L, focus, quanta_per_mm2=quanta_per_mm2, electronic_noise=electronic_noise,
-            for_processing=for_processing, noise_seed=[scene.acq["noise_seed"], k],
+            for_processing=for_processing, noise_seed=[scene.acq["noise_seed"], k], S=S,
+            mask=mask, equalize=equalize,
         )
+        if S is None:
+            N = quanta_per_mm2 * sp * sp
+            S = _blur_scatter((N * np.exp(-L)).astype(np.float32), scene)
         for r in recs:
             r["slice"] = k
         records.extend(recs)
@@ -902,6 +965,7 @@ def make_phantom(
     view: str = "CC",
     mc_delta_mu: tuple[float, float] | None = None,
     thickness_mm: float | None = None,
+    equalize: bool = True,
     return_noise_free: bool = False,
     omit_calc_ids=(),
 ) -> Phantom:
@@ -951,6 +1015,13 @@ def make_phantom(
         the difficulty preset.
     thickness_mm : float, optional
         Compressed breast thickness (default: random 40-60 mm).
+    equalize : bool
+        Presentation processing: peripheral (thickness) equalisation as
+        manufacturers apply to "for presentation" images: a breast-masked
+        low-pass (Gaussian, 10 mm) of the log image, times 0.7, is
+        subtracted.  It flattens the thickness fall-off near the skin and
+        leaves small structures (calcifications, vessels, noise) unchanged.
+        Ignored for ``for_processing`` data.
     return_noise_free : bool
         Also return the noise-free image in ``Phantom.noise_free``.
     omit_calc_ids : iterable of int
@@ -993,6 +1064,7 @@ def make_phantom(
         electronic_noise=preset["electronic_noise"],
         for_processing=for_processing,
         omit=omit,
+        equalize=bool(equalize) and not for_processing,
     )
     if n_slices is None:
         out, free, mask, records, extra = _render(scene, **kw)
@@ -1083,6 +1155,7 @@ def make_phantom(
         "quanta_per_pixel": extra["N"],
         "electronic_noise_quanta": extra["e_sd"],
         "omit_calc_ids": sorted(omit),
+        "equalize": bool(equalize) and not for_processing,
     }
     if for_processing:
         params.update(raw_offset=RAW_OFFSET, raw_gain=RAW_FULL_SCALE / extra["N"])
@@ -1191,6 +1264,11 @@ def _write_tiff(phantom, path):
     # the baseline TIFF tags (ResolutionUnit = CENTIMETER) and the ImageJ
     # metadata say the same thing.
     ij = {"unit": "cm", "axes": "ZYX" if px.ndim == 3 else "YX"}
+    intent = img.metadata.get("presentation_intent", "FOR PRESENTATION")
+    info = [f"napari-calc phantom {img.metadata.get('name', '')}", f"presentation_intent={intent}"]
+    if intent == "FOR PROCESSING":
+        info.append("raw linear exposure: dense is dark; use -log(pixels)")
+    ij["Info"] = "\n".join(info)
     if px.ndim == 3:
         ij["spacing"] = float(sp[0]) / 10.0
     buf = io.BytesIO()
@@ -1205,11 +1283,32 @@ def _write_tiff(phantom, path):
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _code(value, scheme, meaning):
+    from pydicom.dataset import Dataset
+
+    c = Dataset()
+    c.CodeValue = value
+    c.CodingSchemeDesignator = scheme
+    c.CodeMeaning = meaning
+    return c
+
+
+_VIEW_CODES = {
+    "CC": ("399162004", "cranio-caudal"),
+    "MLO": ("399368009", "medio-lateral oblique"),
+    "ML": ("399260004", "medio-lateral"),
+    "LM": ("399352003", "latero-medial"),
+}
+
+
 def _write_dicom(phantom, path):
+    """Digital Mammography X-Ray Image (For Presentation / For Processing),
+    or Breast Tomosynthesis Image for stacks."""
     import datetime
 
     import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     img = phantom.image
@@ -1231,53 +1330,145 @@ def _write_dicom(phantom, path):
     fm.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
     ds = FileDataset(str(path), {}, file_meta=fm, preamble=b"\0" * 128)
     now = datetime.datetime.now(datetime.timezone.utc)
+    lat = meta.get("laterality", "L")
+    view = meta.get("view", "CC")
+    sp = img.spacing_mm
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
     ds.FrameOfReferenceUID = generate_uid()
+    ds.PositionReferenceIndicator = ""
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
     ds.Modality = "MG"
-    ds.Manufacturer = "napari-calc phantom"
+    ds.Manufacturer = "napari-calc"
+    ds.ManufacturerModelName = "synthetic phantom"
+    ds.DeviceSerialNumber = "0"
+    ds.SoftwareVersions = "napari-calc phantom"
     ds.PatientName = f"Phantom^{meta.get('name', 'phantom')}"
     ds.PatientID = str(meta.get("name", "phantom"))
     ds.PatientBirthDate = ""
     ds.PatientSex = "F"
-    ds.PatientOrientation = ["A", "R"] if meta.get("laterality") == "L" else ["P", "L"]
     ds.StudyID = "1"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.AccessionNumber = ""
     ds.ReferringPhysicianName = ""
-    ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
-    ds.PresentationIntentType = "FOR PROCESSING" if for_proc else "FOR PRESENTATION"
-    ds.ImageLaterality = meta.get("laterality", "L")
-    ds.Laterality = meta.get("laterality", "L")
-    ds.ViewPosition = meta.get("view", "CC")
-    ds.BodyPartExamined = "BREAST"
     ds.BurnedInAnnotation = "NO"
-    ds.PresentationLUTShape = "IDENTITY" if not for_proc else "INVERSE"
+    ds.BodyPartExamined = "BREAST"
+    if not stack:
+        ds.ImageLaterality = lat
+        ds.AnatomicRegionSequence = Sequence([_code("76752008", "SCT", "Breast")])
+    vcode = _VIEW_CODES.get(view)
+    vitem = _code(vcode[0], "SCT", vcode[1]) if vcode else None
+    if vitem is not None:
+        vitem.ViewModifierCodeSequence = Sequence([])
+    ds.ViewCodeSequence = Sequence([vitem] if vitem is not None else [])
+    ds.AcquisitionContextSequence = Sequence([])
+    if not stack:
+        ds.PresentationIntentType = "FOR PROCESSING" if for_proc else "FOR PRESENTATION"
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    ds.RescaleIntercept = 0
-    ds.RescaleSlope = 1
-    ds.RescaleType = "US"
-    sp = img.spacing_mm
-    ds.PixelSpacing = [f"{sp[-2]:.6g}", f"{sp[-1]:.6g}"]
-    ds.ImagerPixelSpacing = [f"{sp[-2]:.6g}", f"{sp[-1]:.6g}"]
     ds.Rows, ds.Columns = int(px.shape[-2]), int(px.shape[-1])
-    if stack:
-        ds.NumberOfFrames = int(px.shape[0])
-        ds.SpacingBetweenSlices = f"{sp[0]:.6g}"
-        ds.SliceThickness = f"{sp[0]:.6g}"
-    lo, hi = np.percentile(px[..., phantom.breast_mask] if px.ndim == 2 else px[:, phantom.breast_mask], [1, 99.5])
-    ds.WindowCenter = f"{(lo + hi) / 2:.1f}"
-    ds.WindowWidth = f"{max(hi - lo, 1):.1f}"
+    ds.LossyImageCompression = "00"
+    ds.PresentationLUTShape = "IDENTITY"
+    pix = [f"{sp[-2]:.6g}", f"{sp[-1]:.6g}"]
+    # presentation pixels are proportional to -log(exposure): sign -1
+    # (higher value = less beam intensity); raw data are linear, sign +1.
+    relation, rel_sign = ("LIN", 1) if for_proc else ("LOG", -1)
+    if not stack:
+        ds.PatientOrientation = ["A", "R"] if lat == "L" else ["P", "L"]
+        ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
+        ds.ViewPosition = view
+        ds.PositionerType = "MAMMOGRAPHIC"
+        ds.OrganExposed = "BREAST"
+        ds.DetectorType = "DIRECT"
+        ds.PixelIntensityRelationship = relation
+        ds.PixelIntensityRelationshipSign = rel_sign
+        ds.RescaleIntercept = 0
+        ds.RescaleSlope = 1
+        ds.RescaleType = "US"
+        ds.PixelSpacing = pix
+        ds.ImagerPixelSpacing = pix
+        ds.PixelSpacingCalibrationType = "GEOMETRY"
+        ds.PixelSpacingCalibrationDescription = "synthetic phantom: exact"
+        if not for_proc:
+            sel = px[phantom.breast_mask] if phantom.breast_mask.any() else px.ravel()
+            lo, hi = np.percentile(sel, [1, 99.5])
+            ds.WindowCenter = f"{(lo + hi) / 2:.1f}"
+            ds.WindowWidth = f"{max(hi - lo, 1):.1f}"
+            ds.VOILUTFunction = "LINEAR"
+    else:
+        n = int(px.shape[0])
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "TOMOSYNTHESIS", "NONE"]
+        ds.NumberOfFrames = n
+        ds.ContentQualification = "RESEARCH"
+        ds.BreastImplantPresent = "NO"
+        ds.PartialView = "NO"
+        ds.VolumetricProperties = "VOLUME"
+        ds.PixelPresentation = "MONOCHROME"
+        ds.VolumeBasedCalculationTechnique = "TOMOSYNTHESIS"
+        acq_dt = now.strftime("%Y%m%d%H%M%S")
+        ds.DimensionOrganizationType = "3D"
+        shared = Dataset()
+        pm = Dataset()
+        pm.PixelSpacing = pix
+        pm.SliceThickness = f"{sp[0]:.6g}"
+        pm.SpacingBetweenSlices = f"{sp[0]:.6g}"
+        shared.PixelMeasuresSequence = Sequence([pm])
+        po = Dataset()
+        po.ImageOrientationPatient = [0, 1, 0, 1, 0, 0] if lat == "L" else [0, -1, 0, 1, 0, 0]
+        shared.PlaneOrientationSequence = Sequence([po])
+        pvt = Dataset()
+        pvt.RescaleIntercept = 0
+        pvt.RescaleSlope = 1
+        pvt.RescaleType = "US"
+        shared.PixelValueTransformationSequence = Sequence([pvt])
+        fa = Dataset()
+        fa.AnatomicRegionSequence = Sequence([_code("76752008", "SCT", "Breast")])
+        fa.FrameLaterality = lat
+        shared.FrameAnatomySequence = Sequence([fa])
+        xr = Dataset()
+        xr.PixelIntensityRelationship = relation
+        xr.PixelIntensityRelationshipSign = rel_sign
+        shared.XRay3DFrameTypeSequence = Sequence([])
+        ds.SharedFunctionalGroupsSequence = Sequence([shared])
+        per = []
+        for k in range(n):
+            f = Dataset()
+            pp = Dataset()
+            pp.ImagePositionPatient = [0.0, 0.0, float(k * sp[0])]
+            f.PlanePositionSequence = Sequence([pp])
+            fc = Dataset()
+            fc.DimensionIndexValues = [k + 1]
+            fc.FrameAcquisitionNumber = 1
+            fc.FrameReferenceDateTime = acq_dt
+            fc.FrameAcquisitionDateTime = acq_dt
+            fc.FrameAcquisitionDuration = 1.0
+            f.FrameContentSequence = Sequence([fc])
+            ft = Dataset()
+            ft.FrameType = ["ORIGINAL", "PRIMARY", "TOMOSYNTHESIS", "NONE"]
+            ft.PixelPresentation = "MONOCHROME"
+            ft.VolumetricProperties = "VOLUME"
+            ft.VolumeBasedCalculationTechnique = "TOMOSYNTHESIS"
+            f.XRay3DFrameTypeSequence = Sequence([ft])
+            per.append(f)
+        ds.PerFrameFunctionalGroupsSequence = Sequence(per)
+        del shared.XRay3DFrameTypeSequence
+        dim_uid = generate_uid()
+        di = Dataset()
+        di.DimensionOrganizationUID = dim_uid
+        ds.DimensionOrganizationSequence = Sequence([di])
+        dd = Dataset()
+        dd.DimensionOrganizationUID = dim_uid
+        dd.DimensionIndexPointer = 0x00200032
+        dd.FunctionalGroupPointer = 0x00209113
+        ds.DimensionIndexSequence = Sequence([dd])
     ds.PixelData = np.ascontiguousarray(px, dtype="<u2").tobytes()
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)

@@ -10,44 +10,49 @@ lets the journal (see :mod:`napari_calc.core.review_sidecar`) be replayed.
 
 Examples
 --------
->>> from napari_calc.core.phantom import make_phantom
->>> from napari_calc.core.detect import detect
->>> det = detect(make_phantom(seed=3, size_mm=(60, 48)).image)
+>>> import pandas as pd
+>>> from napari_calc.core.detections import Detections
+>>> calcs = pd.DataFrame({"calc_id": [0, 1, 2], "row": [100, 120, 110], "col": [100, 110, 130],
+...                       "y_mm": [10.0, 12.0, 11.0], "x_mm": [10.0, 11.0, 13.0],
+...                       "diameter_mm": 0.3, "contrast": 1.0, "cnr": 3.0, "score": 0.9,
+...                       "cluster_id": -1, "status": "candidate"})
+>>> det = Detections(calcs, pd.DataFrame(), spacing_mm=(0.1, 0.1), image_shape=(1000, 1000))
 >>> s = ReviewSession(det, annotator="ada")
->>> s.accept([0]); s.detections.calcifications.loc[0, "status"]
-'accepted'
->>> s.undo(); s.detections.calcifications.loc[0, "status"]
+>>> len(s.detections.clusters)
+1
+>>> s.reject([1])
+>>> len(s.detections.clusters), s.row(1)["status"], s.row(1)["annotator"]
+(0, 'rejected', 'ada')
+>>> s.undo()
 True
-'candidate'
+>>> len(s.detections.clusters)
+1
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import fields as dc_fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
 
-from .cluster import cluster_table
 from .columns import NO_CLUSTER, STATUSES, calc_columns
 from .detect import DetectionParams
 from .detections import Detections
 from .errors import InvalidParameterError, NapariCalcError
+from .review_cluster import ClusterTableCache, fast_cluster_labels
 from .review_sidecar import (
     COMPACT_EVERY,
     FORMAT,
     VERSION,
     SidecarError,
     SidecarWriter,
+    check_unlocked,
     column_values,
     decode_table,
     encode_table,
@@ -100,57 +105,6 @@ def now_utc() -> str:
 
 # --------------------------------------------------------------------------- clustering
 
-def fast_cluster_labels(positions_mm: np.ndarray, *, radius_mm: float, min_size: int) -> np.ndarray:
-    """Vectorised equivalent of :func:`napari_calc.core.cluster.cluster_calcifications`.
-
-    Same definition (DBSCAN; cluster ids from 0 in order of each cluster's
-    first core point; a border point reachable from several clusters gets
-    the lowest id), same labels, but built from ``cKDTree.query_pairs`` and
-    connected components, so 20,000 candidates cluster in milliseconds
-    rather than a second. Used after every review edit.
-    """
-    pts = np.asarray(positions_mm, dtype=float)
-    n = len(pts)
-    labels = np.full(n, NO_CLUSTER, dtype=np.int64)
-    if n == 0:
-        return labels
-    tree = cKDTree(pts)
-    pairs = tree.query_pairs(r=radius_mm, output_type="ndarray")
-    deg = np.ones(n, dtype=np.int64)  # the point itself
-    if len(pairs):
-        np.add.at(deg, pairs[:, 0], 1)
-        np.add.at(deg, pairs[:, 1], 1)
-    core = deg >= int(min_size)
-    if not core.any():
-        return labels
-    a, b = (pairs[:, 0], pairs[:, 1]) if len(pairs) else (np.empty(0, int), np.empty(0, int))
-    cc = core[a] & core[b]
-    g = coo_matrix((np.ones(int(cc.sum()), dtype=np.int8), (a[cc], b[cc])), shape=(n, n))
-    _, comp = connected_components(g, directed=False)
-    core_idx = np.flatnonzero(core)
-    # number components by their first core point
-    first = {}
-    for i in core_idx:
-        c = comp[i]
-        if c not in first:
-            first[c] = len(first)
-    comp_id = np.array([first.get(c, -1) for c in range(comp.max() + 1)], dtype=np.int64)
-    labels[core_idx] = comp_id[comp[core_idx]]
-    # border points: the lowest cluster id among their core neighbours
-    border_from = []
-    for x, y in ((a, b), (b, a)):
-        m = core[x] & ~core[y]
-        border_from.append((y[m], labels[x[m]]))
-    tgt = np.concatenate([t for t, _ in border_from])
-    lab = np.concatenate([lb for _, lb in border_from])
-    if len(tgt):
-        best = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(best, tgt, lab)
-        hit = best != np.iinfo(np.int64).max
-        labels[hit] = best[hit]
-    return labels
-
-
 def _params_of(params) -> DetectionParams:
     if isinstance(params, DetectionParams):
         return params
@@ -168,7 +122,10 @@ class ReviewSession:
     detections : Detections
         What to review (typically from :func:`napari_calc.detect`). Not
         modified: the session works on a copy. Columns from
-        :data:`REVIEW_COLUMNS` already present (a reloaded review) are kept.
+        :data:`REVIEW_COLUMNS` already present (a reloaded review) are kept;
+        any further columns follow them (numeric ones as float, NaN for
+        added calcifications; others as strings). ``detections.extra`` is
+        not carried (rows change with add/delete).
     sidecar : str or os.PathLike, optional
         Autosave file (see :func:`sidecar_path_for`). It is created (an
         existing one is kept as ``<sidecar>.bak``) with a snapshot of the
@@ -208,8 +165,10 @@ class ReviewSession:
         self.history: list[dict] = []
         self._seq = 0
         self._subscribers: list[Callable[[str], None]] = []
-        self._take: np.ndarray | None = None
-        self._pos_cache: tuple[pd.DataFrame, pd.Index] | None = None
+        self._take: tuple | None = None
+        self._tables = ClusterTableCache(self._ndim, tuple(detections.spacing_mm))
+        self._pos_cache: tuple | None = None
+        self._order_cache: tuple | None = None
         df = self._normalise(detections.calcifications, detections)
         self.detections = Detections(
             calcifications=df, clusters=detections.clusters, spacing_mm=tuple(detections.spacing_mm),
@@ -217,9 +176,11 @@ class ReviewSession:
             metadata=dict(detections.metadata), extra=None)
         self._writer: SidecarWriter | None = None
         self.sidecar = None if sidecar is None else Path(sidecar)
-        self._recluster(force=True, fresh=True)
+        if not _restoring:
+            self._recluster(force=True, fresh=True)
         if self.sidecar is not None and not _restoring:
             self._writer = SidecarWriter(self.sidecar, fsync=fsync)
+            check_unlocked(self.sidecar)
             if self.sidecar.exists() and self.sidecar.stat().st_size > 0:
                 os.replace(self.sidecar, self.sidecar.with_name(self.sidecar.name + ".bak"))
             self._writer.write_header(self._header())
@@ -245,7 +206,14 @@ class ReviewSession:
                 out[c] = column_values([x if isinstance(x, str) else "" for x in calcs[c].to_numpy()], "object")
             else:
                 out[c] = column_values([""] * len(calcs), "object")
-        df = frame_from_arrays(out, cols + REVIEW_COLUMNS)
+        extras = [c for c in calcs.columns if c not in out and isinstance(c, str)]
+        for c in extras:  # further feature columns ride along (NaN / "" for added rows)
+            ser = calcs[c]
+            if ser.dtype.kind in "iufb":
+                out[c] = ser.to_numpy(np.float64)
+            else:
+                out[c] = column_values([x if isinstance(x, str) else "" for x in ser.to_numpy()], "object")
+        df = frame_from_arrays(out, cols + REVIEW_COLUMNS + extras)
         bad = sorted(set(df["status"]) - set(STATUSES))
         if bad:
             raise InvalidParameterError(f"unknown status value(s) {bad}; allowed: {list(STATUSES)}")
@@ -297,6 +265,7 @@ class ReviewSession:
             it is dropped).
         """
         path = Path(sidecar)
+        check_unlocked(path)
         header, actions, good, dropped = read_sidecar(path)
         try:
             image = header["image"]
@@ -404,16 +373,30 @@ class ReviewSession:
     def can_redo(self) -> bool:
         return bool(self._redo)
 
-    def _index(self) -> pd.Index:
-        df = self._df
-        if self._pos_cache is None or self._pos_cache[0] is not df:
-            self._pos_cache = (df, pd.Index(df["calc_id"].to_numpy()))
-        return self._pos_cache[1]
+    def _lookup(self, df: pd.DataFrame):
+        """(calc_id array, sorted?) of a frame, cached for the current one."""
+        c = self._pos_cache
+        if c is not None and c[0] is df:
+            return c[1], c[2]
+        ids = df["calc_id"].to_numpy()
+        srt = bool(len(ids) < 2 or np.all(ids[1:] > ids[:-1]))
+        if df is self._df:
+            self._pos_cache = (df, ids, srt)
+        return ids, srt
 
     def _positions(self, ids, df: pd.DataFrame | None = None) -> np.ndarray:
-        idx = self._index() if df is None else pd.Index(df["calc_id"].to_numpy())
+        """Row positions of calc_ids (binary search when, as usual, calc_id
+        is increasing; a hash lookup otherwise)."""
+        df = self._df if df is None else df
+        all_ids, srt = self._lookup(df)
         ids = np.asarray(ids, dtype=np.int64).ravel()
-        pos = idx.get_indexer(ids)
+        if srt:
+            pos = np.searchsorted(all_ids, ids)
+            pos[pos >= len(all_ids)] = 0
+            ok = (all_ids[pos] == ids) if len(all_ids) else np.zeros(len(ids), bool)
+            pos = np.where(ok, pos, -1)
+        else:
+            pos = pd.Index(all_ids).get_indexer(ids)
         if (pos < 0).any():
             missing = ids[pos < 0][:10].tolist()
             raise InvalidParameterError(f"unknown calc_id(s): {missing}")
@@ -461,7 +444,12 @@ class ReviewSession:
     # ------------------------------------------------------------------ navigation
     def _order(self) -> np.ndarray:
         df = self._df
-        return np.lexsort((df["calc_id"].to_numpy(), -df["score"].to_numpy(float)))
+        c = self._order_cache
+        if c is not None and c[0] is df:
+            return c[1]
+        order = np.lexsort((df["calc_id"].to_numpy(), -df["score"].to_numpy(float)))
+        self._order_cache = (df, order)
+        return order
 
     def next_id(self, current_id=None, *, direction: int = +1, status_filter=None,
                 visible_only: bool = True) -> int | None:
@@ -696,7 +684,7 @@ class ReviewSession:
         ids_now = df["calc_id"].to_numpy()
         new_id = int(max(ids_now.max() if len(ids_now) else -1, self._max_id_seen) + 1)
         t = now_utc()
-        rec = {c_: "" for c_ in REVIEW_COLUMNS}
+        rec = {c_: (float("nan") if df[c_].dtype.kind == "f" else "") for c_ in df.columns}
         rec.update(self._geometry(r, c, s))
         rec.update(calc_id=new_id, diameter_mm=diameter_mm, contrast=float("nan"), cnr=float("nan"),
                    score=1.0, cluster_id=NO_CLUSTER, status="added",
@@ -924,7 +912,7 @@ class ReviewSession:
                 self.detections.calcifications = df
                 self._pos_cache = None
             df["cluster_id"] = cid
-        self.detections.clusters = cluster_table(df, self.detections.spacing_mm, ndim=self._ndim)
+        self.detections.clusters = self._tables.table(df)
         self._take = key
 
     # ------------------------------------------------------------------ sidecar
@@ -939,10 +927,17 @@ class ReviewSession:
             self._writer.write_header(self._header())
 
     def close(self) -> None:
-        """Stop autosaving (the sidecar stays complete)."""
+        """Close (and unlock) the sidecar, which stays complete. Later edits
+        of an autosaved session raise :class:`SidecarError` rather than go
+        unsaved. Opening the same sidecar again in this process closes the
+        previous session on it the same way."""
         if self._writer is not None:
             self._writer.close()
-            self._writer = None
+
+    @property
+    def closed(self) -> bool:
+        """True once an autosaved session's sidecar is closed or superseded."""
+        return self._writer is not None and self._writer.closed
 
     def __repr__(self) -> str:
         st = self._df["status"].value_counts().to_dict()

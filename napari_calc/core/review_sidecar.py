@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 import math
 import os
 from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = [
     "jsonable",
     "read_sidecar",
     "SidecarWriter",
+    "check_unlocked",
 ]
 
 FORMAT = "napari-calc review"
@@ -262,6 +264,49 @@ def read_sidecar(path) -> tuple[dict, list[dict], int, bool]:
 
 # --------------------------------------------------------------------------- writing
 
+try:  # advisory lock so that two processes never append to one journal
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+#: Writers open in this process, by resolved path (a new one supersedes an old one).
+_OPEN_WRITERS: "weakref.WeakValueDictionary[str, SidecarWriter]" = weakref.WeakValueDictionary()
+
+
+def _key(path: Path) -> str:
+    return os.path.normcase(os.path.abspath(os.fspath(path)))
+
+
+def _try_lock(fd: int, path: Path) -> None:
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SidecarError("the review is open in another napari-calc session (sidecar is locked)",
+                           path) from None
+    except OSError:
+        pass  # file systems without locks (some network mounts): go on unlocked
+
+
+def check_unlocked(path) -> None:
+    """Raise :class:`SidecarError` when another process is editing ``path``.
+    A writer of this process on the same file is closed (superseded)."""
+    path = Path(path)
+    old = _OPEN_WRITERS.get(_key(path))
+    if old is not None:
+        old.close(superseded=True)
+    if fcntl is None or not path.exists():
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return
+    try:
+        _try_lock(fd, path)
+    finally:
+        os.close(fd)  # releases the probe lock
+
 def _fsync_dir(d: Path) -> None:
     try:
         fd = os.open(d, os.O_RDONLY)
@@ -293,30 +338,45 @@ class SidecarWriter:
         self.fsync = fsync
         self._fd: int | None = None
         self.lines_since_header = 0
+        self.superseded = False
+        self.closed = False
 
     # -- creation / compaction
     def write_header(self, header: dict) -> None:
-        """Atomically (re)write the file as just ``header``; reopen for appending."""
-        self.close()
+        """Atomically (re)write the file as just ``header``; reopen for appending.
+
+        The old file stays open (and locked) until the new one is in place
+        and locked."""
+        self._check_open(allow_unopened=True)
         data = dumps_line(header)
+        if fcntl is None and self._fd is not None:
+            # Windows cannot rename over a file that is open: close it first
+            os.close(self._fd)
+            self._fd = None
         try:
             with atomic_write(self.path, "wb") as f:
                 f.write(data)
         except OSError as e:
             raise SidecarError(f"cannot write review sidecar: {e.strerror or e}", self.path) from None
         _fsync_dir(self.path.parent)
+        old = self._fd
+        self._fd = None
+        try:
+            self._open()
+        finally:
+            if old is not None:
+                os.close(old)
         self.lines_since_header = 0
-        self._open()
 
     def open_existing(self, good_bytes: int, n_actions: int) -> None:
         """Continue an existing journal: cut a partial last line off, make
         sure the file ends with a newline, and open it for appending."""
-        self.close()
+        self._check_open(allow_unopened=True)
         try:
+            self._open()
             size = self.path.stat().st_size
             if size > good_bytes:
-                os.truncate(self.path, good_bytes)
-            self._open()
+                os.ftruncate(self._fd, good_bytes)
             if good_bytes > 0:
                 with open(self.path, "rb") as f:
                     f.seek(good_bytes - 1)
@@ -327,9 +387,26 @@ class SidecarWriter:
             raise SidecarError(f"cannot write review sidecar: {e.strerror or e}", self.path) from None
         self.lines_since_header = n_actions
 
+    def _check_open(self, allow_unopened: bool = False) -> None:
+        if self.superseded:
+            raise SidecarError("this review session was superseded by a newer one on the same sidecar; "
+                               "its changes are no longer saved", self.path)
+        if self.closed or (self._fd is None and not allow_unopened):
+            raise SidecarError("review session is closed; its sidecar is no longer written", self.path)
+
     def _open(self) -> None:
         flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-        self._fd = os.open(self.path, flags)
+        try:
+            fd = os.open(self.path, flags)
+        except OSError as e:
+            raise SidecarError(f"cannot open review sidecar: {e.strerror or e}", self.path) from None
+        try:
+            _try_lock(fd, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        _OPEN_WRITERS[_key(self.path)] = self
 
     def _write_all(self, data: bytes) -> None:
         assert self._fd is not None
@@ -342,8 +419,7 @@ class SidecarWriter:
 
     def append(self, obj: dict) -> None:
         """Append one action line (a single write, then fsync)."""
-        if self._fd is None:
-            raise SidecarError("review sidecar is closed", self.path)
+        self._check_open()
         data = dumps_line(obj)
         try:
             self._write_all(data)
@@ -351,12 +427,18 @@ class SidecarWriter:
             raise SidecarError(f"cannot write review sidecar: {e.strerror or e}", self.path) from None
         self.lines_since_header += 1
 
-    def close(self) -> None:
+    def close(self, superseded: bool = False) -> None:
+        """Close (and unlock) the file."""
+        if superseded:
+            self.superseded = True
+        self.closed = True
         if self._fd is not None:
             try:
                 os.close(self._fd)
             finally:
                 self._fd = None
+                if _OPEN_WRITERS.get(_key(self.path)) is self:
+                    del _OPEN_WRITERS[_key(self.path)]
 
     def __del__(self):  # pragma: no cover - best effort
         try:

@@ -53,7 +53,7 @@ FEATURE_NAMES = (
     "log_snr",          # log of the DoG response over the local (tile) response noise
     "log_qcnr",         # log of contrast / NLF pixel noise (quantum CNR)
     "log_peak_qcnr",    # log of peak excess / NLF pixel noise
-    "log_blob_qsnr",    # log of -sigma^2 trace(H) / NLF pixel noise (blob strength)
+    "log_blob_qsnr",    # log of the Hessian blob strength over its quantum-noise sd (matched SNR)
     "log_ring_cnr",     # log of contrast / ring standard deviation (vs. anatomical clutter)
     "eig_ratio",        # lambda_min / lambda_max of -H at the blob scale: 1 blob, 0 line
     "eig_ratio_2x",     # the same at twice the scale (linear context: vessels, ducts)
@@ -61,6 +61,7 @@ FEATURE_NAMES = (
     "log_diameter",     # log of the estimated diameter / 0.3 mm
     "scale_ratio",      # blob strength at twice the scale over that at the scale (large objects)
     "log_area_ratio",   # log of half-maximum area over the expected blob area
+    "large_ratio",      # blob strength at a 2 mm object scale over that at the scale (benign)
 )
 
 #: Features that grow with the candidate's contrast; their coefficients are >= 0.
@@ -159,44 +160,59 @@ def _eig_ratio(h):
     return np.clip(r, -1.0, 1.0)
 
 
-def candidate_feature_matrix(raw: dict) -> np.ndarray:
+def candidate_feature_matrix(raw) -> np.ndarray:
     """Model features (columns in :data:`FEATURE_NAMES` order) from the raw
-    per-candidate measurements computed by the detector.
+    per-candidate measurements of the detector.
 
-    ``raw`` holds arrays: ``snr``, ``contrast``, ``peak``, ``bg_std``,
-    ``nlf_sd`` (NLF noise at the candidate's background level), ``h1``
-    and ``h2`` (smoothed value and Hessian rows g, rr, rc, cc at the blob
-    scale sigma and at 2 sigma, shape (4, n)), ``sigma_px``, ``area_px``,
-    ``elongation`` and ``diameter_mm``.
+    ``raw`` maps names to arrays (a dict, or the DataFrame
+    ``Detections.extra`` joined with the public columns): ``snr``,
+    ``contrast``, ``peak``, ``bg_std`` (ring standard deviation), ``nlf_sd``
+    (NLF pixel noise at the candidate's background level), ``h1_g``,
+    ``h1_rr``, ``h1_rc``, ``h1_cc`` (Gaussian-smoothed value and Hessian at
+    the blob scale ``sigma_px``) and ``h2_*`` (the same at ``2 sigma_px``),
+    ``area_px`` (half-maximum area), ``elongation`` and ``diameter_mm``.
     """
-    n = len(raw["snr"])
-    sd = np.maximum(np.asarray(raw["nlf_sd"], float), _EPS)
-    s1 = np.asarray(raw["sigma_px"], float)
-    h1 = np.asarray(raw["h1"], float).reshape(4, n)
-    h2 = np.asarray(raw["h2"], float).reshape(4, n)
-    # scale-normalised blob strength -sigma^2 (Lrr + Lcc), in noise units
+    def a(k):
+        return np.asarray(raw[k], dtype=float)
+
+    n = len(a("snr"))
+    if n == 0:
+        return np.zeros((0, len(FEATURE_NAMES)))
+    sd = np.maximum(a("nlf_sd"), _EPS)
+    s1 = a("sigma_px")
+    h1 = np.stack([a("h1_g"), a("h1_rr"), a("h1_rc"), a("h1_cc")])
+    h2 = np.stack([a("h2_g"), a("h2_rr"), a("h2_rc"), a("h2_cc")])
+    # scale-normalised blob strength -sigma^2 trace(H); in white noise of sd n
+    # its standard deviation is n / (sigma sqrt(2 pi)), hence the matched SNR
     b1 = -(s1 ** 2) * (h1[1] + h1[3])
     b2 = -((2 * s1) ** 2) * (h2[1] + h2[3])
+    blob_snr = b1 * s1 * math.sqrt(2 * math.pi) / sd
 
     def slog(x):
         return np.log(np.maximum(np.asarray(x, float), 0.0) + 1.0)
 
     expected_area = math.pi * (s1 * math.sqrt(2.0)) ** 2  # disc of the blob radius
+    bg_std = a("bg_std")
+    contrast = a("contrast")
     with np.errstate(divide="ignore", invalid="ignore"):
-        ring_cnr = np.where(raw["bg_std"] > 0, raw["contrast"] / np.maximum(raw["bg_std"], _EPS), 0.0)
+        ring_cnr = np.where(bg_std > 0, contrast / np.maximum(bg_std, _EPS), 0.0)
         sr = np.where(b1 > 0, b2 / np.where(b1 > 0, b1, 1.0), 2.0)
+        sL = a("sigma_large_px")
+        bL = -(sL ** 2) * (a("h3_rr") + a("h3_cc"))
+        bL_ratio = np.where(b1 > 0, bL / np.where(b1 > 0, b1, 1.0), 2.0)
     X = np.column_stack([
-        slog(raw["snr"]),
-        slog(raw["contrast"] / sd),
-        slog(raw["peak"] / sd),
-        slog(b1 / sd),
+        slog(a("snr")),
+        slog(contrast / sd),
+        slog(a("peak") / sd),
+        slog(blob_snr),
         slog(ring_cnr),
         _eig_ratio(h1),
         _eig_ratio(h2),
-        np.log(np.clip(np.asarray(raw["elongation"], float), 1.0, 20.0)),
-        np.log(np.asarray(raw["diameter_mm"], float) / 0.3),
+        np.log(np.clip(a("elongation"), 1.0, 20.0)),
+        np.log(a("diameter_mm") / 0.3),
         np.clip(sr, -2.0, 2.0),
-        np.log((np.asarray(raw["area_px"], float) + 1.0) / (expected_area + 1.0)),
+        np.log((a("area_px") + 1.0) / (expected_area + 1.0)),
+        np.clip(bL_ratio, -2.0, 2.0),
     ])
     return X
 
@@ -209,11 +225,54 @@ def load_model(name: str = "calc_model.json") -> dict:
     return model
 
 
+def ramp_basis(X: np.ndarray, knots, interactions=()) -> np.ndarray:
+    """Piecewise-linear additive basis of the features.
+
+    For feature ``j`` with knots ``k_1 < ... < k_K``, the columns are
+    ``min(x, k_1)``, ``clip(x, k_i, k_i+1) - k_i`` for each interval and
+    ``max(x, k_K) - k_K``: a sum of them with non-negative coefficients is
+    exactly a non-decreasing piecewise-linear function of ``x`` (the slopes
+    on the intervals). Then, for each ``(i, j)`` in ``interactions``,
+    ``max(x_i, 0) * (1 + x_j)`` (``x_j`` a ratio feature in [-1, 1]): with
+    a non-negative coefficient it is non-decreasing in ``x_i``.
+    """
+    X = np.asarray(X, float)
+    cols = []
+    for j, k in enumerate(knots):
+        x = X[:, j]
+        k = np.asarray(k, float)
+        if len(k) == 0:
+            cols.append(x)
+            continue
+        cols.append(np.minimum(x, k[0]))
+        for a, b in zip(k[:-1], k[1:]):
+            cols.append(np.clip(x, a, b) - a)
+        cols.append(np.maximum(x, k[-1]) - k[-1])
+    for i, j in interactions:
+        cols.append(np.maximum(X[:, i], 0.0) * (1.0 + np.clip(X[:, j], -1.0, 1.0)))
+    return np.column_stack(cols) if cols else np.zeros((len(X), 0))
+
+
+def basis_groups(knots, interactions=()) -> list[int]:
+    """Feature index of each basis column (interactions: their first feature)."""
+    g = []
+    for j, k in enumerate(knots):
+        g += [j] * (len(k) + 1 if len(k) else 1)
+    g += [i for i, _ in interactions]
+    return g
+
+
 def _logistic_logit(X: np.ndarray, part: dict) -> np.ndarray:
+    if "knots" in part:
+        X = ramp_basis(X, part["knots"], [tuple(t) for t in part.get("interactions", [])])
     mu = np.asarray(part["mean"], float)
     sc = np.asarray(part["scale"], float)
     w = np.asarray(part["coef"], float)
-    return ((X - mu) / sc) @ w + float(part["intercept"])
+    z = ((X - mu) / sc) @ w + float(part["intercept"])
+    if "calibration" in part:  # monotone recalibration of the log-odds
+        cal = part["calibration"]
+        z = np.interp(z, np.asarray(cal["z"], float), np.asarray(cal["logit"], float))
+    return z
 
 
 def _sigmoid(z):

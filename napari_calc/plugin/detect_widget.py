@@ -69,6 +69,10 @@ PARAM_SPECS = {
 }
 
 
+#: Parameters shown up front; the others sit in the "Advanced" section.
+MAIN_PARAMS = ("min_diameter_mm", "max_diameter_mm", "threshold", "nms_radius_mm")
+
+
 class _Relay(QObject):
     """Carries progress from the worker thread to the GUI thread (queued)."""
 
@@ -132,8 +136,17 @@ class DetectWidget(Container):
         self.buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                                  labels=False)
 
-        self.extend([self.image_combo, self.spacing, self.spacing_note, self.preset,
-                     *self.params.values(), self.buttons, self.progress, self.status])
+        main = [self.params[k] for k in MAIN_PARAMS]
+        self.advanced = Container(widgets=[w for k, w in self.params.items() if k not in MAIN_PARAMS],
+                                  labels=True)
+        self.extend([self.image_combo, self.spacing, self.spacing_note, self.preset, *main])
+        from superqt import QCollapsible
+
+        self.advanced_box = QCollapsible("Advanced parameters")
+        self.advanced_box.addWidget(self.advanced.native)
+        self.advanced.native.setContentsMargins(0, 0, 0, 0)
+        self.native.layout().addWidget(self.advanced_box)
+        self.extend([self.buttons, self.progress, self.status])
         for w in (self.spacing_note, self.status):
             w.native.setWordWrap(True)
 
@@ -258,10 +271,10 @@ class DetectWidget(Container):
             return detect(image, progress=lambda f, m: relay.progress.emit(float(f), str(m)),
                           cancel=cancel, **params)
 
-        worker = create_worker(job, _start_thread=False)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
+        # connecting "errored" here stops napari from re-raising (we report it)
+        worker = create_worker(job, _start_thread=False,
+                               _connect={"returned": self._on_returned, "errored": self._on_errored,
+                                         "finished": self._on_finished})
         self.worker = worker
         self.run_button.enabled = False
         self.cancel_button.enabled = True

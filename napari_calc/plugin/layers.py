@@ -9,8 +9,9 @@ Calcifications become a Points layer:
   (:func:`napari_calc.core.columns.calc_columns`), then any review columns;
 - ``size`` = diameter in data pixels (kept visible when zoomed out by
   ``canvas_size_limits``), drawn as rings so the calcification stays visible;
-- colour: candidates by score (yellow -> red), accepted green, rejected grey,
-  added cyan; computed for all points at once (vectorised).
+- colour (of the ring = the point's border): candidates by score
+  (yellow -> red), accepted green, rejected grey, added cyan; computed for
+  all points at once (vectorised).
 
 Clusters become a Shapes layer of convex-hull outlines (padded by the
 calcification radius), labelled ``"n=5, 8.3 mm"``.
@@ -67,11 +68,16 @@ SCORE_RAMP = np.array([
     [1.00, 0.60, 0.00, 1.0],   # orange
     [1.00, 0.10, 0.35, 1.0],   # red-magenta
 ])
+#: Points are discs with a transparent face and a coloured border (a ring
+#: that stays a ring when clamped by ``canvas_size_limits``, unlike the
+#: "ring" symbol whose line vanishes when small).
+FACE_COLOR = "transparent"
+BORDER_WIDTH = 0.22
 #: Points never draw smaller / larger than this on screen (pixels).
-CANVAS_SIZE_LIMITS = (7, 80)
+CANVAS_SIZE_LIMITS = (10, 80)
 #: Ring size = diameter x this, so the ring surrounds the calcification.
 RING_FACTOR = 1.8
-CLUSTER_COLOR = (1.0, 0.75, 0.0, 1.0)
+CLUSTER_COLOR = "#ffbf00"
 
 
 def calc_layer_name(image_name: str) -> str:
@@ -142,8 +148,8 @@ def _ramp(values: np.ndarray) -> np.ndarray:
     return SCORE_RAMP[i0] * (1 - t) + SCORE_RAMP[i0 + 1] * t
 
 
-def point_colors(calcs: pd.DataFrame, color_by: str = "status") -> np.ndarray:
-    """RGBA per calcification (vectorised).
+def point_colors(calcs: pd.DataFrame, color_by: str = "status", visible=None) -> np.ndarray:
+    """RGBA per calcification (vectorised); the Points layer's ``border_color``.
 
     Parameters
     ----------
@@ -152,6 +158,9 @@ def point_colors(calcs: pd.DataFrame, color_by: str = "status") -> np.ndarray:
     color_by : {"status", "score"}
         ``"status"``: reviewed points by status, candidates by score;
         ``"score"``: everything by score.
+    visible : array of bool, optional
+        Points not visible get alpha 0 (napari's ``shown`` is not honoured
+        for 2-D points in 2-D views in every napari version).
     """
     n = len(calcs)
     if n == 0:
@@ -161,6 +170,8 @@ def point_colors(calcs: pd.DataFrame, color_by: str = "status") -> np.ndarray:
         status = calcs["status"].astype(str).to_numpy()
         for name, col in STATUS_COLORS.items():
             rgba[status == name] = col
+    if visible is not None:
+        rgba[~np.asarray(visible, dtype=bool), 3] = 0.0
     return rgba
 
 
@@ -207,9 +218,11 @@ def points_layer_kwargs(det: Detections, *, name: str, source_layer: str | None 
         ndim=nd,
         features=calc_features(calcs, nd),
         size=point_sizes(calcs, det.spacing_mm),
-        face_color=point_colors(calcs),
-        border_width=0,
-        symbol="ring",
+        face_color=FACE_COLOR,
+        border_color=point_colors(calcs),
+        border_width=BORDER_WIDTH,
+        border_width_is_relative=True,
+        symbol="disc",
         canvas_size_limits=CANVAS_SIZE_LIMITS,
         scale=tuple(det.spacing_mm),
         units=("mm",) * nd,
@@ -223,7 +236,7 @@ def points_layer_kwargs(det: Detections, *, name: str, source_layer: str | None 
 
 
 def update_points_layer(layer, calcs: pd.DataFrame, spacing_mm, ndim: int, *,
-                        data_changed: bool = True, color_by: str = "status") -> None:
+                        data_changed: bool = True, color_by: str = "status", visible=None) -> None:
     """Put ``calcs`` into an existing Points layer, in bulk.
 
     ``data_changed=False`` skips resetting coordinates and sizes (status or
@@ -235,7 +248,8 @@ def update_points_layer(layer, calcs: pd.DataFrame, spacing_mm, ndim: int, *,
         layer.data = points_coords(calcs, ndim)
         layer.size = point_sizes(calcs, spacing_mm)
     layer.features = feats
-    layer.face_color = point_colors(calcs, color_by)
+    layer.border_color = point_colors(calcs, color_by, visible)
+    layer.shown = np.ones(len(calcs), dtype=bool) if visible is None else np.asarray(visible, dtype=bool)
 
 
 # --------------------------------------------------------------------------
@@ -309,8 +323,8 @@ def shapes_layer_kwargs(det: Detections, *, name: str, source_layer: str | None 
         shape_type="polygon",
         features=cluster_features(clusters, nd),
         edge_color=CLUSTER_COLOR,
-        face_color=(0, 0, 0, 0),
-        edge_width=2,
+        face_color="transparent",
+        edge_width=0.4,
         text=dict(_TEXT),
         scale=tuple(det.spacing_mm),
         units=("mm",) * nd,
@@ -330,10 +344,11 @@ def update_shapes_layer(layer, calcs: pd.DataFrame, clusters: pd.DataFrame, spac
     if len(layer.data):
         layer.data = []
     if polys:
-        layer.add(polys, shape_type="polygon", edge_color=CLUSTER_COLOR, face_color=(0, 0, 0, 0),
-                  edge_width=2)
+        layer.add(polys, shape_type="polygon", edge_color=CLUSTER_COLOR, face_color="transparent",
+                  edge_width=layer.current_edge_width)
     layer.features = feats
-    layer.text = dict(_TEXT)
+    if getattr(layer.text, "string", None) is None or not layer.text.visible:
+        layer.text = dict(_TEXT)
     layer.refresh()
 
 
@@ -376,8 +391,11 @@ def show_detections(viewer, det: Detections, image_layer=None, *, image_name: st
                                                             run=run)))
     else:
         shp.scale = tuple(det.spacing_mm)
+        tracked = (shp.metadata.get("napari_calc") or {}).get("_zoom_tracked", False)
         shp.metadata = _result_meta("clusters", det, name, run)
+        shp.metadata["napari_calc"]["_zoom_tracked"] = tracked
         update_shapes_layer(shp, det.calcifications, det.clusters, det.spacing_mm, nd)
+    _keep_edges_visible(viewer, shp)
     if pts is None:
         pts = viewer.add_layer(Points(**points_layer_kwargs(det, name=calc_layer_name(name),
                                                             source_layer=name, translate=translate,
@@ -388,6 +406,43 @@ def show_detections(viewer, det: Detections, image_layer=None, *, image_name: st
         update_points_layer(pts, det.calcifications, det.spacing_mm, nd)
         pts.events.features()  # tell listeners (review panel) the table changed
     return pts, shp
+
+
+#: Cluster outlines are drawn this many screen pixels wide at any zoom.
+CLUSTER_EDGE_SCREEN_PX = 2.0
+
+
+def _camera(viewer):
+    scene = getattr(viewer, "scene", None)
+    cam = getattr(scene, "camera", None) if scene is not None else None
+    return cam if cam is not None else viewer.camera
+
+
+def _keep_edges_visible(viewer, shapes) -> None:
+    """Keep the clusters' outlines a constant screen width (napari's Shapes
+    edge width is in data units, so it would vanish zoomed out and get
+    thick zoomed in)."""
+    import weakref
+
+    md = shapes.metadata.get("napari_calc") or {}
+    if md.get("_zoom_tracked"):
+        return
+    ref = weakref.ref(shapes)
+    cam = _camera(viewer)
+
+    def on_zoom(event=None):
+        lay = ref()
+        if lay is None:
+            return
+        px_per_data = float(cam.zoom) * float(min(lay.scale[-2:]))
+        w = CLUSTER_EDGE_SCREEN_PX / max(px_per_data, 1e-6)
+        if lay.nshapes:
+            lay.edge_width = w
+        lay.current_edge_width = w
+
+    cam.events.zoom.connect(on_zoom)
+    shapes.metadata = {**shapes.metadata, "napari_calc": {**md, "_zoom_tracked": True}}
+    on_zoom()
 
 
 def detections_from_layers(points, shapes=None) -> Detections:

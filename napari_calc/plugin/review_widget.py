@@ -29,13 +29,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, LineEdit, PushButton
+from magicgui.widgets import CheckBox, ComboBox, FloatSlider, LineEdit, PushButton
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFormLayout,
     QGridLayout,
+    QFileDialog,
     QGroupBox,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
     QSizePolicy,
@@ -75,9 +77,13 @@ SHORTCUTS = [
     (("Delete",), "delete", "delete candidate"),
 ]
 
-CALC_TABLE_COLUMNS = ["calc_id", "score", "status", "diameter_mm", "cnr", "cluster_id", "morphology",
+CALC_TABLE_COLUMNS = ["calc_id", "slice", "score", "status", "diameter_mm", "cnr", "cluster_id", "morphology",
                       "suspicion"]
-CLUSTER_TABLE_COLUMNS = ["cluster_id", "n_calcifications", "max_extent_mm", "area_mm2", "score"]
+#: Short column headers for the tables (keys are the feature columns).
+HEADERS = {"calc_id": "id", "diameter_mm": "⌀ mm", "cnr": "CNR", "cluster_id": "cluster",
+           "morphology": "morphology", "suspicion": "flag", "n_calcifications": "n",
+           "max_extent_mm": "extent mm", "area_mm2": "area mm²", "slice": "slice"}
+CLUSTER_TABLE_COLUMNS = ["cluster_id", "slice", "n_calcifications", "max_extent_mm", "area_mm2", "score"]
 #: Field of view (mm) the view zooms to when jumping to a candidate.
 FOCUS_FIELD_MM = 12.0
 CLUSTER_MARGIN_MM = 4.0
@@ -135,7 +141,7 @@ class DataFrameModel(QAbstractTableModel):
             return None
         if orientation == Qt.Horizontal:
             cols = getattr(self, "_cols_present", self._cols)
-            return cols[section] if section < len(cols) else None
+            return HEADERS.get(cols[section], cols[section]) if section < len(cols) else None
         return None
 
     def data(self, index, role=Qt.DisplayRole):
@@ -151,6 +157,19 @@ class DataFrameModel(QAbstractTableModel):
                 return ""
             return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
         return str(v)
+
+    def set_sort(self, name: str, order=Qt.AscendingOrder) -> None:
+        """Sort by column ``name`` (kept across :meth:`set_frame`)."""
+        self.layoutAboutToBeChanged.emit()
+        self._sort = (name, order)
+        self._reorder()
+        self.layoutChanged.emit()
+
+    def sort_section(self) -> tuple[int, object]:
+        """(header section, order) of the current sort, -1 when none."""
+        cols = getattr(self, "_cols_present", self._cols)
+        name, order = self._sort
+        return (cols.index(name) if name in cols else -1), order
 
     def sort(self, column, order=Qt.AscendingOrder):
         cols = getattr(self, "_cols_present", self._cols)
@@ -177,6 +196,23 @@ class DataFrameModel(QAbstractTableModel):
         return int(hit[0]) if len(hit) else None
 
 
+def _camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9 on)."""
+    scene = getattr(viewer, "scene", None)
+    cam = getattr(scene, "camera", None) if scene is not None else None
+    return cam if cam is not None else viewer.camera
+
+
+def _canvas_size(viewer) -> tuple[int, int]:
+    """Canvas (height, width) in screen pixels."""
+    canvas = getattr(viewer, "canvas", None)
+    size = getattr(canvas, "size", None) if canvas is not None and not callable(canvas) else None
+    if size is None:
+        size = getattr(viewer, "_canvas_size", (600, 600))
+    h, w = (int(v) for v in tuple(size)[:2])
+    return h, w
+
+
 def _make_table(model) -> QTableView:
     t = QTableView()
     t.setModel(model)
@@ -188,9 +224,8 @@ def _make_table(model) -> QTableView:
     t.verticalHeader().setDefaultSectionSize(20)
     t.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
     t.horizontalHeader().setStretchLastSection(True)
-    t.horizontalHeader().setDefaultSectionSize(72)
-    t.setAlternatingRowColors(True)
-    t.setMinimumHeight(220)
+    t.horizontalHeader().setDefaultSectionSize(64)
+    t.setMinimumHeight(150)
     t.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
     return t
 
@@ -240,8 +275,10 @@ class ReviewWidget(QWidget):
                                     tooltip="Calcifications (Points) layer to review.")
         self.annotator = LineEdit(value=os.environ.get("NAPARI_CALC_ANNOTATOR", ""),
                                   tooltip="Your name; recorded with every review action.")
-        self.project_dir = FileEdit(mode="d", value="", tooltip="Folder for the autosave files. Empty: "
-                                    "next to each image.")
+        self.project_dir = LineEdit(value="", tooltip="Folder for the autosave files. Empty: next to "
+                                    "each image (images without a file are then not autosaved).")
+        self.project_btn = PushButton(text="Choose…", tooltip="Choose the project folder.")
+        self.project_btn.clicked.connect(self._choose_project_dir)
         self.threshold = FloatSlider(min=0.0, max=1.0, step=0.01, value=0.5, readout=True,
                                      tooltip="Candidates scoring below this are hidden (accepted and "
                                              "added ones always show).")
@@ -252,13 +289,13 @@ class ReviewWidget(QWidget):
         self.label_cluster_btn = PushButton(text="Apply labels to cluster",
                                             tooltip="Give every calcification of the current cluster "
                                                     "these labels.")
-        self.add_btn = PushButton(text="Add missed (click)", tooltip="Click on the image to add a "
+        self.add_btn = PushButton(text="Add (click) ✚", tooltip="Click on the image to add a "
                                   "calcification the detector missed (status 'added').")
         self.add_btn.native.setCheckable(True)
         self.btns = {}
         for name, text in [("accept", "Accept (A)"), ("reject", "Reject (R)"),
                            ("previous", "◀ Prev (P)"), ("next", "Next (N) ▶"),
-                           ("next_cluster", "Next cluster (C)"), ("delete", "Delete (Del)"),
+                           ("next_cluster", "Cluster (C) ▶"), ("delete", "Delete (Del)"),
                            ("undo", "Undo (U)"), ("redo", "Redo (Ctrl-Y)")]:
             b = PushButton(text=text)
             b.clicked.connect(lambda *_, n=name: self.do(n))
@@ -275,8 +312,8 @@ class ReviewWidget(QWidget):
         self.cluster_model = DataFrameModel(CLUSTER_TABLE_COLUMNS, self)
         self.calc_table = _make_table(self.calc_model)
         self.cluster_table = _make_table(self.cluster_model)
-        self.calc_table.sortByColumn(1, Qt.DescendingOrder)
-        self.cluster_table.sortByColumn(4, Qt.DescendingOrder)
+        self.calc_model.set_sort("score", Qt.DescendingOrder)
+        self.cluster_model.set_sort("score", Qt.DescendingOrder)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.calc_table, "Candidates")
         self.tabs.addTab(self.cluster_table, "Clusters")
@@ -287,38 +324,52 @@ class ReviewWidget(QWidget):
         form = QFormLayout()
         form.addRow("Layer", self.layer_combo.native)
         form.addRow("Annotator", self.annotator.native)
-        form.addRow("Project folder", self.project_dir.native)
+        prow = QWidget()
+        pl = QHBoxLayout(prow)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addWidget(self.project_dir.native, stretch=1)
+        pl.addWidget(self.project_btn.native)
+        form.addRow("Project folder", prow)
         form.addRow("Score threshold", self.threshold.native)
         lay.addLayout(form)
         lay.addWidget(self.autosave_label)
         grid = QGridLayout()
-        order = ["accept", "reject", "previous", "next", "next_cluster", "delete", "undo", "redo"]
-        for i, name in enumerate(order):
-            grid.addWidget(self.btns[name].native, i // 2, i % 2)
-        grid.addWidget(self.add_btn.native, 4, 0)
-        grid.addWidget(self.advance.native, 4, 1)
+        grid.setSpacing(3)
+        order = [["accept", "reject", "delete"], ["previous", "next", "next_cluster"], ["undo", "redo"]]
+        for i, names in enumerate(order):
+            for j, name in enumerate(names):
+                grid.addWidget(self.btns[name].native, i, j)
+        grid.addWidget(self.add_btn.native, 2, 2)
         lay.addLayout(grid)
+        lay.addWidget(self.advance.native)
         lab_box = QGroupBox("Labels of the current candidate")
-        lf = QFormLayout(lab_box)
-        lf.addRow("Morphology", self.morphology.native)
-        lf.addRow("Distribution", self.distribution.native)
-        lf.addRow("Benign / suspicious", self.suspicion.native)
-        lf.addRow(self.label_cluster_btn.native)
+        lf = QGridLayout(lab_box)
+        lf.setContentsMargins(4, 2, 4, 2)
+        lf.setSpacing(3)
+        lf.addWidget(QLabel("Morphology"), 0, 0)
+        lf.addWidget(self.morphology.native, 0, 1, 1, 3)
+        lf.addWidget(QLabel("Distribution"), 1, 0)
+        lf.addWidget(self.distribution.native, 1, 1)
+        lf.addWidget(QLabel("Flag"), 1, 2)
+        lf.addWidget(self.suspicion.native, 1, 3)
+        lf.addWidget(self.label_cluster_btn.native, 2, 0, 1, 4)
         lay.addWidget(self.current_label)
         lay.addWidget(lab_box)
         lay.addWidget(self.tabs, stretch=1)
         keys = QLabel(self._shortcut_text())
         keys.setWordWrap(True)
         keys.setTextFormat(Qt.RichText)
-        keys_box = QGroupBox("Keyboard (focus on the image)")
-        QVBoxLayout(keys_box).addWidget(keys)
+        keys_box = QGroupBox("Keyboard shortcuts (with the image focused)")
+        kl = QVBoxLayout(keys_box)
+        kl.setContentsMargins(4, 2, 4, 2)
+        kl.addWidget(keys)
         lay.addWidget(keys_box)
         lay.addWidget(self.info)
 
         # ---- connections -----------------------------------------------
         self.layer_combo.changed.connect(self._on_layer_combo)
         self.annotator.changed.connect(self._on_annotator)
-        self.project_dir.changed.connect(self._on_project_dir)
+        self.project_dir.native.editingFinished.connect(self._on_project_dir)
         self.threshold.changed.connect(self._on_threshold)
         for w in (self.morphology, self.distribution, self.suspicion):
             w.changed.connect(self._on_label_changed)
@@ -340,9 +391,10 @@ class ReviewWidget(QWidget):
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _shortcut_text() -> str:
-        rows = "".join(f"<tr><td><b>{' / '.join(k.replace('Control', 'Ctrl') for k in keys)}</b>"
-                       f"&nbsp;&nbsp;</td><td>{desc}</td></tr>" for keys, _, desc in SHORTCUTS)
-        return f"<table>{rows}</table>Add mode: click on the image to add a missed calcification."
+        items = [f"<b>{' / '.join(k.replace('Control', 'Ctrl') for k in keys)}</b>&nbsp;{desc}"
+                 for keys, _, desc in SHORTCUTS]
+        return " &nbsp;·&nbsp; ".join(items) + \
+            ". <br>Add mode: click on the image to add a missed calcification."
 
     def _layer_choices(self, *_):
         return [(lay.name, lay) for lay in self.viewer.layers if is_calc_layer(lay)]
@@ -372,9 +424,21 @@ class ReviewWidget(QWidget):
                 self.attach(lay)
 
     # ------------------------------------------------------------------ session
+    def _choose_project_dir(self, *_):
+        d = QFileDialog.getExistingDirectory(self, "Project folder for review autosaves",
+                                             self.project_dir.value or os.getcwd())
+        if d:
+            self.set_project_dir(d)
+
+    def set_project_dir(self, path) -> None:
+        """Keep autosaves in ``path`` (empty: next to the images); reopens the
+        review there (restoring one saved there before)."""
+        self.project_dir.value = "" if path in (None, "") else os.fspath(path)
+        self._on_project_dir()
+
     def _sidecar_for(self, det):
-        proj = self.project_dir.value
-        proj = None if proj in (None, "") or str(proj) in ("", ".") else os.fspath(proj)
+        proj = str(self.project_dir.value or "").strip()
+        proj = os.path.abspath(os.path.expanduser(proj)) if proj else None
         src = det.metadata.get("source_path")
         if not src and proj is not None:
             # an image without a file (the sample): name it after the image layer
@@ -429,6 +493,7 @@ class ReviewWidget(QWidget):
                                         + os.fspath(sidecar) + note)
             self.autosave_label.setStyleSheet("")
         self._unsubscribe = session.subscribe(self._on_session_changed)
+        self._pushed_clusters = self._clusters_in_layer(session)
         self._set_threshold_widget(session.threshold)
         self.current_id = None
         self.current_cluster = None
@@ -509,23 +574,64 @@ class ReviewWidget(QWidget):
         self._syncing = True
         try:
             with layer.events.data.blocker(), layer.events.features.blocker():
-                data_changed = full or op in ("add", "delete", "move", "undo", "redo") \
+                data_changed = op in ("add", "delete", "move", "undo", "redo") \
                     or len(layer.data) != len(calcs)
-                update_points_layer(layer, calcs, det.spacing_mm, det.ndim, data_changed=data_changed)
-                layer.shown = s.visible_mask()
+                if full and not data_changed:  # e.g. a restored review: positions may differ
+                    cols = ["slice", "row", "col"] if det.ndim == 3 else ["row", "col"]
+                    data_changed = not np.array_equal(np.asarray(layer.data, float),
+                                                      calcs[cols].to_numpy(float))
+                update_points_layer(layer, calcs, det.spacing_mm, det.ndim, data_changed=data_changed,
+                                    visible=s.visible_mask())
             layer.refresh()
             if self.shapes is None:
                 src = (layer.metadata.get("napari_calc") or {}).get("source_layer")
                 if src:
                     self.shapes = find_result_layers(self.viewer, src)[1]
-            if self.shapes is not None:
+            if self.shapes is not None and not self._same_clusters(det):
                 update_shapes_layer(self.shapes, calcs, det.clusters, det.spacing_mm, det.ndim)
+                self._pushed_clusters = (det.clusters.copy(), calcs["cluster_id"].to_numpy().copy())
         finally:
             self._syncing = False
         self.calc_model.set_frame(calcs, keep=s.visible_mask())
         self.cluster_model.set_frame(det.clusters)
+        for table, model in ((self.calc_table, self.calc_model), (self.cluster_table, self.cluster_model)):
+            sec, order = model.sort_section()
+            hdr = table.horizontalHeader()
+            if sec >= 0 and (hdr.sortIndicatorSection() != sec or hdr.sortIndicatorOrder() != order):
+                hdr.blockSignals(True)
+                hdr.setSortIndicator(sec, order)
+                hdr.blockSignals(False)
         self._highlight_current(move_view=False)
         self._update_buttons()
+
+    def _clusters_in_layer(self, session):
+        """What the clusters layer shows now, if it is this detection's table."""
+        shp = self.shapes
+        if shp is None or self.layer is None:
+            return None
+        det = session.detections
+        feats = shp.features
+        cols = [c for c in det.clusters.columns]
+        if len(feats) != len(det.clusters) or not all(c in feats.columns for c in cols):
+            return None
+        lay_cid = self.layer.features["cluster_id"].to_numpy() if "cluster_id" in self.layer.features else None
+        if lay_cid is None or len(lay_cid) != len(det.calcifications):
+            return None
+        return (feats[cols].reset_index(drop=True), np.asarray(lay_cid))
+
+    def _same_clusters(self, det) -> bool:
+        """True when the clusters layer already shows ``det``'s clusters."""
+        prev = getattr(self, "_pushed_clusters", None)
+        if prev is None:
+            return False
+        cl, cid = prev
+        now = det.calcifications["cluster_id"].to_numpy()
+        if len(cid) != len(now) or not np.array_equal(cid, now):
+            return False
+        try:
+            return cl.shape == det.clusters.shape and bool((cl.to_numpy() == det.clusters.to_numpy()).all())
+        except Exception:  # pragma: no cover - odd dtypes
+            return False
 
     def _on_session_changed(self, op: str) -> None:
         self._sync(full=False, op=op)
@@ -557,24 +663,34 @@ class ReviewWidget(QWidget):
 
     def _on_layer_data(self, event) -> None:
         """Edits made with napari's own tools: add (click), delete, move."""
-        if self._syncing or self.session is None:
+        if self._syncing or self.session is None or self.layer is None:
             return
+        if self._run_of(self.layer) != self._run:
+            return  # a new detection run is replacing the data
         action = str(getattr(event, "action", ""))
         idx = getattr(event, "data_indices", ())
-        n_session = len(self.session.detections.calcifications)
-        ids = self.session.detections.calcifications["calc_id"].to_numpy()
+        calcs = self.session.detections.calcifications
+        n_session = len(calcs)
+        ids = calcs["calc_id"].to_numpy()
         if action == "removing":
             self._removing_ids = [int(ids[i]) for i in idx if 0 <= i < n_session]
         elif action == "added":
             new = np.asarray(self.layer.data[n_session:], dtype=float)
-            QTimer.singleShot(0, lambda: self._add_points(new))
+            if len(new):
+                QTimer.singleShot(0, lambda: self._add_points(new))
         elif action == "removed":
             gone, self._removing_ids = self._removing_ids, []
-            QTimer.singleShot(0, lambda: self._delete_ids(gone))
-        elif action == "changed" and idx is not None and not isinstance(idx, slice):
-            moves = [(int(ids[i]), np.asarray(self.layer.data[i], dtype=float)) for i in idx
-                     if 0 <= i < n_session]
-            QTimer.singleShot(0, lambda: self._move_points(moves))
+            if gone:
+                QTimer.singleShot(0, lambda: self._delete_ids(gone))
+        elif action == "changed" and len(self.layer.data) == n_session:
+            # moved points: those whose position differs from the session's
+            cols = ["slice", "row", "col"] if self.session.detections.ndim == 3 else ["row", "col"]
+            old = calcs[cols].to_numpy(float)
+            cur = np.asarray(self.layer.data, dtype=float)
+            moved = np.flatnonzero(np.any(np.abs(np.round(cur) - old) > 0.5 - 1e-9, axis=1))
+            moves = [(int(ids[i]), cur[i]) for i in moved]
+            if moves:
+                QTimer.singleShot(0, lambda: self._move_points(moves))
 
     def _report(self, exc: Exception) -> None:
         msg = str(exc)
@@ -700,15 +816,12 @@ class ReviewWidget(QWidget):
         world = np.asarray(layer.data_to_world(pixel_pos), dtype=float)
         if len(world) == 3 and self.viewer.dims.ndisplay == 2:
             self.viewer.dims.set_point(0, world[0])
-        self.viewer.camera.center = tuple(world[-2:])
-        try:
-            h, w = self.viewer._canvas_size
-        except Exception:  # pragma: no cover
-            h = w = 600
+        _camera(self.viewer).center = tuple(world[-2:])
+        h, w = _canvas_size(self.viewer)
         target = max(min(h, w), 100) / field_mm / 1.0  # screen px per mm (world unit)
         unit = float(min(layer.scale[-2:]))  # world units are mm when the layer scale is mm
-        if unit > 0 and self.viewer.camera.zoom < target:
-            self.viewer.camera.zoom = target
+        if unit > 0 and _camera(self.viewer).zoom < target:
+            _camera(self.viewer).zoom = target
 
     def _highlight_current(self, *, move_view: bool) -> None:
         s, layer = self.session, self.layer
@@ -803,6 +916,7 @@ class ReviewWidget(QWidget):
             return
         calcs = s.detections.calcifications
         vis = (calcs["score"].to_numpy() >= float(value)) | calcs["status"].isin(("accepted", "added")).to_numpy()
+        layer.border_color = point_colors(calcs, "status", vis)
         layer.shown = vis
         self._threshold_timer.start()
 
@@ -814,7 +928,11 @@ class ReviewWidget(QWidget):
         if self.session is not None:
             self.session.annotator = str(value)
 
-    def _on_project_dir(self, value):
+    def _on_project_dir(self, *_):
+        proj = str(self.project_dir.value or "").strip()
+        if proj == getattr(self, "_project_in_use", None):
+            return
+        self._project_in_use = proj
         if self.layer is not None:
             self.attach(self.layer)
 

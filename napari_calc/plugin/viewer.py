@@ -4,11 +4,34 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["open_viewer", "PLUGIN_NAME", "DETECT_WIDGET", "REVIEW_WIDGET"]
+__all__ = ["open_viewer", "dock_panels", "PLUGIN_NAME", "DETECT_WIDGET", "REVIEW_WIDGET"]
 
 PLUGIN_NAME = "napari-calc"
 DETECT_WIDGET = "Detect calcifications"
 REVIEW_WIDGET = "Review calcifications"
+
+
+def dock_panels(viewer, *, detect_left: bool = True):
+    """Dock "Detect calcifications" and "Review calcifications" (once).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    detect_left : bool
+        Move the detect panel to the left dock area (below the layer list)
+        so the review panel gets the whole right-hand side.
+
+    Returns
+    -------
+    (DetectWidget, ReviewWidget)
+    """
+    detect_dock, detect_w = viewer.window.add_plugin_dock_widget(PLUGIN_NAME, DETECT_WIDGET)
+    _, review_w = viewer.window.add_plugin_dock_widget(PLUGIN_NAME, REVIEW_WIDGET, tabify=False)
+    if detect_left:
+        from qtpy.QtCore import Qt
+
+        viewer.window._qt_window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, detect_dock)
+    return detect_w, review_w
 
 
 def open_viewer(inputs=(), *, viewer=None, show: bool = True):
@@ -42,8 +65,7 @@ def open_viewer(inputs=(), *, viewer=None, show: bool = True):
             raise UnreadableImageError("file not found", os.fspath(p))
     if viewer is None:
         viewer = napari.Viewer(title="napari-calc", show=show)
-    viewer.window.add_plugin_dock_widget(PLUGIN_NAME, DETECT_WIDGET)
-    viewer.window.add_plugin_dock_widget(PLUGIN_NAME, REVIEW_WIDGET, tabify=False)
+    dock_panels(viewer)
     if inputs:
         for p in inputs:
             viewer.open(os.fspath(p), plugin=PLUGIN_NAME)

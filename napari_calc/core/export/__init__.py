@@ -24,8 +24,18 @@ written when an output path would be the input image
 (``metadata["source_path"]``). ``deidentify=True`` makes dataset exports
 (see :mod:`.deidentify`); the default keeps identifiers for biopsy planning.
 
+:func:`write_format` writes one format to an exact path (the napari writers
+use it). A failed write (full disk, read-only folder) raises
+:class:`ExportError` naming the file; the previous file, if any, is intact.
+
 :func:`read_detections` reads the CSV (with its sibling), JSON and both SR
-flavours back into :class:`~napari_calc.core.detections.Detections`.
+flavours back into :class:`~napari_calc.core.detections.Detections`: the CSV,
+JSON and TID 1500 SR exactly (positions and features bit for bit), the
+Mammography CAD SR approximately (32-bit SCOORD positions; no contrast, cnr
+or score, see :mod:`.cad_sr`).
+
+SR files are reproducible byte for byte when ``$SOURCE_DATE_EPOCH`` is set
+(their UIDs derive from their content; see :mod:`._dicom`).
 """
 
 from __future__ import annotations
@@ -37,8 +47,8 @@ from ..detections import Detections
 from ..errors import InvalidParameterError
 from ._common import ExportError, check_not_source, ndim_of
 
-__all__ = ["FORMATS", "SUFFIXES", "write_outputs", "read_detections", "output_paths",
-           "ExportError"]
+__all__ = ["FORMATS", "SUFFIXES", "write_outputs", "write_format", "read_detections",
+           "output_paths", "ExportError"]
 
 #: Supported export format names (``csv`` is always written).
 FORMATS = ("csv", "json", "mrk.json", "sr.dcm", "cad-sr.dcm")
@@ -126,36 +136,94 @@ def write_outputs(det: Detections, out_dir, stem: str, formats=("csv",), *,
     if not stem or os.sep in stem or (os.altsep and os.altsep in stem):
         raise InvalidParameterError(f"invalid output stem {stem!r}")
     paths = output_paths(out_dir, stem, formats)
+    check_not_source(paths.values(), det.metadata or {})
+    _write(det, paths, deidentify=deidentify, deid_salt=deid_salt)
+    return paths
+
+
+def write_format(det: Detections, path, fmt: str, *, deidentify: bool = False,
+                 deid_salt: str | None = None) -> list[Path]:
+    """Write one export format to an exact path (used by the napari writers).
+
+    Parameters
+    ----------
+    det : Detections
+    path : str or os.PathLike
+        Destination. For ``fmt="csv"`` this is the calcification table; the
+        cluster table goes next to it (``<stem>.clusters.csv`` when ``path``
+        ends in ``.calcifications.csv``, else ``<path stem>.clusters.csv``).
+    fmt : str
+        One of :data:`FORMATS`.
+    deidentify, deid_salt
+        As for :func:`write_outputs`.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    fmt = _normalize_formats([fmt])[0]
+    path = Path(path)
+    paths = {fmt: path}
+    if fmt == "csv":
+        name = path.name
+        base = name[: -len(SUFFIXES["csv"])] if name.endswith(SUFFIXES["csv"]) else path.stem
+        paths["clusters.csv"] = path.with_name(base + SUFFIXES["clusters.csv"])
+    check_not_source(paths.values(), det.metadata or {})
+    _write(det, paths, deidentify=deidentify, deid_salt=deid_salt)
+    return list(paths.values())
+
+
+def _stem_of(path: Path, fmt: str) -> str:
+    name = Path(path).name
+    return name[: -len(SUFFIXES[fmt])] if name.endswith(SUFFIXES[fmt]) else Path(path).stem
+
+
+def _write(det: Detections, paths: dict, *, deidentify: bool, deid_salt) -> None:
+    """Write every format in ``paths``; an OSError becomes one clear ExportError."""
     metadata = dict(det.metadata or {})
-    check_not_source(paths.values(), metadata)
     ndim = ndim_of(det)
     if deidentify:
         from .deidentify import deidentify_metadata
 
         metadata = deidentify_metadata(metadata, deid_salt)
 
-    from .csv_io import write_csv
+    def csv_():
+        from .csv_io import write_csv
 
-    write_csv(det, paths["csv"], paths["clusters.csv"], ndim)
-    if "json" in paths:
+        write_csv(det, paths["csv"], paths["clusters.csv"], ndim)
+
+    def json_():
         from .json_io import write_json
 
         write_json(det, paths["json"], ndim, metadata, deidentified=deidentify)
-    if "mrk.json" in paths:
+
+    def markups_():
         from .slicer_markups import write_markups
 
         write_markups(det, paths["mrk.json"], ndim, metadata)
-    if "sr.dcm" in paths:
+
+    def sr_():
         from .sr import write_sr
 
         write_sr(det, paths["sr.dcm"], ndim, metadata, deidentified=deidentify,
-                 salt=deid_salt)
-    if "cad-sr.dcm" in paths:
+                 salt=deid_salt, fallback_key=_stem_of(paths["sr.dcm"], "sr.dcm"))
+
+    def cad_sr_():
         from .cad_sr import write_cad_sr
 
         write_cad_sr(det, paths["cad-sr.dcm"], ndim, metadata, deidentified=deidentify,
-                     salt=deid_salt)
-    return paths
+                     salt=deid_salt, fallback_key=_stem_of(paths["cad-sr.dcm"], "cad-sr.dcm"))
+
+    steps = {"csv": csv_, "json": json_, "mrk.json": markups_, "sr.dcm": sr_,
+             "cad-sr.dcm": cad_sr_}
+    for fmt, step in steps.items():
+        if fmt not in paths:
+            continue
+        try:
+            step()
+        except OSError as e:  # full disk, read-only folder ...: one clear line
+            raise ExportError(f"cannot write the export ({e.strerror or e})", paths[fmt]) from None
 
 
 def read_detections(path) -> Detections:
@@ -180,18 +248,25 @@ def read_detections(path) -> Detections:
     """
     p = Path(path)
     name = p.name.lower()
-    if name.endswith(".csv"):
-        from .csv_io import read_csv_detections
+    try:
+        if name.endswith(".csv"):
+            from .csv_io import read_csv_detections
 
-        return read_csv_detections(p)
-    if name.endswith(".mrk.json"):
-        raise ExportError("3D Slicer markups are an export only; read the CSV, JSON or SR instead", p)
-    if name.endswith(".json"):
-        from .json_io import read_json_detections
+            return read_csv_detections(p)
+        if name.endswith(".mrk.json"):
+            raise ExportError("3D Slicer markups are an export only; read the CSV, JSON or SR "
+                              "instead", p)
+        if name.endswith(".json"):
+            from .json_io import read_json_detections
 
-        return read_json_detections(p)
-    if not p.exists():
-        raise ExportError("file not found", p)
-    from .sr import read_sr_detections
+            return read_json_detections(p)
+        if not p.exists():
+            raise ExportError("file not found", p)
+        from .sr import read_sr_detections
 
-    return read_sr_detections(p)
+        return read_sr_detections(p)
+    except ExportError:
+        raise
+    except (KeyError, AttributeError, IndexError, TypeError, ValueError) as e:
+        raise ExportError(f"not a napari-calc export or damaged ({type(e).__name__}: {e})",
+                          p) from None

@@ -76,6 +76,7 @@ from ..detections import Detections
 from ._common import ExportError, cluster_outline_px, jsonable, member_table, \
     normalize_calcifications, normalize_clusters, software_version
 from .csv_io import frame_to_csv_text
+from . import _sr_items as _I
 from ._dicom import apply_deidentification, content_digest, document_uids, source_datasets, \
     source_reference, stamp_times
 
@@ -146,59 +147,45 @@ def _hd():
 
 def _cc(key):
     v, m = _DCM[key]
-    return _hd().sr.CodedConcept(v, "DCM", m)
+    return _I.code(v, "DCM", m)
 
 
 def _ccx(t):
-    return _hd().sr.CodedConcept(t[0], t[1], t[2])
+    return _I.code(t[0], t[1], t[2])
 
 
 def _with_children(item, children):
     if children:
-        # plain pydicom assignment: highdicom's ContentSequence insists on concept
-        # names, which TID 4020 IMAGE and SELECTED FROM IMAGE items do not have
+        # plain pydicom assignment (highdicom's ContentSequence wants its own items)
         Dataset.__setattr__(item, "ContentSequence", DSequence(list(children)))
     return item
 
 
 def _image(ref, uid, frames, rel):
-    """An IMAGE content item without a concept name (allowed for SELECTED FROM / library)."""
-    item = Dataset()
-    item.RelationshipType = rel
-    item.ValueType = "IMAGE"
-    rs = Dataset()
-    rs.ReferencedSOPClassUID = ref.sop_class_uid
-    rs.ReferencedSOPInstanceUID = uid
-    if frames:
-        rs.ReferencedFrameNumber = frames if len(frames) > 1 else frames[0]
-    item.ReferencedSOPSequence = DSequence([rs])
-    return item
+    """An IMAGE content item without a concept name (TID 4020 / SELECTED FROM)."""
+    return _I.image(rel, ref.sop_class_uid, uid, frames)
 
 
 def _scoord(name_key, graphic_type, rc, ref, s):
-    hd = _hd()
-    data = np.column_stack([rc[:, 1] + 0.5, rc[:, 0] + 0.5]).astype(np.float64)
-    item = hd.sr.ScoordContentItem(name=_cc(name_key), graphic_type=graphic_type,
-                                   graphic_data=data, relationship_type="HAS PROPERTIES")
+    data = np.column_stack([rc[:, 1] + 0.5, rc[:, 0] + 0.5]).astype(np.float64).ravel()
     uid, frames = ref.instance_for_slice(s)
-    return _with_children(item, [_image(ref, uid, frames, "SELECTED FROM")])
+    return _I.scoord("HAS PROPERTIES", _cc(name_key), graphic_type, data,
+                     _image(ref, uid, frames, "SELECTED FROM"))
 
 
 def _algorithm_items(rel, params_text=None):
-    hd = _hd()
-    items = [hd.sr.TextContentItem(name=_cc("algo_name"), value="napari-calc", relationship_type=rel),
-             hd.sr.TextContentItem(name=_cc("algo_version"), value=software_version()[:64],
-                                   relationship_type=rel)]
+    items = [_I.text(rel, _cc("algo_name"), "napari-calc"),
+             _I.text(rel, _cc("algo_version"), software_version()[:64])]
     if params_text is not None:
-        items.append(hd.sr.TextContentItem(name=_cc("algo_params"), value=params_text,
-                                           relationship_type=rel))
+        items.append(_I.text(rel, _cc("algo_params"), params_text))
     return items
 
 
 def _intent_item(rank):
-    hd = _hd()
-    return hd.sr.CodeContentItem(name=_cc("intent"), value=_cc(_INTENT_BY_RANK[rank]),
-                                 relationship_type="HAS CONCEPT MOD")
+    return _I.code_item("HAS CONCEPT MOD", _cc("intent"), _cc(_INTENT_BY_RANK[rank]))
+
+
+_NO_UNITS = ("1", "UCUM", "no units")
 
 
 def _operating_point(params) -> float:
@@ -211,14 +198,11 @@ def _operating_point(params) -> float:
 
 
 def _calc_finding(c, ref, ndim, sp, op, rel):
-    hd = _hd()
     s = int(c["slice"]) if ndim == 3 else None
     rank = _INTENT_RANK.get(str(c["status"]), 1)
     centre = np.array([[float(c["row"]), float(c["col"])]])
     children = [_intent_item(rank)] + _algorithm_items("HAS PROPERTIES") + [
-        hd.sr.NumContentItem(name=_cc("op"), value=op,
-                             unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
-                             relationship_type="HAS PROPERTIES"),
+        _I.num("HAS PROPERTIES", _cc("op"), op, _ccx(_NO_UNITS)),
         _scoord("center", "POINT", centre, ref, s),
     ]
     d = float(c["diameter_mm"]) if pd.notna(c["diameter_mm"]) else float("nan")
@@ -227,7 +211,7 @@ def _calc_finding(c, ref, ndim, sp, op, rel):
         r_px = d / 2.0 / float(sp[-1])
         circ = np.array([[centre[0, 0], centre[0, 1]], [centre[0, 0], centre[0, 1] + r_px]])
         children.append(_scoord("outline", "CIRCLE", circ, ref, s))
-    item = hd.sr.CodeContentItem(name=_cc("sif"), value=_ccx(_INDIVIDUAL), relationship_type=rel)
+    item = _I.code_item(rel, _cc("sif"), _ccx(_INDIVIDUAL))
     # the calcification id travels as the finding's observation UID
     item.ObservationUID = _obs_uid(ref.sop_instance_uid, "calc", int(c["calc_id"]))
     return _with_children(item, children), rank
@@ -275,20 +259,14 @@ def build_cad_sr(det: Detections, ndim: int, metadata: dict, *, deidentified: bo
               "parameters": jsonable(det.params or {})}
     params_text = _PARAM_PREFIX + json.dumps(header, sort_keys=True, allow_nan=False)
 
-    root = hd.sr.ContainerContentItem(name=_cc("report"), template_id="4000")
+    language = ("en-US", "RFC5646", "English (United States)")
     items = [
-        hd.sr.CodeContentItem(name=_cc("language"),
-                              value=hd.sr.CodedConcept("en-US", "RFC5646", "English (United States)"),
-                              relationship_type="HAS CONCEPT MOD"),
-        hd.sr.CodeContentItem(name=_cc("observer_type"), value=_cc("device"),
-                              relationship_type="HAS OBS CONTEXT"),
-        hd.sr.UIDRefContentItem(name=_cc("device_uid"),
-                                value=str(pydicom.uid.generate_uid(entropy_srcs=["napari-calc device"])),
-                                relationship_type="HAS OBS CONTEXT"),
-        hd.sr.TextContentItem(name=_cc("device_name"), value="napari-calc",
-                              relationship_type="HAS OBS CONTEXT"),
-        hd.sr.TextContentItem(name=_cc("device_manufacturer"), value="napari-calc",
-                              relationship_type="HAS OBS CONTEXT"),
+        _I.code_item("HAS CONCEPT MOD", _cc("language"), _ccx(language)),
+        _I.code_item("HAS OBS CONTEXT", _cc("observer_type"), _cc("device")),
+        _I.uidref("HAS OBS CONTEXT", _cc("device_uid"),
+                  str(pydicom.uid.generate_uid(entropy_srcs=["napari-calc device"]))),
+        _I.text("HAS OBS CONTEXT", _cc("device_name"), "napari-calc"),
+        _I.text("HAS OBS CONTEXT", _cc("device_manufacturer"), "napari-calc"),
     ]
     # Image library (TID 4020)
     lib_images = []
@@ -297,21 +275,16 @@ def build_cad_sr(det: Detections, ndim: int, metadata: dict, *, deidentified: bo
         acq = []
         lat = str(metadata.get("laterality") or "").upper()
         if lat in _LATERALITY:
-            acq.append(hd.sr.CodeContentItem(name=_cc("laterality"), value=_ccx(_LATERALITY[lat]),
-                                             relationship_type="HAS ACQ CONTEXT"))
+            acq.append(_I.code_item("HAS ACQ CONTEXT", _cc("laterality"), _ccx(_LATERALITY[lat])))
         view = str(metadata.get("view") or "").upper()
         if view in _VIEWS:
             v = _VIEWS[view]
-            acq.append(hd.sr.CodeContentItem(name=_cc("view"),
-                                             value=hd.sr.CodedConcept(v[0], "SCT", v[1]),
-                                             relationship_type="HAS ACQ CONTEXT"))
-        mm = hd.sr.CodedConcept("mm", "UCUM", "millimeter")
-        acq.append(hd.sr.NumContentItem(name=_cc("hspacing"), value=sp[-1], unit=mm,
-                                        relationship_type="HAS ACQ CONTEXT"))
-        acq.append(hd.sr.NumContentItem(name=_cc("vspacing"), value=sp[-2], unit=mm,
-                                        relationship_type="HAS ACQ CONTEXT"))
+            acq.append(_I.code_item("HAS ACQ CONTEXT", _cc("view"), _I.code(v[0], "SCT", v[1])))
+        mm = ("mm", "UCUM", "millimeter")
+        acq.append(_I.num("HAS ACQ CONTEXT", _cc("hspacing"), sp[-1], _ccx(mm)))
+        acq.append(_I.num("HAS ACQ CONTEXT", _cc("vspacing"), sp[-2], _ccx(mm)))
         lib_images.append(_with_children(_image(ref, uid, None, "CONTAINS"), acq))
-    library = hd.sr.ContainerContentItem(name=_cc("library"), relationship_type="CONTAINS")
+    library = _I.container("CONTAINS", _cc("library"))
     items.append(_with_children(library, lib_images))
 
     # Findings (TID 4001 / 4003 / 4006)
@@ -332,62 +305,55 @@ def build_cad_sr(det: Detections, ndim: int, metadata: dict, *, deidentified: bo
         if kind == "polygon":
             outline = np.vstack([outline, outline[:1]])
         children = [_intent_item(rank)] + _algorithm_items("HAS PROPERTIES") + [
-            hd.sr.NumContentItem(name=_cc("op"), value=op,
-                                 unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
-                                 relationship_type="HAS PROPERTIES"),
+            _I.num("HAS PROPERTIES", _cc("op"), op, _ccx(_NO_UNITS)),
             _scoord("center", "POINT", np.array([[float(cl["row"]), float(cl["col"])]]), ref, s),
             _scoord("outline", "POLYLINE" if kind == "polygon" else "ELLIPSE", outline, ref, s),
-            hd.sr.NumContentItem(name=_cc("ncalc"), value=int(cl["n_calcifications"]),
-                                 unit=hd.sr.CodedConcept("1", "UCUM", "no units"),
-                                 relationship_type="HAS PROPERTIES"),
+            _I.num("HAS PROPERTIES", _cc("ncalc"), int(cl["n_calcifications"]), _ccx(_NO_UNITS)),
         ] + member_items
-        finding = hd.sr.CodeContentItem(name=_cc("sif"), value=_ccx(_CLUSTER),
-                                        relationship_type="CONTAINS")
+        finding = _I.code_item("CONTAINS", _cc("sif"), _ccx(_CLUSTER))
         finding.ObservationUID = _obs_uid(ref.sop_instance_uid, "cluster", k)
         finding = _with_children(finding, children)
-        imp = hd.sr.ContainerContentItem(name=_cc("impression"), relationship_type="INFERRED FROM")
+        imp = _I.container("INFERRED FROM", _cc("impression"))
         impressions.append(_with_children(imp, [_intent_item(rank), finding]))
     in_cluster = set(members)
     for _, c in calcs.iterrows():
         if int(c["cluster_id"]) in in_cluster:
             continue
         it, rk = _calc_finding(c, ref, ndim, sp, op, "CONTAINS")
-        imp = hd.sr.ContainerContentItem(name=_cc("impression"), relationship_type="INFERRED FROM")
+        imp = _I.container("INFERRED FROM", _cc("impression"))
         impressions.append(_with_children(imp, [_intent_item(rk), it]))
-    summary = hd.sr.CodeContentItem(name=_cc("summary"),
-                                    value=_cc("with" if impressions else "without"),
-                                    relationship_type="CONTAINS")
+    summary = _I.code_item("CONTAINS", _cc("summary"), _cc("with" if impressions else "without"))
     items.append(_with_children(summary, impressions))
 
     # Detections performed (TID 4015 / 4017)
     performed = []
     for finding in (_INDIVIDUAL, _CLUSTER):
-        it = hd.sr.CodeContentItem(name=_cc("det_performed"), value=_ccx(finding),
-                                   relationship_type="CONTAINS")
+        it = _I.code_item("CONTAINS", _cc("det_performed"), _ccx(finding))
         kids = _algorithm_items("HAS PROPERTIES", params_text) + [
             _image(ref, uid, None, "HAS PROPERTIES") for uid in uids]
         performed.append(_with_children(it, kids))
-    successful = hd.sr.ContainerContentItem(name=_cc("successful_det"),
-                                            relationship_type="INFERRED FROM")
-    det_summary = hd.sr.CodeContentItem(name=_cc("det_summary"), value=_cc("succeeded"),
-                                        relationship_type="CONTAINS")
+    successful = _I.container("INFERRED FROM", _cc("successful_det"))
+    det_summary = _I.code_item("CONTAINS", _cc("det_summary"), _cc("succeeded"))
     items.append(_with_children(det_summary, [_with_children(successful, performed)]))
-    items.append(hd.sr.CodeContentItem(name=_cc("ana_summary"), value=_cc("not_attempted"),
-                                       relationship_type="CONTAINS"))
+    items.append(_I.code_item("CONTAINS", _cc("ana_summary"), _cc("not_attempted")))
     series_uid, sop_uid = document_uids("tid4000", content_digest(
         frame_to_csv_text(calcs), frame_to_csv_text(clus),
         json.dumps(header, sort_keys=True), json.dumps(jsonable(metadata), sort_keys=True),
         deidentified, software_version()))
-    _with_children(root, items[:1])  # placeholder; replaced below
+    # highdicom builds the document around a root holding a placeholder item;
+    # the tree (plain pydicom items, see ._sr_items) goes in afterwards - the
+    # evidence sequence does not depend on it.
+    root = hd.sr.ContainerContentItem(
+        name=hd.sr.CodedConcept(_DCM["report"][0], "DCM", _DCM["report"][1]), template_id="4000")
+    root.ContentSequence = [hd.sr.CodeContentItem(
+        name=hd.sr.CodedConcept(_DCM["language"][0], "DCM", _DCM["language"][1]),
+        value=hd.sr.CodedConcept(*language), relationship_type="HAS CONCEPT MOD")]
     sr = hd.sr.ComprehensiveSR(
         evidence=evidence, content=root,
         series_instance_uid=series_uid, series_number=9902,
         sop_instance_uid=sop_uid, instance_number=1,
         manufacturer="napari-calc", is_complete=True, is_final=False, is_verified=False,
     )
-    # highdicom's tree search needs concept names everywhere; TID 4020 / SELECTED
-    # FROM IMAGE items have none, so the content goes in after construction
-    # (the evidence sequence does not depend on it).
     Dataset.__setattr__(sr, "ContentSequence", DSequence(items))
     sr.SOPClassUID = MAMMO_CAD_SR_CLASS
     sr.file_meta.MediaStorageSOPClassUID = MAMMO_CAD_SR_CLASS
@@ -400,12 +366,12 @@ def build_cad_sr(det: Detections, ndim: int, metadata: dict, *, deidentified: bo
 
 
 def write_cad_sr(det: Detections, path, ndim: int, metadata: dict, *,
-                 deidentified: bool = False, salt=None) -> None:
-    """Write ``<stem>.cad-sr.dcm`` atomically."""
+                 deidentified: bool = False, salt=None, fallback_key: str | None = None) -> None:
+    """Write ``<stem>.cad-sr.dcm`` atomically (``fallback_key`` as for ``write_sr``)."""
     from pathlib import Path
 
-    sr = build_cad_sr(det, ndim, metadata, deidentified=deidentified,
-                      fallback_key=Path(path).name)
+    key = fallback_key or Path(path).name.split(".")[0]
+    sr = build_cad_sr(det, ndim, metadata, deidentified=deidentified, fallback_key=key)
     with atomic_write(path, "wb") as f:
         sr.save_as(f, enforce_file_format=True)
 

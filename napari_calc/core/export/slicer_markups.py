@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 
 from ..atomic import atomic_write_text
 from ..detections import Detections

@@ -27,6 +27,7 @@ __all__ = [
     "read_image",
     "is_dicom",
     "is_tiff",
+    "is_dicom_image",
     "sniff_format",
     "find_inputs",
     "OUTPUT_SUFFIXES",
@@ -139,7 +140,9 @@ def read_image(path: str | os.PathLike, *, spacing_mm=None) -> MammoImage:
     spacing_mm : float or tuple of float, optional
         Pixel spacing in mm overriding / supplying the file's: a scalar (row =
         col), ``(row_mm, col_mm)``, or ``(slice_mm, row_mm, col_mm)`` for a
-        stack. ``metadata["spacing_source"]`` is then ``"user"``.
+        stack. For a stack given a scalar or a pair, the slice spacing stays
+        the file's; if the file has none, a scalar is used for it too and a
+        pair is refused. ``metadata["spacing_source"]`` is then ``"user"``.
 
     Returns
     -------
@@ -184,7 +187,7 @@ def _is_own_output(name: str) -> bool:
 
 
 def _dicom_image_header(path: str):
-    """Header of a DICOM image file, or None for non-image DICOM."""
+    """Header of a DICOM image file, or None for non-image or unreadable DICOM."""
     from .dicom import _check_is_image, read_dicom_header
 
     try:
@@ -195,11 +198,33 @@ def _dicom_image_header(path: str):
     return ds
 
 
+def is_dicom_image(path: str | os.PathLike) -> bool:
+    """True for a readable DICOM file holding an image (not SR, SEG, ...).
+
+    Only the header is read (pixel data deferred).
+    """
+    return is_dicom(path) and _dicom_image_header(os.fspath(path)) is not None
+
+
+def _classify_dicom(path: str):
+    """('image', ds) / ('non-image', None) / ('broken', None) for a DICOM file."""
+    from .dicom import non_image_reason, read_dicom_header
+
+    try:
+        ds = read_dicom_header(path)
+    except (UnreadableImageError, UnsupportedImageError):
+        return "broken", None
+    if non_image_reason(ds) is not None:
+        return "non-image", None
+    return "image", ds
+
+
 def _expand_folder(folder: str, recursive: bool) -> list[str]:
     from .dicom import series_is_volume
 
     out: list[str] = []
     dicoms: list[tuple[str, object]] = []
+    broken: list[str] = []
     subdirs: list[str] = []
     for name in sorted(os.listdir(folder)):
         full = os.path.join(folder, name)
@@ -214,15 +239,18 @@ def _expand_folder(folder: str, recursive: bool) -> list[str]:
         if fmt == "tiff":
             out.append(full)
         elif fmt == "dicom":
-            ds = _dicom_image_header(full)
-            if ds is not None:
+            kind, ds = _classify_dicom(full)
+            if kind == "image":
                 dicoms.append((full, ds))
+            elif kind == "broken":
+                broken.append(full)  # reading it will report why
     # a folder whose DICOM images are exactly one volume series -> the folder
     series_uids = {str(getattr(ds, "SeriesInstanceUID", "")) for _, ds in dicoms}
-    if len(dicoms) >= 2 and len(series_uids) == 1 and not out and series_is_volume([d for _, d in dicoms]):
+    if len(dicoms) >= 2 and len(series_uids) == 1 and series_is_volume([d for _, d in dicoms]):
         out.append(folder)
     else:
         out.extend(f for f, _ in dicoms)
+    out.extend(broken)
     out.sort()
     if recursive:
         for sub in subdirs:
@@ -248,7 +276,9 @@ def find_inputs(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursiv
         the image files they hold, recognised by content: DICOM images with
         or without ``.dcm`` and TIFF / OME-TIFF; non-image DICOM (SR such as
         our ``*.sr.dcm``, SEG, DICOMDIR), our other outputs (``*.csv``,
-        ``*.json``, ``*.mrk.json``) and other files are skipped. A folder
+        ``*.json``, ``*.mrk.json``) and other files are skipped. DICOM files
+        whose header cannot be read (truncated...) or that lack pixel data are
+        kept, so that reading them reports the reason. A folder
         whose DICOM images form one volume series (slices) is returned as the
         folder itself, which :func:`read_image` stacks. Duplicates are removed;
         order is stable.

@@ -35,6 +35,11 @@ between consecutive ``ImagePositionPatient`` along the slice normal, else
 is ``None`` and the known in-plane part is kept in
 ``metadata["in_plane_spacing_mm"]``.
 
+Frames of a multi-frame object are kept in stored order (frame ``k`` of
+``pixels`` is DICOM frame ``k + 1``); ``metadata["frame_positions_patient"]``
+lists their ImagePositionPatient. A folder of single-frame slices is sorted
+along the slice normal (else by InstanceNumber).
+
 A user-given ``spacing_mm`` overrides the file (``spacing_source = "user"``).
 
 Intensity (what ``pixels`` holds)
@@ -88,6 +93,8 @@ __all__ = [
     "read_dicom",
     "read_dicom_series",
     "read_dicom_header",
+    "non_image_reason",
+    "series_is_volume",
     "NON_IMAGE_SOP_CLASSES",
     "NON_IMAGE_MODALITIES",
 ]
@@ -304,9 +311,7 @@ def read_dicom_header(path: str | os.PathLike, *, force: bool = True):
         raise UnreadableImageError(
             f"not a readable DICOM file ({type(exc).__name__}: {exc})", path
         ) from None
-    eof = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
-    if eof:
-        raise UnreadableImageError("truncated DICOM file (it ends inside a data element)", path)
+    del caught  # pydicom's warnings are not shown; truncation is checked structurally
     _check_complete(ds, path)
     if len(ds) == 0:
         meta = getattr(ds, "file_meta", None)
@@ -350,7 +355,16 @@ def _check_complete(ds, path) -> None:
     length = getattr(elem, "length", None)
     if tell is None or length is None:
         return
-    if length == 0xFFFFFFFF:  # undefined length: pydicom warns if the delimiter is missing
+    if length == 0xFFFFFFFF:
+        # undefined length (encapsulated pixel data, sequence): the file must
+        # end with the Sequence Delimitation Item (FFFE,E0DD), length 0
+        little = getattr(ds, "original_encoding", (None, True))[1] is not False
+        delim = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00" if little else b"\xff\xfe\xe0\xdd\x00\x00\x00\x00"
+        with open(filename, "rb") as fh:
+            fh.seek(max(size - 8, 0))
+            tail = fh.read(8)
+        if tail != delim:
+            raise UnreadableImageError("truncated DICOM file (it ends inside a data element)", path)
         return
     end = tell + length
     if end > size:
@@ -361,19 +375,32 @@ def _check_complete(ds, path) -> None:
         raise UnreadableImageError("truncated DICOM file (it ends inside an element header)", path)
 
 
-def _check_is_image(ds, path) -> None:
-    sop = _str(_get(ds, "SOPClassUID")) or _str(
-        _get(getattr(ds, "file_meta", None) or {}, "MediaStorageSOPClassUID")
+def non_image_reason(ds) -> str | None:
+    """Why the DICOM dataset ``ds`` is not an image, or None if it may be one.
+
+    Decided by SOP Class UID (also from the file meta) and Modality only:
+    SR, SEG, KO, PR, RT, documents, waveforms, DICOMDIR...
+    """
+    meta = getattr(ds, "file_meta", None)
+    sop = _str(_get(ds, "SOPClassUID")) or (
+        _str(_get(meta, "MediaStorageSOPClassUID")) if meta is not None else None
     )
     if sop:
         for prefix, what in NON_IMAGE_SOP_CLASSES.items():
             if sop == prefix or sop.startswith(prefix + "."):
-                raise UnsupportedImageError(f"DICOM {what} is not an image", path)
+                return f"DICOM {what} is not an image"
     modality = (_str(_get(ds, "Modality")) or "").upper()
     if modality in NON_IMAGE_MODALITIES:
-        raise UnsupportedImageError(f"DICOM {NON_IMAGE_MODALITIES[modality]} is not an image", path)
+        return f"DICOM {NON_IMAGE_MODALITIES[modality]} is not an image"
     if "DirectoryRecordSequence" in ds:
-        raise UnsupportedImageError("DICOM media directory (DICOMDIR) is not an image", path)
+        return "DICOM media directory (DICOMDIR) is not an image"
+    return None
+
+
+def _check_is_image(ds, path) -> None:
+    reason = non_image_reason(ds)
+    if reason:
+        raise UnsupportedImageError(reason, path)
     if _pixel_data_keyword(ds) is None:
         hint = " (the header describes an image: truncated file?)" if "Rows" in ds else ""
         raise UnsupportedImageError(f"DICOM file has no pixel data{hint}", path)
@@ -686,6 +713,16 @@ def _first_window(ds) -> tuple[float, float] | None:
     c, w = _floats(center), _floats(width)
     if c and w and math.isfinite(c[0]) and math.isfinite(w[0]) and w[0] > 0:
         return (float(c[0]), float(w[0]))
+    # a VOI LUT Sequence: the window spanning the LUT's input domain
+    lut = _first_item(_get(ds, "VOILUTSequence"))
+    if lut is not None:
+        desc = _floats(_get(lut, "LUTDescriptor"))
+        if desc and len(desc) >= 2:
+            n = desc[0] or 65536.0
+            first = desc[1]
+            if first > 32767 and int(_get(ds, "PixelRepresentation", 0) or 0) == 1:
+                first -= 65536  # first mapped value is signed for signed data
+            return (first + (n - 1) / 2.0, float(n))
     return None
 
 
@@ -881,6 +918,7 @@ def _dataset_to_image(ds, path, *, spacing_mm=None) -> MammoImage:
         if window is not None:
             window = (rng[0] + rng[1] - window[0], window[1])
     meta["voi_window"] = None if window is None else (float(window[0]), float(window[1]))
+    meta["voi_lut_function"] = _str(_get(ds, "VOILUTFunction")) if window is not None else None
     meta["intensity_transforms"] = transforms
     meta["intensity_range"] = [float(rng[0]), float(rng[1])]
 
@@ -979,10 +1017,8 @@ def read_dicom_series(
     headers = []
     for f in files:
         ds = read_dicom_header(f)
-        try:
-            _check_is_image(ds, f)
-        except UnsupportedImageError:
-            continue
+        if non_image_reason(ds) is not None:
+            continue  # SR, SEG, DICOMDIR... next to the images
         headers.append((os.fspath(f), ds))
     if not headers:
         raise UnsupportedImageError("folder holds no DICOM image", folder)

@@ -36,11 +36,35 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NapariCalcError, UnreadableImageError, UnsupportedImageError
+from ..errors import MissingDecoderError, NapariCalcError, UnreadableImageError, UnsupportedImageError
 from ..image import MammoImage
 from .limits import check_dimensions, normalise_user_spacing
 
-__all__ = ["read_tiff", "OME_UNITS_MM"]
+__all__ = ["read_tiff", "OME_UNITS_MM", "DICOM_ONLY_KEYS"]
+
+#: Metadata keys only DICOM fills; TIFF images carry them as ``None``.
+DICOM_ONLY_KEYS = (
+    "manufacturer_model_name",
+    "study_instance_uid",
+    "series_instance_uid",
+    "sop_instance_uid",
+    "sop_class_uid",
+    "frame_of_reference_uid",
+    "image_position_patient",
+    "image_orientation_patient",
+    "patient_name",
+    "patient_id",
+    "patient_birth_date",
+    "patient_sex",
+    "study_id",
+    "study_date",
+    "study_time",
+    "study_description",
+    "series_number",
+    "instance_number",
+    "accession_number",
+    "referring_physician_name",
+)
 
 #: Length units (OME and ImageJ spellings) in millimetres.
 OME_UNITS_MM = {
@@ -232,6 +256,13 @@ def read_tiff(path: str | os.PathLike, *, spacing_mm=None) -> MammoImage:
         except NapariCalcError:
             raise
         except Exception as exc:
+            if "imagecodecs" in str(exc):
+                comp = getattr(getattr(page, "compression", None), "name", "this compression")
+                raise MissingDecoderError(
+                    f"TIFF compressed with {comp} and no decoder is installed; "
+                    "install imagecodecs (pip install imagecodecs)",
+                    path,
+                ) from None
             raise UnreadableImageError(
                 f"cannot decode the TIFF data (truncated or corrupt? {type(exc).__name__}: {exc})", path
             ) from None
@@ -253,6 +284,9 @@ def read_tiff(path: str | os.PathLike, *, spacing_mm=None) -> MammoImage:
             "transfer_syntax_uid": None,
             "tiff_axes": sq_axes,
         }
+        # DICOM-only keys present (None) so that every image has the same keys
+        for key in DICOM_ONLY_KEYS:
+            meta.setdefault(key, None)
         transforms: list[str] = []
         if photometric == 0:
             if arr.dtype.kind == "u":

@@ -1,0 +1,253 @@
+"""npe2 writers: napari-calc result layers -> the core exports.
+
+Single-layer writers (npe2 signature ``(path, data, attributes) -> list[str]``):
+
+=================================  ======  ==================================================
+function                           layer   file(s)
+=================================  ======  ==================================================
+``write_calcifications_csv``       points  ``<stem>.calcifications.csv`` + ``<stem>.clusters.csv``
+``write_calcifications_json``      points  ``<stem>.detections.json``
+``write_calcifications_markups``   points  ``<stem>.mrk.json`` (3D Slicer)
+``write_calcifications_sr``        points  ``<stem>.sr.dcm`` (TID 1500)
+``write_calcifications_cad_sr``    points  ``<stem>.cad-sr.dcm`` (Mammography CAD SR)
+``write_clusters_csv``             shapes  the cluster table only
+=================================  ======  ==================================================
+
+Multi-layer writer ``write_detections(path, layer_data) -> list[str]`` takes a
+calcifications Points layer and (optionally) its clusters Shapes layer and
+picks the format from the file name (``.calcifications.csv``, ``.csv``,
+``.detections.json``, ``.json``, ``.mrk.json``, ``.sr.dcm``, ``.cad-sr.dcm``).
+
+Layer -> :class:`~napari_calc.core.detections.Detections`: the Points
+``features`` hold the calcification columns; positions come from the layer
+``data`` (pixel coordinates), so points moved in napari are exported where
+they now are (``y_mm = row * row_mm`` ...); points added with napari's tools
+get a new ``calc_id``, status ``added`` and ``cluster_id`` -1. Spacing,
+image shape, parameters and the source image metadata come from
+``metadata["napari_calc"]`` (else spacing from ``scale``). Without a clusters
+layer the cluster table is recomputed from the calcifications' ``cluster_id``
+(:func:`napari_calc.core.cluster.cluster_table`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.columns import NO_CLUSTER, calc_columns, cluster_columns
+from ..core.detections import Detections
+from ..core.export import SUFFIXES, write_format
+
+__all__ = [
+    "write_calcifications_csv",
+    "write_calcifications_json",
+    "write_calcifications_markups",
+    "write_calcifications_sr",
+    "write_calcifications_cad_sr",
+    "write_clusters_csv",
+    "write_detections",
+    "detections_from_layer_data",
+]
+
+_GENERIC = {"csv": ".csv", "json": ".json", "mrk.json": ".json", "sr.dcm": ".dcm",
+            "cad-sr.dcm": ".dcm"}
+
+
+def _nc_meta(attributes: dict) -> dict:
+    md = (attributes or {}).get("metadata") or {}
+    return dict(md.get("napari_calc") or {})
+
+
+def _spacing(attributes: dict, ndim: int) -> tuple[float, ...]:
+    sp = _nc_meta(attributes).get("spacing_mm")
+    if sp is None:
+        sp = (attributes or {}).get("scale")
+    if sp is None:
+        sp = (1.0,) * ndim
+    sp = tuple(float(s) for s in sp)
+    if len(sp) < ndim:
+        sp = (1.0,) * (ndim - len(sp)) + sp
+    return sp[-ndim:]
+
+
+def detections_from_layer_data(data, attributes: dict, shapes_attributes: dict | None = None
+                               ) -> Detections:
+    """Build :class:`Detections` from a Points layer's data/attributes.
+
+    Parameters
+    ----------
+    data : array_like
+        ``(N, 2)`` (row, col) or ``(N, 3)`` (slice, row, col) pixel coordinates.
+    attributes : dict
+        The layer state napari passes to writers (``features``, ``scale``,
+        ``metadata``, ...).
+    shapes_attributes : dict, optional
+        The clusters Shapes layer state; its ``features`` become the cluster
+        table.
+
+    Returns
+    -------
+    Detections
+    """
+    coords = np.asarray(data, dtype=float)
+    ndim = int(attributes.get("ndim") or (coords.shape[1] if coords.ndim == 2 else 2))
+    if coords.size == 0:
+        coords = coords.reshape(0, ndim)
+    ndim = coords.shape[1]
+    sp = _spacing(attributes, ndim)
+    feats = attributes.get("features")
+    feats = pd.DataFrame(feats).reset_index(drop=True) if feats is not None else pd.DataFrame()
+    n = len(coords)
+    if len(feats) != n:
+        feats = feats.reindex(range(n))
+    calcs = feats.copy()
+    axes = (["slice", "row", "col"] if ndim == 3 else ["row", "col"])
+    mm = {"slice": "z_mm", "row": "y_mm", "col": "x_mm"}
+    for i, ax in enumerate(axes):
+        new = coords[:, i]
+        old = pd.to_numeric(calcs[ax], errors="coerce").to_numpy(float) if ax in calcs else \
+            np.full(n, np.nan)
+        moved = ~(np.isfinite(old) & (np.abs(old - new) <= 1e-9))
+        if ax == "slice":
+            vals = np.where(moved, np.rint(new), old)
+        else:
+            vals = np.where(moved, new, old)
+        calcs[ax] = vals
+        mm_old = pd.to_numeric(calcs[mm[ax]], errors="coerce").to_numpy(float) if mm[ax] in calcs \
+            else np.full(n, np.nan)
+        calcs[mm[ax]] = np.where(moved | ~np.isfinite(mm_old), vals * sp[i], mm_old)
+    # ids, statuses and clusters of points added in napari
+    ids = pd.to_numeric(calcs["calc_id"], errors="coerce") if "calc_id" in calcs else \
+        pd.Series(np.nan, index=calcs.index)
+    missing = ids.isna() | ids.duplicated()
+    start = int(np.nanmax(ids[~missing])) + 1 if (~missing).any() else 1
+    ids[missing] = np.arange(start, start + int(missing.sum()))
+    calcs["calc_id"] = ids.astype(np.int64)
+    status = calcs["status"] if "status" in calcs else pd.Series(None, index=calcs.index, dtype=object)
+    calcs["status"] = status.where(status.notna() & (status.astype(str) != ""), "added").astype(str)
+    cid = pd.to_numeric(calcs["cluster_id"], errors="coerce") if "cluster_id" in calcs else \
+        pd.Series(np.nan, index=calcs.index)
+    calcs["cluster_id"] = cid.fillna(NO_CLUSTER).astype(np.int64)
+    for c in calc_columns(ndim):
+        if c not in calcs:
+            calcs[c] = np.nan
+    calcs = calcs[calc_columns(ndim) + [c for c in calcs.columns if c not in calc_columns(ndim)]]
+
+    md = _nc_meta(attributes)
+    clusters = None
+    if shapes_attributes is not None:
+        sf = shapes_attributes.get("features")
+        if sf is not None and all(c in sf for c in cluster_columns(ndim)):
+            clusters = pd.DataFrame(sf)[cluster_columns(ndim)].reset_index(drop=True)
+    if clusters is None:
+        from ..core.cluster import cluster_table
+
+        clusters = cluster_table(calcs, sp, ndim=ndim)
+    shape = tuple(int(s) for s in (md.get("image_shape") or ()))
+    if len(shape) != ndim:
+        shape = tuple(int(np.floor(np.nanmax(coords[:, i]))) + 1 if n else 0 for i in range(ndim))
+    return Detections(calcifications=calcs.reset_index(drop=True), clusters=clusters,
+                      spacing_mm=sp, image_shape=shape, params=dict(md.get("params") or {}),
+                      metadata=dict(md.get("image_metadata") or {}))
+
+
+def _target(path, fmt: str) -> Path:
+    """``path`` with the format's suffix (kept when it already has one)."""
+    p = Path(path)
+    low = p.name.lower()
+    if low.endswith(SUFFIXES[fmt]) or low.endswith(_GENERIC[fmt]):
+        return p
+    return p.with_name(p.name + SUFFIXES[fmt])
+
+
+def _write_points(path, data, attributes, fmt, shapes_attributes=None) -> list[str]:
+    det = detections_from_layer_data(data, attributes, shapes_attributes)
+    return [str(p) for p in write_format(det, _target(path, fmt), fmt)]
+
+
+def write_calcifications_csv(path: str, data: Any, attributes: dict) -> list[str]:
+    """Calcifications Points layer -> ``<stem>.calcifications.csv`` and ``<stem>.clusters.csv``."""
+    return _write_points(path, data, attributes, "csv")
+
+
+def write_calcifications_json(path: str, data: Any, attributes: dict) -> list[str]:
+    """Calcifications Points layer -> ``<stem>.detections.json``."""
+    return _write_points(path, data, attributes, "json")
+
+
+def write_calcifications_markups(path: str, data: Any, attributes: dict) -> list[str]:
+    """Calcifications Points layer -> 3D Slicer ``<stem>.mrk.json``."""
+    return _write_points(path, data, attributes, "mrk.json")
+
+
+def write_calcifications_sr(path: str, data: Any, attributes: dict) -> list[str]:
+    """Calcifications Points layer -> DICOM SR TID 1500 ``<stem>.sr.dcm``."""
+    return _write_points(path, data, attributes, "sr.dcm")
+
+
+def write_calcifications_cad_sr(path: str, data: Any, attributes: dict) -> list[str]:
+    """Calcifications Points layer -> Mammography CAD SR ``<stem>.cad-sr.dcm``."""
+    return _write_points(path, data, attributes, "cad-sr.dcm")
+
+
+def write_clusters_csv(path: str, data: Any, attributes: dict) -> list[str]:
+    """Clusters Shapes layer -> its cluster table (CSV, INTERFACE columns first)."""
+    from ..core.atomic import atomic_write_text
+    from ..core.export._common import check_not_source, normalize_clusters
+    from ..core.export.csv_io import frame_to_csv_text
+
+    feats = pd.DataFrame(attributes.get("features"))
+    ndim = 3 if "slice" in feats.columns else 2
+    if not len(feats.columns):
+        feats = pd.DataFrame({c: [] for c in cluster_columns(ndim)})
+    extra = [c for c in feats.columns if c not in cluster_columns(ndim) and c != "label"]
+    table = normalize_clusters(feats[[c for c in feats.columns if c != "label"]], ndim)
+    table = table[cluster_columns(ndim) + extra]
+    p = Path(path)
+    if not p.name.lower().endswith(".csv"):
+        p = p.with_name(p.name + SUFFIXES["clusters.csv"])
+    check_not_source([p], _nc_meta(attributes).get("image_metadata") or {})
+    atomic_write_text(p, frame_to_csv_text(table))
+    return [str(p)]
+
+
+def _format_of(path) -> str:
+    low = Path(path).name.lower()
+    for fmt, suf in sorted(SUFFIXES.items(), key=lambda kv: -len(kv[1])):
+        if low.endswith(suf):
+            return "csv" if fmt == "clusters.csv" else fmt
+    if low.endswith(".json"):
+        return "json"
+    if low.endswith(".dcm"):
+        return "sr.dcm"
+    return "csv"
+
+
+def write_detections(path: str, layer_data: list) -> list[str]:
+    """Multi-layer writer: calcifications Points (+ clusters Shapes) -> one export.
+
+    Parameters
+    ----------
+    path : str
+        Destination; its suffix picks the format (CSV when unknown).
+    layer_data : list of (data, attributes, layer_type)
+        napari's FullLayerData tuples.
+
+    Returns
+    -------
+    list of str
+        Written files.
+    """
+    points = [ld for ld in layer_data if ld[2] == "points"]
+    shapes = [ld for ld in layer_data if ld[2] == "shapes"]
+    if len(points) != 1:
+        from ..core.errors import InvalidParameterError
+
+        raise InvalidParameterError("select exactly one calcifications Points layer to export", path)
+    data, attrs, _ = points[0]
+    sattrs = shapes[0][1] if shapes else None
+    fmt = _format_of(path)
+    return _write_points(path, data, attrs, fmt, sattrs)

@@ -1,0 +1,149 @@
+/*
+ * C-level smoke and memory-safety test of the kernel (the csrc C files), meant to
+ * run under AddressSanitizer / UndefinedBehaviorSanitizer or valgrind:
+ *
+ *   cc -O1 -g -std=c99 -fsanitize=address,undefined -fno-omit-frame-pointer \
+ *      -Icsrc csrc/[a-z]*.c tests/c/test_kernel.c -lm -o /tmp/ncalc_test && /tmp/ncalc_test
+ *   cc -O1 -g -std=c99 -Icsrc csrc/[a-z]*.c tests/c/test_kernel.c -lm -o /tmp/ncalc_vg && \
+ *      valgrind --error-exitcode=1 --leak-check=full /tmp/ncalc_vg
+ *
+ * Every entry point runs on images from 1x1 up, including shapes much
+ * smaller than the kernels, both dtypes, and with masks and grids. The
+ * numerical agreement with SciPy is tests/test_kernel_reference.py's job;
+ * this program checks invariants that need no reference (finite outputs,
+ * counts, symmetric images give symmetric responses) and exits non-zero on
+ * any failure.
+ */
+#include "ncalc.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0;
+#define CHECK(cond, ...) do { if (!(cond)) { failures++; fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+    fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n"); } } while (0)
+
+static unsigned long long rng_state = 88172645463325252ULL;
+static unsigned rnd(void)
+{
+    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
+    return (unsigned)(rng_state >> 11);
+}
+
+static void run_shape(ptrdiff_t rows, ptrdiff_t cols, int dtype)
+{
+    size_t n = (size_t)rows * (size_t)cols;
+    /* exact-size heap blocks so that ASan / valgrind see any overrun */
+    void *img = malloc(n * (dtype == NCALC_U16 ? 2 : 4));
+    for (size_t i = 0; i < n; i++) {
+        if (dtype == NCALC_U16) ((uint16_t *)img)[i] = (uint16_t)(rnd() % 4096);
+        else ((float *)img)[i] = (float)(rnd() % 10000) / 7.0f;
+    }
+    float *g = malloc(n * sizeof(float));
+    float *resp = malloc(n * sizeof(float));
+    uint8_t *scale = malloc(n);
+    uint8_t *mask = malloc(n);
+    for (size_t i = 0; i < n; i++) mask[i] = (uint8_t)(rnd() % 4 != 0);
+    const double sig[] = {0.5, 0.8, 1.28, 2.05, 3.28, 5.24, 8.4};
+    const int nsig = 7;
+
+    for (int t = 1; t <= 2; t++) {
+        CHECK(ncalc_gaussian(img, dtype, rows, cols, 3.1, 4.0, g, t) == NCALC_OK, "gaussian");
+        for (size_t i = 0; i < n; i++) CHECK(isfinite(g[i]), "gaussian finite");
+        CHECK(ncalc_dog_response(img, dtype, rows, cols, sig, nsig, 4.0, resp, scale, t) == NCALC_OK, "dog");
+        for (size_t i = 0; i < n; i++) {
+            CHECK(isfinite(resp[i]), "dog finite %zu", i);
+            CHECK(scale[i] < nsig - 1, "dog scale");
+        }
+        CHECK(ncalc_dog_response(img, dtype, rows, cols, sig, nsig, 4.0, resp, NULL, t) == NCALC_OK, "dog no scale");
+        for (int lev = 0; lev <= 3; lev++) {
+            CHECK(ncalc_dog_pyramid(img, dtype, rows, cols, sig, nsig, 4.0, 2.0, 1.5, lev, resp, scale, t)
+                  == NCALC_OK, "pyramid");
+            for (size_t i = 0; i < n; i++) {
+                CHECK(isfinite(resp[i]), "pyramid finite");
+                CHECK(scale[i] < nsig - 1, "pyramid scale %d", scale[i]);
+            }
+        }
+        /* all scales coarse (m = 0) */
+        CHECK(ncalc_dog_pyramid(img, dtype, rows, cols, sig + 3, 4, 4.0, 2.0, 1.5, 2, resp, NULL, t) == NCALC_OK,
+              "pyramid all coarse");
+
+        ptrdiff_t tile = 3;
+        ptrdiff_t gh = (rows + tile - 1) / tile, gw = (cols + tile - 1) / tile;
+        float *grid = malloc(sizeof(float) * (size_t)(gh * gw));
+        CHECK(ncalc_tile_noise(resp, rows, cols, mask, tile, 2, grid, t) == NCALC_OK, "tile noise");
+        CHECK(ncalc_tile_noise(resp, rows, cols, NULL, tile, 2, grid, t) == NCALC_OK, "tile noise");
+        for (ptrdiff_t i = 0; i < gh * gw; i++) if (isnan(grid[i])) grid[i] = 1.0f;
+        double s = ncalc_mad_noise(resp, rows, cols, mask, 2);
+        CHECK(n < 2 || s >= 0 || isnan(s), "mad");
+        int32_t *rr = malloc(sizeof(int32_t) * n), *cc = malloc(sizeof(int32_t) * n);
+        ptrdiff_t np_ = ncalc_nms(resp, rows, cols, mask, grid, tile, 0.5f, 2, rr, cc, (ptrdiff_t)n);
+        CHECK(np_ >= 0 && np_ <= (ptrdiff_t)n, "nms count");
+        ptrdiff_t np2 = ncalc_nms(resp, rows, cols, NULL, NULL, 1, -1e30f, 0, rr, cc, 1);
+        CHECK(np2 == (ptrdiff_t)n, "nms every pixel a peak at radius 0: %td of %zu", np2, n);
+        float *f = malloc(sizeof(float) * 5 * n);
+        float *rad = malloc(sizeof(float) * n);
+        ptrdiff_t nc = 0;
+        for (ptrdiff_t r = 0; r < rows; r++)
+            for (ptrdiff_t c = 0; c < cols; c++) {
+                rr[nc] = (int32_t)r; cc[nc] = (int32_t)c;
+                rad[nc] = 0.5f + (float)(rnd() % 60) / 10.0f;
+                nc++;
+            }
+        CHECK(ncalc_candidate_features(img, dtype, rows, cols, rr, cc, rad, nc, f, f + n, f + 2 * n,
+                                       f + 3 * n, f + 4 * n, t) == NCALC_OK, "features");
+        free(f); free(rad); free(rr); free(cc); free(grid);
+    }
+    free(img); free(g); free(resp); free(scale); free(mask);
+}
+
+static void symmetry(void)
+{
+    /* an image symmetric under left-right flip gives a flipped response */
+    ptrdiff_t rows = 33, cols = 40;
+    float *img = malloc(sizeof(float) * rows * cols), *resp = malloc(sizeof(float) * rows * cols);
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (ptrdiff_t c = 0; c < cols / 2; c++)
+            img[r * cols + c] = img[r * cols + cols - 1 - c] = (float)(rnd() % 1000);
+    const double sig[] = {0.6, 1.0, 1.6, 2.6, 4.1};
+    CHECK(ncalc_dog_pyramid(img, NCALC_F32, rows, cols, sig, 5, 4.0, 2.0, 1.5, 0, resp, NULL, 1) == NCALC_OK, "sym");
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (ptrdiff_t c = 0; c < cols; c++)
+            CHECK(fabsf(resp[r * cols + c] - resp[r * cols + cols - 1 - c]) <= 1e-3f, "symmetry");
+    free(img); free(resp);
+}
+
+static void bad_arguments(void)
+{
+    float x[4] = {0};
+    float out[4];
+    const double good[] = {1.0, 2.0}, bad[] = {2.0, 1.0};
+    CHECK(ncalc_gaussian(NULL, NCALC_F32, 2, 2, 1.0, 4.0, out, 1) == NCALC_EINVAL, "null");
+    CHECK(ncalc_gaussian(x, 7, 2, 2, 1.0, 4.0, out, 1) == NCALC_EINVAL, "dtype");
+    CHECK(ncalc_gaussian(x, NCALC_F32, 0, 2, 1.0, 4.0, out, 1) == NCALC_EINVAL, "rows");
+    CHECK(ncalc_dog_response(x, NCALC_F32, 2, 2, bad, 2, 4.0, out, NULL, 1) == NCALC_EINVAL, "order");
+    CHECK(ncalc_dog_response(x, NCALC_F32, 2, 2, good, 1, 4.0, out, NULL, 1) == NCALC_EINVAL, "n");
+    CHECK(ncalc_dog_pyramid(x, NCALC_F32, 2, 2, good, 2, 4.0, 1.0, 1.5, 1, out, NULL, 1) == NCALC_EINVAL, "split");
+    CHECK(ncalc_tile_noise(x, 2, 2, NULL, 0, 2, out, 1) == NCALC_EINVAL, "tile");
+    CHECK(ncalc_nms(x, 2, 2, NULL, NULL, 1, 0.f, -1, NULL, NULL, 0) == NCALC_EINVAL, "radius");
+}
+
+int main(void)
+{
+    const ptrdiff_t shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {2, 9}, {9, 2}, {3, 5}, {5, 3},
+                                   {17, 13}, {64, 70}, {1, 300}, {300, 1}, {130, 257}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        run_shape(shapes[s][0], shapes[s][1], NCALC_U16);
+        run_shape(shapes[s][0], shapes[s][1], NCALC_F32);
+    }
+    symmetry();
+    bad_arguments();
+    if (failures) {
+        fprintf(stderr, "%d failure(s)\n", failures);
+        return 1;
+    }
+    printf("ncalc C tests: all passed (openmp=%d)\n", ncalc_have_openmp());
+    return 0;
+}

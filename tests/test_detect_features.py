@@ -1,0 +1,73 @@
+"""The per-candidate C measurements and the scoring model's ingredients."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_calc import _kernel
+from napari_calc.core.score import (CLUSTER_FEATURE_NAMES, FEATURE_NAMES, MONOTONE_FEATURES, calc_probability,
+                                    load_model, noise_level_function)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16])
+def test_local_hessian_matches_scipy(dtype):
+    rng = np.random.default_rng(0)
+    im = ndi.gaussian_filter(rng.normal(size=(50, 64)) * 400 + 3000, 1.5).astype(dtype)
+    rows = np.array([0, 10, 25, 49, 30], np.int32)
+    cols = np.array([0, 63, 30, 5, 12], np.int32)
+    sig = np.array([1.0, 2.5, 3.0, 1.5, 6.0], np.float32)
+    out = _kernel.local_hessian(im, rows, cols, sig, 4.0, 1)
+    ref_im = im.astype(np.float64)
+    for i in range(len(rows)):
+        g = ndi.gaussian_filter(ref_im, float(sig[i]), truncate=4.0, mode="reflect")[rows[i], cols[i]]
+        assert abs(out[0, i] - g) <= 1e-4 * abs(g)
+        # derivatives are defined on (img - g): exactly 0 for a constant image
+        for k, order in enumerate([(2, 0), (1, 1), (0, 2)], start=1):
+            ref = ndi.gaussian_filter(ref_im - g, float(sig[i]), order=order, truncate=4.0, mode="reflect")
+            val = ref[rows[i], cols[i]]
+            scale = np.abs(ref).max()
+            assert abs(out[k, i] - val) <= 1e-4 * scale + 1e-6, (i, order, out[k, i], val)
+
+
+def test_local_hessian_blob_and_line():
+    yy, xx = np.mgrid[0:41, 0:41].astype(np.float64)
+    blob = np.exp(-((yy - 20) ** 2 + (xx - 20) ** 2) / (2 * 2.0 ** 2)).astype(np.float32)
+    line = np.exp(-((xx - 20) ** 2) / (2 * 2.0 ** 2)).astype(np.float32)
+    r = np.array([20], np.int32)
+    s = np.array([2.0], np.float32)
+    hb = _kernel.local_hessian(blob, r, r, s)[:, 0]
+    hl = _kernel.local_hessian(line, r, r, s)[:, 0]
+    assert hb[1] < 0 and hb[3] < 0 and abs(hb[1] - hb[3]) < 1e-6 and abs(hb[2]) < 1e-6
+    assert hl[3] < 0 and abs(hl[1]) < 1e-3 * abs(hl[3])  # flat along the line
+    with pytest.raises(ValueError):
+        _kernel.local_hessian(blob, r, r, np.array([0.0], np.float32))
+
+
+def test_noise_level_function_follows_signal_dependent_noise():
+    rng = np.random.default_rng(5)
+    h, w = 400, 300
+    level = np.linspace(1000, 4000, w)[None, :].repeat(h, axis=0)
+    sd_true = 0.5 * np.sqrt(level)  # quantum-like: variance grows with the signal
+    img = (level + rng.standard_normal((h, w)) * sd_true).astype(np.float32)
+    lev, sd = noise_level_function(img)
+    for L in (1500.0, 2500.0, 3500.0):
+        est = float(np.interp(L, lev, sd))
+        assert abs(est / (0.5 * math.sqrt(L)) - 1) < 0.1, (L, est)
+
+
+def test_shipped_model_is_consistent():
+    model = load_model()
+    part = model["calcification"]
+    assert part["features"] == list(FEATURE_NAMES)
+    for name in MONOTONE_FEATURES:
+        assert part["coef"][FEATURE_NAMES.index(name)] >= 0
+    assert model["cluster"]["features"] == list(CLUSTER_FEATURE_NAMES)
+    assert all(c >= 0 for c in model["cluster"]["coef"])
+    assert 1000 <= model["training"]["seeds"][0] < model["training"]["seeds"][1] <= 2000
+    X = np.zeros((3, len(FEATURE_NAMES)))
+    p = calc_probability(X, model)
+    assert np.all((p >= 0) & (p <= 1))
+    json.dumps(model)  # plain JSON

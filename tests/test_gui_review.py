@@ -1,0 +1,212 @@
+"""napari GUI tests of the "Review calcifications" panel (real napari, Xvfb).
+
+Keys are real key events sent to the napari canvas, so they go through
+napari's keymap machinery exactly as a user's would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from gui_helpers import dock_both, press, run_detection  # noqa: E402
+from qtpy.QtCore import QPoint, Qt  # noqa: E402
+
+from napari_calc.core.columns import calc_columns  # noqa: E402
+from napari_calc.core.review import REVIEW_COLUMNS  # noqa: E402
+from napari_calc.plugin.layers import STATUS_COLORS  # noqa: E402
+
+LAYER = "sample-mammogram calcifications"
+
+
+def _open_and_detect(viewer, qtbot, project_dir):
+    detect_w, review_w = dock_both(viewer)
+    review_w.set_project_dir(project_dir)
+    (image,) = viewer.open_sample("napari-calc", "sample-mammogram")
+    run_detection(qtbot, detect_w, image)
+    qtbot.waitUntil(lambda: review_w.session is not None and review_w.layer is viewer.layers[LAYER])
+    return detect_w, review_w, image
+
+
+def _cam(viewer):
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def _status(layer, calc_id):
+    f = layer.features
+    return f.loc[f["calc_id"] == calc_id, "status"].item()
+
+
+def _pos(layer, calc_id):
+    return int(np.flatnonzero(layer.features["calc_id"].to_numpy() == calc_id)[0])
+
+
+@pytest.fixture
+def reviewing(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    detect_w, review_w, image = _open_and_detect(viewer, qtbot, tmp_path)
+    return viewer, detect_w, review_w, viewer.layers[LAYER]
+
+
+def test_keyboard_accept_reject_undo_redo_with_layer_in_sync(qtbot, reviewing, tmp_path):
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    assert list(pts.features.columns) == calc_columns(2) + REVIEW_COLUMNS
+    review_w.annotator.value = "ada"
+    first = s.next_id(None)
+    second = s.next_id(first)
+
+    press(qtbot, viewer, Qt.Key.Key_N)  # go to the first (highest score) candidate
+    assert review_w.current_id == first
+    p = _pos(pts, first)
+    assert pts.selected_data == {p}
+    # the view is centred on it (world = pixel * scale)
+    np.testing.assert_allclose(_cam(viewer).center[-2:], pts.data_to_world(pts.data[p])[-2:], atol=1e-6)
+
+    data_before = pts.data
+    press(qtbot, viewer, Qt.Key.Key_A)  # accept -> next
+    assert _status(pts, first) == "accepted"
+    assert pts.data is data_before  # a status change does not rebuild the points (bulk update only)
+    assert pts.features.loc[p, "annotator"] == "ada" and pts.features.loc[p, "reviewed_at"]
+    np.testing.assert_allclose(pts.border_color[p], STATUS_COLORS["accepted"])
+    assert review_w.current_id == second
+
+    press(qtbot, viewer, Qt.Key.Key_R)  # reject
+    assert _status(pts, second) == "rejected"
+    np.testing.assert_allclose(pts.border_color[_pos(pts, second)][:3], STATUS_COLORS["rejected"][:3])
+
+    press(qtbot, viewer, Qt.Key.Key_U)  # undo the reject
+    assert _status(pts, second) == "candidate"
+    assert _status(pts, first) == "accepted"
+    press(qtbot, viewer, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert _status(pts, second) == "rejected"  # redone
+    press(qtbot, viewer, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # undo again
+    assert _status(pts, second) == "candidate"
+    # features and session agree row for row
+    np.testing.assert_array_equal(pts.features["status"].to_numpy(),
+                                  s.detections.calcifications["status"].to_numpy())
+
+    # the shortcuts also work while the image layer is the active one (viewer keymap)
+    viewer.layers.selection.active = viewer.layers["sample-mammogram"]
+    review_w.go_to(second)
+    press(qtbot, viewer, Qt.Key.Key_A)
+    assert _status(pts, second) == "accepted"
+    # P goes back
+    press(qtbot, viewer, Qt.Key.Key_P)
+    assert review_w.current_id == second
+    # every action is in the autosave journal
+    assert review_w.session.sidecar is not None and review_w.session.sidecar.parent == tmp_path
+    assert len(review_w.session.history) >= 5
+
+
+def test_delete_key_and_next_cluster(qtbot, reviewing):
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    n = len(pts.data)
+    press(qtbot, viewer, Qt.Key.Key_N)
+    victim = review_w.current_id
+    press(qtbot, viewer, Qt.Key.Key_Delete)
+    assert len(pts.data) == n - 1 == len(s.detections.calcifications)
+    assert victim not in pts.features["calc_id"].to_numpy()
+    press(qtbot, viewer, Qt.Key.Key_U)
+    assert len(pts.data) == n and victim in pts.features["calc_id"].to_numpy()
+
+    if len(s.detections.clusters):
+        press(qtbot, viewer, Qt.Key.Key_C)
+        cid = review_w.current_cluster
+        assert cid == s.next_cluster(None)
+        row = s.detections.clusters.set_index("cluster_id").loc[cid]
+        world = pts.data_to_world(np.array([row["row"], row["col"]]))
+        np.testing.assert_allclose(_cam(viewer).center[-2:], world[-2:], atol=1e-6)
+
+
+def test_click_adds_missed_calcification(qtbot, reviewing):
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    n = len(s.detections.calcifications)
+    # centre the view on a known pixel and click in the middle of the canvas
+    target = np.array([600.0, 300.0])
+    _cam(viewer).center = tuple(pts.data_to_world(target)[-2:])
+    _cam(viewer).zoom = 20
+    qtbot.mouseClick(review_w.add_btn.native, Qt.MouseButton.LeftButton)
+    assert pts.mode == "add"
+    canvas = viewer.window._qt_viewer.canvas.native
+    centre = QPoint(canvas.width() // 2, canvas.height() // 2)
+    qtbot.mouseMove(canvas, centre)
+    qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, pos=centre)
+    qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=centre)
+    qtbot.waitUntil(lambda: len(s.detections.calcifications) == n + 1, timeout=5000)
+    new = s.detections.calcifications.iloc[-1]
+    assert new["status"] == "added"
+    # where napari says the cursor was, in pixels
+    clicked = np.asarray(pts.world_to_data(viewer.cursor.position))[-2:]
+    assert abs(new["row"] - clicked[0]) <= 0.5 + 1e-9 and abs(new["col"] - clicked[1]) <= 0.5 + 1e-9
+    assert np.hypot(*(clicked - target)) < 150  # and near where we aimed
+    assert len(pts.data) == n + 1 and pts.features["status"].iloc[-1] == "added"
+    np.testing.assert_allclose(pts.border_color[-1], STATUS_COLORS["added"])
+    press(qtbot, viewer, Qt.Key.Key_U)  # adding is undoable too
+    assert len(pts.data) == n
+
+
+def test_threshold_slider_labels_and_table_navigation(qtbot, reviewing):
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    review_w.threshold.value = 0.9
+    scores = pts.features["score"].to_numpy()
+    hidden = scores < 0.9
+    assert np.all(pts.border_color[hidden, 3] == 0) and np.all(pts.border_color[~hidden, 3] > 0)
+    qtbot.waitUntil(lambda: s.threshold == pytest.approx(0.9), timeout=3000)
+    assert review_w.calc_model.rowCount() == int((~hidden).sum())
+
+    # clicking a table row centres the view on that candidate
+    table = review_w.calc_table
+    row = min(2, review_w.calc_model.rowCount() - 1)
+    rect = table.visualRect(review_w.calc_model.index(row, 0))
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    cid = int(review_w.calc_model.value(row, "calc_id"))
+    assert review_w.current_id == cid
+    p = _pos(pts, cid)
+    np.testing.assert_allclose(_cam(viewer).center[-2:], pts.data_to_world(pts.data[p])[-2:], atol=1e-6)
+    assert _cam(viewer).zoom >= 10  # zoomed in (screen px per mm)
+
+    # labels go to the current candidate
+    review_w.morphology.value = "fine pleomorphic"
+    review_w.suspicion.value = "suspicious"
+    assert pts.features.loc[p, "morphology"] == "fine pleomorphic"
+    assert pts.features.loc[p, "suspicion"] == "suspicious"
+    press(qtbot, viewer, Qt.Key.Key_U)
+    assert pts.features.loc[p, "suspicion"] == ""
+
+
+def test_review_restored_after_closing_and_reopening_the_viewer(qtbot, make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    _, review_w, _ = _open_and_detect(viewer, qtbot, tmp_path)
+    pts = viewer.layers[LAYER]
+    press(qtbot, viewer, Qt.Key.Key_N)
+    a = review_w.current_id
+    press(qtbot, viewer, Qt.Key.Key_A)
+    b = review_w.current_id
+    press(qtbot, viewer, Qt.Key.Key_R)
+    review_w.go_to(a)
+    review_w.morphology.value = "punctate"
+    saved = pts.features.copy()
+    sidecar = review_w.session.sidecar
+    assert sidecar.exists()
+    viewer.close()
+
+    viewer2 = make_napari_viewer()
+    _, review2, _ = _open_and_detect(viewer2, qtbot, tmp_path)
+    pts2 = viewer2.layers[LAYER]
+    assert review2.session.sidecar == sidecar
+    assert "Restored" in review2.autosave_label.text()
+    assert _status(pts2, a) == "accepted" and _status(pts2, b) == "rejected"
+    assert pts2.features.loc[_pos(pts2, a), "morphology"] == "punctate"
+    for col in ["calc_id", "status", "morphology", "annotator"]:
+        np.testing.assert_array_equal(pts2.features[col].to_numpy(), saved[col].to_numpy())
+    # and undo still reaches back into the previous sitting
+    review2.do("undo")
+    assert pts2.features.loc[_pos(pts2, a), "morphology"] == ""

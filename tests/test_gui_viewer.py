@@ -1,0 +1,42 @@
+"""``napari-calc view``: open_viewer docks both panels and opens inputs with the plugin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from napari_calc.core.errors import UnreadableImageError  # noqa: E402
+from napari_calc.plugin.viewer import open_viewer  # noqa: E402
+
+
+def _docked(viewer):
+    names = list(viewer.window.dock_widgets) if hasattr(viewer.window, "dock_widgets") \
+        else list(viewer.window._dock_widgets)
+    return [str(n) for n in names]
+
+
+def test_open_viewer_with_a_tiff_and_without_inputs(make_napari_viewer, tmp_path):
+    import tifffile
+
+    from napari_calc.core.phantom import make_phantom
+
+    img = make_phantom(seed=4, size_mm=(50, 40), n_clusters=1).image.pixels
+    path = tmp_path / "IMG_0001"  # no extension: recognised by content
+    tifffile.imwrite(path, img, resolution=(100.0, 100.0), resolutionunit="CENTIMETER")
+
+    viewer = open_viewer([str(path)], viewer=make_napari_viewer())
+    docked = _docked(viewer)
+    assert any(n.startswith("Detect calcifications") for n in docked)
+    assert any(n.startswith("Review calcifications") for n in docked)
+    (layer,) = viewer.layers
+    assert layer.name == "IMG_0001"
+    assert tuple(layer.scale) == pytest.approx((0.1, 0.1))
+    np.testing.assert_array_equal(layer.data, img)
+
+    viewer2 = open_viewer([], viewer=make_napari_viewer())
+    assert [lay.name for lay in viewer2.layers] == ["sample-mammogram"]
+
+    with pytest.raises(UnreadableImageError, match="missing.dcm: file not found"):
+        open_viewer([str(tmp_path / "missing.dcm")], viewer=make_napari_viewer())

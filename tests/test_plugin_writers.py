@@ -1,0 +1,187 @@
+"""napari writers and the export reader, called directly (no viewer)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_calc.core.columns import calc_columns, cluster_columns
+from napari_calc.core.export import read_detections, write_outputs
+from napari_calc.plugin.export_reader import get_detections_reader
+from napari_calc.plugin.layers import points_layer_kwargs, shapes_layer_kwargs
+from napari_calc.plugin.writers import (
+    detections_from_layer_data,
+    write_calcifications_cad_sr,
+    write_calcifications_csv,
+    write_calcifications_json,
+    write_calcifications_markups,
+    write_calcifications_sr,
+    write_clusters_csv,
+    write_detections,
+)
+
+from _export_data import assert_same_detections, make_detections
+
+
+def _layer_state(det, name="img"):
+    """(data, attributes) as napari hands them to a writer."""
+    kw = points_layer_kwargs(det, name=f"{name} calcifications", source_layer=name)
+    data = kw.pop("data")
+    return data, kw
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_points_writer_csv_round_trip(tmp_path, ndim):
+    det = make_detections(ndim, extras=True)
+    data, attrs = _layer_state(det)
+    out = write_calcifications_csv(str(tmp_path / "img.calcifications.csv"), data, attrs)
+    assert [p.split("/")[-1] for p in out] == ["img.calcifications.csv", "img.clusters.csv"]
+    back = read_detections(out[0])
+    # positions are taken from the layer data; clusters recomputed from cluster_id
+    a, b = det.calcifications, back.calcifications
+    for c in calc_columns(ndim) + ["morphology"]:
+        if a[c].dtype.kind in "fiu":
+            np.testing.assert_allclose(b[c].to_numpy(float), a[c].to_numpy(float), atol=1e-9, err_msg=c)
+        else:
+            assert [str(x) for x in b[c].fillna("")] == [str(x) for x in a[c]], c
+    assert back.clusters.n_calcifications.tolist() == [4, 2]
+    np.testing.assert_allclose(back.clusters.y_mm, det.clusters.y_mm, atol=1e-9)
+
+
+def test_moved_and_added_points(tmp_path):
+    det = make_detections(2)
+    data, attrs = _layer_state(det)
+    data = np.vstack([data, [[10.0, 20.0]]])
+    data[0] += [5.0, -3.0]
+    feats = attrs["features"]
+    attrs["features"] = pd.concat([feats, pd.DataFrame([{c: np.nan for c in feats.columns}])],
+                                  ignore_index=True)
+    new = detections_from_layer_data(data, attrs)
+    c = new.calcifications
+    sp = det.spacing_mm
+    assert c.row.iloc[0] == pytest.approx(det.calcifications.row.iloc[0] + 5)
+    assert c.y_mm.iloc[0] == pytest.approx(c.row.iloc[0] * sp[0])
+    assert c.x_mm.iloc[0] == pytest.approx(c.col.iloc[0] * sp[1])
+    # unmoved points keep their exact values
+    assert c.y_mm.iloc[1] == det.calcifications.y_mm.iloc[1]
+    last = c.iloc[-1]
+    assert last.calc_id == det.calcifications.calc_id.max() + 1
+    assert last.status == "added" and last.cluster_id == -1
+    assert last.y_mm == pytest.approx(10 * sp[0]) and last.x_mm == pytest.approx(20 * sp[1])
+    assert c.calc_id.is_unique
+
+
+@pytest.mark.parametrize("writer,suffix", [
+    (write_calcifications_json, ".detections.json"),
+    (write_calcifications_sr, ".sr.dcm"),
+])
+def test_points_writers_exact_formats(tmp_path, writer, suffix):
+    det = make_detections(2)
+    data, attrs = _layer_state(det)
+    out = writer(str(tmp_path / "img"), data, attrs)  # suffix appended
+    assert out == [str(tmp_path / f"img{suffix}")]
+    back = read_detections(out[0])
+    np.testing.assert_allclose(back.calcifications.y_mm, det.calcifications.y_mm, atol=1e-9)
+    assert back.metadata["sop_instance_uid"] == det.metadata["sop_instance_uid"]
+    assert back.image_shape == det.image_shape
+
+
+def test_markups_and_cad_sr_writers(tmp_path):
+    det = make_detections(2)
+    data, attrs = _layer_state(det)
+    m = write_calcifications_markups(str(tmp_path / "img.mrk.json"), data, attrs)
+    doc = json.loads(open(m[0]).read())
+    assert len(doc["markups"][0]["controlPoints"]) == len(det.calcifications)
+    c = write_calcifications_cad_sr(str(tmp_path / "img.cad-sr.dcm"), data, attrs)
+    assert read_detections(c[0]).calcifications.calc_id.tolist() == det.calcifications.calc_id.tolist()
+
+
+def test_multi_layer_writer_uses_cluster_features(tmp_path):
+    det = make_detections(2)
+    data, attrs = _layer_state(det)
+    sk = shapes_layer_kwargs(det, name="img clusters", source_layer="img")
+    sdata = sk.pop("data")
+    out = write_detections(str(tmp_path / "img.detections.json"),
+                           [(data, attrs, "points"), (sdata, sk, "shapes")])
+    back = read_detections(out[0])
+    # cluster features (incl. max_extent/area/score) come from the Shapes layer
+    for col in cluster_columns(2):
+        np.testing.assert_allclose(back.clusters[col].to_numpy(float),
+                                   det.clusters[col].to_numpy(float), atol=1e-12, err_msg=col)
+    with pytest.raises(Exception, match="Points"):
+        write_detections(str(tmp_path / "x.csv"), [(sdata, sk, "shapes")])
+
+
+def test_clusters_writer(tmp_path):
+    det = make_detections(2)
+    sk = shapes_layer_kwargs(det, name="img clusters", source_layer="img")
+    sdata = sk.pop("data")
+    out = write_clusters_csv(str(tmp_path / "img.clusters.csv"), sdata, sk)
+    header = open(out[0]).readline().strip().split(",")
+    assert header == cluster_columns(2)  # the display label is not exported
+    t = pd.read_csv(out[0])
+    np.testing.assert_allclose(t.x_mm, det.clusters.x_mm, atol=1e-12)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "sr.dcm", "cad-sr.dcm"])
+def test_reader_reopens_exports(tmp_path, fmt):
+    det = make_detections(2, extras=True)
+    paths = write_outputs(det, tmp_path, "img", formats=[fmt])
+    reader = get_detections_reader(str(paths[fmt]))
+    assert callable(reader)
+    layers = reader(str(paths[fmt]))
+    kinds = [ld[2] for ld in layers]
+    assert sorted(kinds) == ["points", "shapes"]
+    pdata, pk, _ = next(ld for ld in layers if ld[2] == "points")
+    sdata, sk, _ = next(ld for ld in layers if ld[2] == "shapes")
+    assert pk["name"] == "img calcifications" and sk["name"] == "img clusters"
+    assert tuple(pk["scale"]) == det.spacing_mm
+    assert list(pk["features"].columns[: len(calc_columns(2))]) == calc_columns(2)
+    tol = 1e-3 if fmt == "cad-sr.dcm" else 1e-9
+    np.testing.assert_allclose(pdata, det.calcifications[["row", "col"]].to_numpy(), atol=tol)
+    assert len(sdata) == len(det.clusters)
+    assert pk["metadata"]["napari_calc"]["kind"] == "calcifications"
+    if fmt != "cad-sr.dcm":
+        assert "morphology" in pk["features"].columns
+    # writing the reopened layers gives the same tables back (review can continue)
+    out = write_detections(str(tmp_path / "again.calcifications.csv"),
+                           [(pdata, pk, "points"), (sdata, sk, "shapes")])
+    again = read_detections(out[0])
+    if fmt != "cad-sr.dcm":
+        assert_same_detections(det, again, 2, atol=1e-9, check_extras=True)
+
+
+def test_reader_declines_foreign_files(tmp_path):
+    p = tmp_path / "other.json"
+    p.write_text('{"a": 1}')
+    assert get_detections_reader(str(p)) is None
+    q = tmp_path / "img.mrk.json"
+    q.write_text("{}")
+    assert get_detections_reader(str(q)) is None
+    assert get_detections_reader(str(tmp_path / "missing.calcifications.csv")) is None
+    r = tmp_path / "scan.tif"
+    r.write_bytes(b"II*\x00")
+    assert get_detections_reader(str(r)) is None
+
+
+def test_reader_pair_loads_once(tmp_path):
+    det = make_detections(2)
+    paths = write_outputs(det, tmp_path, "img")
+    reader = get_detections_reader([str(paths["csv"]), str(paths["clusters.csv"])])
+    assert len(reader(None)) == 2
+
+
+def test_real_napari_layer_state(tmp_path):
+    napari_layers = pytest.importorskip("napari.layers")
+    det = make_detections(3)
+    kw = points_layer_kwargs(det, name="img calcifications", source_layer="img")
+    layer = napari_layers.Points(**kw)
+    data, attrs, ltype = layer.as_layer_data_tuple()
+    assert ltype == "points"
+    out = write_calcifications_csv(str(tmp_path / "img.calcifications.csv"), data, attrs)
+    back = read_detections(out[0])
+    np.testing.assert_allclose(back.calcifications[["slice", "row", "col", "z_mm", "y_mm", "x_mm"]],
+                               det.calcifications[["slice", "row", "col", "z_mm", "y_mm", "x_mm"]],
+                               atol=1e-9)
+    assert back.calcifications.status.tolist() == det.calcifications.status.tolist()
