@@ -146,7 +146,8 @@ typedef struct {
     float **v;   /* v[i]: start of scale i's data (rmax floats of left pad) */
     float *p;    /* NCALC_BLK scratch: converted row / pair sum */
     float *h0, *h1;
-    int32_t *bi; /* NCALC_BLK best scale indices */
+    float *m0, *m1; /* running maximum, ping-pong */
+    int32_t *bi;    /* 2 x NCALC_BLK best scale indices, ping-pong */
 } work_t;
 
 static void work_free(work_t *t)
@@ -160,14 +161,16 @@ static void work_free(work_t *t)
 static int work_init(work_t *t, const bank_t *b, ptrdiff_t cols)
 {
     size_t stride = (size_t)(cols + 2 * (ptrdiff_t)b->rmax + 16);
-    t->mem = malloc(sizeof(float) * (stride * (size_t)b->n + 6 * NCALC_BLK));
+    t->mem = malloc(sizeof(float) * (stride * (size_t)b->n + 8 * NCALC_BLK));
     t->v = malloc(sizeof(float *) * (size_t)b->n);
-    t->bi = malloc(sizeof(int32_t) * NCALC_BLK);
+    t->bi = malloc(sizeof(int32_t) * 2 * NCALC_BLK);
     if (!t->mem || !t->v || !t->bi) { work_free(t); return 0; }
     for (int i = 0; i < b->n; i++) t->v[i] = t->mem + stride * (size_t)i + b->rmax;
     t->p = t->mem + stride * (size_t)b->n;
     t->h0 = t->p + 4 * NCALC_BLK;
     t->h1 = t->h0 + NCALC_BLK;
+    t->m0 = t->h1 + NCALC_BLK;
+    t->m1 = t->m0 + NCALC_BLK;
     return 1;
 }
 
@@ -304,40 +307,58 @@ static void dog_row(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, 
 {
     vertical_bank(img, dtype, rows, cols, r, b, t);
     for (int i = 0; i < b->n; i++) pad_row(t->v[i], cols, b->radius[i]);
-    int32_t *restrict bi = t->bi;
     for (ptrdiff_t c0 = 0; c0 < cols; c0 += NCALC_BLK) {
         ptrdiff_t nb = cols - c0 < NCALC_BLK ? cols - c0 : NCALC_BLK;
         float *prev = t->h0, *cur = t->h1;
-        float *restrict out = resp + c0;
+        /* the running maximum and its scale go back and forth between two
+         * buffers: every store is unconditional (a blend), never a masked
+         * store, which is slow on some CPUs */
+        float *mx = t->m0, *mx2 = t->m1;
+        int32_t *bi = t->bi, *bi2 = t->bi + NCALC_BLK;
         horizontal_block(t->v[0], c0, nb, b->w[0], b->radius[0], prev);
         for (int i = 1; i < b->n; i++) {
             horizontal_block(t->v[i], c0, nb, b->w[i], b->radius[i], cur);
             const float *restrict pv = prev, *restrict cu = cur;
             if (i == 1) {
-                for (ptrdiff_t c = 0; c < nb; c++) { out[c] = pv[c] - cu[c]; bi[c] = 0; }
+                float *restrict m = mx;
+                int32_t *restrict s0 = bi;
+                for (ptrdiff_t c = 0; c < nb; c++) { m[c] = pv[c] - cu[c]; s0[c] = 0; }
             } else {
                 const int32_t idx = i - 1;
+                const float *restrict m = mx;
+                const int32_t *restrict s0 = bi;
+                float *restrict m2 = mx2;
+                int32_t *restrict s2 = bi2;
                 for (ptrdiff_t c = 0; c < nb; c++) {
-                    float d = pv[c] - cu[c];
-                    int gt = d > out[c];
-                    out[c] = gt ? d : out[c];
-                    bi[c] = gt ? idx : bi[c];
+                    const float d = pv[c] - cu[c];
+                    const int gt = d > m[c];
+                    m2[c] = gt ? d : m[c];
+                    s2[c] = gt ? idx : s0[c];
                 }
+                float *tf = mx; mx = mx2; mx2 = tf;
+                int32_t *ti = bi; bi = bi2; bi2 = ti;
             }
             float *tmp = prev; prev = cur; cur = tmp;
         }
+        float *restrict out = resp + c0;
         if (urow) {
             /* the upsampled coarse scales win only when strictly larger */
             const float *restrict u = urow + c0;
             const int32_t *restrict su = us + c0;
+            const float *restrict m = mx;
+            int32_t *restrict s0 = bi;
             for (ptrdiff_t c = 0; c < nb; c++) {
-                int gt = u[c] > out[c];
-                out[c] = gt ? u[c] : out[c];
-                bi[c] = gt ? su[c] : bi[c];
+                const int gt = u[c] > m[c];
+                out[c] = gt ? u[c] : m[c];
+                s0[c] = gt ? su[c] : s0[c];
             }
+        } else {
+            memcpy(out, mx, sizeof(float) * (size_t)nb);
         }
-        if (scale)
-            for (ptrdiff_t c = 0; c < nb; c++) scale[c0 + c] = (uint8_t)(bi[c] + scale_offset);
+        if (scale) {
+            const int32_t *restrict s0 = bi;
+            for (ptrdiff_t c = 0; c < nb; c++) scale[c0 + c] = (uint8_t)(s0[c] + scale_offset);
+        }
     }
 }
 

@@ -9,9 +9,9 @@ seed, so the model sees a broad range of acquisitions rather than the
 benchmark's exact settings.
 
 Stage 1 (calcifications): the detector's candidates (``detect()`` with
-``keep_min_score=0``) are labelled 1 when greedily matched to a truth MC with
-the evaluation rule of :mod:`napari_calc.core.evaluate` (distance <=
-max(0.5 mm, diameter); one detection per MC, strongest first), else 0. A
+``keep_min_score=0``) are labelled 1 when matched to a truth MC with the
+evaluation rule of :mod:`napari_calc.core.evaluate` (distance <= max(0.5 mm,
+diameter), one detection per MC, nearest pairs first), else 0. A
 logistic regression on the standardised features of
 :mod:`napari_calc.core.score` is fitted by penalised maximum likelihood
 (L-BFGS-B, small L2 penalty), with the coefficients of the contrast-like
@@ -95,14 +95,7 @@ def candidates_of(seed: int, cache_dir: str | None = None):
     raw = det.extra.reset_index(drop=True).copy()
     for k in ("diameter_mm", "contrast", "cnr", "y_mm", "x_mm"):
         raw[k] = calcs[k].to_numpy()
-    # greedy matching by detection strength (independent of the model being trained)
-    m = match_calcifications(calcs.assign(score=raw["snr"].to_numpy(float)), ph.truth)
-    y = np.zeros(len(calcs), dtype=np.int8)
-    pos = {ix: k for k, ix in enumerate(calcs.index)}
-    for ix, tp in zip(m["det_index"], m["is_tp"]):
-        if tp:
-            y[pos[ix]] = 1
-    out = dict(seed=seed, cfg=cfg, raw=raw, y=y, truth=ph.truth, n_truth=len(ph.truth["calcifications"]))
+    out = dict(seed=seed, cfg=cfg, raw=raw, truth=ph.truth, n_truth=len(ph.truth["calcifications"]))
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
         tmp = fn + ".tmp"
@@ -110,6 +103,27 @@ def candidates_of(seed: int, cache_dir: str | None = None):
             pickle.dump(out, f)
         os.replace(tmp, fn)
     return out
+
+
+def labels(d):
+    """1 for the candidate nearest to each truth MC within the evaluation's
+    matching radius (max(0.5 mm, diameter), one-to-one, nearest pairs first),
+    else 0 (duplicates and everything else)."""
+    from napari_calc.core.evaluate import match_calcifications
+
+    raw = d["raw"]
+    t = d["truth"]["calcifications"]
+    y = np.zeros(len(raw), dtype=np.int8)
+    if len(raw) == 0 or not t:
+        return y
+    ty = np.array([c["y_mm"] for c in t])
+    tx = np.array([c["x_mm"] for c in t])
+    dist = np.hypot(raw["y_mm"].to_numpy(float)[:, None] - ty[None], raw["x_mm"].to_numpy(float)[:, None] - tx[None])
+    # matching "by score" with score = -distance to the nearest MC: nearest pairs first
+    calcs = raw[["y_mm", "x_mm"]].assign(score=-dist.min(axis=1)).reset_index(drop=True)
+    m = match_calcifications(calcs, d["truth"])
+    y[np.asarray(m["det_index"])[m["is_tp"]]] = 1
+    return y
 
 
 def _features(d):
@@ -307,6 +321,8 @@ def main(argv=None):
     with ProcessPoolExecutor(args.workers) as ex:
         data = list(ex.map(partial(candidates_of, cache_dir=args.cache), seeds))
     X = np.vstack([_features(d) for d in data])
+    for d in data:
+        d["y"] = labels(d)
     y = np.concatenate([d["y"] for d in data])
     n_truth = sum(d["n_truth"] for d in data)
     print(f"{len(seeds)} phantoms, {len(y)} candidates, {int(y.sum())} matched of {n_truth} truth MCs "
@@ -351,7 +367,8 @@ def main(argv=None):
         "n_phantoms": len(seeds),
         "n_candidates": int(len(y)),
         "n_positive": int(y.sum()),
-        "label_rule": "greedy match to truth within max(0.5 mm, diameter) (napari_calc.core.evaluate)",
+        "label_rule": "one-to-one match to truth within max(0.5 mm, diameter), nearest first "
+                      "(napari_calc.core.evaluate)",
         "date": datetime.date.today().isoformat(),
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -285,3 +285,19 @@ def test_progress_bar_keeps_error_lines_whole(tmp_path, capsys):
     (line,) = [ln for ln in err.replace("\r", "\n").splitlines() if "bad.dcm" in ln]
     assert line.startswith("napari-calc: ") and line.endswith("(format not recognised)")
     assert "img/s" in err or "it/s" in err or "3/3" in err  # the bar was drawn
+
+
+def test_settings_key_covers_what_changes_outputs(monkeypatch):
+    import napari_calc.core.batch as b
+    from napari_calc.core.detect import DetectionParams
+
+    base = dict(params={}, formats=["csv"], spacing_mm=None, deidentify=False)
+    k = b.settings_key(**base)
+    assert b.settings_key(**{**base, "params": {"threshold": DetectionParams().threshold}}) == k
+    assert b.settings_key(**{**base, "formats": ["json", "csv"]}) != k
+    assert b.settings_key(**{**base, "formats": ["csv", "json"]}) == b.settings_key(**{**base, "formats": ["json"]})
+    assert b.settings_key(**{**base, "spacing_mm": 0.07}) != k
+    assert b.settings_key(**{**base, "deidentify": True}) != k
+    assert b.settings_key(**{**base, "params": {"threshold": 9.0}}) != k
+    monkeypatch.setattr(b, "_model_digest", lambda: "another model")
+    assert b.settings_key(**base) != k

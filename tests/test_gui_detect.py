@@ -96,18 +96,30 @@ def test_layer_without_scale_is_flagged_and_uses_entered_spacing(qtbot, make_nap
 
 def test_tomosynthesis_stack_gives_3d_points(qtbot, make_napari_viewer):
     viewer = make_napari_viewer()
-    detect_w, _ = dock_both(viewer)
+    detect_w, review_w = dock_both(viewer)
     from napari_calc.core.phantom import make_phantom
 
     plane = make_phantom(seed=2, size_mm=(50, 40), n_clusters=1).image.pixels
     stack = np.stack([plane, np.roll(plane, 3, axis=1), np.roll(plane, 6, axis=1)])
     layer = viewer.add_image(stack, name="dbt", scale=(1.0, 0.1, 0.1), units=("mm",) * 3)
+    detect_w.image_combo.value = layer
+    assert "tomo" in detect_w.preset.value.lower()  # a stack gets the tomosynthesis preset
     run_detection(qtbot, detect_w, layer)
+    assert pts_params_match(viewer.layers["dbt calcifications"], detect_w)
     pts = viewer.layers["dbt calcifications"]
     assert pts.ndim == 3 and pts.data.shape[1] == 3
     assert tuple(pts.scale) == pytest.approx((1.0, 0.1, 0.1))
     assert list(pts.features.columns[:len(calc_columns(3))]) == calc_columns(3)
     np.testing.assert_array_equal(pts.data[:, 0], pts.features["slice"].to_numpy())
+    # reviewing a stack: going to a candidate moves to its slice
+    qtbot.waitUntil(lambda: review_w.layer is pts and review_w.session is not None)
+    s = review_w.session
+    target = s.next_id(None, visible_only=False)
+    review_w.go_to(target)
+    row = s.row(target)
+    assert viewer.dims.point[0] == pytest.approx(row["slice"] * 1.0)
+    review_w.do("accept")
+    assert pts.features.loc[pts.features["calc_id"] == target, "status"].item() == "accepted"
 
 
 def test_cancel_running_detection_leaves_no_results_and_ui_usable(qtbot, make_napari_viewer):
@@ -184,6 +196,11 @@ def test_full_field_run_keeps_event_loop_responsive_and_results_stay_on_start_la
     assert pts.metadata["napari_calc"]["source_layer"] == "fullfield"
     assert tuple(pts.scale) == pytest.approx((0.07, 0.07))
     assert pts.metadata["napari_calc"]["image_shape"] == (4096, 3328)
+
+
+def pts_params_match(pts, detect_w) -> bool:
+    used = pts.metadata["napari_calc"]["params"]
+    return all(used[k] == pytest.approx(v) for k, v in detect_w.get_params().items())
 
 
 def _left():

@@ -210,3 +210,39 @@ def test_review_restored_after_closing_and_reopening_the_viewer(qtbot, make_napa
     # and undo still reaches back into the previous sitting
     review2.do("undo")
     assert pts2.features.loc[_pos(pts2, a), "morphology"] == ""
+
+
+def test_removing_the_layer_closes_the_review(qtbot, reviewing):
+    viewer, _, review_w, pts = reviewing
+    session = review_w.session
+    press(qtbot, viewer, Qt.Key.Key_N)
+    press(qtbot, viewer, Qt.Key.Key_A)
+    viewer.layers.remove(pts)
+    assert review_w.session is None and review_w.layer is None
+    assert session.closed  # autosave file closed, complete
+    press(qtbot, viewer, Qt.Key.Key_A)  # keys are harmless without a review
+    assert review_w.calc_model.rowCount() == 0
+
+
+def test_reviewed_layers_save_and_reopen_through_the_plugin(qtbot, reviewing, tmp_path):
+    import pandas as pd
+
+    viewer, _, review_w, pts = reviewing
+    press(qtbot, viewer, Qt.Key.Key_N)
+    a = review_w.current_id
+    press(qtbot, viewer, Qt.Key.Key_A)
+    b = review_w.current_id
+    press(qtbot, viewer, Qt.Key.Key_R)
+    viewer.layers.selection = {pts, viewer.layers["sample-mammogram clusters"]}
+    out = tmp_path / "export" / "mammo.calcifications.csv"
+    out.parent.mkdir()
+    written = viewer.layers.save(str(out), selected=True, plugin="napari-calc")
+    assert str(out) in written
+    df = pd.read_csv(out)
+    assert list(df.columns[: len(calc_columns(2))]) == calc_columns(2)
+    assert df.set_index("calc_id").loc[a, "status"] == "accepted"
+    assert df.set_index("calc_id").loc[b, "status"] == "rejected"
+    layers = viewer.open(str(out), plugin="napari-calc")
+    reopened = [lay for lay in layers if type(lay).__name__ == "Points"][0]
+    assert tuple(reopened.scale) == pytest.approx(tuple(pts.scale))
+    np.testing.assert_array_equal(reopened.features["status"].to_numpy(), pts.features["status"].to_numpy())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_calc.core.errors import NapariCalcError
-from napari_calc.core.phantom import load_truth, make_phantom, write_phantom
+from napari_calc.core.phantom import load_truth, make_phantom, rle_to_mask, write_phantom
 
 SMALL = dict(size_mm=(50.0, 40.0), n_clusters=1, n_singles=2)
 
@@ -41,6 +41,24 @@ def test_truth_contrast_is_the_built_contrast(for_processing):
         r0, c0 = int(round(c["row"])), int(round(c["col"]))
         far[max(0, r0 - 8): r0 + 9, max(0, c0 - 8): c0 + 9] = False
         assert np.abs(diff[far]).max() < 0.01 * c["contrast"] + 0.05
+
+
+def test_equalization_keeps_small_structures():
+    """Presentation equalisation flattens the thickness fall-off but leaves
+    the MC contrast (and the pixel noise) as they were."""
+    a = make_phantom(13, equalize=True, return_noise_free=True, **SMALL)
+    b = make_phantom(13, equalize=False, return_noise_free=True, **SMALL)
+    assert a.truth["params"]["equalize"] and not b.truth["params"]["equalize"]
+    for p, q in zip(a.truth["calcifications"], b.truth["calcifications"]):
+        assert p["contrast"] == pytest.approx(q["contrast"], rel=1e-9)
+    m = a.breast_mask
+    # the breast's range of values shrinks (thickness fall-off flattened)
+    ra = np.ptp(np.percentile(a.noise_free[m], [5, 95]))
+    rb = np.ptp(np.percentile(b.noise_free[m], [5, 95]))
+    assert ra < 0.8 * rb
+    na = (a.image.pixels.astype(float) - a.noise_free)[m].std()
+    nb = (b.image.pixels.astype(float) - b.noise_free)[m].std()
+    assert na == pytest.approx(nb, rel=0.02)
 
 
 def test_truth_contrast_range_and_cnr():
@@ -226,6 +244,7 @@ def test_write_and_read_back(tmp_path):
     np.testing.assert_array_equal(ds.pixel_array, ph.image.pixels)
     truth = load_truth(out["truth"])
     assert truth == json.loads(json.dumps(ph.truth))
+    np.testing.assert_array_equal(rle_to_mask(truth["breast_mask_rle"]), ph.breast_mask)
 
 
 def test_load_truth_errors(tmp_path):
@@ -239,6 +258,23 @@ def test_load_truth_errors(tmp_path):
     other.write_text("[1, 2]")
     with pytest.raises(NapariCalcError, match="not a phantom truth file"):
         load_truth(other)
+
+
+def test_shape_argument_and_small_images():
+    ph = make_phantom(1, shape=(300, 240), spacing_mm=0.1, n_clusters=1)
+    assert ph.image.pixels.shape == (300, 240)
+    assert ph.truth["params"]["size_mm"] == pytest.approx([30.0, 24.0])
+    assert len(ph.truth["clusters"]) == 1
+    ids = [c["calc_id"] for c in ph.truth["calcifications"]]
+    assert len(ids) == len(set(ids))
+    # 40 x 30 mm: two clusters fit once the separation is relaxed (>= 12 mm)
+    ph = make_phantom(5, size_mm=(40, 30))
+    assert len(ph.truth["clusters"]) == 2
+    a, b = ph.truth["clusters"]
+    assert np.hypot(a["y_mm"] - b["y_mm"], a["x_mm"] - b["x_mm"]) > 12.0 - 8.0  # centroids
+    # too small for two distinct clusters: a clear error, not overlapping clusters
+    with pytest.raises(NapariCalcError, match="too small for 2 cluster"):
+        make_phantom(1, shape=(250, 200), n_clusters=2)
 
 
 def test_invalid_parameters():

@@ -44,6 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--slice-mm", type=_positive_float, default=1.0, help="slice spacing of stacks")
     p.add_argument("--for-processing", action="store_true",
                    help="raw linear-exposure data (dense is dark) instead of presentation data")
+    p.add_argument("--no-equalize", action="store_true",
+                   help="presentation data without the peripheral (thickness) equalisation")
     p.add_argument("--no-mcs", action="store_true", help="no microcalcifications (negative images)")
     p.add_argument("--no-vessels", action="store_true", help="no vessels or ducts")
     p.add_argument("--no-benign", action="store_true", help="no large benign calcifications")
@@ -84,6 +86,7 @@ def run(args) -> int:
                 n_slices=args.stack,
                 slice_mm=args.slice_mm,
                 laterality=lat,
+                equalize=not args.no_equalize,
             )
             written = write_phantom(ph, out, formats=formats)
         except NapariCalcError as exc:

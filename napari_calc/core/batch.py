@@ -29,8 +29,9 @@ Resuming
     After all outputs of an input are written (each atomically), a marker
     ``<stem>.done.json`` is written last, holding the input's absolute path,
     size and modification time, the output file names and a hash of
-    everything that changes the outputs (napari-calc version, detection
-    parameters, spacing override, formats, de-identification). A rerun skips
+    everything that changes the outputs (napari-calc version, shipped model
+    files, detection parameters, spacing override, formats,
+    de-identification). A rerun skips
     an input whose marker matches and whose outputs all exist; anything else
     is recomputed (``force=True`` recomputes everything). A run killed at any
     moment therefore leaves either complete outputs *with* a marker, or no
@@ -311,8 +312,27 @@ def versions() -> dict[str, Any]:
     return out
 
 
+def _model_digest() -> str | None:
+    """SHA-256 of the shipped model files (``napari_calc/data/*.json``): the
+    scores depend on them, so a new model recomputes even at the same version."""
+    try:
+        from importlib import resources
+
+        data = resources.files("napari_calc").joinpath("data")
+        files = sorted((f for f in data.iterdir() if f.name.endswith(".json")), key=lambda f: f.name)
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+        return h.hexdigest() if files else None
+    except (OSError, ModuleNotFoundError, AttributeError, NotADirectoryError):
+        return None
+
+
 def settings_key(*, params: dict | None, formats, spacing_mm, deidentify: bool) -> str:
     """Hash of everything that changes an input's outputs.
+
+    napari-calc version, shipped model files, detection parameters (defaults
+    filled in), formats, spacing override and de-identification.
 
     Parameters
     ----------
@@ -333,6 +353,7 @@ def settings_key(*, params: dict | None, formats, spacing_mm, deidentify: bool) 
     resolved = dataclasses.asdict(DetectionParams(**(params or {})))
     doc = {
         "napari-calc": versions()["napari-calc"],
+        "models": _model_digest(),
         "params": resolved,
         "formats": sorted(set(formats) | {"csv"}),
         "spacing_mm": list(spacing_mm) if isinstance(spacing_mm, (tuple, list)) else spacing_mm,
@@ -585,7 +606,8 @@ class LocalPool:
         self.ctx = mp.get_context(context)
         if context == "forkserver":
             # workers fork from a server that has napari-calc imported already
-            self.ctx.set_forkserver_preload(["napari_calc.core.batch", "napari_calc.core.pipeline"])
+            self.ctx.set_forkserver_preload(["napari_calc.core.batch", "napari_calc.core.pipeline",
+                                             "napari_calc.core.read", "napari_calc.core.export"])
         self.fn = fn or process_input
         self.n = max(1, int(workers))
         self.timeout = timeout

@@ -22,13 +22,18 @@ coefficient, and simulates the acquisition:
    super-sampled grid and integrated over each pixel's aperture.
 2. **Exposure** ``P = N * exp(-L)`` primary quanta per pixel (``N`` from the
    dose and the pixel area), plus scatter ``S = SPR * G_wide * P``.
-3. **Detector**: blur by a Gaussian PSF (``psf_sigma_px``), then quantum
-   noise with variance equal to the signal (Gaussian approximation of
-   Poisson statistics) and additive electronic noise.
+3. **Detector**: blur by a Gaussian PSF (``psf_sigma_px``, 0.55-0.75 px),
+   then quantum noise with variance equal to the signal (Gaussian
+   approximation of Poisson statistics; white, as for a direct-conversion
+   detector) and additive electronic noise (constant per pixel).  The dose
+   (``DIFFICULTIES``) gives ~3e5 effective quanta/mm^2 behind a typical
+   breast, as for a detector air kerma of ~100 uGy at DQE ~0.6.
 4. **Output**:
 
-   * presentation (default): ``pixels = offset + gain * (-ln(E / N))``,
-     uint16, *bright where dense*;
+   * presentation (default): ``pixels = offset + gain * (-ln(E / N) - Q)``,
+     uint16, *bright where dense*, where ``Q`` is the peripheral (thickness)
+     equalisation of presentation processing: 0.7 times a breast-masked
+     10 mm low-pass of ``-ln(E / N)`` (``equalize=False`` gives ``Q = 0``);
    * ``for_processing=True``: ``pixels = raw_offset + raw_gain * E``,
      uint16, linear in exposure, so *dense is dark*.  A reader turns it
      into presentation polarity by taking ``-log`` of the offset-corrected
@@ -60,10 +65,8 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -77,6 +80,8 @@ __all__ = [
     "make_phantom",
     "write_phantom",
     "load_truth",
+    "mask_to_rle",
+    "rle_to_mask",
     "DIFFICULTIES",
 ]
 
@@ -168,6 +173,7 @@ class _Curve:
     radius: np.ndarray  # (n,) mm
     delta_mu: float
     z: float = 0.0
+    kind: str = "vessel"
 
 
 @dataclass
@@ -434,12 +440,12 @@ def _build_scene(
             start = nipple + np.array([r_ves.uniform(-3, 3), -r_ves.uniform(2, 6)])
             heading = math.pi + r_ves.normal(0.0, 0.45)
             r0 = r_ves.uniform(0.3, 0.6)
-            scene.curves.append(
-                _random_curve(
-                    r_ves, outline, start, heading, r_ves.uniform(0.25, 0.6) * outline["ax"], 0.5,
-                    r0, r0 * 0.7, r_ves.uniform(*MU_DUCT_DELTA),
-                )
+            duct = _random_curve(
+                r_ves, outline, start, heading, r_ves.uniform(0.25, 0.6) * outline["ax"], 0.5,
+                r0, r0 * 0.7, r_ves.uniform(*MU_DUCT_DELTA),
             )
+            duct.kind = "duct"
+            scene.curves.append(duct)
 
     # ---- benign calcifications -------------------------------------------
     if benign:
@@ -466,8 +472,9 @@ def _build_scene(
     lo, hi = mc_delta_mu
 
     def new_mc(y, x, cid):
-        # diameter (mm): log-normal, median 0.26 mm, restricted to 0.1-0.6 mm
-        d = float(np.clip(0.26 * math.exp(r_mc.normal(0.0, 0.4)), 0.1, 0.6))
+        # diameter (mm): log-normal, median 0.28 mm (typical of clustered
+        # MCs), restricted to 0.1-0.6 mm
+        d = float(np.clip(0.28 * math.exp(r_mc.normal(0.0, 0.35)), 0.1, 0.6))
         e = r_mc.uniform(0.0, 0.35)
         a = 0.5 * d * (1 + e)
         b = 0.5 * d / (1 + e)
@@ -484,16 +491,29 @@ def _build_scene(
         return all(math.hypot(y - b.y, x - b.x) > 1.8 * b.r + gap for b in scene.benign)
 
     if mcs:
+        # cluster centres: 12 mm inside the skin and 25 mm apart (less on
+        # small images)
+        margin = min(12.0, 0.2 * min(H, W))
+        sep = min(25.0, 0.45 * min(H, W))
         centres = []
         for cid in range(n_clusters):
-            pos = random_inside(
-                r_mc, 12.0,
-                lambda y, x: all(math.hypot(y - py, x - px) > 25.0 for py, px in centres)
-                and clear_of_benign(y, x, 6.0),
-            )
+            pos = None
+            # small breasts: relax the separation (never below 12 mm, so
+            # clusters stay distinct), then allow a benign calcification nearby
+            for sep_k, gap in ((sep, 6.0), (0.7 * sep, 6.0), (max(12.0, 0.5 * sep), 6.0),
+                               (max(12.0, 0.5 * sep), -100.0)):
+                def ok(y, x, sep_k=sep_k, gap=gap):
+                    return all(
+                        math.hypot(y - py, x - px) > sep_k for py, px in centres
+                    ) and clear_of_benign(y, x, gap)
+
+                pos = random_inside(r_mc, margin, ok, batches=5)
+                if pos is not None:
+                    break
             if pos is None:
                 raise InvalidParameterError(
-                    f"the breast is too small for {n_clusters} clusters 25 mm apart"
+                    f"the breast is too small for {n_clusters} cluster(s) {sep:.0f} mm apart "
+                    f"and {margin:.0f} mm from the skin"
                 )
             cy, cx = pos
             centres.append((cy, cx))
@@ -516,7 +536,7 @@ def _build_scene(
         for _ in range(n_singles):
             pos = random_inside(
                 r_mc, 5.0,
-                lambda y, x: all(math.hypot(y - py, x - px) > 20.0 for py, px in centres)
+                lambda y, x: all(math.hypot(y - py, x - px) > 0.8 * sep for py, px in centres)
                 and all(math.hypot(y - py, x - px) > 15.0 for py, px in singles)
                 and clear_of_benign(y, x, 3.0),
                 batches=4,
@@ -1039,6 +1059,10 @@ def make_phantom(
         single); stacks add ``slice`` and ``z_mm``.  ``truth["clusters"]``
         gives each cluster's centroid, ``n_calcifications`` and
         ``max_extent_mm`` (largest centre-to-centre distance).
+        ``truth["benign_calcifications"]`` and ``truth["curvilinear"]``
+        (vessels and ducts as polylines in mm, 2 mm steps, with radii)
+        locate the main false-positive sources; ``truth["breast_mask_rle"]``
+        is the breast mask (:func:`rle_to_mask`).
     """
     if shape is not None:
         shape = (int(shape[0]), int(shape[1]))
@@ -1178,6 +1202,19 @@ def make_phantom(
             }
             for b in scene.benign
         ],
+        "curvilinear": [
+            {
+                "kind": cv.kind,
+                "y_mm": [round(float(v), 3) for v in cv.pts[::4, 0]] + [round(float(cv.pts[-1, 0]), 3)],
+                "x_mm": [
+                    round(float(((ncols - 1) * spacing_mm - v) if flip else v), 3)
+                    for v in list(cv.pts[::4, 1]) + [cv.pts[-1, 1]]
+                ],
+                "radius_mm": [round(float(v), 3) for v in cv.radius[::4]] + [round(float(cv.radius[-1]), 3)],
+            }
+            for cv in scene.curves
+        ],
+        "breast_mask_rle": mask_to_rle(mask),
         "params": params,
     }
     truth["benign_calcifications"] = [
@@ -1473,6 +1510,30 @@ def _write_dicom(phantom, path):
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def mask_to_rle(mask: np.ndarray) -> dict:
+    """Run-length code a 2-D boolean mask row by row.
+
+    Returns ``{"shape": [rows, cols], "runs": [[row, start, stop], ...]}``
+    with half-open column ranges ``[start, stop)``.
+    """
+    mask = np.asarray(mask, bool)
+    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = mask
+    d = np.diff(padded, axis=1)
+    rs, cs = np.nonzero(d == 1)
+    re, ce = np.nonzero(d == -1)
+    runs = [[int(r), int(a), int(b)] for r, a, b in zip(rs, cs, ce)]
+    return {"shape": [int(mask.shape[0]), int(mask.shape[1])], "runs": runs}
+
+
+def rle_to_mask(rle: dict) -> np.ndarray:
+    """Inverse of :func:`mask_to_rle` (e.g. ``truth["breast_mask_rle"]``)."""
+    mask = np.zeros(tuple(rle["shape"]), bool)
+    for r, a, b in rle["runs"]:
+        mask[r, a:b] = True
+    return mask
 
 
 def load_truth(path) -> dict:

@@ -189,6 +189,7 @@ class DetectWidget(Container):
             self.spacing.enabled = False
             self.spacing_note.value = ""
             return
+        self._suggest_preset(layer)
         sp, src = layer_spacing(layer)
         if sp is None:
             self.spacing.enabled = True
@@ -206,6 +207,19 @@ class DetectWidget(Container):
             self.spacing_note.native.setStyleSheet("")
 
     # ---------------------------------------------------------------- params
+    def _suggest_preset(self, layer) -> None:
+        """Stacks get the tomosynthesis preset, 2-D images a 2-D one (unless
+        the user has set the parameters by hand)."""
+        cur = self.preset.value
+        if cur == CUSTOM_PRESET:
+            return
+        tomo = [k for k in PRESETS if "tomo" in k.lower()]
+        flat = [k for k in PRESETS if "tomo" not in k.lower()]
+        if layer.ndim == 3 and tomo and cur not in tomo:
+            self.preset.value = tomo[0]
+        elif layer.ndim == 2 and flat and cur not in flat:
+            self.preset.value = flat[0]
+
     def _on_preset(self, name):
         if name == CUSTOM_PRESET or name not in PRESETS:
             return

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, FloatSlider, LineEdit, PushButton
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
+from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFormLayout,
@@ -50,7 +51,7 @@ from qtpy.QtWidgets import (
 from ..core.errors import NapariCalcError
 from ..core.review import DISTRIBUTIONS, MORPHOLOGIES, SUSPICION, ReviewSession, sidecar_path_for
 from .layers import (
-    cluster_layer_name,
+    STATUS_COLORS,
     detections_from_layers,
     find_result_layers,
     is_calc_layer,
@@ -145,9 +146,14 @@ class DataFrameModel(QAbstractTableModel):
         return None
 
     def data(self, index, role=Qt.DisplayRole):
-        if not index.isValid() or role not in (Qt.DisplayRole, Qt.TextAlignmentRole):
+        if not index.isValid() or role not in (Qt.DisplayRole, Qt.TextAlignmentRole, Qt.ForegroundRole):
             return None
         c = self._cols_present[index.column()]
+        if role == Qt.ForegroundRole:
+            if c != "status":
+                return None
+            rgba = STATUS_COLORS.get(str(self._cache[c][self._order[index.row()]]))
+            return None if rgba is None else QBrush(QColor.fromRgbF(*rgba[:3], 1.0))
         if role == Qt.TextAlignmentRole:
             return int(Qt.AlignRight | Qt.AlignVCenter) if self._cache[c].dtype.kind in "iuf" \
                 else int(Qt.AlignLeft | Qt.AlignVCenter)
@@ -196,6 +202,16 @@ class DataFrameModel(QAbstractTableModel):
         return int(hit[0]) if len(hit) else None
 
 
+def _unwrap(obj):
+    """The object behind napari's PublicOnlyProxy (plugin widgets get proxies)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def _same(a, b) -> bool:
+    """Identity of two layers, looking through napari's proxies."""
+    return _unwrap(a) is _unwrap(b)
+
+
 def _camera(viewer):
     """The viewer's camera (``viewer.scene.camera`` from napari 0.9 on)."""
     scene = getattr(viewer, "scene", None)
@@ -224,7 +240,8 @@ def _make_table(model) -> QTableView:
     t.verticalHeader().setDefaultSectionSize(20)
     t.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
     t.horizontalHeader().setStretchLastSection(True)
-    t.horizontalHeader().setDefaultSectionSize(64)
+    t.horizontalHeader().setDefaultSectionSize(60)
+    t.horizontalHeader().setMinimumSectionSize(36)
     t.setMinimumHeight(150)
     t.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
     return t
@@ -312,6 +329,11 @@ class ReviewWidget(QWidget):
         self.cluster_model = DataFrameModel(CLUSTER_TABLE_COLUMNS, self)
         self.calc_table = _make_table(self.calc_model)
         self.cluster_table = _make_table(self.cluster_model)
+        widths = {"calc_id": 46, "slice": 40, "score": 54, "status": 76, "diameter_mm": 50, "cnr": 54,
+                  "cluster_id": 52, "n_calcifications": 40}
+        self._widths = widths
+        self.calc_model.modelReset.connect(lambda: self._fit_columns(self.calc_table, self.calc_model))
+        self.cluster_model.modelReset.connect(lambda: self._fit_columns(self.cluster_table, self.cluster_model))
         self.calc_model.set_sort("score", Qt.DescendingOrder)
         self.cluster_model.set_sort("score", Qt.DescendingOrder)
         self.tabs = QTabWidget()
@@ -389,6 +411,16 @@ class ReviewWidget(QWidget):
             self.attach(self.layer_combo.value)
 
     # ------------------------------------------------------------------ helpers
+    def _fit_columns(self, table, model) -> None:
+        cols = getattr(model, "_cols_present", [])
+        key = tuple(cols)
+        if getattr(table, "_napari_calc_cols", None) == key:
+            return
+        table._napari_calc_cols = key
+        hdr = table.horizontalHeader()
+        for i, c in enumerate(cols):
+            hdr.resizeSection(i, self._widths.get(c, 60))
+
     @staticmethod
     def _shortcut_text() -> str:
         items = [f"<b>{' / '.join(k.replace('Control', 'Ctrl') for k in keys)}</b>&nbsp;{desc}"
@@ -403,21 +435,21 @@ class ReviewWidget(QWidget):
         self.layer_combo.reset_choices()
         lay = getattr(event, "value", None)
         if lay is not None and is_calc_layer(lay):
-            if self.layer_combo.value is lay:
+            if _same(self.layer_combo.value, lay):
                 self.attach(lay)
             else:
                 self.layer_combo.value = lay  # -> attach
 
     def _on_layer_removed(self, event=None):
         lay = getattr(event, "value", None)
-        if lay is not None and lay is self.layer:
+        if lay is not None and _same(lay, self.layer):
             self.detach()
-        elif lay is not None and lay is self.shapes:
+        elif lay is not None and _same(lay, self.shapes):
             self.shapes = None
         self.layer_combo.reset_choices()
 
     def _on_layer_combo(self, lay):
-        if lay is not self.layer:
+        if not _same(lay, self.layer):
             if lay is None:
                 self.detach()
             else:
@@ -499,7 +531,7 @@ class ReviewWidget(QWidget):
         self.current_cluster = None
         self._connect_layer(self.layer)
         self._sync(full=True)
-        if self.layer_combo.value is not self.layer:
+        if not _same(self.layer_combo.value, self.layer):
             self.layer_combo.value = self.layer
 
     def detach(self) -> None:
@@ -559,7 +591,10 @@ class ReviewWidget(QWidget):
         def handler(_parent):
             if self.session is None:
                 return
-            self.do(action)
+            try:
+                self.do(action)
+            except RuntimeError:  # the panel was closed (Qt objects deleted)
+                self.session = None
         handler.__name__ = f"napari_calc_{action}"
         handler.__doc__ = f"napari-calc review: {action}"
         return handler
@@ -582,7 +617,6 @@ class ReviewWidget(QWidget):
                                                       calcs[cols].to_numpy(float))
                 update_points_layer(layer, calcs, det.spacing_mm, det.ndim, data_changed=data_changed,
                                     visible=s.visible_mask())
-            layer.refresh()
             if self.shapes is None:
                 src = (layer.metadata.get("napari_calc") or {}).get("source_layer")
                 if src:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 __all__ = ["make_sample_data", "SAMPLE_NAME"]
 
 SAMPLE_NAME = "sample-mammogram"
+
+
+@lru_cache(maxsize=2)
+def _phantom(seed: int):
+    from ..core.phantom import make_phantom
+
+    return make_phantom(seed=seed)
 
 
 def make_sample_data(seed: int = 0):
@@ -20,13 +29,16 @@ def make_sample_data(seed: int = 0):
     list of LayerDataTuple
         One image layer with ``scale`` = spacing in mm.
     """
-    from ..core.phantom import make_phantom
+    import copy
+
+    from ..core.image import MammoImage
     from .reader import image_layer_data
 
-    ph = make_phantom(seed=seed)
-    img = ph.image
+    ph = _phantom(seed)
+    img = MammoImage(pixels=ph.image.pixels.copy(), spacing_mm=ph.image.spacing_mm,
+                     metadata=copy.deepcopy(ph.image.metadata))
     img.metadata.setdefault("name", SAMPLE_NAME)
     data, kw, kind = image_layer_data(img, name=SAMPLE_NAME)
-    kw["metadata"]["napari_calc"]["truth"] = ph.truth
+    kw["metadata"]["napari_calc"]["truth"] = copy.deepcopy(ph.truth)
     kw["metadata"]["napari_calc"]["image_metadata"]["name"] = SAMPLE_NAME
     return [(data, kw, kind)]

@@ -61,6 +61,8 @@ class SourceRef:
     slice_instance_uids: list[str] = field(default_factory=list)
     synthesised: bool = False
     multiframe: bool = False
+    #: SELECTED FROM image items already built, shared by SCOORDs on one image
+    item_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def instance_for_slice(self, s: int | None) -> tuple[str, list[int] | None]:
         """(SOP instance UID, frame numbers or None) of slice ``s``."""
@@ -209,3 +211,25 @@ def stamp_times(ds: Dataset) -> None:
     for it in ds.get("ContributingEquipmentSequence") or []:
         if "ContributionDateTime" in it:
             it.ContributionDateTime = da + tm
+
+
+def save_dataset(ds: Dataset, fileobj) -> None:
+    """``ds.save_as(fileobj)``, without pydicom's per-item VR re-checks.
+
+    pydicom re-runs its ambiguous-VR correction on every nested item of a
+    dataset built in memory, walking each subtree again (seconds for an SR
+    with thousands of content items). The correction is run once on the
+    whole tree here, and the items are then marked as already in the output
+    encoding (explicit VR little endian); the bytes written are the same.
+    """
+    from pydicom.filewriter import correct_ambiguous_vr
+
+    correct_ambiguous_vr(ds, True)
+    stack = [ds]
+    while stack:
+        d = stack.pop()
+        d.set_original_encoding(False, True, d._character_set)
+        for elem in d.elements():
+            if elem.VR == "SQ":
+                stack.extend(elem.value)
+    ds.save_as(fileobj, enforce_file_format=True)

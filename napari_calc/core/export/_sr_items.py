@@ -1,8 +1,8 @@
 """Plain-pydicom SR content items (PS3.3 C.17.3), for large documents.
 
 highdicom's content item classes validate every item against the standard
-(tens of milliseconds per measurement group), which makes an SR of a few
-thousand candidates take minutes. The per-calcification items are therefore
+(tens of milliseconds per measurement group on a busy machine), which makes
+an SR of a few thousand candidates take minutes. The per-calcification items are therefore
 built here as plain pydicom Datasets with exactly the structure highdicom
 produces (``tests/test_export_sr.py`` compares the two item by item);
 highdicom still builds the document, its modules and the report skeleton.
@@ -31,7 +31,10 @@ def code(value: str, scheme: str, meaning: str) -> Dataset:
 
 
 def _copy_code(c) -> Dataset:
-    """A fresh copy of a code item (highdicom CodedConcept or our own)."""
+    """``c`` itself when it is one of ours (shared: codes are never modified
+    and Sequences do not own their items), else a plain copy."""
+    if type(c) is Dataset:
+        return c
     value = c.get("CodeValue") or c.get("LongCodeValue") or c.get("URNCodeValue")
     return code(str(value), str(c.CodingSchemeDesignator), str(c.CodeMeaning))
 

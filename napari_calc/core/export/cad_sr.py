@@ -61,6 +61,7 @@ back as NaN. Use the TID 1500 SR, CSV or JSON for an exact round trip.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -77,8 +78,8 @@ from ._common import ExportError, cluster_outline_px, jsonable, member_table, \
     normalize_calcifications, normalize_clusters, software_version
 from .csv_io import frame_to_csv_text
 from . import _sr_items as _I
-from ._dicom import apply_deidentification, content_digest, document_uids, source_datasets, \
-    source_reference, stamp_times
+from ._dicom import apply_deidentification, content_digest, document_uids, save_dataset, \
+    source_datasets, source_reference, stamp_times
 
 __all__ = ["MAMMO_CAD_SR_CLASS", "build_cad_sr", "write_cad_sr", "read_cad_sr_dataset"]
 
@@ -145,11 +146,14 @@ def _hd():
     return hd
 
 
+@functools.lru_cache(maxsize=None)
 def _cc(key):
+    """The code of ``_DCM[key]`` (one shared, never modified Dataset)."""
     v, m = _DCM[key]
     return _I.code(v, "DCM", m)
 
 
+@functools.lru_cache(maxsize=None)
 def _ccx(t):
     return _I.code(t[0], t[1], t[2])
 
@@ -169,8 +173,11 @@ def _image(ref, uid, frames, rel):
 def _scoord(name_key, graphic_type, rc, ref, s):
     data = np.column_stack([rc[:, 1] + 0.5, rc[:, 0] + 0.5]).astype(np.float64).ravel()
     uid, frames = ref.instance_for_slice(s)
-    return _I.scoord("HAS PROPERTIES", _cc(name_key), graphic_type, data,
-                     _image(ref, uid, frames, "SELECTED FROM"))
+    key = (uid, tuple(frames or ()))
+    cache = ref.item_cache
+    if key not in cache:  # identical SELECTED FROM items are shared
+        cache[key] = _image(ref, uid, frames, "SELECTED FROM")
+    return _I.scoord("HAS PROPERTIES", _cc(name_key), graphic_type, data, cache[key])
 
 
 def _algorithm_items(rel, params_text=None):
@@ -373,7 +380,7 @@ def write_cad_sr(det: Detections, path, ndim: int, metadata: dict, *,
     key = fallback_key or Path(path).name.split(".")[0]
     sr = build_cad_sr(det, ndim, metadata, deidentified=deidentified, fallback_key=key)
     with atomic_write(path, "wb") as f:
-        sr.save_as(f, enforce_file_format=True)
+        save_dataset(sr, f)
 
 
 # --------------------------------------------------------------------------- reading
