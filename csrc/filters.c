@@ -33,8 +33,9 @@
 #include <omp.h>
 #endif
 
+/* target_clones needs GCC >= 6 and ifunc support (glibc on x86-64 Linux). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
-    (__GNUC__ >= 6) && !defined(NCALC_NO_CLONES)
+    defined(__GLIBC__) && (__GNUC__ >= 6) && !defined(NCALC_NO_CLONES)
 #define NCALC_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define NCALC_CLONES
@@ -104,9 +105,9 @@ static float *gaussian_half_kernel(double sigma, int radius, int len)
 
 /* A bank of Gaussians with ascending radii. */
 typedef struct {
-    int n, rmax;  /* rmax: the largest padded radius */
-    int *radius;  /* taps beyond the true radius, up to a multiple of 4, weigh 0 */
-    float **w;
+    int n, rmax;  /* rmax: the largest radius */
+    int *radius;
+    float **w;    /* w[i][0 .. radius[i]], then zeros up to a multiple of 4 */
 } bank_t;
 
 /* Radius rounded up to a multiple of 4 (taps are summed four at a time). */
@@ -131,9 +132,9 @@ static int bank_init(bank_t *b, const double *sigmas, int n, double truncate)
     if (!b->radius || !b->w) { bank_free(b); return NCALC_ENOMEM; }
     for (int i = 0; i < n; i++) {
         int r = ncalc_gaussian_radius(sigmas[i], truncate);
-        b->radius[i] = pad4(r);
-        if (b->radius[i] > b->rmax) b->rmax = b->radius[i];
-        b->w[i] = gaussian_half_kernel(sigmas[i], r, b->radius[i]);
+        b->radius[i] = r;
+        if (r > b->rmax) b->rmax = r;
+        b->w[i] = gaussian_half_kernel(sigmas[i], r, pad4(r));
         if (!b->w[i]) { bank_free(b); return NCALC_ENOMEM; }
     }
     return NCALC_OK;
@@ -201,7 +202,7 @@ NCALC_INLINE void pair_block(const void *img, int dtype, ptrdiff_t offa, ptrdiff
 }
 
 /* Vertical pass of input row r for every scale of the bank into t->v[i].
- * Taps are taken four at a time: the four pair sums x[r-k] + x[r+k] are
+ * Taps are taken four at a time (a scale's last group may be shorter): the pair sums x[r-k] + x[r+k] are
  * formed once (uint16 converted once) and each scale's accumulator is
  * loaded and stored once per four taps. */
 NCALC_INLINE void vertical_bank(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
@@ -218,26 +219,32 @@ NCALC_INLINE void vertical_bank(const void *img, int dtype, ptrdiff_t rows, ptrd
             for (ptrdiff_t c = 0; c < nb; c++) acc[c] = w0 * p0[c];
         }
         for (int k = 1; k <= b->rmax; k += 4) {
-            pair_block(img, dtype, reflect_index(r - k, rows) * cols + c0,
-                       reflect_index(r + k, rows) * cols + c0, nb, p0);
-            pair_block(img, dtype, reflect_index(r - k - 1, rows) * cols + c0,
-                       reflect_index(r + k + 1, rows) * cols + c0, nb, p1);
-            pair_block(img, dtype, reflect_index(r - k - 2, rows) * cols + c0,
-                       reflect_index(r + k + 2, rows) * cols + c0, nb, p2);
-            pair_block(img, dtype, reflect_index(r - k - 3, rows) * cols + c0,
-                       reflect_index(r + k + 3, rows) * cols + c0, nb, p3);
+            const int np = b->rmax - k + 1 < 4 ? b->rmax - k + 1 : 4;
+            float *const pp[4] = {p0, p1, p2, p3};
+            for (int j = 0; j < np; j++)
+                pair_block(img, dtype, reflect_index(r - k - j, rows) * cols + c0,
+                           reflect_index(r + k + j, rows) * cols + c0, nb, pp[j]);
             for (int i = b->n - 1; i >= 0 && b->radius[i] >= k; i--) {
                 float *restrict acc = t->v[i] + c0;
                 const float *w = b->w[i] + k;
                 const float wa = w[0], wb = w[1], wc = w[2], wd = w[3];
-                for (ptrdiff_t c = 0; c < nb; c++)
-                    acc[c] += (wa * p0[c] + wb * p1[c]) + (wc * p2[c] + wd * p3[c]);
+                const int nt = b->radius[i] - k + 1;
+                if (nt >= 4) {
+                    for (ptrdiff_t c = 0; c < nb; c++)
+                        acc[c] += (wa * p0[c] + wb * p1[c]) + (wc * p2[c] + wd * p3[c]);
+                } else if (nt == 3) {
+                    for (ptrdiff_t c = 0; c < nb; c++)
+                        acc[c] += (wa * p0[c] + wb * p1[c]) + wc * p2[c];
+                } else if (nt == 2) {
+                    for (ptrdiff_t c = 0; c < nb; c++) acc[c] += wa * p0[c] + wb * p1[c];
+                } else {
+                    for (ptrdiff_t c = 0; c < nb; c++) acc[c] += wa * p0[c];
+                }
             }
         }
     }
 }
 
-/* Reflect-pad row v (cols floats, room for radius on each side). */
 NCALC_INLINE void pad_row(float *v, ptrdiff_t cols, int radius)
 {
     for (ptrdiff_t k = 1; k <= radius; k++) {
@@ -254,7 +261,8 @@ NCALC_INLINE void horizontal_block(const float *v, ptrdiff_t c0, ptrdiff_t nb, c
     const float *restrict s = v + c0;
     const float w0 = w[0];
     for (ptrdiff_t c = 0; c < nb; c++) h[c] = w0 * s[c];
-    for (int k = 1; k <= radius; k += 4) {
+    int k = 1;
+    for (; k + 3 <= radius; k += 4) {
         const float wa = w[k], wb = w[k + 1], wc = w[k + 2], wd = w[k + 3];
         const float *restrict a0 = s - k, *restrict b0 = s + k;
         const float *restrict a1 = s - k - 1, *restrict b1 = s + k + 1;
@@ -263,6 +271,21 @@ NCALC_INLINE void horizontal_block(const float *v, ptrdiff_t c0, ptrdiff_t nb, c
         for (ptrdiff_t c = 0; c < nb; c++)
             h[c] += (wa * (a0[c] + b0[c]) + wb * (a1[c] + b1[c])) +
                     (wc * (a2[c] + b2[c]) + wd * (a3[c] + b3[c]));
+    }
+    const int nt = radius - k + 1; /* 0 .. 3 taps left */
+    if (nt > 0) {
+        const float wa = w[k], wb = w[k + 1], wc = w[k + 2];
+        const float *restrict a0 = s - k, *restrict b0 = s + k;
+        const float *restrict a1 = s - k - 1, *restrict b1 = s + k + 1;
+        const float *restrict a2 = s - k - 2, *restrict b2 = s + k + 2;
+        if (nt == 3) {
+            for (ptrdiff_t c = 0; c < nb; c++)
+                h[c] += (wa * (a0[c] + b0[c]) + wb * (a1[c] + b1[c])) + wc * (a2[c] + b2[c]);
+        } else if (nt == 2) {
+            for (ptrdiff_t c = 0; c < nb; c++) h[c] += wa * (a0[c] + b0[c]) + wb * (a1[c] + b1[c]);
+        } else {
+            for (ptrdiff_t c = 0; c < nb; c++) h[c] += wa * (a0[c] + b0[c]);
+        }
     }
 }
 

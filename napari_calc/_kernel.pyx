@@ -50,6 +50,10 @@ def max_threads():
 
 
 cdef int _dtype_code(cnp.ndarray img) except -1:
+    # the C code reads rows x cols contiguous pixels: anything else would be
+    # read out of bounds
+    if img.ndim != 2 or not img.flags['C_CONTIGUOUS']:
+        raise ValueError("kernel input must be a C-contiguous 2-D array")
     if img.dtype == np.uint16:
         return NCALC_U16
     if img.dtype == np.float32:

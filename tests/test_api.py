@@ -116,3 +116,18 @@ def test_cancel_and_progress(phantom):
     assert seen[0] == 0 and seen[-1] == 1.0 and seen == sorted(seen)
     with pytest.raises(DetectionCancelled):
         napari_calc.detect(phantom.image, cancel=lambda: True)
+
+
+def test_cancel_inside_a_plane(phantom):
+    """A 2-D image is cancelled between stages, not only between slices."""
+    from napari_calc.core.errors import DetectionCancelled
+
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) >= 3  # the first check is before the plane starts
+
+    with pytest.raises(DetectionCancelled):
+        napari_calc.detect(phantom.image, cancel=cancel)
+    assert len(calls) == 3

@@ -17,7 +17,6 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -157,8 +156,11 @@ def serial_kernel(tmp_path_factory):
         pytest.skip("no C compiler to build the serial kernel")
     out = tmp_path_factory.mktemp("serial_kernel") / "libncalc_serial.so"
     srcs = sorted(str(p) for p in CSRC.glob("*.c"))
-    # the flags of setup.py, without -fopenmp
-    cmd = [cc, "-O3", "-std=c99", "-shared", "-fPIC", "-I", str(CSRC), *srcs, "-lm", "-o", str(out)]
+    # the flags of setup.py, without -fopenmp, and without the AVX2 clones
+    # (so that comparing with the extension also checks that the SSE2 and
+    # AVX2 code paths give bit-identical results)
+    cmd = [cc, "-O3", "-std=c99", "-DNCALC_NO_CLONES", "-shared", "-fPIC", "-I", str(CSRC), *srcs,
+           "-lm", "-o", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     k = SerialKernel(out)
@@ -699,6 +701,17 @@ def test_detect_identical_for_1_and_2_threads():
 
     pd.testing.assert_frame_equal(d1.calcifications, d2.calcifications)
     pd.testing.assert_frame_equal(d1.clusters, d2.clusters)
+
+
+def test_extension_rejects_non_contiguous_or_non_2d_input():
+    img = _random_u16((20, 30))
+    for bad in (img[:, ::2], img.T, img[None], img.ravel()):
+        with pytest.raises(ValueError):
+            _kernel.dog_response(bad, DOG_SIGMAS[:3], TRUNCATE, 0)
+        with pytest.raises(ValueError):
+            _kernel.gaussian(bad, 1.0, TRUNCATE, 0)
+    with pytest.raises(TypeError):
+        _kernel.gaussian(img.astype(np.int32), 1.0, TRUNCATE, 0)
 
 
 def test_module_reports_build_mode():

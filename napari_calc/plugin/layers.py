@@ -350,7 +350,7 @@ def cluster_features(clusters: pd.DataFrame, ndim: int) -> pd.DataFrame:
     return feats
 
 
-_TEXT = {"string": "{label}", "color": "#ffd24d", "size": 10, "anchor": "upper_left"}
+_TEXT = {"string": "{label}", "color": "#ffd24d", "size": 12, "anchor": "upper_left"}
 
 
 def shapes_layer_kwargs(det: Detections, *, name: str, source_layer: str | None = None,

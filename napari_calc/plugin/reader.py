@@ -38,12 +38,9 @@ def _accepts(path: str) -> bool:
     if fmt == "tiff":
         return True
     if fmt == "dicom":
-        try:  # decline DICOM SR / SEG / presentation states: not images
-            from ..core.read import _dicom_image_header
+        from ..core.read import is_dicom_image  # declines SR / SEG / presentation states
 
-            return _dicom_image_header(path) is not None
-        except ImportError:  # pragma: no cover - older reader module
-            return True
+        return is_dicom_image(path)
     return False
 
 

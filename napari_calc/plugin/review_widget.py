@@ -609,9 +609,9 @@ class ReviewWidget(QWidget):
         self._syncing = True
         try:
             with layer.events.data.blocker(), layer.events.features.blocker():
-                data_changed = op in ("add", "delete", "move", "undo", "redo") \
-                    or len(layer.data) != len(calcs)
-                if full and not data_changed:  # e.g. a restored review: positions may differ
+                data_changed = len(layer.data) != len(calcs)
+                if not data_changed and (full or op in ("add", "delete", "move", "undo", "redo")):
+                    # positions may differ (a restored review, an undone move): compare, vectorised
                     cols = ["slice", "row", "col"] if det.ndim == 3 else ["row", "col"]
                     data_changed = not np.array_equal(np.asarray(layer.data, float),
                                                       calcs[cols].to_numpy(float))

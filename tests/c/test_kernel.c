@@ -104,7 +104,8 @@ static void run_shape(ptrdiff_t rows, ptrdiff_t cols, int dtype)
                                        f + 3 * n, f + 4 * n, t) == NCALC_OK, "features");
         CHECK(ncalc_local_hessian(img, dtype, rows, cols, rr, cc, rad, nc, 3.5, f, f + n, f + 2 * n,
                                   f + 3 * n, t) == NCALC_OK, "local hessian");
-        for (ptrdiff_t i = 0; i < 4 * nc; i++) CHECK(isfinite(f[i]), "hessian finite");
+        for (int q = 0; q < 4; q++)
+            for (ptrdiff_t i = 0; i < nc; i++) CHECK(isfinite(f[q * n + i]), "hessian finite");
         free(f); free(rad); free(rr); free(cc); free(grid);
     }
     free(img); free(g); free(resp); free(scale); free(mask);

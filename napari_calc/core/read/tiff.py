@@ -318,6 +318,9 @@ def read_tiff(path: str | os.PathLike, *, spacing_mm=None) -> MammoImage:
             source = None
     else:
         spacing = None if source is None else (float(y), float(x))
+    if spacing is not None:
+        # resolution tags are rationals (e.g. 1/0.007 cm): 0.06999999999999999 -> 0.07
+        spacing = tuple(float(f"{s:.12g}") for s in spacing)
     if spacing_mm is not None:
         spacing = normalise_user_spacing(spacing_mm, arr.ndim, path, file_slice_mm=meta.get("slice_spacing_mm"))
         source = "user"
