@@ -20,7 +20,7 @@ from napari_calc.core.review import (
     SUSPICION,
     ReviewSession,
 )
-from napari_calc.core.review_cluster import fast_cluster_labels, max_pair_distance
+from napari_calc.core.cluster import max_pair_distance
 
 SP = 0.1  # mm per pixel
 
@@ -379,19 +379,46 @@ def test_cluster_table_matches_a_full_recomputation_after_edits():
         pd.testing.assert_frame_equal(s.detections.clusters, cluster_table(df, det.spacing_mm, ndim=2))
 
 
+def _reference_dbscan(pts, radius_mm, min_size):
+    """Plain breadth-first DBSCAN, the textbook definition, as a reference."""
+    from scipy.spatial import cKDTree
+
+    n = len(pts)
+    labels = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return labels
+    neigh = cKDTree(pts).query_ball_point(pts, r=radius_mm)
+    core = np.array([len(nb) >= min_size for nb in neigh])
+    next_id = 0
+    for i in range(n):
+        if not core[i] or labels[i] != -1:
+            continue
+        labels[i] = next_id
+        stack = [i]
+        while stack:
+            j = stack.pop()
+            for q in neigh[j]:
+                if labels[q] == -1:
+                    labels[q] = next_id
+                    if core[q]:
+                        stack.append(q)
+        next_id += 1
+    return labels
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("radius", [1.0, 4.0, 9.0])
-def test_fast_cluster_labels_equal_reference(seed, radius):
+def test_cluster_labels_equal_reference_dbscan(seed, radius):
     rng = np.random.default_rng(seed)
     pts = rng.random((700, 2)) * [100, 80]
     pts[:50] = pts[50:100] + rng.normal(0, 0.3, (50, 2))  # dense spots
     for min_size in (2, 3, 6):
-        np.testing.assert_array_equal(fast_cluster_labels(pts, radius_mm=radius, min_size=min_size),
-                                      cluster_calcifications(pts, radius_mm=radius, min_size=min_size))
+        np.testing.assert_array_equal(cluster_calcifications(pts, radius_mm=radius, min_size=min_size),
+                                      _reference_dbscan(pts, radius, min_size))
     p3 = np.column_stack([rng.integers(0, 5, 400).astype(float), rng.random((400, 2)) * 60])
-    np.testing.assert_array_equal(fast_cluster_labels(p3, radius_mm=radius, min_size=3),
-                                  cluster_calcifications(p3, radius_mm=radius, min_size=3))
-    assert len(fast_cluster_labels(np.zeros((0, 2)), radius_mm=radius, min_size=3)) == 0
+    np.testing.assert_array_equal(cluster_calcifications(p3, radius_mm=radius, min_size=3),
+                                  _reference_dbscan(p3, radius, 3))
+    assert len(cluster_calcifications(np.zeros((0, 2)), radius_mm=radius, min_size=3)) == 0
 
 
 def _brute_max(p):

@@ -35,21 +35,26 @@ def run(args) -> int:
 
     import pandas as pd
 
-    calcs = pd.read_csv(summary["outputs"]["csv"])
-    truth = ph.truth["calcifications"]
     from ..core.detect import DetectionParams
+    from ..core.evaluate import match_clusters
 
-    op = getattr(DetectionParams(), "min_score", 0.5)  # the detector's operating point
+    calcs = pd.read_csv(summary["outputs"]["csv"])
+    clusters = pd.read_csv(summary["outputs"]["clusters.csv"])
+    truth = ph.truth["calcifications"]
+    op = DetectionParams().min_score  # the detector's operating point
     likely = calcs[calcs["score"] >= op]
     m = match_calcifications(likely, truth)
     sens = (m["n_truth"] - m["fn"]) / max(m["n_truth"], 1)
+    likely_cl = clusters[clusters["score"] >= op]
+    mc = match_clusters(likely_cl, ph.truth)
     print(f"sample: {image.pixels.shape[0]}x{image.pixels.shape[1]} px at "
-          f"{image.spacing_mm[0]} mm, {len(truth)} true calcifications in "
-          f"{len(ph.truth['clusters'])} clusters")
-    print(f"found {summary['n_calcifications']} candidates ({len(likely)} with score >= {op:g}: "
-          f"{m['tp']} true, {m['fp']} false; sensitivity {sens:.2f}), "
-          f"{summary['n_clusters']} clusters")
-    print("outputs:")
-    for kind, path in sorted(list(written.items()) + list(summary["outputs"].items())):
-        print(f"  {kind:<22} {Path(path).resolve()}")
+          f"{image.spacing_mm[0]} mm, {len(truth)} true calcifications, "
+          f"{len(ph.truth['clusters'])} true clusters")
+    print(f"calcifications: {len(calcs)} candidates; {len(likely)} with score >= {op:g}: "
+          f"{m['tp']} true, {m['fp']} false (sensitivity {sens:.2f})")
+    print(f"clusters: {len(clusters)} found; {len(likely_cl)} with score >= {op:g}: "
+          f"{mc['tp']} true, {mc['fp']} false")
+    print(f"outputs in {out.resolve()}:")
+    for path in sorted(set(map(str, list(written.values()) + list(summary["outputs"].values())))):
+        print(f"  {Path(path).name}")
     return 0

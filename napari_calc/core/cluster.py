@@ -16,12 +16,15 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from .columns import NO_CLUSTER, cluster_columns
 from .errors import InvalidParameterError
 
-__all__ = ["cluster_calcifications", "DEFAULT_CLUSTER_RADIUS_MM", "cluster_table", "cluster_features"]
+__all__ = ["cluster_calcifications", "DEFAULT_CLUSTER_RADIUS_MM", "cluster_table", "cluster_features",
+           "max_pair_distance"]
 
 #: Radius of a disc of area 1 cm², in mm.
 DEFAULT_CLUSTER_RADIUS_MM = math.sqrt(100.0 / math.pi)
@@ -44,8 +47,15 @@ def cluster_calcifications(positions_mm: np.ndarray, *, radius_mm: float = DEFAU
     Returns
     -------
     ndarray of int, shape (N,)
-        Cluster id from 0 in order of first appearance, or -1
-        (:data:`~napari_calc.core.columns.NO_CLUSTER`) when in no cluster.
+        Cluster id from 0 in order of each cluster's first core point, or
+        -1 (:data:`~napari_calc.core.columns.NO_CLUSTER`) when in no
+        cluster. A border point within reach of several clusters takes the
+        lowest id.
+
+    Notes
+    -----
+    Vectorised: neighbour pairs from a k-d tree, clusters as the connected
+    components of the core-core pairs; no Python loop over points.
     """
     if not (radius_mm > 0):
         raise InvalidParameterError(f"cluster radius must be > 0 mm, got {radius_mm}")
@@ -56,24 +66,90 @@ def cluster_calcifications(positions_mm: np.ndarray, *, radius_mm: float = DEFAU
     labels = np.full(n, NO_CLUSTER, dtype=np.int64)
     if n == 0:
         return labels
-    tree = cKDTree(pts)
-    neigh = tree.query_ball_point(pts, r=radius_mm)
-    core = np.array([len(nb) >= min_size for nb in neigh])
-    next_id = 0
-    for i in range(n):
-        if not core[i] or labels[i] != NO_CLUSTER:
-            continue
-        labels[i] = next_id
-        stack = [i]
-        while stack:
-            j = stack.pop()
-            for q in neigh[j]:
-                if labels[q] == NO_CLUSTER:
-                    labels[q] = next_id
-                    if core[q]:
-                        stack.append(q)
-        next_id += 1
+    pairs = cKDTree(pts).query_pairs(r=radius_mm, output_type="ndarray")
+    a = pairs[:, 0].astype(np.int64) if len(pairs) else np.empty(0, np.int64)
+    b = pairs[:, 1].astype(np.int64) if len(pairs) else np.empty(0, np.int64)
+    deg = 1 + np.bincount(a, minlength=n) + np.bincount(b, minlength=n)  # includes the point
+    core = deg >= int(min_size)
+    if not core.any():
+        return labels
+    cc = core[a] & core[b]
+    g = coo_matrix((np.ones(int(cc.sum()), dtype=np.int8), (a[cc], b[cc])), shape=(n, n))
+    _, comp = connected_components(g.tocsr(), directed=False)
+    core_idx = np.flatnonzero(core)
+    # number components by their first (lowest-index) core point
+    comp_core = comp[core_idx]
+    uniq, first_pos = np.unique(comp_core, return_index=True)
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[np.argsort(first_pos, kind="stable")] = np.arange(len(uniq))
+    comp_id = np.full(comp.max() + 1, NO_CLUSTER, dtype=np.int64)
+    comp_id[uniq] = rank
+    labels[core_idx] = comp_id[comp_core]
+    # border points: the lowest id among the clusters of their core neighbours
+    m1 = core[a] & ~core[b]
+    m2 = core[b] & ~core[a]
+    tgt = np.concatenate([b[m1], a[m2]])
+    lab = np.concatenate([labels[a[m1]], labels[b[m2]]])
+    if len(tgt):
+        big = np.iinfo(np.int64).max
+        best = np.full(n, big, dtype=np.int64)
+        np.minimum.at(best, tgt, lab)
+        hit = best != big
+        labels[hit] = best[hit]
     return labels
+
+
+def _pairwise_max(sub: np.ndarray, block: int = 2048) -> float:
+    """Max pairwise distance, by blocks of rows (bounded memory)."""
+    best = 0.0
+    for i in range(0, len(sub), block):
+        d = np.sqrt(((sub[i:i + block, None, :] - sub[None, :, :]) ** 2).sum(-1)).max()
+        best = max(best, float(d))
+    return best
+
+
+def _hull_vertices(pos: np.ndarray) -> np.ndarray | None:
+    """Indices of the convex hull's vertices, in the affine span of the
+    points (Qhull needs full-dimensional input); None when Qhull fails."""
+    centred = pos - pos.mean(axis=0)
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    rank = int((sv > sv[0] * 1e-9).sum()) if sv[0] > 0 else 0
+    if rank < 2:
+        return None
+    proj = centred @ vt[:rank].T
+    try:
+        return np.unique(ConvexHull(proj).vertices)
+    except (QhullError, ValueError):
+        return None
+
+
+def max_pair_distance(pos: np.ndarray) -> float:
+    """Largest distance between two points (rows of ``pos``).
+
+    Computed on the convex hull's vertices only -- the farthest pair of a
+    point set is always a pair of hull vertices -- so a cluster of
+    thousands of candidates costs little time and memory. Collinear points (no 2-D hull) take the two extreme ones
+    along the line; when Qhull fails otherwise, all pairs by blocks.
+    """
+    pos = np.asarray(pos, dtype=float)
+    n = len(pos)
+    if n < 2:
+        return 0.0
+    if n <= 64:
+        return _pairwise_max(pos)
+    verts = _hull_vertices(pos)
+    if verts is not None:
+        return _pairwise_max(pos[verts])
+    centred = pos - pos.mean(axis=0)
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    if sv[0] == 0:
+        return 0.0
+    if (sv > sv[0] * 1e-9).sum() == 1:  # collinear: the extremes along the line
+        t = centred @ vt[0]
+        lo, hi = np.flatnonzero(t <= t.min() + 1e-12 * (1 + abs(t.min()))), \
+            np.flatnonzero(t >= t.max() - 1e-12 * (1 + abs(t.max())))
+        return _pairwise_max(pos[np.r_[lo, hi]])
+    return _pairwise_max(pos)
 
 
 def _hull_area(points: np.ndarray) -> float:
@@ -154,10 +230,7 @@ def cluster_table(calcs: pd.DataFrame, spacing_mm, *, ndim: int = 2) -> pd.DataF
     for cid, g in members.groupby("cluster_id", sort=True):
         yx = g[["y_mm", "x_mm"]].to_numpy(float)
         pos = g[["z_mm", "y_mm", "x_mm"]].to_numpy(float) if ndim == 3 else yx
-        if len(pos) > 1:
-            d = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1)).max()
-        else:
-            d = 0.0
+        d = max_pair_distance(pos)
         n = len(g)
         rec = {
             "cluster_id": int(cid),

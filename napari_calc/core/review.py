@@ -45,7 +45,8 @@ from .columns import NO_CLUSTER, STATUSES, calc_columns
 from .detect import DetectionParams
 from .detections import Detections
 from .errors import InvalidParameterError, NapariCalcError
-from .review_cluster import ClusterTableCache, fast_cluster_labels
+from .cluster import cluster_calcifications
+from .review_cluster import ClusterTableCache
 from .review_sidecar import (
     COMPACT_EVERY,
     FORMAT,
@@ -71,7 +72,6 @@ __all__ = [
     "ReviewSession",
     "sidecar_path_for",
     "SidecarError",
-    "fast_cluster_labels",
 ]
 
 #: BI-RADS calcification morphologies (plus "" = not set).
@@ -902,7 +902,7 @@ class ReviewSession:
         key = (key_ids.tobytes(), pts.tobytes())
         if not force and self._take is not None and key == self._take:
             return  # same clustered points: labels and table unchanged
-        labels = fast_cluster_labels(pts, radius_mm=self._params.cluster_radius_mm,
+        labels = cluster_calcifications(pts, radius_mm=self._params.cluster_radius_mm,
                                      min_size=int(self._params.min_cluster_size))
         cid = np.full(len(df), NO_CLUSTER, dtype=np.int64)
         cid[take] = labels
