@@ -131,3 +131,19 @@ def test_cancel_inside_a_plane(phantom):
     with pytest.raises(DetectionCancelled):
         napari_calc.detect(phantom.image, cancel=cancel)
     assert len(calls) == 3
+
+
+def test_atomic_write_gives_usual_permissions(tmp_path):
+    """Outputs are shared with colleagues: not private 0600 temp-file modes."""
+    import os
+    import stat
+
+    from napari_calc.core.atomic import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.csv", "x\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.csv").st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.csv"]

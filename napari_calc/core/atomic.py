@@ -15,6 +15,21 @@ from pathlib import Path
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes"]
 
 
+def _umask() -> int:
+    """The process umask (read from /proc where possible: os.umask() has to
+    set it to read it, which is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "w", *, encoding: str | None = "utf-8", newline=None):
     """Open a temporary file that replaces ``path`` when the block succeeds.
@@ -37,6 +52,8 @@ def atomic_write(path, mode: str = "w", *, encoding: str | None = "utf-8", newli
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); give it the usual permissions
+        os.chmod(tmp, 0o666 & ~_umask())
         if mode == "wb":
             f = os.fdopen(fd, "wb")
         else:

@@ -1,0 +1,46 @@
+"""The napari image reader (issue 5 item 7), without a viewer: layer data
+tuples with scale in mm, units, VOI window as contrast limits, a file name."""
+
+import numpy as np
+import pytest
+
+from dicom_factory import make_mammo_dicom, monochrome1_of
+from napari_calc.plugin.reader import get_reader
+
+
+def _layer(path):
+    reader = get_reader(str(path))
+    assert reader is not None
+    (data, kw, kind), = reader(str(path))
+    return data, kw, kind
+
+
+def test_dicom_layer_scale_units_window_and_name(tmp_path):
+    px = (np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) % 4000)
+    path = tmp_path / "RCC_patient"  # no extension: recognised by content
+    make_mammo_dicom(path, px, bits_stored=12, imager_pixel_spacing=(0.1, 0.1), magnification=1.25,
+                     window=(2000, 1000))
+    data, kw, kind = _layer(path)
+    assert kind == "image"
+    assert kw["name"] == "RCC_patient"
+    assert kw["scale"] == pytest.approx((0.08, 0.08))  # detector spacing / magnification
+    assert kw["units"] == ("mm", "mm")
+    assert kw["contrast_limits"] == pytest.approx((1500.0, 2500.0))
+    np.testing.assert_array_equal(np.asarray(data), px)  # the window is display only
+
+
+def test_monochrome1_window_follows_the_inversion(tmp_path):
+    px = (np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) % 4000)
+    path = tmp_path / "m1.dcm"
+    make_mammo_dicom(path, monochrome1_of(px, 12), photometric="MONOCHROME1", bits_stored=12,
+                     pixel_spacing=(0.07, 0.07), window=(1000, 500))
+    data, kw, _ = _layer(path)
+    np.testing.assert_array_equal(np.asarray(data), px)
+    lo, hi = kw["contrast_limits"]
+    assert hi - lo == pytest.approx(500.0)
+    assert (lo + hi) / 2 == pytest.approx(4095 - 1000)
+
+
+def test_non_images_are_declined(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert get_reader(str(tmp_path / "notes.txt")) is None
