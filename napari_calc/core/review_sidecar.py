@@ -30,13 +30,13 @@ import weakref
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write
 from .errors import NapariCalcError
+from ._json import jsonable
 
 __all__ = [
     "FORMAT",
@@ -106,29 +106,6 @@ def sidecar_path_for(image_path, project_dir=None) -> Path | None:
 
 
 # --------------------------------------------------------------------------- encoding
-
-def jsonable(v: Any) -> Any:
-    """A JSON-safe copy of ``v``: numpy scalars/arrays to Python, NaN/inf to
-    ``None``, tuples to lists, unknown objects to ``str``."""
-    if v is None or isinstance(v, (bool, str)):
-        return v
-    if isinstance(v, (np.bool_,)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return f if math.isfinite(f) else None
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return [jsonable(x) for x in v.tolist()]
-    if isinstance(v, os.PathLike):
-        return os.fspath(v)
-    return str(v)
-
 
 def column_values(values, dtype: str) -> np.ndarray:
     """Turn decoded JSON values into an array of ``dtype`` (``None`` -> NaN for floats)."""

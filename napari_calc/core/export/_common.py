@@ -5,7 +5,6 @@ Nothing here is public API; see :mod:`napari_calc.core.export`.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._json import jsonable  # noqa: F401  (re-exported for the exporters)
 from ..columns import NO_CLUSTER, calc_columns, cluster_columns
 from ..detections import Detections
 from ..errors import InvalidParameterError, NapariCalcError
@@ -104,35 +104,6 @@ def normalize_clusters(df: pd.DataFrame, ndim: int, *, path=None) -> pd.DataFram
         if c in out.columns:
             out[c] = _as_int_if_integral(out[c])
     return out
-
-
-def jsonable(v: Any) -> Any:
-    """Convert numpy / pydicom / path values to plain JSON types (NaN -> None)."""
-    if v is None or isinstance(v, (bool, str)):
-        return v
-    if isinstance(v, (np.bool_,)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return f if math.isfinite(f) else None
-    if isinstance(v, os.PathLike):
-        return os.fspath(v)
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, np.ndarray):
-        return [jsonable(x) for x in v.tolist()]
-    if isinstance(v, (list, tuple, set)) or type(v).__name__ == "MultiValue":
-        return [jsonable(x) for x in v]
-    if v is pd.NA or v is pd.NaT:
-        return None
-    # pydicom PersonName, UID, DSfloat, IS ...
-    if type(v).__name__ in ("DSfloat", "DSdecimal"):
-        return float(v)
-    if type(v).__name__ == "IS":
-        return int(v)
-    return str(v)
 
 
 def metadata_for_export(metadata: dict, *, deidentified: bool) -> dict:
