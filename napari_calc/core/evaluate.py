@@ -158,6 +158,38 @@ def _greedy(scores, dist, allowed):
 # --------------------------------------------------------------------------
 # Matching
 # --------------------------------------------------------------------------
+def _match(det: pd.DataFrame, truth: pd.DataFrame, scores: np.ndarray, dist: np.ndarray,
+           rad: np.ndarray, z_tol_mm: float) -> dict:
+    """One-to-one greedy matching of detections to truth items within
+    ``rad`` (per truth item, mm) and, when both carry ``z_mm``, within
+    ``z_tol_mm`` in depth; the result dict of :func:`match_calcifications`."""
+    allowed = dist <= rad[None, :] + 1e-9
+    zd, zt = _depths(det), _depths(truth)
+    if zd is not None and zt is not None:
+        allowed &= np.abs(zd[:, None] - zt[None, :]) <= z_tol_mm + 1e-9
+    d2t, ddist = _greedy(scores, dist, allowed)
+    n_truth = len(truth)
+    is_tp = d2t >= 0
+    truth_detected = np.zeros(n_truth, bool)
+    truth_detected[d2t[is_tp]] = True
+    best = np.full(n_truth, -np.inf)
+    best[d2t[is_tp]] = scores[is_tp]
+    return {
+        "tp": int(is_tp.sum()),
+        "fp": int((~is_tp).sum()),
+        "fn": int(n_truth - truth_detected.sum()),
+        "n_truth": int(n_truth),
+        "n_detections": int(len(det)),
+        "scores": scores,
+        "is_tp": is_tp,
+        "det_index": np.asarray(det.index),
+        "matched_truth": d2t,
+        "distance_mm": ddist,
+        "truth_detected": truth_detected,
+        "truth_best_score": best,
+    }
+
+
 def match_calcifications(
     detected_df,
     truth_calcs,
@@ -210,30 +242,7 @@ def match_calcifications(
         rad = np.maximum(MIN_MATCH_MM, np.nan_to_num(dia))
     else:
         rad = np.zeros(0)
-    allowed = dist <= rad[None, :] + 1e-9
-    zd, zt = _depths(det), _depths(truth)
-    if zd is not None and zt is not None:
-        allowed &= np.abs(zd[:, None] - zt[None, :]) <= z_tol_mm + 1e-9
-    d2t, ddist = _greedy(scores, dist, allowed)
-    is_tp = d2t >= 0
-    truth_detected = np.zeros(len(pt), bool)
-    truth_detected[d2t[is_tp]] = True
-    best = np.full(len(pt), -np.inf)
-    best[d2t[is_tp]] = scores[is_tp]
-    return {
-        "tp": int(is_tp.sum()),
-        "fp": int((~is_tp).sum()),
-        "fn": int(len(pt) - truth_detected.sum()),
-        "n_truth": int(len(pt)),
-        "n_detections": int(len(det)),
-        "scores": scores,
-        "is_tp": is_tp,
-        "det_index": np.asarray(det.index),
-        "matched_truth": d2t,
-        "distance_mm": ddist,
-        "truth_detected": truth_detected,
-        "truth_best_score": best,
-    }
+    return _match(det, truth, scores, dist, rad, z_tol_mm)
 
 
 def _cluster_radius(truth_clusters: pd.DataFrame, truth_calcs: pd.DataFrame | None) -> np.ndarray:
@@ -289,30 +298,7 @@ def match_clusters(
     scores = _scores(det, fallback="n_calcifications")
     dist = np.hypot(pd_[:, None, 0] - pt[None, :, 0], pd_[:, None, 1] - pt[None, :, 1])
     rad = _cluster_radius(tcl, tcalc) + margin_mm if len(tcl) else np.zeros(0)
-    allowed = dist <= rad[None, :] + 1e-9
-    zd, zt = _depths(det), _depths(tcl)
-    if zd is not None and zt is not None:
-        allowed &= np.abs(zd[:, None] - zt[None, :]) <= z_tol_mm + 1e-9
-    d2t, ddist = _greedy(scores, dist, allowed)
-    is_tp = d2t >= 0
-    truth_detected = np.zeros(len(pt), bool)
-    truth_detected[d2t[is_tp]] = True
-    best = np.full(len(pt), -np.inf)
-    best[d2t[is_tp]] = scores[is_tp]
-    return {
-        "tp": int(is_tp.sum()),
-        "fp": int((~is_tp).sum()),
-        "fn": int(len(pt) - truth_detected.sum()),
-        "n_truth": int(len(pt)),
-        "n_detections": int(len(det)),
-        "scores": scores,
-        "is_tp": is_tp,
-        "det_index": np.asarray(det.index),
-        "matched_truth": d2t,
-        "distance_mm": ddist,
-        "truth_detected": truth_detected,
-        "truth_best_score": best,
-    }
+    return _match(det, tcl, scores, dist, rad, z_tol_mm)
 
 
 # --------------------------------------------------------------------------
