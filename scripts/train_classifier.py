@@ -18,7 +18,14 @@ logistic regression on the standardised features of
 features (:data:`~napari_calc.core.score.MONOTONE_FEATURES`) bounded below
 by 0 so that the score is monotonic in contrast.
 
-Stage 2 (clusters): with the stage-1 scores, the detector's clusters are
+Stage 2 (context): a piecewise-linear logistic model, non-decreasing in
+both of its inputs, on the stage-1 calibrated log-odds and ``log_context``
+(:func:`napari_calc.core.score.context_feature`: the summed stage-1
+probabilities of the other candidates within the grouping radius), both
+computed from OUT-OF-FOLD stage-1 predictions so that the training inputs
+are as noisy as they will be on new images.
+
+Stage 3 (clusters): with the final (stage-2) scores, the detector's clusters are
 labelled 1 when matched to a truth cluster (evaluation rule), and a
 logistic regression on the cluster features is fitted the same way (all
 coefficients >= 0: more members and more confident members never lower the
@@ -259,20 +266,24 @@ def calibration_table(p, y, bins=10):
     return rows
 
 
+def _positions(d):
+    return np.column_stack([d["raw"]["y_mm"].to_numpy(float), d["raw"]["x_mm"].to_numpy(float)])
+
+
 def cluster_rows(data, calc_model):
-    """Cluster features and labels, with stage-1 scores, for every training phantom."""
+    """Cluster features and labels, with the final (context) scores, for every training phantom."""
     import pandas as pd
 
     from napari_calc.core.cluster import cluster_features, cluster_table
     from napari_calc.core.detect import DetectionParams, assign_clusters
     from napari_calc.core.evaluate import match_clusters
-    from napari_calc.core.score import calc_probability
+    from napari_calc.core.score import candidate_probability
 
     Xs, ys = [], []
     p = DetectionParams()
     for d in data:
         X = _features(d)
-        prob = calc_probability(X, calc_model) if len(X) else np.zeros(0)
+        prob = candidate_probability(X, _positions(d), calc_model) if len(X) else np.zeros(0)
         sp = d["cfg"]["spacing_mm"]
         ym, xm = d["raw"]["y_mm"].to_numpy(float), d["raw"]["x_mm"].to_numpy(float)
         calcs = pd.DataFrame({"row": ym / sp, "col": xm / sp, "y_mm": ym, "x_mm": xm,
@@ -312,7 +323,8 @@ def main(argv=None):
     if not (TRAIN_SEEDS[0] <= a < b <= TRAIN_SEEDS[1]):
         ap.error(f"training seeds must lie in {TRAIN_SEEDS[0]}-{TRAIN_SEEDS[1] - 1} (0-999 are for benchmarks)")
 
-    from napari_calc.core.score import CLUSTER_FEATURE_NAMES, FEATURE_NAMES, MONOTONE_FEATURES
+    from napari_calc.core.score import (CLUSTER_FEATURE_NAMES, CONTEXT_FEATURE_NAMES, FEATURE_NAMES,
+                                        MONOTONE_FEATURES)
 
     t0 = time.time()
     seeds = list(range(a, b))
@@ -349,6 +361,37 @@ def main(argv=None):
     print("  calibration, out-of-fold:")
     for lo, hi, n, pm, po in calibration_table(p_oof, y):
         print(f"    [{lo:.1f},{hi:.1f}) {n:7d} {pm:.3f} {po:.3f}")
+
+    # stage 2: context from out-of-fold stage-1 probabilities
+    from napari_calc.core.score import candidate_probability, context_feature
+
+    from napari_calc.core.cluster import DEFAULT_CLUSTER_RADIUS_MM
+
+    ctx, start = [], 0
+    for d in data:
+        n = len(d["y"])
+        ctx.append(context_feature(_positions(d), p_oof[start:start + n], DEFAULT_CLUSTER_RADIUS_MM))
+        start += n
+    z1_oof = np.interp(z_oof, cal["z"], cal["logit"])  # calibrated out-of-fold stage-1 log-odds
+    X2 = np.column_stack([z1_oof, np.concatenate(ctx)])
+    context, z2_oof = fit_spline_model(X2, y, seed_of, monotone_idx=[0, 1], interactions=[], l2=args.l2)
+    context["features"] = list(CONTEXT_FEATURE_NAMES)
+    context["radius_mm"] = DEFAULT_CLUSTER_RADIUS_MM
+    model["context"] = context
+    print("context model:", "converged" if context["converged"] else "NOT converged")
+    cal2 = context["calibration"]
+    p2_oof = _sigmoid(np.interp(z2_oof, cal2["z"], cal2["logit"]))
+    print("  calibration, out-of-fold:")
+    for lo, hi, n, pm, po in calibration_table(p2_oof, y):
+        print(f"    [{lo:.1f},{hi:.1f}) {n:7d} {pm:.3f} {po:.3f}")
+    pf = np.concatenate([candidate_probability(_features(d), _positions(d), model) for d in data])
+    for name, q in (("stage 1", pr), ("stage 2", pf)):
+        order = np.argsort(-q, kind="stable")
+        fp = np.cumsum(1 - y[order])
+        tp = np.cumsum(y[order])
+        k = np.searchsorted(fp, len(seeds), side="right")  # <= 1 FP per image, in-sample
+        print(f"  {name}: {int(tp[k - 1]) if k else 0} of {n_truth} truth MCs at <= 1 FP/image (in-sample)")
+
     Xc, yc = cluster_rows(data, model)
     if len(yc) >= 10 and 0 < yc.sum() < len(yc):
         clu = fit_logistic(Xc, yc, nonneg=list(range(Xc.shape[1])), l2=args.l2)

@@ -71,3 +71,50 @@ def test_shipped_model_is_consistent():
     p = calc_probability(X, model)
     assert np.all((p >= 0) & (p <= 1))
     json.dumps(model)  # plain JSON
+
+
+def test_context_feature_sums_the_other_candidates_within_the_radius():
+    from napari_calc.core.score import context_feature
+
+    pos = np.array([[0.0, 0.0], [0.0, 3.0], [4.0, 0.0], [0.0, 20.0]])
+    prob = np.array([0.9, 0.5, 0.25, 0.8])
+    got = context_feature(pos, prob, radius_mm=5.0)
+    # 0 sees 1 and 2; 1 sees 0 and 2 (distance 5.0: inclusive); 2 sees 0 and 1; 3 alone
+    want = np.log1p([0.5 + 0.25, 0.9 + 0.25, 0.9 + 0.5, 0.0])
+    np.testing.assert_allclose(got, want)
+    assert context_feature(np.zeros((0, 2)), np.zeros(0)).shape == (0,)
+    assert context_feature(pos[:1], prob[:1])[0] == 0.0  # itself never counts
+
+
+def test_likely_neighbours_never_lower_a_score():
+    from napari_calc.core.score import CONTEXT_FEATURE_NAMES, candidate_probability
+
+    model = load_model()
+    assert model["context"]["features"] == list(CONTEXT_FEATURE_NAMES)
+    rng = np.random.default_rng(0)
+    # a candidate of middling features, alone or with 1..4 neighbours of rising strength
+    base = np.median(rng.normal(size=(50, len(FEATURE_NAMES))), axis=0)
+    strong = base + 2.0
+    prev = -1.0
+    for k in range(5):
+        X = np.vstack([base] + [strong] * k)
+        pos = np.array([[0.0, 0.0]] + [[1.0 + i, 0.0] for i in range(k)])
+        p = candidate_probability(X, pos, model)[0]
+        assert p >= prev - 1e-12, (k, p, prev)
+        prev = p
+    # far neighbours do not count
+    X = np.vstack([base, strong])
+    alone = candidate_probability(X[:1], np.zeros((1, 2)), model)[0]
+    far = candidate_probability(X, np.array([[0.0, 0.0], [50.0, 0.0]]), model)[0]
+    assert far == pytest.approx(alone)
+
+
+@pytest.mark.parametrize("n,k", [(10, 3), (1000, 999), (5, 5), (7, 10), (20000, 3000)])
+def test_top_k_selects_as_a_stable_sort_would(n, k):
+    import sys
+
+    top_k = sys.modules["napari_calc.core.detect"]._top_k
+    rng = np.random.default_rng(n)
+    for vals in (rng.normal(size=n), rng.integers(0, 5, size=n).astype(float)):  # ties at the cut
+        want = np.sort(np.argsort(-vals, kind="stable")[:k])
+        np.testing.assert_array_equal(top_k(vals, k), want)

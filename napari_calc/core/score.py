@@ -21,7 +21,18 @@ detector (calibrated on the training phantoms). The coefficients of the
 features that grow with contrast are constrained to be >= 0, so for
 otherwise equal candidates the score rises with contrast.
 
-The cluster score is a second logistic model on cluster features (number of
+**Context (stage 2).** Calcifications that matter come in groups (BI-RADS
+"grouped": 3 or more within 1 cm²), while noise peaks and texture are
+scattered. A small second model combines two inputs: the candidate's own
+stage-1 log-odds and ``log_context``, the log of 1 + the summed stage-1
+probabilities of the *other* candidates within the grouping radius
+(:data:`napari_calc.core.cluster.DEFAULT_CLUSTER_RADIUS_MM`). It is
+piecewise linear and non-decreasing in both, so a likely neighbour never
+lowers a score and the final score is monotonic in everything stage 1 is
+monotonic in. It is trained on out-of-fold stage-1 probabilities. :func:`candidate_probability` gives the
+final score (stage 2 when the model has it).
+
+The cluster score is a further logistic model on cluster features (number of
 members and their calcification log-odds), shipped in the same file.
 """
 
@@ -41,6 +52,9 @@ __all__ = [
     "MONOTONE_FEATURES",
     "CLUSTER_FEATURE_NAMES",
     "calc_probability",
+    "candidate_probability",
+    "context_feature",
+    "CONTEXT_FEATURE_NAMES",
     "cluster_feature_matrix",
     "cluster_probability",
     "load_model",
@@ -67,6 +81,9 @@ FEATURE_NAMES = (
 #: Features that grow with the candidate's contrast; their coefficients are >= 0.
 MONOTONE_FEATURES = ("log_snr", "log_qcnr", "log_peak_qcnr", "log_blob_qsnr", "log_ring_cnr")
 
+#: Inputs of the stage-2 (context) model: the stage-1 calibrated log-odds and the context.
+CONTEXT_FEATURE_NAMES = ("stage1_logit", "log_context")
+
 CLUSTER_FEATURE_NAMES = (
     "log_n",           # log of the number of members
     "top3_logit",      # mean calcification log-odds of the 3 best members
@@ -75,15 +92,16 @@ CLUSTER_FEATURE_NAMES = (
 
 
 def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_bins: int = 24,
-                         max_samples: int = 400_000) -> tuple[np.ndarray, np.ndarray]:
+                         max_samples: int = 150_000) -> tuple[np.ndarray, np.ndarray]:
     """Pixel noise as a function of the local mean signal, measured on the image.
 
-    On a subsample of rows (at most ``max_samples`` pixels, inside ``mask``),
-    the pseudo-residual ``r = I - mean(4 neighbours)`` (variance 1.25
-    sigma^2 for white noise, insensitive to smooth anatomy) is binned by the
-    local mean (the 5-pixel cross mean) into quantile bins; each bin's noise
-    is the robust ``1.4826 MAD(r) / sqrt(1.25)``. The bin values are
-    smoothed by a running median of 3 and made positive.
+    On a regular grid of sample pixels (every ``k``-th row and column, ``k``
+    chosen for at most ``max_samples`` pixels, inside ``mask``), the
+    pseudo-residual ``r = I - mean(4 neighbours)`` (variance 1.25 sigma^2
+    for white noise, insensitive to smooth anatomy) is binned by the local
+    mean (the 5-pixel cross mean) into quantile bins; each bin's noise is
+    the robust ``1.4826 MAD(r) / sqrt(1.25)``. The bin values are smoothed
+    by a running median of 3 and made positive.
 
     Parameters
     ----------
@@ -94,7 +112,7 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
     n_bins : int
         Number of quantile bins of the local mean.
     max_samples : int
-        Subsampling budget (rows are taken with a regular stride).
+        Subsampling budget (a regular grid of rows and columns).
 
     Returns
     -------
@@ -105,26 +123,29 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
     h, w = img.shape
     if h < 3 or w < 3:
         return np.array([0.0]), np.array([1.0])
-    stride = max(1, int(math.ceil((h - 2) * (w - 2) / max_samples)))
-    rows = np.arange(1, h - 1, stride)
-    c = img[rows, 1:-1].astype(np.float32)
-    up = img[rows - 1, 1:-1].astype(np.float32)
-    dn = img[rows + 1, 1:-1].astype(np.float32)
-    lf = img[rows, :-2].astype(np.float32)
-    rt = img[rows, 2:].astype(np.float32)
-    nb = (up + dn + lf + rt) * np.float32(0.25)
+    k = max(1, int(math.ceil(math.sqrt((h - 2) * (w - 2) / max_samples))))
+    rs, cs = slice(1, h - 1, k), slice(1, w - 1, k)
+    rs_up, rs_dn = slice(0, h - 2, k), slice(2, h, k)
+    cs_lf, cs_rt = slice(0, w - 2, k), slice(2, w, k)
+    c = img[rs, cs].astype(np.float32)
+    nb = (img[rs_up, cs].astype(np.float32) + img[rs_dn, cs] + img[rs, cs_lf] + img[rs, cs_rt]) * np.float32(0.25)
     resid = (c - nb).ravel()
     level = ((c + 4 * nb) * np.float32(0.2)).ravel()
     if mask is not None:
-        m = np.asarray(mask, dtype=bool)[rows, 1:-1].ravel()
+        m = np.asarray(mask, dtype=bool)[rs, cs].ravel()
         if m.sum() >= 1000:
             resid, level = resid[m], level[m]
     if resid.size < 50:
         sd = float(1.4826 * np.median(np.abs(resid - np.median(resid)))) / math.sqrt(1.25) if resid.size else 1.0
         return np.array([float(np.median(level)) if level.size else 0.0]), np.array([max(sd, _EPS)])
     n_bins = int(max(1, min(n_bins, resid.size // 500)))
-    order = np.argsort(level, kind="stable")
-    chunks = np.array_split(order, n_bins)
+    # quantile bins of the level (selection, not a full sort), then the
+    # samples grouped by bin with a stable integer (radix) sort
+    edges = np.quantile(level, np.arange(1, n_bins) / n_bins)
+    b = np.searchsorted(edges, level, side="right").astype(np.uint8)
+    order = np.argsort(b, kind="stable")
+    chunks = [c for c in np.split(order, np.cumsum(np.bincount(b, minlength=n_bins))[:-1]) if len(c)]
+    n_bins = len(chunks)
     lev = np.empty(n_bins)
     sd = np.empty(n_bins)
     for i, idx in enumerate(chunks):  # n_bins (<= 24) iterations, vectorised inside
@@ -288,6 +309,66 @@ def calc_probability(X: np.ndarray, model: dict | None = None) -> np.ndarray:
     if len(X) == 0:
         return np.zeros(0)
     return _sigmoid(_logistic_logit(X, part))
+
+
+def context_feature(positions_mm: np.ndarray, prob: np.ndarray, radius_mm: float | None = None) -> np.ndarray:
+    """``log(1 + sum of prob of the other candidates within radius_mm)``.
+
+    Parameters
+    ----------
+    positions_mm : ndarray, shape (n, 2) or (n, 3)
+        Candidate positions in mm (``y, x`` or ``z, y, x``).
+    prob : ndarray, shape (n,)
+        Their stage-1 probabilities.
+    radius_mm : float, optional
+        Neighbourhood radius; default the clustering radius (a 1 cm² disc).
+
+    Returns
+    -------
+    ndarray, shape (n,)
+    """
+    from scipy.spatial import cKDTree
+
+    from .cluster import DEFAULT_CLUSTER_RADIUS_MM
+
+    r = DEFAULT_CLUSTER_RADIUS_MM if radius_mm is None else float(radius_mm)
+    pts = np.asarray(positions_mm, float)
+    prob = np.asarray(prob, float)
+    total = np.zeros(len(prob))
+    if len(prob) > 1:
+        pairs = cKDTree(pts).query_pairs(r, output_type="ndarray")
+        if len(pairs):
+            total += np.bincount(pairs[:, 0], weights=prob[pairs[:, 1]], minlength=len(prob))
+            total += np.bincount(pairs[:, 1], weights=prob[pairs[:, 0]], minlength=len(prob))
+    return np.log1p(total)
+
+
+def candidate_probability(X: np.ndarray, positions_mm: np.ndarray, model: dict | None = None) -> np.ndarray:
+    """The final calibrated score of the candidates of one image.
+
+    Stage 1 (:func:`calc_probability`) on each candidate's own features;
+    then, when the model has a ``"context"`` part, stage 2 on the stage-1
+    log-odds and :func:`context_feature` of the stage-1 probabilities.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, len(FEATURE_NAMES))
+        :func:`candidate_feature_matrix` of the candidates.
+    positions_mm : ndarray, shape (n, 2) or (n, 3)
+        Their positions in mm.
+    model : dict, optional
+        Default: the shipped model.
+    """
+    model = model or load_model()
+    p1 = calc_probability(X, model)
+    part = model.get("context")
+    if part is None or len(X) == 0:
+        return p1
+    if list(part["features"]) != list(CONTEXT_FEATURE_NAMES):
+        raise ValueError("context model features do not match this version of napari-calc")
+    z1 = _logistic_logit(X, model["calcification"])
+    Xc = np.column_stack([z1, context_feature(positions_mm, p1, part.get("radius_mm"))])
+    return _sigmoid(_logistic_logit(Xc, part))
 
 
 def cluster_feature_matrix(n_members: np.ndarray, top3_logit: np.ndarray, sum_prob: np.ndarray) -> np.ndarray:
