@@ -12,8 +12,9 @@ Timed (wall clock, median of ``--repeats`` runs unless said otherwise):
 
 * ``napari_calc.detect``: the full pipeline (breast mask, DoG, local
   noise, NMS, features, false-positive reduction, clustering);
-* the kernel's DoG alone (``_kernel.dog_response``, and the octave
-  pyramid ``_kernel.dog_pyramid``);
+* the kernel's DoG alone (``_kernel.dog_response``, the one-octave
+  pyramid ``_kernel.dog_pyramid`` and the all-octave ``_kernel.dog_octaves``,
+  the latter also with 1 and 2 threads);
 * the float32 copy floor (``img.astype(np.float32)``);
 * OpenCV bare DoG: one ``cv2.GaussianBlur`` difference tuned to a 0.3 mm
   calcification + ``cv2.dilate`` local maxima above a threshold (the
@@ -58,7 +59,12 @@ from napari_calc import _kernel  # noqa: E402
 from napari_calc.core.phantom import make_phantom  # noqa: E402
 
 DETECT_MOD = sys.modules["napari_calc.core.detect"]
-MIN_D, MAX_D = 0.1, 1.0
+MIN_D, MAX_D = 0.1, 1.0  # diameter range of the scikit-image baselines (as benchmarks/accuracy.py)
+# detect's own scale range: the kernel DoG and "OpenCV at detect's scales" use it
+DET_MIN_D = DETECT_MOD.DetectionParams().min_diameter_mm
+DET_MAX_D = DETECT_MOD.DetectionParams().max_diameter_mm
+OCT_SPLIT = DETECT_MOD.OCTAVE_SPLIT_SIGMA  # split_sigma of _kernel.dog_octaves, as detect uses it
+OCT_FAST = (3.0, 1.2)  # (truncate, split_sigma): only the finest pair at full resolution
 
 
 CPU = {}  # label -> median process CPU seconds (all threads) of the last timeit
@@ -101,7 +107,7 @@ def cv_multiscale_dog(img, sp):
     import cv2
 
     x = img.astype(np.float32)
-    sig = DETECT_MOD.dog_sigmas(sp, MIN_D, MAX_D)
+    sig = DETECT_MOD.dog_sigmas(sp, DET_MIN_D, DET_MAX_D)
     prev = cv2.GaussianBlur(x, (0, 0), sig[0], borderType=cv2.BORDER_REFLECT)
     resp = None
     for s in sig[1:]:
@@ -119,7 +125,7 @@ def scipy_dog(img, sp):
     from scipy import ndimage as ndi
 
     x = img.astype(np.float32)
-    sig = DETECT_MOD.dog_sigmas(sp, MIN_D, MAX_D)
+    sig = DETECT_MOD.dog_sigmas(sp, DET_MIN_D, DET_MAX_D)
     g = [ndi.gaussian_filter(x, s, mode="reflect", truncate=4.0) for s in sig]
     return np.max([g[i] - g[i + 1] for i in range(len(g) - 1)], axis=0)
 
@@ -266,7 +272,7 @@ def main(argv=None):
 
     for name, img, sp in (("big", big, sp_big), ("mid", mid, sp_mid)):
         shape = "x".join(map(str, img.shape))
-        sig = DETECT_MOD.dog_sigmas(sp, MIN_D, MAX_D)
+        sig = DETECT_MOD.dog_sigmas(sp, DET_MIN_D, DET_MAX_D)
         rec(f"{name}.copy", "float32 copy (floor)", shape, timeit(lambda: img.astype(np.float32), R)[0])
         det_t, ts = timeit(lambda: napari_calc.detect(img, sp), R)
         rec(f"{name}.detect", "napari_calc.detect (full pipeline)", shape, det_t,
@@ -275,6 +281,13 @@ def main(argv=None):
             timeit(lambda: _kernel.dog_response(img, sig, 4.0, 0), R)[0], f"{len(sig)} scales")
         rec(f"{name}.pyr", "kernel DoG (dog_pyramid, 1 octave)", shape,
             timeit(lambda: _kernel.dog_pyramid(img, sig, 4.0, 2.0, 1.5, 1, 0), R)[0])
+        if hasattr(_kernel, "dog_octaves"):
+            rec(f"{name}.oct", "kernel DoG (dog_octaves, all octaves)", shape,
+                timeit(lambda: _kernel.dog_octaves(img, sig, 4.0, OCT_SPLIT, 16, 0), R)[0],
+                f"split {OCT_SPLIT}")
+            rec(f"{name}.octfast", "kernel DoG (dog_octaves, fast setting)", shape,
+                timeit(lambda: _kernel.dog_octaves(img, sig, OCT_FAST[0], OCT_FAST[1], 16, 0), R)[0],
+                f"truncate {OCT_FAST[0]}, split {OCT_FAST[1]}")
         rec(f"{name}.cv", "OpenCV bare DoG (1 pair + dilate)", shape, timeit(lambda: cv_bare_dog(img, sp), R)[0])
         rec(f"{name}.cvms", "OpenCV DoG at detect's scales", shape,
             timeit(lambda: cv_multiscale_dog(img, sp), R)[0], f"{len(sig)} Gaussians")
@@ -302,6 +315,13 @@ def main(argv=None):
             c2 = CPU.pop("last")
             rec("big.dog1", "kernel DoG, 1 thread", shape, k1, cpu=c1)
             rec("big.dog2", "kernel DoG, 2 threads", shape, k2, cpu=c2)
+            if hasattr(_kernel, "dog_octaves"):
+                o1, _ = timeit(lambda: _kernel.dog_octaves(img, sig, 4.0, OCT_SPLIT, 16, 1), R)
+                c1 = CPU.pop("last")
+                o2, _ = timeit(lambda: _kernel.dog_octaves(img, sig, 4.0, OCT_SPLIT, 16, 2), R)
+                c2 = CPU.pop("last")
+                rec("big.oct1", "kernel octave DoG, 1 thread", shape, o1, cpu=c1)
+                rec("big.oct2", "kernel octave DoG, 2 threads", shape, o2, cpu=c2)
             d1 = napari_calc.detect(img, sp, n_threads=1)
             d2 = napari_calc.detect(img, sp, n_threads=2)
             fig["identical_1_2_threads"] = bool(d1.calcifications.equals(d2.calcifications)
@@ -356,6 +376,11 @@ def main(argv=None):
     ratio("stack: detect / OpenCV DoG at detect's scales", "stack.detect", "stack.cvms", 0.5)
     ratio("detect speed-up 1 -> 2 threads", "big.detect1", "big.detect2", 1.8, higher=True, cpu=False)
     ratio("kernel DoG speed-up 1 -> 2 threads", "big.dog1", "big.dog2", 1.8, higher=True, cpu=False)
+    ratio("octave DoG speed-up 1 -> 2 threads", "big.oct1", "big.oct2", 1.8, higher=True, cpu=False)
+    for name in ("big", "mid"):
+        ratio(f"{name}: octave DoG / exact DoG", f"{name}.oct", f"{name}.dog")
+        ratio(f"{name}: octave DoG / OpenCV bare DoG", f"{name}.oct", f"{name}.cv")
+        ratio(f"{name}: octave DoG (fast) / OpenCV bare DoG", f"{name}.octfast", f"{name}.cv")
     print(f"# load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall-clock ratios "
           f"and thread scaling need an otherwise idle machine)")
     if "big.bytes_per_pixel" in fig:

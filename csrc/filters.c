@@ -23,11 +23,17 @@
  *  - OpenMP shares out rows; each pixel's arithmetic does not depend on the
  *    partition, so results are identical whatever the thread count.
  */
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE /* madvise, posix_memalign */
+#endif
 #include "ncalc.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -326,7 +332,7 @@ static void gaussian_row_even_cols(const void *img, int dtype, ptrdiff_t rows, p
 NCALC_CLONES
 static void dog_row(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t r,
                     const bank_t *b, work_t *t, float *resp, uint8_t *scale, int scale_offset,
-                    const float *urow, const int32_t *us)
+                    const float *urow, const int32_t *us, float *lowrow)
 {
     vertical_bank(img, dtype, rows, cols, r, b, t);
     for (int i = 0; i < b->n; i++) pad_row(t->v[i], cols, b->radius[i]);
@@ -362,6 +368,12 @@ static void dog_row(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, 
                 int32_t *ti = bi; bi = bi2; bi2 = ti;
             }
             float *tmp = prev; prev = cur; cur = tmp;
+        }
+        if (lowrow) {
+            /* the last scale's row at even columns (c0 is even) */
+            const float *restrict g = prev;
+            float *restrict lo = lowrow + (c0 >> 1);
+            for (ptrdiff_t j = 0; 2 * j < nb; j++) lo[j] = g[2 * j];
         }
         float *restrict out = resp + c0;
         if (urow) {
@@ -547,7 +559,7 @@ static int dog_level(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                 uint8_t *sc = scale ? scale + r * cols : NULL;
                 if (cresp) upsample_row(r, cols, cresp, cscale, crows, ccols, m, trow, urow, us);
                 if (m >= 1) {
-                    dog_row(img, dtype, rows, cols, r, &b, &t, out, sc, 0, urow, us);
+                    dog_row(img, dtype, rows, cols, r, &b, &t, out, sc, 0, urow, us, NULL);
                 } else {
                     memcpy(out, urow, sizeof(float) * (size_t)cols);
                     if (sc)
@@ -587,4 +599,163 @@ int ncalc_dog_pyramid(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols
         return NCALC_EINVAL;
     return dog_level(img, dtype, rows, cols, sigmas, nsigmas, truncate, split_sigma,
                      prefilter_sigma, max_levels, resp, scale, resolve_threads(nthreads));
+}
+
+
+/* ------------------------------------------------------------------------
+ * Octave DoG (ncalc_dog_octaves): SIFT-like pyramid whose coarser level is
+ * the last Gaussian of the level above, decimated 2x -- no extra pass over
+ * the input. See ncalc.h for the exact definition.
+ * ------------------------------------------------------------------------ */
+
+/* Merge row r of the bilinearly upsampled coarse response into resp/scale:
+ * strictly larger wins, with scale cscale[r/2][c/2]. trow: ccols floats. */
+NCALC_CLONES
+static void merge_up_row(ptrdiff_t r, ptrdiff_t cols, const float *cresp, const uint8_t *cscale,
+                         ptrdiff_t crows, ptrdiff_t ccols, float *restrict trow,
+                         float *restrict out, uint8_t *restrict sc)
+{
+    ptrdiff_t j0 = r >> 1;
+    const float *restrict a = cresp + j0 * ccols;
+    const float *restrict t = a;
+    if ((r & 1) && j0 + 1 < crows) {
+        const float *restrict bb = a + ccols;
+        for (ptrdiff_t l = 0; l < ccols; l++) trow[l] = 0.5f * (a[l] + bb[l]);
+        t = trow;
+    }
+    const uint8_t *restrict cs = cscale + j0 * ccols;
+    /* columns 2l and 2l + 1 for l < inner: node l and the mean of nodes l, l + 1 */
+    const ptrdiff_t inner = cols / 2 < ccols - 1 ? cols / 2 : ccols - 1;
+    for (ptrdiff_t l = 0; l < inner; l++) {
+        const float u0 = t[l], u1 = 0.5f * (t[l] + t[l + 1]);
+        const float o0 = out[2 * l], o1 = out[2 * l + 1];
+        const uint8_t m0 = (uint8_t)-(int)(u0 > o0), m1 = (uint8_t)-(int)(u1 > o1);
+        const uint8_t s = cs[l];
+        out[2 * l] = u0 > o0 ? u0 : o0;
+        out[2 * l + 1] = u1 > o1 ? u1 : o1;
+        sc[2 * l] = (uint8_t)((s & m0) | (sc[2 * l] & (uint8_t)~m0));
+        sc[2 * l + 1] = (uint8_t)((s & m1) | (sc[2 * l + 1] & (uint8_t)~m1));
+    }
+    for (ptrdiff_t c = 2 * inner; c < cols; c++) { /* past the last node: that node */
+        const float u = t[c >> 1];
+        if (u > out[c]) { out[c] = u; sc[c] = cs[c >> 1]; }
+    }
+}
+
+#define NCALC_OCT_MIN_SIDE 32
+
+/* A large scratch buffer. On Linux it is backed by transparent huge pages
+ * where the system allows (as NumPy does for its arrays): a fresh buffer
+ * then costs a few page faults instead of one per 4 KiB page, which on a
+ * virtual machine is a good part of the time of a pass over it. */
+static void *big_alloc(size_t n)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const size_t huge = (size_t)2 << 20;
+    if (n >= 2 * huge) {
+        void *p = NULL;
+        if (posix_memalign(&p, huge, n) != 0) return NULL;
+        madvise(p, n & ~(huge - 1), MADV_HUGEPAGE); /* advice only: failure is harmless */
+        return p;
+    }
+#endif
+    return malloc(n ? n : 1);
+}
+
+/* One level of the octave DoG. x: the level image (rows x cols of dtype);
+ * o: its first pair; base: the full-resolution sigma x is already smoothed
+ * with (0 at level 0); f: 2^level; levels: how many more levels may follow. */
+static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                     const double *s, int n, int o, double base, double f, double truncate,
+                     double split, int levels, float *resp, uint8_t *scale, int nt)
+{
+    int e = n - 1;
+    if (levels > 0 && rows >= NCALC_OCT_MIN_SIDE && cols >= NCALC_OCT_MIN_SIDE)
+        for (int i = o + 1; i <= n - 2; i++)
+            if (s[i] >= split * f) { e = i; break; }
+    int ng = e - o + 1; /* Gaussians o .. e, pairs o .. e-1 */
+    double *t = malloc(sizeof(double) * (size_t)ng);
+    if (!t) return NCALC_ENOMEM;
+    for (int i = o; i <= e; i++) {
+        double d = s[i] * s[i] - base * base;
+        t[i - o] = i == o && o > 0 ? 0.0 : sqrt(d > 0 ? d : 0.0) / f;
+    }
+    bank_t b = {0, 0, NULL, NULL};
+    int status = bank_init(&b, t, ng, truncate);
+    free(t);
+    if (status != NCALC_OK) return status;
+
+    ptrdiff_t crows = (rows + 1) / 2, ccols = (cols + 1) / 2;
+    float *low = NULL;
+    if (e < n - 1) {
+        low = big_alloc(sizeof(float) * (size_t)crows * (size_t)ccols);
+        if (!low) { bank_free(&b); return NCALC_ENOMEM; }
+    }
+    (void)nt;
+#pragma omp parallel num_threads(nt)
+    {
+        work_t w;
+        int ok = work_init(&w, &b, cols);
+        if (!ok) {
+#pragma omp atomic write
+            status = NCALC_ENOMEM;
+        }
+#pragma omp for schedule(dynamic, 16)
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            if (!ok) continue;
+            float *lr = low && !(r & 1) ? low + (r >> 1) * ccols : NULL;
+            dog_row(x, dtype, rows, cols, r, &b, &w, resp + r * cols, scale + r * cols, o, NULL, NULL,
+                    lr);
+        }
+        if (ok) work_free(&w);
+    }
+    bank_free(&b);
+    if (status != NCALC_OK || !low) { free(low); return status; }
+
+    size_t cn = (size_t)crows * (size_t)ccols;
+    float *cresp = big_alloc(sizeof(float) * cn);
+    uint8_t *cscale = big_alloc(cn);
+    if (!cresp || !cscale) status = NCALC_ENOMEM;
+    if (status == NCALC_OK)
+        status = oct_level(low, NCALC_F32, crows, ccols, s, n, e, s[e], 2.0 * f, truncate, split,
+                           levels - 1, cresp, cscale, nt);
+    free(low);
+    if (status == NCALC_OK) {
+#pragma omp parallel num_threads(nt)
+        {
+            float *buf = malloc(sizeof(float) * (size_t)ccols);
+            if (!buf) {
+#pragma omp atomic write
+                status = NCALC_ENOMEM;
+            }
+#pragma omp for schedule(dynamic, 32)
+            for (ptrdiff_t r = 0; r < rows; r++) {
+                if (!buf) continue;
+                merge_up_row(r, cols, cresp, cscale, crows, ccols, buf, resp + r * cols,
+                             scale + r * cols);
+            }
+            free(buf);
+        }
+    }
+    free(cresp);
+    free(cscale);
+    return status;
+}
+
+int ncalc_dog_octaves(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                      const double *sigmas, int nsigmas, double truncate, double split_sigma,
+                      int max_levels, float *resp, uint8_t *scale, int nthreads)
+{
+    if (!check_image(img, dtype, rows, cols) || !resp || !check_sigmas(sigmas, nsigmas) ||
+        !(truncate > 0) || max_levels < 0 || max_levels > 16 || !(split_sigma > 0))
+        return NCALC_EINVAL;
+    uint8_t *sc = scale;
+    if (!sc) {
+        sc = big_alloc((size_t)rows * (size_t)cols);
+        if (!sc) return NCALC_ENOMEM;
+    }
+    int st = oct_level(img, dtype, rows, cols, sigmas, nsigmas, 0, 0.0, 1.0, truncate, split_sigma,
+                       max_levels, resp, sc, resolve_threads(nthreads));
+    if (sc != scale) free(sc);
+    return st;
 }

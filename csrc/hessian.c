@@ -2,11 +2,25 @@
  * hessian.c -- Gaussian scale-space measurements at candidate positions
  * only (no full-size images): the smoothed value and the Hessian.
  * See ncalc.h for the contract.
+ *
+ * One pass over each candidate's window, separable: the window's rows are
+ * combined column by column with the row weights w(dr), w(dr) dr and
+ * w(dr) dr^2 (three float64 vectors of 2R + 1, loops the compiler
+ * vectorises), then each vector is reduced with the column weights. The
+ * pixels enter as v - v0 (v0: the candidate's own pixel, an exact float64
+ * difference for uint16 and float32), so that a constant window gives
+ * exactly 0 derivatives, and the sums stay small. The derivatives of
+ * (img - g) are those of img - v0 minus (g - v0) times the sums of the
+ * derivative weights.
  */
 #include "ncalc.h"
 
 #include <math.h>
 #include <stdlib.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static inline ptrdiff_t reflect_index(ptrdiff_t i, ptrdiff_t n)
 {
@@ -18,9 +32,70 @@ static inline ptrdiff_t reflect_index(ptrdiff_t i, ptrdiff_t n)
     return i < n ? i : period - 1 - i;
 }
 
-static inline double pix(const void *img, int dtype, ptrdiff_t p)
+static inline ptrdiff_t window_radius(double s, double truncate)
 {
-    return dtype == NCALC_U16 ? (double)((const uint16_t *)img)[p] : (double)((const float *)img)[p];
+    ptrdiff_t R = (ptrdiff_t)(truncate * s + 0.5);
+    return R > 1 ? R : 1;
+}
+
+/* target_clones needs GCC >= 6 and ifunc support (glibc on x86-64 Linux);
+ * no FMA contraction (-std=c99 implies -ffp-contract=off): every clone
+ * computes bit-identical results. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    defined(__GLIBC__) && (__GNUC__ >= 6) && !defined(NCALC_NO_CLONES)
+#define NCALC_HCLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define NCALC_HCLONES
+#endif
+
+/* Pixel j of a row as float64 minus v0: columns c0 + j (ci NULL) or ci[j]. */
+#define PIX(T, row, j) ((double)((const T *)(row))[ci ? ci[j] : c0 + (j)] - v0)
+
+/* Column sums over the window's rows, the rows dr and -dr taken together
+ * (the weights are even in dr):
+ *   C0[j] = sum_dr w(dr) (v - v0),  C1[j] = sum_dr w(dr) dr (v - v0),
+ *   C2[j] = sum_dr w(dr) dr^2 (v - v0),
+ * for the window columns j < W = 2R + 1 (ci: reflected columns, or NULL
+ * when they are c0 .. c0 + W - 1); rowoff[k]: offset of window row k. */
+NCALC_HCLONES
+static void column_sums(const void *img, int dtype, const ptrdiff_t *rowoff, const ptrdiff_t *ci,
+                        ptrdiff_t c0, ptrdiff_t R, double v0, const double *wk,
+                        double *restrict C0, double *restrict C1, double *restrict C2)
+{
+    const ptrdiff_t W = 2 * R + 1;
+    {
+        const double a = wk[R];
+        if (dtype == NCALC_U16) {
+            const uint16_t *row = (const uint16_t *)img + rowoff[R];
+            if (!ci) for (ptrdiff_t j = 0; j < W; j++) { C0[j] = a * ((double)row[c0 + j] - v0); C1[j] = 0; C2[j] = 0; }
+            else for (ptrdiff_t j = 0; j < W; j++) { C0[j] = a * ((double)row[ci[j]] - v0); C1[j] = 0; C2[j] = 0; }
+        } else {
+            const float *row = (const float *)img + rowoff[R];
+            if (!ci) for (ptrdiff_t j = 0; j < W; j++) { C0[j] = a * ((double)row[c0 + j] - v0); C1[j] = 0; C2[j] = 0; }
+            else for (ptrdiff_t j = 0; j < W; j++) { C0[j] = a * ((double)row[ci[j]] - v0); C1[j] = 0; C2[j] = 0; }
+        }
+    }
+    for (ptrdiff_t d = 1; d <= R; d++) {
+        const double a = wk[R + d], b = a * (double)d, c = a * (double)(d * d);
+#define PAIR_LOOP(T, IDX)                                                          \
+        {                                                                          \
+            const T *restrict up = (const T *)img + rowoff[R - d];                 \
+            const T *restrict dn = (const T *)img + rowoff[R + d];                 \
+            for (ptrdiff_t j = 0; j < W; j++) {                                    \
+                const double p = (double)dn[IDX] - v0, m = (double)up[IDX] - v0;   \
+                const double sum = p + m, dif = p - m;                             \
+                C0[j] += a * sum;                                                  \
+                C1[j] += b * dif;                                                  \
+                C2[j] += c * sum;                                                  \
+            }                                                                      \
+        }
+        if (dtype == NCALC_U16) {
+            if (!ci) PAIR_LOOP(uint16_t, c0 + j) else PAIR_LOOP(uint16_t, ci[j])
+        } else {
+            if (!ci) PAIR_LOOP(float, c0 + j) else PAIR_LOOP(float, ci[j])
+        }
+#undef PAIR_LOOP
+    }
 }
 
 int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
@@ -31,65 +106,87 @@ int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t co
     if (!img || rows < 1 || cols < 1 || n < 0 || !(truncate > 0)) return NCALC_EINVAL;
     if (dtype != NCALC_U16 && dtype != NCALC_F32) return NCALC_EINVAL;
     if (n > 0 && (!cand_rows || !cand_cols || !sigma)) return NCALC_EINVAL;
-    for (ptrdiff_t i = 0; i < n; i++)
+    ptrdiff_t Rmax = 1;
+    for (ptrdiff_t i = 0; i < n; i++) {
         if (!(sigma[i] > 0) || sigma[i] > 1000 || cand_rows[i] < 0 || cand_rows[i] >= rows ||
             cand_cols[i] < 0 || cand_cols[i] >= cols)
             return NCALC_EINVAL;
+        ptrdiff_t R = window_radius(sigma[i], truncate);
+        if (R > Rmax) Rmax = R;
+    }
+    if (n == 0) return NCALC_OK;
+    const size_t Wmax = (size_t)(2 * Rmax + 1);
+    int status = NCALC_OK;
     int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
-#pragma omp parallel for schedule(dynamic, 16) num_threads(nt)
-    for (ptrdiff_t i = 0; i < n; i++) {
-        const double s = sigma[i], s2 = s * s, s4 = s2 * s2;
-        const ptrdiff_t R = (ptrdiff_t)(truncate * s + 0.5) > 1 ? (ptrdiff_t)(truncate * s + 0.5) : 1;
-        const ptrdiff_t cr = cand_rows[i], cc = cand_cols[i];
-        double *wk = malloc(sizeof(double) * (size_t)(2 * R + 1));
-        ptrdiff_t *ci = malloc(sizeof(ptrdiff_t) * (size_t)(2 * R + 1));
-        if (!wk || !ci) {
-            free(wk); free(ci);
-            if (smooth) smooth[i] = NAN;
-            if (lrr) lrr[i] = NAN;
-            if (lrc) lrc[i] = NAN;
-            if (lcc) lcc[i] = NAN;
-            continue;
+#pragma omp parallel num_threads(nt)
+    {
+        /* wk, wk dc, wk (dc^2 / s^4 - 1 / s^2), 3 column sums */
+        double *scratch = malloc(sizeof(double) * 6 * Wmax);
+        ptrdiff_t *ci = malloc(sizeof(ptrdiff_t) * Wmax);
+        ptrdiff_t *rowoff = malloc(sizeof(ptrdiff_t) * Wmax);
+        if (!scratch || !ci || !rowoff) {
+            free(scratch); free(ci); free(rowoff);
+            scratch = NULL; ci = NULL; rowoff = NULL;
+#pragma omp atomic write
+            status = NCALC_ENOMEM;
         }
-        /* separable weights: w(dr, dc) = wk[dr] wk[dc] */
-        double w1 = 0;
-        for (ptrdiff_t k = -R; k <= R; k++) {
-            wk[k + R] = exp(-(double)(k * k) / (2.0 * s2));
-            w1 += wk[k + R];
-            ci[k + R] = reflect_index(cc + k, cols);
-        }
-        const double sw = w1 * w1;
-        /* pass 1: Gaussian-weighted mean */
-        double sv = 0;
-        for (ptrdiff_t dr = -R; dr <= R; dr++) {
-            const ptrdiff_t row = reflect_index(cr + dr, rows) * cols;
-            double acc = 0;
-            for (ptrdiff_t k = 0; k <= 2 * R; k++) acc += wk[k] * pix(img, dtype, row + ci[k]);
-            sv += wk[dr + R] * acc;
-        }
-        const double g = sv / sw;
-        /* pass 2: second derivatives of the Gaussian, applied to (img - g) so
-         * that a constant image gives exactly zero */
-        double hrr = 0, hrc = 0, hcc = 0;
-        for (ptrdiff_t dr = -R; dr <= R; dr++) {
-            const ptrdiff_t row = reflect_index(cr + dr, rows) * cols;
-            double a0 = 0, a1 = 0, a2 = 0; /* sum w v, sum w v dc, sum w v dc^2 */
-            for (ptrdiff_t k = 0; k <= 2 * R; k++) {
-                const double dc = (double)(k - R);
-                const double wv = wk[k] * (pix(img, dtype, row + ci[k]) - g);
-                a0 += wv; a1 += wv * dc; a2 += wv * dc * dc;
+#pragma omp for schedule(dynamic, 16)
+        for (ptrdiff_t i = 0; i < n; i++) {
+            if (!scratch) continue;
+            const double s = sigma[i], s2 = s * s, s4 = s2 * s2;
+            const ptrdiff_t R = window_radius(s, truncate), W = 2 * R + 1;
+            const ptrdiff_t cr = cand_rows[i], cc = cand_cols[i];
+            double *wk = scratch, *wd = scratch + Wmax, *wh = scratch + 2 * Wmax;
+            double *C0 = scratch + 3 * Wmax, *C1 = scratch + 4 * Wmax, *C2 = scratch + 5 * Wmax;
+            /* separable weights: w(dr, dc) = wk[dr] wk[dc], even in dr */
+            double w1 = 0, q = 0;
+            for (ptrdiff_t k = 0; k <= R; k++) {
+                const double d = (double)k;
+                wk[R + k] = wk[R - k] = exp(-(d * d) / (2.0 * s2));
             }
-            const double wr = wk[dr + R], drr = (double)dr;
-            hrr += wr * a0 * (drr * drr / s4 - 1.0 / s2);
-            hcc += wr * (a2 / s4 - a0 / s2);
-            hrc += wr * drr * a1 / s4;
+            for (ptrdiff_t k = 0; k < W; k++) {
+                const double d = (double)(k - R);
+                w1 += wk[k];
+                wd[k] = wk[k] * d;
+                wh[k] = wk[k] * (d * d / s4 - 1.0 / s2);
+                q += wh[k];
+            }
+            const int inside = cc - R >= 0 && cc + R < cols;
+            if (!inside)
+                for (ptrdiff_t k = 0; k < W; k++) ci[k] = reflect_index(cc - R + k, cols);
+            for (ptrdiff_t k = 0; k < W; k++) {
+                const ptrdiff_t r = cr - R + k;
+                rowoff[k] = (r >= 0 && r < rows ? r : reflect_index(r, rows)) * cols;
+            }
+            const double v0 = dtype == NCALC_U16 ? (double)((const uint16_t *)img)[cr * cols + cc]
+                                                 : (double)((const float *)img)[cr * cols + cc];
+            column_sums(img, dtype, rowoff, inside ? NULL : ci, cc - R, R, v0, wk, C0, C1, C2);
+            /* reduce with the column weights */
+            double sv = 0, t2 = 0, tc = 0, tx = 0, swd = 0;
+            for (ptrdiff_t j = 0; j < W; j++) {
+                sv += wk[j] * C0[j];           /* sum w (v - v0) */
+                t2 += wk[j] * C2[j];           /* sum w dr^2 (v - v0) */
+                tc += wh[j] * C0[j];           /* sum w (dc^2/s^4 - 1/s^2) (v - v0) */
+                tx += wd[j] * C1[j];           /* sum w dr dc (v - v0) */
+                swd += wd[j];
+            }
+            const double sw = w1 * w1;
+            const double gd = sv / sw;         /* g - v0 */
+            /* of (img - g) = (img - v0) - gd: the d2/dr2 weights sum to
+             * w1 q, likewise d2/dc2; the cross ones to swd^2 (zero up to
+             * rounding) */
+            const double hrr = (t2 / s4 - sv / s2) - gd * w1 * q;
+            const double hcc = tc - gd * w1 * q;
+            const double hrc = tx / s4 - gd * swd * swd / s4;
+            if (smooth) smooth[i] = (float)(v0 + gd);
+            if (lrr) lrr[i] = (float)(hrr / sw);
+            if (lrc) lrc[i] = (float)(hrc / sw);
+            if (lcc) lcc[i] = (float)(hcc / sw);
         }
-        free(wk); free(ci);
-        if (smooth) smooth[i] = (float)g;
-        if (lrr) lrr[i] = (float)(hrr / sw);
-        if (lrc) lrc[i] = (float)(hrc / sw);
-        if (lcc) lcc[i] = (float)(hcc / sw);
+        free(scratch);
+        free(ci);
+        free(rowoff);
     }
-    return NCALC_OK;
+    return status;
 }

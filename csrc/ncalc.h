@@ -83,6 +83,17 @@ int ncalc_tile_noise(const float *x, ptrdiff_t rows, ptrdiff_t cols,
                      float *grid, int nthreads);
 
 /*
+ * The same on a regular subsample of each tile: the pixels at rows
+ * r0, r0 + stride, ... and columns c0, c0 + stride, ... of the tile whose
+ * first pixel is (r0, c0); min_count counts these sampled pixels.
+ * stride = 1 is ncalc_tile_noise. A deterministic approximation for speed
+ * (stride^2 fewer pixels): the values change (see tests and docs).
+ */
+int ncalc_tile_noise_strided(const float *x, ptrdiff_t rows, ptrdiff_t cols,
+                             const uint8_t *mask, ptrdiff_t tile, ptrdiff_t stride,
+                             ptrdiff_t min_count, float *grid, int nthreads);
+
+/*
  * Non-maximum suppression and threshold.
  * A pixel p is a peak when mask[p] != 0 (mask may be NULL),
  *     resp[p] > k * grid[p_row / tile][p_col / tile]     (grid may be NULL:
@@ -161,6 +172,54 @@ int ncalc_dog_pyramid(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols
                       const double *sigmas, int nsigmas, double truncate,
                       double split_sigma, double prefilter_sigma, int max_levels,
                       float *resp, uint8_t *scale, int nthreads);
+
+/*
+ * Octave multi-scale DoG, SIFT-like: each coarser level is the last
+ * Gaussian of the level above sampled at even rows and columns, so no extra
+ * pass over the input. Exactly, with sigmas s_0 < ... < s_{n-1} (n >= 2,
+ * full-resolution pixels), level L (L = 0, 1, ..) has an image x_L
+ * (x_0 = img, rows_L = ceil(rows_{L-1} / 2), likewise cols), a first pair
+ * o_L (o_0 = 0) and a base sigma b_L (b_0 = 0):
+ *   e_L = the first i with o_L < i <= n-2 and s_i >= split_sigma * 2^L,
+ *         when L < max_levels and rows_L, cols_L >= 32; otherwise (or when
+ *         there is no such i) e_L = n-1: the last level.
+ *   g_i = G(t_i) * x_L for i = o_L .. e_L (SciPy gaussian_filter, reflect
+ *         borders, the given truncate), with t_i = sqrt(s_i^2 - b_L^2) / 2^L
+ *         (level pixels); at L > 0, t_{o_L} = 0: g_{o_L} = x_L itself.
+ *   Pairs o_L .. e_L - 1 at this level: d_i = g_i - g_{i+1};
+ *         R_L = max_i d_i, S_L = first argmax i (global pair index).
+ *   When e_L < n-1: x_{L+1} = g_{e_L}[::2, ::2], o_{L+1} = e_L,
+ *         b_{L+1} = s_{e_L}; the result (R', S') of level L+1 is brought to
+ *         level L as in ncalc_dog_pyramid (node (j, l) at (2j, 2l); an odd
+ *         row takes the float32 mean 0.5f * (a + b) of its two neighbouring
+ *         node rows, the last node row alone past the end; then odd columns
+ *         likewise), and replaces R_L where strictly larger, with scale
+ *         S'[r / 2][c / 2].
+ *   resp = R_0, scale = S_0 (scale may be NULL).
+ * So pair i is computed on the coarsest level whose grid is still finer
+ * than about s_i / split_sigma, from an image already smoothed by a
+ * Gaussian >= split_sigma of the level above (anti-aliasing for free).
+ * max_levels = 0 gives exactly ncalc_dog_response, as does an image under
+ * 32 pixels in either direction. Needs split_sigma > 0,
+ * 0 <= max_levels <= 16. Extra memory: at most 3 bytes/pixel (the coarser
+ * levels' images and responses), plus a uint8 image when scale is NULL, plus
+ * a few rows per thread. Results do not depend on nthreads.
+ */
+int ncalc_dog_octaves(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                      const double *sigmas, int nsigmas, double truncate, double split_sigma,
+                      int max_levels, float *resp, uint8_t *scale, int nthreads);
+
+/*
+ * Block means: out[i][j] = mean of img over rows [i fy, (i + 1) fy) and
+ * columns [j fx, (j + 1) fx), for i < rows / fy and j < cols / fx (the
+ * remainder rows and columns are left out). out: (rows / fy) x (cols / fx)
+ * float64. uint16 sums are exact integers, so out is exactly numpy's
+ * img[:h, :w].reshape(h/fy, fy, w/fx, fx).mean(axis=(1, 3), dtype=float64);
+ * float32 pixels are summed in float64 (a different order from numpy's: a
+ * relative difference of the order of 1e-16). Block rows in parallel.
+ */
+int ncalc_block_mean(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                     ptrdiff_t fy, ptrdiff_t fx, double *out, int nthreads);
 
 #ifdef __cplusplus
 }

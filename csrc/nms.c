@@ -6,11 +6,13 @@
  * thread count) that threads scan in parallel; each chunk lists its peaks in
  * raster order and the lists are concatenated in chunk order, so the output
  * is the same whatever the number of threads. The threshold is constant
- * over each tile's run of columns (no division per pixel). The window
- * maximum is separable: each row's horizontal window maxima are computed
- * once and kept in a ring of 2 radius + 1 rows, and their vertical maximum
- * is compared with the pixel -- branch-free loops the compiler vectorises,
- * O(radius) per pixel whatever the number of pixels above threshold.
+ * over each tile's run of columns (no division per pixel) and is tested
+ * first, 32 pixels at a time with a branch-free loop: almost every pixel of
+ * a response fails it, so the whole pass costs about one read of resp (and
+ * mask). Only the pixels above threshold get their (2 radius + 1)^2 window
+ * maximum computed, in the order a separable max filter would use, so
+ * the peaks (ties and NaNs included) are those of
+ * (resp > thr) & (resp >= max_filter(resp)) & mask.
  */
 #include "ncalc.h"
 
@@ -20,6 +22,11 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+
+#if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
+#include <emmintrin.h>
+#define NCALC_SSE2 1
 #endif
 
 #define NMS_CHUNK 64
@@ -45,76 +52,195 @@ static void push(peaks_t *p, ptrdiff_t r, ptrdiff_t c)
     p->n++;
 }
 
-/* Maximum of row over the window [c - radius, c + radius] clipped to the
- * row, for every c. pad: cols + 2 radius floats of scratch. */
-static void row_window_max(const float *row, ptrdiff_t cols, int radius, float *restrict pad,
-                           float *restrict out)
+/* 1 when resp[r][c] is not below any pixel of its window (clipped to the
+ * image). The window maximum is reduced in exactly the order of a
+ * separable max filter (each row's horizontal maximum from the left edge of
+ * the window, then the rows from the top, with v > m ? v : m), so the
+ * result, NaNs included, is that of comparing with such a filtered image. */
+static inline int window_peak(const float *resp, ptrdiff_t rows, ptrdiff_t cols, int radius,
+                              ptrdiff_t r, ptrdiff_t c)
 {
-    for (int k = 0; k < radius; k++) {
-        pad[k] = -INFINITY;
-        pad[cols + radius + k] = -INFINITY;
+    const ptrdiff_t r0 = r - radius < 0 ? 0 : r - radius;
+    const ptrdiff_t r1 = r + radius >= rows ? rows - 1 : r + radius;
+    const ptrdiff_t c0 = c - radius, c1 = c + radius;
+    const ptrdiff_t a = c0 < 0 ? 0 : c0, b = c1 >= cols ? cols - 1 : c1;
+    float vm = 0;
+    for (ptrdiff_t q = r0; q <= r1; q++) {
+        const float *row = resp + q * cols;
+        /* the filter's first tap is column c - radius (-inf outside) */
+        float h = c0 < 0 ? -INFINITY : row[c0];
+        for (ptrdiff_t x = (c0 < 0 ? a : c0 + 1); x <= b; x++) h = row[x] > h ? row[x] : h;
+        /* taps right of the image are -inf: -inf > h never holds */
+        vm = q == r0 ? h : (h > vm ? h : vm);
     }
-    memcpy(pad + radius, row, sizeof(float) * (size_t)cols);
-    memcpy(out, pad, sizeof(float) * (size_t)cols);
-    for (int k = 1; k <= 2 * radius; k++) {
-        const float *restrict q = pad + k;
-        for (ptrdiff_t c = 0; c < cols; c++) out[c] = q[c] > out[c] ? q[c] : out[c];
-    }
+    return resp[r * cols + c] >= vm;
 }
 
-/* Peaks of rows [ra, rb): above the threshold, inside the mask, and not
- * below the maximum of the window. Returns 0 when out of memory. */
-static int scan_rows(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
-                     const float *grid, ptrdiff_t tile, float k, int radius,
-                     ptrdiff_t ra, ptrdiff_t rb, peaks_t *out)
+/* The same answer when no pixel of the window is NaN: then the window
+ * maximum is the true maximum, and the pixel is a peak when no pixel of the
+ * window is larger (branch-free within a row). */
+static inline int window_peak_finite(const float *resp, ptrdiff_t rows, ptrdiff_t cols, int radius,
+                                     ptrdiff_t r, ptrdiff_t c)
 {
-    const ptrdiff_t W = 2 * (ptrdiff_t)radius + 1;
-    float *ring = malloc(sizeof(float) * (size_t)W * (size_t)cols);
-    float *pad = malloc(sizeof(float) * (size_t)(cols + 2 * (ptrdiff_t)radius));
-    float *vm = malloc(sizeof(float) * (size_t)cols);
-    float *thr = malloc(sizeof(float) * (size_t)cols);
-    uint8_t *flag = malloc((size_t)cols);
-    if (!ring || !pad || !vm || !thr || !flag) {
-        free(ring); free(pad); free(vm); free(thr); free(flag);
-        return 0;
+    const float v = resp[r * cols + c];
+    const ptrdiff_t a = c - radius < 0 ? 0 : c - radius, b = c + radius >= cols ? cols - 1 : c + radius;
+    const ptrdiff_t r0 = r - radius < 0 ? 0 : r - radius, r1 = r + radius >= rows ? rows - 1 : r + radius;
+#ifdef NCALC_SSE2
+    const __m128 vv = _mm_set1_ps(v);
+#endif
+    for (ptrdiff_t q = r0; q <= r1; q++) {
+        const float *row = resp + q * cols;
+        int gt = 0;
+        ptrdiff_t x = a;
+#ifdef NCALC_SSE2
+        for (; x + 4 <= b + 1; x += 4) gt |= _mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(row + x), vv));
+#endif
+        for (; x <= b; x++) gt |= row[x] > v;
+        if (gt) return 0;
     }
-    ptrdiff_t gw = grid ? (cols + tile - 1) / tile : 0;
-    ptrdiff_t next = ra - radius < 0 ? 0 : ra - radius; /* next row to enter the ring */
-    for (ptrdiff_t r = ra; r < rb; r++) {
-        ptrdiff_t r0 = r - radius < 0 ? 0 : r - radius;
-        ptrdiff_t r1 = r + radius >= rows ? rows - 1 : r + radius;
-        for (; next <= r1; next++)
-            row_window_max(resp + next * cols, cols, radius, pad, ring + (next % W) * cols);
-        memcpy(vm, ring + (r0 % W) * cols, sizeof(float) * (size_t)cols);
-        for (ptrdiff_t q = r0 + 1; q <= r1; q++) {
-            const float *restrict h = ring + (q % W) * cols;
-            for (ptrdiff_t c = 0; c < cols; c++) vm[c] = h[c] > vm[c] ? h[c] : vm[c];
-        }
-        if (grid) {
-            const float *grow = grid + (r / tile) * gw;
-            for (ptrdiff_t s0 = 0, g = 0; s0 < cols; s0 += tile, g++) {
-                ptrdiff_t s1 = s0 + tile < cols ? s0 + tile : cols;
-                const float t = k * grow[g];
-                for (ptrdiff_t c = s0; c < s1; c++) thr[c] = t;
-            }
-        } else {
-            for (ptrdiff_t c = 0; c < cols; c++) thr[c] = k;
-        }
-        const float *restrict row = resp + r * cols;
-        /* NaN thresholds compare false: nothing passes there */
-        if (mask) {
-            const uint8_t *restrict mrow = mask + r * cols;
-            for (ptrdiff_t c = 0; c < cols; c++)
-                flag[c] = (uint8_t)((row[c] > thr[c]) & (row[c] >= vm[c]) & (mrow[c] != 0));
-        } else {
-            for (ptrdiff_t c = 0; c < cols; c++)
-                flag[c] = (uint8_t)((row[c] > thr[c]) & (row[c] >= vm[c]));
-        }
-        for (ptrdiff_t c = 0; c < cols; c++)
-            if (flag[c]) push(out, r, c);
-    }
-    free(ring); free(pad); free(vm); free(thr); free(flag);
     return 1;
+}
+
+/* 1 when rows [r0, r1) of resp hold a NaN. */
+static int has_nan(const float *resp, ptrdiff_t cols, ptrdiff_t r0, ptrdiff_t r1)
+{
+    int bad = 0;
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const float *restrict row = resp + r * cols;
+        for (ptrdiff_t c = 0; c < cols; c++) bad |= row[c] != row[c];
+    }
+    return bad;
+}
+
+/* Index of the lowest set bit of a non-zero word. */
+static inline int lowest_bit(unsigned w)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctz(w);
+#else
+    int i = 0;
+    while (!(w & 1u)) { w >>= 1; i++; }
+    return i;
+#endif
+}
+
+/* Bit j of the result: row[j] > thr[j] and (no mask or mrow[j] != 0), for
+ * j < 16; *nan gets 1 when one of the 16 is NaN. */
+static inline unsigned above16(const float *row, const float *thr, const uint8_t *mrow, int *nan)
+{
+#ifdef NCALC_SSE2
+    unsigned bits = 0, un = 0;
+    for (int q = 0; q < 4; q++) {
+        __m128 v = _mm_loadu_ps(row + 4 * q);
+        bits |= (unsigned)_mm_movemask_ps(_mm_cmpgt_ps(v, _mm_loadu_ps(thr + 4 * q))) << (4 * q);
+        un |= (unsigned)_mm_movemask_ps(_mm_cmpunord_ps(v, v));
+    }
+    if (mrow) {
+        __m128i m = _mm_loadu_si128((const __m128i *)mrow);
+        bits &= ~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(m, _mm_setzero_si128())) & 0xffffu;
+    }
+    *nan |= un != 0;
+    return bits;
+#else
+    unsigned bits = 0;
+    int un = 0;
+    for (int j = 0; j < 16; j++) {
+        bits |= (unsigned)((row[j] > thr[j]) & (!mrow || mrow[j] != 0)) << j;
+        un |= row[j] != row[j];
+    }
+    *nan |= un;
+    return bits;
+#endif
+}
+
+/* 1 when a pixel of the 3 x 3 block around (r, c) is larger (all finite). */
+static inline int larger_neighbour(const float *resp, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t r,
+                                   ptrdiff_t c)
+{
+    const float v = resp[r * cols + c];
+    const ptrdiff_t a = c - 1 < 0 ? 0 : c - 1, b = c + 1 >= cols ? cols - 1 : c + 1;
+    const ptrdiff_t q0 = r - 1 < 0 ? 0 : r - 1, q1 = r + 1 >= rows ? rows - 1 : r + 1;
+    int gt = 0;
+    for (ptrdiff_t q = q0; q <= q1; q++) {
+        const float *row = resp + q * cols;
+        for (ptrdiff_t x = a; x <= b; x++) gt |= row[x] > v;
+    }
+    return gt;
+}
+
+/* Peaks of rows [ra, rb). The threshold (and mask) test comes first, 16
+ * pixels at a time without branches (SSE2 where available): almost every
+ * pixel fails it. The pixels that pass are listed, and looked at once the
+ * test has streamed the last row their window reaches (so that those rows
+ * are in cache). When no pixel the chunk's windows reach is NaN, each is
+ * compared with its 8 neighbours and, if none is larger, with its whole
+ * window. Otherwise the chunk is done again, each pixel above threshold
+ * compared with its window maximum reduced in the exact order of a
+ * separable max filter. Either way the result is that of
+ * (resp > thr) & (resp >= window max) & mask for every pixel.
+ * thr: cols floats of scratch; above: an empty list. */
+static void scan_rows(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
+                      const float *grid, ptrdiff_t tile, float k, int radius,
+                      ptrdiff_t ra, ptrdiff_t rb, float *thr, peaks_t *above, peaks_t *out)
+{
+    const ptrdiff_t gw = grid ? (cols + tile - 1) / tile : 0;
+    /* NaNs in the rows the windows reach above and below the chunk */
+    int bad = has_nan(resp, cols, ra - radius < 0 ? 0 : ra - radius, ra) |
+              has_nan(resp, cols, rb, rb + radius > rows ? rows : rb + radius);
+    for (int exact = bad; exact < 2; exact++) {
+        out->n = 0;
+        above->n = 0;
+        ptrdiff_t done = 0;     /* entries of above looked at */
+        ptrdiff_t thr_row = -1; /* the grid row thr holds */
+        for (ptrdiff_t r = ra; r < rb + radius; r++) {
+            if (r < rb) {
+                const float *row = resp + r * cols;
+                const uint8_t *mrow = mask ? mask + r * cols : NULL;
+                ptrdiff_t gr = grid ? r / tile : 0;
+                if (gr != thr_row) {
+                    /* NaN thresholds compare false: nothing passes there */
+                    const ptrdiff_t seg = grid ? tile : cols;
+                    for (ptrdiff_t s0 = 0, g = 0; s0 < cols; s0 += seg, g++) {
+                        const ptrdiff_t s1 = s0 + seg < cols ? s0 + seg : cols;
+                        const float t = grid ? k * grid[gr * gw + g] : k;
+                        for (ptrdiff_t c = s0; c < s1; c++) thr[c] = t;
+                    }
+                    thr_row = gr;
+                }
+                for (ptrdiff_t c = 0; c < cols; c += 16) {
+                    unsigned bits = 0;
+                    if (c + 16 <= cols) {
+                        bits = above16(row + c, thr + c, mrow ? mrow + c : NULL, &bad);
+                    } else {
+                        for (ptrdiff_t x = c; x < cols; x++) {
+                            bad |= row[x] != row[x];
+                            bits |= (unsigned)((row[x] > thr[x]) & (!mrow || mrow[x] != 0)) << (x - c);
+                        }
+                    }
+                    while (bits) {
+                        push(above, r, c + lowest_bit(bits));
+                        bits &= bits - 1;
+                    }
+                }
+            }
+            /* rows up to r are read: look at the pixels of row r - radius
+             * (all of them after the last row) */
+            const ptrdiff_t upto = r + 1 >= rb + radius ? rb : r - radius + 1;
+            if (bad && !exact) continue; /* done again below */
+            for (; done < above->n && above->rc[2 * done] < upto; done++) {
+                const ptrdiff_t pr = above->rc[2 * done], pc = above->rc[2 * done + 1];
+                int peak;
+                if (exact)
+                    peak = window_peak(resp, rows, cols, radius, pr, pc);
+                else
+                    peak = (radius == 0 || !larger_neighbour(resp, rows, cols, pr, pc)) &&
+                           (radius <= 1 || window_peak_finite(resp, rows, cols, radius, pr, pc));
+                if (peak) push(out, pr, pc);
+            }
+        }
+        if (!bad) break;
+    }
+    out->failed |= above->failed;
 }
 
 ptrdiff_t ncalc_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
@@ -134,8 +260,12 @@ ptrdiff_t ncalc_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
 #pragma omp parallel for schedule(dynamic, 1)
     for (ptrdiff_t ch = 0; ch < nchunks; ch++) {
         ptrdiff_t ra = ch * NMS_CHUNK, rb = ra + NMS_CHUNK < rows ? ra + NMS_CHUNK : rows;
-        if (!scan_rows(resp, rows, cols, mask, grid, tile, k, radius, ra, rb, &chunks[ch]))
-            chunks[ch].failed = 1;
+        float *thr = malloc(sizeof(float) * (size_t)cols);
+        peaks_t above = {0};
+        if (!thr) { chunks[ch].failed = 1; continue; }
+        scan_rows(resp, rows, cols, mask, grid, tile, k, radius, ra, rb, thr, &above, &chunks[ch]);
+        free(thr);
+        free(above.rc);
     }
     ptrdiff_t n = 0;
     int failed = 0;

@@ -25,9 +25,9 @@ cdef extern from "ncalc.h" nogil:
                            float *resp, uint8_t *scale, int nthreads)
     double ncalc_mad_noise(const float *x, Py_ssize_t rows, Py_ssize_t cols,
                            const uint8_t *mask, Py_ssize_t stride)
-    int ncalc_tile_noise(const float *x, Py_ssize_t rows, Py_ssize_t cols,
-                         const uint8_t *mask, Py_ssize_t tile, Py_ssize_t min_count,
-                         float *grid, int nthreads)
+    int ncalc_tile_noise_strided(const float *x, Py_ssize_t rows, Py_ssize_t cols,
+                                 const uint8_t *mask, Py_ssize_t tile, Py_ssize_t stride,
+                                 Py_ssize_t min_count, float *grid, int nthreads)
     Py_ssize_t ncalc_nms(const float *resp, Py_ssize_t rows, Py_ssize_t cols,
                          const uint8_t *mask, const float *grid, Py_ssize_t tile,
                          float k, int radius, int32_t *out_rows, int32_t *out_cols,
@@ -112,8 +112,10 @@ def mad_noise(cnp.float32_t[:, ::1] x not None, cnp.uint8_t[:, ::1] mask=None, P
 
 
 def tile_noise(cnp.float32_t[:, ::1] x not None, Py_ssize_t tile, cnp.uint8_t[:, ::1] mask=None,
-               Py_ssize_t min_count=16, int nthreads=0):
-    """Robust noise per tile x tile block; NaN where too few masked pixels."""
+               Py_ssize_t min_count=16, int nthreads=0, Py_ssize_t stride=1):
+    """Robust noise per tile x tile block; NaN where too few masked pixels.
+    stride > 1: on every stride-th pixel of every stride-th row of each
+    tile (min_count then counts those), an approximation."""
     cdef Py_ssize_t gh = (x.shape[0] + tile - 1) // tile, gw = (x.shape[1] + tile - 1) // tile
     cdef cnp.ndarray[cnp.float32_t, ndim=2] grid = np.empty((gh, gw), np.float32)
     cdef const uint8_t *m = NULL
@@ -121,8 +123,8 @@ def tile_noise(cnp.float32_t[:, ::1] x not None, Py_ssize_t tile, cnp.uint8_t[:,
     if mask is not None:
         m = &mask[0, 0]
     with nogil:
-        st = ncalc_tile_noise(&x[0, 0], x.shape[0], x.shape[1], m, tile, min_count,
-                              &grid[0, 0], nthreads)
+        st = ncalc_tile_noise_strided(&x[0, 0], x.shape[0], x.shape[1], m, tile, stride, min_count,
+                                      &grid[0, 0], nthreads)
     _check(st)
     return grid
 
@@ -132,7 +134,10 @@ def nms(cnp.float32_t[:, ::1] resp not None, float k, int radius,
     """Peaks of resp above k (times the noise grid) that are window maxima."""
     cdef const uint8_t *m = NULL
     cdef const float *g = NULL
-    cdef Py_ssize_t cap = 4096, n
+    # room for 1 peak in 16 pixels (a response has far fewer; untouched
+    # pages of np.empty cost nothing): one C call, not one to count and one
+    # to fill
+    cdef Py_ssize_t cap = max(4096, resp.shape[0] * resp.shape[1] // 16 + 1), n
     cdef cnp.ndarray[cnp.int32_t, ndim=1] rr, cc
     if mask is not None:
         m = &mask[0, 0]
@@ -228,3 +233,57 @@ def dog_pyramid(cnp.ndarray img not None, sigmas, double truncate=4.0, double sp
                                prefilter_sigma, max_levels, &resp[0, 0], &scale[0, 0], nthreads)
     _check(st)
     return resp, scale
+
+
+cdef extern from "ncalc.h" nogil:
+    int ncalc_dog_octaves(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
+                          const double *sigmas, int nsigmas, double truncate, double split_sigma,
+                          int max_levels, float *resp, uint8_t *scale, int nthreads)
+
+
+def dog_octaves(cnp.ndarray img not None, sigmas, double truncate=4.0, double split_sigma=1.9,
+                int max_levels=16, int nthreads=0):
+    """Multi-scale DoG on a SIFT-like octave pyramid: pair i is computed
+    at level L (grid 2^L pixels) while sigmas[i] < split_sigma * 2^L, each
+    level being the previous level's last Gaussian decimated 2x, and the
+    coarse responses are brought back bilinearly (see ncalc_dog_octaves in
+    csrc/ncalc.h). max_levels=0 is dog_response. Returns (resp float32,
+    scale uint8) like dog_response."""
+    cdef int dt = _dtype_code(img)
+    cdef Py_ssize_t rows = img.shape[0], cols = img.shape[1]
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] sig = np.ascontiguousarray(sigmas, dtype=np.float64)
+    if sig.ndim != 1 or sig.shape[0] < 2:
+        raise ValueError("napari-calc kernel: invalid argument")
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] resp = np.empty((rows, cols), np.float32)
+    cdef cnp.ndarray[cnp.uint8_t, ndim=2] scale = np.empty((rows, cols), np.uint8)
+    cdef const void *src = cnp.PyArray_DATA(img)
+    cdef int n = <int>sig.shape[0]
+    cdef int st
+    with nogil:
+        st = ncalc_dog_octaves(src, dt, rows, cols, &sig[0], n, truncate, split_sigma,
+                               max_levels, &resp[0, 0], &scale[0, 0], nthreads)
+    _check(st)
+    return resp, scale
+
+
+cdef extern from "ncalc.h" nogil:
+    int ncalc_block_mean(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
+                         Py_ssize_t fy, Py_ssize_t fx, double *out, int nthreads)
+
+
+def block_mean(cnp.ndarray img not None, Py_ssize_t fy, Py_ssize_t fx, int nthreads=0):
+    """Means of the fy x fx blocks of a C-contiguous 2-D uint16/float32
+    image, float64 (rows // fy, cols // fx): the remainder rows and columns
+    are left out (see ncalc_block_mean in csrc/ncalc.h)."""
+    cdef int dt = _dtype_code(img)
+    if fy < 1 or fx < 1:
+        raise ValueError("block sizes must be >= 1")
+    cdef Py_ssize_t rows = img.shape[0], cols = img.shape[1]
+    cdef cnp.ndarray[cnp.float64_t, ndim=2] out = np.empty((rows // fy, cols // fx), np.float64)
+    cdef const void *src = cnp.PyArray_DATA(img)
+    cdef int st = 0
+    if out.shape[0] and out.shape[1]:
+        with nogil:
+            st = ncalc_block_mean(src, dt, rows, cols, fy, fx, &out[0, 0], nthreads)
+    _check(st)
+    return out

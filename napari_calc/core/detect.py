@@ -6,11 +6,14 @@ The pipeline, for each 2-D image (each slice of a stack):
    ``max_diameter_mm`` are turned into Gaussian scales in pixels with the
    image's spacing (a disc of diameter d responds most to sigma = d / (2 sqrt 2)).
 2. **Multi-scale DoG** (C kernel): the maximum over scales of
-   ``G(s_i) - G(s_i+1)``, so bright spots of the right size stand out.
+   ``G(s_i) - G(s_i+1)``, so bright spots of the right size stand out. The
+   coarse scales are computed on an octave pyramid (each level the last
+   Gaussian of the one above, decimated by 2) and brought back bilinearly.
 3. **Breast mask** (:mod:`napari_calc.core.mask`): air and a band along the
    skin line are excluded.
 4. **Local noise** (C kernel): the robust standard deviation (1.4826 MAD) of
-   the response in tiles of ``noise_tile_mm``.
+   the response in tiles of ``noise_tile_mm``; tiles with too few breast
+   pixels take the median of the others.
 5. **Candidates** (C kernel): local maxima within ``nms_radius_mm`` whose
    response exceeds ``threshold`` times the local noise (a deliberately
    low threshold: the score decides), at most ``max_candidates``.
@@ -62,8 +65,15 @@ __all__ = ["detect", "DetectionParams", "dog_sigmas", "PRESETS"]
 SCALE_RATIO = 1.6
 #: Smallest Gaussian scale in pixels (below this the sampled kernel is a spike).
 MIN_SIGMA_PX = 0.5
-#: Gaussians are truncated at this many standard deviations (as SciPy).
-TRUNCATE = 4.0
+#: The DoG's Gaussians are truncated at this many standard deviations
+#: (0.27 % of the mass per axis is left out).
+TRUNCATE = 3.0
+#: Octave pyramid of the DoG (``_kernel.dog_octaves``): a pair whose smaller
+#: Gaussian is at least this many pixels of its level is computed on the
+#: next level down (half the resolution), as in SIFT. With TRUNCATE this
+#: was chosen on validation phantoms (seeds 1100-1123) against (4.0, 1.9)
+#: and the exact DoG: the same FROC, the DoG 1.7x / 6x faster.
+OCTAVE_SPLIT_SIGMA = 1.2
 #: Default operating threshold on the calibrated score (see DetectionParams.min_score):
 #: a calcification is reported when it is more likely than not.
 DEFAULT_MIN_SCORE = 0.5
@@ -264,11 +274,11 @@ def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: Detecti
     img = _kernel_input(plane)
     sp = min(spacing_yx)
     sig = dog_sigmas(sp, p.min_diameter_mm, p.max_diameter_mm)
-    resp, scale = _kernel.dog_response(img, sig, TRUNCATE, nthreads)
+    resp, scale = _kernel.dog_octaves(img, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads)
     check()
 
     if mask is None and p.use_mask:
-        mask = breast_mask(img, spacing_yx, skin_margin_mm=p.skin_margin_mm)
+        mask = breast_mask(img, spacing_yx, skin_margin_mm=p.skin_margin_mm, n_threads=nthreads)
         check()
     if mask is None:
         m8 = None
@@ -279,13 +289,18 @@ def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: Detecti
 
     tile = max(8, int(round(p.noise_tile_mm / sp)))
     grid = _kernel.tile_noise(resp, tile, m8, min_count=max(16, tile * tile // 8), nthreads=nthreads)
-    stride = max(1, int(math.sqrt(resp.size / 1e6)))
-    global_noise = _kernel.mad_noise(resp, m8, stride)
-    if not np.isfinite(global_noise) or global_noise <= 0:
-        global_noise = float(np.std(resp)) or 1.0
-    # tiles with too few breast pixels, or flat ones, take the global value
+    # tiles with too few breast pixels, or flat ones, take the median of the
+    # others (or, when no tile is valid, the robust noise of the whole image)
     bad = ~np.isfinite(grid) | (grid <= 0)
-    grid[bad] = global_noise
+    if bad.any():
+        if bad.all():
+            stride = max(1, int(math.sqrt(resp.size / 1e6)))
+            global_noise = _kernel.mad_noise(resp, m8, stride)
+            if not np.isfinite(global_noise) or global_noise <= 0:
+                global_noise = float(np.std(resp)) or 1.0
+        else:
+            global_noise = float(np.median(grid[~bad]))
+        grid[bad] = global_noise
 
     radius = int(round(p.nms_radius_mm / sp))
     check()
@@ -465,7 +480,7 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
             # most 8) evenly spread slices: the outline is the same in all
             step = max(1, len(planes) // 8)
             proj = planes[::step].mean(axis=0, dtype=np.float32)
-            shared_mask = breast_mask(proj, spacing_yx, skin_margin_mm=p.skin_margin_mm)
+            shared_mask = breast_mask(proj, spacing_yx, skin_margin_mm=p.skin_margin_mm, n_threads=n_threads)
         c = _detect_plane(plane, spacing_yx, p, n_threads, shared_mask, check)
         c["slice"] = np.full(len(c["row"]), s, dtype=np.int64)
         per.append(c)

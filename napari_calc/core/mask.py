@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["breast_mask", "otsu_threshold"]
+__all__ = ["block_mean", "breast_mask", "otsu_threshold"]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -25,8 +25,70 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(centers[int(np.argmax(between))])
 
 
+def block_mean(pixels: np.ndarray, fy: int, fx: int, n_threads: int = 0) -> np.ndarray:
+    """Means of the ``fy`` x ``fx`` blocks of a 2-D image, float64.
+
+    The rows and columns left over by the block size are left out, as in
+    ``pixels[:h, :w].reshape(h // fy, fy, w // fx, fx).mean(axis=(1, 3),
+    dtype=np.float64)``, which this is: uint16 images go to the C kernel
+    (exact integer sums: bit-identical to NumPy), float32 ones too (float64
+    sums in another order than NumPy's: equal to ~1e-16 relative), other
+    pixel types to NumPy.
+
+    Parameters
+    ----------
+    pixels : ndarray, 2-D
+    fy, fx : int
+        Block height and width (>= 1).
+    n_threads : int
+        Kernel threads (0: OpenMP default); the result does not depend on it.
+
+    Returns
+    -------
+    ndarray of float64, shape ``(h // fy, w // fx)``.
+    """
+    pixels = np.asarray(pixels)
+    h, w = pixels.shape
+    hh, ww = h // fy, w // fx
+    if pixels.dtype in (np.uint16, np.float32) and pixels.flags.c_contiguous and hh and ww:
+        try:
+            from .. import _kernel
+        except ImportError:  # a checkout without the built kernel
+            _kernel = None
+        if _kernel is not None and hasattr(_kernel, "block_mean"):
+            return _kernel.block_mean(pixels, int(fy), int(fx), int(n_threads))
+    return pixels[: hh * fy, : ww * fx].reshape(hh, fy, ww, fx).mean(axis=(1, 3), dtype=np.float64)
+
+
+def _fill_holes(tissue: np.ndarray) -> np.ndarray:
+    """``ndi.binary_fill_holes`` (4-connected background): the background
+    components that do not touch the image edge become foreground. One
+    labelling instead of a dilation iterated to convergence."""
+    lab, _ = ndi.label(~tissue)
+    edge = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
+    outside = np.zeros(lab.max() + 1, dtype=bool)
+    outside[edge] = True
+    outside[0] = True   # label 0 is the foreground itself
+    return tissue | ~outside[lab]
+
+
+def _erode_diamond(a: np.ndarray, n: int) -> np.ndarray:
+    """``ndi.binary_erosion(a, iterations=n)`` with the default cross (n
+    cross erosions = one erosion by the L1 ball of radius n; outside the
+    array counts as background): a pixel stays when its city-block distance
+    to the nearest background pixel, the outside included, exceeds n."""
+    if a.all():
+        d = np.full(a.shape, np.iinfo(np.int32).max, dtype=np.int64)
+    else:
+        d = ndi.distance_transform_cdt(a, metric="taxicab").astype(np.int64)
+    rows = np.arange(a.shape[0])
+    cols = np.arange(a.shape[1])
+    to_edge = np.minimum.outer(np.minimum(rows + 1, a.shape[0] - rows), np.minimum(cols + 1, a.shape[1] - cols))
+    return np.minimum(d, to_edge) > n
+
+
 def breast_mask(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float = 1.5,
-                work_mm: float = 1.0) -> np.ndarray:
+                work_mm: float = 1.0, n_threads: int = 0) -> np.ndarray:
     """Boolean mask of the breast, excluding a margin along the skin line.
 
     The image is averaged down to ``work_mm`` pixels, split into air and
@@ -46,6 +108,9 @@ def breast_mask(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float = 1.5,
         Width of the band along the skin line excluded from detection.
     work_mm : float
         Resolution the segmentation is computed at.
+    n_threads : int
+        Threads of the block averaging (0: OpenMP default); the result does
+        not depend on it.
 
     Returns
     -------
@@ -57,32 +122,31 @@ def breast_mask(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float = 1.5,
     fx = max(1, int(round(work_mm / sx)))
     h, w = pixels.shape
     hh, ww = h // fy, w // fx
-    full = np.ones((h, w), dtype=bool)
     if hh < 4 or ww < 4:
-        return full
-    small = pixels[: hh * fy, : ww * fx].reshape(hh, fy, ww, fx).mean(axis=(1, 3), dtype=np.float64)
+        return np.ones((h, w), dtype=bool)
+    small = block_mean(pixels, fy, fx, n_threads)
     thr = otsu_threshold(small)
     tissue = small > thr
     frac_air = 1.0 - tissue.mean()
     if frac_air < 0.03 or frac_air > 0.97:
-        return full
+        return np.ones((h, w), dtype=bool)
     labels, n = ndi.label(tissue)
     if n == 0:
-        return full
+        return np.ones((h, w), dtype=bool)
     sizes = ndi.sum_labels(tissue, labels, index=np.arange(1, n + 1))
     tissue = labels == (1 + int(np.argmax(sizes)))
-    tissue = ndi.binary_fill_holes(tissue)
+    tissue = _fill_holes(tissue)
     margin = int(round(skin_margin_mm / work_mm))
     if margin > 0:
         # the image border is not skin: pad with tissue before eroding
-        tissue = ndi.binary_erosion(np.pad(tissue, margin, mode="edge"), iterations=margin)[
-            margin:-margin, margin:-margin]
-    up = np.repeat(np.repeat(tissue, fy, axis=0), fx, axis=1)
-    out = np.zeros((h, w), dtype=bool)
-    out[: up.shape[0], : up.shape[1]] = up
-    # rows/cols cut off by the block size take the nearest block's value
-    if up.shape[0] < h:
-        out[up.shape[0]:, : up.shape[1]] = up[-1:, :]
-    if up.shape[1] < w:
-        out[:, up.shape[1]:] = out[:, up.shape[1] - 1: up.shape[1]]
+        tissue = _erode_diamond(np.pad(tissue, margin, mode="edge"), margin)[margin:-margin, margin:-margin]
+    # back to full size: each block covers fy x fx pixels; the rows and
+    # columns cut off by the block size take the nearest block's value.
+    # One full-width row per block row, broadcast down its fy rows.
+    rowpat = np.empty((hh, w), dtype=bool)
+    rowpat[:, : ww * fx] = np.repeat(tissue, fx, axis=1)
+    rowpat[:, ww * fx:] = tissue[:, -1:]
+    out = np.empty((h, w), dtype=bool)
+    out[: hh * fy].reshape(hh, fy, w)[...] = rowpat[:, None, :]
+    out[hh * fy:] = rowpat[-1]
     return out

@@ -66,6 +66,15 @@ static void run_shape(ptrdiff_t rows, ptrdiff_t cols, int dtype)
                 CHECK(scale[i] < nsig - 1, "pyramid scale %d", scale[i]);
             }
         }
+        /* octave DoG: exact DoG at levels 0, deeper levels otherwise */
+        for (int lev = 0; lev <= 16; lev += lev < 2 ? 1 : 14)
+            for (int sp = 0; sp < 2; sp++) {
+                CHECK(ncalc_dog_octaves(img, dtype, rows, cols, sig, nsig, 4.0, sp ? 1.9 : 1.0, lev, resp,
+                                        sp ? scale : NULL, t) == NCALC_OK, "octaves");
+                for (size_t i = 0; i < n; i++) CHECK(isfinite(resp[i]), "octaves finite");
+                if (sp)
+                    for (size_t i = 0; i < n; i++) CHECK(scale[i] < nsig - 1, "octaves scale %d", scale[i]);
+            }
         /* all scales coarse (m = 0) */
         CHECK(ncalc_dog_pyramid(img, dtype, rows, cols, sig + 3, 4, 4.0, 2.0, 1.5, 2, resp, NULL, t) == NCALC_OK,
               "pyramid all coarse");
@@ -138,20 +147,91 @@ static void bad_arguments(void)
     CHECK(ncalc_dog_response(x, NCALC_F32, 2, 2, bad, 2, 4.0, out, NULL, 1) == NCALC_EINVAL, "order");
     CHECK(ncalc_dog_response(x, NCALC_F32, 2, 2, good, 1, 4.0, out, NULL, 1) == NCALC_EINVAL, "n");
     CHECK(ncalc_dog_pyramid(x, NCALC_F32, 2, 2, good, 2, 4.0, 1.0, 1.5, 1, out, NULL, 1) == NCALC_EINVAL, "split");
+    CHECK(ncalc_dog_octaves(x, NCALC_F32, 2, 2, good, 2, 4.0, 0.0, 1, out, NULL, 1) == NCALC_EINVAL, "oct split");
+    CHECK(ncalc_dog_octaves(x, NCALC_F32, 2, 2, good, 2, 4.0, 1.9, 17, out, NULL, 1) == NCALC_EINVAL, "oct levels");
+    CHECK(ncalc_dog_octaves(x, NCALC_F32, 2, 2, bad, 2, 4.0, 1.9, 1, out, NULL, 1) == NCALC_EINVAL, "oct order");
     CHECK(ncalc_tile_noise(x, 2, 2, NULL, 0, 2, out, 1) == NCALC_EINVAL, "tile");
     CHECK(ncalc_nms(x, 2, 2, NULL, NULL, 1, 0.f, -1, NULL, NULL, 0) == NCALC_EINVAL, "radius");
+}
+
+/* The paths of the noise, NMS and block-mean code that small tiles and
+ * finite data do not reach: tiles of more than 1024 pixels (the
+ * sample-bracketed selection, with heavy tails and ties), NaNs and
+ * infinities (the radix selection; the NMS rerun in exact order), and
+ * block means of every size around the image's. */
+static void stage_paths(void)
+{
+    const ptrdiff_t rows = 131, cols = 97, n = rows * cols;
+    float *x = malloc(sizeof(float) * n);
+    uint8_t *mask = malloc(n);
+    uint16_t *u = malloc(sizeof(uint16_t) * n);
+    for (ptrdiff_t i = 0; i < n; i++) {
+        unsigned r = rnd();
+        x[i] = (r % 7 == 0) ? (float)(r % 5) : ((float)(r % 100000) - 50000.f) / (float)(1 + r % 13);
+        mask[i] = (uint8_t)(rnd() % 5 != 0);
+        u[i] = (uint16_t)(rnd() % 65536);
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) { x[5] = NAN; x[n / 2] = INFINITY; x[n - 3] = -INFINITY; }
+        for (ptrdiff_t tile = 33; tile <= 140; tile += 107) {
+            ptrdiff_t gh = (rows + tile - 1) / tile, gw = (cols + tile - 1) / tile;
+            float *grid = malloc(sizeof(float) * (size_t)(gh * gw));
+            for (int t = 1; t <= 2; t++) {
+                CHECK(ncalc_tile_noise(x, rows, cols, mask, tile, 16, grid, t) == NCALC_OK, "tile noise big");
+                for (ptrdiff_t i = 0; i < gh * gw; i++) CHECK(pass || grid[i] >= 0, "tile noise value");
+                CHECK(ncalc_tile_noise(x, rows, cols, NULL, tile, 16, grid, t) == NCALC_OK, "tile noise big");
+                for (ptrdiff_t st = 2; st <= 3; st++) {
+                    CHECK(ncalc_tile_noise_strided(x, rows, cols, mask, tile, st, 16, grid, t) == NCALC_OK,
+                          "tile noise strided");
+                    CHECK(ncalc_tile_noise_strided(x, rows, cols, NULL, tile, st, 2, grid, t) == NCALC_OK,
+                          "tile noise strided");
+                }
+            }
+            free(grid);
+        }
+        for (ptrdiff_t stride = 1; stride <= 3; stride++) {
+            double s = ncalc_mad_noise(x, rows, cols, mask, stride);
+            CHECK(pass || s >= 0, "mad big");
+            s = ncalc_mad_noise(x, rows, cols, NULL, stride);
+            CHECK(pass || s >= 0, "mad big");
+        }
+        int32_t *rr = malloc(sizeof(int32_t) * n), *cc = malloc(sizeof(int32_t) * n);
+        for (int radius = 0; radius <= 5; radius += 1) {
+            ptrdiff_t np_ = ncalc_nms(x, rows, cols, mask, NULL, 1, 0.0f, radius, rr, cc, n);
+            CHECK(np_ >= 0 && np_ <= n, "nms count");
+            ptrdiff_t np2 = ncalc_nms(x, rows, cols, NULL, NULL, 1, -1e30f, radius, rr, cc, 7);
+            CHECK(np2 >= 0 && np2 <= n, "nms count short buffer");
+        }
+        free(rr); free(cc);
+    }
+    double *out = malloc(sizeof(double) * n);
+    const ptrdiff_t fs[] = {1, 2, 3, 14, 96, 97, 98, 131, 132};
+    for (size_t a = 0; a < sizeof fs / sizeof fs[0]; a++)
+        for (size_t b = 0; b < sizeof fs / sizeof fs[0]; b++)
+            for (int t = 1; t <= 2; t++) {
+                CHECK(ncalc_block_mean(u, NCALC_U16, rows, cols, fs[a], fs[b], out, t) == NCALC_OK, "block mean");
+                ptrdiff_t m = (rows / fs[a]) * (cols / fs[b]);
+                for (ptrdiff_t i = 0; i < m; i++) CHECK(out[i] >= 0 && out[i] <= 65535, "block mean range");
+                CHECK(ncalc_block_mean(x, NCALC_F32, rows, cols, fs[a], fs[b], out, t) == NCALC_OK, "block mean");
+            }
+    CHECK(ncalc_block_mean(u, NCALC_U16, rows, cols, 0, 1, out, 1) == NCALC_EINVAL, "block mean fy");
+    CHECK(ncalc_tile_noise_strided(x, rows, cols, NULL, 8, 0, 2, (float *)out, 1) == NCALC_EINVAL, "stride");
+    CHECK(ncalc_block_mean(u, 9, rows, cols, 1, 1, out, 1) == NCALC_EINVAL, "block mean dtype");
+    free(out); free(x); free(mask); free(u);
 }
 
 int main(void)
 {
     const ptrdiff_t shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {2, 9}, {9, 2}, {3, 5}, {5, 3},
-                                   {17, 13}, {64, 70}, {1, 300}, {300, 1}, {67, 131}};
+                                   {17, 13}, {64, 70}, {1, 300}, {300, 1}, {67, 131},
+                                   {33, 32}, {32, 33}, {131, 67}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         run_shape(shapes[s][0], shapes[s][1], NCALC_U16);
         run_shape(shapes[s][0], shapes[s][1], NCALC_F32);
     }
     symmetry();
     bad_arguments();
+    stage_paths();
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);
         return 1;

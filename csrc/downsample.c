@@ -1,0 +1,82 @@
+/*
+ * downsample.c -- block means (the breast mask's working resolution).
+ * See ncalc.h for the contract.
+ */
+#include "ncalc.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+int ncalc_block_mean(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                     ptrdiff_t fy, ptrdiff_t fx, double *out, int nthreads)
+{
+    if (!img || !out || rows < 1 || cols < 1 || fy < 1 || fx < 1) return NCALC_EINVAL;
+    if (dtype != NCALC_U16 && dtype != NCALC_F32) return NCALC_EINVAL;
+    const ptrdiff_t hh = rows / fy, ww = cols / fx, wc = ww * fx;
+    if (hh < 1 || ww < 1) return NCALC_OK;
+    const double count = (double)fy * (double)fx;
+    int status = NCALC_OK;
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+#pragma omp parallel num_threads(nt)
+    {
+        /* column sums of one block row: exact integers for uint16 */
+        uint64_t *isum = dtype == NCALC_U16 ? malloc(sizeof(uint64_t) * (size_t)wc) : NULL;
+        uint32_t *s32 = dtype == NCALC_U16 ? malloc(sizeof(uint32_t) * (size_t)wc) : NULL;
+        double *fsum = dtype == NCALC_F32 ? malloc(sizeof(double) * (size_t)wc) : NULL;
+        if (dtype == NCALC_U16 && (!isum || !s32)) {
+            free(isum); free(s32);
+            isum = NULL; s32 = NULL;
+        }
+        if (!isum && !fsum) {
+#pragma omp atomic write
+            status = NCALC_ENOMEM;
+        }
+#pragma omp for schedule(dynamic, 4)
+        for (ptrdiff_t i = 0; i < hh; i++) {
+            if (!isum && !fsum) continue;
+            double *o = out + i * ww;
+            if (isum) {
+                /* 32-bit column sums of at most 65537 rows (no overflow),
+                 * vectorised, added into 64-bit ones */
+                memset(isum, 0, sizeof(uint64_t) * (size_t)wc);
+                for (ptrdiff_t r0 = i * fy; r0 < (i + 1) * fy; r0 += 65537) {
+                    const ptrdiff_t r1 = r0 + 65537 < (i + 1) * fy ? r0 + 65537 : (i + 1) * fy;
+                    uint32_t *restrict s = s32;
+                    memset(s, 0, sizeof(uint32_t) * (size_t)wc);
+                    for (ptrdiff_t r = r0; r < r1; r++) {
+                        const uint16_t *restrict row = (const uint16_t *)img + r * cols;
+                        for (ptrdiff_t c = 0; c < wc; c++) s[c] += row[c];
+                    }
+                    for (ptrdiff_t c = 0; c < wc; c++) isum[c] += s[c];
+                }
+                for (ptrdiff_t j = 0; j < ww; j++) {
+                    uint64_t t = 0;
+                    for (ptrdiff_t c = j * fx; c < (j + 1) * fx; c++) t += isum[c];
+                    /* an exact sum divided by the count: numpy's mean */
+                    o[j] = (double)t / count;
+                }
+            } else {
+                memset(fsum, 0, sizeof(double) * (size_t)wc);
+                for (ptrdiff_t r = i * fy; r < (i + 1) * fy; r++) {
+                    const float *restrict row = (const float *)img + r * cols;
+                    double *restrict s = fsum;
+                    for (ptrdiff_t c = 0; c < wc; c++) s[c] += (double)row[c];
+                }
+                for (ptrdiff_t j = 0; j < ww; j++) {
+                    double t = 0;
+                    for (ptrdiff_t c = j * fx; c < (j + 1) * fx; c++) t += fsum[c];
+                    o[j] = t / count;
+                }
+            }
+        }
+        free(isum);
+        free(s32);
+        free(fsum);
+    }
+    return status;
+}

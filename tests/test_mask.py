@@ -1,0 +1,117 @@
+"""Breast mask: the C block mean and the broadcast upsampling give exactly
+the mask of the plain NumPy/SciPy formulation (kept here as the reference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_calc.core.mask import block_mean, breast_mask, otsu_threshold
+
+
+def ref_breast_mask(pixels, spacing_mm, *, skin_margin_mm=1.5, work_mm=1.0):
+    """The mask by numpy mean of reshaped blocks and np.repeat upsampling."""
+    pixels = np.asarray(pixels)
+    sy, sx = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
+    fy = max(1, int(round(work_mm / sy)))
+    fx = max(1, int(round(work_mm / sx)))
+    h, w = pixels.shape
+    hh, ww = h // fy, w // fx
+    full = np.ones((h, w), dtype=bool)
+    if hh < 4 or ww < 4:
+        return full
+    small = pixels[: hh * fy, : ww * fx].reshape(hh, fy, ww, fx).mean(axis=(1, 3), dtype=np.float64)
+    thr = otsu_threshold(small)
+    tissue = small > thr
+    frac_air = 1.0 - tissue.mean()
+    if frac_air < 0.03 or frac_air > 0.97:
+        return full
+    labels, n = ndi.label(tissue)
+    if n == 0:
+        return full
+    sizes = ndi.sum_labels(tissue, labels, index=np.arange(1, n + 1))
+    tissue = labels == (1 + int(np.argmax(sizes)))
+    tissue = ndi.binary_fill_holes(tissue)
+    margin = int(round(skin_margin_mm / work_mm))
+    if margin > 0:
+        tissue = ndi.binary_erosion(np.pad(tissue, margin, mode="edge"), iterations=margin)[
+            margin:-margin, margin:-margin]
+    up = np.repeat(np.repeat(tissue, fy, axis=0), fx, axis=1)
+    out = np.zeros((h, w), dtype=bool)
+    out[: up.shape[0], : up.shape[1]] = up
+    if up.shape[0] < h:
+        out[up.shape[0]:, : up.shape[1]] = up[-1:, :]
+    if up.shape[1] < w:
+        out[:, up.shape[1]:] = out[:, up.shape[1] - 1: up.shape[1]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    from napari_calc.core.phantom import make_phantom
+
+    return np.ascontiguousarray(make_phantom(seed=7, spacing_mm=0.25, shape=(403, 331)).image.pixels)
+
+
+@pytest.mark.parametrize("spacing", [0.25, 0.1, (0.25, 0.2), 0.07])
+def test_mask_identical_to_reference(phantom, spacing):
+    for img in (phantom, phantom[:-3, :-5].copy(), phantom.astype(np.float32), phantom.astype(np.float64),
+                phantom[:, ::-1]):   # a non-contiguous view goes to NumPy
+        got = breast_mask(img, spacing)
+        ref = ref_breast_mask(img, spacing)
+        assert got.dtype == bool and got.shape == img.shape and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, ref)
+    assert 0.1 < breast_mask(phantom, spacing).mean() < 0.95   # air and skin band excluded
+
+
+def test_mask_margins_and_threads(phantom):
+    for margin in (0.0, 1.5, 4.0):
+        np.testing.assert_array_equal(breast_mask(phantom, 0.25, skin_margin_mm=margin),
+                                      ref_breast_mask(phantom, 0.25, skin_margin_mm=margin))
+    np.testing.assert_array_equal(breast_mask(phantom, 0.25, n_threads=1),
+                                  breast_mask(phantom, 0.25, n_threads=2))
+
+
+def test_mask_whole_image_cases(phantom):
+    inside = np.full((100, 120), 1000, np.uint16)   # almost no air: everything kept
+    inside[:8, :8] = 0
+    assert breast_mask(inside, 0.5).all() and ref_breast_mask(inside, 0.5).all()
+    crop = phantom[150:250, 50:150].copy()
+    np.testing.assert_array_equal(breast_mask(crop, 0.25), ref_breast_mask(crop, 0.25))
+    tiny = phantom[:10, :10].copy()            # smaller than 4 working pixels
+    assert breast_mask(tiny, 0.25).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.float64, np.uint8])
+def test_block_mean_matches_numpy_reshape(phantom, dtype):
+    img = phantom.astype(dtype)
+    for fy, fx in ((4, 4), (7, 3), (1, 1), (403, 331), (404, 2)):
+        hh, ww = img.shape[0] // fy, img.shape[1] // fx
+        ref = img[: hh * fy, : ww * fx].reshape(hh, fy, ww, fx).mean(axis=(1, 3), dtype=np.float64)
+        got = block_mean(img, fy, fx)
+        assert got.shape == ref.shape
+        if dtype == np.float32:
+            np.testing.assert_allclose(got, ref, rtol=1e-12)
+        else:
+            np.testing.assert_array_equal(got, ref)
+
+
+def test_fill_holes_and_erosion_match_scipy():
+    """The labelling hole fill and the distance-transform erosion used by
+    breast_mask are SciPy's binary_fill_holes and iterated binary_erosion."""
+    from napari_calc.core.mask import _erode_diamond, _fill_holes
+
+    rng = np.random.default_rng(0)
+    for t in range(120):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        a = rng.random((h, w)) > rng.uniform(0.05, 0.9)
+        if t % 2 and min(h, w) > 2:
+            a = ndi.binary_opening(a)
+        np.testing.assert_array_equal(_fill_holes(a), ndi.binary_fill_holes(a))
+        for n in (1, 2, 3, 5):
+            np.testing.assert_array_equal(_erode_diamond(a, n), ndi.binary_erosion(a, iterations=n))
+    for shape in ((1, 1), (3, 7), (20, 20)):
+        ones = np.ones(shape, bool)
+        for n in (1, 2, 4):
+            np.testing.assert_array_equal(_erode_diamond(ones, n), ndi.binary_erosion(ones, iterations=n))
