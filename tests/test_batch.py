@@ -30,6 +30,8 @@ def _status(out) -> dict[str, str]:
     return {Path(r["input"]).name: r["status"] for r in _manifest(out)["inputs"]}
 
 
+_SAFEPATH_BEFORE = os.environ.get("PYTHONSAFEPATH")
+
 # ------------------------------------------------------------------ helpers run in pool workers
 
 def crash_or_process(task):
@@ -301,3 +303,25 @@ def test_settings_key_covers_what_changes_outputs(monkeypatch):
     assert b.settings_key(**{**base, "params": {"threshold": 9.0}}) != k
     monkeypatch.setattr(b, "_model_digest", lambda: "another model")
     assert b.settings_key(**base) != k
+
+
+
+def report_safe_path(task):
+    """Whether the worker's interpreter keeps the current directory off sys.path."""
+    return {"path": task["path"], "stem": task["stem"], "status": "done", "safe_path": bool(sys.flags.safe_path)}
+
+
+def test_forkserver_workers_do_not_search_the_current_directory(tmp_path):
+    # multiprocessing starts its fork server as "python -c ...", which puts
+    # the current directory first on its sys.path, and Python 3.11's server
+    # imports the preloaded modules with that path: run from a source
+    # checkout next to an installed (non-editable) copy, the workers got the
+    # checkout, without its compiled kernel, and every image failed.
+    # LocalPool starts the server in safe-path mode (PYTHONSAFEPATH=1).
+    # (With an editable install, as in this test suite, the checkout is the
+    # installed copy, so only the mode itself can be checked here.)
+    pool = LocalPool(1, report_safe_path, context="forkserver")
+    (res,) = list(pool.map_unordered([{"path": str(tmp_path / "x.tif"), "stem": "x"}]))
+    assert res["status"] == "done", res
+    assert res["safe_path"] is True
+    assert "PYTHONSAFEPATH" not in os.environ or os.environ["PYTHONSAFEPATH"] == _SAFEPATH_BEFORE

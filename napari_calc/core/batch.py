@@ -575,6 +575,30 @@ class _Worker:
             self.conn.close()
 
 
+def _start_forkserver_without_cwd() -> None:
+    """Start multiprocessing's fork server (once per process) so that it
+    imports napari-calc from where this process did.
+
+    The server is started as ``python -c ...``, which puts the current
+    directory first on its ``sys.path``, and Python 3.11's server ignores
+    the parent's path. Run from a source checkout next to an installed
+    copy, the workers would import the checkout (without its compiled
+    kernel). ``PYTHONSAFEPATH=1`` (Python >= 3.11) keeps the current
+    directory off the server's path; ``PYTHONPATH`` still applies.
+    """
+    from multiprocessing import forkserver
+
+    old = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        if old is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = old
+
+
 class LocalPool:
     """A pool of local worker processes that survives crashes and timeouts.
 
@@ -608,6 +632,7 @@ class LocalPool:
             # workers fork from a server that has napari-calc imported already
             self.ctx.set_forkserver_preload(["napari_calc.core.batch", "napari_calc.core.pipeline",
                                              "napari_calc.core.read", "napari_calc.core.export"])
+            _start_forkserver_without_cwd()
         self.fn = fn or process_input
         self.n = max(1, int(workers))
         self.timeout = timeout
