@@ -118,3 +118,19 @@ def test_top_k_selects_as_a_stable_sort_would(n, k):
     for vals in (rng.normal(size=n), rng.integers(0, 5, size=n).astype(float)):  # ties at the cut
         want = np.sort(np.argsort(-vals, kind="stable")[:k])
         np.testing.assert_array_equal(top_k(vals, k), want)
+
+
+def test_noise_level_function_pools_the_planes_of_a_stack():
+    rng = np.random.default_rng(6)
+    h, w = 200, 300
+    level = np.linspace(1000, 4000, w)[None, :].repeat(h, axis=0)
+    stack = (level + rng.standard_normal((4, h, w)) * 0.5 * np.sqrt(level)).astype(np.float32)
+    lev, sd = noise_level_function(stack)
+    for L in (1500.0, 2500.0, 3500.0):
+        assert abs(float(np.interp(L, lev, sd)) / (0.5 * math.sqrt(L)) - 1) < 0.1
+    one = noise_level_function(stack[:1])
+    ref = noise_level_function(stack[0])
+    np.testing.assert_array_equal(one[0], ref[0])
+    np.testing.assert_array_equal(one[1], ref[1])
+    with pytest.raises(ValueError):
+        noise_level_function(np.zeros(10))

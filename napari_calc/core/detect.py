@@ -23,7 +23,8 @@ The pipeline, for each 2-D image (each slice of a stack):
    scale, at twice that scale and at a fixed 2 mm object scale
    (:data:`LARGE_OBJECT_SIGMA_MM`).
 7. **Signal-dependent noise**: a noise-level function (pixel noise against
-   local mean signal) measured on the image
+   local mean signal) measured on the image (once per stack, pooled over
+   up to 8 slices)
    (:func:`napari_calc.core.score.noise_level_function`) gives the quantum
    noise at each candidate's background level.
 8. **Calibrated score** (:mod:`napari_calc.core.score`): the probability of
@@ -265,10 +266,12 @@ def _top_k(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,
-                  nthreads: int, mask: np.ndarray | None, check: Callable[[], None] = lambda: None):
+                  nthreads: int, mask: np.ndarray | None, check: Callable[[], None] = lambda: None,
+                  nlf: tuple[np.ndarray, np.ndarray] | None = None):
     """Candidates of one 2-D plane as a dict of arrays (raw measurements and
     the model features, see :mod:`napari_calc.core.score`). ``check`` is
-    called between the stages (it raises to cancel)."""
+    called between the stages (it raises to cancel). ``nlf``: the
+    noise-level function to use (default: measured on this plane)."""
     from .. import _kernel
 
     img = _kernel_input(plane)
@@ -326,7 +329,7 @@ def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: Detecti
     # a fixed physical scale beyond any MC: large (benign) objects respond there
     sL = np.full(len(rr), LARGE_OBJECT_SIGMA_MM / sp, dtype=np.float32)
     h3 = _kernel.local_hessian(img, r32, c32, sL, HESSIAN_TRUNCATE, nthreads).astype(np.float64)
-    lev, nsd = noise_level_function(img, mask)
+    lev, nsd = nlf if nlf is not None else noise_level_function(img, mask)
     nlf_sd = np.interp(h2[0], lev, nsd)
     with np.errstate(divide="ignore", invalid="ignore"):
         cnr = np.where(nlf_sd > 0, contrast / nlf_sd, 0.0)
@@ -475,13 +478,18 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     for s, plane in enumerate(planes):
         check()
         report(s / len(planes), f"detecting slice {s + 1}/{len(planes)}" if len(planes) > 1 else "detecting")
-        if shared_mask is None and p.use_mask and len(planes) > 1:
-            # one breast outline for the whole stack, from the mean of (at
-            # most 8) evenly spread slices: the outline is the same in all
-            step = max(1, len(planes) // 8)
-            proj = planes[::step].mean(axis=0, dtype=np.float32)
-            shared_mask = breast_mask(proj, spacing_yx, skin_margin_mm=p.skin_margin_mm, n_threads=n_threads)
-        c = _detect_plane(plane, spacing_yx, p, n_threads, shared_mask, check)
+        if s == 0 and len(planes) > 1:
+            # one breast outline and one noise-level function for the whole
+            # stack (same breast, same detector), from (at most 8) evenly
+            # spread slices
+            some = planes[:: max(1, len(planes) // 8)]
+            if shared_mask is None and p.use_mask:
+                proj = some.mean(axis=0, dtype=np.float32)
+                shared_mask = breast_mask(proj, spacing_yx, skin_margin_mm=p.skin_margin_mm,
+                                          n_threads=n_threads)
+            stack_nlf = noise_level_function(some, shared_mask)
+        c = _detect_plane(plane, spacing_yx, p, n_threads, shared_mask, check,
+                          stack_nlf if len(planes) > 1 else None)
         c["slice"] = np.full(len(c["row"]), s, dtype=np.int64)
         per.append(c)
     check()

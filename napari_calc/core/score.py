@@ -105,10 +105,12 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
 
     Parameters
     ----------
-    img : ndarray, 2-D
-        The image (any grey-level units).
+    img : ndarray, 2-D, or 3-D ``(plane, row, col)``
+        The image (any grey-level units), or planes sharing one detector
+        and noise (e.g. slices of a tomosynthesis stack): the samples of
+        all planes are pooled.
     mask : ndarray of bool, optional
-        Where to measure (the breast).
+        Where to measure (the breast; one plane's shape).
     n_bins : int
         Number of quantile bins of the local mean.
     max_samples : int
@@ -120,19 +122,24 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
         Increasing local-mean levels (bin medians) and the noise standard
         deviation at each; evaluate with :func:`numpy.interp`.
     """
-    h, w = img.shape
-    if h < 3 or w < 3:
+    img = np.asarray(img)
+    if img.ndim not in (2, 3):
+        raise ValueError(f"noise_level_function needs a 2-D image or a 3-D stack, got {img.ndim}-D")
+    h, w = img.shape[-2:]
+    n_planes = 1 if img.ndim == 2 else img.shape[0]
+    if h < 3 or w < 3 or n_planes == 0:
         return np.array([0.0]), np.array([1.0])
-    k = max(1, int(math.ceil(math.sqrt((h - 2) * (w - 2) / max_samples))))
+    k = max(1, int(math.ceil(math.sqrt(n_planes * (h - 2) * (w - 2) / max_samples))))
     rs, cs = slice(1, h - 1, k), slice(1, w - 1, k)
     rs_up, rs_dn = slice(0, h - 2, k), slice(2, h, k)
     cs_lf, cs_rt = slice(0, w - 2, k), slice(2, w, k)
-    c = img[rs, cs].astype(np.float32)
-    nb = (img[rs_up, cs].astype(np.float32) + img[rs_dn, cs] + img[rs, cs_lf] + img[rs, cs_rt]) * np.float32(0.25)
+    c = img[..., rs, cs].astype(np.float32)
+    nb = (img[..., rs_up, cs].astype(np.float32) + img[..., rs_dn, cs] + img[..., rs, cs_lf]
+          + img[..., rs, cs_rt]) * np.float32(0.25)
     resid = (c - nb).ravel()
     level = ((c + 4 * nb) * np.float32(0.2)).ravel()
     if mask is not None:
-        m = np.asarray(mask, dtype=bool)[rs, cs].ravel()
+        m = np.broadcast_to(np.asarray(mask, dtype=bool)[rs, cs], c.shape).ravel()
         if m.sum() >= 1000:
             resid, level = resid[m], level[m]
     if resid.size < 50:
