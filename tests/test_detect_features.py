@@ -134,3 +134,26 @@ def test_noise_level_function_pools_the_planes_of_a_stack():
     np.testing.assert_array_equal(one[1], ref[1])
     with pytest.raises(ValueError):
         noise_level_function(np.zeros(10))
+
+
+def test_cluster_features_match_a_per_cluster_loop():
+    import pandas as pd
+
+    from napari_calc.core.cluster import cluster_features
+    from napari_calc.core.score import logit
+
+    rng = np.random.default_rng(0)
+    for t in range(100):
+        n = int(rng.integers(0, 60))
+        calcs = pd.DataFrame({"cluster_id": rng.integers(-1, 6, n), "score": rng.random(n)})
+        if t % 7 == 0 and n:
+            calcs.loc[0, "score"] = np.nan  # counts as 0
+        ids, X = cluster_features(calcs)
+        want_ids = sorted(set(calcs["cluster_id"]) - {-1})
+        assert list(ids) == want_ids
+        for k, cid in enumerate(want_ids):
+            s = np.clip(calcs.loc[calcs["cluster_id"] == cid, "score"].fillna(0.0).to_numpy(), 0, 1)
+            best3 = np.sort(s)[::-1][:3]
+            assert X[k, 0] == pytest.approx(math.log(len(s)))
+            assert X[k, 1] == pytest.approx(float(np.mean(logit(best3))))
+            assert X[k, 2] == pytest.approx(math.log1p(float(s.sum())))

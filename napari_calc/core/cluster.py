@@ -171,21 +171,23 @@ def cluster_features(calcs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """
     from .score import cluster_feature_matrix, logit
 
-    members = calcs[calcs["cluster_id"] >= 0]
-    if members.empty:
+    cid = calcs["cluster_id"].to_numpy(np.int64)
+    take = cid >= 0
+    if not take.any():
         return np.zeros(0, dtype=np.int64), np.zeros((0, 3))
-    g = members[["cluster_id", "score"]].copy()
-    g["score"] = pd.to_numeric(g["score"], errors="coerce").fillna(0.0).clip(0.0, 1.0)
-    g["lo"] = logit(g["score"].to_numpy(float))
-    g = g.sort_values(["cluster_id", "score"], ascending=[True, False])
-    g["rank"] = g.groupby("cluster_id").cumcount()
-    grp = g.groupby("cluster_id", sort=True)
-    n = grp.size()
-    top3 = g[g["rank"] < 3].groupby("cluster_id", sort=True)["lo"].mean()
-    sump = grp["score"].sum()
-    ids = n.index.to_numpy(np.int64)
-    return ids, cluster_feature_matrix(n.to_numpy(float), top3.reindex(n.index).to_numpy(float),
-                                       sump.to_numpy(float))
+    cid = cid[take]
+    sc = pd.to_numeric(calcs["score"], errors="coerce").to_numpy(float)[take]
+    sc = np.clip(np.nan_to_num(sc, nan=0.0), 0.0, 1.0)
+    order = np.lexsort((-sc, cid))  # by cluster, best score first
+    cid, sc = cid[order], sc[order]
+    ids, start, n = np.unique(cid, return_index=True, return_counts=True)
+    rank = np.arange(len(cid)) - np.repeat(start, n)
+    top = rank < 3
+    lo = logit(sc)
+    top3 = np.bincount(np.repeat(np.arange(len(ids)), n)[top], weights=lo[top], minlength=len(ids))
+    top3 /= np.minimum(n, 3)
+    sump = np.add.reduceat(sc, start)
+    return ids.astype(np.int64), cluster_feature_matrix(n.astype(float), top3, sump)
 
 
 def _cluster_scores(calcs: pd.DataFrame, ids: np.ndarray) -> dict:
