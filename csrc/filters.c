@@ -212,13 +212,13 @@ NCALC_INLINE void pair_block(const void *img, int dtype, ptrdiff_t offa, ptrdiff
  * formed once (uint16 converted once) and each scale's accumulator is
  * loaded and stored once per four taps. */
 NCALC_INLINE void vertical_bank(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
-                                 ptrdiff_t r, const bank_t *b, work_t *t)
+                                 ptrdiff_t ld, ptrdiff_t r, const bank_t *b, work_t *t)
 {
     float *restrict p0 = t->p, *restrict p1 = t->p + NCALC_BLK;
     float *restrict p2 = t->p + 2 * NCALC_BLK, *restrict p3 = t->p + 3 * NCALC_BLK;
     for (ptrdiff_t c0 = 0; c0 < cols; c0 += NCALC_BLK) {
         ptrdiff_t nb = cols - c0 < NCALC_BLK ? cols - c0 : NCALC_BLK;
-        load_block(img, dtype, r * cols + c0, nb, p0);
+        load_block(img, dtype, r * ld + c0, nb, p0);
         for (int i = 0; i < b->n; i++) {
             float *restrict acc = t->v[i] + c0;
             const float w0 = b->w[i][0];
@@ -228,8 +228,8 @@ NCALC_INLINE void vertical_bank(const void *img, int dtype, ptrdiff_t rows, ptrd
             const int np = b->rmax - k + 1 < 4 ? b->rmax - k + 1 : 4;
             float *const pp[4] = {p0, p1, p2, p3};
             for (int j = 0; j < np; j++)
-                pair_block(img, dtype, reflect_index(r - k - j, rows) * cols + c0,
-                           reflect_index(r + k + j, rows) * cols + c0, nb, pp[j]);
+                pair_block(img, dtype, reflect_index(r - k - j, rows) * ld + c0,
+                           reflect_index(r + k + j, rows) * ld + c0, nb, pp[j]);
             for (int i = b->n - 1; i >= 0 && b->radius[i] >= k; i--) {
                 float *restrict acc = t->v[i] + c0;
                 const float *w = b->w[i] + k;
@@ -300,7 +300,7 @@ NCALC_CLONES
 static void gaussian_row(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t r,
                          const bank_t *b, work_t *t, float *out)
 {
-    vertical_bank(img, dtype, rows, cols, r, b, t);
+    vertical_bank(img, dtype, rows, cols, cols, r, b, t);
     pad_row(t->v[0], cols, b->radius[0]);
     for (ptrdiff_t c0 = 0; c0 < cols; c0 += NCALC_BLK) {
         ptrdiff_t nb = cols - c0 < NCALC_BLK ? cols - c0 : NCALC_BLK;
@@ -313,7 +313,7 @@ NCALC_CLONES
 static void gaussian_row_even_cols(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                                    ptrdiff_t r, const bank_t *b, work_t *t, float *out)
 {
-    vertical_bank(img, dtype, rows, cols, r, b, t);
+    vertical_bank(img, dtype, rows, cols, cols, r, b, t);
     const int R = b->radius[0];
     const float *w = b->w[0];
     float *v = t->v[0];
@@ -330,11 +330,11 @@ static void gaussian_row_even_cols(const void *img, int dtype, ptrdiff_t rows, p
 /* DoG maximum over the bank's consecutive pairs for row r:
  * resp[c] = max_i (G_i - G_{i+1}), scale[c] = first argmax + scale_offset. */
 NCALC_CLONES
-static void dog_row(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t r,
-                    const bank_t *b, work_t *t, float *resp, uint8_t *scale, int scale_offset,
-                    const float *urow, const int32_t *us, float *lowrow)
+static void dog_row(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                    ptrdiff_t r, const bank_t *b, work_t *t, float *resp, uint8_t *scale,
+                    int scale_offset, const float *urow, const int32_t *us, float *lowrow)
 {
-    vertical_bank(img, dtype, rows, cols, r, b, t);
+    vertical_bank(img, dtype, rows, cols, ld, r, b, t);
     for (int i = 0; i < b->n; i++) pad_row(t->v[i], cols, b->radius[i]);
     for (ptrdiff_t c0 = 0; c0 < cols; c0 += NCALC_BLK) {
         ptrdiff_t nb = cols - c0 < NCALC_BLK ? cols - c0 : NCALC_BLK;
@@ -559,7 +559,7 @@ static int dog_level(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                 uint8_t *sc = scale ? scale + r * cols : NULL;
                 if (cresp) upsample_row(r, cols, cresp, cscale, crows, ccols, m, trow, urow, us);
                 if (m >= 1) {
-                    dog_row(img, dtype, rows, cols, r, &b, &t, out, sc, 0, urow, us, NULL);
+                    dog_row(img, dtype, rows, cols, cols, r, &b, &t, out, sc, 0, urow, us, NULL);
                 } else {
                     memcpy(out, urow, sizeof(float) * (size_t)cols);
                     if (sc)
@@ -662,10 +662,10 @@ static void *big_alloc(size_t n)
     return malloc(n ? n : 1);
 }
 
-/* One level of the octave DoG. x: the level image (rows x cols of dtype);
- * o: its first pair; base: the full-resolution sigma x is already smoothed
+/* One level of the octave DoG. x: the level image (rows x cols of dtype,
+ * row r starting at x + r ld); o: its first pair; base: the full-resolution sigma x is already smoothed
  * with (0 at level 0); f: 2^level; levels: how many more levels may follow. */
-static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
                      const double *s, int n, int o, double base, double f, double truncate,
                      double split, int levels, float *resp, uint8_t *scale, int nt)
 {
@@ -704,8 +704,8 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols,
         for (ptrdiff_t r = 0; r < rows; r++) {
             if (!ok) continue;
             float *lr = low && !(r & 1) ? low + (r >> 1) * ccols : NULL;
-            dog_row(x, dtype, rows, cols, r, &b, &w, resp + r * cols, scale + r * cols, o, NULL, NULL,
-                    lr);
+            dog_row(x, dtype, rows, cols, ld, r, &b, &w, resp + r * cols, scale + r * cols, o, NULL,
+                    NULL, lr);
         }
         if (ok) work_free(&w);
     }
@@ -717,7 +717,7 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols,
     uint8_t *cscale = big_alloc(cn);
     if (!cresp || !cscale) status = NCALC_ENOMEM;
     if (status == NCALC_OK)
-        status = oct_level(low, NCALC_F32, crows, ccols, s, n, e, s[e], 2.0 * f, truncate, split,
+        status = oct_level(low, NCALC_F32, crows, ccols, ccols, s, n, e, s[e], 2.0 * f, truncate, split,
                            levels - 1, cresp, cscale, nt);
     free(low);
     if (status == NCALC_OK) {
@@ -746,16 +746,25 @@ int ncalc_dog_octaves(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols
                       const double *sigmas, int nsigmas, double truncate, double split_sigma,
                       int max_levels, float *resp, uint8_t *scale, int nthreads)
 {
-    if (!check_image(img, dtype, rows, cols) || !resp || !check_sigmas(sigmas, nsigmas) ||
-        !(truncate > 0) || max_levels < 0 || max_levels > 16 || !(split_sigma > 0))
+    return ncalc_dog_octaves_ld(img, dtype, rows, cols, cols, sigmas, nsigmas, truncate, split_sigma,
+                                max_levels, resp, scale, nthreads);
+}
+
+int ncalc_dog_octaves_ld(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                         const double *sigmas, int nsigmas, double truncate, double split_sigma,
+                         int max_levels, float *resp, uint8_t *scale, int nthreads)
+{
+    if (!check_image(img, dtype, rows, cols) || ld < cols || !resp ||
+        !check_sigmas(sigmas, nsigmas) || !(truncate > 0) || max_levels < 0 || max_levels > 16 ||
+        !(split_sigma > 0))
         return NCALC_EINVAL;
     uint8_t *sc = scale;
     if (!sc) {
         sc = big_alloc((size_t)rows * (size_t)cols);
         if (!sc) return NCALC_ENOMEM;
     }
-    int st = oct_level(img, dtype, rows, cols, sigmas, nsigmas, 0, 0.0, 1.0, truncate, split_sigma,
-                       max_levels, resp, sc, resolve_threads(nthreads));
+    int st = oct_level(img, dtype, rows, cols, ld, sigmas, nsigmas, 0, 0.0, 1.0, truncate,
+                       split_sigma, max_levels, resp, sc, resolve_threads(nthreads));
     if (sc != scale) free(sc);
     return st;
 }

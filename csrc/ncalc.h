@@ -94,6 +94,14 @@ int ncalc_tile_noise_strided(const float *x, ptrdiff_t rows, ptrdiff_t cols,
                              ptrdiff_t min_count, float *grid, int nthreads);
 
 /*
+ * ncalc_tile_noise with the mask's rows mask_ld >= cols bytes apart (row r
+ * of the mask starts at mask + r mask_ld): a crop of a larger mask.
+ */
+int ncalc_tile_noise_ld(const float *x, ptrdiff_t rows, ptrdiff_t cols,
+                        const uint8_t *mask, ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t min_count,
+                        float *grid, int nthreads);
+
+/*
  * Non-maximum suppression and threshold.
  * A pixel p is a peak when mask[p] != 0 (mask may be NULL),
  *     resp[p] > k * grid[p_row / tile][p_col / tile]     (grid may be NULL:
@@ -107,6 +115,12 @@ ptrdiff_t ncalc_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                     const uint8_t *mask, const float *grid, ptrdiff_t tile,
                     float k, int radius,
                     int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out);
+
+/* ncalc_nms with the mask's rows mask_ld >= cols bytes apart. */
+ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
+                       const uint8_t *mask, ptrdiff_t mask_ld, const float *grid, ptrdiff_t tile,
+                       float k, int radius,
+                       int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out);
 
 /*
  * Candidate features, one candidate i at (rows[i], cols[i]) with blob radius
@@ -208,6 +222,48 @@ int ncalc_dog_pyramid(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols
 int ncalc_dog_octaves(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                       const double *sigmas, int nsigmas, double truncate, double split_sigma,
                       int max_levels, float *resp, uint8_t *scale, int nthreads);
+
+/*
+ * ncalc_dog_octaves on an image whose rows are ld >= cols pixels apart (row
+ * r starts at pixel r ld of img): a crop of a larger image, with the same
+ * result as on a contiguous copy of it.
+ */
+int ncalc_dog_octaves_ld(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                         const double *sigmas, int nsigmas, double truncate, double split_sigma,
+                         int max_levels, float *resp, uint8_t *scale, int nthreads);
+
+/*
+ * Samples of the noise-level function (napari_calc.core.score.
+ * noise_level_function), exactly NumPy's float32 arithmetic. img: planes
+ * images of rows x cols (rows >= 3, cols >= 3) of dtype, row r of plane p
+ * starting at pixel p plane_ld + r ld. Sample (i, j) is pixel
+ * (1 + i k, 1 + j k), i < nr = ceil((rows - 2) / k), j < nc =
+ * ceil((cols - 2) / k); smask (nr x nc, may be NULL: all) selects samples.
+ * With x the pixel and u, d, l, r its 4 neighbours (as float):
+ *   nb = (((u + d) + l) + r) * 0.25f,  resid = x - nb,
+ *   level = (x + 4 nb) * (float)0.2            (float32 throughout)
+ * for the selected samples in (plane, i, j) order into resid, level
+ * (room for planes nr nc). Returns their number, < 0 on error. Serial
+ * (nthreads is not used: the samples are few).
+ */
+ptrdiff_t ncalc_nlf_samples(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_ld,
+                            ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld, ptrdiff_t k,
+                            const uint8_t *smask, float *resid, float *level, int nthreads);
+
+/*
+ * Binned medians of the noise-level function. Bin b of sample i is the
+ * number of edges <= level[i] (edges: 0 <= nedges <= 254 non-decreasing
+ * doubles, as
+ * numpy.searchsorted(edges, level, side="right")); for each of the
+ * nedges + 1 bins: count[b], lev_median[b] = median of its levels and
+ * resid_mad[b] = median of |resid - median(resid)| (float32 differences),
+ * with numpy.median's definition for float32 data: the middle value, or the
+ * float32 mean of the two middle values (NaN for an empty bin). Needs
+ * finite level and resid (NCALC_EINVAL otherwise, or when edges decrease).
+ * Bins in parallel.
+ */
+int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const double *edges,
+                   int nedges, ptrdiff_t *count, float *lev_median, float *resid_mad, int nthreads);
 
 /*
  * Block means: out[i][j] = mean of img over rows [i fy, (i + 1) fy) and

@@ -180,7 +180,7 @@ static inline int larger_neighbour(const float *resp, ptrdiff_t rows, ptrdiff_t 
  * (resp > thr) & (resp >= window max) & mask for every pixel.
  * thr: cols floats of scratch; above: an empty list. */
 static void scan_rows(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
-                      const float *grid, ptrdiff_t tile, float k, int radius,
+                      ptrdiff_t mask_ld, const float *grid, ptrdiff_t tile, float k, int radius,
                       ptrdiff_t ra, ptrdiff_t rb, float *thr, peaks_t *above, peaks_t *out)
 {
     const ptrdiff_t gw = grid ? (cols + tile - 1) / tile : 0;
@@ -195,7 +195,7 @@ static void scan_rows(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const u
         for (ptrdiff_t r = ra; r < rb + radius; r++) {
             if (r < rb) {
                 const float *row = resp + r * cols;
-                const uint8_t *mrow = mask ? mask + r * cols : NULL;
+                const uint8_t *mrow = mask ? mask + r * mask_ld : NULL;
                 ptrdiff_t gr = grid ? r / tile : 0;
                 if (gr != thr_row) {
                     /* NaN thresholds compare false: nothing passes there */
@@ -248,7 +248,17 @@ ptrdiff_t ncalc_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                     float k, int radius,
                     int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out)
 {
+    return ncalc_nms_ld(resp, rows, cols, mask, cols, grid, tile, k, radius, out_rows, out_cols,
+                        max_out);
+}
+
+ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
+                       const uint8_t *mask, ptrdiff_t mask_ld, const float *grid, ptrdiff_t tile,
+                       float k, int radius,
+                       int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out)
+{
     if (!resp || rows < 1 || cols < 1 || radius < 0 || max_out < 0) return NCALC_EINVAL;
+    if (mask && mask_ld < cols) return NCALC_EINVAL;
     if (grid && tile < 1) return NCALC_EINVAL;
     if (max_out > 0 && (!out_rows || !out_cols)) return NCALC_EINVAL;
     /* a window wider than the image sees all of it */
@@ -263,7 +273,8 @@ ptrdiff_t ncalc_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
         float *thr = malloc(sizeof(float) * (size_t)cols);
         peaks_t above = {0};
         if (!thr) { chunks[ch].failed = 1; continue; }
-        scan_rows(resp, rows, cols, mask, grid, tile, k, radius, ra, rb, thr, &above, &chunks[ch]);
+        scan_rows(resp, rows, cols, mask, mask_ld, grid, tile, k, radius, ra, rb, thr, &above,
+                  &chunks[ch]);
         free(thr);
         free(above.rc);
     }

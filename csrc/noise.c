@@ -361,7 +361,7 @@ static double mad_of(float *buf, ptrdiff_t m, int finite, float *mid, float *tmp
 
 /* Gather the masked pixels of block [r0,r1) x [c0,c1) at the given stride
  * (branch-free); *finite gets 0 if one of them is NaN or infinite. */
-static ptrdiff_t gather(const float *x, ptrdiff_t cols, const uint8_t *mask,
+static ptrdiff_t gather(const float *x, ptrdiff_t cols, const uint8_t *mask, ptrdiff_t mask_ld,
                         ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t c0, ptrdiff_t c1,
                         ptrdiff_t stride, float *buf, int *finite)
 {
@@ -383,7 +383,7 @@ static ptrdiff_t gather(const float *x, ptrdiff_t cols, const uint8_t *mask,
                 }
             }
         } else {
-            const uint8_t *restrict mrow = mask + r * cols;
+            const uint8_t *restrict mrow = mask + r * mask_ld;
             int all = 0, none = 0;
             if (stride == 1) {
                 /* runs inside or outside the mask (most): a copy, or nothing */
@@ -425,7 +425,7 @@ double ncalc_mad_noise(const float *x, ptrdiff_t rows, ptrdiff_t cols,
     uint32_t *key = malloc(sizeof(uint32_t) * (size_t)cap);
     if (!buf || !mid || !tmp || !key) { free(buf); free(mid); free(tmp); free(key); return -1.0; }
     int finite;
-    ptrdiff_t m = gather(x, cols, mask, 0, rows, 0, cols, stride, buf, &finite);
+    ptrdiff_t m = gather(x, cols, mask, cols, 0, rows, 0, cols, stride, buf, &finite);
     double s = m >= 2 ? mad_of(buf, m, finite, mid, tmp, key) : NAN;
     free(buf);
     free(mid);
@@ -434,18 +434,38 @@ double ncalc_mad_noise(const float *x, ptrdiff_t rows, ptrdiff_t cols,
     return s;
 }
 
+static int tile_noise(const float *x, ptrdiff_t rows, ptrdiff_t cols,
+                      const uint8_t *mask, ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t stride,
+                      ptrdiff_t min_count, float *grid, int nthreads);
+
 int ncalc_tile_noise(const float *x, ptrdiff_t rows, ptrdiff_t cols,
                      const uint8_t *mask, ptrdiff_t tile, ptrdiff_t min_count,
                      float *grid, int nthreads)
 {
-    return ncalc_tile_noise_strided(x, rows, cols, mask, tile, 1, min_count, grid, nthreads);
+    return tile_noise(x, rows, cols, mask, cols, tile, 1, min_count, grid, nthreads);
+}
+
+int ncalc_tile_noise_ld(const float *x, ptrdiff_t rows, ptrdiff_t cols,
+                        const uint8_t *mask, ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t min_count,
+                        float *grid, int nthreads)
+{
+    return tile_noise(x, rows, cols, mask, mask_ld, tile, 1, min_count, grid, nthreads);
 }
 
 int ncalc_tile_noise_strided(const float *x, ptrdiff_t rows, ptrdiff_t cols,
                              const uint8_t *mask, ptrdiff_t tile, ptrdiff_t stride,
                              ptrdiff_t min_count, float *grid, int nthreads)
 {
-    if (!x || !grid || rows < 1 || cols < 1 || tile < 1 || stride < 1) return NCALC_EINVAL;
+    return tile_noise(x, rows, cols, mask, cols, tile, stride, min_count, grid, nthreads);
+}
+
+/* ncalc_tile_noise_strided with the mask's rows mask_ld bytes apart. */
+static int tile_noise(const float *x, ptrdiff_t rows, ptrdiff_t cols,
+                      const uint8_t *mask, ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t stride,
+                      ptrdiff_t min_count, float *grid, int nthreads)
+{
+    if (!x || !grid || rows < 1 || cols < 1 || tile < 1 || stride < 1 || (mask && mask_ld < cols))
+        return NCALC_EINVAL;
     if (min_count < 2) min_count = 2;
     ptrdiff_t gh = (rows + tile - 1) / tile, gw = (cols + tile - 1) / tile;
     int status = NCALC_OK;
@@ -482,7 +502,7 @@ int ncalc_tile_noise_strided(const float *x, ptrdiff_t rows, ptrdiff_t cols,
                 for (ptrdiff_t bc = 0; bc < gw; bc++) {
                     const ptrdiff_t c0 = bc * tile, c1 = c0 + tile < cols ? c0 + tile : cols;
                     int finite;
-                    cnt[bc] += gather(x, cols, mask, r, r + 1, c0, c1, stride,
+                    cnt[bc] += gather(x, cols, mask, mask_ld, r, r + 1, c0, c1, stride,
                                       buf + (size_t)bc * cap + cnt[bc], &finite);
                     fin[bc] &= finite;
                 }
@@ -497,5 +517,159 @@ int ncalc_tile_noise_strided(const float *x, ptrdiff_t rows, ptrdiff_t cols,
         free(tmp);
         free(key);
     }
+    return status;
+}
+
+/* ------------------------------------------------------------------------
+ * Noise-level function (napari_calc.core.score.noise_level_function): the
+ * samples, and their binned medians, with NumPy's float32 arithmetic and
+ * numpy.median's definition, so that the Python reference and this give
+ * bit-identical results.
+ * ------------------------------------------------------------------------ */
+
+
+static inline float pix(const void *img, int dtype, ptrdiff_t i)
+{
+    return dtype == NCALC_U16 ? (float)((const uint16_t *)img)[i] : ((const float *)img)[i];
+}
+
+ptrdiff_t ncalc_nlf_samples(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_ld,
+                            ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld, ptrdiff_t k,
+                            const uint8_t *smask, float *resid, float *level, int nthreads)
+{
+    if (!img || !resid || !level || (dtype != NCALC_U16 && dtype != NCALC_F32) || planes < 1 ||
+        rows < 3 || cols < 3 || ld < cols || k < 1 || (planes > 1 && plane_ld < rows * ld))
+        return NCALC_EINVAL;
+    const ptrdiff_t nr = (rows - 2 + k - 1) / k, nc = (cols - 2 + k - 1) / k;
+    /* first output of sample row i of plane 0: masked samples before it */
+    ptrdiff_t *start = malloc(sizeof(ptrdiff_t) * (size_t)(nr + 1));
+    if (!start) return NCALC_ENOMEM;
+    start[0] = 0;
+    for (ptrdiff_t i = 0; i < nr; i++) {
+        ptrdiff_t n = nc;
+        if (smask) {
+            n = 0;
+            for (ptrdiff_t j = 0; j < nc; j++) n += smask[i * nc + j] != 0;
+        }
+        start[i + 1] = start[i] + n;
+    }
+    const ptrdiff_t per_plane = start[nr];
+    const float quarter = (float)0.25, fifth = (float)0.2; /* np.float32(0.25), np.float32(0.2) */
+    /* serial: at most max_samples (~1e5) samples, well under a millisecond */
+    (void)nthreads;
+    for (ptrdiff_t pi = 0; pi < planes * nr; pi++) {
+        const ptrdiff_t p = pi / nr, i = pi % nr, r = 1 + i * k;
+        const char *base = (const char *)img + (size_t)(p * plane_ld) * (dtype == NCALC_U16 ? 2 : 4);
+        const uint8_t *mrow = smask ? smask + i * nc : NULL;
+        float *ro = resid + p * per_plane + start[i], *lo = level + p * per_plane + start[i];
+        ptrdiff_t m = 0;
+        for (ptrdiff_t j = 0; j < nc; j++) {
+            if (mrow && !mrow[j]) continue;
+            const ptrdiff_t c = 1 + j * k, o = r * ld + c;
+            const float x = pix(base, dtype, o);
+            /* NumPy: (up + down + left + right) * 0.25, left to right */
+            const float nb = (((pix(base, dtype, o - ld) + pix(base, dtype, o + ld)) +
+                               pix(base, dtype, o - 1)) + pix(base, dtype, o + 1)) * quarter;
+            ro[m] = x - nb;
+            lo[m] = (x + 4.0f * nb) * fifth;
+            m++;
+        }
+    }
+    free(start);
+    return planes * per_plane;
+}
+
+/* numpy.median of the n >= 1 finite values val(a, i, dev, center): the
+ * middle value, or for even n the float32 mean of the two middle ones,
+ * summed as numpy's add.reduce does (from 0: +0 + -0 is +0). */
+static float np_median(const float *a, ptrdiff_t n, int dev, float center, float *mid, float *tmp,
+                       uint32_t *key)
+{
+    if (n == 1) return (0.0f + val(a, 0, dev, center)) / 1.0f;
+    const ptrdiff_t h = n / 2;
+    const float hi = select_bracketed(a, n, h, dev, center, mid, tmp, key);
+    if (n % 2) return (0.0f + hi) / 1.0f;
+    const float lo = select_bracketed(a, n, h - 1, dev, center, mid, tmp, key);
+    return ((0.0f + lo) + hi) / 2.0f;
+}
+
+int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const double *edges,
+                   int nedges, ptrdiff_t *count, float *lev_median, float *resid_mad, int nthreads)
+{
+    if (!level || !resid || n < 0 || nedges < 0 || nedges > 254 || (nedges > 0 && !edges) ||
+        !count || !lev_median || !resid_mad)
+        return NCALC_EINVAL;
+    for (int e = 1; e < nedges; e++)
+        if (!(edges[e] >= edges[e - 1])) return NCALC_EINVAL;
+    const int nb = nedges + 1;
+    for (ptrdiff_t i = 0; i < n; i++)
+        if (!(fabsf(level[i]) <= FLT_MAX) || !(fabsf(resid[i]) <= FLT_MAX)) return NCALC_EINVAL;
+    uint8_t *bin = malloc((size_t)(n ? n : 1));
+    float *gl = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    float *gr = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    ptrdiff_t *off = malloc(sizeof(ptrdiff_t) * (size_t)(nb + 1));
+    if (!bin || !gl || !gr || !off) {
+        free(bin); free(gl); free(gr); free(off);
+        return NCALC_ENOMEM;
+    }
+    /* bin = number of edges <= level (numpy.searchsorted(edges, level,
+     * side="right") for sorted edges); a stable counting sort by bin */
+    for (int b = 0; b < nb; b++) count[b] = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const double v = (double)level[i];
+        int b = 0;
+        for (int e = 0; e < nedges; e++) b += edges[e] <= v;
+        bin[i] = (uint8_t)b;
+        count[b]++;
+    }
+    off[0] = 0;
+    for (int b = 0; b < nb; b++) off[b + 1] = off[b] + count[b];
+    {
+        ptrdiff_t *pos = malloc(sizeof(ptrdiff_t) * (size_t)nb);
+        if (!pos) { free(bin); free(gl); free(gr); free(off); return NCALC_ENOMEM; }
+        memcpy(pos, off, sizeof(ptrdiff_t) * (size_t)nb);
+        for (ptrdiff_t i = 0; i < n; i++) {
+            const ptrdiff_t q = pos[bin[i]]++;
+            gl[q] = level[i];
+            gr[q] = resid[i];
+        }
+        free(pos);
+    }
+    free(bin);
+    ptrdiff_t cap = 1;
+    for (int b = 0; b < nb; b++) cap = count[b] > cap ? count[b] : cap;
+    int status = NCALC_OK;
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+#pragma omp parallel num_threads(nt)
+    {
+        float *mid = malloc(sizeof(float) * (size_t)(cap + 4)); /* + 3: see bracket_pass */
+        float *tmp = malloc(sizeof(float) * (size_t)(cap + 4));
+        uint32_t *key = malloc(sizeof(uint32_t) * (size_t)cap);
+        const int ok = mid && tmp && key;
+        if (!ok) {
+#pragma omp atomic write
+            status = NCALC_ENOMEM;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int b = 0; b < nb; b++) {
+            if (!ok) continue;
+            const ptrdiff_t m = count[b];
+            if (m == 0) {
+                lev_median[b] = NAN;
+                resid_mad[b] = NAN;
+                continue;
+            }
+            lev_median[b] = np_median(gl + off[b], m, 0, 0.0f, mid, tmp, key);
+            const float med = np_median(gr + off[b], m, 0, 0.0f, mid, tmp, key);
+            resid_mad[b] = np_median(gr + off[b], m, 1, med, mid, tmp, key);
+        }
+        free(mid);
+        free(tmp);
+        free(key);
+    }
+    free(gl);
+    free(gr);
+    free(off);
     return status;
 }

@@ -28,10 +28,13 @@ cdef extern from "ncalc.h" nogil:
     int ncalc_tile_noise_strided(const float *x, Py_ssize_t rows, Py_ssize_t cols,
                                  const uint8_t *mask, Py_ssize_t tile, Py_ssize_t stride,
                                  Py_ssize_t min_count, float *grid, int nthreads)
-    Py_ssize_t ncalc_nms(const float *resp, Py_ssize_t rows, Py_ssize_t cols,
-                         const uint8_t *mask, const float *grid, Py_ssize_t tile,
-                         float k, int radius, int32_t *out_rows, int32_t *out_cols,
-                         Py_ssize_t max_out)
+    int ncalc_tile_noise_ld(const float *x, Py_ssize_t rows, Py_ssize_t cols,
+                            const uint8_t *mask, Py_ssize_t mask_ld, Py_ssize_t tile,
+                            Py_ssize_t min_count, float *grid, int nthreads)
+    Py_ssize_t ncalc_nms_ld(const float *resp, Py_ssize_t rows, Py_ssize_t cols,
+                            const uint8_t *mask, Py_ssize_t mask_ld, const float *grid,
+                            Py_ssize_t tile, float k, int radius, int32_t *out_rows,
+                            int32_t *out_cols, Py_ssize_t max_out)
     int ncalc_candidate_features(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
                                  const int32_t *cand_rows, const int32_t *cand_cols,
                                  const float *radius, Py_ssize_t n,
@@ -54,11 +57,42 @@ cdef int _dtype_code(cnp.ndarray img) except -1:
     # read out of bounds
     if img.ndim != 2 or not img.flags['C_CONTIGUOUS']:
         raise ValueError("kernel input must be a C-contiguous 2-D array")
+    return _pixel_code(img)
+
+
+cdef int _pixel_code(cnp.ndarray img) except -1:
+    # the kernel's code for the pixel type (the layout is checked elsewhere)
     if img.dtype == np.uint16:
         return NCALC_U16
     if img.dtype == np.float32:
         return NCALC_F32
     raise TypeError("kernel input must be uint16 or float32")
+
+
+cdef Py_ssize_t _row_pitch(cnp.ndarray img) except -1:
+    # pixels from one row to the next of a 2-D array whose rows are each
+    # contiguous (a C-contiguous array or a crop of one); anything else
+    # would be read wrongly
+    cdef Py_ssize_t item = img.itemsize
+    if img.ndim != 2:
+        raise ValueError("kernel input must be a 2-D array")
+    if img.flags['C_CONTIGUOUS'] or img.shape[0] <= 1:
+        return img.shape[1]
+    if (img.strides[1] != item or img.strides[0] % item != 0
+            or img.strides[0] < img.shape[1] * item):
+        raise ValueError("kernel input must be a 2-D array with contiguous rows")
+    return img.strides[0] // item
+
+
+cdef Py_ssize_t _mask_pitch(const uint8_t[:, :] mask, Py_ssize_t rows, Py_ssize_t cols) except -1:
+    # bytes from one mask row to the next; the mask must have the image's
+    # shape and contiguous rows
+    if mask.shape[0] != rows or mask.shape[1] != cols:
+        raise ValueError(f"mask shape ({mask.shape[0]}, {mask.shape[1]}) differs from the "
+                         f"image's ({rows}, {cols})")
+    if rows > 1 and (mask.strides[1] != 1 or mask.strides[0] < cols):
+        raise ValueError("the mask's rows must be contiguous")
+    return mask.strides[0] if rows > 1 else cols
 
 
 cdef void _check(int status) except *:
@@ -111,28 +145,45 @@ def mad_noise(cnp.float32_t[:, ::1] x not None, cnp.uint8_t[:, ::1] mask=None, P
     return s
 
 
-def tile_noise(cnp.float32_t[:, ::1] x not None, Py_ssize_t tile, cnp.uint8_t[:, ::1] mask=None,
+def tile_noise(cnp.float32_t[:, ::1] x not None, Py_ssize_t tile, mask=None,
                Py_ssize_t min_count=16, int nthreads=0, Py_ssize_t stride=1):
     """Robust noise per tile x tile block; NaN where too few masked pixels.
     stride > 1: on every stride-th pixel of every stride-th row of each
-    tile (min_count then counts those), an approximation."""
+    tile (min_count then counts those), an approximation. mask: uint8 of
+    x's shape whose rows are contiguous (a crop of a larger mask works
+    without a copy)."""
     cdef Py_ssize_t gh = (x.shape[0] + tile - 1) // tile, gw = (x.shape[1] + tile - 1) // tile
     cdef cnp.ndarray[cnp.float32_t, ndim=2] grid = np.empty((gh, gw), np.float32)
     cdef const uint8_t *m = NULL
+    cdef const uint8_t[:, :] mv
+    cdef Py_ssize_t ld = x.shape[1]
     cdef int st
     if mask is not None:
-        m = &mask[0, 0]
-    with nogil:
-        st = ncalc_tile_noise_strided(&x[0, 0], x.shape[0], x.shape[1], m, tile, stride, min_count,
-                                      &grid[0, 0], nthreads)
+        if stride != 1:
+            mask = np.ascontiguousarray(mask)
+        mv = mask
+        ld = _mask_pitch(mv, x.shape[0], x.shape[1])
+        m = &mv[0, 0]
+    if stride == 1:
+        with nogil:
+            st = ncalc_tile_noise_ld(&x[0, 0], x.shape[0], x.shape[1], m, ld, tile, min_count,
+                                     &grid[0, 0], nthreads)
+    else:
+        with nogil:
+            st = ncalc_tile_noise_strided(&x[0, 0], x.shape[0], x.shape[1], m, tile, stride,
+                                          min_count, &grid[0, 0], nthreads)
     _check(st)
     return grid
 
 
 def nms(cnp.float32_t[:, ::1] resp not None, float k, int radius,
-        cnp.uint8_t[:, ::1] mask=None, cnp.float32_t[:, ::1] grid=None, Py_ssize_t tile=1):
-    """Peaks of resp above k (times the noise grid) that are window maxima."""
+        mask=None, cnp.float32_t[:, ::1] grid=None, Py_ssize_t tile=1):
+    """Peaks of resp above k (times the noise grid) that are window maxima.
+    mask: uint8 of resp's shape whose rows are contiguous (a crop of a
+    larger mask works without a copy)."""
     cdef const uint8_t *m = NULL
+    cdef const uint8_t[:, :] mv
+    cdef Py_ssize_t ld = resp.shape[1]
     cdef const float *g = NULL
     # room for 1 peak in 16 pixels (a response has far fewer; untouched
     # pages of np.empty cost nothing): one C call, not one to count and one
@@ -140,15 +191,17 @@ def nms(cnp.float32_t[:, ::1] resp not None, float k, int radius,
     cdef Py_ssize_t cap = max(4096, resp.shape[0] * resp.shape[1] // 16 + 1), n
     cdef cnp.ndarray[cnp.int32_t, ndim=1] rr, cc
     if mask is not None:
-        m = &mask[0, 0]
+        mv = mask
+        ld = _mask_pitch(mv, resp.shape[0], resp.shape[1])
+        m = &mv[0, 0]
     if grid is not None:
         g = &grid[0, 0]
     while True:
         rr = np.empty(cap, np.int32)
         cc = np.empty(cap, np.int32)
         with nogil:
-            n = ncalc_nms(&resp[0, 0], resp.shape[0], resp.shape[1], m, g, tile, k, radius,
-                          &rr[0], &cc[0], cap)
+            n = ncalc_nms_ld(&resp[0, 0], resp.shape[0], resp.shape[1], m, ld, g, tile, k, radius,
+                             &rr[0], &cc[0], cap)
         if n < 0:
             _check(<int>n)
         if n <= cap:
@@ -236,9 +289,10 @@ def dog_pyramid(cnp.ndarray img not None, sigmas, double truncate=4.0, double sp
 
 
 cdef extern from "ncalc.h" nogil:
-    int ncalc_dog_octaves(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
-                          const double *sigmas, int nsigmas, double truncate, double split_sigma,
-                          int max_levels, float *resp, uint8_t *scale, int nthreads)
+    int ncalc_dog_octaves_ld(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
+                             Py_ssize_t ld, const double *sigmas, int nsigmas, double truncate,
+                             double split_sigma, int max_levels, float *resp, uint8_t *scale,
+                             int nthreads)
 
 
 def dog_octaves(cnp.ndarray img not None, sigmas, double truncate=4.0, double split_sigma=1.9,
@@ -248,8 +302,11 @@ def dog_octaves(cnp.ndarray img not None, sigmas, double truncate=4.0, double sp
     level being the previous level's last Gaussian decimated 2x, and the
     coarse responses are brought back bilinearly (see ncalc_dog_octaves in
     csrc/ncalc.h). max_levels=0 is dog_response. Returns (resp float32,
-    scale uint8) like dog_response."""
-    cdef int dt = _dtype_code(img)
+    scale uint8) like dog_response. img may be a crop of a larger
+    C-contiguous image (rows contiguous, no copy): the result is that of a
+    copy."""
+    cdef Py_ssize_t ld = _row_pitch(img)
+    cdef int dt = _pixel_code(img)
     cdef Py_ssize_t rows = img.shape[0], cols = img.shape[1]
     cdef cnp.ndarray[cnp.float64_t, ndim=1] sig = np.ascontiguousarray(sigmas, dtype=np.float64)
     if sig.ndim != 1 or sig.shape[0] < 2:
@@ -260,8 +317,8 @@ def dog_octaves(cnp.ndarray img not None, sigmas, double truncate=4.0, double sp
     cdef int n = <int>sig.shape[0]
     cdef int st
     with nogil:
-        st = ncalc_dog_octaves(src, dt, rows, cols, &sig[0], n, truncate, split_sigma,
-                               max_levels, &resp[0, 0], &scale[0, 0], nthreads)
+        st = ncalc_dog_octaves_ld(src, dt, rows, cols, ld, &sig[0], n, truncate, split_sigma,
+                                  max_levels, &resp[0, 0], &scale[0, 0], nthreads)
     _check(st)
     return resp, scale
 
@@ -287,3 +344,84 @@ def block_mean(cnp.ndarray img not None, Py_ssize_t fy, Py_ssize_t fx, int nthre
             st = ncalc_block_mean(src, dt, rows, cols, fy, fx, &out[0, 0], nthreads)
     _check(st)
     return out
+
+
+cdef extern from "ncalc.h" nogil:
+    Py_ssize_t ncalc_nlf_samples(const void *img, int dtype, Py_ssize_t planes,
+                                 Py_ssize_t plane_ld, Py_ssize_t rows, Py_ssize_t cols,
+                                 Py_ssize_t ld, Py_ssize_t k, const uint8_t *smask, float *resid,
+                                 float *level, int nthreads)
+    int ncalc_nlf_bins(const float *level, const float *resid, Py_ssize_t n, const double *edges,
+                       int nedges, Py_ssize_t *count, float *lev_median, float *resid_mad,
+                       int nthreads)
+
+
+def nlf_samples(cnp.ndarray img not None, Py_ssize_t k, smask=None, int nthreads=0):
+    """Noise-level-function samples (see ncalc_nlf_samples in csrc/ncalc.h)
+    of a 2-D image or a 3-D stack of uint16/float32 planes, each plane
+    C-contiguous (planes may be any number of planes apart): (resid,
+    level), float32, of the samples every k-th row and column from (1, 1)
+    where smask (uint8, C-contiguous, one per sample of a plane) is
+    non-zero, in (plane, row, col) order."""
+    cdef int dt = _pixel_code(img)
+    if img.ndim not in (2, 3):
+        raise ValueError("kernel input must be a 2-D image or a 3-D stack")
+    cdef Py_ssize_t item = img.itemsize
+    cdef Py_ssize_t planes = 1 if img.ndim == 2 else img.shape[0]
+    cdef Py_ssize_t rows = img.shape[img.ndim - 2], cols = img.shape[img.ndim - 1]
+    if rows < 3 or cols < 3 or k < 1 or planes < 1:
+        raise ValueError("napari-calc kernel: invalid argument")
+    if img.strides[img.ndim - 1] != item or img.strides[img.ndim - 2] != cols * item:
+        raise ValueError("each plane must be C-contiguous")
+    cdef Py_ssize_t plane_ld = 0
+    if img.ndim == 3 and planes > 1:
+        if img.strides[0] % item != 0 or img.strides[0] < rows * cols * item:
+            raise ValueError("planes must not overlap")
+        plane_ld = img.strides[0] // item
+    cdef Py_ssize_t nr = (rows - 2 + k - 1) // k, nc = (cols - 2 + k - 1) // k
+    cdef const uint8_t[:, ::1] mv
+    cdef const uint8_t *m = NULL
+    if smask is not None:
+        mv = smask
+        if mv.shape[0] != nr or mv.shape[1] != nc:
+            raise ValueError(f"sample mask must be {nr}x{nc}")
+        m = &mv[0, 0]
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] resid = np.empty(max(1, planes * nr * nc), np.float32)
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] level = np.empty(max(1, planes * nr * nc), np.float32)
+    cdef const void *src = cnp.PyArray_DATA(img)
+    cdef Py_ssize_t n
+    with nogil:
+        n = ncalc_nlf_samples(src, dt, planes, plane_ld, rows, cols, cols, k, m, &resid[0],
+                              &level[0], nthreads)
+    if n < 0:
+        _check(<int>n)
+    return resid[:n], level[:n]
+
+
+def nlf_bins(cnp.float32_t[::1] level not None, cnp.float32_t[::1] resid not None,
+             cnp.float64_t[::1] edges not None, int nthreads=0):
+    """Binned medians of the noise-level function (see ncalc_nlf_bins in
+    csrc/ncalc.h): (count int64, median level float32, MAD of resid
+    float32), one per bin (len(edges) + 1 bins). ValueError for non-finite
+    data or decreasing edges."""
+    if level.shape[0] != resid.shape[0]:
+        raise ValueError("level and resid differ in length")
+    if edges.shape[0] > 254:
+        raise ValueError("at most 254 edges")
+    cdef Py_ssize_t nb = edges.shape[0] + 1
+    cdef cnp.ndarray[cnp.int64_t, ndim=1] count = np.empty(nb, np.int64)
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] lev = np.empty(nb, np.float32)
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] mad = np.empty(nb, np.float32)
+    cdef const float *pl = &level[0] if level.shape[0] else NULL
+    cdef const float *pr = &resid[0] if resid.shape[0] else NULL
+    cdef const double *pe = &edges[0] if edges.shape[0] else NULL
+    cdef float dummy = 0
+    if pl == NULL:
+        pl = &dummy
+        pr = &dummy
+    cdef int st
+    with nogil:
+        st = ncalc_nlf_bins(pl, pr, level.shape[0], pe, <int>edges.shape[0],
+                            <Py_ssize_t *>&count[0], &lev[0], &mad[0], nthreads)
+    _check(st)
+    return count, lev, mad

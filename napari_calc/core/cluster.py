@@ -223,30 +223,38 @@ def cluster_table(calcs: pd.DataFrame, spacing_mm, *, ndim: int = 2) -> pd.DataF
     :mod:`napari_calc.core.score`).
     """
     cols = cluster_columns(ndim)
-    members = calcs[calcs["cluster_id"] >= 0]
-    if members.empty:
+    if not (calcs["cluster_id"].to_numpy() >= 0).any():
         return pd.DataFrame({c: pd.Series(dtype=float) for c in cols}).astype(
             {"cluster_id": "int64", "n_calcifications": "int64"})
     scores = _cluster_scores(calcs, None)
+    cid = calcs["cluster_id"].to_numpy(np.int64)
+    idx = np.flatnonzero(cid >= 0)
+    idx = idx[np.argsort(cid[idx], kind="stable")]  # by cluster, table order within each
+    ids, start = np.unique(cid[idx], return_index=True)
+    names = ["row", "col", "y_mm", "x_mm", "diameter_mm"] + (["slice", "z_mm"] if ndim == 3 else [])
+    arr = {k: calcs[k].to_numpy() for k in names}
+
+    def mean(a):  # as pandas' Series.mean: a float64 sum over the count
+        return float(a.sum(dtype=np.float64) / len(a))
+
     rows = []
-    for cid, g in members.groupby("cluster_id", sort=True):
-        yx = g[["y_mm", "x_mm"]].to_numpy(float)
-        pos = g[["z_mm", "y_mm", "x_mm"]].to_numpy(float) if ndim == 3 else yx
-        d = max_pair_distance(pos)
-        n = len(g)
+    for k, c in enumerate(ids):
+        g = idx[start[k]: start[k + 1] if k + 1 < len(ids) else len(idx)]
+        yx = np.column_stack([arr["y_mm"][g], arr["x_mm"][g]]).astype(float)
+        pos = np.column_stack([arr["z_mm"][g], yx]).astype(float) if ndim == 3 else yx
         rec = {
-            "cluster_id": int(cid),
-            "row": float(g["row"].mean()),
-            "col": float(g["col"].mean()),
-            "y_mm": float(g["y_mm"].mean()),
-            "x_mm": float(g["x_mm"].mean()),
-            "n_calcifications": int(n),
-            "max_extent_mm": float(d + g["diameter_mm"].mean()),
+            "cluster_id": int(c),
+            "row": mean(arr["row"][g]),
+            "col": mean(arr["col"][g]),
+            "y_mm": mean(arr["y_mm"][g]),
+            "x_mm": mean(arr["x_mm"][g]),
+            "n_calcifications": int(len(g)),
+            "max_extent_mm": float(max_pair_distance(pos) + mean(arr["diameter_mm"][g])),
             "area_mm2": _hull_area(yx),
-            "score": scores[int(cid)],
+            "score": scores[int(c)],
         }
         if ndim == 3:
-            rec["slice"] = float(g["slice"].mean())
-            rec["z_mm"] = float(g["z_mm"].mean())
+            rec["slice"] = mean(arr["slice"][g])
+            rec["z_mm"] = mean(arr["z_mm"][g])
         rows.append(rec)
     return pd.DataFrame(rows, columns=cols)

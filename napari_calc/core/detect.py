@@ -5,15 +5,19 @@ The pipeline, for each 2-D image (each slice of a stack):
 1. **Scales in mm.** Calcification diameters ``min_diameter_mm`` to
    ``max_diameter_mm`` are turned into Gaussian scales in pixels with the
    image's spacing (a disc of diameter d responds most to sigma = d / (2 sqrt 2)).
-2. **Multi-scale DoG** (C kernel): the maximum over scales of
+2. **Breast mask** (:mod:`napari_calc.core.mask`): air and a band along the
+   skin line are excluded. Steps 3-5 run on the mask's bounding box plus a
+   margin (the DoG's support and the NMS radius), aligned to the noise
+   tiles and the pyramid's coarsest grid, which gives exactly what they give
+   on the whole image (:func:`_crop_box`); no mask, no crop.
+3. **Multi-scale DoG** (C kernel): the maximum over scales of
    ``G(s_i) - G(s_i+1)``, so bright spots of the right size stand out. The
    coarse scales are computed on an octave pyramid (each level the last
    Gaussian of the one above, decimated by 2) and brought back bilinearly.
-3. **Breast mask** (:mod:`napari_calc.core.mask`): air and a band along the
-   skin line are excluded.
 4. **Local noise** (C kernel): the robust standard deviation (1.4826 MAD) of
    the response in tiles of ``noise_tile_mm``; tiles with too few breast
-   pixels take the median of the others.
+   pixels take the median of the others (or, when no tile has enough, the
+   robust noise of all breast pixels).
 5. **Candidates** (C kernel): local maxima within ``nms_radius_mm`` whose
    response exceeds ``threshold`` times the local noise (a deliberately
    low threshold: the score decides), at most ``max_candidates``.
@@ -266,21 +270,140 @@ def _top_k(values: np.ndarray, k: int) -> np.ndarray:
     return np.sort(np.concatenate([above, at]))
 
 
+#: Compute the DoG, the local noise and the candidates on the breast's
+#: bounding box only (plus the margin that keeps them exact); tests switch
+#: it off to compare with the whole-image computation.
+_CROP_TO_MASK = True
+
+
+def _octave_plan(sig: np.ndarray, rows: int, cols: int, max_levels: int = 16) -> list[tuple[int, int, int]]:
+    """The levels ``_kernel.dog_octaves`` uses on a ``rows`` x ``cols``
+    image, as in ``ncalc_dog_octaves`` (csrc/ncalc.h): for each level its
+    first and last Gaussian (``o``, ``e``) and its largest Gaussian radius
+    in the level's pixels."""
+    n = len(sig)
+    o, base, f, level = 0, 0.0, 1.0, 0
+    plan = []
+    while True:
+        e = n - 1
+        if level < max_levels and rows >= 32 and cols >= 32:
+            for i in range(o + 1, n - 1):
+                if sig[i] >= OCTAVE_SPLIT_SIGMA * f:
+                    e = i
+                    break
+        rmax = 0
+        for i in range(o, e + 1):
+            d = float(sig[i]) * float(sig[i]) - base * base
+            t = 0.0 if (i == o and o > 0) else math.sqrt(d if d > 0 else 0.0) / f
+            rmax = max(rmax, int(TRUNCATE * t + 0.5))
+        plan.append((o, e, rmax))
+        if e == n - 1:
+            return plan
+        rows, cols = (rows + 1) // 2, (cols + 1) // 2
+        o, base, f, level = e, float(sig[e]), 2.0 * f, level + 1
+
+
+def _dog_support(plan: list[tuple[int, int, int]]) -> int:
+    """Distance (full-resolution pixels) from an edge of the image within
+    which the octave DoG can depend on what lies beyond that edge.
+
+    At level L the Gaussians read their input up to ``rmax_L`` level pixels
+    away (a band ``G_L = D_L + rmax_L`` wide near an edge differs when
+    the level's input differs within ``D_L``); the next level's input is
+    every other pixel of that (``D_{L+1} <= ceil(G_L / 2)``, one more for
+    safety); bringing a coarse response back reads the coarse nodes
+    ``j`` and ``j + 1`` around a pixel, so a band ``E_{L+1}`` wide there
+    is ``2 E_{L+1} + 2`` wide here, and ``E_L = max(G_L, 2 E_{L+1} + 2)``.
+    Returns ``E_0``."""
+    d, g = 0, []
+    for _, _, rmax in plan:
+        g.append(d + rmax)
+        d = -(-(d + rmax) // 2) + 1
+    e = g[-1]
+    for level in range(len(plan) - 2, -1, -1):
+        e = max(g[level], 2 * e + 2)
+    return e
+
+
+def _mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(r0, r1, c0, c1)`` (half-open) of a 2-D boolean
+    mask, None when it is empty."""
+    r = np.flatnonzero(mask.any(axis=1))
+    if not len(r):
+        return None
+    c = np.flatnonzero(mask[r[0]: r[-1] + 1].any(axis=0))
+    return int(r[0]), int(r[-1]) + 1, int(c[0]), int(c[-1]) + 1
+
+
+def _crop_box(shape: tuple[int, int], bbox: tuple[int, int, int, int], sig: np.ndarray, tile: int,
+              radius: int) -> tuple[int, int, int, int] | None:
+    """The part ``(r0, r1, c0, c1)`` of an image of ``shape`` on which the
+    DoG, the tile noise and the non-maximum suppression give, at every
+    pixel of the mask whose bounding box is ``bbox``, exactly what they give
+    on the whole image; None when that is the whole image (or when no crop
+    is exact).
+
+    The crop holds the box plus a margin of the DoG's support
+    (:func:`_dog_support`) plus the NMS radius on every side that is not
+    an image edge, so every response a masked pixel's NMS window reads is
+    the same. Its origin is a multiple of the noise tile and of the
+    coarsest pyramid level's pixel, so the tile grid and every level's
+    sampling grid are those of the whole image: tiles see the same mask
+    pixels (there are none outside the box) and the same responses. The
+    pyramid must have the same levels on the crop (they depend on its size).
+    """
+    rows, cols = shape
+    plan = _octave_plan(sig, rows, cols)
+    margin = _dog_support(plan) + radius
+    align = math.lcm(tile, 2 ** (len(plan) - 1))
+    r0 = max(0, bbox[0] - margin) // align * align
+    c0 = max(0, bbox[2] - margin) // align * align
+    r1 = min(rows, bbox[1] + margin)
+    c1 = min(cols, bbox[3] + margin)
+    if (r1 - r0) * (c1 - c0) >= rows * cols:
+        return None
+    if [pl[:2] for pl in _octave_plan(sig, r1 - r0, c1 - c0)] != [pl[:2] for pl in plan]:
+        return None
+    return r0, r1, c0, c1
+
+
+#: ``_detect_plane(bbox=...)`` default: compute the mask's bounding box.
+_UNKNOWN = object()
+
+
 def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,
                   nthreads: int, mask: np.ndarray | None, check: Callable[[], None] = lambda: None,
-                  nlf: tuple[np.ndarray, np.ndarray] | None = None):
+                  nlf: tuple[np.ndarray, np.ndarray] | None = None, bbox: Any = _UNKNOWN):
     """Candidates of one 2-D plane as a dict of arrays (raw measurements and
     the model features, see :mod:`napari_calc.core.score`). ``check`` is
     called between the stages (it raises to cancel). ``nlf``: the
-    noise-level function to use (default: measured on this plane)."""
+    noise-level function to use (default: measured on this plane).
+    ``bbox``: the mask's bounding box (:func:`_mask_bbox`) when the caller
+    knows it (default: computed here).
+
+    :func:`_plane_candidates`, then :func:`_measure`."""
+    img, mask, sig, cand = _plane_candidates(plane, spacing_yx, p, nthreads, mask, check, bbox)
+    check()
+    return _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, *cand)
+
+
+def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,
+                      nthreads: int, mask: np.ndarray | None, check: Callable[[], None] = lambda: None,
+                      bbox: Any = _UNKNOWN):
+    """The candidates of one 2-D plane before they are measured:
+    ``(img, mask, sigmas, (rows, cols, snr, noise, response, pair))``, with
+    ``img`` the plane as the kernel reads it, ``mask`` the mask used (None:
+    the whole plane), rows and cols int32, the response float32, the DoG
+    pair int64, at most ``max_candidates`` (the highest SNR).
+
+    The DoG, the local noise and the non-maximum suppression run on the
+    mask's bounding box plus a margin (:func:`_crop_box`), with the same
+    results as on the whole image."""
     from .. import _kernel
 
     img = _kernel_input(plane)
     sp = min(spacing_yx)
     sig = dog_sigmas(sp, p.min_diameter_mm, p.max_diameter_mm)
-    resp, scale = _kernel.dog_octaves(img, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads)
-    check()
-
     if mask is None and p.use_mask:
         mask = breast_mask(img, spacing_yx, skin_margin_mm=p.skin_margin_mm, n_threads=nthreads)
         check()
@@ -292,31 +415,75 @@ def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: Detecti
         m8 = np.ascontiguousarray(mask, dtype=np.uint8)
 
     tile = max(8, int(round(p.noise_tile_mm / sp)))
-    grid = _kernel.tile_noise(resp, tile, m8, min_count=max(16, tile * tile // 8), nthreads=nthreads)
+    radius = int(round(p.nms_radius_mm / sp))
+    box = None
+    if m8 is not None:
+        if bbox is _UNKNOWN:
+            bbox = _mask_bbox(mask)
+        if bbox is None:
+            # an empty mask: no candidates (whatever the response)
+            return img, mask, sig, _no_candidates()
+        if _CROP_TO_MASK:
+            box = _crop_box(img.shape, bbox, sig, tile, radius)
+    if box is not None:
+        r0, r1, c0, c1 = box
+        img_c, m8_c = img[r0:r1, c0:c1], m8[r0:r1, c0:c1]  # views: the kernel reads crops
+    else:
+        r0 = c0 = 0
+        img_c, m8_c = img, m8
+    resp, scale = _kernel.dog_octaves(img_c, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads)
+    check()
+
+    grid = _kernel.tile_noise(resp, tile, m8_c, min_count=max(16, tile * tile // 8), nthreads=nthreads)
     # tiles with too few breast pixels, or flat ones, take the median of the
     # others (or, when no tile is valid, the robust noise of the whole image)
     bad = ~np.isfinite(grid) | (grid <= 0)
     if bad.any():
         if bad.all():
-            stride = max(1, int(math.sqrt(resp.size / 1e6)))
-            global_noise = _kernel.mad_noise(resp, m8, stride)
+            # sampled as on the whole image: every stride-th pixel of every
+            # stride-th row of the image (none of the mask is outside the crop)
+            stride = max(1, int(math.sqrt(img.size / 1e6)))
+            sub = np.s_[(-r0) % stride:: stride, (-c0) % stride:: stride]
+            global_noise = _kernel.mad_noise(np.ascontiguousarray(resp[sub]),
+                                             np.ascontiguousarray(m8_c[sub]), 1)
             if not np.isfinite(global_noise) or global_noise <= 0:
-                global_noise = float(np.std(resp)) or 1.0
+                full = resp if box is None else _kernel.dog_octaves(
+                    img, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads)[0]
+                global_noise = float(np.std(full)) or 1.0
         else:
             global_noise = float(np.median(grid[~bad]))
         grid[bad] = global_noise
 
-    radius = int(round(p.nms_radius_mm / sp))
     check()
-    rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8, grid, tile)
+    rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8_c, grid, tile)
     check()
     noise = grid[rr // tile, cc // tile].astype(np.float64)
-    snr = resp[rr, cc].astype(np.float64) / noise
+    r_at = resp[rr, cc]
+    snr = r_at.astype(np.float64) / noise
     if len(rr) > p.max_candidates:
         keep = _top_k(snr, p.max_candidates)
-        rr, cc, snr, noise = rr[keep], cc[keep], snr[keep], noise[keep]
-
+        rr, cc, snr, noise, r_at = rr[keep], cc[keep], snr[keep], noise[keep], r_at[keep]
     s_idx = scale[rr, cc].astype(np.int64)
+    if box is not None:
+        rr, cc = rr + r0, cc + c0  # back to image coordinates
+    return img, mask, sig, (rr, cc, snr, noise, r_at, s_idx)
+
+
+def _no_candidates() -> tuple:
+    """An empty candidate tuple of :func:`_plane_candidates`."""
+    empty = np.empty(0, dtype=np.int32)
+    return empty, empty, np.empty(0), np.empty(0), np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
+
+
+def _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, rr, cc, snr, noise, r_at, s_idx) -> dict:
+    """The candidate measurements and model features of
+    :func:`_detect_plane` at image positions ``rr``, ``cc`` (int32), with
+    their SNR, noise, DoG response ``r_at`` and DoG pair ``s_idx`` (see
+    :func:`_plane_candidates`). Each candidate's values depend on the
+    image and on it alone."""
+    from .. import _kernel
+
+    sp = min(spacing_yx)
     sigma_eff = sig[s_idx] * math.sqrt(SCALE_RATIO)  # geometric mean of the pair
     diameter_mm = np.clip(2 * math.sqrt(2) * sigma_eff * sp, p.min_diameter_mm, p.max_diameter_mm)
     blob_radius_px = (sigma_eff * math.sqrt(2)).astype(np.float32)
@@ -330,14 +497,14 @@ def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: Detecti
     # a fixed physical scale beyond any MC: large (benign) objects respond there
     sL = np.full(len(rr), LARGE_OBJECT_SIGMA_MM / sp, dtype=np.float32)
     h3 = _kernel.local_hessian(img, r32, c32, sL, HESSIAN_TRUNCATE, nthreads).astype(np.float64)
-    lev, nsd = nlf if nlf is not None else noise_level_function(img, mask)
+    lev, nsd = nlf if nlf is not None else noise_level_function(img, mask, n_threads=nthreads)
     nlf_sd = np.interp(h2[0], lev, nsd)
     with np.errstate(divide="ignore", invalid="ignore"):
         cnr = np.where(nlf_sd > 0, contrast / nlf_sd, 0.0)
     out = dict(row=rr.astype(np.int64), col=cc.astype(np.int64), snr=snr, noise=noise,
                diameter_mm=diameter_mm, contrast=contrast, cnr=cnr, peak=peak,
                area_mm2=area * spacing_yx[0] * spacing_yx[1], elongation=elong,
-               response=resp[rr, cc].astype(np.float64), nlf_sd=nlf_sd, bg_std=bg_std,
+               response=r_at.astype(np.float64), nlf_sd=nlf_sd, bg_std=bg_std,
                sigma_px=sigma_eff, area_px=area)
     for k, name in enumerate(("g", "rr", "rc", "cc")):
         out["h1_" + name] = h1[k]
@@ -394,6 +561,40 @@ def _merge_slices(per_slice: list[dict], radius_px: float) -> dict:
         loser = np.where(rank[i] < rank[j], j, i)
         keep[loser] = False
     return {k: v[keep] for k, v in allc.items()}
+
+
+def _merge_and_measure(planes, pre: list[tuple], spacing_yx, p: DetectionParams, nthreads: int,
+                       sig: np.ndarray, nlf, check: Callable[[], None]) -> dict:
+    """The candidates of a stack: the slices' candidates (``pre``: for each
+    slice its mask and candidates from :func:`_plane_candidates`) merged
+    across slices (:func:`_merge_slices`),
+    the ``max_candidates`` of highest SNR kept, and only those measured
+    (:func:`_measure`, on their slice). Neither step looks at the
+    measurements, and a candidate's measurements depend on its slice alone,
+    so this is measuring every slice's candidates, merging and keeping the
+    strongest, in the same order -- without measuring what is dropped."""
+    lite = [dict(row=rr.astype(np.int64), col=cc.astype(np.int64), snr=snr,
+                 slice=np.full(len(rr), s, dtype=np.int64), k=np.arange(len(rr)))
+            for s, (_, (rr, cc, snr, *_rest)) in enumerate(pre)]
+    m = _merge_slices(lite, p.nms_radius_mm / min(spacing_yx))
+    if len(m["row"]) > p.max_candidates:
+        keep = _top_k(m["snr"], p.max_candidates)
+        m = {key: v[keep] for key, v in m.items()}
+    parts = []
+    for s in np.unique(m["slice"]):  # increasing: the merged order is by slice
+        check()
+        k = m["k"][m["slice"] == s]
+        mask, cand = pre[s]
+        d = _measure(_kernel_input(planes[s]), mask, spacing_yx, p, nthreads, sig, nlf,
+                     *(a[k] for a in cand))
+        d["slice"] = np.full(len(k), s, dtype=np.int64)
+        parts.append(d)
+    if not parts:  # nothing anywhere: the empty columns, as measured
+        d = _measure(_kernel_input(planes[0]), pre[0][0], spacing_yx, p, nthreads, sig, nlf,
+                     *_no_candidates())
+        d["slice"] = np.empty(0, dtype=np.int64)
+        parts.append(d)
+    return {key: np.concatenate([d[key] for d in parts]) for key in parts[0]}
 
 
 def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str], None] | None = None,
@@ -470,15 +671,22 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     t0 = time.perf_counter()
     report = progress or (lambda f, m: None)
     spacing_yx = spacing[-2:]
-    per = []
     shared_mask = mask
+    shared_bbox = _UNKNOWN
     def check():
         if cancel is not None and cancel():
             raise DetectionCancelled("detection cancelled")
 
+    nd = pixels.ndim
+    pre = []
+    stack_nlf = None  # a stack of one slice: that slice's own mask and NLF
     for s, plane in enumerate(planes):
         check()
         report(s / len(planes), f"detecting slice {s + 1}/{len(planes)}" if len(planes) > 1 else "detecting")
+        if nd == 2:
+            c = _detect_plane(plane, spacing_yx, p, n_threads, shared_mask, check)
+            c["slice"] = np.zeros(len(c["row"]), dtype=np.int64)
+            break
         if s == 0 and len(planes) > 1:
             # one breast outline and one noise-level function for the whole
             # stack (same breast, same detector), from (at most 8) evenly
@@ -488,16 +696,17 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
                 proj = some.mean(axis=0, dtype=np.float32)
                 shared_mask = breast_mask(proj, spacing_yx, skin_margin_mm=p.skin_margin_mm,
                                           n_threads=n_threads)
-            stack_nlf = noise_level_function(some, shared_mask)
-        c = _detect_plane(plane, spacing_yx, p, n_threads, shared_mask, check,
-                          stack_nlf if len(planes) > 1 else None)
-        c["slice"] = np.full(len(c["row"]), s, dtype=np.int64)
-        per.append(c)
+            stack_nlf = noise_level_function(some, shared_mask, n_threads=n_threads)
+            if shared_mask is not None:
+                shared_bbox = _mask_bbox(shared_mask)  # one crop for all slices
+        _, mask_s, sig, cand = _plane_candidates(plane, spacing_yx, p, n_threads, shared_mask, check,
+                                                 shared_bbox)
+        pre.append((mask_s, cand))
     check()
-    report(0.95, "clustering")
-
-    nd = pixels.ndim
-    c = per[0] if nd == 2 else _merge_slices(per, p.nms_radius_mm / min(spacing_yx))
+    report(0.9 if nd == 3 else 0.95, "measuring" if nd == 3 else "clustering")
+    if nd == 3:
+        c = _merge_and_measure(planes, pre, spacing_yx, p, n_threads, sig, stack_nlf, check)
+        report(0.95, "clustering")
     if len(c["row"]) > p.max_candidates:
         keep = _top_k(c["snr"], p.max_candidates)
         c = {k: v[keep] for k, v in c.items()}
@@ -511,23 +720,27 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     order = np.lexsort((c["col"], c["row"], c["slice"]))
     c = {k: v[order] for k, v in c.items()}
     score = score[order]
+    y_mm, x_mm = c["row"] * spacing_yx[0], c["col"] * spacing_yx[1]
+    # clusters as assign_clusters() sets them (every status is "candidate"),
+    # from the arrays rather than through the DataFrame
+    pos = [y_mm, x_mm] if nd == 2 else [c["slice"] * spacing[0], y_mm, x_mm]
+    cluster_id = _cluster_ids(np.column_stack(pos), score >= p.cluster_min_score, p)
     calcs = pd.DataFrame({
         "calc_id": np.arange(n, dtype=np.int64),
         "row": c["row"],
         "col": c["col"],
-        "y_mm": c["row"] * spacing_yx[0],
-        "x_mm": c["col"] * spacing_yx[1],
+        "y_mm": y_mm,
+        "x_mm": x_mm,
         "diameter_mm": c["diameter_mm"],
         "contrast": c["contrast"],
         "cnr": c["cnr"],
         "score": score,
-        "cluster_id": np.full(n, NO_CLUSTER, dtype=np.int64),
+        "cluster_id": cluster_id,
         "status": pd.Series(["candidate"] * n, dtype=object),
     })
     if nd == 3:
-        calcs.insert(0, "z_mm", c["slice"] * spacing[0])
+        calcs.insert(0, "z_mm", pos[0])
         calcs.insert(0, "slice", c["slice"])
-    assign_clusters(calcs, p, nd)
     clusters = cluster_table(calcs, spacing, ndim=nd)
     public = {"row", "col", "slice", "diameter_mm", "contrast", "cnr"}
     extra = pd.DataFrame({k: v for k, v in c.items() if k not in public})
@@ -549,9 +762,16 @@ def assign_clusters(calcs: pd.DataFrame, p: DetectionParams | None = None, ndim:
     detection and again after every review edit.
     """
     p = p or DetectionParams()
-    calcs["cluster_id"] = NO_CLUSTER
-    take = (calcs["status"] != "rejected") & (calcs["score"] >= p.cluster_min_score)
+    take = ((calcs["status"] != "rejected") & (calcs["score"] >= p.cluster_min_score)).to_numpy()
     cols = ["z_mm", "y_mm", "x_mm"] if ndim == 3 else ["y_mm", "x_mm"]
-    pts = calcs.loc[take, cols].to_numpy(float)
-    labels = cluster_calcifications(pts, radius_mm=p.cluster_radius_mm, min_size=int(p.min_cluster_size))
-    calcs.loc[take, "cluster_id"] = labels
+    calcs["cluster_id"] = _cluster_ids(calcs[cols].to_numpy(float), take, p)
+
+
+def _cluster_ids(points_mm: np.ndarray, take: np.ndarray, p: DetectionParams) -> np.ndarray:
+    """Cluster id of each point (:data:`NO_CLUSTER` where ``take`` is False
+    or the point is in no cluster): the clustering rule of
+    :func:`assign_clusters`, on arrays."""
+    ids = np.full(len(points_mm), NO_CLUSTER, dtype=np.int64)
+    ids[take] = cluster_calcifications(points_mm[take], radius_mm=p.cluster_radius_mm,
+                                       min_size=int(p.min_cluster_size))
+    return ids

@@ -92,7 +92,7 @@ CLUSTER_FEATURE_NAMES = (
 
 
 def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_bins: int = 24,
-                         max_samples: int = 150_000) -> tuple[np.ndarray, np.ndarray]:
+                         max_samples: int = 150_000, n_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Pixel noise as a function of the local mean signal, measured on the image.
 
     On a regular grid of sample pixels (every ``k``-th row and column, ``k``
@@ -115,6 +115,11 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
         Number of quantile bins of the local mean.
     max_samples : int
         Subsampling budget (a regular grid of rows and columns).
+    n_threads : int
+        Threads of the C kernel that gathers the samples and computes the
+        bins' medians for uint16 and float32 images (0: OpenMP default);
+        the result does not depend on it, nor on whether the kernel or
+        the NumPy code path runs.
 
     Returns
     -------
@@ -131,34 +136,64 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
         return np.array([0.0]), np.array([1.0])
     k = max(1, int(math.ceil(math.sqrt(n_planes * (h - 2) * (w - 2) / max_samples))))
     rs, cs = slice(1, h - 1, k), slice(1, w - 1, k)
-    rs_up, rs_dn = slice(0, h - 2, k), slice(2, h, k)
-    cs_lf, cs_rt = slice(0, w - 2, k), slice(2, w, k)
-    c = img[..., rs, cs].astype(np.float32)
-    nb = (img[..., rs_up, cs].astype(np.float32) + img[..., rs_dn, cs] + img[..., rs, cs_lf]
-          + img[..., rs, cs_rt]) * np.float32(0.25)
-    resid = (c - nb).ravel()
-    level = ((c + 4 * nb) * np.float32(0.2)).ravel()
-    if mask is not None:
-        m = np.broadcast_to(np.asarray(mask, dtype=bool)[rs, cs], c.shape).ravel()
-        if m.sum() >= 1000:
-            resid, level = resid[m], level[m]
+    kern = _nlf_kernel()
+    if kern is not None and img.dtype in (np.uint16, np.float32):
+        # the same samples from C (the same float32 arithmetic, no temporaries)
+        m = None
+        if mask is not None:
+            sm = np.ascontiguousarray(np.asarray(mask, dtype=bool)[rs, cs])
+            if n_planes * int(np.count_nonzero(sm)) >= 1000:
+                m = sm.view(np.uint8)
+        planes = img if img.ndim == 3 else img[None]
+        if planes.strides[-1] != planes.itemsize or planes.strides[-2] != w * planes.itemsize or (
+                n_planes > 1 and planes.strides[0] < h * w * planes.itemsize):
+            planes = np.ascontiguousarray(planes)
+        resid, level = kern.nlf_samples(planes, k, m, n_threads)
+    else:
+        rs_up, rs_dn = slice(0, h - 2, k), slice(2, h, k)
+        cs_lf, cs_rt = slice(0, w - 2, k), slice(2, w, k)
+        c = img[..., rs, cs].astype(np.float32)
+        nb = (img[..., rs_up, cs].astype(np.float32) + img[..., rs_dn, cs] + img[..., rs, cs_lf]
+              + img[..., rs, cs_rt]) * np.float32(0.25)
+        resid = (c - nb).ravel()
+        level = ((c + 4 * nb) * np.float32(0.2)).ravel()
+        if mask is not None:
+            m = np.broadcast_to(np.asarray(mask, dtype=bool)[rs, cs], c.shape).ravel()
+            if m.sum() >= 1000:
+                resid, level = resid[m], level[m]
     if resid.size < 50:
         sd = float(1.4826 * np.median(np.abs(resid - np.median(resid)))) / math.sqrt(1.25) if resid.size else 1.0
         return np.array([float(np.median(level)) if level.size else 0.0]), np.array([max(sd, _EPS)])
     n_bins = int(max(1, min(n_bins, resid.size // 500)))
-    # quantile bins of the level (selection, not a full sort), then the
-    # samples grouped by bin with a stable integer (radix) sort
-    edges = np.quantile(level, np.arange(1, n_bins) / n_bins)
-    b = np.searchsorted(edges, level, side="right").astype(np.uint8)
-    order = np.argsort(b, kind="stable")
-    chunks = [c for c in np.split(order, np.cumsum(np.bincount(b, minlength=n_bins))[:-1]) if len(c)]
-    n_bins = len(chunks)
-    lev = np.empty(n_bins)
-    sd = np.empty(n_bins)
-    for i, idx in enumerate(chunks):  # n_bins (<= 24) iterations, vectorised inside
-        r = resid[idx]
-        lev[i] = float(np.median(level[idx]))
-        sd[i] = 1.4826 * float(np.median(np.abs(r - np.median(r)))) / math.sqrt(1.25)
+    # quantile bins of the level; the quantiles depend on the values only,
+    # and a sorted copy is the fastest to select from
+    edges = np.quantile(np.sort(level), np.arange(1, n_bins) / n_bins)
+    binned = None
+    if kern is not None and level.dtype == np.float32 and resid.dtype == np.float32:
+        try:
+            # per bin: numpy.median of the levels and of |r - median(r)|, in C
+            binned = kern.nlf_bins(level, resid, np.ascontiguousarray(edges, dtype=np.float64),
+                                   n_threads)
+        except ValueError:  # non-finite samples (or unordered edges): NumPy below
+            binned = None
+    if binned is not None:
+        count, lev32, mad32 = binned
+        full = count > 0
+        n_bins = int(full.sum())
+        lev = lev32[full].astype(np.float64)
+        sd = 1.4826 * mad32[full].astype(np.float64) / math.sqrt(1.25)
+    else:
+        # the samples grouped by bin with a stable integer (radix) sort
+        b = np.searchsorted(edges, level, side="right").astype(np.uint8)
+        order = np.argsort(b, kind="stable")
+        chunks = [c for c in np.split(order, np.cumsum(np.bincount(b, minlength=n_bins))[:-1]) if len(c)]
+        n_bins = len(chunks)
+        lev = np.empty(n_bins)
+        sd = np.empty(n_bins)
+        for i, idx in enumerate(chunks):  # n_bins (<= 24) iterations, vectorised inside
+            r = resid[idx]
+            lev[i] = float(np.median(level[idx]))
+            sd[i] = 1.4826 * float(np.median(np.abs(r - np.median(r)))) / math.sqrt(1.25)
     if n_bins >= 3:
         padded = np.concatenate([[sd[0]], sd, [sd[-1]]])
         sd = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
@@ -168,6 +203,22 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
     # strictly increasing levels for interp
     lev, keep = np.unique(lev, return_index=True)
     return lev, sd[keep]
+
+
+#: Use the C kernel in noise_level_function (tests switch it off to compare
+#: with the NumPy code path).
+_NLF_KERNEL = True
+
+
+def _nlf_kernel():
+    """The compiled kernel module, or None (not built, or switched off)."""
+    if not _NLF_KERNEL:
+        return None
+    try:
+        from .. import _kernel
+    except ImportError:
+        return None
+    return _kernel if hasattr(_kernel, "nlf_bins") else None
 
 
 def _eig_sorted(hrr, hrc, hcc):
@@ -367,13 +418,15 @@ def candidate_probability(X: np.ndarray, positions_mm: np.ndarray, model: dict |
         Default: the shipped model.
     """
     model = model or load_model()
-    p1 = calc_probability(X, model)
     part = model.get("context")
     if part is None or len(X) == 0:
-        return p1
+        return calc_probability(X, model)
+    if list(model["calcification"]["features"]) != list(FEATURE_NAMES):
+        raise ValueError("calcification model features do not match this version of napari-calc")
     if list(part["features"]) != list(CONTEXT_FEATURE_NAMES):
         raise ValueError("context model features do not match this version of napari-calc")
     z1 = _logistic_logit(X, model["calcification"])
+    p1 = _sigmoid(z1)  # calc_probability(X, model), without computing z1 twice
     Xc = np.column_stack([z1, context_feature(positions_mm, p1, part.get("radius_mm"))])
     return _sigmoid(_logistic_logit(Xc, part))
 

@@ -220,6 +220,100 @@ static void stage_paths(void)
     free(out); free(x); free(mask); free(u);
 }
 
+/* The row-pitch (_ld) entry points read a crop of a larger buffer exactly
+ * as their contiguous counterparts read a copy of it; the noise-level
+ * function's sampling and binned medians on shapes from 3x3 up. Buffers
+ * end at the last pixel read, so any overrun shows under ASan. */
+static void crops_and_nlf(void)
+{
+    const ptrdiff_t shapes[][2] = {{1, 1}, {2, 3}, {3, 3}, {5, 40}, {33, 32}, {67, 131}, {131, 67}};
+    const double sig[] = {0.5, 0.8, 1.28, 2.05, 3.28, 5.24, 8.4};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const ptrdiff_t rows = shapes[s][0], cols = shapes[s][1], ld = cols + 5;
+        const size_t n = (size_t)rows * (size_t)cols, big = (size_t)(rows - 1) * (size_t)ld + (size_t)cols;
+        for (int dtype = 0; dtype < 2; dtype++) {
+            const size_t item = dtype == NCALC_U16 ? 2 : 4;
+            unsigned char *wide = malloc(big * item), *copy = malloc(n * item);
+            for (size_t i = 0; i < big; i++) {
+                if (dtype == NCALC_U16) ((uint16_t *)wide)[i] = (uint16_t)(rnd() % 4096);
+                else ((float *)wide)[i] = (float)(rnd() % 10000) / 7.0f;
+            }
+            for (ptrdiff_t r = 0; r < rows; r++)
+                memcpy(copy + (size_t)r * cols * item, wide + (size_t)r * ld * item, (size_t)cols * item);
+            float *r1 = malloc(n * 4), *r2 = malloc(n * 4);
+            uint8_t *s1 = malloc(n), *s2 = malloc(n);
+            for (int t = 1; t <= 2; t++) {
+                CHECK(ncalc_dog_octaves_ld(wide, dtype, rows, cols, ld, sig, 7, 3.0, 1.2, 16, r1, s1, t)
+                      == NCALC_OK, "octaves ld");
+                CHECK(ncalc_dog_octaves(copy, dtype, rows, cols, sig, 7, 3.0, 1.2, 16, r2, s2, t) == NCALC_OK,
+                      "octaves");
+                CHECK(memcmp(r1, r2, n * 4) == 0 && memcmp(s1, s2, n) == 0, "octaves ld = copy %tdx%td",
+                      rows, cols);
+            }
+            CHECK(ncalc_dog_octaves_ld(wide, dtype, rows, cols, cols - 1, sig, 7, 3.0, 1.2, 16, r1, s1, 1)
+                  == NCALC_EINVAL, "octaves ld < cols");
+            /* masks rows ld apart: tile noise and NMS as with a copy */
+            uint8_t *mwide = malloc(big), *mcopy = malloc(n);
+            for (size_t i = 0; i < big; i++) mwide[i] = (uint8_t)(rnd() % 3 != 0);
+            for (ptrdiff_t r = 0; r < rows; r++) memcpy(mcopy + r * cols, mwide + r * ld, (size_t)cols);
+            const ptrdiff_t tile = 4, gn = ((rows + 3) / 4) * ((cols + 3) / 4);
+            float *g1 = malloc(sizeof(float) * (size_t)gn), *g2 = malloc(sizeof(float) * (size_t)gn);
+            CHECK(ncalc_tile_noise_ld(r2, rows, cols, mwide, ld, tile, 2, g1, 2) == NCALC_OK, "tile ld");
+            CHECK(ncalc_tile_noise(r2, rows, cols, mcopy, tile, 2, g2, 2) == NCALC_OK, "tile");
+            CHECK(memcmp(g1, g2, sizeof(float) * (size_t)gn) == 0, "tile ld = copy");
+            CHECK(ncalc_tile_noise_ld(r2, rows, cols, mwide, cols - 1, tile, 2, g1, 2) == NCALC_EINVAL,
+                  "tile ld < cols");
+            for (ptrdiff_t i = 0; i < gn; i++) g2[i] = isnan(g2[i]) ? 1.0f : g2[i] * 0.01f;
+            int32_t *a = malloc(sizeof(int32_t) * 4 * n);
+            ptrdiff_t na = ncalc_nms_ld(r2, rows, cols, mwide, ld, g2, tile, 0.5f, 2, a, a + n, (ptrdiff_t)n);
+            ptrdiff_t nb = ncalc_nms(r2, rows, cols, mcopy, g2, tile, 0.5f, 2, a + 2 * n, a + 3 * n, (ptrdiff_t)n);
+            CHECK(na == nb && na >= 0, "nms ld count %td %td", na, nb);
+            for (ptrdiff_t i = 0; i < na && na == nb; i++)
+                CHECK(a[i] == a[2 * n + i] && a[n + i] == a[3 * n + i], "nms ld = copy");
+            CHECK(ncalc_nms_ld(r2, rows, cols, mwide, cols - 1, g2, tile, 0.5f, 2, a, a + n, 1) == NCALC_EINVAL,
+                  "nms ld < cols");
+            free(a); free(g1); free(g2); free(mwide); free(mcopy);
+
+            /* noise-level-function samples: planes of the copy, k = 1..3 */
+            for (ptrdiff_t k = 1; k <= 3; k++) {
+                if (rows < 3 || cols < 3) {
+                    CHECK(ncalc_nlf_samples(copy, dtype, 1, 0, rows, cols, cols, k, NULL, r1, r1, 1)
+                          == NCALC_EINVAL, "nlf small");
+                    continue;
+                }
+                const ptrdiff_t nr = (rows - 2 + k - 1) / k, nc = (cols - 2 + k - 1) / k;
+                uint8_t *sm = malloc((size_t)(nr * nc));
+                ptrdiff_t want = 0;
+                for (ptrdiff_t i = 0; i < nr * nc; i++) want += (sm[i] = (uint8_t)(rnd() % 2));
+                float *res = malloc(sizeof(float) * (size_t)(2 * nr * nc)), *lev = malloc(sizeof(float) * (size_t)(2 * nr * nc));
+                ptrdiff_t got = ncalc_nlf_samples(copy, dtype, 1, 0, rows, cols, cols, k, sm, res, lev, 1);
+                CHECK(got == want, "nlf samples %td of %td", got, want);
+                for (ptrdiff_t i = 0; i < got; i++) CHECK(isfinite(res[i]) && isfinite(lev[i]), "nlf finite");
+                got = ncalc_nlf_samples(wide, dtype, 1, 0, rows, cols, ld, k, NULL, res, lev, 1);
+                CHECK(got == nr * nc, "nlf samples all");
+                ptrdiff_t cnt[4];
+                float lm[4], md[4];
+                const double edges[3] = {100.0, 200.0, 400.0};
+                CHECK(ncalc_nlf_bins(lev, res, got, edges, 3, cnt, lm, md, 2) == NCALC_OK, "nlf bins");
+                CHECK(cnt[0] + cnt[1] + cnt[2] + cnt[3] == got, "nlf bins count");
+                for (int b = 0; b < 4; b++)
+                    CHECK(cnt[b] ? (isfinite(lm[b]) && md[b] >= 0) : isnan(lm[b]), "nlf bins values");
+                free(sm); free(res); free(lev);
+            }
+            free(wide); free(copy); free(r1); free(r2); free(s1); free(s2);
+        }
+    }
+    /* bins: no samples, one bin, bad arguments */
+    ptrdiff_t cnt[3];
+    float lm[3], md[3], v[2] = {1.0f, 2.0f}, inf[2] = {1.0f, INFINITY};
+    const double e2[2] = {1.5, 0.5};
+    CHECK(ncalc_nlf_bins(v, v, 0, NULL, 0, cnt, lm, md, 1) == NCALC_OK && cnt[0] == 0, "nlf bins empty");
+    CHECK(ncalc_nlf_bins(v, v, 2, NULL, 0, cnt, lm, md, 1) == NCALC_OK && cnt[0] == 2 && lm[0] == 1.5f &&
+          md[0] == 0.5f, "nlf bins one bin");
+    CHECK(ncalc_nlf_bins(v, v, 2, e2, 2, cnt, lm, md, 1) == NCALC_EINVAL, "nlf bins decreasing edges");
+    CHECK(ncalc_nlf_bins(inf, v, 2, NULL, 0, cnt, lm, md, 1) == NCALC_EINVAL, "nlf bins non-finite");
+}
+
 int main(void)
 {
     const ptrdiff_t shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {2, 9}, {9, 2}, {3, 5}, {5, 3},
@@ -232,6 +326,7 @@ int main(void)
     symmetry();
     bad_arguments();
     stage_paths();
+    crops_and_nlf();
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);
         return 1;

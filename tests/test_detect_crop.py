@@ -1,0 +1,166 @@
+"""Detection on the mask's bounding box (``detect._crop_box``) gives exactly
+what the whole-image computation gives: the DoG, tile noise and NMS run on
+a crop, the candidates and their measurements must not change by one bit."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import napari_calc
+from napari_calc import _kernel
+from napari_calc.core.phantom import make_phantom
+
+D = importlib.import_module("napari_calc.core.detect")  # the module (napari_calc.core.detect is the function)
+
+
+def _assert_same(a, b):
+    for x, y in ((a.calcifications, b.calcifications), (a.clusters, b.clusters), (a.extra, b.extra)):
+        pd.testing.assert_frame_equal(x, y, check_exact=True)
+
+
+@pytest.fixture
+def crops(monkeypatch):
+    """Records the crops detect takes (None: the whole image)."""
+    seen = []
+    real = D._crop_box
+
+    def spy(*a, **k):
+        box = real(*a, **k)
+        seen.append(box)
+        return box
+
+    monkeypatch.setattr(D, "_crop_box", spy)
+    return seen
+
+
+def _both(monkeypatch, image, spacing, **kw):
+    """detect with and without the crop (every candidate kept)."""
+    kw.setdefault("keep_min_score", 0.0)
+    cropped = napari_calc.detect(image, spacing, **kw)
+    monkeypatch.setattr(D, "_CROP_TO_MASK", False)
+    whole = napari_calc.detect(image, spacing, **kw)
+    monkeypatch.setattr(D, "_CROP_TO_MASK", True)
+    return cropped, whole
+
+
+def _cropped(box, shape):
+    assert box is not None
+    r0, r1, c0, c1 = box
+    assert 0 <= r0 < r1 <= shape[0] and 0 <= c0 < c1 <= shape[1]
+    assert (r1 - r0) * (c1 - c0) < shape[0] * shape[1]
+
+
+@pytest.mark.parametrize("spacing", [0.05, 0.07, 0.1, 0.14, 0.2])
+def test_dog_support_bounds_where_a_crop_changes_the_response(spacing):
+    # the DoG of an aligned crop equals the whole image's DoG at every pixel
+    # at least _dog_support away from the crop's edges that are not image
+    # edges (a rough image: noise has every frequency)
+    rng = np.random.default_rng(int(spacing * 100))
+    img = rng.integers(0, 4000, size=(700, 650), dtype=np.uint16)
+    sig = D.dog_sigmas(spacing, 0.15, 1.0)
+    plan = D._octave_plan(sig, *img.shape)
+    sup = D._dog_support(plan)
+    align = 2 ** (len(plan) - 1)
+    full, fscale = _kernel.dog_octaves(img, sig, D.TRUNCATE, D.OCTAVE_SPLIT_SIGMA, 16, 0)
+    for r0, r1, c0, c1 in [(2 * align, 700 - 37, 3 * align, 650 - 101), (0, 411, align, 650),
+                           (align, 700, 0, 333)]:
+        if [p[:2] for p in D._octave_plan(sig, r1 - r0, c1 - c0)] != [p[:2] for p in plan]:
+            continue
+        resp, scale = _kernel.dog_octaves(np.ascontiguousarray(img[r0:r1, c0:c1]), sig, D.TRUNCATE,
+                                          D.OCTAVE_SPLIT_SIGMA, 16, 0)
+        a = sup if r0 > 0 else 0
+        b = (r1 - r0) - (sup if r1 < 700 else 0)
+        c = sup if c0 > 0 else 0
+        d = (c1 - c0) - (sup if c1 < 650 else 0)
+        assert a < b and c < d
+        np.testing.assert_array_equal(resp[a:b, c:d], full[r0 + a:r0 + b, c0 + c:c0 + d])
+        np.testing.assert_array_equal(scale[a:b, c:d], fscale[r0 + a:r0 + b, c0 + c:c0 + d])
+        # and the bound is needed: next to a cut edge the crop does differ
+        # (the response there depends on what was cut off)
+        if r0 > 0:
+            assert not np.array_equal(resp[:a], full[r0:r0 + a, c0:c1])
+
+
+@pytest.mark.parametrize("seed,spacing", [(0, 0.07), (1, 0.1), (2, 0.2)])
+def test_crop_to_breast_is_exact_on_phantoms(monkeypatch, crops, seed, spacing):
+    shape = (700, 560) if spacing < 0.1 else None
+    ph = make_phantom(seed=seed, spacing_mm=spacing, shape=shape)
+    cropped, whole = _both(monkeypatch, ph.image, None)
+    _cropped(crops[0], ph.image.pixels.shape)
+    assert len(cropped.calcifications) > 10
+    _assert_same(cropped, whole)
+
+
+def _blobs(shape, seed, n=40):
+    """A noisy flat image with small bright blobs (candidates everywhere)."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(1000.0, 20.0, size=shape)
+    yy, xx = np.mgrid[-6:7, -6:7]
+    spot = 300.0 * np.exp(-(yy ** 2 + xx ** 2) / (2 * 1.5 ** 2))
+    for r, c in zip(rng.integers(6, shape[0] - 7, n), rng.integers(6, shape[1] - 7, n)):
+        img[r - 6:r + 7, c - 6:c + 7] += spot
+    return np.clip(img, 0, 65535).astype(np.uint16)
+
+
+@pytest.mark.parametrize("where", ["top-right", "bottom-left", "inside"])
+def test_user_mask_at_the_image_edge_and_inside(monkeypatch, crops, where):
+    img = _blobs((600, 500), 3, n=120)
+    mask = np.zeros(img.shape, bool)
+    if where == "top-right":
+        mask[:250, 300:] = True
+    elif where == "bottom-left":
+        mask[380:, :170] = True
+    else:
+        mask[200:330, 170:290] = True
+    cropped, whole = _both(monkeypatch, img, 0.1, mask=mask)
+    _cropped(crops[0], img.shape)
+    assert len(cropped.calcifications) > 3
+    _assert_same(cropped, whole)
+
+
+@pytest.mark.parametrize("size", [1, 5, 20])
+def test_tiny_mask(monkeypatch, crops, size):
+    # too few pixels for any noise tile: the noise comes from the masked
+    # pixels of the whole image sampled every 3rd row and column (the image
+    # has over 9 Mpixels; the crop does not start on that grid), or, with
+    # fewer than 2 such samples, from the whole image's response. A blob
+    # sits in the mask, off the sampling grid.
+    img = _blobs((3000, 3050), 5, n=0)
+    r, c = 1001, 1501
+    yy, xx = np.mgrid[-6:7, -6:7]
+    img[r - 6:r + 7, c - 6:c + 7] += (3000 * np.exp(-(yy ** 2 + xx ** 2) / 4.5)).astype(np.uint16)
+    mask = np.zeros(img.shape, bool)
+    h = size // 2
+    mask[r - h:r - h + size, c - h:c - h + size] = True
+    cropped, whole = _both(monkeypatch, img, 0.07, mask=mask)
+    _cropped(crops[0], img.shape)
+    assert crops[0][0] % 3 and crops[0][2] % 3
+    assert (r, c) in set(zip(cropped.calcifications["row"], cropped.calcifications["col"]))
+    _assert_same(cropped, whole)
+
+
+def test_empty_mask(monkeypatch):
+    img = _blobs((300, 280), 7)
+    cropped, whole = _both(monkeypatch, img, 0.1, mask=np.zeros(img.shape, bool))
+    assert len(cropped.calcifications) == 0 and len(cropped.clusters) == 0
+    _assert_same(cropped, whole)
+
+
+def test_no_mask_means_no_crop(monkeypatch, crops):
+    img = _blobs((300, 280), 8)
+    det = napari_calc.detect(img, 0.1, use_mask=False, keep_min_score=0.0)
+    assert crops == []
+    assert len(det.calcifications) > 10
+
+
+def test_stack_one_crop_for_all_slices(monkeypatch, crops):
+    ph = make_phantom(seed=2, n_slices=4, spacing_mm=0.2)
+    cropped, whole = _both(monkeypatch, ph.image, None)
+    assert len(crops) == 4 and len(set(crops)) == 1
+    _cropped(crops[0], ph.image.pixels.shape[1:])
+    assert len(cropped.calcifications) > 10
+    _assert_same(cropped, whole)

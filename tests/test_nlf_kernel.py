@@ -1,0 +1,126 @@
+"""The noise-level function's C kernel (``_kernel.nlf_samples`` and
+``_kernel.nlf_bins``) gives bit-identical results to its NumPy reference
+(the code path ``noise_level_function`` takes without the kernel)."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from napari_calc import _kernel
+
+S = importlib.import_module("napari_calc.core.score")
+
+
+def _nlf_both(monkeypatch, img, mask=None, **kw):
+    a = S.noise_level_function(img, mask, **kw)
+    monkeypatch.setattr(S, "_NLF_KERNEL", False)
+    b = S.noise_level_function(img, mask, **kw)
+    monkeypatch.setattr(S, "_NLF_KERNEL", True)
+    return a, b
+
+
+def _same(a, b):
+    for x, y in zip(a, b):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(x.view(np.uint64), y.view(np.uint64))  # bits, signed zeros too
+
+
+def _image(rng, kind, h, w):
+    if kind == "u16":
+        return rng.integers(0, 60000, (h, w)).astype(np.uint16)
+    if kind == "u16-ties":  # few grey levels: many equal values in every bin
+        return rng.integers(0, 5, (h, w)).astype(np.uint16)
+    if kind == "f32":
+        return rng.normal(0, 3, (h, w)).astype(np.float32)
+    if kind == "f32-zeros":  # some negative zeros
+        img = rng.integers(-2, 3, (h, w)).astype(np.float32)
+        img[img == 0] = -0.0
+        return img
+    # mostly negative zeros: medians of -0.0 values (numpy.median gives +0.0)
+    return np.where(rng.random((h, w)) < 0.05, np.float32(1.0), np.float32(-0.0))
+
+
+@pytest.mark.parametrize("kind", ["u16", "u16-ties", "f32", "f32-zeros", "f32-negzero"])
+def test_nlf_kernel_matches_numpy_path(monkeypatch, kind):
+    rng = np.random.default_rng(len(kind))
+    for _ in range(25):
+        h, w = (int(v) for v in rng.integers(3, 300, 2))
+        img = _image(rng, kind, h, w)
+        mask = rng.random((h, w)) < rng.random() if rng.random() < 0.6 else None
+        if rng.random() < 0.3:  # a stack, maybe every other plane of one
+            img = np.stack([img, img[::-1].copy(), np.full_like(img, img[0, 0])])[:: int(rng.integers(1, 3))]
+        kw = dict(max_samples=int(rng.integers(100, 100_000)), n_bins=int(rng.integers(1, 40)))
+        _same(*_nlf_both(monkeypatch, img, mask, **kw))
+
+
+def test_nlf_kernel_on_a_phantom_and_threads(monkeypatch):
+    from napari_calc.core.mask import breast_mask
+    from napari_calc.core.phantom import make_phantom
+
+    img = make_phantom(seed=4, spacing_mm=0.2).image.pixels
+    mask = breast_mask(img, 0.2)
+    ref = _nlf_both(monkeypatch, img, mask)
+    _same(*ref)
+    assert len(ref[0][0]) >= 20
+    for nt in (1, 2, 3):
+        _same(S.noise_level_function(img, mask, n_threads=nt), ref[1])
+    _same(*_nlf_both(monkeypatch, img.astype(np.float32) * np.float32(0.3), mask))
+
+
+def test_nlf_non_finite_falls_back_to_numpy(monkeypatch):
+    rng = np.random.default_rng(3)
+    img = rng.normal(100, 5, (200, 180)).astype(np.float32)
+    img[50, 51] = np.inf
+    img[101, 91] = np.nan
+    a, b = _nlf_both(monkeypatch, img, max_samples=20_000)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)  # NaN == NaN here
+    with pytest.raises(ValueError):
+        _kernel.nlf_bins(np.array([1.0, np.inf], np.float32), np.zeros(2, np.float32), np.array([0.5]))
+
+
+def test_nlf_samples_match_numpy_expression():
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 4000, (3, 61, 47)).astype(np.uint16)
+    for k in (1, 2, 7):
+        rs, cs = slice(1, 60, k), slice(1, 46, k)
+        c = img[:, rs, cs].astype(np.float32)
+        nb = (img[:, 0:59:k, cs].astype(np.float32) + img[:, 2:61:k, cs] + img[:, rs, 0:45:k]
+              + img[:, rs, 2:47:k]) * np.float32(0.25)
+        sm = rng.random(c.shape[1:]) < 0.5
+        want = np.broadcast_to(sm, c.shape)
+        resid, level = _kernel.nlf_samples(img, k, np.ascontiguousarray(sm).view(np.uint8))
+        np.testing.assert_array_equal(resid, (c - nb)[want])
+        np.testing.assert_array_equal(level, ((c + 4 * nb) * np.float32(0.2))[want])
+        resid, level = _kernel.nlf_samples(img[1], k)
+        np.testing.assert_array_equal(resid, (c - nb)[1].ravel())
+    with pytest.raises(ValueError):
+        _kernel.nlf_samples(img[:, :, ::2], 1)  # planes not contiguous
+    with pytest.raises(ValueError):
+        _kernel.nlf_samples(img[0], 2, np.ones((3, 3), np.uint8))  # wrong sample-mask shape
+    with pytest.raises(TypeError):
+        _kernel.nlf_samples(img[0].astype(np.int32), 2)
+
+
+def test_nlf_bins_are_numpy_medians():
+    rng = np.random.default_rng(6)
+    for n in (0, 1, 2, 3, 10, 1001, 5000):
+        level = rng.integers(0, 50, n).astype(np.float32)
+        resid = rng.normal(0, 2, n).astype(np.float32)
+        edges = np.sort(rng.integers(0, 50, 5)).astype(np.float64)
+        count, lev, mad = _kernel.nlf_bins(level, resid, edges, 2)
+        b = np.searchsorted(edges, level, side="right")
+        for i in range(6):
+            sel = b == i
+            assert count[i] == sel.sum()
+            if not sel.any():
+                assert np.isnan(lev[i]) and np.isnan(mad[i])
+                continue
+            r = resid[sel]
+            assert lev[i].tobytes() == np.median(level[sel]).tobytes()
+            assert mad[i].tobytes() == np.median(np.abs(r - np.median(r))).tobytes()
+    with pytest.raises(ValueError):  # decreasing edges
+        _kernel.nlf_bins(np.ones(3, np.float32), np.ones(3, np.float32), np.array([2.0, 1.0]))
