@@ -153,7 +153,7 @@ def test_full_field_run_keeps_event_loop_responsive_and_results_stay_on_start_la
     import time
 
     from gui_helpers import full_field_image
-    from qtpy.QtCore import QTimer
+    from qtpy.QtCore import Qt, QTimer
 
     viewer = make_napari_viewer()
     detect_w, _ = dock_both(viewer)
@@ -162,8 +162,9 @@ def test_full_field_run_keeps_event_loop_responsive_and_results_stay_on_start_la
     detect_w.image_combo.value = ff
 
     ticks, done = [], []
-    period = 0.005  # s; detection now takes ~0.15-0.3 s, so a fine timer
+    period = 0.002  # s; a full-field detection takes ~0.1-0.2 s, so a fine, precise timer
     timer = QTimer()
+    timer.setTimerType(Qt.TimerType.PreciseTimer)
     timer.setInterval(int(period * 1000))
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     # the worker's last progress message ("done") marks the end of the computation;
