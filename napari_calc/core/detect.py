@@ -531,35 +531,61 @@ def _score(c: dict, spacing: tuple[float, ...]) -> np.ndarray:
     return candidate_probability(X, np.column_stack(pos).astype(float), model)
 
 
+def _near_pairs(ra, ca, rb, cb, radius: float, same: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``(i, j)`` of points ``a[i]``, ``b[j]`` (integer rows and
+    columns) at most ``radius`` apart; with ``same`` (``a`` is ``b``) each
+    pair once, ``i < j``. Sort by row, then for each point of ``a`` the run
+    of ``b`` within ``radius`` rows, filtered by the exact distance."""
+    ob = np.argsort(rb, kind="stable")
+    rbs = rb[ob]
+    k = int(math.floor(radius))
+    lo = np.searchsorted(rbs, ra - k, side="left")
+    hi = np.searchsorted(rbs, ra + k, side="right")
+    cnt = hi - lo
+    i = np.repeat(np.arange(len(ra)), cnt)
+    j = ob[np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(int(cnt.sum()))]
+    ok = (ra[i] - rb[j]) ** 2 + (ca[i] - cb[j]) ** 2 <= radius ** 2
+    if same:
+        ok &= i < j
+    return i[ok], j[ok]
+
+
 def _merge_slices(per_slice: list[dict], radius_px: float) -> dict:
     """3-D non-maximum suppression: one calcification spans a few slices;
     a detection is dropped when a stronger one (higher SNR; on ties, the
-    earlier slice) lies within ``radius_px`` in-plane on the same or an
-    adjacent slice. Vectorised over candidate pairs (k-d tree)."""
+    earlier one in slice order) lies within ``radius_px`` in-plane on the
+    same or an adjacent slice. Vectorised over the candidate pairs of each
+    slice and of each pair of adjacent slices."""
     if not per_slice:
         return {}
-    from scipy.spatial import cKDTree
-
     allc = {k: np.concatenate([d[k] for d in per_slice]) for k in per_slice[0]}
     n = len(allc["row"])
     if n == 0:
         return allc
-    # slice distance 1 counts as radius_px + 1 so only adjacent slices link
-    pts = np.column_stack([allc["slice"] * (radius_px + 1.0), allc["row"], allc["col"]]).astype(float)
-    order = np.argsort(-allc["snr"], kind="stable")
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    bound = math.sqrt(2.0) * (radius_px + 1.0) + 1e-9
-    pairs = cKDTree(pts).query_pairs(r=bound, output_type="ndarray")
+    row = allc["row"].astype(np.int64)
+    col = allc["col"].astype(np.int64)
+    sl = allc["slice"]
+    by_slice = {int(v): np.flatnonzero(sl == v) for v in np.unique(sl)}
+    found_i, found_j = [], []
+    for v, ia in by_slice.items():
+        for w, same in ((v, True), (v + 1, False)):
+            ib = by_slice.get(w)
+            if ib is None:
+                continue
+            i, j = _near_pairs(row[ia], col[ia], row[ib], col[ib], radius_px, same)
+            found_i.append(ia[i])
+            found_j.append(ib[j])
     keep = np.ones(n, dtype=bool)
-    if len(pairs):
-        i, j = pairs[:, 0], pairs[:, 1]
-        ds = np.abs(allc["slice"][i] - allc["slice"][j])
-        d2 = (allc["row"][i] - allc["row"][j]) ** 2 + (allc["col"][i] - allc["col"][j]) ** 2
-        link = (ds <= 1) & (d2 <= radius_px ** 2)
-        i, j = i[link], j[link]
-        loser = np.where(rank[i] < rank[j], j, i)
-        keep[loser] = False
+    i = np.concatenate(found_i)
+    j = np.concatenate(found_j)
+    if len(i):
+        # the stronger of a linked pair: higher SNR, NaN weakest, ties to the
+        # earlier index (the order of a stable sort by decreasing SNR)
+        si, sj = allc["snr"][i], allc["snr"][j]
+        ni, nj = np.isnan(si), np.isnan(sj)
+        first = i < j
+        i_wins = (si > sj) | ((si == sj) & first) | (~ni & nj) | (ni & nj & first)
+        keep[np.where(i_wins, j, i)] = False
     return {k: v[keep] for k, v in allc.items()}
 
 
