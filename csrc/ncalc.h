@@ -116,11 +116,12 @@ ptrdiff_t ncalc_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                     float k, int radius,
                     int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out);
 
-/* ncalc_nms with the mask's rows mask_ld >= cols bytes apart. */
+/* ncalc_nms with the mask's rows mask_ld >= cols bytes apart, on nthreads
+ * threads (<= 0: the OpenMP default; ncalc_nms uses that). */
 ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                        const uint8_t *mask, ptrdiff_t mask_ld, const float *grid, ptrdiff_t tile,
                        float k, int radius,
-                       int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out);
+                       int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out, int nthreads);
 
 /*
  * Candidate features, one candidate i at (rows[i], cols[i]) with blob radius

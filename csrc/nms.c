@@ -9,9 +9,12 @@
  * over each tile's run of columns (no division per pixel) and is tested
  * first, 32 pixels at a time with a branch-free loop: almost every pixel of
  * a response fails it, so the whole pass costs about one read of resp (and
- * mask). Only the pixels above threshold get their (2 radius + 1)^2 window
- * maximum computed, in the order a separable max filter would use, so
- * the peaks (ties and NaNs included) are those of
+ * mask). The pixels above threshold are compared with their 8 neighbours,
+ * four at a time (SSE2), and only those with no larger neighbour are
+ * compared with their whole (2 radius + 1)^2 window. When the rows a chunk
+ * reaches hold a NaN, the chunk is done again comparing each pixel above
+ * threshold with its window maximum reduced in the order a separable max
+ * filter would use. So the peaks (ties and NaNs included) are those of
  * (resp > thr) & (resp >= max_filter(resp)) & mask.
  */
 #include "ncalc.h"
@@ -168,6 +171,46 @@ static inline int larger_neighbour(const float *resp, ptrdiff_t rows, ptrdiff_t 
     return gt;
 }
 
+/* Of the pixels c + j (bit j of bits, j < 16) of row r, those with no
+ * larger pixel in their 3 x 3 block clipped to the image: the bits that
+ * pass !larger_neighbour(). Away from the first and last columns, four
+ * pixels at a time with SSE2 (the rows above and below are clamped to the
+ * image as larger_neighbour() clamps them: comparing with the pixel's own
+ * row again changes nothing). The same comparisons (n > v), so the same
+ * answer, NaNs included. */
+static inline unsigned no_larger3(const float *resp, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t r,
+                                  ptrdiff_t c, unsigned bits)
+{
+#ifdef NCALC_SSE2
+    if (c >= 1 && c + 17 <= cols) {
+        const float *mid = resp + r * cols + c;
+        const float *up = resp + (r > 0 ? r - 1 : r) * cols + c;
+        const float *dn = resp + (r + 1 < rows ? r + 1 : r) * cols + c;
+        unsigned keep = 0;
+        for (int q = 0; q < 16; q += 4) {
+            if (!((bits >> q) & 0xfu)) continue;
+            const __m128 v = _mm_loadu_ps(mid + q);
+            __m128 g = _mm_or_ps(_mm_cmpgt_ps(_mm_loadu_ps(mid + q - 1), v),
+                                 _mm_cmpgt_ps(_mm_loadu_ps(mid + q + 1), v));
+            g = _mm_or_ps(g, _mm_or_ps(_mm_cmpgt_ps(_mm_loadu_ps(up + q - 1), v),
+                                       _mm_cmpgt_ps(_mm_loadu_ps(up + q), v)));
+            g = _mm_or_ps(g, _mm_or_ps(_mm_cmpgt_ps(_mm_loadu_ps(up + q + 1), v),
+                                       _mm_cmpgt_ps(_mm_loadu_ps(dn + q - 1), v)));
+            g = _mm_or_ps(g, _mm_or_ps(_mm_cmpgt_ps(_mm_loadu_ps(dn + q), v),
+                                       _mm_cmpgt_ps(_mm_loadu_ps(dn + q + 1), v)));
+            keep |= (~(unsigned)_mm_movemask_ps(g) & 0xfu) << q;
+        }
+        return bits & keep;
+    }
+#endif
+    unsigned keep = bits;
+    for (unsigned w = bits; w; w &= w - 1) {
+        const int j = lowest_bit(w);
+        if (larger_neighbour(resp, rows, cols, r, c + j)) keep &= ~(1u << j);
+    }
+    return keep;
+}
+
 /* Peaks of rows [ra, rb). The threshold (and mask) test comes first, 16
  * pixels at a time without branches (SSE2 where available): almost every
  * pixel fails it. The pixels that pass are listed, and looked at once the
@@ -217,6 +260,9 @@ static void scan_rows(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const u
                             bits |= (unsigned)((row[x] > thr[x]) & (!mrow || mrow[x] != 0)) << (x - c);
                         }
                     }
+                    /* first pass: only the pixels with no larger 8-neighbour are
+                     * listed (the exact pass compares each with its window) */
+                    if (bits && !exact && radius > 0) bits = no_larger3(resp, rows, cols, r, c, bits);
                     while (bits) {
                         push(above, r, c + lowest_bit(bits));
                         bits &= bits - 1;
@@ -232,9 +278,8 @@ static void scan_rows(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const u
                 int peak;
                 if (exact)
                     peak = window_peak(resp, rows, cols, radius, pr, pc);
-                else
-                    peak = (radius == 0 || !larger_neighbour(resp, rows, cols, pr, pc)) &&
-                           (radius <= 1 || window_peak_finite(resp, rows, cols, radius, pr, pc));
+                else /* listed: no 8-neighbour is larger */
+                    peak = radius <= 1 || window_peak_finite(resp, rows, cols, radius, pr, pc);
                 if (peak) push(out, pr, pc);
             }
         }
@@ -249,13 +294,13 @@ ptrdiff_t ncalc_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                     int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out)
 {
     return ncalc_nms_ld(resp, rows, cols, mask, cols, grid, tile, k, radius, out_rows, out_cols,
-                        max_out);
+                        max_out, 0);
 }
 
 ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                        const uint8_t *mask, ptrdiff_t mask_ld, const float *grid, ptrdiff_t tile,
                        float k, int radius,
-                       int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out)
+                       int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out, int nthreads)
 {
     if (!resp || rows < 1 || cols < 1 || radius < 0 || max_out < 0) return NCALC_EINVAL;
     if (mask && mask_ld < cols) return NCALC_EINVAL;
@@ -267,7 +312,9 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
     ptrdiff_t nchunks = (rows + NMS_CHUNK - 1) / NMS_CHUNK;
     peaks_t *chunks = calloc((size_t)nchunks, sizeof(peaks_t));
     if (!chunks) return NCALC_ENOMEM;
-#pragma omp parallel for schedule(dynamic, 1)
+    const int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
     for (ptrdiff_t ch = 0; ch < nchunks; ch++) {
         ptrdiff_t ra = ch * NMS_CHUNK, rb = ra + NMS_CHUNK < rows ? ra + NMS_CHUNK : rows;
         float *thr = malloc(sizeof(float) * (size_t)cols);

@@ -34,7 +34,7 @@ cdef extern from "ncalc.h" nogil:
     Py_ssize_t ncalc_nms_ld(const float *resp, Py_ssize_t rows, Py_ssize_t cols,
                             const uint8_t *mask, Py_ssize_t mask_ld, const float *grid,
                             Py_ssize_t tile, float k, int radius, int32_t *out_rows,
-                            int32_t *out_cols, Py_ssize_t max_out)
+                            int32_t *out_cols, Py_ssize_t max_out, int nthreads)
     int ncalc_candidate_features(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
                                  const int32_t *cand_rows, const int32_t *cand_cols,
                                  const float *radius, Py_ssize_t n,
@@ -177,7 +177,7 @@ def tile_noise(cnp.float32_t[:, ::1] x not None, Py_ssize_t tile, mask=None,
 
 
 def nms(cnp.float32_t[:, ::1] resp not None, float k, int radius,
-        mask=None, cnp.float32_t[:, ::1] grid=None, Py_ssize_t tile=1):
+        mask=None, cnp.float32_t[:, ::1] grid=None, Py_ssize_t tile=1, int nthreads=0):
     """Peaks of resp above k (times the noise grid) that are window maxima.
     mask: uint8 of resp's shape whose rows are contiguous (a crop of a
     larger mask works without a copy)."""
@@ -201,7 +201,7 @@ def nms(cnp.float32_t[:, ::1] resp not None, float k, int radius,
         cc = np.empty(cap, np.int32)
         with nogil:
             n = ncalc_nms_ld(&resp[0, 0], resp.shape[0], resp.shape[1], m, ld, g, tile, k, radius,
-                             &rr[0], &cc[0], cap)
+                             &rr[0], &cc[0], cap, nthreads)
         if n < 0:
             _check(<int>n)
         if n <= cap:
@@ -296,7 +296,7 @@ cdef extern from "ncalc.h" nogil:
 
 
 def dog_octaves(cnp.ndarray img not None, sigmas, double truncate=4.0, double split_sigma=1.9,
-                int max_levels=16, int nthreads=0):
+                int max_levels=16, int nthreads=0, out=None):
     """Multi-scale DoG on a SIFT-like octave pyramid: pair i is computed
     at level L (grid 2^L pixels) while sigmas[i] < split_sigma * 2^L, each
     level being the previous level's last Gaussian decimated 2x, and the
@@ -304,15 +304,28 @@ def dog_octaves(cnp.ndarray img not None, sigmas, double truncate=4.0, double sp
     csrc/ncalc.h). max_levels=0 is dog_response. Returns (resp float32,
     scale uint8) like dog_response. img may be a crop of a larger
     C-contiguous image (rows contiguous, no copy): the result is that of a
-    copy."""
+    copy. out: an optional (resp, scale) pair of C-contiguous float32 and
+    uint8 arrays of img's shape to write into (memory reused across calls
+    costs no page faults); they are returned."""
     cdef Py_ssize_t ld = _row_pitch(img)
     cdef int dt = _pixel_code(img)
     cdef Py_ssize_t rows = img.shape[0], cols = img.shape[1]
     cdef cnp.ndarray[cnp.float64_t, ndim=1] sig = np.ascontiguousarray(sigmas, dtype=np.float64)
     if sig.ndim != 1 or sig.shape[0] < 2:
         raise ValueError("napari-calc kernel: invalid argument")
-    cdef cnp.ndarray[cnp.float32_t, ndim=2] resp = np.empty((rows, cols), np.float32)
-    cdef cnp.ndarray[cnp.uint8_t, ndim=2] scale = np.empty((rows, cols), np.uint8)
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] resp
+    cdef cnp.ndarray[cnp.uint8_t, ndim=2] scale
+    if out is None:
+        resp = np.empty((rows, cols), np.float32)
+        scale = np.empty((rows, cols), np.uint8)
+    else:
+        resp, scale = out
+        if (resp.shape[0] != rows or resp.shape[1] != cols or scale.shape[0] != rows
+                or scale.shape[1] != cols or not resp.flags.c_contiguous
+                or not scale.flags.c_contiguous or not resp.flags.writeable
+                or not scale.flags.writeable):
+            raise ValueError("napari-calc kernel: out must be writeable C-contiguous arrays of "
+                             "the image's shape")
     cdef const void *src = cnp.PyArray_DATA(img)
     cdef int n = <int>sig.shape[0]
     cdef int st

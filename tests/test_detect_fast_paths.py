@@ -136,3 +136,56 @@ def test_merge_slices_equals_the_plain_rule():
         assert got.keys() == want.keys()
         for k in want:
             np.testing.assert_array_equal(got[k], want[k])
+
+
+def _tables(det):
+    return det.calcifications, det.clusters, det.extra
+
+
+def _assert_same(a, b):
+    for x, y in zip(_tables(a), _tables(b)):
+        pd.testing.assert_frame_equal(x, y, check_exact=True)
+
+
+def test_reused_response_buffers_give_fresh_results(monkeypatch):
+    """detect carves each plane's DoG response from per-thread buffers it
+    keeps between calls: a larger image, then smaller ones and a stack in
+    the same buffers, and calls in two threads at once, give exactly what
+    freshly allocated arrays give."""
+    import threading
+
+    imgs = [make_phantom(seed=7, spacing_mm=0.1).image,
+            make_phantom(seed=8, spacing_mm=0.2).image,
+            make_phantom(seed=9, spacing_mm=0.1, size_mm=(60.0, 50.0)).image,
+            make_phantom(seed=10, spacing_mm=0.2, n_slices=3).image]
+    D.release_buffers()
+    reused = [napari_calc.detect(im) for im in imgs]
+    # kept between calls, sized by the largest crop (the breast's box)
+    assert 0.5 * imgs[0].pixels.size < D._SCRATCH.bufs[0].size <= imgs[0].pixels.size
+    # after a detection, the buffers hold its response: another call must
+    # not read stale values (every pixel of the crop is written)
+    D._SCRATCH.bufs[0][:] = np.nan
+    D._SCRATCH.bufs[1][:] = 255
+    again = [napari_calc.detect(im) for im in imgs]
+    monkeypatch.setattr(D, "_SCRATCH_MAX_PIXELS", 0)  # fresh arrays every time
+    fresh = [napari_calc.detect(im) for im in imgs]
+    for a, b, c in zip(reused, again, fresh):
+        _assert_same(a, c)
+        _assert_same(b, c)
+        assert len(c.calcifications) > 0
+    monkeypatch.undo()
+    out = {}
+
+    def run(k):
+        out[k] = [napari_calc.detect(im) for im in imgs[::-1]]
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(2):
+        for a, c in zip(out[k], fresh[::-1]):
+            _assert_same(a, c)
+    D.release_buffers()
+    assert D._SCRATCH.bufs is None

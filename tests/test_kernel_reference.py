@@ -1105,7 +1105,10 @@ def test_results_identical_for_1_and_2_threads(phantom_img):
     g1 = _kernel.tile_noise(r1, 24, None, 16, 1)
     g2 = _kernel.tile_noise(r1, 24, None, 16, 2)
     np.testing.assert_array_equal(g1, g2)
-    rr, cc = _kernel.nms(r1, 3.0, 2, None, g1, 24)
+    rr, cc = _kernel.nms(r1, 3.0, 2, None, g1, 24, 1)
+    for a, b in zip((rr, cc), _kernel.nms(r1, 3.0, 2, None, g1, 24, 2)):
+        np.testing.assert_array_equal(a, b)
+    assert len(rr) > 0
     rad = np.full(len(rr), 2.0, np.float32)
     np.testing.assert_array_equal(_kernel.candidate_features(img, rr, cc, rad, 1),
                                   _kernel.candidate_features(img, rr, cc, rad, 2))
@@ -1159,3 +1162,24 @@ def test_extension_rejects_non_contiguous_or_non_2d_input():
 def test_module_reports_build_mode():
     assert isinstance(_kernel.openmp_enabled(), bool)
     assert _kernel.max_threads() >= 1
+
+
+def test_dog_octaves_writes_into_given_arrays(phantom_img):
+    img = phantom_img
+    ref = _kernel.dog_octaves(img, PYR_SIGMAS, TRUNCATE, 1.5, 16, 0)
+    out = (np.full(img.shape, np.nan, np.float32), np.full(img.shape, 255, np.uint8))
+    got = _kernel.dog_octaves(img, PYR_SIGMAS, TRUNCATE, 1.5, 16, 0, out)
+    assert got[0] is out[0] and got[1] is out[1]
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+    bad = [(np.empty((img.shape[0] - 1, img.shape[1]), np.float32), out[1]),
+           (out[0], np.empty(img.shape, np.uint8)[:, ::-1]),
+           (np.empty(img.shape, np.float32).T.copy().T, out[1])]
+    ro = np.empty(img.shape, np.float32)
+    ro.flags.writeable = False
+    bad.append((ro, out[1]))
+    for b in bad:
+        with pytest.raises(ValueError):
+            _kernel.dog_octaves(img, PYR_SIGMAS, TRUNCATE, 1.5, 16, 0, b)
+    with pytest.raises((TypeError, ValueError)):  # wrong dtype
+        _kernel.dog_octaves(img, PYR_SIGMAS, TRUNCATE, 1.5, 16, 0, (out[0].astype(np.float64), out[1]))

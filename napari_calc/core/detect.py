@@ -49,6 +49,7 @@ Everything per pixel and per candidate runs in C with the GIL released.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -370,6 +371,35 @@ def _crop_box(shape: tuple[int, int], bbox: tuple[int, int, int, int], sig: np.n
 #: ``_detect_plane(bbox=...)`` default: compute the mask's bounding box.
 _UNKNOWN = object()
 
+# The DoG response and its scale map are scratch of _plane_candidates: each
+# thread keeps one pair of flat buffers and carves every plane's arrays
+# from it, so a run of images (a batch, the slices of a stack, the same
+# image again) writes into memory it already has instead of fresh pages
+# (which the system must fault in and zero: about 5 ms per full-field
+# image). Images above the cap are served fresh arrays; the memory is
+# held until the thread ends or release_buffers() is called.
+_SCRATCH = threading.local()
+_SCRATCH_MAX_PIXELS = 48_000_000  # 240 MB of response + scale
+
+
+def _dog_scratch(shape: tuple[int, int]):
+    """(resp float32, scale uint8) arrays of ``shape`` in this thread's
+    reusable buffers, or None above the cap (the kernel then allocates)."""
+    n = int(shape[0]) * int(shape[1])
+    if n > _SCRATCH_MAX_PIXELS:
+        return None
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None or bufs[0].size < n:
+        _SCRATCH.bufs = None  # the old pair goes before the new one comes
+        bufs = _SCRATCH.bufs = (np.empty(n, np.float32), np.empty(n, np.uint8))
+    return bufs[0][:n].reshape(shape), bufs[1][:n].reshape(shape)
+
+
+def release_buffers() -> None:
+    """Free the calling thread's reusable detection buffers (about 5 bytes
+    per pixel of the largest image it has processed)."""
+    _SCRATCH.bufs = None
+
 
 def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,
                   nthreads: int, mask: np.ndarray | None, check: Callable[[], None] = lambda: None,
@@ -431,7 +461,9 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     else:
         r0 = c0 = 0
         img_c, m8_c = img, m8
-    resp, scale = _kernel.dog_octaves(img_c, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads)
+    # resp and scale are scratch (see _dog_scratch): nothing below keeps a view of them
+    resp, scale = _kernel.dog_octaves(img_c, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads,
+                                      _dog_scratch(img_c.shape))
     check()
 
     grid = _kernel.tile_noise(resp, tile, m8_c, min_count=max(16, tile * tile // 8), nthreads=nthreads)
@@ -455,7 +487,7 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
         grid[bad] = global_noise
 
     check()
-    rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8_c, grid, tile)
+    rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8_c, grid, tile, nthreads)
     check()
     noise = grid[rr // tile, cc // tile].astype(np.float64)
     r_at = resp[rr, cc]

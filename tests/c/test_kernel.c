@@ -265,12 +265,12 @@ static void crops_and_nlf(void)
                   "tile ld < cols");
             for (ptrdiff_t i = 0; i < gn; i++) g2[i] = isnan(g2[i]) ? 1.0f : g2[i] * 0.01f;
             int32_t *a = malloc(sizeof(int32_t) * 4 * n);
-            ptrdiff_t na = ncalc_nms_ld(r2, rows, cols, mwide, ld, g2, tile, 0.5f, 2, a, a + n, (ptrdiff_t)n);
+            ptrdiff_t na = ncalc_nms_ld(r2, rows, cols, mwide, ld, g2, tile, 0.5f, 2, a, a + n, (ptrdiff_t)n, 0);
             ptrdiff_t nb = ncalc_nms(r2, rows, cols, mcopy, g2, tile, 0.5f, 2, a + 2 * n, a + 3 * n, (ptrdiff_t)n);
             CHECK(na == nb && na >= 0, "nms ld count %td %td", na, nb);
             for (ptrdiff_t i = 0; i < na && na == nb; i++)
                 CHECK(a[i] == a[2 * n + i] && a[n + i] == a[3 * n + i], "nms ld = copy");
-            CHECK(ncalc_nms_ld(r2, rows, cols, mwide, cols - 1, g2, tile, 0.5f, 2, a, a + n, 1) == NCALC_EINVAL,
+            CHECK(ncalc_nms_ld(r2, rows, cols, mwide, cols - 1, g2, tile, 0.5f, 2, a, a + n, 1, 0) == NCALC_EINVAL,
                   "nms ld < cols");
             free(a); free(g1); free(g2); free(mwide); free(mcopy);
 
