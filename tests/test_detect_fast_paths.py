@@ -189,3 +189,30 @@ def test_reused_response_buffers_give_fresh_results(monkeypatch):
             _assert_same(a, c)
     D.release_buffers()
     assert D._SCRATCH.bufs is None
+
+
+def test_ramp_basis_is_its_documented_formula():
+    """ramp_basis writes its columns in place; they are exactly the
+    documented ones, in order (this is what the shipped coefficients are
+    trained on)."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(0, 2, (257, 4))
+    X[:3] = [np.nan, np.inf, -np.inf, 0.0]
+    knots = [[-1.0, 0.0, 2.5], [], [0.3], [-2.0, 1.0]]
+    inter = [(0, 3), (2, 1)]
+    cols = []
+    for j, k in enumerate(knots):
+        x = X[:, j]
+        if not k:
+            cols.append(x)
+            continue
+        cols.append(np.minimum(x, k[0]))
+        cols += [np.clip(x, a, b) - a for a, b in zip(k[:-1], k[1:])]
+        cols.append(np.maximum(x, k[-1]) - k[-1])
+    cols += [np.maximum(X[:, i], 0.0) * (1.0 + np.clip(X[:, j], -1.0, 1.0)) for i, j in inter]
+    want = np.column_stack(cols)
+    got = S.ramp_basis(X, knots, inter)
+    assert got.shape == want.shape == (257, len(S.basis_groups(knots, inter)))
+    np.testing.assert_array_equal(got, want)
+    assert S.ramp_basis(X[:0], knots, inter).shape == (0, want.shape[1])
+    assert S.ramp_basis(X, [], []).shape == (257, 0)

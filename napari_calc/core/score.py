@@ -316,20 +316,33 @@ def ramp_basis(X: np.ndarray, knots, interactions=()) -> np.ndarray:
     a non-negative coefficient it is non-decreasing in ``x_i``.
     """
     X = np.asarray(X, float)
-    cols = []
+    knots = [np.asarray(k, float) for k in knots]
+    out = np.empty((len(X), len(basis_groups(knots, interactions))))
+    c = 0  # the next column, written in place (no per-column temporaries)
     for j, k in enumerate(knots):
         x = X[:, j]
-        k = np.asarray(k, float)
         if len(k) == 0:
-            cols.append(x)
+            out[:, c] = x
+            c += 1
             continue
-        cols.append(np.minimum(x, k[0]))
+        np.minimum(x, k[0], out=out[:, c])
+        c += 1
         for a, b in zip(k[:-1], k[1:]):
-            cols.append(np.clip(x, a, b) - a)
-        cols.append(np.maximum(x, k[-1]) - k[-1])
+            col = out[:, c]
+            np.clip(x, a, b, out=col)
+            col -= a
+            c += 1
+        col = out[:, c]
+        np.maximum(x, k[-1], out=col)
+        col -= k[-1]
+        c += 1
     for i, j in interactions:
-        cols.append(np.maximum(X[:, i], 0.0) * (1.0 + np.clip(X[:, j], -1.0, 1.0)))
-    return np.column_stack(cols) if cols else np.zeros((len(X), 0))
+        col = out[:, c]
+        np.clip(X[:, j], -1.0, 1.0, out=col)
+        col += 1.0
+        col *= np.maximum(X[:, i], 0.0)
+        c += 1
+    return out
 
 
 def basis_groups(knots, interactions=()) -> list[int]:
@@ -347,7 +360,9 @@ def _logistic_logit(X: np.ndarray, part: dict) -> np.ndarray:
     mu = np.asarray(part["mean"], float)
     sc = np.asarray(part["scale"], float)
     w = np.asarray(part["coef"], float)
-    z = ((X - mu) / sc) @ w + float(part["intercept"])
+    Z = X - mu  # in place from here: the same values, no more temporaries
+    Z /= sc
+    z = Z @ w + float(part["intercept"])
     if "calibration" in part:  # monotone recalibration of the log-odds
         cal = part["calibration"]
         z = np.interp(z, np.asarray(cal["z"], float), np.asarray(cal["logit"], float))
