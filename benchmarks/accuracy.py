@@ -65,11 +65,13 @@ MIN_D, MAX_D = 0.1, 1.0  # mm, the same diameter range for every method
 MAX_BASELINE_CANDIDATES = 3000
 
 
-def bench_config(seed: int) -> dict:
+def bench_config(seed: int, mc_shapes: str = "round") -> dict:
     """The benchmark phantom of ``seed``: default generator settings
     ("normal" difficulty, 2 clusters, 6 single MCs, vessels, ducts and benign
-    calcifications), with the density and laterality varying by seed."""
-    return dict(density=(0.2, 0.4, 0.6, 0.8)[seed % 4], laterality="LR"[seed % 2])
+    calcifications), with the density and laterality varying by seed.
+    ``mc_shapes`` (``--mc-shapes``): the MC morphology; the targets are
+    judged on the default, "round"."""
+    return dict(density=(0.2, 0.4, 0.6, 0.8)[seed % 4], laterality="LR"[seed % 2], mc_shapes=mc_shapes)
 
 
 def _cnr_score(img, rr, cc, radius_px):
@@ -186,12 +188,12 @@ def run_cv_dog(img, mask, sp):
 
 def run_one(job):
     """All methods on one phantom: (seed, spacing, {method: (calcs, clusters or None)}, truth, seconds)."""
-    seed, sp, methods = job
+    seed, sp, methods, mc_shapes = job
     from napari_calc.core.detect import detect
     from napari_calc.core.mask import breast_mask
     from napari_calc.core.phantom import make_phantom
 
-    ph = make_phantom(seed=seed, spacing_mm=sp, **bench_config(seed))
+    ph = make_phantom(seed=seed, spacing_mm=sp, **bench_config(seed, mc_shapes))
     img = ph.image.pixels
     mask = breast_mask(img, (sp, sp))
     out, secs = {}, {}
@@ -270,6 +272,9 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", default=["all"],
                     help="subset of: napari-calc blob_log blob_dog cv_dog (default all)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--mc-shapes", choices=("round", "linear", "mixed"), default="round",
+                    help="MC morphology of the phantoms (default round, the benchmark's; "
+                         "'linear': fine linear clusters and singles, a robustness check)")
     args = ap.parse_args(argv)
     if args.first_seed + args.n > 1000:
         ap.error("benchmark seeds must stay below 1000 (1000-1999 are training seeds)")
@@ -280,7 +285,8 @@ def main(argv=None):
     from napari_calc.core.evaluate import cluster_froc, froc, sensitivity_at
 
     t0 = time.time()
-    jobs = [(s, sp, methods) for sp in args.spacings for s in range(args.first_seed, args.first_seed + args.n)]
+    jobs = [(s, sp, methods, args.mc_shapes) for sp in args.spacings
+            for s in range(args.first_seed, args.first_seed + args.n)]
     with ProcessPoolExecutor(args.workers) as ex:
         results = list(ex.map(run_one, jobs))
     rows = []
@@ -308,7 +314,8 @@ def main(argv=None):
     table = pd.DataFrame(rows)
     strata = _cnr_strata(results, args.spacings, methods)
     print(f"# napari-calc accuracy benchmark: {args.n} phantoms per spacing, seeds "
-          f"{args.first_seed}-{args.first_seed + args.n - 1}, {len(jobs)} images, {time.time() - t0:.0f} s")
+          f"{args.first_seed}-{args.first_seed + args.n - 1}, {len(jobs)} images, {time.time() - t0:.0f} s"
+          + ("" if args.mc_shapes == "round" else f", MC shapes: {args.mc_shapes}"))
     print(f"# machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, python {platform.python_version()}")
     print("# sensitivity at FP/image (individual MCs) and at false clusters/image (clusters)")

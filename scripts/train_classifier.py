@@ -4,9 +4,10 @@
 Training uses generated phantoms ONLY, with seeds 1000-1999 (the accuracy
 benchmark, ``benchmarks/accuracy.py``, uses seeds 0-19, never seen here).
 Each training phantom draws its own spacing (0.05-0.2 mm, log-uniform, plus
-the three benchmark spacings), density, difficulty and laterality from its
-seed, so the model sees a broad range of acquisitions rather than the
-benchmark's exact settings.
+the three benchmark spacings), density, difficulty, laterality and MC
+morphology (round clusters only, or round and fine linear ones) from its
+seed, so the model sees a broad range of acquisitions and calcifications
+rather than the benchmark's exact settings.
 
 Stage 1 (calcifications): the detector's candidates (``detect()`` with
 ``keep_min_score=0``) are labelled 1 when matched to a truth MC with the
@@ -75,6 +76,10 @@ def phantom_config(seed: int) -> dict:
         laterality="L" if rng.random() < 0.5 else "R",
         n_clusters=int(rng.integers(1, 4)),
         n_singles=int(rng.integers(3, 10)),
+        # half the phantoms have fine linear (rod-like) clusters next to
+        # round ones, so that elongation alone does not mark a candidate
+        # as a vessel or duct (drawn last: the draws above are unchanged)
+        mc_shapes=str(rng.choice(["round", "mixed"])),
     )
 
 

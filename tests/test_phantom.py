@@ -20,12 +20,13 @@ def _peak_diff(full, omitted, row, col, radius_px):
     return diff, float(win.max())
 
 
-@pytest.mark.parametrize("for_processing", [False, True])
-def test_truth_contrast_is_the_built_contrast(for_processing):
+@pytest.mark.parametrize("for_processing, mc_shapes", [(False, "round"), (True, "round"),
+                                                       (False, "linear")])
+def test_truth_contrast_is_the_built_contrast(for_processing, mc_shapes):
     """Each MC's truth contrast equals the peak of (noise-free image) minus
     (noise-free image rendered without that MC), measured independently on
     the full images."""
-    kw = dict(SMALL, return_noise_free=True, for_processing=for_processing)
+    kw = dict(SMALL, return_noise_free=True, for_processing=for_processing, mc_shapes=mc_shapes)
     ph = make_phantom(11, **kw)
     calcs = ph.truth["calcifications"]
     assert len(calcs) >= 5
@@ -277,7 +278,60 @@ def test_shape_argument_and_small_images():
         make_phantom(1, shape=(250, 200), n_clusters=2)
 
 
+def _footprint_aspect(ph, c, **kw):
+    """Aspect ratio (sqrt of the eigenvalue ratio of the second moments) of
+    one MC's footprint: noise-free image minus the image without it."""
+    ph2 = make_phantom(ph.truth["seed"], omit_calc_ids=[c["calc_id"]], **kw)
+    d = ph.noise_free.astype(np.float64) - ph2.noise_free.astype(np.float64)
+    d[d < 0.2 * d.max()] = 0.0
+    yy, xx = np.nonzero(d)
+    w = d[yy, xx]
+    cov = np.cov(np.stack([yy, xx]), aweights=w)
+    ev = np.linalg.eigvalsh(cov)
+    return float(np.sqrt(ev[1] / ev[0]))
+
+
+def test_linear_mcs_change_only_the_shapes():
+    """mc_shapes="linear" gives rod-like MCs at the positions, attenuation
+    and clusters of the round ones of the same seed; "mixed" makes whole
+    clusters linear and keeps singles round."""
+    kw = dict(size_mm=(50.0, 45.0), n_clusters=2, n_singles=2, spacing_mm=0.05, return_noise_free=True)
+    rnd = make_phantom(21, **kw)
+    lin = make_phantom(21, mc_shapes="linear", **kw)
+    tr, tl = rnd.truth["calcifications"], lin.truth["calcifications"]
+    assert len(tr) == len(tl) >= 10
+    for a, b in zip(tr, tl):
+        for k in ("calc_id", "y_mm", "x_mm", "delta_mu", "cluster_id"):
+            assert a[k] == b[k]
+        assert a["shape"] == "round" and b["shape"] == "linear"
+        assert 0.1 <= b["diameter_mm"] <= 0.6
+    # the footprints: rods 2.5-5 times as long as wide, round ones < 2
+    for c in tl[::6]:
+        assert _footprint_aspect(lin, c, mc_shapes="linear", **kw) > 1.8
+    for c in tr[::6]:
+        assert _footprint_aspect(rnd, c, **kw) < 1.8
+    # the anatomy and noise are the same: away from the MCs the images
+    # differ only through the 10 mm equalisation low-pass (by rounding)
+    far = np.ones(rnd.noise_free.shape, bool)
+    for c in tr:
+        r, q = int(round(c["row"])), int(round(c["col"]))
+        far[max(0, r - 30): r + 31, max(0, q - 30): q + 31] = False
+    diff = rnd.image.pixels[far].astype(int) - lin.image.pixels[far].astype(int)
+    assert np.abs(diff).max() <= 1 and np.mean(diff != 0) < 0.05
+    shapes = {}
+    for seed in range(30, 36):
+        mixed = make_phantom(seed, mc_shapes="mixed", **dict(kw, spacing_mm=0.2, return_noise_free=False))
+        for c in mixed.truth["calcifications"]:
+            shapes.setdefault((seed, c["cluster_id"]), set()).add(c["shape"])
+    assert all(len(v) == 1 for v in shapes.values())  # one morphology per cluster
+    assert all(v == {"round"} for (s, cid), v in shapes.items() if cid < 0)  # singles round
+    kinds = {next(iter(v)) for (s, cid), v in shapes.items() if cid >= 0}
+    assert kinds == {"round", "linear"}
+
+
 def test_invalid_parameters():
+    with pytest.raises(NapariCalcError, match="mc_shapes"):
+        make_phantom(0, mc_shapes="branching", **SMALL)
     with pytest.raises(NapariCalcError, match="difficulty"):
         make_phantom(0, difficulty="impossible", **SMALL)
     with pytest.raises(NapariCalcError, match="density"):
@@ -295,6 +349,11 @@ def test_cli_phantom(tmp_path, capsys):
                      "phantom-5.dcm", "phantom-5.tif", "phantom-5.truth.json"]
     truth = load_truth(tmp_path / "out" / "phantom-4.truth.json")
     assert truth["spacing_mm"] == [0.2, 0.2] and truth["seed"] == 4
+
+    rc = main(["phantom", str(tmp_path / "rods"), "--spacing", "0.2", "--mc-shapes", "linear"])
+    assert rc == 0
+    calcs = load_truth(tmp_path / "rods" / "phantom-0.truth.json")["calcifications"]
+    assert calcs and {c["shape"] for c in calcs} == {"linear"}
 
     rc = main(["phantom", str(tmp_path / "neg"), "--no-mcs", "--spacing", "0.2"])
     assert rc == 0

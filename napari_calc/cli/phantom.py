@@ -51,6 +51,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-benign", action="store_true", help="no large benign calcifications")
     p.add_argument("--laterality", choices=("L", "R", "alternate"), default="L",
                    help="breast side; 'alternate' gives L, R, L, ...")
+    p.add_argument("--mc-shapes", choices=("round", "linear", "mixed"), default="round",
+                   help="MC morphology: nearly round (default), fine linear (rod-like), or "
+                        "each cluster either")
     p.set_defaults(func=run)
 
 
@@ -87,6 +90,7 @@ def run(args) -> int:
                 slice_mm=args.slice_mm,
                 laterality=lat,
                 equalize=not args.no_equalize,
+                mc_shapes=args.mc_shapes,
             )
             written = write_phantom(ph, out, formats=formats)
         except NapariCalcError as exc:

@@ -83,6 +83,7 @@ __all__ = [
     "mask_to_rle",
     "rle_to_mask",
     "DIFFICULTIES",
+    "MC_SHAPES",
 ]
 
 # --------------------------------------------------------------------------
@@ -100,6 +101,9 @@ MU_BENIGN_DELTA = (0.25, 0.6)  # coarse benign calcifications, 1/mm
 #: lower density of real calcium deposits), dose (effective quanta per mm^2
 #: reaching the detector without attenuation) and electronic noise (quanta
 #: rms per pixel, whatever its size).
+#: MC morphologies of :func:`make_phantom` (``mc_shapes``).
+MC_SHAPES = ("round", "linear", "mixed")
+
 DIFFICULTIES = {
     "easy": {"mc_delta_mu": (1.8, 3.2), "quanta_per_mm2": 6.0e6, "electronic_noise": 10.0},
     "normal": {"mc_delta_mu": (1.2, 2.8), "quanta_per_mm2": 4.0e6, "electronic_noise": 14.0},
@@ -165,6 +169,7 @@ class _MC:
     delta_mu: float
     cluster_id: int
     z: float = 0.0  # depth (mm from the detector-side surface) for stacks
+    shape: str = "round"  # "round" (compact) or "linear" (rod-like)
 
 
 @dataclass
@@ -353,6 +358,7 @@ def _build_scene(
     mcs,
     mc_delta_mu,
     thickness_mm,
+    mc_shapes="round",
 ):
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x4D43]))
     # Independent streams so that switching a component off does not change
@@ -472,6 +478,25 @@ def _build_scene(
 
     # ---- microcalcifications ---------------------------------------------
     lo, hi = mc_delta_mu
+    # the rod-like MCs' own stream: every other draw (positions, sizes of
+    # the round MCs, attenuation, orientation) is the same whatever
+    # mc_shapes is, so a "linear" phantom differs from the "round" one of
+    # its seed in the MCs' shapes only
+    r_shape = np.random.default_rng(np.random.SeedSequence([int(seed), 0x4D43, 1]))
+
+    def rod(mc):
+        """Make ``mc`` a fine linear (rod-like) calcification: width
+        0.08-0.3 mm (log-normal, median 0.15 mm), 2.5-5 times as long,
+        as thick along the beam as it is wide, the equal-area diameter
+        at most 0.6 mm."""
+        w = float(np.clip(0.15 * math.exp(r_shape.normal(0.0, 0.3)), 0.08, 0.3))
+        length = min(w * r_shape.uniform(2.5, 5.0), 0.36 / w)  # sqrt(w * length) <= 0.6
+        mc.a, mc.b = 0.5 * length, 0.5 * w
+        mc.c = 0.5 * w * r_shape.uniform(0.8, 1.2)
+        mc.harm = mc.harm.copy()
+        mc.harm[:, 1] *= 0.5  # a smoother outline: the length carries the shape
+        mc.shape = "linear"
+        return mc
 
     def new_mc(y, x, cid):
         # diameter (mm): log-normal, median 0.28 mm (typical of clustered
@@ -532,6 +557,9 @@ def _build_scene(
                 if all(math.hypot(y - py, x - px) > 1.0 for py, px in pts):
                     pts.append((y, x))
             members = [new_mc(y, x, cid) for y, x in pts]
+            # a cluster is of one morphology, as in the breast
+            if mc_shapes == "linear" or (mc_shapes == "mixed" and r_shape.random() < 0.5):
+                members = [rod(m) for m in members]
             scene.mcs.extend(members)
             scene.clusters.append(cid)
         singles = []
@@ -546,7 +574,8 @@ def _build_scene(
             if pos is None:  # no room left (small images): fewer singles
                 continue
             singles.append(pos)
-            scene.mcs.append(new_mc(pos[0], pos[1], -1))
+            mc = new_mc(pos[0], pos[1], -1)
+            scene.mcs.append(rod(mc) if mc_shapes == "linear" else mc)
 
     scene.acq = {
         "psf_sigma_px": float(r_acq.uniform(0.55, 0.75)),
@@ -990,6 +1019,7 @@ def make_phantom(
     equalize: bool = True,
     return_noise_free: bool = False,
     omit_calc_ids=(),
+    mc_shapes: str = "round",
 ) -> Phantom:
     """Generate a synthetic mammogram with known calcifications.
 
@@ -1049,6 +1079,14 @@ def make_phantom(
     omit_calc_ids : iterable of int
         Render without these MCs (all else identical); they are absent
         from the truth.  Used to verify the truth contrast.
+    mc_shapes : {"round", "linear", "mixed"}
+        MC morphology. ``"round"``: irregular, nearly round ellipsoids
+        (aspect ratio 1-1.8). ``"linear"``: every MC a fine linear
+        (rod-like) calcification, 0.08-0.3 mm wide and 2.5-5 times as
+        long, as in the linear (branching) clusters that are the most
+        suspicious for malignancy. ``"mixed"``: each cluster round or
+        linear with equal odds, single MCs round. Positions, attenuation
+        and everything else do not depend on it.
 
     Returns
     -------
@@ -1058,7 +1096,8 @@ def make_phantom(
         ``diameter_mm`` (equal-area diameter of the projected footprint),
         ``contrast`` (see the module docstring), ``contrast_log``,
         ``cnr``, ``noise_sd``, ``delta_mu`` and ``cluster_id`` (-1 when
-        single); stacks add ``slice`` and ``z_mm``.  ``truth["clusters"]``
+        single) and ``shape`` (``"round"`` or ``"linear"``); stacks add
+        ``slice`` and ``z_mm``.  ``truth["clusters"]``
         gives each cluster's centroid, ``n_calcifications`` and
         ``max_extent_mm`` (largest centre-to-centre distance).
         ``truth["benign_calcifications"]`` and ``truth["curvilinear"]``
@@ -1071,6 +1110,8 @@ def make_phantom(
         size_mm = (shape[0] * spacing_mm, shape[1] * spacing_mm)
     size_mm = (float(size_mm[0]), float(size_mm[1]))
     _check_params(spacing_mm, size_mm, density, difficulty, n_clusters, n_singles, n_slices, slice_mm)
+    if mc_shapes not in MC_SHAPES:
+        raise InvalidParameterError(f"mc_shapes must be one of {', '.join(MC_SHAPES)}, got {mc_shapes!r}")
     if laterality not in ("L", "R"):
         raise InvalidParameterError(f"laterality must be 'L' or 'R', got {laterality!r}")
     if shape is None:
@@ -1082,7 +1123,7 @@ def make_phantom(
 
     scene = _build_scene(
         seed, spacing_mm, size_mm, shape, n_clusters, n_singles, difficulty, density,
-        vessels, benign, mcs, mdm, thickness_mm,
+        vessels, benign, mcs, mdm, thickness_mm, mc_shapes,
     )
     omit = set(int(i) for i in omit_calc_ids)
     kw = dict(
@@ -1128,6 +1169,7 @@ def make_phantom(
             "noise_sd": float(rec["noise_sd"]),
             "delta_mu": float(mc.delta_mu),
             "cluster_id": int(mc.cluster_id),
+            "shape": mc.shape,
         }
         if zinfo is not None:
             item = {"slice": int(rec["slice"]), "z_mm": float(rec["slice"] * slice_mm), **item}
