@@ -2,15 +2,33 @@
  * noise.c -- robust noise estimates: the median absolute deviation of a
  * response image, globally and per tile. See ncalc.h for the contract.
  *
- * Exact selection, fast: a regular sample brackets the wanted rank; one
- * branch-free pass (SSE2: 4 values at a time, lanes packed by a table)
- * counts the values below the bracket and copies those inside; the k-th
- * of those few is found by bisection on the value with vectorised
- * counting. The sample only decides the speed, never the result (a missed
- * bracket falls back to all values). Non-finite data take the older radix
- * selection on the float bits. Tiles are gathered a band of tiles at a
- * time (streaming rows); runs wholly inside or outside the mask are
- * copied or skipped.
+ * Exact selection, fast. Per tile (ncalc_tile_noise*): the masked pixels
+ * are gathered a band of tiles at a time (one streaming sweep down the
+ * rows; runs wholly inside or outside the mask are copied or skipped), then
+ * the median and the median of the deviations |x - median| are selected:
+ *  - a regular sample (about n / 16 values) brackets the wanted rank: both
+ *    ends are found at once by counting passes over the sample (two
+ *    thresholds a pass, interpolated, or halving when that did not halve
+ *    the count); the deviations' sample is the values' sample made
+ *    deviations (no second sampling of the tile);
+ *  - one branch-free pass counts the values below the bracket and copies
+ *    those inside it (compaction: 8 lanes moved to the front by a
+ *    permutation with AVX2, 4 by a table with SSE2, one at a time else);
+ *  - the k-th of those few is found by narrowing the bracket with
+ *    vectorised counting passes (two thresholds a pass, interpolated about
+ *    sqrt(count) ranks either side of the k-th, or a bisection after a pass
+ *    that did not halve the count) until at most 16 values remain, which
+ *    are copied out and sorted.
+ * ncalc_mad_noise and the noise-level function's binned medians use the
+ * same selection. The sample and the thresholds only decide the speed,
+ * never the result (a missed bracket falls back to all values): every
+ * output is the exact k-th value. Non-finite data take the older radix
+ * selection on the float bits. On x86-64 with GCC the counting and
+ * compaction loops have AVX2 versions chosen at run time
+ * (__builtin_cpu_supports; NCALC_NO_CLONES disables them); they compute
+ * the same floats (IEEE subtraction and absolute value, no contraction)
+ * and counts as the portable loops, so results are bit-identical on every
+ * CPU.
  */
 #include "ncalc.h"
 
@@ -22,6 +40,160 @@
 #if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
 #include <emmintrin.h>
 #define NCALC_SSE2 1
+#endif
+
+/* AVX2 versions of the counting and compaction loops, chosen at run time
+ * (x86-64 GCC; NCALC_NO_CLONES disables them). They compute the same
+ * float values (IEEE subtraction and absolute value, no contraction) and
+ * the same counts as the portable loops: the results are bit-identical. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && (__GNUC__ >= 6) && \
+    !defined(NCALC_NO_CLONES)
+#include <immintrin.h>
+#define NCALC_AVX2 1
+#define NCALC_TARGET_AVX2 __attribute__((target("avx2,popcnt")))
+
+/* The CPU's features, known from libgcc's start-up (no state here). */
+static inline int have_avx2(void)
+{
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+}
+
+/* Nibble j of compact8[bits]: the lane of the j-th set bit of bits. */
+static const uint32_t compact8[256] = {
+0x00000000, 0x00000000, 0x00000001, 0x00000010, 0x00000002, 0x00000020, 0x00000021, 0x00000210,
+0x00000003, 0x00000030, 0x00000031, 0x00000310, 0x00000032, 0x00000320, 0x00000321, 0x00003210,
+0x00000004, 0x00000040, 0x00000041, 0x00000410, 0x00000042, 0x00000420, 0x00000421, 0x00004210,
+0x00000043, 0x00000430, 0x00000431, 0x00004310, 0x00000432, 0x00004320, 0x00004321, 0x00043210,
+0x00000005, 0x00000050, 0x00000051, 0x00000510, 0x00000052, 0x00000520, 0x00000521, 0x00005210,
+0x00000053, 0x00000530, 0x00000531, 0x00005310, 0x00000532, 0x00005320, 0x00005321, 0x00053210,
+0x00000054, 0x00000540, 0x00000541, 0x00005410, 0x00000542, 0x00005420, 0x00005421, 0x00054210,
+0x00000543, 0x00005430, 0x00005431, 0x00054310, 0x00005432, 0x00054320, 0x00054321, 0x00543210,
+0x00000006, 0x00000060, 0x00000061, 0x00000610, 0x00000062, 0x00000620, 0x00000621, 0x00006210,
+0x00000063, 0x00000630, 0x00000631, 0x00006310, 0x00000632, 0x00006320, 0x00006321, 0x00063210,
+0x00000064, 0x00000640, 0x00000641, 0x00006410, 0x00000642, 0x00006420, 0x00006421, 0x00064210,
+0x00000643, 0x00006430, 0x00006431, 0x00064310, 0x00006432, 0x00064320, 0x00064321, 0x00643210,
+0x00000065, 0x00000650, 0x00000651, 0x00006510, 0x00000652, 0x00006520, 0x00006521, 0x00065210,
+0x00000653, 0x00006530, 0x00006531, 0x00065310, 0x00006532, 0x00065320, 0x00065321, 0x00653210,
+0x00000654, 0x00006540, 0x00006541, 0x00065410, 0x00006542, 0x00065420, 0x00065421, 0x00654210,
+0x00006543, 0x00065430, 0x00065431, 0x00654310, 0x00065432, 0x00654320, 0x00654321, 0x06543210,
+0x00000007, 0x00000070, 0x00000071, 0x00000710, 0x00000072, 0x00000720, 0x00000721, 0x00007210,
+0x00000073, 0x00000730, 0x00000731, 0x00007310, 0x00000732, 0x00007320, 0x00007321, 0x00073210,
+0x00000074, 0x00000740, 0x00000741, 0x00007410, 0x00000742, 0x00007420, 0x00007421, 0x00074210,
+0x00000743, 0x00007430, 0x00007431, 0x00074310, 0x00007432, 0x00074320, 0x00074321, 0x00743210,
+0x00000075, 0x00000750, 0x00000751, 0x00007510, 0x00000752, 0x00007520, 0x00007521, 0x00075210,
+0x00000753, 0x00007530, 0x00007531, 0x00075310, 0x00007532, 0x00075320, 0x00075321, 0x00753210,
+0x00000754, 0x00007540, 0x00007541, 0x00075410, 0x00007542, 0x00075420, 0x00075421, 0x00754210,
+0x00007543, 0x00075430, 0x00075431, 0x00754310, 0x00075432, 0x00754320, 0x00754321, 0x07543210,
+0x00000076, 0x00000760, 0x00000761, 0x00007610, 0x00000762, 0x00007620, 0x00007621, 0x00076210,
+0x00000763, 0x00007630, 0x00007631, 0x00076310, 0x00007632, 0x00076320, 0x00076321, 0x00763210,
+0x00000764, 0x00007640, 0x00007641, 0x00076410, 0x00007642, 0x00076420, 0x00076421, 0x00764210,
+0x00007643, 0x00076430, 0x00076431, 0x00764310, 0x00076432, 0x00764320, 0x00764321, 0x07643210,
+0x00000765, 0x00007650, 0x00007651, 0x00076510, 0x00007652, 0x00076520, 0x00076521, 0x00765210,
+0x00007653, 0x00076530, 0x00076531, 0x00765310, 0x00076532, 0x00765320, 0x00765321, 0x07653210,
+0x00007654, 0x00076540, 0x00076541, 0x00765410, 0x00076542, 0x00765420, 0x00765421, 0x07654210,
+0x00076543, 0x00765430, 0x00765431, 0x07654310, 0x00765432, 0x07654320, 0x07654321, 0x76543210
+};
+
+/* bracket_pass, 8 values at a time: the in-bracket lanes are moved to the
+ * front by a permutation and all 8 stored (mid: room for n floats; the
+ * store at mid + m, m <= i, ends before mid + n). */
+NCALC_TARGET_AVX2
+static void bracket_pass_avx2(const float *restrict a, ptrdiff_t n, int dev, float center,
+                              float lo, float hi, float *restrict mid, ptrdiff_t *below_out,
+                              ptrdiff_t *m_out)
+{
+    ptrdiff_t below = 0, m = 0, i = 0;
+    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi), vc = _mm256_set1_ps(center);
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    while (i + 8 <= n) {
+        /* 32-bit lane counts: flushed every 2^30 values */
+        const ptrdiff_t iend = n - i > ((ptrdiff_t)1 << 30) ? i + ((ptrdiff_t)1 << 30) : n;
+        __m256i vb = _mm256_setzero_si256();
+        for (; i + 8 <= iend; i += 8) {
+            __m256 v = _mm256_loadu_ps(a + i);
+            if (dev) v = _mm256_and_ps(_mm256_sub_ps(v, vc), absmask); /* fabsf(a - center) */
+            const __m256 below_lo = _mm256_cmp_ps(v, vlo, _CMP_LT_OQ);
+            vb = _mm256_sub_epi32(vb, _mm256_castps_si256(below_lo));
+            /* lo <= v <= hi: not below lo (v is not NaN) and <= hi */
+            const unsigned bits = (unsigned)_mm256_movemask_ps(
+                _mm256_andnot_ps(below_lo, _mm256_cmp_ps(v, vhi, _CMP_LE_OQ)));
+            const __m256i perm = _mm256_srlv_epi32(_mm256_set1_epi32((int)compact8[bits]), shifts);
+            _mm256_storeu_ps(mid + m, _mm256_permutevar8x32_ps(v, perm));
+            m += __builtin_popcount(bits);
+        }
+        int32_t cb[8];
+        _mm256_storeu_si256((__m256i *)cb, vb);
+        for (int j = 0; j < 8; j++) below += cb[j];
+    }
+    for (; i < n; i++) {
+        const float v = dev ? fabsf(a[i] - center) : a[i];
+        below += v < lo;
+        mid[m] = v;
+        m += (v >= lo) & (v <= hi);
+    }
+    *below_out = below;
+    *m_out = m;
+}
+
+/* Number of a[0..n-1] <= t. */
+NCALC_TARGET_AVX2
+static ptrdiff_t count_le_avx2(const float *restrict a, ptrdiff_t n, float t)
+{
+    ptrdiff_t c = 0, i = 0;
+    const __m256 vt = _mm256_set1_ps(t);
+    while (i + 32 <= n) {
+        const ptrdiff_t iend = n - i > ((ptrdiff_t)1 << 30) ? i + ((ptrdiff_t)1 << 30) : n;
+        __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
+        for (; i + 32 <= iend; i += 32) {
+            const __m256 x0 = _mm256_loadu_ps(a + i), x1 = _mm256_loadu_ps(a + i + 8);
+            const __m256 x2 = _mm256_loadu_ps(a + i + 16), x3 = _mm256_loadu_ps(a + i + 24);
+            c0 = _mm256_sub_epi32(c0, _mm256_castps_si256(_mm256_cmp_ps(x0, vt, _CMP_LE_OQ)));
+            c1 = _mm256_sub_epi32(c1, _mm256_castps_si256(_mm256_cmp_ps(x1, vt, _CMP_LE_OQ)));
+            c2 = _mm256_sub_epi32(c2, _mm256_castps_si256(_mm256_cmp_ps(x2, vt, _CMP_LE_OQ)));
+            c3 = _mm256_sub_epi32(c3, _mm256_castps_si256(_mm256_cmp_ps(x3, vt, _CMP_LE_OQ)));
+        }
+        int32_t cb[8];
+        _mm256_storeu_si256((__m256i *)cb,
+                            _mm256_add_epi32(_mm256_add_epi32(c0, c1), _mm256_add_epi32(c2, c3)));
+        for (int j = 0; j < 8; j++) c += cb[j];
+    }
+    for (; i < n; i++) c += a[i] <= t;
+    return c;
+}
+
+/* Numbers of a[0..n-1] <= t1 and <= t2, in one pass. */
+NCALC_TARGET_AVX2
+static void count_le2_avx2(const float *restrict a, ptrdiff_t n, float t1, float t2,
+                           ptrdiff_t *c1, ptrdiff_t *c2)
+{
+    ptrdiff_t s1 = 0, s2 = 0, i = 0;
+    const __m256 v1 = _mm256_set1_ps(t1), v2 = _mm256_set1_ps(t2);
+    while (i + 16 <= n) {
+        const ptrdiff_t iend = n - i > ((ptrdiff_t)1 << 30) ? i + ((ptrdiff_t)1 << 30) : n;
+        __m256i a1 = _mm256_setzero_si256(), b1 = a1, a2 = a1, b2 = a1;
+        for (; i + 16 <= iend; i += 16) {
+            const __m256 x = _mm256_loadu_ps(a + i), y = _mm256_loadu_ps(a + i + 8);
+            a1 = _mm256_sub_epi32(a1, _mm256_castps_si256(_mm256_cmp_ps(x, v1, _CMP_LE_OQ)));
+            b1 = _mm256_sub_epi32(b1, _mm256_castps_si256(_mm256_cmp_ps(y, v1, _CMP_LE_OQ)));
+            a2 = _mm256_sub_epi32(a2, _mm256_castps_si256(_mm256_cmp_ps(x, v2, _CMP_LE_OQ)));
+            b2 = _mm256_sub_epi32(b2, _mm256_castps_si256(_mm256_cmp_ps(y, v2, _CMP_LE_OQ)));
+        }
+        int32_t q1[8], q2[8];
+        _mm256_storeu_si256((__m256i *)q1, _mm256_add_epi32(a1, b1));
+        _mm256_storeu_si256((__m256i *)q2, _mm256_add_epi32(a2, b2));
+        for (int j = 0; j < 8; j++) {
+            s1 += q1[j];
+            s2 += q2[j];
+        }
+    }
+    for (; i < n; i++) {
+        s1 += a[i] <= t1;
+        s2 += a[i] <= t2;
+    }
+    *c1 = s1;
+    *c2 = s2;
+}
 #endif
 
 /* Order-preserving map of a (non-NaN) float to an unsigned key. */
@@ -140,6 +312,9 @@ static inline float val(const float *a, ptrdiff_t i, int dev, float center)
 /* Number of a[0..n-1] <= t (vectorised). */
 static ptrdiff_t count_le(const float *restrict a, ptrdiff_t n, float t)
 {
+#ifdef NCALC_AVX2
+    if (have_avx2()) return count_le_avx2(a, n, t);
+#endif
     ptrdiff_t c = 0;
     for (ptrdiff_t i0 = 0; i0 < n; i0 += (ptrdiff_t)1 << 30) {
         const ptrdiff_t i1 = n - i0 < ((ptrdiff_t)1 << 30) ? n : i0 + ((ptrdiff_t)1 << 30);
@@ -150,6 +325,31 @@ static ptrdiff_t count_le(const float *restrict a, ptrdiff_t n, float t)
     return c;
 }
 
+/* Numbers of a[0..n-1] <= t1 and <= t2, in one pass (vectorised). */
+static void count_le2(const float *restrict a, ptrdiff_t n, float t1, float t2, ptrdiff_t *c1,
+                      ptrdiff_t *c2)
+{
+#ifdef NCALC_AVX2
+    if (have_avx2()) {
+        count_le2_avx2(a, n, t1, t2, c1, c2);
+        return;
+    }
+#endif
+    ptrdiff_t s1 = 0, s2 = 0;
+    for (ptrdiff_t i0 = 0; i0 < n; i0 += (ptrdiff_t)1 << 30) {
+        const ptrdiff_t i1 = n - i0 < ((ptrdiff_t)1 << 30) ? n : i0 + ((ptrdiff_t)1 << 30);
+        int32_t q1 = 0, q2 = 0; /* 32-bit lanes: vectorised */
+        for (ptrdiff_t i = i0; i < i1; i++) {
+            q1 += a[i] <= t1;
+            q2 += a[i] <= t2;
+        }
+        s1 += q1;
+        s2 += q2;
+    }
+    *c1 = s1;
+    *c2 = s2;
+}
+
 /* Count the val(a, i) < lo into *below and copy those within [lo, hi]
  * to mid (in order; mid: n + 3 floats), their number into *m. With SSE2,
  * 4 values at a time: the in-bracket lanes are moved to the front by a
@@ -158,6 +358,12 @@ static ptrdiff_t count_le(const float *restrict a, ptrdiff_t n, float t)
 static void bracket_pass(const float *restrict a, ptrdiff_t n, int dev, float center, float lo,
                          float hi, float *restrict mid, ptrdiff_t *below_out, ptrdiff_t *m_out)
 {
+#ifdef NCALC_AVX2
+    if (have_avx2()) {
+        bracket_pass_avx2(a, n, dev, center, lo, hi, mid, below_out, m_out);
+        return;
+    }
+#endif
     ptrdiff_t below = 0, m = 0, i = 0;
 #ifdef NCALC_SSE2
     static const uint8_t order[16][4] = {
@@ -234,11 +440,63 @@ static void min_max(const float *restrict a, ptrdiff_t n, float *mn, float *mx)
 
 #define FEW 16
 
+/* Narrow [*lo, *hi] (count(<= *lo) = *clo <= k < count(<= *hi) = *chi,
+ * counts over a[0..n-1]) until at most tol values lie in (*lo, *hi] or no
+ * float lies between. Each pass counts (vectorised) the values <= two
+ * thresholds: first interpolated around the k-th (the counts grow about
+ * linearly over a narrow bracket), sqrt(count) ranks to either side; a
+ * pass that does not halve the count in the bracket makes the next one a
+ * plain bisection. Any thresholds keep the invariant: they only decide
+ * the number of passes. */
+static void narrow(const float *restrict a, ptrdiff_t n, ptrdiff_t k, ptrdiff_t tol, float *plo,
+                   float *phi, ptrdiff_t *pclo, ptrdiff_t *pchi)
+{
+    float lo = *plo, hi = *phi;
+    ptrdiff_t clo = *pclo, chi = *pchi;
+    int interp = 1;
+    for (int it = 0; it < 64 && chi - clo > tol; it++) {
+        const float tm = 0.5f * lo + 0.5f * hi;
+        if (!(tm > lo && tm < hi)) break; /* no float in between */
+        float t1 = tm, t2 = tm;
+        if (interp) {
+            const double cnt = (double)(chi - clo), span = (double)hi - (double)lo;
+            const double r = (double)(k - clo) + 0.5, w = sqrt(cnt) + 1.0;
+            const double d1 = (double)lo + span * ((r - w) / cnt);
+            const double d2 = (double)lo + span * ((r + w) / cnt);
+            t1 = d1 > (double)lo ? (float)d1 : lo;
+            t2 = d2 < (double)hi ? (float)d2 : hi;
+            if (t1 < lo) t1 = lo; /* rounding to float */
+            if (t2 > hi) t2 = hi;
+            if (t2 < t1) t2 = t1;
+        }
+        ptrdiff_t c1, c2;
+        if (t1 == t2) c1 = c2 = count_le(a, n, t1);
+        else count_le2(a, n, t1, t2, &c1, &c2);
+        const ptrdiff_t before = chi - clo;
+        if (c1 > k) {
+            hi = t1;
+            chi = c1;
+        } else if (c2 > k) {
+            lo = t1;
+            clo = c1;
+            hi = t2;
+            chi = c2;
+        } else {
+            lo = t2;
+            clo = c2;
+        }
+        interp = 2 * (chi - clo) <= before;
+    }
+    *plo = lo;
+    *phi = hi;
+    *pclo = clo;
+    *pchi = chi;
+}
+
 /* k-th smallest (0-based) of the finite a[0..n-1], all within [lo, hi],
- * exactly. Bisection on the value: [lo, hi] starts as given; each step counts
- * (vectorised) the values <= the midpoint and keeps the half that holds
- * the k-th, until at most FEW values remain in (lo, hi]; those are copied
- * out (branch-free) and sorted. tmp: n + 3 floats; key: n words. */
+ * exactly. The bracket is narrowed (narrow()) until at most FEW values
+ * remain in (lo, hi]; those are copied out (branch-free) and sorted.
+ * tmp: n floats; key: n words. */
 static float kth_bisect_in(const float *restrict a, ptrdiff_t n, ptrdiff_t k, float lo, float hi,
                            float *restrict tmp, uint32_t *key)
 {
@@ -248,13 +506,7 @@ static float kth_bisect_in(const float *restrict a, ptrdiff_t n, ptrdiff_t k, fl
     }
     ptrdiff_t clo = count_le(a, n, lo), chi = n; /* k-th in (lo, hi] when clo <= k */
     if (clo > k) return lo;
-    for (int it = 0; it < 64 && chi - clo > FEW; it++) {
-        const float t = 0.5f * lo + 0.5f * hi;
-        if (!(t > lo && t < hi)) break; /* no float in between */
-        const ptrdiff_t c = count_le(a, n, t);
-        if (c > k) { hi = t; chi = c; }
-        else { lo = t; clo = c; }
-    }
+    narrow(a, n, k, FEW, &lo, &hi, &clo, &chi);
     /* the few values left in (lo, hi] = [next float above lo, hi] */
     ptrdiff_t below, m;
     bracket_pass(a, n, 0, 0.0f, nextafterf(lo, INFINITY), hi, tmp, &below, &m);
@@ -276,62 +528,115 @@ static float kth_bisect(const float *restrict a, ptrdiff_t n, ptrdiff_t k, float
 
 /* Values lo <= hi with at most kl of a[0..n-1] below lo (lo = -inf when
  * kl < 0) and at most n - 1 - kh above hi (hi = +inf when kh >= n), for a
- * bracket about as narrow as [kl-th, kh-th smallest]; by bisection with
- * vectorised counts. */
+ * bracket about as narrow as [kl-th, kh-th smallest]: lo within tol ranks
+ * below the kl-th, hi within tol above the kh-th. Both ends are searched
+ * at once, each pass counting (vectorised) the values <= a threshold of
+ * each: interpolated at the aimed rank, or halving the end's interval
+ * after a pass that did not halve its count. */
 static void rank_bracket(const float *restrict a, ptrdiff_t n, ptrdiff_t kl, ptrdiff_t kh,
                          float *plo, float *phi)
 {
     float mn, mx;
     min_max(a, n, &mn, &mx);
-    /* the ends need not be exact sample quantiles: within tol ranks */
     const ptrdiff_t tol = 2 + (kh - kl) / 8;
-    for (int side = 0; side < 2; side++) {
-        const ptrdiff_t k = side ? kh : kl;
-        if (k < 0 || k >= n) continue;
+    const ptrdiff_t cmn = count_le(a, n, mn);
+    float lo[2], hi[2];
+    ptrdiff_t clo[2], chi[2], k[2] = {kl, kh};
+    int active[2], interp[2] = {1, 1};
+    for (int s = 0; s < 2; s++) {
         /* count(<= lo) <= k < count(<= hi) */
-        float lo = mn, hi = mx;
-        ptrdiff_t clo = count_le(a, n, lo), chi = n;
-        if (clo > k) {
-            hi = lo;
-        } else {
-            for (int it = 0; it < 64 && chi - clo > tol; it++) {
-                const float t = 0.5f * lo + 0.5f * hi;
-                if (!(t > lo && t < hi)) break;
-                const ptrdiff_t c = count_le(a, n, t);
-                if (c > k) { hi = t; chi = c; }
-                else { lo = t; clo = c; }
+        lo[s] = mn;
+        hi[s] = mx;
+        clo[s] = cmn;
+        chi[s] = n;
+        active[s] = k[s] >= 0 && k[s] < n && cmn <= k[s];
+        if (k[s] >= 0 && k[s] < n && cmn > k[s]) hi[s] = mn;
+    }
+    for (int it = 0; it < 64; it++) {
+        float t[2] = {0.0f, 0.0f};
+        for (int s = 0; s < 2; s++) {
+            if (!active[s]) continue;
+            /* done: lo within tol ranks below kl; hi within tol above kh */
+            if (s == 0 ? clo[0] > kl - tol : chi[1] <= kh + 1 + tol) {
+                active[s] = 0;
+                continue;
+            }
+            const float tm = 0.5f * lo[s] + 0.5f * hi[s];
+            if (!(tm > lo[s] && tm < hi[s])) { /* no float in between */
+                active[s] = 0;
+                continue;
+            }
+            t[s] = tm;
+            if (interp[s]) {
+                /* aim at the middle of the accepted ranks */
+                const double aim = s == 0 ? (double)kl - 0.5 * (double)tol
+                                          : (double)kh + 0.5 * (double)tol;
+                const double f = (aim - (double)clo[s] + 0.5) / (double)(chi[s] - clo[s]);
+                const double d = (double)lo[s] + ((double)hi[s] - (double)lo[s]) * f;
+                if (d > (double)lo[s] && d < (double)hi[s]) {
+                    const float td = (float)d;
+                    if (td > lo[s] && td < hi[s]) t[s] = td;
+                }
             }
         }
-        /* fewer than kl values are < lo (<= k are <= lo); more than kh
-         * are <= hi */
-        if (side) *phi = hi;
-        else *plo = clo > k ? -INFINITY : lo;
+        if (!active[0] && !active[1]) break;
+        ptrdiff_t c[2] = {0, 0};
+        if (active[0] && active[1]) count_le2(a, n, t[0], t[1], &c[0], &c[1]);
+        else if (active[0]) c[0] = count_le(a, n, t[0]);
+        else c[1] = count_le(a, n, t[1]);
+        for (int s = 0; s < 2; s++) {
+            if (!active[s]) continue;
+            const ptrdiff_t before = chi[s] - clo[s];
+            if (c[s] > k[s]) { hi[s] = t[s]; chi[s] = c[s]; }
+            else { lo[s] = t[s]; clo[s] = c[s]; }
+            interp[s] = 2 * (chi[s] - clo[s]) <= before;
+        }
     }
+    /* fewer than kl values are < lo (<= k are <= lo); more than kh are
+     * <= hi */
+    if (kl >= 0 && kl < n) *plo = cmn > kl ? -INFINITY : lo[0];
+    if (kh >= 0 && kh < n) *phi = hi[1];
 }
 
 #define SAMPLE 256
 
-/* k-th smallest (0-based) of the n >= 2 finite values val(a, i), exactly.
- * A regular sample of SAMPLE values brackets the rank: [lo, hi] holds the
- * k-th value unless the sample is very unrepresentative. One pass counts
- * the values below lo and copies those within [lo, hi] (branch-free), and
- * only those few are selected from. If the bracket missed, all the values
- * are selected from. The sample only decides how fast: the result is the
- * exact k-th value, the same for any sample. mid, tmp, key: n words of
- * scratch. */
-static float select_bracketed(const float *a, ptrdiff_t n, ptrdiff_t k, int dev, float center,
-                              float *mid, float *tmp, uint32_t *key)
+/* The sample size for n > 4 SAMPLE values: SAMPLE .. 16 SAMPLE, about
+ * n / 16 (the bracket narrows as 1 / sqrt(sample)). */
+static ptrdiff_t sample_size(ptrdiff_t n)
 {
-    if (n > 4 * SAMPLE) {
-        /* SAMPLE .. 16 SAMPLE values, about n / 16: the bracket narrows as
-         * 1 / sqrt(sample) */
-        float samp[16 * SAMPLE];
-        const ptrdiff_t S = n / 16 < SAMPLE ? SAMPLE : (n / 16 > 16 * SAMPLE ? 16 * SAMPLE : n / 16);
+    return n / 16 < SAMPLE ? SAMPLE : (n / 16 > 16 * SAMPLE ? 16 * SAMPLE : n / 16);
+}
+
+/* samp[j] = val(a, i_j) at S regular positions i_j = (j + 1/2) n / S. */
+static void take_sample(const float *a, ptrdiff_t n, ptrdiff_t S, int dev, float center,
+                        float *samp)
+{
+    if (n <= 0x7fffffff) { /* 32.32 fixed point: i_j < n */
+        const uint64_t step = ((uint64_t)n << 32) / (uint64_t)S;
+        uint64_t pos = step >> 1;
+        for (ptrdiff_t j = 0; j < S; j++, pos += step)
+            samp[j] = val(a, (ptrdiff_t)(pos >> 32), dev, center);
+    } else {
         const double step = (double)n / (double)S;
         for (ptrdiff_t j = 0; j < S; j++) {
-            ptrdiff_t idx = (ptrdiff_t)(((double)j + 0.5) * step);
+            const ptrdiff_t idx = (ptrdiff_t)(((double)j + 0.5) * step);
             samp[j] = val(a, idx < n ? idx : n - 1, dev, center);
         }
+    }
+}
+
+/* k-th smallest (0-based) of the n >= 2 finite values val(a, i), exactly.
+ * samp (S values val(a, i) at regular positions; NULL: none) brackets the
+ * rank: [lo, hi] holds the k-th value unless the sample is very
+ * unrepresentative. One pass counts the values below lo and copies those
+ * within [lo, hi] (branch-free), and only those few are selected from. If
+ * the bracket missed, or without a sample, all the values are selected
+ * from. The sample only decides how fast: the result is the exact k-th
+ * value, the same for any sample. mid, tmp, key: n words of scratch. */
+static float select_sampled(const float *a, ptrdiff_t n, ptrdiff_t k, int dev, float center,
+                            const float *samp, ptrdiff_t S, float *mid, float *tmp, uint32_t *key)
+{
+    if (samp) {
         const double p = ((double)k + 0.5) / (double)n;
         const double ks = p * (double)S, d = 3.0 * sqrt((double)S * p * (1 - p)) + 2.0;
         const ptrdiff_t kl = (ptrdiff_t)floor(ks - d), kh = (ptrdiff_t)ceil(ks + d);
@@ -347,16 +652,39 @@ static float select_bracketed(const float *a, ptrdiff_t n, ptrdiff_t k, int dev,
     return kth_bisect(mid, n, k, tmp, key);
 }
 
+/* The same with a regular sample of a when n > 4 SAMPLE. */
+static float select_bracketed(const float *a, ptrdiff_t n, ptrdiff_t k, int dev, float center,
+                              float *mid, float *tmp, uint32_t *key)
+{
+    if (n > 4 * SAMPLE) {
+        float samp[16 * SAMPLE];
+        const ptrdiff_t S = sample_size(n);
+        take_sample(a, n, S, dev, center, samp);
+        return select_sampled(a, n, k, dev, center, samp, S, mid, tmp, key);
+    }
+    return select_sampled(a, n, k, dev, center, NULL, 0, mid, tmp, key);
+}
+
 /* 1.4826 * MAD of buf[0..m-1] (m >= 2). finite: no NaN or infinity in
  * buf; else the radix path (which orders them by their bits) is taken.
- * buf is left alone when finite; mid, tmp, key: m words of scratch. */
+ * buf is left alone when finite; mid, tmp, key: m words of scratch. The
+ * deviations' sample is the values' sample made deviations (the same
+ * positions: the same floats as val(buf, i, 1, med)). */
 static double mad_of(float *buf, ptrdiff_t m, int finite, float *mid, float *tmp, uint32_t *key)
 {
     if (!finite) return mad_of_radix(buf, m, key);
     const ptrdiff_t k = (m - 1) / 2;
-    const float med = select_bracketed(buf, m, k, 0, 0.0f, mid, tmp, key);
-    /* the same deviations as fabsf(buf[i] - med) in the radix path */
-    return 1.4826 * (double)select_bracketed(buf, m, k, 1, med, mid, tmp, key);
+    if (m > 4 * SAMPLE) {
+        float samp[16 * SAMPLE];
+        const ptrdiff_t S = sample_size(m);
+        take_sample(buf, m, S, 0, 0.0f, samp);
+        const float med = select_sampled(buf, m, k, 0, 0.0f, samp, S, mid, tmp, key);
+        for (ptrdiff_t j = 0; j < S; j++) samp[j] = fabsf(samp[j] - med);
+        /* the same deviations as fabsf(buf[i] - med) in the radix path */
+        return 1.4826 * (double)select_sampled(buf, m, k, 1, med, samp, S, mid, tmp, key);
+    }
+    const float med = select_sampled(buf, m, k, 0, 0.0f, NULL, 0, mid, tmp, key);
+    return 1.4826 * (double)select_sampled(buf, m, k, 1, med, NULL, 0, mid, tmp, key);
 }
 
 /* Gather the masked pixels of block [r0,r1) x [c0,c1) at the given stride
