@@ -115,3 +115,32 @@ def test_fill_holes_and_erosion_match_scipy():
         ones = np.ones(shape, bool)
         for n in (1, 2, 4):
             np.testing.assert_array_equal(_erode_diamond(ones, n), ndi.binary_erosion(ones, iterations=n))
+
+
+def test_mask_bbox_from_working_resolution_is_the_full_size_masks(phantom):
+    """breast_mask_and_bbox's box (from the 1 mm mask) is the bounding box
+    of the full-size mask, whatever the block size, the leftover rows and
+    columns, the margins and the whole-image cases."""
+    import sys
+
+    from napari_calc.core.mask import breast_mask_and_bbox
+
+    mask_bbox = sys.modules["napari_calc.core.detect"]._mask_bbox
+    cases = [(phantom, 0.25), (phantom[:-3, :-5].copy(), 0.1), (phantom[:, ::-1], (0.25, 0.2)),
+             (phantom[150:250, 50:150].copy(), 0.25), (phantom[:10, :10].copy(), 0.25),
+             (phantom[:, 200:].copy(), 0.07), (phantom[300:, :].copy(), 0.13),
+             # cut through the breast, with rows / columns left over by the blocks
+             (phantom[:250].copy(), 0.25), (phantom[:, :203].copy(), 0.25), (phantom[:, 130:].copy(), 0.25)]
+    seen_partial = 0
+    for img, sp in cases:
+        for margin in (0.0, 1.5, 4.0):
+            mask, bbox = breast_mask_and_bbox(img, sp, skin_margin_mm=margin)
+            np.testing.assert_array_equal(mask, breast_mask(img, sp, skin_margin_mm=margin))
+            assert bbox == mask_bbox(mask)
+            seen_partial += bbox is not None and bbox != (0, img.shape[0], 0, img.shape[1])
+    assert seen_partial >= 3   # the box is not just the whole image
+    # a strip of tissue 4 px wide, eroded away: empty mask, no box
+    blob = np.zeros((60, 60), np.uint16)
+    blob[28:32] = 1000
+    mask, bbox = breast_mask_and_bbox(blob, 1.0, skin_margin_mm=3.0)
+    assert not mask.any() and bbox is None

@@ -62,7 +62,7 @@ from .columns import NO_CLUSTER, calc_columns
 from .detections import Detections
 from .errors import DetectionCancelled, InvalidParameterError, MissingSpacingError, UnsupportedImageError
 from .image import MammoImage
-from .mask import breast_mask
+from .mask import breast_mask_and_bbox
 from .score import candidate_feature_matrix, candidate_probability, load_model, noise_level_function
 
 __all__ = ["detect", "DetectionParams", "dog_sigmas", "PRESETS"]
@@ -435,7 +435,8 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     sp = min(spacing_yx)
     sig = dog_sigmas(sp, p.min_diameter_mm, p.max_diameter_mm)
     if mask is None and p.use_mask:
-        mask = breast_mask(img, spacing_yx, skin_margin_mm=p.skin_margin_mm, n_threads=nthreads)
+        mask, bbox = breast_mask_and_bbox(img, spacing_yx, skin_margin_mm=p.skin_margin_mm,
+                                          n_threads=nthreads)
         check()
     if mask is None:
         m8 = None
@@ -752,11 +753,11 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
             some = planes[:: max(1, len(planes) // 8)]
             if shared_mask is None and p.use_mask:
                 proj = some.mean(axis=0, dtype=np.float32)
-                shared_mask = breast_mask(proj, spacing_yx, skin_margin_mm=p.skin_margin_mm,
-                                          n_threads=n_threads)
+                shared_mask, shared_bbox = breast_mask_and_bbox(  # one crop for all slices
+                    proj, spacing_yx, skin_margin_mm=p.skin_margin_mm, n_threads=n_threads)
+            elif shared_mask is not None:
+                shared_bbox = _mask_bbox(shared_mask)
             stack_nlf = noise_level_function(some, shared_mask, n_threads=n_threads)
-            if shared_mask is not None:
-                shared_bbox = _mask_bbox(shared_mask)  # one crop for all slices
         _, mask_s, sig, cand = _plane_candidates(plane, spacing_yx, p, n_threads, shared_mask, check,
                                                  shared_bbox)
         pre.append((mask_s, cand))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["block_mean", "breast_mask", "otsu_threshold"]
+__all__ = ["block_mean", "breast_mask", "breast_mask_and_bbox", "otsu_threshold"]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -116,23 +116,34 @@ def breast_mask(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float = 1.5,
     -------
     ndarray of bool, same shape as ``pixels``.
     """
+    return breast_mask_and_bbox(pixels, spacing_mm, skin_margin_mm=skin_margin_mm, work_mm=work_mm,
+                                n_threads=n_threads)[0]
+
+
+def breast_mask_and_bbox(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float = 1.5,
+                         work_mm: float = 1.0, n_threads: int = 0
+                         ) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+    """:func:`breast_mask` and the mask's bounding box ``(r0, r1, c0, c1)``
+    (half-open; None when the mask is empty), the box taken from the
+    working-resolution mask rather than by scanning the full-size one."""
     pixels = np.asarray(pixels)
     sy, sx = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
     fy = max(1, int(round(work_mm / sy)))
     fx = max(1, int(round(work_mm / sx)))
     h, w = pixels.shape
     hh, ww = h // fy, w // fx
+    whole = (0, h, 0, w) if h and w else None
     if hh < 4 or ww < 4:
-        return np.ones((h, w), dtype=bool)
+        return np.ones((h, w), dtype=bool), whole
     small = block_mean(pixels, fy, fx, n_threads)
     thr = otsu_threshold(small)
     tissue = small > thr
     frac_air = 1.0 - tissue.mean()
     if frac_air < 0.03 or frac_air > 0.97:
-        return np.ones((h, w), dtype=bool)
+        return np.ones((h, w), dtype=bool), whole
     labels, n = ndi.label(tissue)
     if n == 0:
-        return np.ones((h, w), dtype=bool)
+        return np.ones((h, w), dtype=bool), whole
     sizes = ndi.sum_labels(tissue, labels, index=np.arange(1, n + 1))
     tissue = labels == (1 + int(np.argmax(sizes)))
     tissue = _fill_holes(tissue)
@@ -149,4 +160,19 @@ def breast_mask(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float = 1.5,
     out = np.empty((h, w), dtype=bool)
     out[: hh * fy].reshape(hh, fy, w)[...] = rowpat[:, None, :]
     out[hh * fy:] = rowpat[-1]
-    return out
+    return out, _upscaled_bbox(tissue, fy, fx, h, w)
+
+
+def _upscaled_bbox(tissue: np.ndarray, fy: int, fx: int, h: int, w: int) -> tuple[int, int, int, int] | None:
+    """Bounding box of the ``h`` x ``w`` mask that :func:`breast_mask`
+    makes from the working-resolution ``tissue`` (block ``(i, j)`` covers
+    rows ``i fy`` to ``(i + 1) fy``, the last block row and column also
+    the rows and columns left over), None when it is empty."""
+    r = np.flatnonzero(tissue.any(axis=1))
+    if not len(r):
+        return None
+    c = np.flatnonzero(tissue.any(axis=0))
+    hh, ww = tissue.shape
+    r1 = h if r[-1] == hh - 1 else (int(r[-1]) + 1) * fy
+    c1 = w if c[-1] == ww - 1 else (int(c[-1]) + 1) * fx
+    return int(r[0]) * fy, r1, int(c[0]) * fx, c1
