@@ -98,6 +98,127 @@ static void column_sums(const void *img, int dtype, const ptrdiff_t *rowoff, con
     }
 }
 
+
+/* AVX2 versions of column_sums for a window that lies inside the image's
+ * columns (c0 .. c0 + W - 1 valid), chosen at run time (x86-64 GCC;
+ * NCALC_NO_CLONES disables them). Eight columns (four when W < 8) at a
+ * time, their three sums held in registers over all the window's rows
+ * instead of a pass over C0, C1, C2 in memory per row pair; the last block
+ * is shifted left to end at W (it recomputes a few columns with the very
+ * same operations). Every column gets the operations of column_sums in
+ * the same order (IEEE mul, add, sub; no contraction), so the sums are
+ * bit-identical. For uint16 the terms v - v0, p + m and p - m are computed
+ * in int32: they are integers below 2^18 in magnitude, exact in float64
+ * either way. wb[d] = wk[R + d] d and wc[d] = wk[R + d] d^2 as there. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && (__GNUC__ >= 6) && \
+    !defined(NCALC_NO_CLONES)
+#include <immintrin.h>
+#define NCALC_HAVX2 1
+#define NCALC_TARGET_AVX2 __attribute__((target("avx2")))
+
+static inline int have_avx2(void) { return __builtin_cpu_supports("avx2"); }
+
+/* acc += w * x for the two halves lo, hi */
+#define ACC2(acc, w, lo, hi)                                                   \
+    do {                                                                       \
+        acc##l = _mm256_add_pd(acc##l, _mm256_mul_pd(w, lo));                  \
+        acc##h = _mm256_add_pd(acc##h, _mm256_mul_pd(w, hi));                  \
+    } while (0)
+
+NCALC_TARGET_AVX2
+static void column_sums_u16_avx2(const uint16_t *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
+                                 ptrdiff_t R, double v0, const double *wk, const double *wb,
+                                 const double *wc, double *restrict C0, double *restrict C1,
+                                 double *restrict C2)
+{
+    const ptrdiff_t W = 2 * R + 1;
+    const int iv0 = (int)v0;
+    const __m256i vv0 = _mm256_set1_epi32(iv0), vv0x2 = _mm256_set1_epi32(2 * iv0);
+    const __m256d aR = _mm256_set1_pd(wk[R]);
+    if (W >= 8) {
+        for (ptrdiff_t jb = 0; jb < W; jb += 8) {
+            const ptrdiff_t j0 = jb + 8 <= W ? jb : W - 8;
+            const uint16_t *base = img + c0 + j0;
+            __m256i x = _mm256_sub_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(base + rowoff[R]))), vv0);
+            __m256d s0l = _mm256_mul_pd(aR, _mm256_cvtepi32_pd(_mm256_castsi256_si128(x)));
+            __m256d s0h = _mm256_mul_pd(aR, _mm256_cvtepi32_pd(_mm256_extracti128_si256(x, 1)));
+            __m256d s1l = _mm256_setzero_pd(), s1h = s1l, s2l = s1l, s2h = s1l;
+            for (ptrdiff_t d = 1; d <= R; d++) {
+                const __m256d a = _mm256_set1_pd(wk[R + d]), b = _mm256_set1_pd(wb[d]),
+                              c = _mm256_set1_pd(wc[d]);
+                const __m256i m = _mm256_cvtepu16_epi32(
+                    _mm_loadu_si128((const __m128i *)(base + rowoff[R - d])));
+                const __m256i p = _mm256_cvtepu16_epi32(
+                    _mm_loadu_si128((const __m128i *)(base + rowoff[R + d])));
+                const __m256i si = _mm256_sub_epi32(_mm256_add_epi32(p, m), vv0x2);
+                const __m256i di = _mm256_sub_epi32(p, m);
+                const __m256d sl = _mm256_cvtepi32_pd(_mm256_castsi256_si128(si));
+                const __m256d sh = _mm256_cvtepi32_pd(_mm256_extracti128_si256(si, 1));
+                const __m256d dl = _mm256_cvtepi32_pd(_mm256_castsi256_si128(di));
+                const __m256d dh = _mm256_cvtepi32_pd(_mm256_extracti128_si256(di, 1));
+                ACC2(s0, a, sl, sh);
+                ACC2(s1, b, dl, dh);
+                ACC2(s2, c, sl, sh);
+            }
+            _mm256_storeu_pd(C0 + j0, s0l); _mm256_storeu_pd(C0 + j0 + 4, s0h);
+            _mm256_storeu_pd(C1 + j0, s1l); _mm256_storeu_pd(C1 + j0 + 4, s1h);
+            _mm256_storeu_pd(C2 + j0, s2l); _mm256_storeu_pd(C2 + j0 + 4, s2h);
+        }
+    } else { /* 4 <= W < 8 */
+        const __m128i v4 = _mm256_castsi256_si128(vv0), v4x2 = _mm256_castsi256_si128(vv0x2);
+        for (ptrdiff_t jb = 0; jb < W; jb += 4) {
+            const ptrdiff_t j0 = jb + 4 <= W ? jb : W - 4;
+            const uint16_t *base = img + c0 + j0;
+            __m128i x = _mm_sub_epi32(
+                _mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)(base + rowoff[R]))), v4);
+            __m256d s0 = _mm256_mul_pd(aR, _mm256_cvtepi32_pd(x));
+            __m256d s1 = _mm256_setzero_pd(), s2 = s1;
+            for (ptrdiff_t d = 1; d <= R; d++) {
+                const __m256d a = _mm256_set1_pd(wk[R + d]), b = _mm256_set1_pd(wb[d]),
+                              c = _mm256_set1_pd(wc[d]);
+                const __m128i m = _mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)(base + rowoff[R - d])));
+                const __m128i p = _mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)(base + rowoff[R + d])));
+                const __m256d sd = _mm256_cvtepi32_pd(_mm_sub_epi32(_mm_add_epi32(p, m), v4x2));
+                const __m256d dd = _mm256_cvtepi32_pd(_mm_sub_epi32(p, m));
+                s0 = _mm256_add_pd(s0, _mm256_mul_pd(a, sd));
+                s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, dd));
+                s2 = _mm256_add_pd(s2, _mm256_mul_pd(c, sd));
+            }
+            _mm256_storeu_pd(C0 + j0, s0); _mm256_storeu_pd(C1 + j0, s1); _mm256_storeu_pd(C2 + j0, s2);
+        }
+    }
+}
+
+NCALC_TARGET_AVX2
+static void column_sums_f32_avx2(const float *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
+                                 ptrdiff_t R, double v0, const double *wk, const double *wb,
+                                 const double *wc, double *restrict C0, double *restrict C1,
+                                 double *restrict C2)
+{
+    const ptrdiff_t W = 2 * R + 1;
+    const __m256d vv0 = _mm256_set1_pd(v0), aR = _mm256_set1_pd(wk[R]);
+    for (ptrdiff_t jb = 0; jb < W; jb += 4) {
+        const ptrdiff_t j0 = jb + 4 <= W ? jb : W - 4;
+        const float *base = img + c0 + j0;
+        __m256d s0 = _mm256_mul_pd(aR, _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(base + rowoff[R])), vv0));
+        __m256d s1 = _mm256_setzero_pd(), s2 = s1;
+        for (ptrdiff_t d = 1; d <= R; d++) {
+            const __m256d a = _mm256_set1_pd(wk[R + d]), b = _mm256_set1_pd(wb[d]),
+                          c = _mm256_set1_pd(wc[d]);
+            const __m256d p = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(base + rowoff[R + d])), vv0);
+            const __m256d m = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(base + rowoff[R - d])), vv0);
+            const __m256d sd = _mm256_add_pd(p, m), dd = _mm256_sub_pd(p, m);
+            s0 = _mm256_add_pd(s0, _mm256_mul_pd(a, sd));
+            s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, dd));
+            s2 = _mm256_add_pd(s2, _mm256_mul_pd(c, sd));
+        }
+        _mm256_storeu_pd(C0 + j0, s0); _mm256_storeu_pd(C1 + j0, s1); _mm256_storeu_pd(C2 + j0, s2);
+    }
+}
+#undef ACC2
+#endif
+
 int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                         const int32_t *cand_rows, const int32_t *cand_cols,
                         const float *sigma, ptrdiff_t n, double truncate,
@@ -119,10 +240,13 @@ int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t co
     int status = NCALC_OK;
     int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
+#ifdef NCALC_HAVX2
+    const int avx2 = have_avx2();
+#endif
 #pragma omp parallel num_threads(nt)
     {
-        /* wk, wk dc, wk (dc^2 / s^4 - 1 / s^2), 3 column sums */
-        double *scratch = malloc(sizeof(double) * 6 * Wmax);
+        /* wk, wk dc, wk (dc^2 / s^4 - 1 / s^2), 3 column sums, wk d, wk d^2 */
+        double *scratch = malloc(sizeof(double) * 8 * Wmax);
         ptrdiff_t *ci = malloc(sizeof(ptrdiff_t) * Wmax);
         ptrdiff_t *rowoff = malloc(sizeof(ptrdiff_t) * Wmax);
         if (!scratch || !ci || !rowoff) {
@@ -131,6 +255,10 @@ int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t co
 #pragma omp atomic write
             status = NCALC_ENOMEM;
         }
+        /* the weights of the last sigma this thread saw (they depend on
+         * sigma alone: recomputed only when it changes) */
+        float s_cached = -1.0f;
+        double w1 = 0, q = 0, swd = 0;
 #pragma omp for schedule(dynamic, 16)
         for (ptrdiff_t i = 0; i < n; i++) {
             if (!scratch) continue;
@@ -139,18 +267,27 @@ int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t co
             const ptrdiff_t cr = cand_rows[i], cc = cand_cols[i];
             double *wk = scratch, *wd = scratch + Wmax, *wh = scratch + 2 * Wmax;
             double *C0 = scratch + 3 * Wmax, *C1 = scratch + 4 * Wmax, *C2 = scratch + 5 * Wmax;
-            /* separable weights: w(dr, dc) = wk[dr] wk[dc], even in dr */
-            double w1 = 0, q = 0;
-            for (ptrdiff_t k = 0; k <= R; k++) {
-                const double d = (double)k;
-                wk[R + k] = wk[R - k] = exp(-(d * d) / (2.0 * s2));
-            }
-            for (ptrdiff_t k = 0; k < W; k++) {
-                const double d = (double)(k - R);
-                w1 += wk[k];
-                wd[k] = wk[k] * d;
-                wh[k] = wk[k] * (d * d / s4 - 1.0 / s2);
-                q += wh[k];
+            double *wb = scratch + 6 * Wmax, *wc = scratch + 7 * Wmax;
+            if (sigma[i] != s_cached) {
+                /* separable weights: w(dr, dc) = wk[dr] wk[dc], even in dr */
+                s_cached = sigma[i];
+                w1 = 0; q = 0; swd = 0;
+                for (ptrdiff_t k = 0; k <= R; k++) {
+                    const double d = (double)k;
+                    wk[R + k] = wk[R - k] = exp(-(d * d) / (2.0 * s2));
+                }
+                for (ptrdiff_t k = 0; k < W; k++) {
+                    const double d = (double)(k - R);
+                    w1 += wk[k];
+                    wd[k] = wk[k] * d;
+                    wh[k] = wk[k] * (d * d / s4 - 1.0 / s2);
+                    q += wh[k];
+                }
+                for (ptrdiff_t k = 0; k < W; k++) swd += wd[k];
+                for (ptrdiff_t d = 1; d <= R; d++) {
+                    wb[d] = wk[R + d] * (double)d;
+                    wc[d] = wk[R + d] * (double)(d * d);
+                }
             }
             const int inside = cc - R >= 0 && cc + R < cols;
             if (!inside)
@@ -161,15 +298,22 @@ int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t co
             }
             const double v0 = dtype == NCALC_U16 ? (double)((const uint16_t *)img)[cr * cols + cc]
                                                  : (double)((const float *)img)[cr * cols + cc];
-            column_sums(img, dtype, rowoff, inside ? NULL : ci, cc - R, R, v0, wk, C0, C1, C2);
+#ifdef NCALC_HAVX2
+            if (avx2 && inside && W >= 4) {
+                if (dtype == NCALC_U16)
+                    column_sums_u16_avx2((const uint16_t *)img, rowoff, cc - R, R, v0, wk, wb, wc, C0, C1, C2);
+                else
+                    column_sums_f32_avx2((const float *)img, rowoff, cc - R, R, v0, wk, wb, wc, C0, C1, C2);
+            } else
+#endif
+                column_sums(img, dtype, rowoff, inside ? NULL : ci, cc - R, R, v0, wk, C0, C1, C2);
             /* reduce with the column weights */
-            double sv = 0, t2 = 0, tc = 0, tx = 0, swd = 0;
+            double sv = 0, t2 = 0, tc = 0, tx = 0;
             for (ptrdiff_t j = 0; j < W; j++) {
                 sv += wk[j] * C0[j];           /* sum w (v - v0) */
                 t2 += wk[j] * C2[j];           /* sum w dr^2 (v - v0) */
                 tc += wh[j] * C0[j];           /* sum w (dc^2/s^4 - 1/s^2) (v - v0) */
                 tx += wd[j] * C1[j];           /* sum w dr dc (v - v0) */
-                swd += wd[j];
             }
             const double sw = w1 * w1;
             const double gd = sv / sw;         /* g - v0 */
