@@ -219,6 +219,26 @@ static void column_sums_f32_avx2(const float *img, const ptrdiff_t *rowoff, ptrd
 #undef ACC2
 #endif
 
+/* Hint the cache to fetch the window of candidate (cr, cc) with radius R
+ * (clipped to the image; only a hint, nothing is read). */
+static inline void prefetch_window(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                                   ptrdiff_t cr, ptrdiff_t cc, ptrdiff_t R)
+{
+#if defined(__GNUC__)
+    const size_t esz = dtype == NCALC_U16 ? 2 : 4;
+    const ptrdiff_t ra = cr - R < 0 ? 0 : cr - R, rb = cr + R >= rows ? rows - 1 : cr + R;
+    const ptrdiff_t ca = cc - R < 0 ? 0 : cc - R, cb = cc + R >= cols ? cols - 1 : cc + R;
+    for (ptrdiff_t r = ra; r <= rb; r++) {
+        const char *a = (const char *)img + ((size_t)r * (size_t)cols + (size_t)ca) * esz;
+        const char *b = (const char *)img + ((size_t)r * (size_t)cols + (size_t)cb) * esz;
+        for (; a <= b; a += 64) __builtin_prefetch(a, 0, 3);
+        __builtin_prefetch(b, 0, 3);
+    }
+#else
+    (void)img; (void)dtype; (void)rows; (void)cols; (void)cr; (void)cc; (void)R;
+#endif
+}
+
 int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                         const int32_t *cand_rows, const int32_t *cand_cols,
                         const float *sigma, ptrdiff_t n, double truncate,
@@ -265,6 +285,9 @@ int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t co
             const double s = sigma[i], s2 = s * s, s4 = s2 * s2;
             const ptrdiff_t R = window_radius(s, truncate), W = 2 * R + 1;
             const ptrdiff_t cr = cand_rows[i], cc = cand_cols[i];
+            if (i + 1 < n)
+                prefetch_window(img, dtype, rows, cols, cand_rows[i + 1], cand_cols[i + 1],
+                                window_radius(sigma[i + 1], truncate));
             double *wk = scratch, *wd = scratch + Wmax, *wh = scratch + 2 * Wmax;
             double *C0 = scratch + 3 * Wmax, *C1 = scratch + 4 * Wmax, *C2 = scratch + 5 * Wmax;
             double *wb = scratch + 6 * Wmax, *wc = scratch + 7 * Wmax;
