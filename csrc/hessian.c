@@ -321,22 +321,34 @@ int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t co
             }
             const double v0 = dtype == NCALC_U16 ? (double)((const uint16_t *)img)[cr * cols + cc]
                                                  : (double)((const float *)img)[cr * cols + cc];
+            double sv, t2, tc, tx;
+            for (int plain = 0;; plain = 1) {
+                int fast = 0;
 #ifdef NCALC_HAVX2
-            if (avx2 && inside && W >= 4) {
-                if (dtype == NCALC_U16)
-                    column_sums_u16_avx2((const uint16_t *)img, rowoff, cc - R, R, v0, wk, wb, wc, C0, C1, C2);
-                else
-                    column_sums_f32_avx2((const float *)img, rowoff, cc - R, R, v0, wk, wb, wc, C0, C1, C2);
-            } else
+                if (!plain && avx2 && inside && W >= 4) {
+                    fast = 1;
+                    if (dtype == NCALC_U16)
+                        column_sums_u16_avx2((const uint16_t *)img, rowoff, cc - R, R, v0, wk, wb, wc, C0, C1, C2);
+                    else
+                        column_sums_f32_avx2((const float *)img, rowoff, cc - R, R, v0, wk, wb, wc, C0, C1, C2);
+                } else
 #endif
-                column_sums(img, dtype, rowoff, inside ? NULL : ci, cc - R, R, v0, wk, C0, C1, C2);
-            /* reduce with the column weights */
-            double sv = 0, t2 = 0, tc = 0, tx = 0;
-            for (ptrdiff_t j = 0; j < W; j++) {
-                sv += wk[j] * C0[j];           /* sum w (v - v0) */
-                t2 += wk[j] * C2[j];           /* sum w dr^2 (v - v0) */
-                tc += wh[j] * C0[j];           /* sum w (dc^2/s^4 - 1/s^2) (v - v0) */
-                tx += wd[j] * C1[j];           /* sum w dr dc (v - v0) */
+                    column_sums(img, dtype, rowoff, inside ? NULL : ci, cc - R, R, v0, wk, C0, C1, C2);
+                /* reduce with the column weights */
+                sv = 0; t2 = 0; tc = 0; tx = 0;
+                for (ptrdiff_t j = 0; j < W; j++) {
+                    sv += wk[j] * C0[j];           /* sum w (v - v0) */
+                    t2 += wk[j] * C2[j];           /* sum w dr^2 (v - v0) */
+                    tc += wh[j] * C0[j];           /* sum w (dc^2/s^4 - 1/s^2) (v - v0) */
+                    tx += wd[j] * C1[j];           /* sum w dr dc (v - v0) */
+                }
+                /* A NaN in float32 input: the sums are NaN alike, but which
+                 * NaN (its sign) an add returns depends on its operand order,
+                 * which the compiler chooses; redo them with column_sums so
+                 * that even the NaN's bits are those of the plain path. (A
+                 * NaN column sum makes one of these NaN: wk > 0.) */
+                if (!(fast && dtype == NCALC_F32 && (isnan(sv) || isnan(t2) || isnan(tc) || isnan(tx))))
+                    break;
             }
             const double sw = w1 * w1;
             const double gd = sv / sw;         /* g - v0 */
