@@ -1,6 +1,11 @@
 /*
  * features.c -- per-candidate features measured on the input image around
  * each candidate. See ncalc.h for the exact definitions.
+ *
+ * features_plain reads the definition directly; features_span (windows up
+ * to SPAN_RMAX) gets the same values bit for bit from per-radius tables
+ * of the discs' row spans (no sqrt per pixel, only the pixels that count),
+ * cached per thread while the radius stays the same.
  */
 #include "ncalc.h"
 
