@@ -164,6 +164,19 @@ int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t co
                         float *smooth, float *lrr, float *lrc, float *lcc, int nthreads);
 
 /*
+ * ncalc_local_hessian at three scales per candidate, in one pass over the
+ * candidates (each candidate's neighbourhood is read once while in cache):
+ * with sigma_k = sigma1, sigma2, sigma3 (n values each, constraints as
+ * there), out[(4 k + m) n + i] for k = 0, 1, 2 and m = 0 .. 3 is exactly
+ * (bit for bit) what ncalc_local_hessian(..., sigma_k, ...) writes to
+ * smooth, lrr, lrc, lcc (m = 0, 1, 2, 3) for candidate i. out: 12 n floats.
+ */
+int ncalc_local_hessian3(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                         const int32_t *cand_rows, const int32_t *cand_cols, ptrdiff_t n,
+                         const float *sigma1, const float *sigma2, const float *sigma3,
+                         double truncate, float *out, int nthreads);
+
+/*
  * Octave-pyramid multi-scale DoG: the DoG of ncalc_dog_response with the
  * coarse scales computed on a 2x decimated image (recursively, at most
  * max_levels times). Exactly, with sigmas s_0 < ... < s_{n-1}:

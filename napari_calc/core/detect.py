@@ -524,12 +524,11 @@ def _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, rr, cc, snr, noise, r
     feats = _kernel.candidate_features(img, r32, c32, np.ascontiguousarray(blob_radius_px), nthreads)
     contrast, bg_std, peak, area, elong = (feats[i].astype(np.float64) for i in range(5))
     s32 = np.ascontiguousarray(sigma_eff, dtype=np.float32)
-    h1 = _kernel.local_hessian(img, r32, c32, s32, HESSIAN_TRUNCATE, nthreads).astype(np.float64)
-    h2 = _kernel.local_hessian(img, r32, c32, np.ascontiguousarray(2 * s32), HESSIAN_TRUNCATE,
-                               nthreads).astype(np.float64)
     # a fixed physical scale beyond any MC: large (benign) objects respond there
     sL = np.full(len(rr), LARGE_OBJECT_SIGMA_MM / sp, dtype=np.float32)
-    h3 = _kernel.local_hessian(img, r32, c32, sL, HESSIAN_TRUNCATE, nthreads).astype(np.float64)
+    # the three scales in one pass (each the same as local_hessian at that sigma)
+    h1, h2, h3 = _kernel.local_hessian3(img, r32, c32, s32, np.ascontiguousarray(2 * s32), sL,
+                                        HESSIAN_TRUNCATE, nthreads).astype(np.float64)
     lev, nsd = nlf if nlf is not None else noise_level_function(img, mask, n_threads=nthreads)
     nlf_sd = np.interp(h2[0], lev, nsd)
     with np.errstate(divide="ignore", invalid="ignore"):

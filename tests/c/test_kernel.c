@@ -115,6 +115,23 @@ static void run_shape(ptrdiff_t rows, ptrdiff_t cols, int dtype)
                                   f + 3 * n, t) == NCALC_OK, "local hessian");
         for (int q = 0; q < 4; q++)
             for (ptrdiff_t i = 0; i < nc; i++) CHECK(isfinite(f[q * n + i]), "hessian finite");
+        /* three scales in one pass: the same bits as three separate calls
+         * (sigma up to 6.4, 12.8 and 10: windows of many sizes, reflected) */
+        {
+            float *s2 = malloc(sizeof(float) * n), *s3 = malloc(sizeof(float) * n);
+            float *h3 = malloc(sizeof(float) * 12 * n), *h1 = malloc(sizeof(float) * 4 * n);
+            for (ptrdiff_t i = 0; i < nc; i++) { s2[i] = 2.0f * rad[i]; s3[i] = 10.0f; }
+            CHECK(ncalc_local_hessian3(img, dtype, rows, cols, rr, cc, nc, rad, s2, s3, 3.5, h3, t)
+                  == NCALC_OK, "local hessian3");
+            const float *sk[3] = {rad, s2, s3};
+            for (int k = 0; k < 3; k++) {
+                CHECK(ncalc_local_hessian(img, dtype, rows, cols, rr, cc, sk[k], nc, 3.5, h1, h1 + nc,
+                                          h1 + 2 * nc, h1 + 3 * nc, t) == NCALC_OK, "local hessian k");
+                CHECK(memcmp(h1, h3 + 4 * k * nc, sizeof(float) * 4 * (size_t)nc) == 0,
+                      "local hessian3 scale %d as a separate call", k);
+            }
+            free(s2); free(s3); free(h3); free(h1);
+        }
         free(f); free(rad); free(rr); free(cc); free(grid);
     }
     free(img); free(g); free(resp); free(scale); free(mask);
