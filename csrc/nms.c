@@ -11,10 +11,17 @@
  * pixels at a time with AVX2 (chosen at run time) or 16 with SSE2, together
  * with the mask bytes: almost every pixel fails it, so the pass costs about
  * one read of resp and mask. The pixels above threshold are compared with
- * their 8 neighbours (8 or 4 at a time), and only those with no larger
- * neighbour are compared with their whole (2 radius + 1)^2 window, once
- * the rows it reaches have been streamed (they are in cache): with AVX2 by
- * a branch-free running maximum of the window's rows, 8 columns a load.
+ * their 8 neighbours, and only those with no larger neighbour are compared
+ * with their whole (2 radius + 1)^2 window, once the rows it reaches have
+ * been streamed (they are in cache). With AVX2 the scan has no branch on
+ * the data: the test gives a word of bits per 32 pixels and the words that
+ * are not 0 are listed; a row later (its neighbours' rows read) the
+ * 8-neighbour test takes all 32 pixels of each listed word and the
+ * survivors' columns are stored 8 lanes at a time (a table of lane
+ * orders); each window test is a running maximum of the window's rows, 8
+ * columns a load, and its peak is stored and counted by the truth of the
+ * test. Without AVX2: 16 pixels at a time with SSE2, the 8-neighbour test
+ * 4 at a time.
  *
  * These comparisons (n > v) ignore NaNs, which a separable max filter does
  * not: a NaN first tap of a window row hides that row, and one in the
