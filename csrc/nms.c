@@ -14,9 +14,9 @@
  * their 8 neighbours, and only those with no larger neighbour are compared
  * with their whole (2 radius + 1)^2 window, once the rows it reaches have
  * been streamed (they are in cache). With AVX2 the scan has no branch on
- * the data: the test gives a word of bits per 32 pixels and the words that
- * are not 0 are listed; a row later (its neighbours' rows read) the
- * 8-neighbour test takes all 32 pixels of each listed word and the
+ * the data: the test gives a word of bits per 32 pixels and its bytes
+ * that are not 0 are listed; a row later (its neighbours' rows read) the
+ * 8-neighbour test takes all 8 pixels of each listed byte and the
  * survivors' columns are stored 8 lanes at a time (a table of lane
  * orders); each window test is a running maximum of the window's rows, 8
  * columns a load, and its peak is stored and counted by the truth of the
@@ -392,8 +392,10 @@ static const uint64_t lanes8[256] = {
 
 /* The scratch of a thread's AVX2 scans. The candidates of row ra + i are
  * col[start[i]] .. col[start[i + 1] - 1]. words[(r & 1) nw + w]: the
- * threshold bits of pixels 32 w .. 32 w + 31 of row r; the nz[r & 1]
- * words of row r that are not 0 are listed at nzw + (r & 1) nw. */
+ * threshold bits of pixels 32 w .. 32 w + 31 of row r, so byte g of
+ * words + (r & 1) nw those of pixels 8 g .. 8 g + 7 (x86 is little-endian);
+ * the nz[r & 1] bytes of row r that are not 0 are listed at
+ * nzw + (r & 1) 4 nw. */
 typedef struct {
     int32_t *col;
     ptrdiff_t cap;
@@ -430,30 +432,25 @@ static int peaks_room(peaks_t *p, ptrdiff_t n)
 }
 
 /* Bit j of the result: a pixel of the 3 x 3 block around (r, c + j) is
- * larger than it, j < 32, for 1 <= c and c + 33 <= cols (the rows above and
+ * larger than it, j < 8, for 1 <= c and c + 9 <= cols (the rows above and
  * below clamped to the image as larger_neighbour() clamps them). The
  * maximum of the 8 neighbours is compared with each pixel: the same answer
  * as comparing each neighbour when none is NaN. */
 NCALC_TARGET_AVX2
-static inline uint32_t larger3_32_avx2(const float *resp, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t r,
-                                       ptrdiff_t c)
+static inline unsigned larger3_8_avx2(const float *resp, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t r,
+                                      ptrdiff_t c)
 {
     const float *mid = resp + r * cols + c;
     const float *up = resp + (r > 0 ? r - 1 : r) * cols + c;
     const float *dn = resp + (r + 1 < rows ? r + 1 : r) * cols + c;
-    uint32_t gt = 0;
-    for (int j = 0; j < 32; j += 8) {
-        const __m256 v = _mm256_loadu_ps(mid + j);
-        __m256 m0 = _mm256_max_ps(_mm256_loadu_ps(mid + j - 1), _mm256_loadu_ps(mid + j + 1));
-        __m256 m1 = _mm256_max_ps(_mm256_loadu_ps(up + j - 1), _mm256_loadu_ps(up + j));
-        m0 = _mm256_max_ps(m0, _mm256_loadu_ps(up + j + 1));
-        m1 = _mm256_max_ps(m1, _mm256_loadu_ps(dn + j - 1));
-        m0 = _mm256_max_ps(m0, _mm256_loadu_ps(dn + j));
-        m1 = _mm256_max_ps(m1, _mm256_loadu_ps(dn + j + 1));
-        const __m256 m = _mm256_max_ps(m0, m1);
-        gt |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(m, v, _CMP_GT_OQ)) << j;
-    }
-    return gt;
+    const __m256 v = _mm256_loadu_ps(mid);
+    __m256 m0 = _mm256_max_ps(_mm256_loadu_ps(mid - 1), _mm256_loadu_ps(mid + 1));
+    __m256 m1 = _mm256_max_ps(_mm256_loadu_ps(up - 1), _mm256_loadu_ps(up));
+    m0 = _mm256_max_ps(m0, _mm256_loadu_ps(up + 1));
+    m1 = _mm256_max_ps(m1, _mm256_loadu_ps(dn - 1));
+    m0 = _mm256_max_ps(m0, _mm256_loadu_ps(dn));
+    m1 = _mm256_max_ps(m1, _mm256_loadu_ps(dn + 1));
+    return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_max_ps(m0, m1), v, _CMP_GT_OQ));
 }
 
 /* window_peak_finite with AVX2: 1 when no pixel of the window is larger,
@@ -503,7 +500,7 @@ static inline int window_peak_sse_avx2(const float *resp, ptrdiff_t cols, ptrdif
 }
 
 /* Lists the candidates of row r (its threshold bits are in cand): for each
- * word of 32 pixels that holds some, the 8-neighbour test of all 32 (when
+ * byte of 8 pixels that holds some, the 8-neighbour test of all 8 (when
  * radius > 0), then the columns of those that pass both stored 8 lanes at a
  * time (a table of lane orders), popcount of them taken. */
 NCALC_TARGET_AVX2 __attribute__((noinline))
@@ -511,30 +508,27 @@ static void list_row_avx2(const nms_args_t *A, ptrdiff_t r, ptrdiff_t nw, cands_
 {
     const float *resp = A->resp;
     const ptrdiff_t rows = A->rows, cols = A->cols;
-    const uint32_t *words = cand->words + (r & 1) * nw;
-    const int32_t *nzw = cand->nzw + (r & 1) * nw;
+    const uint8_t *gbits = (const uint8_t *)(cand->words + (r & 1) * nw);
+    const int32_t *nzw = cand->nzw + (r & 1) * 4 * nw;
     const ptrdiff_t nz = cand->nz[r & 1];
     int32_t *col = cand->col;
     ptrdiff_t n = *n_io;
     for (ptrdiff_t i = 0; i < nz; i++) {
-        const ptrdiff_t c = (ptrdiff_t)nzw[i] * 32;
-        uint32_t bits = words[nzw[i]];
+        const ptrdiff_t c = (ptrdiff_t)nzw[i] * 8;
+        unsigned bits = gbits[nzw[i]];
         if (A->radius > 0) {
-            if (c >= 1 && c + 33 <= cols) {
-                bits &= ~larger3_32_avx2(resp, rows, cols, r, c);
+            if (c >= 1 && c + 9 <= cols) {
+                bits &= ~larger3_8_avx2(resp, rows, cols, r, c);
             } else {
-                for (uint32_t w = bits; w; w &= w - 1) {
+                for (unsigned w = bits; w; w &= w - 1) {
                     const int j = __builtin_ctz(w);
                     if (larger_neighbour(resp, rows, cols, r, c + j)) bits &= ~(1u << j);
                 }
             }
         }
-        for (int j = 0; j < 32; j += 8) {
-            const uint32_t b8 = (bits >> j) & 0xffu;
-            const __m256i lane = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)&lanes8[b8]));
-            _mm256_storeu_si256((__m256i *)(col + n), _mm256_add_epi32(lane, _mm256_set1_epi32((int32_t)(c + j))));
-            n += __builtin_popcount(b8);
-        }
+        const __m256i lane = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)&lanes8[bits]));
+        _mm256_storeu_si256((__m256i *)(col + n), _mm256_add_epi32(lane, _mm256_set1_epi32((int32_t)c)));
+        n += __builtin_popcount(bits);
     }
     *n_io = n;
 }
@@ -592,11 +586,11 @@ static ptrdiff_t peaks_of_row_avx2(const float *resp, ptrdiff_t rows, ptrdiff_t 
 /* scan_fast with AVX2, without a branch on the data but at the edges. The
  * threshold and mask test of 32 pixels at a time (the NaN test two vectors
  * a comparison: unordered is true when either is NaN) gives a word of bits;
- * the words that are not 0 are listed. Once row r is read, the candidates
+ * its bytes that are not 0 are listed. Once row r is read, the candidates
  * of row r - 1 are listed (list_row_avx2: the rows of its 8-neighbour test
  * are in cache), and those of row r - radius compared with their windows,
  * each peak stored and counted by the truth of the test. cand: the
- * thread's scratch, words and nzw of 2 nw entries. */
+ * thread's scratch, words of 2 nw entries and nzw of 8 nw. */
 NCALC_TARGET_AVX2
 static void scan_fast_avx2(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, float *thr,
                            cands_t *cand, peaks_t *out, uint8_t *nan_rows)
@@ -618,7 +612,7 @@ static void scan_fast_avx2(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, floa
             const uint8_t *mrow = A->mask ? A->mask + r * A->mask_ld : NULL;
             const ptrdiff_t gr = A->grid ? r / A->tile : 0;
             uint32_t *words = cand->words + (r & 1) * nw;
-            int32_t *nzw = cand->nzw + (r & 1) * nw;
+            int32_t *nzw = cand->nzw + (r & 1) * 4 * nw;
             ptrdiff_t nz = 0;
             if (gr != thr_row) {
                 fill_thr(thr, cols, A->grid, A->tile, A->k, gr);
@@ -642,8 +636,10 @@ static void scan_fast_avx2(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, floa
                     bits &= ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(m, zero));
                 }
                 words[w] = bits;
-                nzw[nz] = (int32_t)w;
-                nz += bits != 0;
+                for (int j = 0; j < 4; j++) {
+                    nzw[nz] = (int32_t)(4 * w + j);
+                    nz += ((bits >> (8 * j)) & 0xffu) != 0;
+                }
             }
             if (c < cols) {
                 uint32_t bits = 0;
@@ -652,8 +648,10 @@ static void scan_fast_avx2(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, floa
                     bits |= (uint32_t)((row[x] > thr[x]) & (!mrow || mrow[x] != 0)) << (x - c);
                 }
                 words[w] = bits;
-                nzw[nz] = (int32_t)w;
-                nz += bits != 0;
+                for (int j = 0; j < 4; j++) {
+                    nzw[nz] = (int32_t)(4 * w + j);
+                    nz += ((bits >> (8 * j)) & 0xffu) != 0;
+                }
             }
             cand->nz[r & 1] = nz;
             nan_rows[r] = (uint8_t)(bad | (_mm256_movemask_ps(un) != 0));
@@ -762,7 +760,7 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
         if (avx2) {
             const ptrdiff_t nw = (cols + 31) / 32;
             cand.words = malloc(sizeof(uint32_t) * 2 * (size_t)nw);
-            cand.nzw = malloc(sizeof(int32_t) * 2 * (size_t)nw);
+            cand.nzw = malloc(sizeof(int32_t) * 8 * (size_t)nw);
             if (!cand.words || !cand.nzw) cand.failed = 1;
         }
 #endif
