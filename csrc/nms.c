@@ -6,15 +6,30 @@
  * thread count) that threads scan in parallel; each chunk lists its peaks in
  * raster order and the lists are concatenated in chunk order, so the output
  * is the same whatever the number of threads. The threshold is constant
- * over each tile's run of columns (no division per pixel) and is tested
- * first, 32 pixels at a time with a branch-free loop: almost every pixel of
- * a response fails it, so the whole pass costs about one read of resp (and
- * mask). The pixels above threshold are compared with their 8 neighbours,
- * four at a time (SSE2), and only those with no larger neighbour are
- * compared with their whole (2 radius + 1)^2 window. When the rows a chunk
- * reaches hold a NaN, the chunk is done again comparing each pixel above
- * threshold with its window maximum reduced in the order a separable max
- * filter would use. So the peaks (ties and NaNs included) are those of
+ * over each tile's run of columns (a row of thresholds is filled once per
+ * row of tiles, no division per pixel) and is tested first, branch-free, 32
+ * pixels at a time with AVX2 (chosen at run time) or 16 with SSE2, together
+ * with the mask bytes: almost every pixel fails it, so the pass costs about
+ * one read of resp and mask. The pixels above threshold are compared with
+ * their 8 neighbours, and only those with no larger neighbour are compared
+ * with their whole (2 radius + 1)^2 window, once the rows it reaches have
+ * been streamed (they are in cache). With AVX2 the scan has no branch on
+ * the data: the test gives a word of bits per 32 pixels and its bytes
+ * that are not 0 are listed; a row later (its neighbours' rows read) the
+ * 8-neighbour test takes all 8 pixels of each listed byte and the
+ * survivors' columns are stored 8 lanes at a time (a table of lane
+ * orders); each window test is a running maximum of the window's rows, 8
+ * columns a load, and its peak is stored and counted by the truth of the
+ * test. Without AVX2: 16 pixels at a time with SSE2, the 8-neighbour test
+ * 4 at a time.
+ *
+ * These comparisons (n > v) ignore NaNs, which a separable max filter does
+ * not: a NaN first tap of a window row hides that row, and one in the
+ * window's first row makes its maximum NaN. So the scan also notes which
+ * rows hold a NaN, and after it every chunk whose windows reach such a row
+ * is done again comparing each pixel above threshold with its window
+ * maximum reduced in the exact order of a separable max filter. So the
+ * peaks (ties and NaNs included) are those of
  * (resp > thr) & (resp >= max_filter(resp)) & mask.
  */
 #include "ncalc.h"
@@ -30,6 +45,25 @@
 #if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
 #include <emmintrin.h>
 #define NCALC_SSE2 1
+#endif
+
+/* AVX2 versions of the scan, chosen at run time (x86-64 GCC;
+ * NCALC_NO_CLONES disables them). They make the same float comparisons as
+ * the portable scan (ordered >, a maximum compared with > only where the
+ * portable code ORs the comparisons with each element, which is the same
+ * on NaN-free data: NaN data take the exact pass either way), so the peaks
+ * are identical. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && (__GNUC__ >= 6) && \
+    !defined(NCALC_NO_CLONES)
+#include <immintrin.h>
+#define NCALC_AVX2 1
+#define NCALC_TARGET_AVX2 __attribute__((target("avx2,popcnt")))
+
+/* The CPU's features, known from libgcc's start-up (no state here). */
+static inline int have_avx2(void)
+{
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+}
 #endif
 
 #define NMS_CHUNK 64
@@ -102,17 +136,6 @@ static inline int window_peak_finite(const float *resp, ptrdiff_t rows, ptrdiff_
         if (gt) return 0;
     }
     return 1;
-}
-
-/* 1 when rows [r0, r1) of resp hold a NaN. */
-static int has_nan(const float *resp, ptrdiff_t cols, ptrdiff_t r0, ptrdiff_t r1)
-{
-    int bad = 0;
-    for (ptrdiff_t r = r0; r < r1; r++) {
-        const float *restrict row = resp + r * cols;
-        for (ptrdiff_t c = 0; c < cols; c++) bad |= row[c] != row[c];
-    }
-    return bad;
 }
 
 /* Index of the lowest set bit of a non-zero word. */
@@ -211,81 +234,476 @@ static inline unsigned no_larger3(const float *resp, ptrdiff_t rows, ptrdiff_t c
     return keep;
 }
 
-/* Peaks of rows [ra, rb). The threshold (and mask) test comes first, 16
- * pixels at a time without branches (SSE2 where available): almost every
- * pixel fails it. The pixels that pass are listed, and looked at once the
- * test has streamed the last row their window reaches (so that those rows
- * are in cache). When no pixel the chunk's windows reach is NaN, each is
- * compared with its 8 neighbours and, if none is larger, with its whole
- * window. Otherwise the chunk is done again, each pixel above threshold
- * compared with its window maximum reduced in the exact order of a
- * separable max filter. Either way the result is that of
- * (resp > thr) & (resp >= window max) & mask for every pixel.
- * thr: cols floats of scratch; above: an empty list. */
-static void scan_rows(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
-                      ptrdiff_t mask_ld, const float *grid, ptrdiff_t tile, float k, int radius,
-                      ptrdiff_t ra, ptrdiff_t rb, float *thr, peaks_t *above, peaks_t *out)
+
+/* thr[c] = the threshold of column c in the row of tiles gr (k without a
+ * grid). NaN thresholds compare false: nothing passes there. */
+static void fill_thr(float *thr, ptrdiff_t cols, const float *grid, ptrdiff_t tile, float k,
+                     ptrdiff_t gr)
 {
     const ptrdiff_t gw = grid ? (cols + tile - 1) / tile : 0;
-    /* NaNs in the rows the windows reach above and below the chunk */
-    int bad = has_nan(resp, cols, ra - radius < 0 ? 0 : ra - radius, ra) |
-              has_nan(resp, cols, rb, rb + radius > rows ? rows : rb + radius);
-    for (int exact = bad; exact < 2; exact++) {
-        out->n = 0;
-        above->n = 0;
-        ptrdiff_t done = 0;     /* entries of above looked at */
-        ptrdiff_t thr_row = -1; /* the grid row thr holds */
-        for (ptrdiff_t r = ra; r < rb + radius; r++) {
-            if (r < rb) {
-                const float *row = resp + r * cols;
-                const uint8_t *mrow = mask ? mask + r * mask_ld : NULL;
-                ptrdiff_t gr = grid ? r / tile : 0;
-                if (gr != thr_row) {
-                    /* NaN thresholds compare false: nothing passes there */
-                    const ptrdiff_t seg = grid ? tile : cols;
-                    for (ptrdiff_t s0 = 0, g = 0; s0 < cols; s0 += seg, g++) {
-                        const ptrdiff_t s1 = s0 + seg < cols ? s0 + seg : cols;
-                        const float t = grid ? k * grid[gr * gw + g] : k;
-                        for (ptrdiff_t c = s0; c < s1; c++) thr[c] = t;
+    const ptrdiff_t seg = grid ? tile : cols;
+    for (ptrdiff_t s0 = 0, g = 0; s0 < cols; s0 += seg, g++) {
+        const ptrdiff_t s1 = s0 + seg < cols ? s0 + seg : cols;
+        const float t = grid ? k * grid[gr * gw + g] : k;
+        for (ptrdiff_t c = s0; c < s1; c++) thr[c] = t;
+    }
+}
+
+/* The arguments of a chunk's scan. */
+typedef struct {
+    const float *resp;
+    ptrdiff_t rows, cols;
+    const uint8_t *mask;
+    ptrdiff_t mask_ld;
+    const float *grid;
+    ptrdiff_t tile;
+    float k;
+    int radius;
+} nms_args_t;
+
+/* The peaks of rows [ra, rb) into out (emptied first), for data whose
+ * windows hold no NaN; nan_rows[r] = 1 for each row r in [ra, rb) that
+ * holds a NaN, else 0 (then out is not to be used: see scan_exact). The
+ * threshold (and mask) test comes first, 16 pixels at a time without
+ * branches (SSE2 where available); the pixels that pass with no larger
+ * 8-neighbour are listed, and compared with their window once the test has
+ * streamed the last row it reaches (so that those rows are in cache).
+ * thr: cols floats of scratch; above: a list to reuse. */
+static void scan_fast(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, float *thr, peaks_t *above,
+                      peaks_t *out, uint8_t *nan_rows)
+{
+    const float *resp = A->resp;
+    const ptrdiff_t rows = A->rows, cols = A->cols;
+    const int radius = A->radius;
+    ptrdiff_t done = 0;     /* entries of above looked at */
+    ptrdiff_t thr_row = -1; /* the grid row thr holds */
+    out->n = 0;
+    above->n = 0;
+    for (ptrdiff_t r = ra; r < rb + radius; r++) {
+        if (r < rb) {
+            const float *row = resp + r * cols;
+            const uint8_t *mrow = A->mask ? A->mask + r * A->mask_ld : NULL;
+            const ptrdiff_t gr = A->grid ? r / A->tile : 0;
+            int bad = 0;
+            if (gr != thr_row) {
+                fill_thr(thr, cols, A->grid, A->tile, A->k, gr);
+                thr_row = gr;
+            }
+            for (ptrdiff_t c = 0; c < cols; c += 16) {
+                unsigned bits = 0;
+                if (c + 16 <= cols) {
+                    bits = above16(row + c, thr + c, mrow ? mrow + c : NULL, &bad);
+                } else {
+                    for (ptrdiff_t x = c; x < cols; x++) {
+                        bad |= row[x] != row[x];
+                        bits |= (unsigned)((row[x] > thr[x]) & (!mrow || mrow[x] != 0)) << (x - c);
                     }
-                    thr_row = gr;
                 }
-                for (ptrdiff_t c = 0; c < cols; c += 16) {
-                    unsigned bits = 0;
-                    if (c + 16 <= cols) {
-                        bits = above16(row + c, thr + c, mrow ? mrow + c : NULL, &bad);
-                    } else {
-                        for (ptrdiff_t x = c; x < cols; x++) {
-                            bad |= row[x] != row[x];
-                            bits |= (unsigned)((row[x] > thr[x]) & (!mrow || mrow[x] != 0)) << (x - c);
-                        }
-                    }
-                    /* first pass: only the pixels with no larger 8-neighbour are
-                     * listed (the exact pass compares each with its window) */
-                    if (bits && !exact && radius > 0) bits = no_larger3(resp, rows, cols, r, c, bits);
-                    while (bits) {
-                        push(above, r, c + lowest_bit(bits));
-                        bits &= bits - 1;
-                    }
+                /* only the pixels with no larger 8-neighbour are listed */
+                if (bits && radius > 0) bits = no_larger3(resp, rows, cols, r, c, bits);
+                while (bits) {
+                    push(above, r, c + lowest_bit(bits));
+                    bits &= bits - 1;
                 }
             }
-            /* rows up to r are read: look at the pixels of row r - radius
-             * (all of them after the last row) */
-            const ptrdiff_t upto = r + 1 >= rb + radius ? rb : r - radius + 1;
-            if (bad && !exact) continue; /* done again below */
-            for (; done < above->n && above->rc[2 * done] < upto; done++) {
-                const ptrdiff_t pr = above->rc[2 * done], pc = above->rc[2 * done + 1];
-                int peak;
-                if (exact)
-                    peak = window_peak(resp, rows, cols, radius, pr, pc);
-                else /* listed: no 8-neighbour is larger */
-                    peak = radius <= 1 || window_peak_finite(resp, rows, cols, radius, pr, pc);
-                if (peak) push(out, pr, pc);
-            }
+            nan_rows[r] = (uint8_t)(bad != 0);
         }
-        if (!bad) break;
+        /* rows up to r are read: look at the pixels of row r - radius
+         * (all of them after the last row) */
+        const ptrdiff_t upto = r + 1 >= rb + radius ? rb : r - radius + 1;
+        for (; done < above->n && above->rc[2 * done] < upto; done++) {
+            const ptrdiff_t pr = above->rc[2 * done], pc = above->rc[2 * done + 1];
+            /* listed: no 8-neighbour is larger */
+            if (radius <= 1 || window_peak_finite(resp, rows, cols, radius, pr, pc)) push(out, pr, pc);
+        }
     }
     out->failed |= above->failed;
+}
+
+#ifdef NCALC_AVX2
+/* Byte i of lanes8[bits]: the lane of the i-th set bit of bits (i <
+ * popcount(bits)). */
+static const uint64_t lanes8[256] = {
+    0x0000000000000000ull, 0x0000000000000000ull, 0x0000000000000001ull, 0x0000000000000100ull,
+    0x0000000000000002ull, 0x0000000000000200ull, 0x0000000000000201ull, 0x0000000000020100ull,
+    0x0000000000000003ull, 0x0000000000000300ull, 0x0000000000000301ull, 0x0000000000030100ull,
+    0x0000000000000302ull, 0x0000000000030200ull, 0x0000000000030201ull, 0x0000000003020100ull,
+    0x0000000000000004ull, 0x0000000000000400ull, 0x0000000000000401ull, 0x0000000000040100ull,
+    0x0000000000000402ull, 0x0000000000040200ull, 0x0000000000040201ull, 0x0000000004020100ull,
+    0x0000000000000403ull, 0x0000000000040300ull, 0x0000000000040301ull, 0x0000000004030100ull,
+    0x0000000000040302ull, 0x0000000004030200ull, 0x0000000004030201ull, 0x0000000403020100ull,
+    0x0000000000000005ull, 0x0000000000000500ull, 0x0000000000000501ull, 0x0000000000050100ull,
+    0x0000000000000502ull, 0x0000000000050200ull, 0x0000000000050201ull, 0x0000000005020100ull,
+    0x0000000000000503ull, 0x0000000000050300ull, 0x0000000000050301ull, 0x0000000005030100ull,
+    0x0000000000050302ull, 0x0000000005030200ull, 0x0000000005030201ull, 0x0000000503020100ull,
+    0x0000000000000504ull, 0x0000000000050400ull, 0x0000000000050401ull, 0x0000000005040100ull,
+    0x0000000000050402ull, 0x0000000005040200ull, 0x0000000005040201ull, 0x0000000504020100ull,
+    0x0000000000050403ull, 0x0000000005040300ull, 0x0000000005040301ull, 0x0000000504030100ull,
+    0x0000000005040302ull, 0x0000000504030200ull, 0x0000000504030201ull, 0x0000050403020100ull,
+    0x0000000000000006ull, 0x0000000000000600ull, 0x0000000000000601ull, 0x0000000000060100ull,
+    0x0000000000000602ull, 0x0000000000060200ull, 0x0000000000060201ull, 0x0000000006020100ull,
+    0x0000000000000603ull, 0x0000000000060300ull, 0x0000000000060301ull, 0x0000000006030100ull,
+    0x0000000000060302ull, 0x0000000006030200ull, 0x0000000006030201ull, 0x0000000603020100ull,
+    0x0000000000000604ull, 0x0000000000060400ull, 0x0000000000060401ull, 0x0000000006040100ull,
+    0x0000000000060402ull, 0x0000000006040200ull, 0x0000000006040201ull, 0x0000000604020100ull,
+    0x0000000000060403ull, 0x0000000006040300ull, 0x0000000006040301ull, 0x0000000604030100ull,
+    0x0000000006040302ull, 0x0000000604030200ull, 0x0000000604030201ull, 0x0000060403020100ull,
+    0x0000000000000605ull, 0x0000000000060500ull, 0x0000000000060501ull, 0x0000000006050100ull,
+    0x0000000000060502ull, 0x0000000006050200ull, 0x0000000006050201ull, 0x0000000605020100ull,
+    0x0000000000060503ull, 0x0000000006050300ull, 0x0000000006050301ull, 0x0000000605030100ull,
+    0x0000000006050302ull, 0x0000000605030200ull, 0x0000000605030201ull, 0x0000060503020100ull,
+    0x0000000000060504ull, 0x0000000006050400ull, 0x0000000006050401ull, 0x0000000605040100ull,
+    0x0000000006050402ull, 0x0000000605040200ull, 0x0000000605040201ull, 0x0000060504020100ull,
+    0x0000000006050403ull, 0x0000000605040300ull, 0x0000000605040301ull, 0x0000060504030100ull,
+    0x0000000605040302ull, 0x0000060504030200ull, 0x0000060504030201ull, 0x0006050403020100ull,
+    0x0000000000000007ull, 0x0000000000000700ull, 0x0000000000000701ull, 0x0000000000070100ull,
+    0x0000000000000702ull, 0x0000000000070200ull, 0x0000000000070201ull, 0x0000000007020100ull,
+    0x0000000000000703ull, 0x0000000000070300ull, 0x0000000000070301ull, 0x0000000007030100ull,
+    0x0000000000070302ull, 0x0000000007030200ull, 0x0000000007030201ull, 0x0000000703020100ull,
+    0x0000000000000704ull, 0x0000000000070400ull, 0x0000000000070401ull, 0x0000000007040100ull,
+    0x0000000000070402ull, 0x0000000007040200ull, 0x0000000007040201ull, 0x0000000704020100ull,
+    0x0000000000070403ull, 0x0000000007040300ull, 0x0000000007040301ull, 0x0000000704030100ull,
+    0x0000000007040302ull, 0x0000000704030200ull, 0x0000000704030201ull, 0x0000070403020100ull,
+    0x0000000000000705ull, 0x0000000000070500ull, 0x0000000000070501ull, 0x0000000007050100ull,
+    0x0000000000070502ull, 0x0000000007050200ull, 0x0000000007050201ull, 0x0000000705020100ull,
+    0x0000000000070503ull, 0x0000000007050300ull, 0x0000000007050301ull, 0x0000000705030100ull,
+    0x0000000007050302ull, 0x0000000705030200ull, 0x0000000705030201ull, 0x0000070503020100ull,
+    0x0000000000070504ull, 0x0000000007050400ull, 0x0000000007050401ull, 0x0000000705040100ull,
+    0x0000000007050402ull, 0x0000000705040200ull, 0x0000000705040201ull, 0x0000070504020100ull,
+    0x0000000007050403ull, 0x0000000705040300ull, 0x0000000705040301ull, 0x0000070504030100ull,
+    0x0000000705040302ull, 0x0000070504030200ull, 0x0000070504030201ull, 0x0007050403020100ull,
+    0x0000000000000706ull, 0x0000000000070600ull, 0x0000000000070601ull, 0x0000000007060100ull,
+    0x0000000000070602ull, 0x0000000007060200ull, 0x0000000007060201ull, 0x0000000706020100ull,
+    0x0000000000070603ull, 0x0000000007060300ull, 0x0000000007060301ull, 0x0000000706030100ull,
+    0x0000000007060302ull, 0x0000000706030200ull, 0x0000000706030201ull, 0x0000070603020100ull,
+    0x0000000000070604ull, 0x0000000007060400ull, 0x0000000007060401ull, 0x0000000706040100ull,
+    0x0000000007060402ull, 0x0000000706040200ull, 0x0000000706040201ull, 0x0000070604020100ull,
+    0x0000000007060403ull, 0x0000000706040300ull, 0x0000000706040301ull, 0x0000070604030100ull,
+    0x0000000706040302ull, 0x0000070604030200ull, 0x0000070604030201ull, 0x0007060403020100ull,
+    0x0000000000070605ull, 0x0000000007060500ull, 0x0000000007060501ull, 0x0000000706050100ull,
+    0x0000000007060502ull, 0x0000000706050200ull, 0x0000000706050201ull, 0x0000070605020100ull,
+    0x0000000007060503ull, 0x0000000706050300ull, 0x0000000706050301ull, 0x0000070605030100ull,
+    0x0000000706050302ull, 0x0000070605030200ull, 0x0000070605030201ull, 0x0007060503020100ull,
+    0x0000000007060504ull, 0x0000000706050400ull, 0x0000000706050401ull, 0x0000070605040100ull,
+    0x0000000706050402ull, 0x0000070605040200ull, 0x0000070605040201ull, 0x0007060504020100ull,
+    0x0000000706050403ull, 0x0000070605040300ull, 0x0000070605040301ull, 0x0007060504030100ull,
+    0x0000070605040302ull, 0x0007060504030200ull, 0x0007060504030201ull, 0x0706050403020100ull,
+};
+
+/* The scratch of a thread's AVX2 scans. The candidates of row ra + i are
+ * col[start[i]] .. col[start[i + 1] - 1]. words[(r & 1) nw + w]: the
+ * threshold bits of pixels 32 w .. 32 w + 31 of row r, so byte g of
+ * words + (r & 1) nw those of pixels 8 g .. 8 g + 7 (x86 is little-endian);
+ * the nz[r & 1] bytes of row r that are not 0 are listed at
+ * nzw + (r & 1) 4 nw. */
+typedef struct {
+    int32_t *col;
+    ptrdiff_t cap;
+    ptrdiff_t start[NMS_CHUNK + 1];
+    uint32_t *words;
+    int32_t *nzw;
+    ptrdiff_t nz[2];
+    int failed;
+} cands_t;
+
+/* Room for n more entries in c (+ 8 for the last 8-lane store). */
+static int cands_room(cands_t *c, ptrdiff_t used, ptrdiff_t n)
+{
+    if (used + n + 8 <= c->cap) return 1;
+    ptrdiff_t cap = 2 * c->cap > used + n + 8 ? 2 * c->cap : used + n + 8;
+    int32_t *col = realloc(c->col, sizeof(int32_t) * (size_t)cap);
+    if (!col) return 0;
+    c->col = col;
+    c->cap = cap;
+    return 1;
+}
+
+/* Room for n more peaks in p. */
+static int peaks_room(peaks_t *p, ptrdiff_t n)
+{
+    if (p->n + n <= p->cap) return 1;
+    ptrdiff_t cap = 2 * p->cap > p->n + n ? 2 * p->cap : p->n + n;
+    if (cap < 256) cap = 256;
+    int32_t *rc = realloc(p->rc, sizeof(int32_t) * 2 * (size_t)cap);
+    if (!rc) return 0;
+    p->rc = rc;
+    p->cap = cap;
+    return 1;
+}
+
+/* Bit j of the result: a pixel of the 3 x 3 block around (r, c + j) is
+ * larger than it, j < 8, for 1 <= c and c + 9 <= cols (the rows above and
+ * below clamped to the image as larger_neighbour() clamps them). The
+ * maximum of the 8 neighbours is compared with each pixel: the same answer
+ * as comparing each neighbour when none is NaN. */
+NCALC_TARGET_AVX2
+static inline unsigned larger3_8_avx2(const float *resp, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t r,
+                                      ptrdiff_t c)
+{
+    const float *mid = resp + r * cols + c;
+    const float *up = resp + (r > 0 ? r - 1 : r) * cols + c;
+    const float *dn = resp + (r + 1 < rows ? r + 1 : r) * cols + c;
+    const __m256 v = _mm256_loadu_ps(mid);
+    __m256 m0 = _mm256_max_ps(_mm256_loadu_ps(mid - 1), _mm256_loadu_ps(mid + 1));
+    __m256 m1 = _mm256_max_ps(_mm256_loadu_ps(up - 1), _mm256_loadu_ps(up));
+    m0 = _mm256_max_ps(m0, _mm256_loadu_ps(up + 1));
+    m1 = _mm256_max_ps(m1, _mm256_loadu_ps(dn - 1));
+    m0 = _mm256_max_ps(m0, _mm256_loadu_ps(dn));
+    m1 = _mm256_max_ps(m1, _mm256_loadu_ps(dn + 1));
+    return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_max_ps(m0, m1), v, _CMP_GT_OQ));
+}
+
+/* window_peak_finite with AVX2: 1 when no pixel of the window is larger,
+ * for a window whose clipped rows have b - a + 1 >= 8 columns. Each row is
+ * read 8 columns a load, the last load overlapping the one before; up to
+ * 16 columns without a branch but the loop's, wider with a test a row. The
+ * same answer when the window holds no NaN. */
+NCALC_TARGET_AVX2
+static inline int window_peak_avx2(const float *resp, ptrdiff_t cols, ptrdiff_t r0, ptrdiff_t r1,
+                                   ptrdiff_t a, ptrdiff_t b, float v)
+{
+    const __m256 vv = _mm256_set1_ps(v);
+    const ptrdiff_t last = b - 7; /* the last load of a row: columns b - 7 .. b */
+    const float *row = resp + r0 * cols;
+    if (last - a <= 8) {
+        const float *p = row + a;
+        const ptrdiff_t d = last - a;
+        __m256 m0 = vv, m1 = vv;
+        for (ptrdiff_t q = r1 - r0; q >= 0; q--, p += cols) {
+            m0 = _mm256_max_ps(m0, _mm256_loadu_ps(p));
+            m1 = _mm256_max_ps(m1, _mm256_loadu_ps(p + d));
+        }
+        return !_mm256_movemask_ps(_mm256_cmp_ps(_mm256_max_ps(m0, m1), vv, _CMP_GT_OQ));
+    }
+    for (ptrdiff_t q = r0; q <= r1; q++, row += cols) {
+        __m256 m = _mm256_loadu_ps(row + last);
+        for (ptrdiff_t x = a; x < last; x += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(row + x));
+        if (_mm256_movemask_ps(_mm256_cmp_ps(m, vv, _CMP_GT_OQ))) return 0;
+    }
+    return 1;
+}
+
+/* The same with SSE for 4 <= b - a + 1 <= 8 columns (two loads a row). */
+NCALC_TARGET_AVX2
+static inline int window_peak_sse_avx2(const float *resp, ptrdiff_t cols, ptrdiff_t r0, ptrdiff_t r1,
+                                       ptrdiff_t a, ptrdiff_t b, float v)
+{
+    const __m128 vv = _mm_set1_ps(v);
+    const float *p = resp + r0 * cols + a;
+    const ptrdiff_t d = b - 3 - a;
+    __m128 m0 = vv, m1 = vv;
+    for (ptrdiff_t q = r1 - r0; q >= 0; q--, p += cols) {
+        m0 = _mm_max_ps(m0, _mm_loadu_ps(p));
+        m1 = _mm_max_ps(m1, _mm_loadu_ps(p + d));
+    }
+    return !_mm_movemask_ps(_mm_cmpgt_ps(_mm_max_ps(m0, m1), vv));
+}
+
+/* Lists the candidates of row r (its threshold bits are in cand): for each
+ * byte of 8 pixels that holds some, the 8-neighbour test of all 8 (when
+ * radius > 0), then the columns of those that pass both stored 8 lanes at a
+ * time (a table of lane orders), popcount of them taken. */
+NCALC_TARGET_AVX2 __attribute__((noinline))
+static void list_row_avx2(const nms_args_t *A, ptrdiff_t r, ptrdiff_t nw, cands_t *cand, ptrdiff_t *n_io)
+{
+    const float *resp = A->resp;
+    const ptrdiff_t rows = A->rows, cols = A->cols;
+    const uint8_t *gbits = (const uint8_t *)(cand->words + (r & 1) * nw);
+    const int32_t *nzw = cand->nzw + (r & 1) * 4 * nw;
+    const ptrdiff_t nz = cand->nz[r & 1];
+    int32_t *col = cand->col;
+    ptrdiff_t n = *n_io;
+    for (ptrdiff_t i = 0; i < nz; i++) {
+        const ptrdiff_t c = (ptrdiff_t)nzw[i] * 8;
+        unsigned bits = gbits[nzw[i]];
+        if (A->radius > 0) {
+            if (c >= 1 && c + 9 <= cols) {
+                bits &= ~larger3_8_avx2(resp, rows, cols, r, c);
+            } else {
+                for (unsigned w = bits; w; w &= w - 1) {
+                    const int j = __builtin_ctz(w);
+                    if (larger_neighbour(resp, rows, cols, r, c + j)) bits &= ~(1u << j);
+                }
+            }
+        }
+        const __m256i lane = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)&lanes8[bits]));
+        _mm256_storeu_si256((__m256i *)(col + n), _mm256_add_epi32(lane, _mm256_set1_epi32((int32_t)c)));
+        n += __builtin_popcount(bits);
+    }
+    *n_io = n;
+}
+
+/* The candidates col[0 .. nc - 1] of row r compared with their windows:
+ * each is stored into rc as (r, col) and counted when it is a peak (no
+ * branch on the answer). Returns the count. */
+NCALC_TARGET_AVX2 __attribute__((noinline))
+static ptrdiff_t peaks_of_row_avx2(const float *resp, ptrdiff_t rows, ptrdiff_t cols, int radius,
+                                   ptrdiff_t r, const int32_t *col, ptrdiff_t nc, int32_t *rc)
+{
+    const ptrdiff_t r0 = r - radius < 0 ? 0 : r - radius;
+    const ptrdiff_t r1 = r + radius >= rows ? rows - 1 : r + radius;
+    const float *top = resp + r0 * cols, *mid = resp + r * cols;
+    ptrdiff_t m = 0;
+    for (ptrdiff_t i = 0; i < nc; i++) {
+        const ptrdiff_t pc = col[i];
+        const ptrdiff_t a = pc - radius < 0 ? 0 : pc - radius;
+        const ptrdiff_t b = pc + radius >= cols ? cols - 1 : pc + radius;
+        const float v = mid[pc];
+        int peak;
+        if (radius <= 1) /* listed: no 8-neighbour is larger */
+            peak = 1;
+        else if (b - a >= 7 && b - a <= 15) {
+            /* two loads a row, the second overlapping the first */
+            const __m256 vv = _mm256_set1_ps(v);
+            const float *p = top + a;
+            const ptrdiff_t d = b - 7 - a;
+            __m256 m0 = vv, m1 = vv;
+            ptrdiff_t q = r1 - r0 + 1;
+            for (; q >= 2; q -= 2, p += 2 * cols) {
+                m0 = _mm256_max_ps(m0, _mm256_loadu_ps(p));
+                m1 = _mm256_max_ps(m1, _mm256_loadu_ps(p + d));
+                m0 = _mm256_max_ps(m0, _mm256_loadu_ps(p + cols));
+                m1 = _mm256_max_ps(m1, _mm256_loadu_ps(p + cols + d));
+            }
+            if (q) {
+                m0 = _mm256_max_ps(m0, _mm256_loadu_ps(p));
+                m1 = _mm256_max_ps(m1, _mm256_loadu_ps(p + d));
+            }
+            peak = !_mm256_movemask_ps(_mm256_cmp_ps(_mm256_max_ps(m0, m1), vv, _CMP_GT_OQ));
+        } else if (b - a >= 7)
+            peak = window_peak_avx2(resp, cols, r0, r1, a, b, v);
+        else if (b - a >= 3)
+            peak = window_peak_sse_avx2(resp, cols, r0, r1, a, b, v);
+        else
+            peak = window_peak_finite(resp, rows, cols, radius, r, pc);
+        rc[2 * m] = (int32_t)r;
+        rc[2 * m + 1] = (int32_t)pc;
+        m += peak;
+    }
+    return m;
+}
+
+/* scan_fast with AVX2, without a branch on the data but at the edges. The
+ * threshold and mask test of 32 pixels at a time (the NaN test two vectors
+ * a comparison: unordered is true when either is NaN) gives a word of bits;
+ * its bytes that are not 0 are listed. Once row r is read, the candidates
+ * of row r - 1 are listed (list_row_avx2: the rows of its 8-neighbour test
+ * are in cache), and those of row r - radius compared with their windows,
+ * each peak stored and counted by the truth of the test. cand: the
+ * thread's scratch, words of 2 nw entries and nzw of 8 nw. */
+NCALC_TARGET_AVX2
+static void scan_fast_avx2(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, float *thr,
+                           cands_t *cand, peaks_t *out, uint8_t *nan_rows)
+{
+    const float *resp = A->resp;
+    const ptrdiff_t rows = A->rows, cols = A->cols;
+    const int radius = A->radius;
+    const ptrdiff_t nw = (cols + 31) / 32;
+    const __m256i zero = _mm256_setzero_si256();
+    ptrdiff_t n = 0;        /* candidates listed */
+    ptrdiff_t next = ra;    /* the next row whose candidates are looked at */
+    ptrdiff_t thr_row = -1; /* the grid row thr holds */
+    const ptrdiff_t rend = rb + (radius > 1 ? radius : 1);
+    out->n = 0;
+    cand->start[0] = 0;
+    for (ptrdiff_t r = ra; r < rend; r++) {
+        if (r < rb) {
+            const float *row = resp + r * cols;
+            const uint8_t *mrow = A->mask ? A->mask + r * A->mask_ld : NULL;
+            const ptrdiff_t gr = A->grid ? r / A->tile : 0;
+            uint32_t *words = cand->words + (r & 1) * nw;
+            int32_t *nzw = cand->nzw + (r & 1) * 4 * nw;
+            ptrdiff_t nz = 0;
+            if (gr != thr_row) {
+                fill_thr(thr, cols, A->grid, A->tile, A->k, gr);
+                thr_row = gr;
+            }
+            __m256 un = _mm256_setzero_ps();
+            int bad = 0;
+            ptrdiff_t c = 0, w = 0;
+            for (; c + 32 <= cols; c += 32, w++) {
+                const __m256 v0 = _mm256_loadu_ps(row + c), v1 = _mm256_loadu_ps(row + c + 8);
+                const __m256 v2 = _mm256_loadu_ps(row + c + 16), v3 = _mm256_loadu_ps(row + c + 24);
+                uint32_t bits =
+                    (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v0, _mm256_loadu_ps(thr + c), _CMP_GT_OQ)) |
+                    (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v1, _mm256_loadu_ps(thr + c + 8), _CMP_GT_OQ)) << 8 |
+                    (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v2, _mm256_loadu_ps(thr + c + 16), _CMP_GT_OQ)) << 16 |
+                    (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v3, _mm256_loadu_ps(thr + c + 24), _CMP_GT_OQ)) << 24;
+                un = _mm256_or_ps(un, _mm256_or_ps(_mm256_cmp_ps(v0, v1, _CMP_UNORD_Q),
+                                                   _mm256_cmp_ps(v2, v3, _CMP_UNORD_Q)));
+                if (mrow) {
+                    const __m256i m = _mm256_loadu_si256((const __m256i *)(mrow + c));
+                    bits &= ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(m, zero));
+                }
+                words[w] = bits;
+                for (int j = 0; j < 4; j++) {
+                    nzw[nz] = (int32_t)(4 * w + j);
+                    nz += ((bits >> (8 * j)) & 0xffu) != 0;
+                }
+            }
+            if (c < cols) {
+                uint32_t bits = 0;
+                for (ptrdiff_t x = c; x < cols; x++) {
+                    bad |= row[x] != row[x];
+                    bits |= (uint32_t)((row[x] > thr[x]) & (!mrow || mrow[x] != 0)) << (x - c);
+                }
+                words[w] = bits;
+                for (int j = 0; j < 4; j++) {
+                    nzw[nz] = (int32_t)(4 * w + j);
+                    nz += ((bits >> (8 * j)) & 0xffu) != 0;
+                }
+            }
+            cand->nz[r & 1] = nz;
+            nan_rows[r] = (uint8_t)(bad | (_mm256_movemask_ps(un) != 0));
+        }
+        /* rows up to r are read: list the candidates of row r - 1 (rows
+         * r - 2 .. r are in cache) */
+        if (r - 1 >= ra && r - 1 < rb) {
+            if (!cands_room(cand, n, cols)) {
+                cand->failed = 1;
+                return;
+            }
+            list_row_avx2(A, r - 1, nw, cand, &n);
+            cand->start[r - ra] = n;
+        }
+        /* and look at those of row r - radius (all of them after the last
+         * row): rows up to r - 1 are listed */
+        ptrdiff_t upto = r - radius + 1 < r ? r - radius + 1 : r;
+        if (r + 1 >= rend) upto = rb;
+        for (; next < upto; next++) {
+            const ptrdiff_t i0 = cand->start[next - ra], i1 = cand->start[next - ra + 1];
+            if (!peaks_room(out, i1 - i0)) {
+                out->failed = 1;
+                return;
+            }
+            out->n += peaks_of_row_avx2(resp, rows, cols, radius, next, cand->col + i0, i1 - i0,
+                                        out->rc + 2 * out->n);
+        }
+    }
+}
+#endif
+
+/* The peaks of rows [ra, rb) into out (emptied first), NaNs included: each
+ * pixel above threshold is compared with its window maximum reduced in the
+ * order of a separable max filter (window_peak). thr: cols floats. */
+static void scan_exact(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, float *thr, peaks_t *out)
+{
+    const ptrdiff_t cols = A->cols;
+    ptrdiff_t thr_row = -1;
+    out->n = 0;
+    for (ptrdiff_t r = ra; r < rb; r++) {
+        const float *row = A->resp + r * cols;
+        const uint8_t *mrow = A->mask ? A->mask + r * A->mask_ld : NULL;
+        const ptrdiff_t gr = A->grid ? r / A->tile : 0;
+        if (gr != thr_row) {
+            fill_thr(thr, cols, A->grid, A->tile, A->k, gr);
+            thr_row = gr;
+        }
+        for (ptrdiff_t c = 0; c < cols; c++)
+            if (row[c] > thr[c] && (!mrow || mrow[c] != 0) &&
+                window_peak(A->resp, A->rows, cols, A->radius, r, c))
+                push(out, r, c);
+    }
 }
 
 ptrdiff_t ncalc_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
@@ -309,24 +727,92 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
     /* a window wider than the image sees all of it */
     ptrdiff_t big = rows > cols ? rows : cols;
     if (radius > big) radius = (int)big;
-    ptrdiff_t nchunks = (rows + NMS_CHUNK - 1) / NMS_CHUNK;
+    const nms_args_t A = {resp, rows, cols, mask, mask_ld, grid, tile, k, radius};
+    const ptrdiff_t nchunks = (rows + NMS_CHUNK - 1) / NMS_CHUNK;
     peaks_t *chunks = calloc((size_t)nchunks, sizeof(peaks_t));
-    if (!chunks) return NCALC_ENOMEM;
+    uint8_t *nan_rows = calloc((size_t)rows, 1);
+    ptrdiff_t *redo = malloc(sizeof(ptrdiff_t) * (size_t)nchunks);
+    if (!chunks || !nan_rows || !redo) {
+        free(chunks);
+        free(nan_rows);
+        free(redo);
+        return NCALC_ENOMEM;
+    }
     const int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-    for (ptrdiff_t ch = 0; ch < nchunks; ch++) {
-        ptrdiff_t ra = ch * NMS_CHUNK, rb = ra + NMS_CHUNK < rows ? ra + NMS_CHUNK : rows;
+    int avx2 = 0;
+#ifdef NCALC_AVX2
+    avx2 = have_avx2();
+#endif
+    (void)avx2;
+    int failed = 0;
+#pragma omp parallel num_threads(nt) reduction(| : failed)
+    {
         float *thr = malloc(sizeof(float) * (size_t)cols);
         peaks_t above = {0};
-        if (!thr) { chunks[ch].failed = 1; continue; }
-        scan_rows(resp, rows, cols, mask, mask_ld, grid, tile, k, radius, ra, rb, thr, &above,
-                  &chunks[ch]);
+#ifdef NCALC_AVX2
+        cands_t cand;
+        cand.col = NULL;
+        cand.cap = 0;
+        cand.failed = 0;
+        cand.words = NULL;
+        cand.nzw = NULL;
+        if (avx2) {
+            const ptrdiff_t nw = (cols + 31) / 32;
+            cand.words = malloc(sizeof(uint32_t) * 2 * (size_t)nw);
+            cand.nzw = malloc(sizeof(int32_t) * 8 * (size_t)nw);
+            if (!cand.words || !cand.nzw) cand.failed = 1;
+        }
+#endif
+#pragma omp for schedule(dynamic, 1)
+        for (ptrdiff_t ch = 0; ch < nchunks; ch++) {
+            const ptrdiff_t ra = ch * NMS_CHUNK, rb = ra + NMS_CHUNK < rows ? ra + NMS_CHUNK : rows;
+            if (!thr) {
+                failed = 1;
+                continue;
+            }
+#ifdef NCALC_AVX2
+            if (avx2) {
+                if (!cand.failed) scan_fast_avx2(&A, ra, rb, thr, &cand, &chunks[ch], nan_rows);
+                failed |= cand.failed;
+                continue;
+            }
+#endif
+            scan_fast(&A, ra, rb, thr, &above, &chunks[ch], nan_rows);
+        }
         free(thr);
         free(above.rc);
+#ifdef NCALC_AVX2
+        free(cand.col);
+        free(cand.words);
+        free(cand.nzw);
+#endif
+    }
+    /* the chunks whose windows reach a row holding a NaN: done again */
+    ptrdiff_t nredo = 0;
+    if (!failed && memchr(nan_rows, 1, (size_t)rows)) {
+        ptrdiff_t ch = 0;
+        for (ptrdiff_t r = 0; r < rows && ch < nchunks; r++) {
+            if (!nan_rows[r]) continue;
+            /* the chunks whose rows are within radius of row r */
+            const ptrdiff_t lo = r - radius < 0 ? 0 : r - radius;
+            const ptrdiff_t hi = r + radius < rows ? r + radius : rows - 1;
+            if (ch < lo / NMS_CHUNK) ch = lo / NMS_CHUNK;
+            for (; ch <= hi / NMS_CHUNK; ch++) redo[nredo++] = ch;
+        }
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) reduction(| : failed)
+    for (ptrdiff_t i = 0; i < nredo; i++) {
+        const ptrdiff_t ra = redo[i] * NMS_CHUNK, rb = ra + NMS_CHUNK < rows ? ra + NMS_CHUNK : rows;
+        float *thr = malloc(sizeof(float) * (size_t)cols);
+        if (!thr) {
+            failed = 1;
+            continue;
+        }
+        scan_exact(&A, ra, rb, thr, &chunks[redo[i]]);
+        free(thr);
     }
     ptrdiff_t n = 0;
-    int failed = 0;
     for (ptrdiff_t ch = 0; ch < nchunks; ch++) {
         const peaks_t *p = &chunks[ch];
         failed |= p->failed;
@@ -338,5 +824,7 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
         free(p->rc);
     }
     free(chunks);
+    free(nan_rows);
+    free(redo);
     return failed ? NCALC_ENOMEM : n;
 }

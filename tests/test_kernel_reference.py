@@ -822,6 +822,62 @@ def test_nms_more_peaks_than_first_buffer(kern):
     assert len(rr) == resp.size > 4096
 
 
+@pytest.mark.parametrize("shape", [(150, 97), (131, 64), (70, 33), (40, 32), (45, 31), (3, 40)])
+def test_nms_word_edges_windows_and_chunks(kern, shape):
+    # the vector scan's paths: rows in words of 32 pixels with and without a
+    # tail, 8-neighbour tests at the first and last columns, windows of 8 to
+    # 16 columns and wider ones, windows across chunks of 64 rows (and a
+    # radius larger than a chunk), ties (quantised values) and infinities,
+    # a mask whose rows are longer than the image's
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    resp = np.round(_random_f32(shape, 41 + shape[1]) / 25).astype(np.float32)
+    resp[rng.random(shape) < 0.01] = np.inf
+    resp[rng.random(shape) < 0.01] = -np.inf
+    wide = (rng.random((shape[0], shape[1] + 13)) > 0.15).astype(np.uint8)
+    mask = wide[:, 5:5 + shape[1]]
+    if kern is not _kernel:
+        mask = np.ascontiguousarray(mask)   # the serial wrapper takes no pitch
+    tile = 13
+    grid = rng.uniform(0.5, 1.5, (-(-shape[0] // tile), -(-shape[1] // tile))).astype(np.float32)
+    grid[0, -1] = np.nan   # nothing passes a NaN threshold
+    for radius in (0, 1, 2, 3, 4, 5, 7, 8, 9, 70):
+        _nms_equal(kern, resp, 3.0, radius)
+        _nms_equal(kern, resp, 3.0, radius, mask, grid, tile)
+
+
+@pytest.mark.parametrize("radius", [3, 9, 70])
+def test_nms_nans_near_chunk_edges(kern, radius):
+    # a NaN in the rows just outside a chunk of 64 rows, at the first tap of
+    # a window row, or far away for a radius larger than a chunk: the chunks
+    # it reaches are done in the exact order, the others are not affected
+    base = np.round(_random_f32((200, 75), 51) / 20).astype(np.float32)
+    for nan_at in ((63, 10), (64, 40), (64 - radius, 74), (127 + radius, 0), (199, 37)):
+        resp = base.copy()
+        if nan_at[0] < resp.shape[0]:
+            resp[nan_at] = np.nan
+        rr, cc = kern.nms(resp, 5.0, radius)
+        er, ec = ref_nms_separable(resp, 5.0, radius)
+        np.testing.assert_array_equal(rr, er)
+        np.testing.assert_array_equal(cc, ec)
+    # NaN first taps (column c - radius) where they change the answer: in a
+    # window's first row (its maximum is NaN: no peak) and in a later row
+    # (that row's larger pixel is not seen: a peak), away from the image's
+    # edge columns (so in the words a vector scan reads)
+    resp = np.zeros((200, 75), np.float32)
+    c = radius + 2
+    resp[100, c] = 10
+    resp[100 - radius, c - radius] = np.nan
+    resp[30, c] = 10
+    resp[31, c + 1] = 11
+    resp[31, c - radius] = np.nan
+    rr, cc = kern.nms(resp, 1.0, radius)
+    er, ec = ref_nms_separable(resp, 1.0, radius)
+    np.testing.assert_array_equal(rr, er)
+    np.testing.assert_array_equal(cc, ec)
+    ignoring = ref_nms(np.where(np.isnan(resp), -np.inf, resp), 1.0, radius)
+    assert set(zip(*ignoring)) != set(zip(er, ec))   # the case tells the two apart
+
+
 def test_nms_on_phantom_response(kern, phantom_img):
     resp, _ = kern.dog_response(phantom_img, DOG_SIGMAS, TRUNCATE, 0)
     grid = kern.tile_noise(resp, 16, None, 16, 0)

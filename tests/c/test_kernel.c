@@ -213,7 +213,10 @@ static void stage_paths(void)
             CHECK(pass || s >= 0, "mad big");
         }
         int32_t *rr = malloc(sizeof(int32_t) * n), *cc = malloc(sizeof(int32_t) * n);
-        for (int radius = 0; radius <= 5; radius += 1) {
+        /* radii up to 5, windows wider than 16 columns, a radius wider than a chunk of rows */
+        const int radii[] = {0, 1, 2, 3, 4, 5, 8, 9, 70};
+        for (size_t ri = 0; ri < sizeof radii / sizeof radii[0]; ri++) {
+            const int radius = radii[ri];
             ptrdiff_t np_ = ncalc_nms(x, rows, cols, mask, NULL, 1, 0.0f, radius, rr, cc, n);
             CHECK(np_ >= 0 && np_ <= n, "nms count");
             ptrdiff_t np2 = ncalc_nms(x, rows, cols, NULL, NULL, 1, -1e30f, radius, rr, cc, 7);
