@@ -205,7 +205,9 @@ def nms(cnp.float32_t[:, ::1] resp not None, float k, int radius,
         if n < 0:
             _check(<int>n)
         if n <= cap:
-            return rr[:n].copy(), cc[:n].copy()
+            # views, not copies: the pages beyond n were never touched, so
+            # they cost no memory, and a copy would fault in new ones
+            return rr[:n], cc[:n]
         cap = n
 
 
