@@ -730,9 +730,11 @@ NCALC_INLINE void oct_vert(const float *const *rp, const float *w, int R, ptrdif
 
 /* Horizontal pass of the padded row v at columns [c0, c0 + nb), fused with
  * the DoG maximum. hp holds the previous scale's values and receives this
- * scale's. mode 0: first scale (hp only); mode 1: second scale, m = the
- * first pair, bi = 0; mode 2: later scales, (m, bi) -> (m2, bi2) with pair
- * index idx winning where strictly larger. */
+ * scale's. mode 0: first scale (hp only); mode 1: second scale, m2 = the
+ * first pair, bi2 = 0; mode 2: later scales, (m, bi) -> (m2, bi2) with pair
+ * index idx winning where strictly larger. Modes 3 and 4: mode 1 without
+ * bi2 (two scales: the pair index is 0), 4 without hp either; mode 5: mode
+ * 2 without hp (the last scale, when its values are not needed). */
 NCALC_INLINE void oct_horiz_r(const float *v, const float *w, const int R, ptrdiff_t c0,
                               ptrdiff_t nb, const int mode, float *restrict hp,
                               const float *restrict m, const int32_t *restrict bi,
@@ -746,24 +748,29 @@ NCALC_INLINE void oct_horiz_r(const float *v, const float *w, const int R, ptrdi
         NCALC_SYM_FIR(h, w, R, s[c], NCALC_HA, NCALC_HB);
 #undef NCALC_HA
 #undef NCALC_HB
-        if (mode == 1) {
+        if (mode == 1 || mode == 3 || mode == 4) {
             m2[c] = hp[c] - h;
-            bi2[c] = 0;
-        } else if (mode == 2) {
+            if (mode == 1) bi2[c] = 0;
+        } else if (mode == 2 || mode == 5) {
             const float d = hp[c] - h;
             const int gt = d > m[c];
             m2[c] = gt ? d : m[c];
             bi2[c] = gt ? idx : bi[c];
         }
-        hp[c] = h;
+        if (mode != 4 && mode != 5) hp[c] = h;
     }
 }
 
 #define NCALC_HORIZ_CASE(RR)                                                                    \
     case RR:                                                                                    \
-        if (mode == 0) oct_horiz_r(v, w, RR, c0, nb, 0, hp, m, bi, m2, bi2, idx);               \
-        else if (mode == 1) oct_horiz_r(v, w, RR, c0, nb, 1, hp, m, bi, m2, bi2, idx);          \
-        else oct_horiz_r(v, w, RR, c0, nb, 2, hp, m, bi, m2, bi2, idx);                         \
+        switch (mode) {                                                                         \
+        case 0: oct_horiz_r(v, w, RR, c0, nb, 0, hp, m, bi, m2, bi2, idx); break;               \
+        case 1: oct_horiz_r(v, w, RR, c0, nb, 1, hp, m, bi, m2, bi2, idx); break;               \
+        case 2: oct_horiz_r(v, w, RR, c0, nb, 2, hp, m, bi, m2, bi2, idx); break;               \
+        case 3: oct_horiz_r(v, w, RR, c0, nb, 3, hp, m, bi, m2, bi2, idx); break;               \
+        case 4: oct_horiz_r(v, w, RR, c0, nb, 4, hp, m, bi, m2, bi2, idx); break;               \
+        default: oct_horiz_r(v, w, RR, c0, nb, 5, hp, m, bi, m2, bi2, idx); break;              \
+        }                                                                                       \
         break;
 
 NCALC_INLINE void oct_horiz(const float *v, const float *w, int R, ptrdiff_t c0, ptrdiff_t nb,
@@ -781,13 +788,25 @@ NCALC_INLINE void oct_horiz(const float *v, const float *w, int R, ptrdiff_t c0,
     NCALC_HORIZ_CASE(7)
     NCALC_HORIZ_CASE(8)
     default:
-        if (mode == 0) oct_horiz_r(v, w, R, c0, nb, 0, hp, m, bi, m2, bi2, idx);
-        else if (mode == 1) oct_horiz_r(v, w, R, c0, nb, 1, hp, m, bi, m2, bi2, idx);
-        else oct_horiz_r(v, w, R, c0, nb, 2, hp, m, bi, m2, bi2, idx);
+        switch (mode) {
+        case 0: oct_horiz_r(v, w, R, c0, nb, 0, hp, m, bi, m2, bi2, idx); break;
+        case 1: oct_horiz_r(v, w, R, c0, nb, 1, hp, m, bi, m2, bi2, idx); break;
+        case 2: oct_horiz_r(v, w, R, c0, nb, 2, hp, m, bi, m2, bi2, idx); break;
+        case 3: oct_horiz_r(v, w, R, c0, nb, 3, hp, m, bi, m2, bi2, idx); break;
+        case 4: oct_horiz_r(v, w, R, c0, nb, 4, hp, m, bi, m2, bi2, idx); break;
+        default: oct_horiz_r(v, w, R, c0, nb, 5, hp, m, bi, m2, bi2, idx); break;
+        }
         break;
     }
 }
 #undef NCALC_HORIZ_CASE
+
+/* d[c] = src[c] as float. */
+NCALC_CLONES
+static void u16_to_float(const uint16_t *restrict src, ptrdiff_t n, float *restrict d)
+{
+    for (ptrdiff_t c = 0; c < n; c++) d[c] = (float)src[c];
+}
 
 /* One row of a level of the octave DoG: rp[-rmax .. rmax] are the float
  * input rows around it (reflected at the borders). Writes resp/scale (pair
@@ -809,9 +828,14 @@ static void oct_row(const float *const *rp, ptrdiff_t cols, const bank_t *b, wor
         oct_horiz(t->v[0], b->w[0], b->radius[0], c0, nb, 0, hp, mx, bi, mx2, bi2, 0);
         for (int i = 1; i < b->n; i++) {
             /* the last scale writes the maximum straight into resp */
-            if (i == b->n - 1) mx2 = resp + c0;
-            oct_horiz(t->v[i], b->w[i], b->radius[i], c0, nb, i == 1 ? 1 : 2, hp, mx, bi, mx2,
-                      bi2, i - 1);
+            const int last = i == b->n - 1;
+            int mode = i == 1 ? 1 : 2;
+            if (last) {
+                mx2 = resp + c0;
+                if (b->n == 2) mode = lowrow ? 3 : 4;
+                else if (!lowrow) mode = 5;
+            }
+            oct_horiz(t->v[i], b->w[i], b->radius[i], c0, nb, mode, hp, mx, bi, mx2, bi2, i - 1);
             /* the running maximum goes back and forth between two buffers */
             float *tf = mx; mx = mx2; mx2 = tf;
             int32_t *ti = bi; bi = bi2; bi2 = ti;
@@ -821,7 +845,9 @@ static void oct_row(const float *const *rp, ptrdiff_t cols, const bank_t *b, wor
             float *restrict lo = lowrow + (c0 >> 1);
             for (ptrdiff_t j = 0; 2 * j < nb; j++) lo[j] = g[2 * j];
         }
-        if (scale) {
+        if (scale && b->n == 2) {
+            memset(scale + c0, offset, (size_t)nb); /* the one pair */
+        } else if (scale) {
             const int32_t *restrict s0 = bi;
             uint8_t *restrict so = scale + c0;
             for (ptrdiff_t c = 0; c < nb; c++) so[c] = (uint8_t)(s0[c] + offset);
@@ -914,8 +940,7 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
                     const ptrdiff_t sl = q % nslots;
                     float *restrict d = cache + sl * cols;
                     if (tag[sl] != q) {
-                        const uint16_t *restrict src = (const uint16_t *)x + q * ld;
-                        for (ptrdiff_t c = 0; c < cols; c++) d[c] = (float)src[c];
+                        u16_to_float((const uint16_t *)x + q * ld, cols, d);
                         tag[sl] = q;
                     }
                     rpm[k + rm] = d;
