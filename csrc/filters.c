@@ -608,12 +608,18 @@ int ncalc_dog_pyramid(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols
  * the input. See ncalc.h for the exact definition.
  * ------------------------------------------------------------------------ */
 
-/* Merge row r of the bilinearly upsampled coarse response into resp/scale:
- * strictly larger wins, with scale cscale[r/2][c/2]. trow: ccols floats. */
+#define NCALC_OCT_MIN_SIDE 32
+
+/* Merge row r of the bilinearly upsampled coarse response into resp/scale
+ * (strictly larger wins, with scale cscale[r/2][c/2]) in two vectorisable
+ * steps: row r of the upsampled response (urow, cols floats) and of the
+ * coarse scale (us, cols bytes) first, then the blend. trow: ccols floats. fine >= 0: the
+ * fine scale is that constant (sc is only written), else sc is read. */
 NCALC_CLONES
-static void merge_up_row(ptrdiff_t r, ptrdiff_t cols, const float *cresp, const uint8_t *cscale,
-                         ptrdiff_t crows, ptrdiff_t ccols, float *restrict trow,
-                         float *restrict out, uint8_t *restrict sc)
+static void merge_up_row_v(ptrdiff_t r, ptrdiff_t cols, const float *cresp, const uint8_t *cscale,
+                           ptrdiff_t crows, ptrdiff_t ccols, float *restrict trow,
+                           float *restrict urow, uint8_t *restrict us, float *restrict out,
+                           uint8_t *restrict sc, int fine)
 {
     ptrdiff_t j0 = r >> 1;
     const float *restrict a = cresp + j0 * ccols;
@@ -624,25 +630,230 @@ static void merge_up_row(ptrdiff_t r, ptrdiff_t cols, const float *cresp, const 
         t = trow;
     }
     const uint8_t *restrict cs = cscale + j0 * ccols;
-    /* columns 2l and 2l + 1 for l < inner: node l and the mean of nodes l, l + 1 */
     const ptrdiff_t inner = cols / 2 < ccols - 1 ? cols / 2 : ccols - 1;
     for (ptrdiff_t l = 0; l < inner; l++) {
-        const float u0 = t[l], u1 = 0.5f * (t[l] + t[l + 1]);
-        const float o0 = out[2 * l], o1 = out[2 * l + 1];
-        const uint8_t m0 = (uint8_t)-(int)(u0 > o0), m1 = (uint8_t)-(int)(u1 > o1);
-        const uint8_t s = cs[l];
-        out[2 * l] = u0 > o0 ? u0 : o0;
-        out[2 * l + 1] = u1 > o1 ? u1 : o1;
-        sc[2 * l] = (uint8_t)((s & m0) | (sc[2 * l] & (uint8_t)~m0));
-        sc[2 * l + 1] = (uint8_t)((s & m1) | (sc[2 * l + 1] & (uint8_t)~m1));
+        urow[2 * l] = t[l];
+        urow[2 * l + 1] = 0.5f * (t[l] + t[l + 1]);
+        us[2 * l] = cs[l];
+        us[2 * l + 1] = cs[l];
     }
     for (ptrdiff_t c = 2 * inner; c < cols; c++) { /* past the last node: that node */
-        const float u = t[c >> 1];
-        if (u > out[c]) { out[c] = u; sc[c] = cs[c >> 1]; }
+        urow[c] = t[c >> 1];
+        us[c] = cs[c >> 1];
+    }
+    /* branch-free (masks), so that the loops vectorise */
+    if (fine >= 0) {
+        const uint8_t f8 = (uint8_t)fine;
+        for (ptrdiff_t c = 0; c < cols; c++) {
+            const float u = urow[c], o = out[c];
+            const uint8_t m = (uint8_t)-(int)(u > o);
+            out[c] = u > o ? u : o;
+            sc[c] = (uint8_t)((us[c] & m) | (f8 & (uint8_t)~m));
+        }
+    } else {
+        for (ptrdiff_t c = 0; c < cols; c++) {
+            const float u = urow[c], o = out[c];
+            const uint8_t m = (uint8_t)-(int)(u > o);
+            out[c] = u > o ? u : o;
+            sc[c] = (uint8_t)((us[c] & m) | (sc[c] & (uint8_t)~m));
+        }
     }
 }
 
-#define NCALC_OCT_MIN_SIDE 32
+/* ---- The octave DoG's row kernel ----------------------------------------
+ * The same float operations in the same order as dog_row (vertical_bank +
+ * horizontal_block), fused so that each value stays in a register: each
+ * scale's vertical pass reads the 2R+1 rows (float) and writes its row
+ * once; the horizontal pass of each scale computes its value and the DoG
+ * maximum update in one loop. The radius is a compile-time constant in
+ * each instance (a switch over 0 .. 8), so the tap loops unroll. */
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define NCALC_IVDEP _Pragma("GCC ivdep")
+#else
+#define NCALC_IVDEP
+#endif
+
+/* w0 x0 + the tap groups of four, as vertical_bank / horizontal_block:
+ * acc = w0 p0, then acc += ((wa pa + wb pb) + (wc pc + wd pd)) per group
+ * (a shorter last group: (wa pa + wb pb) + wc pc, wa pa + wb pb, wa pa),
+ * the pair sums being A(k) + B(k). */
+#define NCALC_SYM_FIR(acc, w, R, x0, A, B)                                                      \
+    do {                                                                                        \
+        acc = (w)[0] * (x0);                                                                    \
+        int k_ = 1;                                                                             \
+        for (; k_ + 3 <= (R); k_ += 4)                                                          \
+            acc += ((w)[k_] * (A(k_) + B(k_)) + (w)[k_ + 1] * (A(k_ + 1) + B(k_ + 1))) +        \
+                   ((w)[k_ + 2] * (A(k_ + 2) + B(k_ + 2)) + (w)[k_ + 3] * (A(k_ + 3) + B(k_ + 3))); \
+        const int nt_ = (R) - k_ + 1;                                                           \
+        if (nt_ == 3)                                                                           \
+            acc += ((w)[k_] * (A(k_) + B(k_)) + (w)[k_ + 1] * (A(k_ + 1) + B(k_ + 1))) +        \
+                   (w)[k_ + 2] * (A(k_ + 2) + B(k_ + 2));                                       \
+        else if (nt_ == 2)                                                                      \
+            acc += (w)[k_] * (A(k_) + B(k_)) + (w)[k_ + 1] * (A(k_ + 1) + B(k_ + 1));            \
+        else if (nt_ == 1)                                                                      \
+            acc += (w)[k_] * (A(k_) + B(k_));                                                   \
+    } while (0)
+
+/* Vertical pass: out[c] for c < n from the rows rp[-R] .. rp[R]. */
+NCALC_INLINE void oct_vert_r(const float *const *rp, const float *w, const int R, ptrdiff_t n,
+                             float *restrict out)
+{
+    const float *x0 = rp[0];
+    NCALC_IVDEP
+    for (ptrdiff_t c = 0; c < n; c++) {
+        float a;
+#define NCALC_VA(k) rp[-(k)][c]
+#define NCALC_VB(k) rp[(k)][c]
+        NCALC_SYM_FIR(a, w, R, x0[c], NCALC_VA, NCALC_VB);
+#undef NCALC_VA
+#undef NCALC_VB
+        out[c] = a;
+    }
+}
+
+NCALC_INLINE void oct_vert(const float *const *rp, const float *w, int R, ptrdiff_t n, float *out)
+{
+    switch (R) {
+    case 0: oct_vert_r(rp, w, 0, n, out); break;
+    case 1: oct_vert_r(rp, w, 1, n, out); break;
+    case 2: oct_vert_r(rp, w, 2, n, out); break;
+    case 3: oct_vert_r(rp, w, 3, n, out); break;
+    case 4: oct_vert_r(rp, w, 4, n, out); break;
+    case 5: oct_vert_r(rp, w, 5, n, out); break;
+    case 6: oct_vert_r(rp, w, 6, n, out); break;
+    case 7: oct_vert_r(rp, w, 7, n, out); break;
+    case 8: oct_vert_r(rp, w, 8, n, out); break;
+    default: oct_vert_r(rp, w, R, n, out); break;
+    }
+}
+
+/* Horizontal pass of the padded row v at columns [c0, c0 + nb), fused with
+ * the DoG maximum. hp holds the previous scale's values and receives this
+ * scale's. mode 0: first scale (hp only); mode 1: second scale, m2 = the
+ * first pair, bi2 = 0; mode 2: later scales, (m, bi) -> (m2, bi2) with pair
+ * index idx winning where strictly larger. Modes 3 and 4: mode 1 without
+ * bi2 (two scales: the pair index is 0), 4 without hp either; mode 5: mode
+ * 2 without hp (the last scale, when its values are not needed). */
+NCALC_INLINE void oct_horiz_r(const float *v, const float *w, const int R, ptrdiff_t c0,
+                              ptrdiff_t nb, const int mode, float *restrict hp,
+                              const float *restrict m, const int32_t *restrict bi,
+                              float *restrict m2, int32_t *restrict bi2, int32_t idx)
+{
+    const float *restrict s = v + c0;
+    for (ptrdiff_t c = 0; c < nb; c++) {
+        float h;
+#define NCALC_HA(k) s[c - (k)]
+#define NCALC_HB(k) s[c + (k)]
+        NCALC_SYM_FIR(h, w, R, s[c], NCALC_HA, NCALC_HB);
+#undef NCALC_HA
+#undef NCALC_HB
+        if (mode == 1 || mode == 3 || mode == 4) {
+            m2[c] = hp[c] - h;
+            if (mode == 1) bi2[c] = 0;
+        } else if (mode == 2 || mode == 5) {
+            const float d = hp[c] - h;
+            const int gt = d > m[c];
+            m2[c] = gt ? d : m[c];
+            bi2[c] = gt ? idx : bi[c];
+        }
+        if (mode != 4 && mode != 5) hp[c] = h;
+    }
+}
+
+#define NCALC_HORIZ_CASE(RR)                                                                    \
+    case RR:                                                                                    \
+        switch (mode) {                                                                         \
+        case 0: oct_horiz_r(v, w, RR, c0, nb, 0, hp, m, bi, m2, bi2, idx); break;               \
+        case 1: oct_horiz_r(v, w, RR, c0, nb, 1, hp, m, bi, m2, bi2, idx); break;               \
+        case 2: oct_horiz_r(v, w, RR, c0, nb, 2, hp, m, bi, m2, bi2, idx); break;               \
+        case 3: oct_horiz_r(v, w, RR, c0, nb, 3, hp, m, bi, m2, bi2, idx); break;               \
+        case 4: oct_horiz_r(v, w, RR, c0, nb, 4, hp, m, bi, m2, bi2, idx); break;               \
+        default: oct_horiz_r(v, w, RR, c0, nb, 5, hp, m, bi, m2, bi2, idx); break;              \
+        }                                                                                       \
+        break;
+
+NCALC_INLINE void oct_horiz(const float *v, const float *w, int R, ptrdiff_t c0, ptrdiff_t nb,
+                            int mode, float *hp, const float *m, const int32_t *bi, float *m2,
+                            int32_t *bi2, int32_t idx)
+{
+    switch (R) {
+    NCALC_HORIZ_CASE(0)
+    NCALC_HORIZ_CASE(1)
+    NCALC_HORIZ_CASE(2)
+    NCALC_HORIZ_CASE(3)
+    NCALC_HORIZ_CASE(4)
+    NCALC_HORIZ_CASE(5)
+    NCALC_HORIZ_CASE(6)
+    NCALC_HORIZ_CASE(7)
+    NCALC_HORIZ_CASE(8)
+    default:
+        switch (mode) {
+        case 0: oct_horiz_r(v, w, R, c0, nb, 0, hp, m, bi, m2, bi2, idx); break;
+        case 1: oct_horiz_r(v, w, R, c0, nb, 1, hp, m, bi, m2, bi2, idx); break;
+        case 2: oct_horiz_r(v, w, R, c0, nb, 2, hp, m, bi, m2, bi2, idx); break;
+        case 3: oct_horiz_r(v, w, R, c0, nb, 3, hp, m, bi, m2, bi2, idx); break;
+        case 4: oct_horiz_r(v, w, R, c0, nb, 4, hp, m, bi, m2, bi2, idx); break;
+        default: oct_horiz_r(v, w, R, c0, nb, 5, hp, m, bi, m2, bi2, idx); break;
+        }
+        break;
+    }
+}
+#undef NCALC_HORIZ_CASE
+
+/* d[c] = src[c] as float. */
+NCALC_CLONES
+static void u16_to_float(const uint16_t *restrict src, ptrdiff_t n, float *restrict d)
+{
+    for (ptrdiff_t c = 0; c < n; c++) d[c] = (float)src[c];
+}
+
+/* One row of a level of the octave DoG: rp[-rmax .. rmax] are the float
+ * input rows around it (reflected at the borders). Writes resp/scale (pair
+ * index + offset; scale may be NULL) over cols, and when lowrow is given
+ * the last scale's values at even columns. */
+NCALC_CLONES
+static void oct_row(const float *const *rp, ptrdiff_t cols, const bank_t *b, work_t *t,
+                    float *resp, uint8_t *scale, int offset, float *lowrow)
+{
+    for (int i = 0; i < b->n; i++) {
+        oct_vert(rp, b->w[i], b->radius[i], cols, t->v[i]);
+        pad_row(t->v[i], cols, b->radius[i]);
+    }
+    for (ptrdiff_t c0 = 0; c0 < cols; c0 += NCALC_BLK) {
+        ptrdiff_t nb = cols - c0 < NCALC_BLK ? cols - c0 : NCALC_BLK;
+        float *hp = t->h0;
+        float *mx = t->m0, *mx2 = t->m1;
+        int32_t *bi = t->bi, *bi2 = t->bi + NCALC_BLK;
+        oct_horiz(t->v[0], b->w[0], b->radius[0], c0, nb, 0, hp, mx, bi, mx2, bi2, 0);
+        for (int i = 1; i < b->n; i++) {
+            /* the last scale writes the maximum straight into resp */
+            const int last = i == b->n - 1;
+            int mode = i == 1 ? 1 : 2;
+            if (last) {
+                mx2 = resp + c0;
+                if (b->n == 2) mode = lowrow ? 3 : 4;
+                else if (!lowrow) mode = 5;
+            }
+            oct_horiz(t->v[i], b->w[i], b->radius[i], c0, nb, mode, hp, mx, bi, mx2, bi2, i - 1);
+            /* the running maximum goes back and forth between two buffers */
+            float *tf = mx; mx = mx2; mx2 = tf;
+            int32_t *ti = bi; bi = bi2; bi2 = ti;
+        }
+        if (lowrow) {
+            const float *restrict g = hp;
+            float *restrict lo = lowrow + (c0 >> 1);
+            for (ptrdiff_t j = 0; 2 * j < nb; j++) lo[j] = g[2 * j];
+        }
+        if (scale && b->n == 2) {
+            memset(scale + c0, offset, (size_t)nb); /* the one pair */
+        } else if (scale) {
+            const int32_t *restrict s0 = bi;
+            uint8_t *restrict so = scale + c0;
+            for (ptrdiff_t c = 0; c < nb; c++) so[c] = (uint8_t)(s0[c] + offset);
+        }
+    }
+}
 
 /* A large scratch buffer. On Linux it is backed by transparent huge pages
  * where the system allows (as NumPy does for its arrays): a fresh buffer
@@ -674,6 +885,9 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
         for (int i = o + 1; i <= n - 2; i++)
             if (s[i] >= split * f) { e = i; break; }
     int ng = e - o + 1; /* Gaussians o .. e, pairs o .. e-1 */
+    /* a single pair here, and a coarser level to merge: the scale here is o
+     * everywhere, written by the merge only */
+    const int fine = ng == 2 && e < n - 1 ? o : -1;
     double *t = malloc(sizeof(double) * (size_t)ng);
     if (!t) return NCALC_ENOMEM;
     for (int i = o; i <= e; i++) {
@@ -695,19 +909,53 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
 #pragma omp parallel num_threads(nt)
     {
         work_t w;
+        const int rm = b.rmax, nslots = 2 * b.rmax + 1;
+        /* row pointers rp[-rmax .. rmax]; uint16 rows converted to float once
+         * each into nslots slots (slot = row % nslots: the rows one output
+         * row needs lie within 2 rmax + 1 consecutive indices), tag = row */
+        const float **rpm = malloc(sizeof(const float *) * (size_t)nslots);
+        float *cache = NULL;
+        ptrdiff_t *tag = NULL;
+        if (dtype == NCALC_U16) {
+            cache = malloc(sizeof(float) * (size_t)nslots * (size_t)cols);
+            tag = malloc(sizeof(ptrdiff_t) * (size_t)nslots);
+        }
         int ok = work_init(&w, &b, cols);
+        if (!rpm || (dtype == NCALC_U16 && (!cache || !tag))) {
+            if (ok) work_free(&w);
+            ok = 0;
+        }
         if (!ok) {
 #pragma omp atomic write
             status = NCALC_ENOMEM;
+        } else if (tag) {
+            for (int j = 0; j < nslots; j++) tag[j] = -1;
         }
-#pragma omp for schedule(dynamic, 16)
+#pragma omp for schedule(dynamic, 32)
         for (ptrdiff_t r = 0; r < rows; r++) {
             if (!ok) continue;
+            for (int k = -rm; k <= rm; k++) {
+                const ptrdiff_t q = reflect_index(r + k, rows);
+                if (dtype == NCALC_U16) {
+                    const ptrdiff_t sl = q % nslots;
+                    float *restrict d = cache + sl * cols;
+                    if (tag[sl] != q) {
+                        u16_to_float((const uint16_t *)x + q * ld, cols, d);
+                        tag[sl] = q;
+                    }
+                    rpm[k + rm] = d;
+                } else {
+                    rpm[k + rm] = (const float *)x + q * ld;
+                }
+            }
             float *lr = low && !(r & 1) ? low + (r >> 1) * ccols : NULL;
-            dog_row(x, dtype, rows, cols, ld, r, &b, &w, resp + r * cols, scale + r * cols, o, NULL,
-                    NULL, lr);
+            oct_row(rpm + rm, cols, &b, &w, resp + r * cols, fine >= 0 ? NULL : scale + r * cols, o,
+                    lr);
         }
         if (ok) work_free(&w);
+        free(rpm);
+        free(cache);
+        free(tag);
     }
     bank_free(&b);
     if (status != NCALC_OK || !low) { free(low); return status; }
@@ -723,7 +971,7 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
     if (status == NCALC_OK) {
 #pragma omp parallel num_threads(nt)
         {
-            float *buf = malloc(sizeof(float) * (size_t)ccols);
+            float *buf = malloc(sizeof(float) * (size_t)(ccols + cols) + (size_t)cols);
             if (!buf) {
 #pragma omp atomic write
                 status = NCALC_ENOMEM;
@@ -731,8 +979,9 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
 #pragma omp for schedule(dynamic, 32)
             for (ptrdiff_t r = 0; r < rows; r++) {
                 if (!buf) continue;
-                merge_up_row(r, cols, cresp, cscale, crows, ccols, buf, resp + r * cols,
-                             scale + r * cols);
+                merge_up_row_v(r, cols, cresp, cscale, crows, ccols, buf, buf + ccols,
+                               (uint8_t *)(buf + ccols + cols), resp + r * cols, scale + r * cols,
+                               fine);
             }
             free(buf);
         }

@@ -666,6 +666,56 @@ def test_octaves_level0_is_dog_response(kern, phantom_img):
     np.testing.assert_array_equal(a[1], b[1])
 
 
+# radius int(3 s + 0.5) = 0, 1, 2, .. 9, 12: every radius the fused row kernel
+# of the octave DoG has an instance for (0 .. 8) and the generic one above
+ALL_RADII_SIGMAS = [0.1, 0.2, 0.5, 0.85, 1.2, 1.5, 1.9, 2.2, 2.5, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 9), (5, 3), (7, 40), (40, 7), (30, 37), (65, 64)])
+def test_octaves_row_kernel_is_dog_response_bitwise(kern, dtype, shape):
+    # one level (max_levels = 0, or an image under 32 pixels): the octave
+    # DoG's fused row kernel must give the bits of ncalc_dog_response's, for
+    # every radius, two or many scales, images shorter than the kernels
+    # (rows reflected several times, the uint16 row cache), any thread count
+    img = _random_u16(shape, 35) if dtype == np.uint16 else _random_f32(shape, 35)
+    for sig in (ALL_RADII_SIGMAS, ALL_RADII_SIGMAS[:2], ALL_RADII_SIGMAS[3:5], ALL_RADII_SIGMAS[8:],
+                ALL_RADII_SIGMAS[::3]):
+        exact = kern.dog_response(img, sig, 3.0, 1)
+        for nthreads in (1, 2):
+            for levels in (0, 16):
+                if levels and min(shape) >= 32:
+                    continue
+                resp, scale = kern.dog_octaves(img, sig, 3.0, 1.2, levels, nthreads)
+                np.testing.assert_array_equal(resp.view(np.uint32), exact[0].view(np.uint32))
+                np.testing.assert_array_equal(scale, exact[1])
+        if kern is _kernel:
+            # the same on a crop of a larger image (rows ld pixels apart)
+            big = np.zeros((shape[0] + 4, shape[1] + 7), dtype)
+            big[3:3 + shape[0], 5:5 + shape[1]] = img
+            resp, scale = _kernel.dog_octaves(big[3:3 + shape[0], 5:5 + shape[1]], sig, 3.0, 1.2, 0, 2)
+            np.testing.assert_array_equal(resp.view(np.uint32), exact[0].view(np.uint32))
+            np.testing.assert_array_equal(scale, exact[1])
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_octaves_independent_of_threads_and_pitch(kern, dtype):
+    # the detection's setting (a single pair at full resolution, its scale
+    # written by the merge; levels of two and three Gaussians below)
+    img = _random_u16((301, 263), 36) if dtype == np.uint16 else _random_f32((301, 263), 36)
+    assert octave_levels(img.shape, SIGMAS_007, 1.2, 16) >= 3
+    a = kern.dog_octaves(img, SIGMAS_007, 3.0, 1.2, 16, 1)
+    b = kern.dog_octaves(img, SIGMAS_007, 3.0, 1.2, 16, 2)
+    np.testing.assert_array_equal(a[0].view(np.uint32), b[0].view(np.uint32))
+    np.testing.assert_array_equal(a[1], b[1])
+    if kern is _kernel:
+        big = np.zeros((305, 300), dtype)
+        big[2:303, 30:293] = img
+        c = _kernel.dog_octaves(big[2:303, 30:293], SIGMAS_007, 3.0, 1.2, 16, 2)
+        np.testing.assert_array_equal(a[0].view(np.uint32), c[0].view(np.uint32))
+        np.testing.assert_array_equal(a[1], c[1])
+
+
 def test_octaves_rejects_bad_arguments(kern):
     img = _random_u16((40, 40))
     for args in [(PYR_SIGMAS, 0.0, 1), (PYR_SIGMAS, 1.9, -1), (PYR_SIGMAS, 1.9, 17),
