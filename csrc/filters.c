@@ -885,9 +885,6 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
         for (int i = o + 1; i <= n - 2; i++)
             if (s[i] >= split * f) { e = i; break; }
     int ng = e - o + 1; /* Gaussians o .. e, pairs o .. e-1 */
-    /* a single pair here, and a coarser level to merge: the scale here is o
-     * everywhere, written by the merge only */
-    const int fine = ng == 2 && e < n - 1 ? o : -1;
     double *t = malloc(sizeof(double) * (size_t)ng);
     if (!t) return NCALC_ENOMEM;
     for (int i = o; i <= e; i++) {
@@ -898,6 +895,15 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
     int status = bank_init(&b, t, ng, truncate);
     free(t);
     if (status != NCALC_OK) return status;
+    /* The fused row kernel (oct_row) has its tap loops unrolled for radii
+     * up to 8; beyond, its generic loop is up to 7x slower than dog_row's
+     * vertical bank (measured with truncate 4 at 0.035-0.1 mm; see
+     * docs/performance.md), so longer kernels take dog_row. Both give the
+     * same bits. */
+    const int fused = b.rmax <= 8;
+    /* a single pair here, and a coarser level to merge: the scale here is o
+     * everywhere, written by the merge only */
+    const int fine = fused && ng == 2 && e < n - 1 ? o : -1;
 
     ptrdiff_t crows = (rows + 1) / 2, ccols = (cols + 1) / 2;
     float *low = NULL;
@@ -913,15 +919,15 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
         /* row pointers rp[-rmax .. rmax]; uint16 rows converted to float once
          * each into nslots slots (slot = row % nslots: the rows one output
          * row needs lie within 2 rmax + 1 consecutive indices), tag = row */
-        const float **rpm = malloc(sizeof(const float *) * (size_t)nslots);
+        const float **rpm = fused ? malloc(sizeof(const float *) * (size_t)nslots) : NULL;
         float *cache = NULL;
         ptrdiff_t *tag = NULL;
-        if (dtype == NCALC_U16) {
+        if (fused && dtype == NCALC_U16) {
             cache = malloc(sizeof(float) * (size_t)nslots * (size_t)cols);
             tag = malloc(sizeof(ptrdiff_t) * (size_t)nslots);
         }
         int ok = work_init(&w, &b, cols);
-        if (!rpm || (dtype == NCALC_U16 && (!cache || !tag))) {
+        if (fused && (!rpm || (dtype == NCALC_U16 && (!cache || !tag)))) {
             if (ok) work_free(&w);
             ok = 0;
         }
@@ -934,6 +940,12 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
 #pragma omp for schedule(dynamic, 32)
         for (ptrdiff_t r = 0; r < rows; r++) {
             if (!ok) continue;
+            float *lr = low && !(r & 1) ? low + (r >> 1) * ccols : NULL;
+            if (!fused) {
+                dog_row(x, dtype, rows, cols, ld, r, &b, &w, resp + r * cols, scale + r * cols, o, NULL,
+                        NULL, lr);
+                continue;
+            }
             for (int k = -rm; k <= rm; k++) {
                 const ptrdiff_t q = reflect_index(r + k, rows);
                 if (dtype == NCALC_U16) {
@@ -948,7 +960,6 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
                     rpm[k + rm] = (const float *)x + q * ld;
                 }
             }
-            float *lr = low && !(r & 1) ? low + (r >> 1) * ccols : NULL;
             oct_row(rpm + rm, cols, &b, &w, resp + r * cols, fine >= 0 ? NULL : scale + r * cols, o,
                     lr);
         }
