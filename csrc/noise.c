@@ -687,6 +687,39 @@ static double mad_of(float *buf, ptrdiff_t m, int finite, float *mid, float *tmp
     return 1.4826 * (double)select_sampled(buf, m, k, 1, med, NULL, 0, mid, tmp, key);
 }
 
+/* *all = every one of m[0..n-1] (n >= 1) is nonzero, *none = every one is
+ * zero. With SSE2, 16 bytes at a time (the last 16 overlapping the
+ * previous ones when n is not a multiple of 16: reads stay in m[0..n-1]). */
+static inline void mask_run(const uint8_t *restrict m, ptrdiff_t n, int *all, int *none)
+{
+#ifdef NCALC_SSE2
+    if (n >= 16) {
+        const __m128i zero = _mm_setzero_si128();
+        unsigned zeros = 0, nonzeros = 0; /* OR of the per-byte zero / nonzero bits */
+        ptrdiff_t c = 0;
+        for (; c + 16 <= n; c += 16) {
+            const unsigned z = (unsigned)_mm_movemask_epi8(
+                _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(m + c)), zero));
+            zeros |= z;
+            nonzeros |= z ^ 0xffffu;
+        }
+        if (c < n) {
+            const unsigned z = (unsigned)_mm_movemask_epi8(
+                _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(m + n - 16)), zero));
+            zeros |= z;
+            nonzeros |= z ^ 0xffffu;
+        }
+        *all = zeros == 0;
+        *none = nonzeros == 0;
+        return;
+    }
+#endif
+    int32_t in = 0;
+    for (ptrdiff_t c = 0; c < n; c++) in += m[c] != 0;
+    *all = in == n;
+    *none = in == 0;
+}
+
 /* Gather the masked pixels of block [r0,r1) x [c0,c1) at the given stride
  * (branch-free); *finite gets 0 if one of them is NaN or infinite. */
 static ptrdiff_t gather(const float *x, ptrdiff_t cols, const uint8_t *mask, ptrdiff_t mask_ld,
@@ -713,13 +746,8 @@ static ptrdiff_t gather(const float *x, ptrdiff_t cols, const uint8_t *mask, ptr
         } else {
             const uint8_t *restrict mrow = mask + r * mask_ld;
             int all = 0, none = 0;
-            if (stride == 1) {
-                /* runs inside or outside the mask (most): a copy, or nothing */
-                int32_t in = 0;
-                for (ptrdiff_t c = c0; c < c1; c++) in += mrow[c] != 0;
-                all = in == c1 - c0;
-                none = in == 0;
-            }
+            /* runs inside or outside the mask (most): a copy, or nothing */
+            if (stride == 1) mask_run(mrow + c0, c1 - c0, &all, &none);
             if (none) continue;
             if (all) {
                 for (ptrdiff_t c = c0; c < c1; c++) {

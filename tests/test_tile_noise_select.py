@@ -12,6 +12,8 @@ import pytest
 
 from test_kernel_reference import kern, ref_mad, serial_kernel  # noqa: F401  (fixtures)
 
+from napari_calc import _kernel
+
 
 def _hard_images():
     rng = np.random.default_rng(41)
@@ -54,3 +56,40 @@ def test_tile_noise_exact_on_hard_data(kern, tile):  # noqa: F811
         with np.errstate(over="ignore"):
             ref = ref_mad(x.ravel())
         assert kern.mad_noise(x, None, 1) == ref
+
+
+@pytest.mark.parametrize("tile", [1, 5, 15, 16, 17, 31, 32, 33, 40, 86])
+def test_tile_noise_mask_runs(kern, tile):  # noqa: F811
+    """Rows of a tile wholly inside or outside the mask are found 16 bytes at
+    a time (the last 16 overlapping): a single masked-out or masked-in byte
+    at every column of the tile, any nonzero value, in a pitched crop, must
+    give numpy's lower-median MAD of exactly the masked pixels."""
+    rng = np.random.default_rng(tile)
+    w = tile + 3  # a partial tile at the right edge
+    rows = 2 * w
+    x = rng.normal(size=(rows, w)).astype(np.float32)
+    m = np.zeros((rows, w), np.uint8)
+    for r in range(rows):
+        c = r % w
+        if (r // w) % 2 == 0:
+            m[r, :] = rng.integers(1, 256)  # full row but one hole
+            m[r, c] = 0
+        else:
+            m[r, c] = rng.integers(1, 256)  # empty row but one pixel
+    m[-1, :] = 200  # a full row
+    big = np.zeros((rows + 2, w + 21), np.uint8)
+    big[1:-1, 7:7 + w] = m
+    # the extension reads the crop with its row pitch (ncalc_tile_noise_ld);
+    # the serial wrapper calls ncalc_tile_noise, which needs a contiguous mask
+    mv = big[1:-1, 7:7 + w] if kern is _kernel else m
+    for nt in (1, 2):
+        grid = kern.tile_noise(x, tile, mv, 2, nt)
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                sl = np.s_[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile]
+                blk = x[sl][m[sl] != 0]
+                if len(blk) < 2:
+                    assert math.isnan(grid[i, j])
+                else:
+                    ref = np.float32(ref_mad(blk))
+                    assert grid[i, j].view(np.uint32) == ref.view(np.uint32), (tile, i, j)
