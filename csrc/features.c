@@ -16,6 +16,31 @@ static float pixel_at(const void *img, int dtype, ptrdiff_t p)
     return dtype == NCALC_U16 ? (float)((const uint16_t *)img)[p] : ((const float *)img)[p];
 }
 
+/* The outputs of candidate i from its sums (features_plain and
+ * features_span): contrast, ring standard deviation, peak, half-maximum
+ * area and the elongation of the excess's second-moment matrix. */
+static void store_features(ptrdiff_t i, double s_in, double n_in, double bg, double var, double pk,
+                           double cnt, double sw, double sr, double sc, double srr, double scc,
+                           double src, float *contrast, float *bg_std, float *peak, float *area,
+                           float *elongation)
+{
+    double el = 1.0;
+    if (sw > 0) {
+        double mr = sr / sw, mc = sc / sw;
+        double a = srr / sw - mr * mr, b = src / sw - mr * mc, d = scc / sw - mc * mc;
+        double tr = a + d, det = a * d - b * b;
+        double disc = sqrt(fmax(tr * tr / 4.0 - det, 0.0));
+        double l1 = tr / 2.0 + disc, l2 = tr / 2.0 - disc;
+        if (l2 > 1e-12 && l1 > 0) el = sqrt(l1 / l2);
+        else if (l1 > 1e-12) el = 1e3;
+    }
+    if (contrast) contrast[i] = (float)((n_in > 0 ? s_in / n_in : 0.0) - bg);
+    if (bg_std) bg_std[i] = (float)sqrt(var > 0 ? var : 0.0);
+    if (peak) peak[i] = (float)pk;
+    if (area) area[i] = (float)cnt;
+    if (elongation) elongation[i] = (float)el;
+}
+
 /* One candidate, the definition read directly (any radius). */
 static void features_plain(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                            const int32_t *cand_rows, const int32_t *cand_cols,
@@ -64,21 +89,8 @@ static void features_plain(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t
                 srr += e * dr * dr; scc += e * dc * dc; src += e * dr * dc;
             }
         }
-    double el = 1.0;
-    if (sw > 0) {
-        double mr = sr / sw, mc = sc / sw;
-        double a = srr / sw - mr * mr, b = src / sw - mr * mc, d = scc / sw - mc * mc;
-        double tr = a + d, det = a * d - b * b;
-        double disc = sqrt(fmax(tr * tr / 4.0 - det, 0.0));
-        double l1 = tr / 2.0 + disc, l2 = tr / 2.0 - disc;
-        if (l2 > 1e-12 && l1 > 0) el = sqrt(l1 / l2);
-        else if (l1 > 1e-12) el = 1e3;
-    }
-    if (contrast) contrast[i] = (float)((n_in > 0 ? s_in / n_in : 0.0) - bg);
-    if (bg_std) bg_std[i] = (float)sqrt(var > 0 ? var : 0.0);
-    if (peak) peak[i] = (float)pk;
-    if (area) area[i] = (float)cnt;
-    if (elongation) elongation[i] = (float)el;
+    store_features(i, s_in, n_in, bg, var, pk, cnt, sw, sr, sc, srr, scc, src,
+                   contrast, bg_std, peak, area, elongation);
 }
 
 /* Largest radius (r_out) for the span tables below; larger ones take
@@ -228,21 +240,8 @@ static void features_span(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t 
     }
 #undef CLIP_LO
 #undef CLIP_HI
-    double el = 1.0;
-    if (sw > 0) {
-        double mr = sr / sw, mc = sc / sw;
-        double a = srr / sw - mr * mr, b = src / sw - mr * mc, d = scc / sw - mc * mc;
-        double tr = a + d, det = a * d - b * b;
-        double disc = sqrt(fmax(tr * tr / 4.0 - det, 0.0));
-        double l1 = tr / 2.0 + disc, l2 = tr / 2.0 - disc;
-        if (l2 > 1e-12 && l1 > 0) el = sqrt(l1 / l2);
-        else if (l1 > 1e-12) el = 1e3;
-    }
-    if (contrast) contrast[i] = (float)((n_in > 0 ? s_in / n_in : 0.0) - bg);
-    if (bg_std) bg_std[i] = (float)sqrt(var > 0 ? var : 0.0);
-    if (peak) peak[i] = (float)pk;
-    if (area) area[i] = (float)cnt;
-    if (elongation) elongation[i] = (float)el;
+    store_features(i, s_in, n_in, bg, var, pk, cnt, sw, sr, sc, srr, scc, src,
+                   contrast, bg_std, peak, area, elongation);
 }
 
 /* Hint the cache to fetch the rows of a window (clipped to the image). */
