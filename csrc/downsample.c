@@ -80,3 +80,29 @@ int ncalc_block_mean(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
     }
     return status;
 }
+
+int ncalc_upscale_mask(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t fy, ptrdiff_t fx,
+                       ptrdiff_t rows, ptrdiff_t cols, uint8_t *out, int nthreads)
+{
+    if (!small || !out || hh < 1 || ww < 1 || fy < 1 || fx < 1 || rows < hh * fy || cols < ww * fx)
+        return NCALC_EINVAL;
+    const ptrdiff_t wc = ww * fx;
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+    /* block row i covers rows i fy .. (i + 1) fy - 1, the last one also the
+     * rows left over; its first row is built and copied to the others */
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (ptrdiff_t i = 0; i < hh; i++) {
+        const uint8_t *s = small + i * ww;
+        uint8_t *first = out + i * fy * cols;
+        for (ptrdiff_t j = 0; j < ww; j++) {
+            const uint8_t v = s[j] != 0;
+            uint8_t *o = first + j * fx;
+            for (ptrdiff_t c = 0; c < fx; c++) o[c] = v;
+        }
+        if (cols > wc) memset(first + wc, s[ww - 1] != 0, (size_t)(cols - wc));
+        const ptrdiff_t r1 = i == hh - 1 ? rows : (i + 1) * fy;
+        for (ptrdiff_t r = i * fy + 1; r < r1; r++) memcpy(out + r * cols, first, (size_t)cols);
+    }
+    return NCALC_OK;
+}

@@ -291,6 +291,51 @@ int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const do
 int ncalc_block_mean(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                      ptrdiff_t fy, ptrdiff_t fx, double *out, int nthreads);
 
+/*
+ * Sort: out = x[0..n-1] in increasing order (n >= 0; x and out may be the
+ * same array). Exactly the values of numpy.sort(x), in its order, except
+ * that -0 is placed before +0 (numpy.sort leaves equal values in any
+ * order). NCALC_EINVAL when x holds a NaN. A radix sort on the float
+ * bits (three stable passes); serial.
+ */
+int ncalc_sort_f32(const float *x, ptrdiff_t n, float *out);
+
+/*
+ * Upscaling of a working-resolution mask (napari_calc.core.mask.
+ * breast_mask): out (rows x cols) [r][c] = (small[i][j] != 0) with
+ * i = min(r / fy, hh - 1), j = min(c / fx, ww - 1), small hh x ww
+ * (hh, ww >= 1), so that block (i, j) covers fy x fx pixels and the last
+ * block row and column also the rows and columns left over. Needs
+ * rows >= hh fy and cols >= ww fx. Block rows in parallel.
+ */
+int ncalc_upscale_mask(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t fy, ptrdiff_t fx,
+                       ptrdiff_t rows, ptrdiff_t cols, uint8_t *out, int nthreads);
+
+/*
+ * Values at the peaks of ncalc_nms. resp (and scale, which may be NULL) are
+ * rows x cols, grid ceil(rows / tile) x ceil(cols / tile) as in ncalc_nms.
+ * For i < n with (r, c) = (pr[i], pc[i]):
+ *   value[i] = resp[r][c],  noise[i] = (double)grid[r / tile][c / tile],
+ *   snr[i] = (double)value[i] / noise[i]   (IEEE double division),
+ *   scale_out[i] = scale[r][c]             (only when scale is not NULL).
+ * NCALC_EINVAL (nothing written) when a position is outside the image.
+ */
+int ncalc_peak_values(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const float *grid,
+                      ptrdiff_t tile, const uint8_t *scale, const int32_t *pr, const int32_t *pc,
+                      ptrdiff_t n, float *value, double *noise, double *snr, int64_t *scale_out,
+                      int nthreads);
+
+/*
+ * Top k: idx receives, in increasing order, the indices of the k largest of
+ * v[0..n-1] (0 <= k <= n); of the values equal to the k-th largest, the
+ * earliest are taken (the choice of a stable sort by decreasing value).
+ * With t = numpy.partition(v, n - k)[n - k] (k < n), that is every i with
+ * v[i] > t, then the first k - (their number) with v[i] == t, merged in
+ * index order (-0 == +0). Returns k, or < 0 on error (NCALC_EINVAL when v
+ * holds a NaN). A radix selection on the float bits; serial.
+ */
+ptrdiff_t ncalc_top_k(const double *v, ptrdiff_t n, ptrdiff_t k, int64_t *idx);
+
 #ifdef __cplusplus
 }
 #endif

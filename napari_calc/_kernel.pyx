@@ -8,7 +8,7 @@ call releases the GIL for the whole C call.
 
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport uint8_t, uint16_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, int32_t, int64_t
 
 cnp.import_array()
 
@@ -472,3 +472,103 @@ def nlf_bins(cnp.float32_t[::1] level not None, cnp.float32_t[::1] resid not Non
                             <Py_ssize_t *>&count[0], &lev[0], &mad[0], nthreads)
     _check(st)
     return count, lev, mad
+
+
+cdef extern from "ncalc.h" nogil:
+    int ncalc_sort_f32(const float *x, Py_ssize_t n, float *out)
+    int ncalc_upscale_mask(const uint8_t *small, Py_ssize_t hh, Py_ssize_t ww, Py_ssize_t fy,
+                           Py_ssize_t fx, Py_ssize_t rows, Py_ssize_t cols, uint8_t *out,
+                           int nthreads)
+    int ncalc_peak_values(const float *resp, Py_ssize_t rows, Py_ssize_t cols, const float *grid,
+                          Py_ssize_t tile, const uint8_t *scale, const int32_t *pr,
+                          const int32_t *pc, Py_ssize_t n, float *value, double *noise,
+                          double *snr, int64_t *scale_out, int nthreads)
+    Py_ssize_t ncalc_top_k(const double *v, Py_ssize_t n, Py_ssize_t k, int64_t *idx)
+
+
+def sort_f32(const cnp.float32_t[::1] x not None):
+    """A sorted copy of a 1-D float32 array (see ncalc_sort_f32 in
+    csrc/ncalc.h): the values of numpy.sort. ValueError when x holds a NaN."""
+    cdef Py_ssize_t n = x.shape[0]
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] out = np.empty(n, np.float32)
+    cdef int st = 0
+    if n:
+        with nogil:
+            st = ncalc_sort_f32(&x[0], n, &out[0])
+    _check(st)
+    return out
+
+
+def upscale_mask(small not None, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t rows, Py_ssize_t cols,
+                 int nthreads=0):
+    """A rows x cols bool mask from a working-resolution one (2-D bool or
+    uint8, hh x ww, hh <= rows // fy, ww <= cols // fx): each value covers
+    an fy x fx block, the last block row and column also the rows and
+    columns left over (see ncalc_upscale_mask in csrc/ncalc.h)."""
+    cdef const uint8_t[:, ::1] s = np.ascontiguousarray(small).view(np.uint8)
+    cdef Py_ssize_t hh = s.shape[0], ww = s.shape[1]
+    if hh < 1 or ww < 1 or fy < 1 or fx < 1 or hh * fy > rows or ww * fx > cols:
+        raise ValueError("napari-calc kernel: invalid argument")
+    cdef cnp.ndarray[cnp.uint8_t, ndim=2] out = np.empty((rows, cols), np.uint8)
+    cdef int st
+    with nogil:
+        st = ncalc_upscale_mask(&s[0, 0], hh, ww, fy, fx, rows, cols, &out[0, 0], nthreads)
+    _check(st)
+    return out.view(bool)
+
+
+def peak_values(const cnp.float32_t[:, ::1] resp not None, const cnp.float32_t[:, ::1] grid not None,
+                Py_ssize_t tile, const cnp.int32_t[::1] rows not None,
+                const cnp.int32_t[::1] cols not None, scale=None, int nthreads=0):
+    """The response, tile noise and SNR at the peaks (rows, cols) of
+    :func:`nms`, and the scale there when ``scale`` (uint8, resp's shape)
+    is given: (value float32, noise float64, snr float64, scale int64 or
+    None), see ncalc_peak_values in csrc/ncalc.h."""
+    cdef Py_ssize_t n = rows.shape[0]
+    if cols.shape[0] != n:
+        raise ValueError("rows and cols must have the same length")
+    if tile < 1 or grid.shape[0] != (resp.shape[0] + tile - 1) // tile or \
+            grid.shape[1] != (resp.shape[1] + tile - 1) // tile:
+        raise ValueError("grid must be ceil(rows / tile) x ceil(cols / tile)")
+    cdef const uint8_t[:, ::1] sv
+    cdef const uint8_t *ps = NULL
+    if scale is not None:
+        sv = scale
+        if sv.shape[0] != resp.shape[0] or sv.shape[1] != resp.shape[1]:
+            raise ValueError("scale must have resp's shape")
+        ps = &sv[0, 0]
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] value = np.empty(max(n, 1), np.float32)
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] noise = np.empty(max(n, 1), np.float64)
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] snr = np.empty(max(n, 1), np.float64)
+    cdef cnp.ndarray[cnp.int64_t, ndim=1] sc = np.empty(max(n, 1), np.int64)
+    cdef const int32_t *pr = &rows[0] if n else NULL
+    cdef const int32_t *pc = &cols[0] if n else NULL
+    cdef int st
+    with nogil:
+        st = ncalc_peak_values(&resp[0, 0], resp.shape[0], resp.shape[1], &grid[0, 0], tile, ps,
+                               pr, pc, n, &value[0], &noise[0], &snr[0], <int64_t *>&sc[0],
+                               nthreads)
+    if st == -1:
+        raise ValueError("napari-calc kernel: a peak outside the image")
+    _check(st)
+    return value[:n], noise[:n], snr[:n], (sc[:n] if scale is not None else None)
+
+
+def top_k(const cnp.float64_t[::1] values not None, Py_ssize_t k):
+    """Indices (increasing, int64) of the k largest values, the earliest
+    among those equal to the k-th largest (see ncalc_top_k in
+    csrc/ncalc.h); all of them when k >= len(values). ValueError when
+    values holds a NaN."""
+    cdef Py_ssize_t n = values.shape[0]
+    if k < 0:
+        raise ValueError("k must be >= 0")
+    if k > n:
+        k = n
+    cdef cnp.ndarray[cnp.int64_t, ndim=1] idx = np.empty(max(k, 1), np.int64)
+    cdef const double *pv = &values[0] if n else NULL
+    cdef Py_ssize_t got
+    with nogil:
+        got = ncalc_top_k(pv, n, k, <int64_t *>&idx[0])
+    if got < 0:
+        _check(<int>got)
+    return idx[:k]

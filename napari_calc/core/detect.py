@@ -261,14 +261,39 @@ def _kernel_input(plane: np.ndarray) -> np.ndarray:
 def _top_k(values: np.ndarray, k: int) -> np.ndarray:
     """Indices (increasing) of the ``k`` largest values; among equal values
     at the cut the earlier ones win (as a stable sort would choose).
-    O(n) selection instead of a full sort."""
+    O(n) selection instead of a full sort: in C (``_kernel.top_k``) for
+    NaN-free float64 values, else with ``numpy.partition`` (the same
+    indices)."""
     n = len(values)
     if k >= n:
         return np.arange(n)
+    if values.dtype == np.float64 and _kernel_has("top_k"):
+        from .. import _kernel
+        try:
+            return _kernel.top_k(np.ascontiguousarray(values), int(k))
+        except ValueError:  # NaNs: NumPy below
+            pass
     cut = np.partition(values, n - k)[n - k]  # the k-th largest value
     above = np.flatnonzero(values > cut)
     at = np.flatnonzero(values == cut)[: k - len(above)]
     return np.sort(np.concatenate([above, at]))
+
+
+#: Use the C kernel for the peaks' values and the top-k selection (tests
+#: switch it off to compare with the NumPy code path).
+_PEAK_KERNEL = True
+
+
+def _kernel_has(name: str) -> bool:
+    """The compiled kernel is there, has ``name`` and is not switched off
+    (:data:`_PEAK_KERNEL`)."""
+    if not _PEAK_KERNEL:
+        return False
+    try:
+        from .. import _kernel
+    except ImportError:
+        return False
+    return hasattr(_kernel, name)
 
 
 #: Compute the DoG, the local noise and the candidates on the breast's
@@ -490,13 +515,21 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     check()
     rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8_c, grid, tile, nthreads)
     check()
-    noise = grid[rr // tile, cc // tile].astype(np.float64)
-    r_at = resp[rr, cc]
-    snr = r_at.astype(np.float64) / noise
+    if _kernel_has("peak_values"):
+        # the same gathers and division in one C pass (scale too: cheaper
+        # than gathering it again after the selection)
+        r_at, noise, snr, s_idx = _kernel.peak_values(resp, grid, tile, rr, cc, scale, nthreads)
+    else:
+        noise = grid[rr // tile, cc // tile].astype(np.float64)
+        r_at = resp[rr, cc]
+        snr = r_at.astype(np.float64) / noise
+        s_idx = None
     if len(rr) > p.max_candidates:
         keep = _top_k(snr, p.max_candidates)
         rr, cc, snr, noise, r_at = rr[keep], cc[keep], snr[keep], noise[keep], r_at[keep]
-    s_idx = scale[rr, cc].astype(np.int64)
+        s_idx = None if s_idx is None else s_idx[keep]
+    if s_idx is None:
+        s_idx = scale[rr, cc].astype(np.int64)
     if box is not None:
         rr, cc = rr + r0, cc + c0  # back to image coordinates
     return img, mask, sig, (rr, cc, snr, noise, r_at, s_idx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["block_mean", "breast_mask", "breast_mask_and_bbox", "otsu_threshold"]
+__all__ = ["block_mean", "breast_mask", "breast_mask_and_bbox", "otsu_threshold", "upscale_mask"]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -151,16 +151,47 @@ def breast_mask_and_bbox(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: floa
     if margin > 0:
         # the image border is not skin: pad with tissue before eroding
         tissue = _erode_diamond(np.pad(tissue, margin, mode="edge"), margin)[margin:-margin, margin:-margin]
-    # back to full size: each block covers fy x fx pixels; the rows and
-    # columns cut off by the block size take the nearest block's value.
-    # One full-width row per block row, broadcast down its fy rows.
+    return upscale_mask(tissue, fy, fx, h, w, n_threads), _upscaled_bbox(tissue, fy, fx, h, w)
+
+
+def upscale_mask(tissue: np.ndarray, fy: int, fx: int, h: int, w: int, n_threads: int = 0) -> np.ndarray:
+    """The ``h`` x ``w`` mask of a working-resolution one: block ``(i, j)``
+    of ``tissue`` covers ``fy`` x ``fx`` pixels, and the rows and columns
+    cut off by the block size take the nearest block's value.
+
+    Parameters
+    ----------
+    tissue : ndarray of bool, 2-D ``(hh, ww)``, ``hh, ww >= 1``
+        The mask at the working resolution, ``hh <= h // fy``,
+        ``ww <= w // fx``.
+    fy, fx : int
+        Block height and width (>= 1).
+    h, w : int
+        The full size.
+    n_threads : int
+        Threads of the C kernel (0: OpenMP default); the result does not
+        depend on it, nor on whether the kernel or NumPy runs.
+
+    Returns
+    -------
+    ndarray of bool, shape ``(h, w)``.
+    """
+    hh, ww = tissue.shape
+    try:
+        from .. import _kernel
+    except ImportError:  # a checkout without the built kernel
+        _kernel = None
+    if _kernel is not None and hasattr(_kernel, "upscale_mask"):
+        return _kernel.upscale_mask(np.ascontiguousarray(tissue, dtype=bool), int(fy), int(fx), int(h),
+                                    int(w), int(n_threads))
+    # one full-width row per block row, broadcast down its fy rows
     rowpat = np.empty((hh, w), dtype=bool)
     rowpat[:, : ww * fx] = np.repeat(tissue, fx, axis=1)
     rowpat[:, ww * fx:] = tissue[:, -1:]
     out = np.empty((h, w), dtype=bool)
     out[: hh * fy].reshape(hh, fy, w)[...] = rowpat[:, None, :]
     out[hh * fy:] = rowpat[-1]
-    return out, _upscaled_bbox(tissue, fy, fx, h, w)
+    return out
 
 
 def _upscaled_bbox(tissue: np.ndarray, fy: int, fx: int, h: int, w: int) -> tuple[int, int, int, int] | None:

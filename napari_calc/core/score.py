@@ -165,9 +165,9 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
         sd = float(1.4826 * np.median(np.abs(resid - np.median(resid)))) / math.sqrt(1.25) if resid.size else 1.0
         return np.array([float(np.median(level)) if level.size else 0.0]), np.array([max(sd, _EPS)])
     n_bins = int(max(1, min(n_bins, resid.size // 500)))
-    # quantile bins of the level; the quantiles depend on the values only,
-    # and a sorted copy is the fastest to select from
-    edges = np.quantile(np.sort(level), np.arange(1, n_bins) / n_bins)
+    # quantile bins of the level; the quantiles depend on the values only:
+    # from a sorted copy (a radix sort in C when there is the kernel)
+    edges = _quantiles(level, np.arange(1, n_bins) / n_bins, kern)
     binned = None
     if kern is not None and level.dtype == np.float32 and resid.dtype == np.float32:
         try:
@@ -203,6 +203,51 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
     # strictly increasing levels for interp
     lev, keep = np.unique(lev, return_index=True)
     return lev, sd[keep]
+
+
+def _quantiles(x: np.ndarray, q: np.ndarray, kern=None) -> np.ndarray:
+    """``numpy.quantile(x, q)`` (method "linear") of a 1-D float array.
+
+    With the kernel (``kern``, not None) and NaN-free float32 ``x``, ``x``
+    is sorted in C (``_kernel.sort_f32``, a radix sort) and the quantiles
+    are :func:`_quantiles_of_sorted` of that; otherwise
+    ``numpy.quantile(numpy.sort(x), q)``. The same floats either way.
+    """
+    if kern is not None and x.dtype == np.float32 and x.ndim == 1 and len(x):
+        try:
+            return _quantiles_of_sorted(kern.sort_f32(np.ascontiguousarray(x)), q)
+        except ValueError:  # NaNs: NumPy below
+            pass
+    return np.quantile(np.sort(x), q)
+
+
+def _quantiles_of_sorted(s: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``numpy.quantile(s, q)`` (method "linear", NumPy 2's arithmetic) of
+    a sorted, NaN-free, non-empty 1-D float array ``s`` for ``q`` a float64
+    array in [0, 1], without NumPy's copy and partition of ``s``.
+
+    As NumPy: the virtual index ``v = (n - 1) q``, ``i = floor(v)``,
+    ``j = i + 1`` (both ``n - 1`` where ``v >= n - 1``, and then the weight
+    is ``v + 1``, not ``v - i``), weight ``g = v - i``; with ``a = s[i]``,
+    ``b = s[j]`` and ``d = b - a`` (in ``s``'s dtype), ``a + d g`` where
+    ``g < 0.5`` and ``b - d (1 - g)`` elsewhere, in float64.
+    """
+    n = len(s)
+    v = (n - 1) * np.asarray(q, dtype=np.float64)
+    i = np.floor(v)
+    j = i + 1
+    top = v >= n - 1
+    i[top] = -1  # NumPy's index -1 (the last value), also in the weight
+    j[top] = -1
+    g = v - i
+    i = i.astype(np.intp)
+    j = j.astype(np.intp)
+    a, b = s[i], s[j]
+    d = b - a
+    out = a + d * g
+    hi = g >= 0.5
+    out[hi] = (b - d * (1 - g))[hi]
+    return out
 
 
 #: Use the C kernel in noise_level_function (tests switch it off to compare

@@ -334,6 +334,109 @@ static void crops_and_nlf(void)
     CHECK(ncalc_nlf_bins(inf, v, 2, NULL, 0, cnt, lm, md, 1) == NCALC_EINVAL, "nlf bins non-finite");
 }
 
+/* The entry points of the serial steps of detect: sort, mask upscaling,
+ * peak values, top k; sizes from 0 up, checked against plain loops. */
+static int cmp_float(const void *a, const void *b)
+{
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+static void serial_steps(void)
+{
+    for (ptrdiff_t n = 0; n <= 300; n += (n < 20 ? 1 : 37)) {
+        float *x = malloc(sizeof(float) * (size_t)(n ? n : 1));
+        float *o = malloc(sizeof(float) * (size_t)(n ? n : 1));
+        float *r = malloc(sizeof(float) * (size_t)(n ? n : 1));
+        for (ptrdiff_t i = 0; i < n; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 0.37f;
+        if (n > 3) { x[0] = INFINITY; x[1] = -INFINITY; x[2] = 1e-45f; }
+        memcpy(r, x, sizeof(float) * (size_t)n);
+        qsort(r, (size_t)n, sizeof(float), cmp_float);
+        CHECK(ncalc_sort_f32(x, n, o) == NCALC_OK, "sort");
+        for (ptrdiff_t i = 0; i < n; i++) CHECK(o[i] == r[i], "sort %td at %td", n, i);
+        CHECK(ncalc_sort_f32(x, n, x) == NCALC_OK, "sort in place"); /* x and out the same */
+        for (ptrdiff_t i = 0; i < n; i++) CHECK(x[i] == r[i], "sort in place %td at %td", n, i);
+        if (n) {
+            x[n / 2] = NAN;
+            CHECK(ncalc_sort_f32(x, n, o) == NCALC_EINVAL, "sort NaN");
+        }
+        /* top k of doubles with ties, k = 0 .. n */
+        double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
+        int64_t *idx = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+        for (ptrdiff_t i = 0; i < n; i++) v[i] = (double)(rnd() % 7) - 3.0;
+        if (n > 2) { v[0] = -0.0; v[1] = 0.0; }
+        for (ptrdiff_t k = 0; k <= n; k += 1 + n / 7) {
+            CHECK(ncalc_top_k(v, n, k, idx) == k, "top k count");
+            /* every index taken has a value >= every one not taken, the
+             * indices increase, and of equal values the earliest are taken */
+            ptrdiff_t j = 0, last_lo = -1;
+            double lo = INFINITY;
+            for (ptrdiff_t i = 0; i < k; i++) {
+                CHECK(idx[i] >= 0 && idx[i] < n && (i == 0 || idx[i] > idx[i - 1]), "top k order");
+                if (v[idx[i]] < lo) lo = v[idx[i]];
+            }
+            for (ptrdiff_t i = 0; i < k; i++)
+                if (v[idx[i]] == lo) last_lo = idx[i];
+            for (ptrdiff_t i = 0; i < n; i++) {
+                if (j < k && idx[j] == i) { j++; continue; }
+                CHECK(v[i] <= lo, "top k value");
+                CHECK(!(v[i] == lo && i < last_lo), "top k earliest"); /* a later equal one was taken */
+            }
+        }
+        if (n) {
+            v[n - 1] = NAN;
+            CHECK(ncalc_top_k(v, n, n / 2, idx) == NCALC_EINVAL, "top k NaN");
+        }
+        CHECK(ncalc_top_k(v, n, n + 1, idx) == NCALC_EINVAL, "top k k > n");
+        free(x); free(o); free(r); free(v); free(idx);
+    }
+    /* mask upscaling, with rows and columns left over */
+    for (ptrdiff_t hh = 1; hh <= 5; hh += 2)
+        for (ptrdiff_t ww = 1; ww <= 6; ww += 5)
+            for (ptrdiff_t f = 1; f <= 3; f++) {
+                const ptrdiff_t rows = hh * f + (f > 1), cols = ww * (f + 1) + 2;
+                uint8_t *sm = malloc((size_t)(hh * ww)), *out = malloc((size_t)(rows * cols));
+                for (ptrdiff_t i = 0; i < hh * ww; i++) sm[i] = (uint8_t)(rnd() % 3); /* 2: nonzero */
+                for (int t = 1; t <= 3; t++) {
+                    CHECK(ncalc_upscale_mask(sm, hh, ww, f, f + 1, rows, cols, out, t) == NCALC_OK, "upscale");
+                    for (ptrdiff_t r = 0; r < rows; r++)
+                        for (ptrdiff_t c = 0; c < cols; c++) {
+                            const ptrdiff_t i = r / f < hh ? r / f : hh - 1;
+                            const ptrdiff_t j = c / (f + 1) < ww ? c / (f + 1) : ww - 1;
+                            CHECK(out[r * cols + c] == (sm[i * ww + j] != 0), "upscale at %td %td", r, c);
+                        }
+                }
+                CHECK(ncalc_upscale_mask(sm, hh, ww, f, f + 1, hh * f - 1, cols, out, 1) == NCALC_EINVAL,
+                      "upscale too few rows");
+                free(sm); free(out);
+            }
+    /* peak values on a small response, tiles with leftover rows/columns */
+    {
+        const ptrdiff_t rows = 7, cols = 5, tile = 3, n = 6;
+        float resp[35], grid[3 * 2], value[6];
+        uint8_t scale[35];
+        double noise[6], snr[6];
+        int64_t so[6];
+        for (int i = 0; i < 35; i++) { resp[i] = (float)i * 0.5f; scale[i] = (uint8_t)(i % 4); }
+        for (int i = 0; i < 6; i++) grid[i] = 1.0f + (float)i;
+        const int32_t pr[6] = {0, 6, 3, 2, 6, 5}, pc[6] = {0, 4, 2, 4, 0, 3};
+        CHECK(ncalc_peak_values(resp, rows, cols, grid, tile, scale, pr, pc, n, value, noise, snr, so, 2)
+              == NCALC_OK, "peak values");
+        for (int i = 0; i < n; i++) {
+            const float g = grid[(pr[i] / tile) * 2 + pc[i] / tile];
+            CHECK(value[i] == resp[pr[i] * cols + pc[i]] && noise[i] == (double)g &&
+                  snr[i] == (double)value[i] / (double)g && so[i] == scale[pr[i] * cols + pc[i]], "peak %d", i);
+        }
+        CHECK(ncalc_peak_values(resp, rows, cols, grid, tile, NULL, pr, pc, 0, NULL, NULL, NULL, NULL, 1)
+              == NCALC_OK, "peak values none");
+        const int32_t out_r[1] = {7}, out_c[1] = {-1};
+        CHECK(ncalc_peak_values(resp, rows, cols, grid, tile, NULL, out_r, pc, 1, value, noise, snr, NULL, 1)
+              == NCALC_EINVAL, "peak values row outside");
+        CHECK(ncalc_peak_values(resp, rows, cols, grid, tile, NULL, pr, out_c, 1, value, noise, snr, NULL, 1)
+              == NCALC_EINVAL, "peak values col outside");
+    }
+}
+
 int main(void)
 {
     const ptrdiff_t shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {2, 9}, {9, 2}, {3, 5}, {5, 3},
@@ -347,6 +450,7 @@ int main(void)
     bad_arguments();
     stage_paths();
     crops_and_nlf();
+    serial_steps();
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);
         return 1;
