@@ -336,6 +336,29 @@ int ncalc_peak_values(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const f
  */
 ptrdiff_t ncalc_top_k(const double *v, ptrdiff_t n, ptrdiff_t k, int64_t *idx);
 
+/*
+ * Standardised basis of the score model (napari_calc.core.score: ramp_basis,
+ * then minus the mean and over the scale). X: n x nfeat float64, row-major.
+ * Feature j has nknots[j] >= 0 finite knots k_1 < ... < k_K, the next ones
+ * of knots (feature 0's first). Output row i, column by column, B the basis
+ * value of x = X[i][j]:
+ *   K = 0:  B = x;
+ *   else:   B = min(x, k_1); B = clip(x, k_q, k_q+1) - k_q for q = 1 .. K-1;
+ *           B = max(x, k_K) - k_K;
+ * then for each interaction t, (f, g) = (inter[2t], inter[2t+1]):
+ *           B = (clip(X[i][g], -1, 1) + 1) * max(X[i][f], 0);
+ * and out[i][c] = (B - mean[c]) / scale[c] (double arithmetic in this
+ * order). min, max and clip keep a NaN x NaN, as numpy's do; they give the
+ * same values as numpy's except, where x equals a bound, perhaps the sign
+ * of a zero (so with no zero knot and no zero mean, out is bit for bit
+ * numpy's). out: n x (sum over j of (K_j ? K_j + 1 : 1) + ninter).
+ * NCALC_EINVAL for a non-finite knot or an interaction index out of range.
+ * Rows in parallel.
+ */
+int ncalc_ramp_z(const double *X, ptrdiff_t n, int nfeat, const int *nknots, const double *knots,
+                 int ninter, const int *inter, const double *mean, const double *scale, double *out,
+                 int nthreads);
+
 #ifdef __cplusplus
 }
 #endif

@@ -572,3 +572,40 @@ def top_k(const cnp.float64_t[::1] values not None, Py_ssize_t k):
     if got < 0:
         _check(<int>got)
     return idx[:k]
+
+
+cdef extern from "ncalc.h" nogil:
+    int ncalc_ramp_z(const double *X, Py_ssize_t n, int nfeat, const int *nknots,
+                     const double *knots, int ninter, const int *inter, const double *mean,
+                     const double *scale, double *out, int nthreads)
+
+
+def ramp_z(const cnp.float64_t[:, ::1] X not None, knots, interactions,
+           const cnp.float64_t[::1] mean not None, const cnp.float64_t[::1] scale not None,
+           cnp.float64_t[:, ::1] out not None, int nthreads=0):
+    """The score model's standardised basis into out (n x ncol, C-contiguous
+    float64), see ncalc_ramp_z in csrc/ncalc.h: knots one sequence per
+    column of X, interactions (i, j) pairs. Returns out."""
+    cdef Py_ssize_t n = X.shape[0]
+    cdef int nfeat = <int>X.shape[1]
+    if len(knots) != nfeat or nfeat < 1:
+        raise ValueError("one knot sequence per feature")
+    cdef cnp.ndarray[int, ndim=1] nk = np.array([len(k) for k in knots], dtype=np.intc)
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] kv = np.zeros(max(1, int(nk.sum())), np.float64)
+    if nk.sum():
+        kv[: nk.sum()] = np.concatenate([np.asarray(k, dtype=np.float64).ravel() for k in knots])
+    cdef cnp.ndarray[int, ndim=1] it = np.zeros(max(1, 2 * len(interactions)), dtype=np.intc)
+    if len(interactions):
+        it[: 2 * len(interactions)] = np.asarray(interactions, dtype=np.intc).ravel()
+    cdef Py_ssize_t ncol = int(np.where(nk > 0, nk + 1, 1).sum()) + len(interactions)
+    if mean.shape[0] != ncol or scale.shape[0] != ncol or out.shape[0] != n or out.shape[1] != ncol:
+        raise ValueError(f"mean, scale and out need {ncol} basis columns")
+    cdef int ninter = <int>len(interactions)
+    cdef const double *px = &X[0, 0] if n else NULL
+    cdef double *po = &out[0, 0] if n else NULL
+    cdef int st
+    with nogil:
+        st = ncalc_ramp_z(px, n, nfeat, &nk[0], &kv[0], ninter, &it[0], &mean[0], &scale[0], po,
+                          nthreads)
+    _check(st)
+    return np.asarray(out)

@@ -167,12 +167,17 @@ def test_peak_values_bad_arguments():
         _kernel.peak_values(resp, grid, 3, ok, ok, np.zeros((5, 6), np.uint8))  # scale's shape
 
 
-def _top_k_numpy(monkeypatch, values, k):
-    monkeypatch.setattr(D, "_PEAK_KERNEL", False)
+def _numpy_path(monkeypatch, module, switch, f, *args):
+    """f(*args) with the kernel switch ``module.switch`` off."""
+    monkeypatch.setattr(module, switch, False)
     try:
-        return D._top_k(values, k)
+        return f(*args)
     finally:
-        monkeypatch.setattr(D, "_PEAK_KERNEL", True)
+        monkeypatch.setattr(module, switch, True)
+
+
+def _top_k_numpy(monkeypatch, values, k):
+    return _numpy_path(monkeypatch, D, "_PEAK_KERNEL", D._top_k, values, k)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 10, 5000, 83_000])
@@ -212,3 +217,93 @@ def test_detect_same_with_and_without_the_peak_kernel(monkeypatch, kw):
         assert d.calcifications.equals(ref.calcifications)
         assert d.clusters.equals(ref.clusters)
         assert d.extra.equals(ref.extra)
+
+
+# --- the score model's standardised basis --------------------------------
+
+def _logit_numpy(monkeypatch, X, part):
+    return _numpy_path(monkeypatch, S, "_RAMP_KERNEL", S._logistic_logit, X, part)
+
+
+def _ramp_data(rng, n, nfeat, knots):
+    X = rng.normal(0.5, 1.5, (n, nfeat))
+    if n >= 8:
+        X[:4] = np.nan            # NaNs, infinities, signed zeros, values on the knots
+        X[1], X[2], X[3] = np.inf, -np.inf, -0.0
+        X[4] = 0.0
+        for j, k in enumerate(knots):
+            if len(k):
+                X[5:8, j] = np.resize(k, 3)
+        X[6, :] = 1.0              # the interactions' clip bounds
+        X[7, :] = -1.0
+    return X
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("n", [0, 1, 9, 3000, 5000])
+def test_ramp_kernel_gives_numpys_basis_and_logit(monkeypatch, n):
+    rng = np.random.default_rng(n + 7)
+    knots = [[-1.0, 0.5, 2.5], [], [0.3], [-2.0, 1.0], [0.1, 0.2, 0.4, 0.8]]
+    inter = [(0, 3), (2, 1), (4, 4)]
+    ncol = len(S.basis_groups(knots, inter))
+    part = dict(knots=knots, interactions=[list(t) for t in inter], mean=list(rng.normal(0.3, 1, ncol)),
+                scale=list(rng.uniform(0.1, 2, ncol)), coef=list(rng.normal(0, 1, ncol)), intercept=-0.7)
+    X = _ramp_data(rng, n, len(knots), knots)
+    ref = (S.ramp_basis(X, knots, inter) - np.asarray(part["mean"])) / np.asarray(part["scale"])
+    got = S._basis_z(X, part)
+    assert got is not None and got.shape == ref.shape and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, ref)                       # NaN where NaN
+    fin = np.isfinite(ref)
+    np.testing.assert_array_equal(got[fin].view(np.uint64), ref[fin].view(np.uint64))
+    for nt in (1, 2):   # rows in parallel above 4096
+        out = np.empty_like(ref)
+        _kernel.ramp_z(np.ascontiguousarray(X), knots, inter, np.asarray(part["mean"]),
+                       np.asarray(part["scale"]), out, nt)
+        np.testing.assert_array_equal(out, ref)
+    a, b = S._logistic_logit(X, part), _logit_numpy(monkeypatch, X, part)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_ramp_kernel_on_the_shipped_model(monkeypatch):
+    """Both stages of the shipped model on detector candidates: the final
+    score with and without the kernel, to the bit."""
+    model = S.load_model()
+    img = make_phantom(seed=2, spacing_mm=0.1).image.pixels
+    seen = {}
+
+    def keep(c, spacing):
+        seen["c"], seen["sp"] = c, spacing
+        return orig(c, spacing)
+
+    orig = D._score
+    monkeypatch.setattr(D, "_score", keep)
+    napari_calc.detect(img, 0.1)
+    monkeypatch.undo()
+    c = seen["c"]
+    X = S.candidate_feature_matrix(c)
+    assert len(X) > 500
+    pos = np.column_stack([c["row"] * 0.1, c["col"] * 0.1]).astype(float)
+    for part in (model["calcification"], model["context"]):
+        assert S._basis_z(X if part is model["calcification"] else X[:, :2].copy(), part) is not None
+    got = S.candidate_probability(X, pos, model)
+    monkeypatch.setattr(S, "_RAMP_KERNEL", False)
+    ref = S.candidate_probability(X, pos, model)
+    np.testing.assert_array_equal(got.view(np.uint64), ref.view(np.uint64))
+
+
+def test_ramp_kernel_declines_zero_knots_and_means():
+    knots = [[0.0, 1.0], [0.5]]
+    part = dict(knots=knots, interactions=[], mean=[1.0] * 5, scale=[1.0] * 5, coef=[0.0] * 5, intercept=0.0)
+    X = np.ones((4, 2))
+    assert S._basis_z(X, part) is None                       # a zero knot
+    part["knots"] = [[0.5, 1.0], [0.5]]
+    assert S._basis_z(X, part) is not None
+    assert S._basis_z(X, dict(part, mean=[1.0, 0.0, 1.0, 1.0, 1.0])) is None   # a zero mean
+    assert S._basis_z(X, dict(part, knots=[[1.0, 0.5], [0.5]])) is None       # not increasing
+    assert S._basis_z(X.astype(np.float32), part) is None
+    with pytest.raises(ValueError):
+        _kernel.ramp_z(X, [[0.5, np.inf], [0.5]], [], np.ones(5), np.ones(5), np.empty((4, 5)))
+    with pytest.raises(ValueError):
+        _kernel.ramp_z(X, [[0.5, 1.0], [0.5]], [(0, 2)], np.ones(6), np.ones(6), np.empty((4, 6)))
+    with pytest.raises(ValueError):
+        _kernel.ramp_z(X, [[0.5, 1.0], [0.5]], [], np.ones(4), np.ones(4), np.empty((4, 4)))

@@ -399,14 +399,52 @@ def basis_groups(knots, interactions=()) -> list[int]:
     return g
 
 
+#: Use the C kernel for the standardised basis in _logistic_logit (tests
+#: switch it off to compare with the NumPy code path).
+_RAMP_KERNEL = True
+
+
+def _basis_z(X: np.ndarray, part: dict) -> np.ndarray | None:
+    """``(ramp_basis(X, knots, interactions) - mean) / scale`` of a model
+    part from the C kernel (``_kernel.ramp_z``): the same floats as NumPy,
+    without a temporary per basis column. None (use NumPy) when the kernel
+    is not there or switched off (:data:`_RAMP_KERNEL`), or when the part
+    has a zero knot, a zero mean or knots that do not increase: where
+    ``x`` equals a bound NumPy's min/max/clip may return either signed
+    zero, which a zero mean would carry into the result."""
+    if not _RAMP_KERNEL:
+        return None
+    try:
+        from .. import _kernel
+    except ImportError:
+        return None
+    if not hasattr(_kernel, "ramp_z"):
+        return None
+    X = np.asarray(X)
+    knots = [np.asarray(k, float).ravel() for k in part["knots"]]
+    inter = [tuple(int(v) for v in t) for t in part.get("interactions", [])]
+    mu = np.ascontiguousarray(part["mean"], dtype=float)
+    sc = np.ascontiguousarray(part["scale"], dtype=float)
+    if (X.ndim != 2 or X.dtype != np.float64 or X.shape[1] != len(knots) or (mu == 0).any()
+            or any((k == 0).any() or (np.diff(k) <= 0).any() for k in knots)):
+        return None
+    out = np.empty((len(X), len(mu)))  # as X - mu would be: the same layout for the product
+    try:
+        return _kernel.ramp_z(np.ascontiguousarray(X), knots, inter, mu, sc, out, 1)
+    except ValueError:  # non-finite knots, sizes that do not fit: NumPy decides
+        return None
+
+
 def _logistic_logit(X: np.ndarray, part: dict) -> np.ndarray:
-    if "knots" in part:
-        X = ramp_basis(X, part["knots"], [tuple(t) for t in part.get("interactions", [])])
-    mu = np.asarray(part["mean"], float)
-    sc = np.asarray(part["scale"], float)
+    Z = _basis_z(X, part) if "knots" in part else None
+    if Z is None:
+        if "knots" in part:
+            X = ramp_basis(X, part["knots"], [tuple(t) for t in part.get("interactions", [])])
+        mu = np.asarray(part["mean"], float)
+        sc = np.asarray(part["scale"], float)
+        Z = X - mu  # in place from here: the same values, no more temporaries
+        Z /= sc
     w = np.asarray(part["coef"], float)
-    Z = X - mu  # in place from here: the same values, no more temporaries
-    Z /= sc
     z = Z @ w + float(part["intercept"])
     if "calibration" in part:  # monotone recalibration of the log-odds
         cal = part["calibration"]

@@ -410,6 +410,43 @@ static void serial_steps(void)
                       "upscale too few rows");
                 free(sm); free(out);
             }
+    /* the score model's basis: sizes from 0 rows, one feature without
+     * knots, interactions; every value against its formula */
+    {
+        const int nknots[3] = {2, 0, 1}, inter[4] = {0, 2, 1, 0};
+        const double knots[3] = {-0.5, 1.5, 0.25};
+        double mean[8], scale[8];
+        for (int c = 0; c < 8; c++) { mean[c] = 0.1 * (c + 1); scale[c] = 0.5 + 0.25 * c; }
+        for (ptrdiff_t n = 0; n <= 5; n++) {
+            double *X = malloc(sizeof(double) * (size_t)(3 * n + 1)), *out = malloc(sizeof(double) * (size_t)(8 * n + 1));
+            for (ptrdiff_t i = 0; i < 3 * n; i++) X[i] = (double)((int)(rnd() % 9) - 4) * 0.5;
+            for (int t = 1; t <= 2; t++) {
+                CHECK(ncalc_ramp_z(X, n, 3, nknots, knots, 2, inter, mean, scale, out, t) == NCALC_OK, "ramp");
+                for (ptrdiff_t i = 0; i < n; i++) {
+                    const double *x = X + 3 * i, *o = out + 8 * i; /* 3 + 1 + 2 + 2 columns */
+                    const double b[8] = {
+                        x[0] < -0.5 ? x[0] : -0.5,
+                        (x[0] < -0.5 ? -0.5 : (x[0] > 1.5 ? 1.5 : x[0])) + 0.5,
+                        (x[0] > 1.5 ? x[0] : 1.5) - 1.5,
+                        x[1],
+                        x[2] < 0.25 ? x[2] : 0.25,
+                        (x[2] > 0.25 ? x[2] : 0.25) - 0.25,
+                        ((x[2] < -1 ? -1 : (x[2] > 1 ? 1 : x[2])) + 1.0) * (x[0] > 0 ? x[0] : 0.0),
+                        ((x[0] < -1 ? -1 : (x[0] > 1 ? 1 : x[0])) + 1.0) * (x[1] > 0 ? x[1] : 0.0)};
+                    for (int c = 0; c < 8; c++)
+                        CHECK(o[c] == (b[c] - mean[c]) / scale[c], "ramp row %td col %d", i, c);
+                }
+            }
+            free(X); free(out);
+        }
+        const double bad_knots[3] = {-0.5, INFINITY, 0.25};
+        const int bad_inter[4] = {0, 3, 1, 0};
+        double x1[3] = {0, 0, 0}, o1[8];
+        CHECK(ncalc_ramp_z(x1, 1, 3, nknots, bad_knots, 2, inter, mean, scale, o1, 1) == NCALC_EINVAL,
+              "ramp knot");
+        CHECK(ncalc_ramp_z(x1, 1, 3, nknots, knots, 2, bad_inter, mean, scale, o1, 1) == NCALC_EINVAL,
+              "ramp interaction");
+    }
     /* peak values on a small response, tiles with leftover rows/columns */
     {
         const ptrdiff_t rows = 7, cols = 5, tile = 3, n = 6;
