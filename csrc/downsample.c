@@ -1,9 +1,11 @@
 /*
- * downsample.c -- block means (the breast mask's working resolution).
+ * downsample.c -- the breast mask: block means (its working resolution),
+ * the histogram of its threshold, its erosion and its upscaling.
  * See ncalc.h for the contract.
  */
 #include "ncalc.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,5 +106,55 @@ int ncalc_upscale_mask(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff
         const ptrdiff_t r1 = i == hh - 1 ? rows : (i + 1) * fy;
         for (ptrdiff_t r = i * fy + 1; r < r1; r++) memcpy(out + r * cols, first, (size_t)cols);
     }
+    return NCALC_OK;
+}
+
+int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbins, const double *edges,
+                    int64_t *count)
+{
+    if (n < 0 || (n > 0 && !x) || nbins < 1 || !edges || !count || !(lo < hi) || !isfinite(lo) ||
+        !isfinite(hi))
+        return NCALC_EINVAL;
+    const double denom = hi - lo, num = (double)nbins;
+    for (int b = 0; b < nbins; b++) count[b] = 0;
+    for (ptrdiff_t k = 0; k < n; k++) {
+        const double v = x[k];
+        if (!(v >= lo && v <= hi)) continue;
+        ptrdiff_t i = (ptrdiff_t)(((v - lo) / denom) * num);
+        if (i == nbins) i--;
+        if (v < edges[i]) i--;
+        if (v >= edges[i + 1] && i != nbins - 1) i++;
+        count[i]++;
+    }
+    return NCALC_OK;
+}
+
+int ncalc_erode_l1(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t n, uint8_t *out)
+{
+    if (!a || !out || rows < 1 || cols < 1 || n < 0) return NCALC_EINVAL;
+    int32_t *d = malloc(sizeof(int32_t) * (size_t)(rows * cols));
+    if (!d) return NCALC_ENOMEM;
+    /* city-block distance to the nearest background pixel, the outside
+     * included (at distance 0 beyond the edge): two raster passes, each
+     * taking the smaller of a pixel's two neighbours behind it plus one */
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (ptrdiff_t c = 0; c < cols; c++) {
+            const ptrdiff_t i = r * cols + c;
+            if (!a[i]) {
+                d[i] = 0;
+                continue;
+            }
+            const int32_t up = r > 0 ? d[i - cols] : 0, left = c > 0 ? d[i - 1] : 0;
+            d[i] = (up < left ? up : left) + 1;
+        }
+    for (ptrdiff_t r = rows - 1; r >= 0; r--)
+        for (ptrdiff_t c = cols - 1; c >= 0; c--) {
+            const ptrdiff_t i = r * cols + c;
+            const int32_t down = r < rows - 1 ? d[i + cols] : 0, right = c < cols - 1 ? d[i + 1] : 0;
+            const int32_t m = (down < right ? down : right) + 1;
+            if (m < d[i]) d[i] = m;
+            out[i] = d[i] > n;
+        }
+    free(d);
     return NCALC_OK;
 }

@@ -257,8 +257,8 @@ int ncalc_dog_octaves_ld(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t c
  *   nb = (((u + d) + l) + r) * 0.25f,  resid = x - nb,
  *   level = (x + 4 nb) * (float)0.2            (float32 throughout)
  * for the selected samples in (plane, i, j) order into resid, level
- * (room for planes nr nc). Returns their number, < 0 on error. Serial
- * (nthreads is not used: the samples are few).
+ * (room for planes nr nc). Returns their number, < 0 on error. Sample rows
+ * in parallel (above 16384 samples).
  */
 ptrdiff_t ncalc_nlf_samples(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_ld,
                             ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld, ptrdiff_t k,
@@ -358,6 +358,29 @@ ptrdiff_t ncalc_top_k(const double *v, ptrdiff_t n, ptrdiff_t k, int64_t *idx);
 int ncalc_ramp_z(const double *X, ptrdiff_t n, int nfeat, const int *nknots, const double *knots,
                  int ninter, const int *inter, const double *mean, const double *scale, double *out,
                  int nthreads);
+
+/*
+ * Histogram with uniform bins, exactly numpy.histogram(x, bins=nbins,
+ * range=(lo, hi)) for finite lo < hi, given edges = the nbins + 1 bin edges
+ * numpy uses (numpy.linspace(lo, hi, nbins + 1)). Each x with
+ * lo <= x <= hi (the others, NaN too, are left out) goes to bin
+ *   i = (ptrdiff_t)(((x - lo) / (hi - lo)) * nbins), minus 1 if i == nbins,
+ *   then minus 1 if x < edges[i], then plus 1 if x >= edges[i + 1] and
+ *   i != nbins - 1                       (numpy's correction near an edge);
+ * count: nbins int64. Serial.
+ */
+int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbins, const double *edges,
+                    int64_t *count);
+
+/*
+ * Erosion by the city-block ball of radius n (n >= 0): out[p] = 1 when the
+ * city-block distance from p to the nearest pixel with a == 0, or to the
+ * nearest pixel outside the rows x cols image, exceeds n; else 0. For
+ * n >= 1 that is n erosions by the 3 x 3 cross with the outside as
+ * background (scipy.ndimage.binary_erosion(a, iterations=n)); n = 0 gives
+ * a != 0. Serial.
+ */
+int ncalc_erode_l1(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t n, uint8_t *out);
 
 #ifdef __cplusplus
 }

@@ -957,8 +957,10 @@ ptrdiff_t ncalc_nlf_samples(const void *img, int dtype, ptrdiff_t planes, ptrdif
     }
     const ptrdiff_t per_plane = start[nr];
     const float quarter = (float)0.25, fifth = (float)0.2; /* np.float32(0.25), np.float32(0.2) */
-    /* serial: at most max_samples (~1e5) samples, well under a millisecond */
-    (void)nthreads;
+    /* sample rows in parallel: each writes its own run of the output */
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+#pragma omp parallel for num_threads(nt) schedule(static) if (planes * per_plane > 16384)
     for (ptrdiff_t pi = 0; pi < planes * nr; pi++) {
         const ptrdiff_t p = pi / nr, i = pi % nr, r = 1 + i * k;
         const char *base = (const char *)img + (size_t)(p * plane_ld) * (dtype == NCALC_U16 ? 2 : 4);

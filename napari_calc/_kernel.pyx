@@ -609,3 +609,44 @@ def ramp_z(const cnp.float64_t[:, ::1] X not None, knots, interactions,
                           nthreads)
     _check(st)
     return np.asarray(out)
+
+
+cdef extern from "ncalc.h" nogil:
+    int ncalc_histogram(const double *x, Py_ssize_t n, double lo, double hi, int nbins,
+                        const double *edges, int64_t *count)
+    int ncalc_erode_l1(const uint8_t *a, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t n,
+                       uint8_t *out)
+
+
+def histogram(const cnp.float64_t[::1] x not None, double lo, double hi,
+              const cnp.float64_t[::1] edges not None):
+    """Counts (int64) of numpy.histogram(x, bins=len(edges) - 1,
+    range=(lo, hi)) given its edges numpy.linspace(lo, hi, len(edges)), see
+    ncalc_histogram in csrc/ncalc.h; ValueError unless lo < hi are finite."""
+    cdef int nbins = <int>edges.shape[0] - 1
+    if nbins < 1:
+        raise ValueError("need at least two edges")
+    cdef cnp.ndarray[cnp.int64_t, ndim=1] count = np.empty(nbins, np.int64)
+    cdef const double *px = &x[0] if x.shape[0] else NULL
+    cdef int st
+    with nogil:
+        st = ncalc_histogram(px, x.shape[0], lo, hi, nbins, &edges[0], <int64_t *>&count[0])
+    _check(st)
+    return count
+
+
+def erode_l1(a not None, Py_ssize_t n):
+    """Erosion of a 2-D boolean array by the city-block ball of radius n,
+    the outside counting as background (see ncalc_erode_l1 in
+    csrc/ncalc.h): a new bool array."""
+    cdef const uint8_t[:, ::1] av = np.ascontiguousarray(a, dtype=bool).view(np.uint8)
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    cdef Py_ssize_t rows = av.shape[0], cols = av.shape[1]
+    cdef cnp.ndarray[cnp.uint8_t, ndim=2] out = np.empty((rows, cols), np.uint8)
+    cdef int st = 0
+    if rows and cols:
+        with nogil:
+            st = ncalc_erode_l1(&av[0, 0], rows, cols, n, &out[0, 0])
+    _check(st)
+    return out.view(bool)

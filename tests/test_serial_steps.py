@@ -307,3 +307,89 @@ def test_ramp_kernel_declines_zero_knots_and_means():
         _kernel.ramp_z(X, [[0.5, 1.0], [0.5]], [(0, 2)], np.ones(6), np.ones(6), np.empty((4, 6)))
     with pytest.raises(ValueError):
         _kernel.ramp_z(X, [[0.5, 1.0], [0.5]], [], np.ones(4), np.ones(4), np.empty((4, 4)))
+
+
+# --- the mask's histogram and erosion ------------------------------------
+
+def test_histogram_kernel_is_numpy_histogram():
+    rng = np.random.default_rng(21)
+    for t in range(300):
+        n = int(rng.integers(1, 5000))
+        x = rng.normal(0, 1, n) * rng.choice([1.0, 1e-7, 1e5]) + rng.choice([0.0, 1000.0])
+        if t % 3 == 0:
+            x = np.round(x * 4) / 4                   # many values on the bin edges
+        bins = int(rng.choice([1, 2, 7, 256]))
+        lo, hi = float(x.min()), float(x.max())
+        if t % 5 == 0 and n > 2:                       # a range narrower than the data
+            lo, hi = float(np.quantile(x, 0.2)), float(np.quantile(x, 0.8))
+        if not lo < hi:
+            continue
+        ref, edges = np.histogram(x, bins=bins, range=(lo, hi))
+        np.testing.assert_array_equal(edges, np.linspace(lo, hi, bins + 1))
+        got = _kernel.histogram(x, lo, hi, edges)
+        assert got.dtype == ref.dtype
+        np.testing.assert_array_equal(got, ref)
+    # every edge and its neighbouring floats: where numpy corrects the index
+    for lo, hi, bins in ((0.1, 0.7, 256), (-3.3, 1e3 / 7, 256), (1e-3, 1e-3 + 1e-9, 97), (5.0, 6.0, 3)):
+        edges = np.linspace(lo, hi, bins + 1)
+        x = np.clip(np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)]), lo, hi)
+        ref = np.histogram(x, bins=bins, range=(lo, hi))[0]
+        np.testing.assert_array_equal(_kernel.histogram(x, lo, hi, edges), ref)
+    x = np.array([np.nan, 1.0, 2.0, np.nan, 3.0])     # NaN left out, as numpy does
+    np.testing.assert_array_equal(_kernel.histogram(x, 1.0, 3.0, np.linspace(1.0, 3.0, 5)), [1, 0, 1, 1])
+    for lo, hi in ((1.0, 1.0), (2.0, 1.0), (0.0, np.inf)):
+        with pytest.raises(ValueError):
+            _kernel.histogram(x, lo, hi, np.linspace(0.0, 1.0, 3))
+
+
+def test_otsu_threshold_same_with_and_without_kernel(monkeypatch):
+    rng = np.random.default_rng(5)
+    samples = [rng.normal(0, 1, 999), np.concatenate([rng.normal(100, 5, 3000), rng.normal(900, 50, 2000)]),
+               np.round(rng.uniform(0, 8, 500)), np.array([3.0, 3.0]), np.array([1.0, 2.0])]
+    got = [M.otsu_threshold(v) for v in samples]
+    monkeypatch.setattr(M, "_MASK_KERNEL", False)
+    assert got == [M.otsu_threshold(v) for v in samples]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (2, 2), (13, 11), (64, 90)])
+def test_erode_l1_is_the_numpy_scipy_erosion(monkeypatch, shape):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(shape[0] * 31 + shape[1])
+    cases = [np.ones(shape, bool), np.zeros(shape, bool)] + [rng.random(shape) < p for p in (0.5, 0.9, 0.99)]
+    for a in cases:
+        for n in range(0, 6):
+            got = M._erode_diamond(a, n)
+            assert got.dtype == bool and got.shape == a.shape
+            ref = _numpy_path(monkeypatch, M, "_MASK_KERNEL", M._erode_diamond, a, n)
+            np.testing.assert_array_equal(got, ref)
+            if n >= 1:
+                np.testing.assert_array_equal(got, ndi.binary_erosion(a, iterations=n))
+
+
+def test_mask_same_with_and_without_kernel(monkeypatch):
+    img = make_phantom(seed=6, spacing_mm=0.1).image.pixels
+    for margin in (0.0, 1.5, 3.0):
+        got = M.breast_mask_and_bbox(img, 0.1, skin_margin_mm=margin)
+        ref = _numpy_path(monkeypatch, M, "_MASK_KERNEL",
+                          lambda: M.breast_mask_and_bbox(img, 0.1, skin_margin_mm=margin))
+        np.testing.assert_array_equal(got[0], ref[0])
+        assert got[1] == ref[1]
+        assert 0.1 < got[0].mean() < 0.95
+
+
+def test_nlf_samples_parallel_rows_are_the_serial_ones():
+    """Above 16384 samples the sample rows run in parallel: the same
+    samples, in the same order, on 1, 2 and 3 threads (and a stack)."""
+    rng = np.random.default_rng(8)
+    img = rng.integers(0, 60000, (700, 905)).astype(np.uint16)
+    stack = np.stack([img, img[::-1].copy()])
+    for im in (img, img.astype(np.float32), stack):
+        k = 2
+        nr, nc = -(-(im.shape[-2] - 2) // k), -(-(im.shape[-1] - 2) // k)
+        for smask in (None, (rng.random((nr, nc)) < 0.7).view(np.uint8)):
+            ref = _kernel.nlf_samples(im, k, smask, 1)
+            assert len(ref[0]) > 16384
+            for nt in (2, 3):
+                for a, b in zip(_kernel.nlf_samples(im, k, smask, nt), ref):
+                    np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))

@@ -14,7 +14,13 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
         return lo
-    hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    kern = _kernel_with("histogram")
+    if kern is not None and np.isfinite(lo) and np.isfinite(hi):
+        # numpy.histogram's counts in one pass in C, from numpy's own edges
+        edges = np.linspace(lo, hi, bins + 1, endpoint=True, dtype=np.float64)
+        hist = kern.histogram(np.ascontiguousarray(values), lo, hi, edges)
+    else:
+        hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
     centers = 0.5 * (edges[:-1] + edges[1:])
     w0 = np.cumsum(hist)
     w1 = w0[-1] - w0
@@ -23,6 +29,23 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     mu1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
     between = w0 * w1 * (mu0 - mu1) ** 2
     return float(centers[int(np.argmax(between))])
+
+
+#: Use the C kernel for the histogram of otsu_threshold and the erosion
+#: (tests switch it off to compare with the NumPy/SciPy code).
+_MASK_KERNEL = True
+
+
+def _kernel_with(name: str):
+    """The compiled kernel module when it has ``name`` and is not switched
+    off (:data:`_MASK_KERNEL`), else None."""
+    if not _MASK_KERNEL:
+        return None
+    try:
+        from .. import _kernel
+    except ImportError:  # a checkout without the built kernel
+        return None
+    return _kernel if hasattr(_kernel, name) else None
 
 
 def block_mean(pixels: np.ndarray, fy: int, fx: int, n_threads: int = 0) -> np.ndarray:
@@ -76,7 +99,12 @@ def _erode_diamond(a: np.ndarray, n: int) -> np.ndarray:
     """``ndi.binary_erosion(a, iterations=n)`` with the default cross (n
     cross erosions = one erosion by the L1 ball of radius n; outside the
     array counts as background): a pixel stays when its city-block distance
-    to the nearest background pixel, the outside included, exceeds n."""
+    to the nearest background pixel, the outside included, exceeds n
+    (two raster passes in C, ``_kernel.erode_l1``, when there is the
+    kernel)."""
+    kern = _kernel_with("erode_l1")
+    if kern is not None and a.ndim == 2 and a.size:
+        return kern.erode_l1(a, int(n))
     if a.all():
         d = np.full(a.shape, np.iinfo(np.int32).max, dtype=np.int64)
     else:

@@ -410,6 +410,39 @@ static void serial_steps(void)
                       "upscale too few rows");
                 free(sm); free(out);
             }
+    /* erosion by the city-block ball against brute force, shapes from 1x1 */
+    for (ptrdiff_t rows = 1; rows <= 9; rows += 4)
+        for (ptrdiff_t cols = 1; cols <= 10; cols += 3) {
+            uint8_t *a = malloc((size_t)(rows * cols)), *out = malloc((size_t)(rows * cols));
+            for (ptrdiff_t i = 0; i < rows * cols; i++) a[i] = rnd() % 5 != 0;
+            for (ptrdiff_t n = 0; n <= 3; n++) {
+                CHECK(ncalc_erode_l1(a, rows, cols, n, out) == NCALC_OK, "erode");
+                for (ptrdiff_t r = 0; r < rows; r++)
+                    for (ptrdiff_t c = 0; c < cols; c++) {
+                        /* the nearest background or outside pixel, by brute force */
+                        ptrdiff_t best = r + 1;
+                        if (rows - r < best) best = rows - r;
+                        if (c + 1 < best) best = c + 1;
+                        if (cols - c < best) best = cols - c;
+                        for (ptrdiff_t q = 0; q < rows * cols; q++)
+                            if (!a[q]) {
+                                const ptrdiff_t dr = q / cols - r, dc = q % cols - c;
+                                const ptrdiff_t dd = (dr < 0 ? -dr : dr) + (dc < 0 ? -dc : dc);
+                                if (dd < best) best = dd;
+                            }
+                        CHECK(out[r * cols + c] == (best > n), "erode %td x %td at %td %td", rows, cols, r, c);
+                    }
+            }
+            free(a); free(out);
+        }
+    {   /* histogram: values on the edges and outside the range */
+        const double hx[7] = {0.0, 0.25, 0.5, 1.0, -1.0, 2.0, NAN}, he[5] = {0.0, 0.25, 0.5, 0.75, 1.0};
+        int64_t hc[4];
+        CHECK(ncalc_histogram(hx, 7, 0.0, 1.0, 4, he, hc) == NCALC_OK && hc[0] == 1 && hc[1] == 1 &&
+              hc[2] == 1 && hc[3] == 1, "histogram");
+        CHECK(ncalc_histogram(hx, 0, 0.0, 1.0, 4, he, hc) == NCALC_OK && hc[3] == 0, "histogram empty");
+        CHECK(ncalc_histogram(hx, 7, 1.0, 1.0, 4, he, hc) == NCALC_EINVAL, "histogram range");
+    }
     /* the score model's basis: sizes from 0 rows, one feature without
      * knots, interactions; every value against its formula */
     {
