@@ -158,3 +158,62 @@ int ncalc_erode_l1(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t n
     free(d);
     return NCALC_OK;
 }
+
+/* Flood fill from seed: every pixel 4-connected to it through pixels with
+ * lab == from gets lab = to; returns their number. stack: rows cols words. */
+static ptrdiff_t flood(int32_t *lab, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t seed, int32_t from,
+                       int32_t to, ptrdiff_t *stack)
+{
+    ptrdiff_t top = 0, count = 0;
+    lab[seed] = to;
+    stack[top++] = seed;
+    while (top > 0) {
+        const ptrdiff_t i = stack[--top], r = i / cols, c = i % cols;
+        count++;
+        if (r > 0 && lab[i - cols] == from) { lab[i - cols] = to; stack[top++] = i - cols; }
+        if (r < rows - 1 && lab[i + cols] == from) { lab[i + cols] = to; stack[top++] = i + cols; }
+        if (c > 0 && lab[i - 1] == from) { lab[i - 1] = to; stack[top++] = i - 1; }
+        if (c < cols - 1 && lab[i + 1] == from) { lab[i + 1] = to; stack[top++] = i + 1; }
+    }
+    return count;
+}
+
+ptrdiff_t ncalc_largest_component(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, uint8_t *out)
+{
+    if (!a || !out || rows < 1 || cols < 1 || rows > INT32_MAX / cols) return NCALC_EINVAL;
+    const ptrdiff_t n = rows * cols;
+    int32_t *lab = malloc(sizeof(int32_t) * (size_t)n);
+    ptrdiff_t *stack = malloc(sizeof(ptrdiff_t) * (size_t)n);
+    if (!lab || !stack) {
+        free(lab);
+        free(stack);
+        return NCALC_ENOMEM;
+    }
+    /* -1: foreground not yet labelled, 0: background; components are
+     * numbered from 1 in the raster order of their first pixel */
+    for (ptrdiff_t i = 0; i < n; i++) lab[i] = a[i] ? -1 : 0;
+    int32_t ncomp = 0, best = 0;
+    ptrdiff_t best_size = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        if (lab[i] != -1) continue;
+        const ptrdiff_t size = flood(lab, rows, cols, i, -1, ++ncomp, stack);
+        if (size > best_size) { /* the first of the largest */
+            best_size = size;
+            best = ncomp;
+        }
+    }
+    if (ncomp > 0) {
+        /* background (everything but the kept component) reached from the
+         * image border stays background; the rest (holes) is filled */
+        for (ptrdiff_t i = 0; i < n; i++) lab[i] = lab[i] == best ? 1 : 0;
+        for (ptrdiff_t i = 0; i < n; i++) {
+            const ptrdiff_t r = i / cols, c = i % cols;
+            if ((r == 0 || r == rows - 1 || c == 0 || c == cols - 1) && lab[i] == 0)
+                flood(lab, rows, cols, i, 0, 2, stack);
+        }
+        for (ptrdiff_t i = 0; i < n; i++) out[i] = lab[i] != 2;
+    }
+    free(lab);
+    free(stack);
+    return ncomp;
+}

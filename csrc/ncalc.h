@@ -382,6 +382,17 @@ int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbin
  */
 int ncalc_erode_l1(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t n, uint8_t *out);
 
+/*
+ * The breast's component: with the 4-connected components of the pixels
+ * with a != 0 numbered 1, 2, .. in the raster order of their first pixel
+ * (as scipy.ndimage.label numbers them), the largest one (the first of
+ * equal sizes) with its holes filled: out = 1 on it and on every pixel
+ * not 4-connected to the image border through pixels outside it
+ * (scipy.ndimage.binary_fill_holes). Returns the number of components
+ * (out is not written when it is 0), < 0 on error. Serial.
+ */
+ptrdiff_t ncalc_largest_component(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, uint8_t *out);
+
 #ifdef __cplusplus
 }
 #endif

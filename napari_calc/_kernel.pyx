@@ -650,3 +650,26 @@ def erode_l1(a not None, Py_ssize_t n):
             st = ncalc_erode_l1(&av[0, 0], rows, cols, n, &out[0, 0])
     _check(st)
     return out.view(bool)
+
+
+cdef extern from "ncalc.h" nogil:
+    Py_ssize_t ncalc_largest_component(const uint8_t *a, Py_ssize_t rows, Py_ssize_t cols,
+                                       uint8_t *out)
+
+
+def largest_component(a not None):
+    """(n, mask): the number of 4-connected components of a 2-D boolean
+    array and the largest one (the first in raster order of equal ones)
+    with its holes filled, None when n is 0 (see ncalc_largest_component
+    in csrc/ncalc.h)."""
+    cdef const uint8_t[:, ::1] av = np.ascontiguousarray(a, dtype=bool).view(np.uint8)
+    cdef Py_ssize_t rows = av.shape[0], cols = av.shape[1]
+    if rows < 1 or cols < 1:
+        raise ValueError("napari-calc kernel: invalid argument")
+    cdef cnp.ndarray[cnp.uint8_t, ndim=2] out = np.empty((rows, cols), np.uint8)
+    cdef Py_ssize_t n
+    with nogil:
+        n = ncalc_largest_component(&av[0, 0], rows, cols, &out[0, 0])
+    if n < 0:
+        _check(<int>n)
+    return int(n), (out.view(bool) if n else None)

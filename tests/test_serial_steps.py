@@ -393,3 +393,48 @@ def test_nlf_samples_parallel_rows_are_the_serial_ones():
             for nt in (2, 3):
                 for a, b in zip(_kernel.nlf_samples(im, k, smask, nt), ref):
                     np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def _largest_filled_scipy(a):
+    from scipy import ndimage as ndi
+
+    labels, n = ndi.label(a)
+    if n == 0:
+        return 0, None
+    sizes = ndi.sum_labels(a, labels, index=np.arange(1, n + 1))
+    return n, ndi.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (8, 1), (3, 3), (17, 23), (120, 97)])
+def test_largest_component_is_scipys(shape):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(shape[0] * 7 + shape[1])
+    cases = [np.zeros(shape, bool), np.ones(shape, bool)]
+    for p in (0.3, 0.5, 0.6, 0.8):
+        for _ in range(6):
+            a = rng.random(shape) < p
+            if min(shape) > 2 and rng.random() < 0.5:
+                a = ndi.binary_opening(a)
+            cases.append(a)
+    # two equal squares (the first in raster order wins), one with a hole,
+    # and a ring whose hole touches the border
+    if min(shape) >= 17:
+        a = np.zeros(shape, bool)
+        a[1:6, 10:15] = True
+        a[8:13, 1:6] = True
+        a[10, 3] = False
+        cases.append(a)
+        b = np.zeros(shape, bool)
+        b[0:7, 0:7] = True
+        b[0:3, 2:4] = False
+        cases.append(b)
+    for a in cases:
+        n, got = _kernel.largest_component(a)
+        n_ref, ref = _largest_filled_scipy(a)
+        assert n == n_ref
+        if n:
+            assert got.dtype == bool and got.shape == a.shape
+            np.testing.assert_array_equal(got, ref)
+        else:
+            assert got is None

@@ -169,12 +169,17 @@ def breast_mask_and_bbox(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: floa
     frac_air = 1.0 - tissue.mean()
     if frac_air < 0.03 or frac_air > 0.97:
         return np.ones((h, w), dtype=bool), whole
-    labels, n = ndi.label(tissue)
+    kern = _kernel_with("largest_component")
+    if kern is not None:
+        # the same labelling, choice and hole filling in one C call
+        n, tissue = kern.largest_component(tissue)
+    else:
+        labels, n = ndi.label(tissue)
+        if n:
+            sizes = ndi.sum_labels(tissue, labels, index=np.arange(1, n + 1))
+            tissue = _fill_holes(labels == (1 + int(np.argmax(sizes))))
     if n == 0:
         return np.ones((h, w), dtype=bool), whole
-    sizes = ndi.sum_labels(tissue, labels, index=np.arange(1, n + 1))
-    tissue = labels == (1 + int(np.argmax(sizes)))
-    tissue = _fill_holes(tissue)
     margin = int(round(skin_margin_mm / work_mm))
     if margin > 0:
         # the image border is not skin: pad with tissue before eroding

@@ -435,6 +435,37 @@ static void serial_steps(void)
             }
             free(a); free(out);
         }
+    /* the largest component, holes filled: a known case, and random
+     * shapes from 1x1 (memory safety; the values are checked against
+     * scipy in tests/test_serial_steps.py) */
+    {
+        /* 0 1 1 0 0      two components: {1, 2, 6, 7} and the larger one
+         * 0 1 1 0 1      from 9 down to the bottom rows, whose hole (21)
+         * 0 0 0 1 1      is filled; the background at 23 reaches the
+         * 1 1 1 1 0      border
+         * 1 0 1 0 0
+         * 1 1 1 0 0 */
+        const uint8_t known[30] = {0, 1, 1, 0, 0,  0, 1, 1, 0, 1,  0, 0, 0, 1, 1,  1, 1, 1, 1, 0,
+                                   1, 0, 1, 0, 0,  1, 1, 1, 0, 0};
+        uint8_t out[30];
+        CHECK(ncalc_largest_component(known, 6, 5, out) == 2, "largest count");
+        for (int i = 0; i < 30; i++) {
+            const int want = (known[i] && i != 1 && i != 2 && i != 6 && i != 7) || i == 21;
+            CHECK(out[i] == want, "largest at %d", i);
+        }
+        const uint8_t zeros[4] = {0, 0, 0, 0};
+        CHECK(ncalc_largest_component(zeros, 2, 2, out) == 0, "largest none");
+        for (ptrdiff_t rows = 1; rows <= 12; rows += 5)
+            for (ptrdiff_t cols = 1; cols <= 12; cols += 4) {
+                uint8_t *a = malloc((size_t)(rows * cols)), *o = malloc((size_t)(rows * cols));
+                for (ptrdiff_t i = 0; i < rows * cols; i++) a[i] = rnd() % 3 != 0;
+                const ptrdiff_t nc = ncalc_largest_component(a, rows, cols, o);
+                CHECK(nc >= 0, "largest random");
+                for (ptrdiff_t i = 0; nc > 0 && i < rows * cols; i++)
+                    CHECK(o[i] <= 1, "largest boolean");
+                free(a); free(o);
+            }
+    }
     {   /* histogram: values on the edges and outside the range */
         const double hx[7] = {0.0, 0.25, 0.5, 1.0, -1.0, 2.0, NAN}, he[5] = {0.0, 0.25, 0.5, 0.75, 1.0};
         int64_t hc[4];
