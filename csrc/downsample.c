@@ -1,9 +1,11 @@
 /*
- * downsample.c -- block means (the breast mask's working resolution).
+ * downsample.c -- the breast mask: block means (its working resolution),
+ * the histogram of its threshold, its erosion and its upscaling.
  * See ncalc.h for the contract.
  */
 #include "ncalc.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,4 +81,139 @@ int ncalc_block_mean(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
         free(fsum);
     }
     return status;
+}
+
+int ncalc_upscale_mask(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t fy, ptrdiff_t fx,
+                       ptrdiff_t rows, ptrdiff_t cols, uint8_t *out, int nthreads)
+{
+    if (!small || !out || hh < 1 || ww < 1 || fy < 1 || fx < 1 || rows < hh * fy || cols < ww * fx)
+        return NCALC_EINVAL;
+    const ptrdiff_t wc = ww * fx;
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+    /* block row i covers rows i fy .. (i + 1) fy - 1, the last one also the
+     * rows left over; its first row is built and copied to the others */
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (ptrdiff_t i = 0; i < hh; i++) {
+        const uint8_t *s = small + i * ww;
+        uint8_t *first = out + i * fy * cols;
+        for (ptrdiff_t j = 0; j < ww; j++) {
+            const uint8_t v = s[j] != 0;
+            uint8_t *o = first + j * fx;
+            for (ptrdiff_t c = 0; c < fx; c++) o[c] = v;
+        }
+        if (cols > wc) memset(first + wc, s[ww - 1] != 0, (size_t)(cols - wc));
+        const ptrdiff_t r1 = i == hh - 1 ? rows : (i + 1) * fy;
+        for (ptrdiff_t r = i * fy + 1; r < r1; r++) memcpy(out + r * cols, first, (size_t)cols);
+    }
+    return NCALC_OK;
+}
+
+int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbins, const double *edges,
+                    int64_t *count)
+{
+    if (n < 0 || (n > 0 && !x) || nbins < 1 || !edges || !count || !(lo < hi) || !isfinite(lo) ||
+        !isfinite(hi))
+        return NCALC_EINVAL;
+    const double denom = hi - lo, num = (double)nbins;
+    for (int b = 0; b < nbins; b++) count[b] = 0;
+    for (ptrdiff_t k = 0; k < n; k++) {
+        const double v = x[k];
+        if (!(v >= lo && v <= hi)) continue;
+        ptrdiff_t i = (ptrdiff_t)(((v - lo) / denom) * num);
+        if (i == nbins) i--;
+        if (v < edges[i]) i--;
+        if (v >= edges[i + 1] && i != nbins - 1) i++;
+        count[i]++;
+    }
+    return NCALC_OK;
+}
+
+int ncalc_erode_l1(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t n, uint8_t *out)
+{
+    if (!a || !out || rows < 1 || cols < 1 || n < 0) return NCALC_EINVAL;
+    int32_t *d = malloc(sizeof(int32_t) * (size_t)(rows * cols));
+    if (!d) return NCALC_ENOMEM;
+    /* city-block distance to the nearest background pixel, the outside
+     * included (at distance 0 beyond the edge): two raster passes, each
+     * taking the smaller of a pixel's two neighbours behind it plus one */
+    for (ptrdiff_t r = 0; r < rows; r++)
+        for (ptrdiff_t c = 0; c < cols; c++) {
+            const ptrdiff_t i = r * cols + c;
+            if (!a[i]) {
+                d[i] = 0;
+                continue;
+            }
+            const int32_t up = r > 0 ? d[i - cols] : 0, left = c > 0 ? d[i - 1] : 0;
+            d[i] = (up < left ? up : left) + 1;
+        }
+    for (ptrdiff_t r = rows - 1; r >= 0; r--)
+        for (ptrdiff_t c = cols - 1; c >= 0; c--) {
+            const ptrdiff_t i = r * cols + c;
+            const int32_t down = r < rows - 1 ? d[i + cols] : 0, right = c < cols - 1 ? d[i + 1] : 0;
+            const int32_t m = (down < right ? down : right) + 1;
+            if (m < d[i]) d[i] = m;
+            out[i] = d[i] > n;
+        }
+    free(d);
+    return NCALC_OK;
+}
+
+/* Flood fill from seed: every pixel 4-connected to it through pixels with
+ * lab == from gets lab = to; returns their number. stack: rows cols words. */
+static ptrdiff_t flood(int32_t *lab, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t seed, int32_t from,
+                       int32_t to, ptrdiff_t *stack)
+{
+    ptrdiff_t top = 0, count = 0;
+    lab[seed] = to;
+    stack[top++] = seed;
+    while (top > 0) {
+        const ptrdiff_t i = stack[--top], r = i / cols, c = i % cols;
+        count++;
+        if (r > 0 && lab[i - cols] == from) { lab[i - cols] = to; stack[top++] = i - cols; }
+        if (r < rows - 1 && lab[i + cols] == from) { lab[i + cols] = to; stack[top++] = i + cols; }
+        if (c > 0 && lab[i - 1] == from) { lab[i - 1] = to; stack[top++] = i - 1; }
+        if (c < cols - 1 && lab[i + 1] == from) { lab[i + 1] = to; stack[top++] = i + 1; }
+    }
+    return count;
+}
+
+ptrdiff_t ncalc_largest_component(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, uint8_t *out)
+{
+    if (!a || !out || rows < 1 || cols < 1 || rows > INT32_MAX / cols) return NCALC_EINVAL;
+    const ptrdiff_t n = rows * cols;
+    int32_t *lab = malloc(sizeof(int32_t) * (size_t)n);
+    ptrdiff_t *stack = malloc(sizeof(ptrdiff_t) * (size_t)n);
+    if (!lab || !stack) {
+        free(lab);
+        free(stack);
+        return NCALC_ENOMEM;
+    }
+    /* -1: foreground not yet labelled, 0: background; components are
+     * numbered from 1 in the raster order of their first pixel */
+    for (ptrdiff_t i = 0; i < n; i++) lab[i] = a[i] ? -1 : 0;
+    int32_t ncomp = 0, best = 0;
+    ptrdiff_t best_size = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        if (lab[i] != -1) continue;
+        const ptrdiff_t size = flood(lab, rows, cols, i, -1, ++ncomp, stack);
+        if (size > best_size) { /* the first of the largest */
+            best_size = size;
+            best = ncomp;
+        }
+    }
+    if (ncomp > 0) {
+        /* background (everything but the kept component) reached from the
+         * image border stays background; the rest (holes) is filled */
+        for (ptrdiff_t i = 0; i < n; i++) lab[i] = lab[i] == best ? 1 : 0;
+        for (ptrdiff_t i = 0; i < n; i++) {
+            const ptrdiff_t r = i / cols, c = i % cols;
+            if ((r == 0 || r == rows - 1 || c == 0 || c == cols - 1) && lab[i] == 0)
+                flood(lab, rows, cols, i, 0, 2, stack);
+        }
+        for (ptrdiff_t i = 0; i < n; i++) out[i] = lab[i] != 2;
+    }
+    free(lab);
+    free(stack);
+    return ncomp;
 }

@@ -257,8 +257,8 @@ int ncalc_dog_octaves_ld(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t c
  *   nb = (((u + d) + l) + r) * 0.25f,  resid = x - nb,
  *   level = (x + 4 nb) * (float)0.2            (float32 throughout)
  * for the selected samples in (plane, i, j) order into resid, level
- * (room for planes nr nc). Returns their number, < 0 on error. Serial
- * (nthreads is not used: the samples are few).
+ * (room for planes nr nc). Returns their number, < 0 on error. Sample rows
+ * in parallel (above 16384 samples).
  */
 ptrdiff_t ncalc_nlf_samples(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_ld,
                             ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld, ptrdiff_t k,
@@ -290,6 +290,108 @@ int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const do
  */
 int ncalc_block_mean(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                      ptrdiff_t fy, ptrdiff_t fx, double *out, int nthreads);
+
+/*
+ * Sort: out = x[0..n-1] in increasing order (n >= 0; x and out may be the
+ * same array). Exactly the values of numpy.sort(x), in its order, except
+ * that -0 is placed before +0 (numpy.sort leaves equal values in any
+ * order). NCALC_EINVAL when x holds a NaN. A radix sort on the float
+ * bits (three stable passes); serial.
+ */
+int ncalc_sort_f32(const float *x, ptrdiff_t n, float *out);
+
+/*
+ * Upscaling of a working-resolution mask (napari_calc.core.mask.
+ * breast_mask): out (rows x cols) [r][c] = (small[i][j] != 0) with
+ * i = min(r / fy, hh - 1), j = min(c / fx, ww - 1), small hh x ww
+ * (hh, ww >= 1), so that block (i, j) covers fy x fx pixels and the last
+ * block row and column also the rows and columns left over. Needs
+ * rows >= hh fy and cols >= ww fx. Block rows in parallel.
+ */
+int ncalc_upscale_mask(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t fy, ptrdiff_t fx,
+                       ptrdiff_t rows, ptrdiff_t cols, uint8_t *out, int nthreads);
+
+/*
+ * Values at the peaks of ncalc_nms. resp (and scale, which may be NULL) are
+ * rows x cols, grid ceil(rows / tile) x ceil(cols / tile) as in ncalc_nms.
+ * For i < n with (r, c) = (pr[i], pc[i]):
+ *   value[i] = resp[r][c],  noise[i] = (double)grid[r / tile][c / tile],
+ *   snr[i] = (double)value[i] / noise[i]   (IEEE double division),
+ *   scale_out[i] = scale[r][c]             (only when scale is not NULL).
+ * NCALC_EINVAL (nothing written) when a position is outside the image.
+ */
+int ncalc_peak_values(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const float *grid,
+                      ptrdiff_t tile, const uint8_t *scale, const int32_t *pr, const int32_t *pc,
+                      ptrdiff_t n, float *value, double *noise, double *snr, int64_t *scale_out,
+                      int nthreads);
+
+/*
+ * Top k: idx receives, in increasing order, the indices of the k largest of
+ * v[0..n-1] (0 <= k <= n); of the values equal to the k-th largest, the
+ * earliest are taken (the choice of a stable sort by decreasing value).
+ * With t = numpy.partition(v, n - k)[n - k] (k < n), that is every i with
+ * v[i] > t, then the first k - (their number) with v[i] == t, merged in
+ * index order (-0 == +0). Returns k, or < 0 on error (NCALC_EINVAL when v
+ * holds a NaN). A radix selection on the float bits; serial.
+ */
+ptrdiff_t ncalc_top_k(const double *v, ptrdiff_t n, ptrdiff_t k, int64_t *idx);
+
+/*
+ * Standardised basis of the score model (napari_calc.core.score: ramp_basis,
+ * then minus the mean and over the scale). X: n x nfeat float64, row-major.
+ * Feature j has nknots[j] >= 0 finite knots k_1 < ... < k_K, the next ones
+ * of knots (feature 0's first). Output row i, column by column, B the basis
+ * value of x = X[i][j]:
+ *   K = 0:  B = x;
+ *   else:   B = min(x, k_1); B = clip(x, k_q, k_q+1) - k_q for q = 1 .. K-1;
+ *           B = max(x, k_K) - k_K;
+ * then for each interaction t, (f, g) = (inter[2t], inter[2t+1]):
+ *           B = (clip(X[i][g], -1, 1) + 1) * max(X[i][f], 0);
+ * and out[i][c] = (B - mean[c]) / scale[c] (double arithmetic in this
+ * order). min, max and clip keep a NaN x NaN, as numpy's do; they give the
+ * same values as numpy's except, where x equals a bound, perhaps the sign
+ * of a zero (so with no zero knot and no zero mean, out is bit for bit
+ * numpy's). out: n x (sum over j of (K_j ? K_j + 1 : 1) + ninter).
+ * NCALC_EINVAL for a non-finite knot or an interaction index out of range.
+ * Rows in parallel.
+ */
+int ncalc_ramp_z(const double *X, ptrdiff_t n, int nfeat, const int *nknots, const double *knots,
+                 int ninter, const int *inter, const double *mean, const double *scale, double *out,
+                 int nthreads);
+
+/*
+ * Histogram with uniform bins, exactly numpy.histogram(x, bins=nbins,
+ * range=(lo, hi)) for finite lo < hi, given edges = the nbins + 1 bin edges
+ * numpy uses (numpy.linspace(lo, hi, nbins + 1)). Each x with
+ * lo <= x <= hi (the others, NaN too, are left out) goes to bin
+ *   i = (ptrdiff_t)(((x - lo) / (hi - lo)) * nbins), minus 1 if i == nbins,
+ *   then minus 1 if x < edges[i], then plus 1 if x >= edges[i + 1] and
+ *   i != nbins - 1                       (numpy's correction near an edge);
+ * count: nbins int64. Serial.
+ */
+int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbins, const double *edges,
+                    int64_t *count);
+
+/*
+ * Erosion by the city-block ball of radius n (n >= 0): out[p] = 1 when the
+ * city-block distance from p to the nearest pixel with a == 0, or to the
+ * nearest pixel outside the rows x cols image, exceeds n; else 0. For
+ * n >= 1 that is n erosions by the 3 x 3 cross with the outside as
+ * background (scipy.ndimage.binary_erosion(a, iterations=n)); n = 0 gives
+ * a != 0. Serial.
+ */
+int ncalc_erode_l1(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t n, uint8_t *out);
+
+/*
+ * The breast's component: with the 4-connected components of the pixels
+ * with a != 0 numbered 1, 2, .. in the raster order of their first pixel
+ * (as scipy.ndimage.label numbers them), the largest one (the first of
+ * equal sizes) with its holes filled: out = 1 on it and on every pixel
+ * not 4-connected to the image border through pixels outside it
+ * (scipy.ndimage.binary_fill_holes). Returns the number of components
+ * (out is not written when it is 0), < 0 on error. Serial.
+ */
+ptrdiff_t ncalc_largest_component(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, uint8_t *out);
 
 #ifdef __cplusplus
 }

@@ -828,3 +828,110 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
     free(redo);
     return failed ? NCALC_ENOMEM : n;
 }
+
+int ncalc_peak_values(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const float *grid,
+                      ptrdiff_t tile, const uint8_t *scale, const int32_t *pr, const int32_t *pc,
+                      ptrdiff_t n, float *value, double *noise, double *snr, int64_t *scale_out,
+                      int nthreads)
+{
+    if (!resp || !grid || rows < 1 || cols < 1 || tile < 1 || n < 0) return NCALC_EINVAL;
+    if (n > 0 && (!pr || !pc || !value || !noise || !snr || (scale && !scale_out)))
+        return NCALC_EINVAL;
+    for (ptrdiff_t i = 0; i < n; i++)
+        if (pr[i] < 0 || pr[i] >= rows || pc[i] < 0 || pc[i] >= cols) return NCALC_EINVAL;
+    const ptrdiff_t gcols = (cols + tile - 1) / tile;
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+#pragma omp parallel for num_threads(nt) schedule(static) if (n > 16384)
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const ptrdiff_t r = pr[i], c = pc[i];
+        const float v = resp[r * cols + c];
+        const double g = (double)grid[(r / tile) * gcols + c / tile];
+        value[i] = v;
+        noise[i] = g;
+        snr[i] = (double)v / g;
+        if (scale) scale_out[i] = scale[r * cols + c];
+    }
+    return NCALC_OK;
+}
+
+/* Order-preserving map of a (non-NaN) double to an unsigned key. */
+static inline uint64_t d2key(double x)
+{
+    uint64_t u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+
+ptrdiff_t ncalc_top_k(const double *v, ptrdiff_t n, ptrdiff_t k, int64_t *idx)
+{
+    if (n < 0 || k < 0 || k > n || (n > 0 && !v) || (k > 0 && !idx)) return NCALC_EINVAL;
+    for (ptrdiff_t i = 0; i < n; i++)
+        if (isnan(v[i])) return NCALC_EINVAL;
+    if (k == 0) return 0;
+    if (k == n) {
+        for (ptrdiff_t i = 0; i < n; i++) idx[i] = i;
+        return k;
+    }
+    /* the value t of ascending rank n - k (numpy.partition(v, n - k)[n - k])
+     * by a radix selection on the keys, 11 bits a digit from the top */
+    uint64_t *key = malloc(sizeof(uint64_t) * (size_t)n);
+    ptrdiff_t *hist = malloc(sizeof(ptrdiff_t) * 4 * 2048);
+    if (!key || !hist) {
+        free(key);
+        free(hist);
+        return NCALC_ENOMEM;
+    }
+    for (ptrdiff_t i = 0; i < n; i++) key[i] = d2key(v[i]);
+    ptrdiff_t m = n, rank = n - k;
+    uint64_t prefix = 0;
+    for (int shift = 53; shift > -11 && m > 0; shift -= 11) {
+        const int sh = shift < 0 ? 0 : shift;
+        const uint64_t mask = shift < 0 ? (1u << (11 + shift)) - 1 : 0x7ff;
+        /* four histograms, added up: the values are often in a few bins,
+         * and one counter incremented back to back waits on itself */
+        memset(hist, 0, sizeof(ptrdiff_t) * 4 * 2048);
+        ptrdiff_t i = 0;
+        for (; i + 4 <= m; i += 4) {
+            hist[(key[i] >> sh) & mask]++;
+            hist[2048 + ((key[i + 1] >> sh) & mask)]++;
+            hist[4096 + ((key[i + 2] >> sh) & mask)]++;
+            hist[6144 + ((key[i + 3] >> sh) & mask)]++;
+        }
+        for (; i < m; i++) hist[(key[i] >> sh) & mask]++;
+        for (int b = 0; b < 2048; b++) hist[b] += hist[2048 + b] + hist[4096 + b] + hist[6144 + b];
+        uint64_t d = 0;
+        ptrdiff_t before = 0;
+        while (before + hist[d] <= rank) before += hist[d++];
+        rank -= before;
+        ptrdiff_t kept = 0;
+        for (ptrdiff_t j = 0; j < m; j++) { /* branch-free: the test is a coin toss */
+            const uint64_t kj = key[j];
+            key[kept] = kj;
+            kept += ((kj >> sh) & mask) == d;
+        }
+        m = kept;
+        prefix |= d << sh;
+    }
+    free(key);
+    free(hist);
+    double t = 0.0; /* the value whose key that is */
+    for (ptrdiff_t i = 0; i < n; i++)
+        if (d2key(v[i]) == prefix) {
+            t = v[i];
+            break;
+        }
+    /* the values above t, and the earliest of those equal to t (-0 == +0
+     * here, as in numpy's comparisons), in index order */
+    ptrdiff_t above = 0;
+    for (ptrdiff_t i = 0; i < n; i++) above += v[i] > t;
+    ptrdiff_t need = k - above, out = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        if (v[i] > t) idx[out++] = i;
+        else if (v[i] == t && need > 0) {
+            idx[out++] = i;
+            need--;
+        }
+    }
+    return out;
+}

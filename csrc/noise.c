@@ -212,6 +212,52 @@ static inline float key2f(uint32_t k)
     return x;
 }
 
+int ncalc_sort_f32(const float *x, ptrdiff_t n, float *out)
+{
+    if (n < 0 || (n > 0 && (!x || !out))) return NCALC_EINVAL;
+    for (ptrdiff_t i = 0; i < n; i++)
+        if (isnan(x[i])) return NCALC_EINVAL;
+    if (n < 2) {
+        if (n == 1) out[0] = x[0];
+        return NCALC_OK;
+    }
+    uint32_t *a = malloc(sizeof(uint32_t) * (size_t)n), *b = malloc(sizeof(uint32_t) * (size_t)n);
+    ptrdiff_t *hist = calloc(3 * 2048, sizeof(ptrdiff_t));
+    if (!a || !b || !hist) {
+        free(a); free(b); free(hist);
+        return NCALC_ENOMEM;
+    }
+    /* least significant digit first (11 + 11 + 10 bits of the keys), each
+     * pass a stable counting sort; the three histograms in one read */
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const uint32_t k = f2key(x[i]);
+        a[i] = k;
+        hist[k & 0x7ff]++;
+        hist[2048 + ((k >> 11) & 0x7ff)]++;
+        hist[4096 + (k >> 22)]++;
+    }
+    for (int pass = 0; pass < 3; pass++) {
+        ptrdiff_t *h = hist + 2048 * pass;
+        const int shift = 11 * pass;
+        if (h[(a[0] >> shift) & 0x7ff] == n) continue; /* one digit value: nothing moves */
+        ptrdiff_t sum = 0;
+        for (int d = 0; d < 2048; d++) {
+            const ptrdiff_t c = h[d];
+            h[d] = sum;
+            sum += c;
+        }
+        for (ptrdiff_t i = 0; i < n; i++) b[h[(a[i] >> shift) & 0x7ff]++] = a[i];
+        uint32_t *t = a;
+        a = b;
+        b = t;
+    }
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = key2f(a[i]);
+    free(a);
+    free(b);
+    free(hist);
+    return NCALC_OK;
+}
+
 /* Keep the keys whose digit (key >> shift) & mask is the one holding rank
  * *k; update *k to the rank among them. Returns how many were kept. */
 static ptrdiff_t radix_pass(uint32_t *key, ptrdiff_t n, int shift, uint32_t mask, ptrdiff_t *k,
@@ -911,8 +957,10 @@ ptrdiff_t ncalc_nlf_samples(const void *img, int dtype, ptrdiff_t planes, ptrdif
     }
     const ptrdiff_t per_plane = start[nr];
     const float quarter = (float)0.25, fifth = (float)0.2; /* np.float32(0.25), np.float32(0.2) */
-    /* serial: at most max_samples (~1e5) samples, well under a millisecond */
-    (void)nthreads;
+    /* sample rows in parallel: each writes its own run of the output */
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+#pragma omp parallel for num_threads(nt) schedule(static) if (planes * per_plane > 16384)
     for (ptrdiff_t pi = 0; pi < planes * nr; pi++) {
         const ptrdiff_t p = pi / nr, i = pi % nr, r = 1 + i * k;
         const char *base = (const char *)img + (size_t)(p * plane_ld) * (dtype == NCALC_U16 ? 2 : 4);

@@ -8,7 +8,7 @@ call releases the GIL for the whole C call.
 
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport uint8_t, uint16_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, int32_t, int64_t
 
 cnp.import_array()
 
@@ -472,3 +472,204 @@ def nlf_bins(cnp.float32_t[::1] level not None, cnp.float32_t[::1] resid not Non
                             <Py_ssize_t *>&count[0], &lev[0], &mad[0], nthreads)
     _check(st)
     return count, lev, mad
+
+
+cdef extern from "ncalc.h" nogil:
+    int ncalc_sort_f32(const float *x, Py_ssize_t n, float *out)
+    int ncalc_upscale_mask(const uint8_t *small, Py_ssize_t hh, Py_ssize_t ww, Py_ssize_t fy,
+                           Py_ssize_t fx, Py_ssize_t rows, Py_ssize_t cols, uint8_t *out,
+                           int nthreads)
+    int ncalc_peak_values(const float *resp, Py_ssize_t rows, Py_ssize_t cols, const float *grid,
+                          Py_ssize_t tile, const uint8_t *scale, const int32_t *pr,
+                          const int32_t *pc, Py_ssize_t n, float *value, double *noise,
+                          double *snr, int64_t *scale_out, int nthreads)
+    Py_ssize_t ncalc_top_k(const double *v, Py_ssize_t n, Py_ssize_t k, int64_t *idx)
+
+
+def sort_f32(const cnp.float32_t[::1] x not None):
+    """A sorted copy of a 1-D float32 array (see ncalc_sort_f32 in
+    csrc/ncalc.h): the values of numpy.sort. ValueError when x holds a NaN."""
+    cdef Py_ssize_t n = x.shape[0]
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] out = np.empty(n, np.float32)
+    cdef int st = 0
+    if n:
+        with nogil:
+            st = ncalc_sort_f32(&x[0], n, &out[0])
+    _check(st)
+    return out
+
+
+def upscale_mask(small not None, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t rows, Py_ssize_t cols,
+                 int nthreads=0):
+    """A rows x cols bool mask from a working-resolution one (2-D bool or
+    uint8, hh x ww, hh <= rows // fy, ww <= cols // fx): each value covers
+    an fy x fx block, the last block row and column also the rows and
+    columns left over (see ncalc_upscale_mask in csrc/ncalc.h)."""
+    cdef const uint8_t[:, ::1] s = np.ascontiguousarray(small).view(np.uint8)
+    cdef Py_ssize_t hh = s.shape[0], ww = s.shape[1]
+    if hh < 1 or ww < 1 or fy < 1 or fx < 1 or hh * fy > rows or ww * fx > cols:
+        raise ValueError("napari-calc kernel: invalid argument")
+    cdef cnp.ndarray[cnp.uint8_t, ndim=2] out = np.empty((rows, cols), np.uint8)
+    cdef int st
+    with nogil:
+        st = ncalc_upscale_mask(&s[0, 0], hh, ww, fy, fx, rows, cols, &out[0, 0], nthreads)
+    _check(st)
+    return out.view(bool)
+
+
+def peak_values(const cnp.float32_t[:, ::1] resp not None, const cnp.float32_t[:, ::1] grid not None,
+                Py_ssize_t tile, const cnp.int32_t[::1] rows not None,
+                const cnp.int32_t[::1] cols not None, scale=None, int nthreads=0):
+    """The response, tile noise and SNR at the peaks (rows, cols) of
+    :func:`nms`, and the scale there when ``scale`` (uint8, resp's shape)
+    is given: (value float32, noise float64, snr float64, scale int64 or
+    None), see ncalc_peak_values in csrc/ncalc.h."""
+    cdef Py_ssize_t n = rows.shape[0]
+    if cols.shape[0] != n:
+        raise ValueError("rows and cols must have the same length")
+    if tile < 1 or grid.shape[0] != (resp.shape[0] + tile - 1) // tile or \
+            grid.shape[1] != (resp.shape[1] + tile - 1) // tile:
+        raise ValueError("grid must be ceil(rows / tile) x ceil(cols / tile)")
+    cdef const uint8_t[:, ::1] sv
+    cdef const uint8_t *ps = NULL
+    if scale is not None:
+        sv = scale
+        if sv.shape[0] != resp.shape[0] or sv.shape[1] != resp.shape[1]:
+            raise ValueError("scale must have resp's shape")
+        ps = &sv[0, 0]
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] value = np.empty(max(n, 1), np.float32)
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] noise = np.empty(max(n, 1), np.float64)
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] snr = np.empty(max(n, 1), np.float64)
+    cdef cnp.ndarray[cnp.int64_t, ndim=1] sc = np.empty(max(n, 1), np.int64)
+    cdef const int32_t *pr = &rows[0] if n else NULL
+    cdef const int32_t *pc = &cols[0] if n else NULL
+    cdef int st
+    with nogil:
+        st = ncalc_peak_values(&resp[0, 0], resp.shape[0], resp.shape[1], &grid[0, 0], tile, ps,
+                               pr, pc, n, &value[0], &noise[0], &snr[0], <int64_t *>&sc[0],
+                               nthreads)
+    if st == -1:
+        raise ValueError("napari-calc kernel: a peak outside the image")
+    _check(st)
+    return value[:n], noise[:n], snr[:n], (sc[:n] if scale is not None else None)
+
+
+def top_k(const cnp.float64_t[::1] values not None, Py_ssize_t k):
+    """Indices (increasing, int64) of the k largest values, the earliest
+    among those equal to the k-th largest (see ncalc_top_k in
+    csrc/ncalc.h); all of them when k >= len(values). ValueError when
+    values holds a NaN."""
+    cdef Py_ssize_t n = values.shape[0]
+    if k < 0:
+        raise ValueError("k must be >= 0")
+    if k > n:
+        k = n
+    cdef cnp.ndarray[cnp.int64_t, ndim=1] idx = np.empty(max(k, 1), np.int64)
+    cdef const double *pv = &values[0] if n else NULL
+    cdef Py_ssize_t got
+    with nogil:
+        got = ncalc_top_k(pv, n, k, <int64_t *>&idx[0])
+    if got < 0:
+        _check(<int>got)
+    return idx[:k]
+
+
+cdef extern from "ncalc.h" nogil:
+    int ncalc_ramp_z(const double *X, Py_ssize_t n, int nfeat, const int *nknots,
+                     const double *knots, int ninter, const int *inter, const double *mean,
+                     const double *scale, double *out, int nthreads)
+
+
+def ramp_z(const cnp.float64_t[:, ::1] X not None, knots, interactions,
+           const cnp.float64_t[::1] mean not None, const cnp.float64_t[::1] scale not None,
+           cnp.float64_t[:, ::1] out not None, int nthreads=0):
+    """The score model's standardised basis into out (n x ncol, C-contiguous
+    float64), see ncalc_ramp_z in csrc/ncalc.h: knots one sequence per
+    column of X, interactions (i, j) pairs. Returns out."""
+    cdef Py_ssize_t n = X.shape[0]
+    cdef int nfeat = <int>X.shape[1]
+    if len(knots) != nfeat or nfeat < 1:
+        raise ValueError("one knot sequence per feature")
+    cdef cnp.ndarray[int, ndim=1] nk = np.array([len(k) for k in knots], dtype=np.intc)
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] kv = np.zeros(max(1, int(nk.sum())), np.float64)
+    if nk.sum():
+        kv[: nk.sum()] = np.concatenate([np.asarray(k, dtype=np.float64).ravel() for k in knots])
+    cdef cnp.ndarray[int, ndim=1] it = np.zeros(max(1, 2 * len(interactions)), dtype=np.intc)
+    if len(interactions):
+        it[: 2 * len(interactions)] = np.asarray(interactions, dtype=np.intc).ravel()
+    cdef Py_ssize_t ncol = int(np.where(nk > 0, nk + 1, 1).sum()) + len(interactions)
+    if mean.shape[0] != ncol or scale.shape[0] != ncol or out.shape[0] != n or out.shape[1] != ncol:
+        raise ValueError(f"mean, scale and out need {ncol} basis columns")
+    cdef int ninter = <int>len(interactions)
+    cdef const double *px = &X[0, 0] if n else NULL
+    cdef double *po = &out[0, 0] if n else NULL
+    cdef int st
+    with nogil:
+        st = ncalc_ramp_z(px, n, nfeat, &nk[0], &kv[0], ninter, &it[0], &mean[0], &scale[0], po,
+                          nthreads)
+    _check(st)
+    return np.asarray(out)
+
+
+cdef extern from "ncalc.h" nogil:
+    int ncalc_histogram(const double *x, Py_ssize_t n, double lo, double hi, int nbins,
+                        const double *edges, int64_t *count)
+    int ncalc_erode_l1(const uint8_t *a, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t n,
+                       uint8_t *out)
+
+
+def histogram(const cnp.float64_t[::1] x not None, double lo, double hi,
+              const cnp.float64_t[::1] edges not None):
+    """Counts (int64) of numpy.histogram(x, bins=len(edges) - 1,
+    range=(lo, hi)) given its edges numpy.linspace(lo, hi, len(edges)), see
+    ncalc_histogram in csrc/ncalc.h; ValueError unless lo < hi are finite."""
+    cdef int nbins = <int>edges.shape[0] - 1
+    if nbins < 1:
+        raise ValueError("need at least two edges")
+    cdef cnp.ndarray[cnp.int64_t, ndim=1] count = np.empty(nbins, np.int64)
+    cdef const double *px = &x[0] if x.shape[0] else NULL
+    cdef int st
+    with nogil:
+        st = ncalc_histogram(px, x.shape[0], lo, hi, nbins, &edges[0], <int64_t *>&count[0])
+    _check(st)
+    return count
+
+
+def erode_l1(a not None, Py_ssize_t n):
+    """Erosion of a 2-D boolean array by the city-block ball of radius n,
+    the outside counting as background (see ncalc_erode_l1 in
+    csrc/ncalc.h): a new bool array."""
+    cdef const uint8_t[:, ::1] av = np.ascontiguousarray(a, dtype=bool).view(np.uint8)
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    cdef Py_ssize_t rows = av.shape[0], cols = av.shape[1]
+    cdef cnp.ndarray[cnp.uint8_t, ndim=2] out = np.empty((rows, cols), np.uint8)
+    cdef int st = 0
+    if rows and cols:
+        with nogil:
+            st = ncalc_erode_l1(&av[0, 0], rows, cols, n, &out[0, 0])
+    _check(st)
+    return out.view(bool)
+
+
+cdef extern from "ncalc.h" nogil:
+    Py_ssize_t ncalc_largest_component(const uint8_t *a, Py_ssize_t rows, Py_ssize_t cols,
+                                       uint8_t *out)
+
+
+def largest_component(a not None):
+    """(n, mask): the number of 4-connected components of a 2-D boolean
+    array and the largest one (the first in raster order of equal ones)
+    with its holes filled, None when n is 0 (see ncalc_largest_component
+    in csrc/ncalc.h)."""
+    cdef const uint8_t[:, ::1] av = np.ascontiguousarray(a, dtype=bool).view(np.uint8)
+    cdef Py_ssize_t rows = av.shape[0], cols = av.shape[1]
+    if rows < 1 or cols < 1:
+        raise ValueError("napari-calc kernel: invalid argument")
+    cdef cnp.ndarray[cnp.uint8_t, ndim=2] out = np.empty((rows, cols), np.uint8)
+    cdef Py_ssize_t n
+    with nogil:
+        n = ncalc_largest_component(&av[0, 0], rows, cols, &out[0, 0])
+    if n < 0:
+        _check(<int>n)
+    return int(n), (out.view(bool) if n else None)

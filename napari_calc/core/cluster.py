@@ -257,4 +257,5 @@ def cluster_table(calcs: pd.DataFrame, spacing_mm, *, ndim: int = 2) -> pd.DataF
             rec["slice"] = mean(arr["slice"][g])
             rec["z_mm"] = mean(arr["z_mm"][g])
         rows.append(rec)
-    return pd.DataFrame(rows, columns=cols)
+    # column by column (the dtypes pandas infers from the records: int64, float64)
+    return pd.DataFrame({c: [r[c] for r in rows] for c in cols}, columns=cols)

@@ -261,14 +261,39 @@ def _kernel_input(plane: np.ndarray) -> np.ndarray:
 def _top_k(values: np.ndarray, k: int) -> np.ndarray:
     """Indices (increasing) of the ``k`` largest values; among equal values
     at the cut the earlier ones win (as a stable sort would choose).
-    O(n) selection instead of a full sort."""
+    O(n) selection instead of a full sort: in C (``_kernel.top_k``) for
+    NaN-free float64 values, else with ``numpy.partition`` (the same
+    indices)."""
     n = len(values)
     if k >= n:
         return np.arange(n)
+    if values.dtype == np.float64 and _kernel_has("top_k"):
+        from .. import _kernel
+        try:
+            return _kernel.top_k(np.ascontiguousarray(values), int(k))
+        except ValueError:  # NaNs: NumPy below
+            pass
     cut = np.partition(values, n - k)[n - k]  # the k-th largest value
     above = np.flatnonzero(values > cut)
     at = np.flatnonzero(values == cut)[: k - len(above)]
     return np.sort(np.concatenate([above, at]))
+
+
+#: Use the C kernel for the peaks' values and the top-k selection (tests
+#: switch it off to compare with the NumPy code path).
+_PEAK_KERNEL = True
+
+
+def _kernel_has(name: str) -> bool:
+    """The compiled kernel is there, has ``name`` and is not switched off
+    (:data:`_PEAK_KERNEL`)."""
+    if not _PEAK_KERNEL:
+        return False
+    try:
+        from .. import _kernel
+    except ImportError:
+        return False
+    return hasattr(_kernel, name)
 
 
 #: Compute the DoG, the local noise and the candidates on the breast's
@@ -490,13 +515,17 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     check()
     rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8_c, grid, tile, nthreads)
     check()
-    noise = grid[rr // tile, cc // tile].astype(np.float64)
-    r_at = resp[rr, cc]
-    snr = r_at.astype(np.float64) / noise
+    if _kernel_has("peak_values"):
+        # the same gathers and division in one C pass
+        r_at, noise, snr, _ = _kernel.peak_values(resp, grid, tile, rr, cc, None, nthreads)
+    else:
+        noise = grid[rr // tile, cc // tile].astype(np.float64)
+        r_at = resp[rr, cc]
+        snr = r_at.astype(np.float64) / noise
     if len(rr) > p.max_candidates:
         keep = _top_k(snr, p.max_candidates)
         rr, cc, snr, noise, r_at = rr[keep], cc[keep], snr[keep], noise[keep], r_at[keep]
-    s_idx = scale[rr, cc].astype(np.int64)
+    s_idx = scale[rr, cc].astype(np.int64)  # the kept ones only: a cache miss each
     if box is not None:
         rr, cc = rr + r0, cc + c0  # back to image coordinates
     return img, mask, sig, (rr, cc, snr, noise, r_at, s_idx)
@@ -783,7 +812,7 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     # from the arrays rather than through the DataFrame
     pos = [y_mm, x_mm] if nd == 2 else [c["slice"] * spacing[0], y_mm, x_mm]
     cluster_id = _cluster_ids(np.column_stack(pos), score >= p.cluster_min_score, p)
-    calcs = pd.DataFrame({
+    columns = {
         "calc_id": np.arange(n, dtype=np.int64),
         "row": c["row"],
         "col": c["col"],
@@ -795,10 +824,12 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
         "score": score,
         "cluster_id": cluster_id,
         "status": pd.Series(["candidate"] * n, dtype=object),
-    })
+    }
     if nd == 3:
-        calcs.insert(0, "z_mm", pos[0])
-        calcs.insert(0, "slice", c["slice"])
+        columns["z_mm"] = pos[0]
+        columns["slice"] = c["slice"]
+    # built in the public column order (no reordering copy)
+    calcs = pd.DataFrame({k: columns[k] for k in calc_columns(nd)})
     clusters = cluster_table(calcs, spacing, ndim=nd)
     public = {"row", "col", "slice", "diameter_mm", "contrast", "cnr"}
     extra = pd.DataFrame({k: v for k, v in c.items() if k not in public})
@@ -807,7 +838,7 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     params_used["dog_sigmas_px"] = dog_sigmas(min(spacing_yx), p.min_diameter_mm, p.max_diameter_mm).tolist()
     params_used["seconds"] = round(time.perf_counter() - t0, 4)
     report(1.0, "done")
-    return Detections(calcifications=calcs[calc_columns(nd)], clusters=clusters, spacing_mm=spacing,
+    return Detections(calcifications=calcs, clusters=clusters, spacing_mm=spacing,
                       image_shape=tuple(int(s) for s in pixels.shape), params=params_used,
                       metadata=meta, extra=extra)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["block_mean", "breast_mask", "breast_mask_and_bbox", "otsu_threshold"]
+__all__ = ["block_mean", "breast_mask", "breast_mask_and_bbox", "otsu_threshold", "upscale_mask"]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -14,7 +14,13 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
         return lo
-    hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    kern = _kernel_with("histogram")
+    if kern is not None and np.isfinite(lo) and np.isfinite(hi):
+        # numpy.histogram's counts in one pass in C, from numpy's own edges
+        edges = np.linspace(lo, hi, bins + 1, endpoint=True, dtype=np.float64)
+        hist = kern.histogram(np.ascontiguousarray(values), lo, hi, edges)
+    else:
+        hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
     centers = 0.5 * (edges[:-1] + edges[1:])
     w0 = np.cumsum(hist)
     w1 = w0[-1] - w0
@@ -23,6 +29,23 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     mu1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
     between = w0 * w1 * (mu0 - mu1) ** 2
     return float(centers[int(np.argmax(between))])
+
+
+#: Use the C kernel for the histogram of otsu_threshold and the erosion
+#: (tests switch it off to compare with the NumPy/SciPy code).
+_MASK_KERNEL = True
+
+
+def _kernel_with(name: str):
+    """The compiled kernel module when it has ``name`` and is not switched
+    off (:data:`_MASK_KERNEL`), else None."""
+    if not _MASK_KERNEL:
+        return None
+    try:
+        from .. import _kernel
+    except ImportError:  # a checkout without the built kernel
+        return None
+    return _kernel if hasattr(_kernel, name) else None
 
 
 def block_mean(pixels: np.ndarray, fy: int, fx: int, n_threads: int = 0) -> np.ndarray:
@@ -76,7 +99,12 @@ def _erode_diamond(a: np.ndarray, n: int) -> np.ndarray:
     """``ndi.binary_erosion(a, iterations=n)`` with the default cross (n
     cross erosions = one erosion by the L1 ball of radius n; outside the
     array counts as background): a pixel stays when its city-block distance
-    to the nearest background pixel, the outside included, exceeds n."""
+    to the nearest background pixel, the outside included, exceeds n
+    (two raster passes in C, ``_kernel.erode_l1``, when there is the
+    kernel)."""
+    kern = _kernel_with("erode_l1")
+    if kern is not None and a.ndim == 2 and a.size:
+        return kern.erode_l1(a, int(n))
     if a.all():
         d = np.full(a.shape, np.iinfo(np.int32).max, dtype=np.int64)
     else:
@@ -141,26 +169,62 @@ def breast_mask_and_bbox(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: floa
     frac_air = 1.0 - tissue.mean()
     if frac_air < 0.03 or frac_air > 0.97:
         return np.ones((h, w), dtype=bool), whole
-    labels, n = ndi.label(tissue)
+    kern = _kernel_with("largest_component")
+    if kern is not None:
+        # the same labelling, choice and hole filling in one C call
+        n, tissue = kern.largest_component(tissue)
+    else:
+        labels, n = ndi.label(tissue)
+        if n:
+            sizes = ndi.sum_labels(tissue, labels, index=np.arange(1, n + 1))
+            tissue = _fill_holes(labels == (1 + int(np.argmax(sizes))))
     if n == 0:
         return np.ones((h, w), dtype=bool), whole
-    sizes = ndi.sum_labels(tissue, labels, index=np.arange(1, n + 1))
-    tissue = labels == (1 + int(np.argmax(sizes)))
-    tissue = _fill_holes(tissue)
     margin = int(round(skin_margin_mm / work_mm))
     if margin > 0:
         # the image border is not skin: pad with tissue before eroding
         tissue = _erode_diamond(np.pad(tissue, margin, mode="edge"), margin)[margin:-margin, margin:-margin]
-    # back to full size: each block covers fy x fx pixels; the rows and
-    # columns cut off by the block size take the nearest block's value.
-    # One full-width row per block row, broadcast down its fy rows.
+    return upscale_mask(tissue, fy, fx, h, w, n_threads), _upscaled_bbox(tissue, fy, fx, h, w)
+
+
+def upscale_mask(tissue: np.ndarray, fy: int, fx: int, h: int, w: int, n_threads: int = 0) -> np.ndarray:
+    """The ``h`` x ``w`` mask of a working-resolution one: block ``(i, j)``
+    of ``tissue`` covers ``fy`` x ``fx`` pixels, and the rows and columns
+    cut off by the block size take the nearest block's value.
+
+    Parameters
+    ----------
+    tissue : ndarray of bool, 2-D ``(hh, ww)``, ``hh, ww >= 1``
+        The mask at the working resolution, ``hh <= h // fy``,
+        ``ww <= w // fx``.
+    fy, fx : int
+        Block height and width (>= 1).
+    h, w : int
+        The full size.
+    n_threads : int
+        Threads of the C kernel (0: OpenMP default); the result does not
+        depend on it, nor on whether the kernel or NumPy runs.
+
+    Returns
+    -------
+    ndarray of bool, shape ``(h, w)``.
+    """
+    hh, ww = tissue.shape
+    try:
+        from .. import _kernel
+    except ImportError:  # a checkout without the built kernel
+        _kernel = None
+    if _kernel is not None and hasattr(_kernel, "upscale_mask"):
+        return _kernel.upscale_mask(np.ascontiguousarray(tissue, dtype=bool), int(fy), int(fx), int(h),
+                                    int(w), int(n_threads))
+    # one full-width row per block row, broadcast down its fy rows
     rowpat = np.empty((hh, w), dtype=bool)
     rowpat[:, : ww * fx] = np.repeat(tissue, fx, axis=1)
     rowpat[:, ww * fx:] = tissue[:, -1:]
     out = np.empty((h, w), dtype=bool)
     out[: hh * fy].reshape(hh, fy, w)[...] = rowpat[:, None, :]
     out[hh * fy:] = rowpat[-1]
-    return out, _upscaled_bbox(tissue, fy, fx, h, w)
+    return out
 
 
 def _upscaled_bbox(tissue: np.ndarray, fy: int, fx: int, h: int, w: int) -> tuple[int, int, int, int] | None:

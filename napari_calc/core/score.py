@@ -165,9 +165,9 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
         sd = float(1.4826 * np.median(np.abs(resid - np.median(resid)))) / math.sqrt(1.25) if resid.size else 1.0
         return np.array([float(np.median(level)) if level.size else 0.0]), np.array([max(sd, _EPS)])
     n_bins = int(max(1, min(n_bins, resid.size // 500)))
-    # quantile bins of the level; the quantiles depend on the values only,
-    # and a sorted copy is the fastest to select from
-    edges = np.quantile(np.sort(level), np.arange(1, n_bins) / n_bins)
+    # quantile bins of the level; the quantiles depend on the values only:
+    # from a sorted copy (a radix sort in C when there is the kernel)
+    edges = _quantiles(level, np.arange(1, n_bins) / n_bins, kern)
     binned = None
     if kern is not None and level.dtype == np.float32 and resid.dtype == np.float32:
         try:
@@ -203,6 +203,51 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
     # strictly increasing levels for interp
     lev, keep = np.unique(lev, return_index=True)
     return lev, sd[keep]
+
+
+def _quantiles(x: np.ndarray, q: np.ndarray, kern=None) -> np.ndarray:
+    """``numpy.quantile(x, q)`` (method "linear") of a 1-D float array.
+
+    With the kernel (``kern``, not None) and NaN-free float32 ``x``, ``x``
+    is sorted in C (``_kernel.sort_f32``, a radix sort) and the quantiles
+    are :func:`_quantiles_of_sorted` of that; otherwise
+    ``numpy.quantile(numpy.sort(x), q)``. The same floats either way.
+    """
+    if kern is not None and x.dtype == np.float32 and x.ndim == 1 and len(x):
+        try:
+            return _quantiles_of_sorted(kern.sort_f32(np.ascontiguousarray(x)), q)
+        except ValueError:  # NaNs: NumPy below
+            pass
+    return np.quantile(np.sort(x), q)
+
+
+def _quantiles_of_sorted(s: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``numpy.quantile(s, q)`` (method "linear", NumPy 2's arithmetic) of
+    a sorted, NaN-free, non-empty 1-D float array ``s`` for ``q`` a float64
+    array in [0, 1], without NumPy's copy and partition of ``s``.
+
+    As NumPy: the virtual index ``v = (n - 1) q``, ``i = floor(v)``,
+    ``j = i + 1`` (both ``n - 1`` where ``v >= n - 1``, and then the weight
+    is ``v + 1``, not ``v - i``), weight ``g = v - i``; with ``a = s[i]``,
+    ``b = s[j]`` and ``d = b - a`` (in ``s``'s dtype), ``a + d g`` where
+    ``g < 0.5`` and ``b - d (1 - g)`` elsewhere, in float64.
+    """
+    n = len(s)
+    v = (n - 1) * np.asarray(q, dtype=np.float64)
+    i = np.floor(v)
+    j = i + 1
+    top = v >= n - 1
+    i[top] = -1  # NumPy's index -1 (the last value), also in the weight
+    j[top] = -1
+    g = v - i
+    i = i.astype(np.intp)
+    j = j.astype(np.intp)
+    a, b = s[i], s[j]
+    d = b - a
+    out = a + d * g
+    hi = g >= 0.5
+    out[hi] = (b - d * (1 - g))[hi]
+    return out
 
 
 #: Use the C kernel in noise_level_function (tests switch it off to compare
@@ -354,14 +399,52 @@ def basis_groups(knots, interactions=()) -> list[int]:
     return g
 
 
+#: Use the C kernel for the standardised basis in _logistic_logit (tests
+#: switch it off to compare with the NumPy code path).
+_RAMP_KERNEL = True
+
+
+def _basis_z(X: np.ndarray, part: dict) -> np.ndarray | None:
+    """``(ramp_basis(X, knots, interactions) - mean) / scale`` of a model
+    part from the C kernel (``_kernel.ramp_z``): the same floats as NumPy,
+    without a temporary per basis column. None (use NumPy) when the kernel
+    is not there or switched off (:data:`_RAMP_KERNEL`), or when the part
+    has a zero knot, a zero mean or knots that do not increase: where
+    ``x`` equals a bound NumPy's min/max/clip may return either signed
+    zero, which a zero mean would carry into the result."""
+    if not _RAMP_KERNEL:
+        return None
+    try:
+        from .. import _kernel
+    except ImportError:
+        return None
+    if not hasattr(_kernel, "ramp_z"):
+        return None
+    X = np.asarray(X)
+    knots = [np.asarray(k, float).ravel() for k in part["knots"]]
+    inter = [tuple(int(v) for v in t) for t in part.get("interactions", [])]
+    mu = np.ascontiguousarray(part["mean"], dtype=float)
+    sc = np.ascontiguousarray(part["scale"], dtype=float)
+    if (X.ndim != 2 or X.dtype != np.float64 or X.shape[1] != len(knots) or (mu == 0).any()
+            or any((k == 0).any() or (np.diff(k) <= 0).any() for k in knots)):
+        return None
+    out = np.empty((len(X), len(mu)))  # as X - mu would be: the same layout for the product
+    try:
+        return _kernel.ramp_z(np.ascontiguousarray(X), knots, inter, mu, sc, out, 1)
+    except ValueError:  # non-finite knots, sizes that do not fit: NumPy decides
+        return None
+
+
 def _logistic_logit(X: np.ndarray, part: dict) -> np.ndarray:
-    if "knots" in part:
-        X = ramp_basis(X, part["knots"], [tuple(t) for t in part.get("interactions", [])])
-    mu = np.asarray(part["mean"], float)
-    sc = np.asarray(part["scale"], float)
+    Z = _basis_z(X, part) if "knots" in part else None
+    if Z is None:
+        if "knots" in part:
+            X = ramp_basis(X, part["knots"], [tuple(t) for t in part.get("interactions", [])])
+        mu = np.asarray(part["mean"], float)
+        sc = np.asarray(part["scale"], float)
+        Z = X - mu  # in place from here: the same values, no more temporaries
+        Z /= sc
     w = np.asarray(part["coef"], float)
-    Z = X - mu  # in place from here: the same values, no more temporaries
-    Z /= sc
     z = Z @ w + float(part["intercept"])
     if "calibration" in part:  # monotone recalibration of the log-odds
         cal = part["calibration"]

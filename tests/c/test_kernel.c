@@ -334,6 +334,210 @@ static void crops_and_nlf(void)
     CHECK(ncalc_nlf_bins(inf, v, 2, NULL, 0, cnt, lm, md, 1) == NCALC_EINVAL, "nlf bins non-finite");
 }
 
+/* The entry points of the serial steps of detect: sort, mask upscaling,
+ * peak values, top k; sizes from 0 up, checked against plain loops. */
+static int cmp_float(const void *a, const void *b)
+{
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+static void serial_steps(void)
+{
+    for (ptrdiff_t n = 0; n <= 300; n += (n < 20 ? 1 : 37)) {
+        float *x = malloc(sizeof(float) * (size_t)(n ? n : 1));
+        float *o = malloc(sizeof(float) * (size_t)(n ? n : 1));
+        float *r = malloc(sizeof(float) * (size_t)(n ? n : 1));
+        for (ptrdiff_t i = 0; i < n; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 0.37f;
+        if (n > 3) { x[0] = INFINITY; x[1] = -INFINITY; x[2] = 1e-45f; }
+        memcpy(r, x, sizeof(float) * (size_t)n);
+        qsort(r, (size_t)n, sizeof(float), cmp_float);
+        CHECK(ncalc_sort_f32(x, n, o) == NCALC_OK, "sort");
+        for (ptrdiff_t i = 0; i < n; i++) CHECK(o[i] == r[i], "sort %td at %td", n, i);
+        CHECK(ncalc_sort_f32(x, n, x) == NCALC_OK, "sort in place"); /* x and out the same */
+        for (ptrdiff_t i = 0; i < n; i++) CHECK(x[i] == r[i], "sort in place %td at %td", n, i);
+        if (n) {
+            x[n / 2] = NAN;
+            CHECK(ncalc_sort_f32(x, n, o) == NCALC_EINVAL, "sort NaN");
+        }
+        /* top k of doubles with ties, k = 0 .. n */
+        double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
+        int64_t *idx = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+        for (ptrdiff_t i = 0; i < n; i++) v[i] = (double)(rnd() % 7) - 3.0;
+        if (n > 2) { v[0] = -0.0; v[1] = 0.0; }
+        for (ptrdiff_t k = 0; k <= n; k += 1 + n / 7) {
+            CHECK(ncalc_top_k(v, n, k, idx) == k, "top k count");
+            /* every index taken has a value >= every one not taken, the
+             * indices increase, and of equal values the earliest are taken */
+            ptrdiff_t j = 0, last_lo = -1;
+            double lo = INFINITY;
+            for (ptrdiff_t i = 0; i < k; i++) {
+                CHECK(idx[i] >= 0 && idx[i] < n && (i == 0 || idx[i] > idx[i - 1]), "top k order");
+                if (v[idx[i]] < lo) lo = v[idx[i]];
+            }
+            for (ptrdiff_t i = 0; i < k; i++)
+                if (v[idx[i]] == lo) last_lo = idx[i];
+            for (ptrdiff_t i = 0; i < n; i++) {
+                if (j < k && idx[j] == i) { j++; continue; }
+                CHECK(v[i] <= lo, "top k value");
+                CHECK(!(v[i] == lo && i < last_lo), "top k earliest"); /* a later equal one was taken */
+            }
+        }
+        if (n) {
+            v[n - 1] = NAN;
+            CHECK(ncalc_top_k(v, n, n / 2, idx) == NCALC_EINVAL, "top k NaN");
+        }
+        CHECK(ncalc_top_k(v, n, n + 1, idx) == NCALC_EINVAL, "top k k > n");
+        free(x); free(o); free(r); free(v); free(idx);
+    }
+    /* mask upscaling, with rows and columns left over */
+    for (ptrdiff_t hh = 1; hh <= 5; hh += 2)
+        for (ptrdiff_t ww = 1; ww <= 6; ww += 5)
+            for (ptrdiff_t f = 1; f <= 3; f++) {
+                const ptrdiff_t rows = hh * f + (f > 1), cols = ww * (f + 1) + 2;
+                uint8_t *sm = malloc((size_t)(hh * ww)), *out = malloc((size_t)(rows * cols));
+                for (ptrdiff_t i = 0; i < hh * ww; i++) sm[i] = (uint8_t)(rnd() % 3); /* 2: nonzero */
+                for (int t = 1; t <= 3; t++) {
+                    CHECK(ncalc_upscale_mask(sm, hh, ww, f, f + 1, rows, cols, out, t) == NCALC_OK, "upscale");
+                    for (ptrdiff_t r = 0; r < rows; r++)
+                        for (ptrdiff_t c = 0; c < cols; c++) {
+                            const ptrdiff_t i = r / f < hh ? r / f : hh - 1;
+                            const ptrdiff_t j = c / (f + 1) < ww ? c / (f + 1) : ww - 1;
+                            CHECK(out[r * cols + c] == (sm[i * ww + j] != 0), "upscale at %td %td", r, c);
+                        }
+                }
+                CHECK(ncalc_upscale_mask(sm, hh, ww, f, f + 1, hh * f - 1, cols, out, 1) == NCALC_EINVAL,
+                      "upscale too few rows");
+                free(sm); free(out);
+            }
+    /* erosion by the city-block ball against brute force, shapes from 1x1 */
+    for (ptrdiff_t rows = 1; rows <= 9; rows += 4)
+        for (ptrdiff_t cols = 1; cols <= 10; cols += 3) {
+            uint8_t *a = malloc((size_t)(rows * cols)), *out = malloc((size_t)(rows * cols));
+            for (ptrdiff_t i = 0; i < rows * cols; i++) a[i] = rnd() % 5 != 0;
+            for (ptrdiff_t n = 0; n <= 3; n++) {
+                CHECK(ncalc_erode_l1(a, rows, cols, n, out) == NCALC_OK, "erode");
+                for (ptrdiff_t r = 0; r < rows; r++)
+                    for (ptrdiff_t c = 0; c < cols; c++) {
+                        /* the nearest background or outside pixel, by brute force */
+                        ptrdiff_t best = r + 1;
+                        if (rows - r < best) best = rows - r;
+                        if (c + 1 < best) best = c + 1;
+                        if (cols - c < best) best = cols - c;
+                        for (ptrdiff_t q = 0; q < rows * cols; q++)
+                            if (!a[q]) {
+                                const ptrdiff_t dr = q / cols - r, dc = q % cols - c;
+                                const ptrdiff_t dd = (dr < 0 ? -dr : dr) + (dc < 0 ? -dc : dc);
+                                if (dd < best) best = dd;
+                            }
+                        CHECK(out[r * cols + c] == (best > n), "erode %td x %td at %td %td", rows, cols, r, c);
+                    }
+            }
+            free(a); free(out);
+        }
+    /* the largest component, holes filled: a known case, and random
+     * shapes from 1x1 (memory safety; the values are checked against
+     * scipy in tests/test_serial_steps.py) */
+    {
+        /* 0 1 1 0 0      two components: {1, 2, 6, 7} and the larger one
+         * 0 1 1 0 1      from 9 down to the bottom rows, whose hole (21)
+         * 0 0 0 1 1      is filled; the background at 23 reaches the
+         * 1 1 1 1 0      border
+         * 1 0 1 0 0
+         * 1 1 1 0 0 */
+        const uint8_t known[30] = {0, 1, 1, 0, 0,  0, 1, 1, 0, 1,  0, 0, 0, 1, 1,  1, 1, 1, 1, 0,
+                                   1, 0, 1, 0, 0,  1, 1, 1, 0, 0};
+        uint8_t out[30];
+        CHECK(ncalc_largest_component(known, 6, 5, out) == 2, "largest count");
+        for (int i = 0; i < 30; i++) {
+            const int want = (known[i] && i != 1 && i != 2 && i != 6 && i != 7) || i == 21;
+            CHECK(out[i] == want, "largest at %d", i);
+        }
+        const uint8_t zeros[4] = {0, 0, 0, 0};
+        CHECK(ncalc_largest_component(zeros, 2, 2, out) == 0, "largest none");
+        for (ptrdiff_t rows = 1; rows <= 12; rows += 5)
+            for (ptrdiff_t cols = 1; cols <= 12; cols += 4) {
+                uint8_t *a = malloc((size_t)(rows * cols)), *o = malloc((size_t)(rows * cols));
+                for (ptrdiff_t i = 0; i < rows * cols; i++) a[i] = rnd() % 3 != 0;
+                const ptrdiff_t nc = ncalc_largest_component(a, rows, cols, o);
+                CHECK(nc >= 0, "largest random");
+                for (ptrdiff_t i = 0; nc > 0 && i < rows * cols; i++)
+                    CHECK(o[i] <= 1, "largest boolean");
+                free(a); free(o);
+            }
+    }
+    {   /* histogram: values on the edges and outside the range */
+        const double hx[7] = {0.0, 0.25, 0.5, 1.0, -1.0, 2.0, NAN}, he[5] = {0.0, 0.25, 0.5, 0.75, 1.0};
+        int64_t hc[4];
+        CHECK(ncalc_histogram(hx, 7, 0.0, 1.0, 4, he, hc) == NCALC_OK && hc[0] == 1 && hc[1] == 1 &&
+              hc[2] == 1 && hc[3] == 1, "histogram");
+        CHECK(ncalc_histogram(hx, 0, 0.0, 1.0, 4, he, hc) == NCALC_OK && hc[3] == 0, "histogram empty");
+        CHECK(ncalc_histogram(hx, 7, 1.0, 1.0, 4, he, hc) == NCALC_EINVAL, "histogram range");
+    }
+    /* the score model's basis: sizes from 0 rows, one feature without
+     * knots, interactions; every value against its formula */
+    {
+        const int nknots[3] = {2, 0, 1}, inter[4] = {0, 2, 1, 0};
+        const double knots[3] = {-0.5, 1.5, 0.25};
+        double mean[8], scale[8];
+        for (int c = 0; c < 8; c++) { mean[c] = 0.1 * (c + 1); scale[c] = 0.5 + 0.25 * c; }
+        for (ptrdiff_t n = 0; n <= 5; n++) {
+            double *X = malloc(sizeof(double) * (size_t)(3 * n + 1)), *out = malloc(sizeof(double) * (size_t)(8 * n + 1));
+            for (ptrdiff_t i = 0; i < 3 * n; i++) X[i] = (double)((int)(rnd() % 9) - 4) * 0.5;
+            for (int t = 1; t <= 2; t++) {
+                CHECK(ncalc_ramp_z(X, n, 3, nknots, knots, 2, inter, mean, scale, out, t) == NCALC_OK, "ramp");
+                for (ptrdiff_t i = 0; i < n; i++) {
+                    const double *x = X + 3 * i, *o = out + 8 * i; /* 3 + 1 + 2 + 2 columns */
+                    const double b[8] = {
+                        x[0] < -0.5 ? x[0] : -0.5,
+                        (x[0] < -0.5 ? -0.5 : (x[0] > 1.5 ? 1.5 : x[0])) + 0.5,
+                        (x[0] > 1.5 ? x[0] : 1.5) - 1.5,
+                        x[1],
+                        x[2] < 0.25 ? x[2] : 0.25,
+                        (x[2] > 0.25 ? x[2] : 0.25) - 0.25,
+                        ((x[2] < -1 ? -1 : (x[2] > 1 ? 1 : x[2])) + 1.0) * (x[0] > 0 ? x[0] : 0.0),
+                        ((x[0] < -1 ? -1 : (x[0] > 1 ? 1 : x[0])) + 1.0) * (x[1] > 0 ? x[1] : 0.0)};
+                    for (int c = 0; c < 8; c++)
+                        CHECK(o[c] == (b[c] - mean[c]) / scale[c], "ramp row %td col %d", i, c);
+                }
+            }
+            free(X); free(out);
+        }
+        const double bad_knots[3] = {-0.5, INFINITY, 0.25};
+        const int bad_inter[4] = {0, 3, 1, 0};
+        double x1[3] = {0, 0, 0}, o1[8];
+        CHECK(ncalc_ramp_z(x1, 1, 3, nknots, bad_knots, 2, inter, mean, scale, o1, 1) == NCALC_EINVAL,
+              "ramp knot");
+        CHECK(ncalc_ramp_z(x1, 1, 3, nknots, knots, 2, bad_inter, mean, scale, o1, 1) == NCALC_EINVAL,
+              "ramp interaction");
+    }
+    /* peak values on a small response, tiles with leftover rows/columns */
+    {
+        const ptrdiff_t rows = 7, cols = 5, tile = 3, n = 6;
+        float resp[35], grid[3 * 2], value[6];
+        uint8_t scale[35];
+        double noise[6], snr[6];
+        int64_t so[6];
+        for (int i = 0; i < 35; i++) { resp[i] = (float)i * 0.5f; scale[i] = (uint8_t)(i % 4); }
+        for (int i = 0; i < 6; i++) grid[i] = 1.0f + (float)i;
+        const int32_t pr[6] = {0, 6, 3, 2, 6, 5}, pc[6] = {0, 4, 2, 4, 0, 3};
+        CHECK(ncalc_peak_values(resp, rows, cols, grid, tile, scale, pr, pc, n, value, noise, snr, so, 2)
+              == NCALC_OK, "peak values");
+        for (int i = 0; i < n; i++) {
+            const float g = grid[(pr[i] / tile) * 2 + pc[i] / tile];
+            CHECK(value[i] == resp[pr[i] * cols + pc[i]] && noise[i] == (double)g &&
+                  snr[i] == (double)value[i] / (double)g && so[i] == scale[pr[i] * cols + pc[i]], "peak %d", i);
+        }
+        CHECK(ncalc_peak_values(resp, rows, cols, grid, tile, NULL, pr, pc, 0, NULL, NULL, NULL, NULL, 1)
+              == NCALC_OK, "peak values none");
+        const int32_t out_r[1] = {7}, out_c[1] = {-1};
+        CHECK(ncalc_peak_values(resp, rows, cols, grid, tile, NULL, out_r, pc, 1, value, noise, snr, NULL, 1)
+              == NCALC_EINVAL, "peak values row outside");
+        CHECK(ncalc_peak_values(resp, rows, cols, grid, tile, NULL, pr, out_c, 1, value, noise, snr, NULL, 1)
+              == NCALC_EINVAL, "peak values col outside");
+    }
+}
+
 int main(void)
 {
     const ptrdiff_t shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {2, 9}, {9, 2}, {3, 5}, {5, 3},
@@ -347,6 +551,7 @@ int main(void)
     bad_arguments();
     stage_paths();
     crops_and_nlf();
+    serial_steps();
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);
         return 1;

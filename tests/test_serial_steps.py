@@ -1,0 +1,440 @@
+"""The C entry points that replace serial NumPy steps of ``detect`` give
+exactly what those NumPy steps give: the sort behind the noise-level
+function's quantile bins (``_kernel.sort_f32``), the mask upscaling
+(``_kernel.upscale_mask``), the values at the NMS peaks
+(``_kernel.peak_values``) and the top-k selection (``_kernel.top_k``)."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+import napari_calc
+from napari_calc import _kernel
+from napari_calc.core.phantom import make_phantom
+
+D = importlib.import_module("napari_calc.core.detect")
+M = importlib.import_module("napari_calc.core.mask")
+S = importlib.import_module("napari_calc.core.score")
+
+
+def _bits_equal_or_both_zero(a, b):
+    """Equal to the bit, except that a zero may have either sign."""
+    assert a.dtype == b.dtype and a.shape == b.shape
+    same = (a.view(np.uint64) == b.view(np.uint64)) | ((a == 0) & (b == 0))
+    assert same.all(), (a[~same], b[~same])
+
+
+# --- sort and quantiles ---------------------------------------------------
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 17, 1000, 70_001])
+def test_sort_f32_is_numpy_sort(n):
+    rng = np.random.default_rng(n)
+    for x in (rng.normal(0, 300, n), rng.integers(0, 4, n), rng.exponential(1e-30, n),
+              rng.uniform(1000, 4000, n)):
+        x = x.astype(np.float32)
+        if n > 4:
+            x[:3] = (np.inf, -np.inf, np.float32(1e-45))
+        got = _kernel.sort_f32(x)
+        assert got.dtype == np.float32 and got.shape == (n,)
+        np.testing.assert_array_equal(got.view(np.uint32), np.sort(x).view(np.uint32))
+
+
+def test_sort_f32_signed_zeros_and_nan():
+    x = np.array([0.0, -0.0, 1.0, -0.0, 0.0, -1.0], np.float32)
+    got = _kernel.sort_f32(x)
+    np.testing.assert_array_equal(got, np.sort(x))           # the same values
+    assert list(np.signbit(got[1:5])) == [True, True, False, False]  # -0 before +0
+    with pytest.raises(ValueError):
+        _kernel.sort_f32(np.array([1.0, np.nan, 0.0], np.float32))
+    with pytest.raises(ValueError):
+        _kernel.sort_f32(np.zeros((2, 2), np.float32))       # 1-D only
+
+
+def test_quantiles_are_numpy_quantile():
+    rng = np.random.default_rng(11)
+    for t in range(600):
+        n = int(rng.integers(1, 3000))
+        x = rng.normal(0, 1, n) * rng.choice([1.0, 1e-3, 1e4])
+        if t % 3 == 0:
+            x = np.round(x)                    # ties, and zeros of both signs
+        if t % 4 == 0:
+            x = np.abs(x) + 0.0                # no negative zero: the bits must agree
+        x = x.astype(np.float32)
+        nb = int(rng.integers(1, 40))
+        q = np.arange(1, nb) / nb
+        if t % 5 == 0:
+            q = np.concatenate([q, [0.0, 1.0, 0.5]])
+        ref = np.quantile(x, q)
+        for kern in (_kernel, None):
+            got = S._quantiles(x, q, kern)
+            if t % 4 == 0:
+                np.testing.assert_array_equal(got.view(np.uint64), ref.view(np.uint64))
+            else:                              # -0 and +0 may swap places in numpy's partition
+                _bits_equal_or_both_zero(got, ref)
+        _bits_equal_or_both_zero(S._quantiles_of_sorted(np.sort(x), q), ref)
+
+
+def test_quantiles_with_nan_fall_back_to_numpy():
+    x = np.array([3.0, np.nan, 1.0, 2.0], np.float32)
+    q = np.array([0.25, 0.5])
+    np.testing.assert_array_equal(S._quantiles(x, q, _kernel), np.quantile(np.sort(x), q))
+
+
+def test_noise_level_function_same_with_numpy_quantiles(monkeypatch):
+    """The whole NLF with the C sort and with numpy.quantile (the kernel's
+    other steps in place)."""
+    img = make_phantom(seed=3, spacing_mm=0.1).image.pixels
+    mask = M.breast_mask(img, 0.1)
+    got = S.noise_level_function(img, mask)
+    monkeypatch.setattr(S, "_quantiles", lambda x, q, kern=None: np.quantile(np.sort(x), q))
+    ref = S.noise_level_function(img, mask)
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a.view(np.uint64), b.view(np.uint64))
+
+
+# --- mask upscaling -------------------------------------------------------
+
+def _upscale_ref(tissue, fy, fx, h, w):
+    hh, ww = tissue.shape
+    i = np.minimum(np.arange(h) // fy, hh - 1)
+    j = np.minimum(np.arange(w) // fx, ww - 1)
+    return tissue[i[:, None], j[None, :]]
+
+
+@pytest.mark.parametrize("hh,ww,fy,fx,extra_r,extra_c", [
+    (1, 1, 1, 1, 0, 0), (1, 1, 3, 2, 2, 1), (4, 5, 14, 14, 13, 9), (7, 3, 2, 5, 0, 4), (3, 9, 1, 1, 5, 0),
+    (30, 23, 14, 14, 3, 11)])
+def test_upscale_mask_matches_numpy(monkeypatch, hh, ww, fy, fx, extra_r, extra_c):
+    rng = np.random.default_rng(hh * 100 + ww)
+    tissue = rng.random((hh, ww)) < 0.5
+    h, w = hh * fy + extra_r, ww * fx + extra_c
+    ref = _upscale_ref(tissue, fy, fx, h, w)
+    for nt in (1, 2, 3):
+        got = _kernel.upscale_mask(tissue, fy, fx, h, w, nt)
+        assert got.dtype == bool and got.shape == (h, w) and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, ref)
+        assert got.view(np.uint8).max(initial=0) <= 1   # proper booleans
+    np.testing.assert_array_equal(M.upscale_mask(tissue, fy, fx, h, w), ref)
+    monkeypatch.delattr(_kernel, "upscale_mask")          # the NumPy path
+    np.testing.assert_array_equal(M.upscale_mask(tissue, fy, fx, h, w), ref)
+
+
+def test_upscale_mask_bad_arguments():
+    t = np.ones((3, 4), bool)
+    for args in ((t, 2, 2, 5, 8), (t, 2, 2, 6, 7), (t, 0, 2, 6, 8), (np.ones((0, 4), bool), 2, 2, 6, 8)):
+        with pytest.raises(ValueError):
+            _kernel.upscale_mask(*args)
+
+
+# --- peak values and top k ------------------------------------------------
+
+@pytest.mark.parametrize("rows,cols,tile,n", [(1, 1, 1, 1), (7, 5, 3, 0), (64, 70, 8, 300), (203, 111, 16, 20_000)])
+def test_peak_values_match_numpy_gathers(rows, cols, tile, n):
+    rng = np.random.default_rng(rows)
+    resp = rng.normal(0, 3, (rows, cols)).astype(np.float32)
+    scale = rng.integers(0, 7, (rows, cols)).astype(np.uint8)
+    grid = rng.uniform(0.1, 2, (-(-rows // tile), -(-cols // tile))).astype(np.float32)
+    rr = rng.integers(0, rows, n).astype(np.int32)
+    cc = rng.integers(0, cols, n).astype(np.int32)
+    noise = grid[rr // tile, cc // tile].astype(np.float64)
+    r_at = resp[rr, cc]
+    snr = r_at.astype(np.float64) / noise
+    for nt in (1, 2):
+        v, nz, s, sc = _kernel.peak_values(resp, grid, tile, rr, cc, scale, nt)
+        np.testing.assert_array_equal(v.view(np.uint32), r_at.view(np.uint32))
+        np.testing.assert_array_equal(nz.view(np.uint64), noise.view(np.uint64))
+        np.testing.assert_array_equal(s.view(np.uint64), snr.view(np.uint64))
+        assert sc.dtype == np.int64
+        np.testing.assert_array_equal(sc, scale[rr, cc].astype(np.int64))
+    assert _kernel.peak_values(resp, grid, tile, rr, cc)[3] is None
+
+
+def test_peak_values_bad_arguments():
+    resp = np.zeros((6, 6), np.float32)
+    grid = np.ones((2, 2), np.float32)
+    ok = np.array([1], np.int32)
+    for r, c in ((np.array([6], np.int32), ok), (ok, np.array([-1], np.int32))):
+        with pytest.raises(ValueError):
+            _kernel.peak_values(resp, grid, 3, r, c)
+    with pytest.raises(ValueError):
+        _kernel.peak_values(resp, np.ones((3, 2), np.float32), 3, ok, ok)     # not the tile grid
+    with pytest.raises(ValueError):
+        _kernel.peak_values(resp, grid, 3, ok, np.array([1, 2], np.int32))    # lengths differ
+    with pytest.raises(ValueError):
+        _kernel.peak_values(resp, grid, 3, ok, ok, np.zeros((5, 6), np.uint8))  # scale's shape
+
+
+def _numpy_path(monkeypatch, module, switch, f, *args):
+    """f(*args) with the kernel switch ``module.switch`` off."""
+    monkeypatch.setattr(module, switch, False)
+    try:
+        return f(*args)
+    finally:
+        monkeypatch.setattr(module, switch, True)
+
+
+def _top_k_numpy(monkeypatch, values, k):
+    return _numpy_path(monkeypatch, D, "_PEAK_KERNEL", D._top_k, values, k)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 10, 5000, 83_000])
+def test_top_k_kernel_matches_numpy_path(monkeypatch, n):
+    rng = np.random.default_rng(n + 1)
+    cases = [rng.normal(size=n), rng.integers(0, 5, n).astype(float), rng.exponential(3, n) + 3,
+             np.where(rng.random(n) < 0.5, -0.0, 0.0), np.full(n, 2.5)]
+    if n > 3:
+        cases[0][:3] = (np.inf, -np.inf, 5e-324)
+    for vals in cases:
+        assert len(_kernel.top_k(vals, 0)) == 0   # (k >= 1 in detect: max_candidates)
+        for k in sorted({1, n // 3, n - 1, n, n + 5} - {-1, 0}):
+            got = D._top_k(vals, k)
+            want = _top_k_numpy(monkeypatch, vals, k)
+            assert got.dtype == np.int64 == want.dtype
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(got, np.sort(np.argsort(-vals, kind="stable")[:k]))
+
+
+def test_top_k_with_nan_falls_back_to_numpy(monkeypatch):
+    vals = np.array([1.0, np.nan, 3.0, 2.0, np.nan])
+    with pytest.raises(ValueError):
+        _kernel.top_k(vals, 2)
+    np.testing.assert_array_equal(D._top_k(vals, 2), _top_k_numpy(monkeypatch, vals, 2))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(max_candidates=40), dict(max_candidates=40, use_mask=False)])
+def test_detect_same_with_and_without_the_peak_kernel(monkeypatch, kw):
+    """detect with the C peak values and top k and with the NumPy code
+    (max_candidates=40: the selection cuts), on 1 and 2 threads."""
+    img = make_phantom(seed=5, spacing_mm=0.1).image.pixels
+    got = [napari_calc.detect(img, 0.1, n_threads=nt, **kw) for nt in (1, 2)]
+    monkeypatch.setattr(D, "_PEAK_KERNEL", False)
+    ref = napari_calc.detect(img, 0.1, n_threads=1, **kw)
+    assert len(ref.calcifications) > 0
+    for d in got:
+        assert d.calcifications.equals(ref.calcifications)
+        assert d.clusters.equals(ref.clusters)
+        assert d.extra.equals(ref.extra)
+
+
+# --- the score model's standardised basis --------------------------------
+
+def _logit_numpy(monkeypatch, X, part):
+    return _numpy_path(monkeypatch, S, "_RAMP_KERNEL", S._logistic_logit, X, part)
+
+
+def _ramp_data(rng, n, nfeat, knots):
+    X = rng.normal(0.5, 1.5, (n, nfeat))
+    if n >= 8:
+        X[:4] = np.nan            # NaNs, infinities, signed zeros, values on the knots
+        X[1], X[2], X[3] = np.inf, -np.inf, -0.0
+        X[4] = 0.0
+        for j, k in enumerate(knots):
+            if len(k):
+                X[5:8, j] = np.resize(k, 3)
+        X[6, :] = 1.0              # the interactions' clip bounds
+        X[7, :] = -1.0
+    return X
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("n", [0, 1, 9, 3000, 5000])
+def test_ramp_kernel_gives_numpys_basis_and_logit(monkeypatch, n):
+    rng = np.random.default_rng(n + 7)
+    knots = [[-1.0, 0.5, 2.5], [], [0.3], [-2.0, 1.0], [0.1, 0.2, 0.4, 0.8]]
+    inter = [(0, 3), (2, 1), (4, 4)]
+    ncol = len(S.basis_groups(knots, inter))
+    part = dict(knots=knots, interactions=[list(t) for t in inter], mean=list(rng.normal(0.3, 1, ncol)),
+                scale=list(rng.uniform(0.1, 2, ncol)), coef=list(rng.normal(0, 1, ncol)), intercept=-0.7)
+    X = _ramp_data(rng, n, len(knots), knots)
+    ref = (S.ramp_basis(X, knots, inter) - np.asarray(part["mean"])) / np.asarray(part["scale"])
+    got = S._basis_z(X, part)
+    assert got is not None and got.shape == ref.shape and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, ref)                       # NaN where NaN
+    fin = np.isfinite(ref)
+    np.testing.assert_array_equal(got[fin].view(np.uint64), ref[fin].view(np.uint64))
+    for nt in (1, 2):   # rows in parallel above 4096
+        out = np.empty_like(ref)
+        _kernel.ramp_z(np.ascontiguousarray(X), knots, inter, np.asarray(part["mean"]),
+                       np.asarray(part["scale"]), out, nt)
+        np.testing.assert_array_equal(out, ref)
+    a, b = S._logistic_logit(X, part), _logit_numpy(monkeypatch, X, part)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_ramp_kernel_on_the_shipped_model(monkeypatch):
+    """Both stages of the shipped model on detector candidates: the final
+    score with and without the kernel, to the bit."""
+    model = S.load_model()
+    img = make_phantom(seed=2, spacing_mm=0.1).image.pixels
+    seen = {}
+
+    def keep(c, spacing):
+        seen["c"], seen["sp"] = c, spacing
+        return orig(c, spacing)
+
+    orig = D._score
+    monkeypatch.setattr(D, "_score", keep)
+    napari_calc.detect(img, 0.1)
+    monkeypatch.undo()
+    c = seen["c"]
+    X = S.candidate_feature_matrix(c)
+    assert len(X) > 500
+    pos = np.column_stack([c["row"] * 0.1, c["col"] * 0.1]).astype(float)
+    for part in (model["calcification"], model["context"]):
+        assert S._basis_z(X if part is model["calcification"] else X[:, :2].copy(), part) is not None
+    got = S.candidate_probability(X, pos, model)
+    monkeypatch.setattr(S, "_RAMP_KERNEL", False)
+    ref = S.candidate_probability(X, pos, model)
+    np.testing.assert_array_equal(got.view(np.uint64), ref.view(np.uint64))
+
+
+def test_ramp_kernel_declines_zero_knots_and_means():
+    knots = [[0.0, 1.0], [0.5]]
+    part = dict(knots=knots, interactions=[], mean=[1.0] * 5, scale=[1.0] * 5, coef=[0.0] * 5, intercept=0.0)
+    X = np.ones((4, 2))
+    assert S._basis_z(X, part) is None                       # a zero knot
+    part["knots"] = [[0.5, 1.0], [0.5]]
+    assert S._basis_z(X, part) is not None
+    assert S._basis_z(X, dict(part, mean=[1.0, 0.0, 1.0, 1.0, 1.0])) is None   # a zero mean
+    assert S._basis_z(X, dict(part, knots=[[1.0, 0.5], [0.5]])) is None       # not increasing
+    assert S._basis_z(X.astype(np.float32), part) is None
+    with pytest.raises(ValueError):
+        _kernel.ramp_z(X, [[0.5, np.inf], [0.5]], [], np.ones(5), np.ones(5), np.empty((4, 5)))
+    with pytest.raises(ValueError):
+        _kernel.ramp_z(X, [[0.5, 1.0], [0.5]], [(0, 2)], np.ones(6), np.ones(6), np.empty((4, 6)))
+    with pytest.raises(ValueError):
+        _kernel.ramp_z(X, [[0.5, 1.0], [0.5]], [], np.ones(4), np.ones(4), np.empty((4, 4)))
+
+
+# --- the mask's histogram and erosion ------------------------------------
+
+def test_histogram_kernel_is_numpy_histogram():
+    rng = np.random.default_rng(21)
+    for t in range(300):
+        n = int(rng.integers(1, 5000))
+        x = rng.normal(0, 1, n) * rng.choice([1.0, 1e-7, 1e5]) + rng.choice([0.0, 1000.0])
+        if t % 3 == 0:
+            x = np.round(x * 4) / 4                   # many values on the bin edges
+        bins = int(rng.choice([1, 2, 7, 256]))
+        lo, hi = float(x.min()), float(x.max())
+        if t % 5 == 0 and n > 2:                       # a range narrower than the data
+            lo, hi = float(np.quantile(x, 0.2)), float(np.quantile(x, 0.8))
+        if not lo < hi:
+            continue
+        ref, edges = np.histogram(x, bins=bins, range=(lo, hi))
+        np.testing.assert_array_equal(edges, np.linspace(lo, hi, bins + 1))
+        got = _kernel.histogram(x, lo, hi, edges)
+        assert got.dtype == ref.dtype
+        np.testing.assert_array_equal(got, ref)
+    # every edge and its neighbouring floats: where numpy corrects the index
+    for lo, hi, bins in ((0.1, 0.7, 256), (-3.3, 1e3 / 7, 256), (1e-3, 1e-3 + 1e-9, 97), (5.0, 6.0, 3)):
+        edges = np.linspace(lo, hi, bins + 1)
+        x = np.clip(np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)]), lo, hi)
+        ref = np.histogram(x, bins=bins, range=(lo, hi))[0]
+        np.testing.assert_array_equal(_kernel.histogram(x, lo, hi, edges), ref)
+    x = np.array([np.nan, 1.0, 2.0, np.nan, 3.0])     # NaN left out, as numpy does
+    np.testing.assert_array_equal(_kernel.histogram(x, 1.0, 3.0, np.linspace(1.0, 3.0, 5)), [1, 0, 1, 1])
+    for lo, hi in ((1.0, 1.0), (2.0, 1.0), (0.0, np.inf)):
+        with pytest.raises(ValueError):
+            _kernel.histogram(x, lo, hi, np.linspace(0.0, 1.0, 3))
+
+
+def test_otsu_threshold_same_with_and_without_kernel(monkeypatch):
+    rng = np.random.default_rng(5)
+    samples = [rng.normal(0, 1, 999), np.concatenate([rng.normal(100, 5, 3000), rng.normal(900, 50, 2000)]),
+               np.round(rng.uniform(0, 8, 500)), np.array([3.0, 3.0]), np.array([1.0, 2.0])]
+    got = [M.otsu_threshold(v) for v in samples]
+    monkeypatch.setattr(M, "_MASK_KERNEL", False)
+    assert got == [M.otsu_threshold(v) for v in samples]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (2, 2), (13, 11), (64, 90)])
+def test_erode_l1_is_the_numpy_scipy_erosion(monkeypatch, shape):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(shape[0] * 31 + shape[1])
+    cases = [np.ones(shape, bool), np.zeros(shape, bool)] + [rng.random(shape) < p for p in (0.5, 0.9, 0.99)]
+    for a in cases:
+        for n in range(0, 6):
+            got = M._erode_diamond(a, n)
+            assert got.dtype == bool and got.shape == a.shape
+            ref = _numpy_path(monkeypatch, M, "_MASK_KERNEL", M._erode_diamond, a, n)
+            np.testing.assert_array_equal(got, ref)
+            if n >= 1:
+                np.testing.assert_array_equal(got, ndi.binary_erosion(a, iterations=n))
+
+
+def test_mask_same_with_and_without_kernel(monkeypatch):
+    img = make_phantom(seed=6, spacing_mm=0.1).image.pixels
+    for margin in (0.0, 1.5, 3.0):
+        got = M.breast_mask_and_bbox(img, 0.1, skin_margin_mm=margin)
+        ref = _numpy_path(monkeypatch, M, "_MASK_KERNEL",
+                          lambda: M.breast_mask_and_bbox(img, 0.1, skin_margin_mm=margin))
+        np.testing.assert_array_equal(got[0], ref[0])
+        assert got[1] == ref[1]
+        assert 0.1 < got[0].mean() < 0.95
+
+
+def test_nlf_samples_parallel_rows_are_the_serial_ones():
+    """Above 16384 samples the sample rows run in parallel: the same
+    samples, in the same order, on 1, 2 and 3 threads (and a stack)."""
+    rng = np.random.default_rng(8)
+    img = rng.integers(0, 60000, (700, 905)).astype(np.uint16)
+    stack = np.stack([img, img[::-1].copy()])
+    for im in (img, img.astype(np.float32), stack):
+        k = 2
+        nr, nc = -(-(im.shape[-2] - 2) // k), -(-(im.shape[-1] - 2) // k)
+        for smask in (None, (rng.random((nr, nc)) < 0.7).view(np.uint8)):
+            ref = _kernel.nlf_samples(im, k, smask, 1)
+            assert len(ref[0]) > 16384
+            for nt in (2, 3):
+                for a, b in zip(_kernel.nlf_samples(im, k, smask, nt), ref):
+                    np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def _largest_filled_scipy(a):
+    from scipy import ndimage as ndi
+
+    labels, n = ndi.label(a)
+    if n == 0:
+        return 0, None
+    sizes = ndi.sum_labels(a, labels, index=np.arange(1, n + 1))
+    return n, ndi.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (8, 1), (3, 3), (17, 23), (120, 97)])
+def test_largest_component_is_scipys(shape):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(shape[0] * 7 + shape[1])
+    cases = [np.zeros(shape, bool), np.ones(shape, bool)]
+    for p in (0.3, 0.5, 0.6, 0.8):
+        for _ in range(6):
+            a = rng.random(shape) < p
+            if min(shape) > 2 and rng.random() < 0.5:
+                a = ndi.binary_opening(a)
+            cases.append(a)
+    # two equal squares (the first in raster order wins), one with a hole,
+    # and a ring whose hole touches the border
+    if min(shape) >= 17:
+        a = np.zeros(shape, bool)
+        a[1:6, 10:15] = True
+        a[8:13, 1:6] = True
+        a[10, 3] = False
+        cases.append(a)
+        b = np.zeros(shape, bool)
+        b[0:7, 0:7] = True
+        b[0:3, 2:4] = False
+        cases.append(b)
+    for a in cases:
+        n, got = _kernel.largest_component(a)
+        n_ref, ref = _largest_filled_scipy(a)
+        assert n == n_ref
+        if n:
+            assert got.dtype == bool and got.shape == a.shape
+            np.testing.assert_array_equal(got, ref)
+        else:
+            assert got is None
