@@ -37,6 +37,12 @@ its matching disc (``max(0.5 mm, diameter)``, as ``napari-calc evaluate``
 matches): the probability is estimated from noise draws for each MC.
 The bound is the mean of those probabilities over all truth MCs.
 
+A second figure tells the observer also where the truth clusters are: it
+may split its false-positive budget between the clusters' discs and the
+rest of the breast, as suits each image best (a lower threshold where MCs
+are known to be grouped). No detector knows that; it bounds detectors
+that exploit grouping (such as napari-calc's context stage).
+
 Every simplification favours the observer (no anatomy; a threshold per
 template, as if it knew which MC to expect; the FP count of blobs, not of
 marks), so a real detector on these images cannot exceed the bound, up to
