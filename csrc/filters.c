@@ -23,17 +23,11 @@
  *  - OpenMP shares out rows; each pixel's arithmetic does not depend on the
  *    partition, so results are identical whatever the thread count.
  */
-#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
-#define _DEFAULT_SOURCE /* madvise, posix_memalign */
-#endif
 #include "ncalc.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -855,24 +849,6 @@ static void oct_row(const float *const *rp, ptrdiff_t cols, const bank_t *b, wor
     }
 }
 
-/* A large scratch buffer. On Linux it is backed by transparent huge pages
- * where the system allows (as NumPy does for its arrays): a fresh buffer
- * then costs a few page faults instead of one per 4 KiB page, which on a
- * virtual machine is a good part of the time of a pass over it. */
-static void *big_alloc(size_t n)
-{
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    const size_t huge = (size_t)2 << 20;
-    if (n >= 2 * huge) {
-        void *p = NULL;
-        if (posix_memalign(&p, huge, n) != 0) return NULL;
-        madvise(p, n & ~(huge - 1), MADV_HUGEPAGE); /* advice only: failure is harmless */
-        return p;
-    }
-#endif
-    return malloc(n ? n : 1);
-}
-
 /* One level of the octave DoG. x: the level image (rows x cols of dtype,
  * row r starting at x + r ld); o: its first pair; base: the full-resolution sigma x is already smoothed
  * with (0 at level 0); f: 2^level; levels: how many more levels may follow. */
@@ -908,7 +884,7 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
     ptrdiff_t crows = (rows + 1) / 2, ccols = (cols + 1) / 2;
     float *low = NULL;
     if (e < n - 1) {
-        low = big_alloc(sizeof(float) * (size_t)crows * (size_t)ccols);
+        low = ncalc_buffer_get(sizeof(float) * (size_t)crows * (size_t)ccols);
         if (!low) { bank_free(&b); return NCALC_ENOMEM; }
     }
     (void)nt;
@@ -969,16 +945,16 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
         free(tag);
     }
     bank_free(&b);
-    if (status != NCALC_OK || !low) { free(low); return status; }
+    if (status != NCALC_OK || !low) { ncalc_buffer_put(low); return status; }
 
     size_t cn = (size_t)crows * (size_t)ccols;
-    float *cresp = big_alloc(sizeof(float) * cn);
-    uint8_t *cscale = big_alloc(cn);
+    float *cresp = ncalc_buffer_get(sizeof(float) * cn);
+    uint8_t *cscale = ncalc_buffer_get(cn);
     if (!cresp || !cscale) status = NCALC_ENOMEM;
     if (status == NCALC_OK)
         status = oct_level(low, NCALC_F32, crows, ccols, ccols, s, n, e, s[e], 2.0 * f, truncate, split,
                            levels - 1, cresp, cscale, nt);
-    free(low);
+    ncalc_buffer_put(low);
     if (status == NCALC_OK) {
 #pragma omp parallel num_threads(nt)
         {
@@ -997,8 +973,8 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
             free(buf);
         }
     }
-    free(cresp);
-    free(cscale);
+    ncalc_buffer_put(cresp);
+    ncalc_buffer_put(cscale);
     return status;
 }
 
@@ -1020,11 +996,11 @@ int ncalc_dog_octaves_ld(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t c
         return NCALC_EINVAL;
     uint8_t *sc = scale;
     if (!sc) {
-        sc = big_alloc((size_t)rows * (size_t)cols);
+        sc = ncalc_buffer_get((size_t)rows * (size_t)cols);
         if (!sc) return NCALC_ENOMEM;
     }
     int st = oct_level(img, dtype, rows, cols, ld, sigmas, nsigmas, 0, 0.0, 1.0, truncate,
                        split_sigma, max_levels, resp, sc, resolve_threads(nthreads));
-    if (sc != scale) free(sc);
+    if (sc != scale) ncalc_buffer_put(sc);
     return st;
 }

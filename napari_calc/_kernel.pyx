@@ -52,6 +52,26 @@ def max_threads():
     return ncalc_max_threads()
 
 
+cdef extern from "ncalc.h" nogil:
+    size_t ncalc_buffers_held()
+    void ncalc_release_buffers()
+
+
+def buffers_held():
+    """Bytes of scratch the kernel keeps for reuse (see ncalc_buffer_get in
+    csrc/ncalc.h)."""
+    cdef size_t n
+    with nogil:
+        n = ncalc_buffers_held()
+    return n
+
+
+def release_buffers():
+    """Free the scratch the kernel keeps for reuse."""
+    with nogil:
+        ncalc_release_buffers()
+
+
 cdef int _dtype_code(cnp.ndarray img) except -1:
     # the C code reads rows x cols contiguous pixels: anything else would be
     # read out of bounds

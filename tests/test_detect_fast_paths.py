@@ -149,26 +149,37 @@ def _assert_same(a, b):
 
 def test_reused_response_buffers_give_fresh_results(monkeypatch):
     """detect carves each plane's DoG response from per-thread buffers it
-    keeps between calls: a larger image, then smaller ones and a stack in
-    the same buffers, and calls in two threads at once, give exactly what
-    freshly allocated arrays give."""
+    keeps between calls, and the kernel keeps its own scratch: a larger
+    image, then smaller ones and a stack in the same buffers, and calls in
+    two threads at once, give exactly what freshly allocated arrays give."""
     import threading
 
     imgs = [make_phantom(seed=7, spacing_mm=0.1).image,
             make_phantom(seed=8, spacing_mm=0.2).image,
             make_phantom(seed=9, spacing_mm=0.1, size_mm=(60.0, 50.0)).image,
             make_phantom(seed=10, spacing_mm=0.2, n_slices=3).image]
+    from napari_calc import _kernel
+
     D.release_buffers()
+    assert _kernel.buffers_held() == 0
     reused = [napari_calc.detect(im) for im in imgs]
     # kept between calls, sized by the largest crop (the breast's box)
     assert 0.5 * imgs[0].pixels.size < D._SCRATCH.bufs[0].size <= imgs[0].pixels.size
+    # and the kernel keeps the octave DoG's coarser levels (csrc/buffers.c),
+    # each reused for later requests of its size down to half of it
+    assert _kernel.buffers_held() > 0.5 * imgs[-1].pixels[0].size
     # after a detection, the buffers hold its response: another call must
     # not read stale values (every pixel of the crop is written)
     D._SCRATCH.bufs[0][:] = np.nan
     D._SCRATCH.bufs[1][:] = 255
     again = [napari_calc.detect(im) for im in imgs]
     monkeypatch.setattr(D, "_SCRATCH_MAX_PIXELS", 0)  # fresh arrays every time
-    fresh = [napari_calc.detect(im) for im in imgs]
+
+    def detect_fresh(im):
+        _kernel.release_buffers()  # and fresh kernel scratch
+        return napari_calc.detect(im)
+
+    fresh = [detect_fresh(im) for im in imgs]
     for a, b, c in zip(reused, again, fresh):
         _assert_same(a, c)
         _assert_same(b, c)
@@ -189,6 +200,7 @@ def test_reused_response_buffers_give_fresh_results(monkeypatch):
             _assert_same(a, c)
     D.release_buffers()
     assert D._SCRATCH.bufs is None
+    assert _kernel.buffers_held() == 0
 
 
 def test_ramp_basis_is_its_documented_formula():

@@ -422,8 +422,14 @@ def _dog_scratch(shape: tuple[int, int]):
 
 def release_buffers() -> None:
     """Free the calling thread's reusable detection buffers (about 5 bytes
-    per pixel of the largest image it has processed)."""
+    per pixel of the largest image it has processed) and the kernel's
+    reusable scratch (at most 256 MiB, shared by all threads: about 3 bytes
+    per pixel of the octave DoG's coarser levels)."""
     _SCRATCH.bufs = None
+    from .. import _kernel
+
+    if hasattr(_kernel, "release_buffers"):
+        _kernel.release_buffers()
 
 
 def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,

@@ -17,6 +17,7 @@
 #include "ncalc.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -538,6 +539,69 @@ static void serial_steps(void)
     }
 }
 
+/* The scratch pool (csrc/buffers.c): reuse, the size rule, eviction,
+ * the byte limit, alignment, concurrent use and release. */
+static void buffer_pool(void)
+{
+    ncalc_release_buffers();
+    CHECK(ncalc_buffers_held() == 0, "pool empty");
+    unsigned char *p = ncalc_buffer_get(1000);
+    CHECK(p && ((uintptr_t)p % 64) == 0, "pool alignment");
+    memset(p, 7, 1000);
+    ncalc_buffer_put(p);
+    CHECK(ncalc_buffers_held() == 1000, "pool holds %zu", ncalc_buffers_held());
+    unsigned char *q = ncalc_buffer_get(900); /* 900 <= 1000 <= 1800: reused */
+    CHECK(q == p && ncalc_buffers_held() == 0, "pool reuse");
+    memset(q, 1, 900);
+    unsigned char *r = ncalc_buffer_get(400); /* nothing held: a new one */
+    CHECK(r && r != q, "pool new");
+    ncalc_buffer_put(q);
+    unsigned char *t = ncalc_buffer_get(400); /* 1000 > 2 x 400: not reused */
+    CHECK(t && t != q && ncalc_buffers_held() == 1000, "pool size rule %zu", ncalc_buffers_held());
+    ncalc_buffer_put(t);
+    ncalc_buffer_put(r);
+    ncalc_buffer_put(NULL);
+    CHECK(ncalc_buffers_held() == 1800, "pool holds %zu", ncalc_buffers_held());
+    ncalc_release_buffers();
+    CHECK(ncalc_buffers_held() == 0, "pool released");
+
+    /* 20 buffers given back: the 16 given back last are kept */
+    void *b[20];
+    for (int i = 0; i < 20; i++) b[i] = ncalc_buffer_get((size_t)(100 + i));
+    for (int i = 0; i < 20; i++) ncalc_buffer_put(b[i]);
+    size_t want = 0;
+    for (int i = 4; i < 20; i++) want += (size_t)(100 + i);
+    CHECK(ncalc_buffers_held() == want, "pool eviction %zu != %zu", ncalc_buffers_held(), want);
+    ncalc_release_buffers();
+
+    /* at most 256 MiB held (the pages are never touched) */
+    void *big1 = ncalc_buffer_get((size_t)150 << 20), *big2 = ncalc_buffer_get((size_t)150 << 20);
+    CHECK(big1 && big2, "pool big");
+    ncalc_buffer_put(big1);
+    ncalc_buffer_put(big2);
+    CHECK(ncalc_buffers_held() == (size_t)150 << 20, "pool limit %zu", ncalc_buffers_held());
+    void *huge = ncalc_buffer_get((size_t)300 << 20);
+    CHECK(huge != NULL, "pool huge");
+    ncalc_buffer_put(huge); /* above the limit: freed, the held one stays */
+    CHECK(ncalc_buffers_held() == (size_t)150 << 20, "pool over limit %zu", ncalc_buffers_held());
+    ncalc_release_buffers();
+
+    /* concurrent use (OpenMP build): each buffer is one thread's alone */
+    int bad = 0;
+#pragma omp parallel for reduction(+ : bad)
+    for (int i = 0; i < 400; i++) {
+        const size_t n = (size_t)(64 + (i % 7) * 50);
+        unsigned char *x = ncalc_buffer_get(n);
+        if (!x) { bad++; continue; }
+        memset(x, i & 255, n);
+        for (size_t k = 0; k < n; k++) bad += x[k] != (unsigned char)(i & 255);
+        ncalc_buffer_put(x);
+    }
+    CHECK(bad == 0, "pool concurrent %d", bad);
+    ncalc_release_buffers();
+    CHECK(ncalc_buffers_held() == 0, "pool released at the end");
+}
+
 int main(void)
 {
     const ptrdiff_t shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {2, 9}, {9, 2}, {3, 5}, {5, 3},
@@ -552,6 +616,8 @@ int main(void)
     stage_paths();
     crops_and_nlf();
     serial_steps();
+    buffer_pool();
+    ncalc_release_buffers(); /* nothing left for the leak checkers */
     if (failures) {
         fprintf(stderr, "%d failure(s)\n", failures);
         return 1;
