@@ -12,7 +12,7 @@
  * similar size reuse pages that are already mapped.
  *
  * Each buffer carries a 64-byte header holding its capacity; its data are
- * 64-byte aligned. Buffers of 4 MiB or more are allocated 2 MiB-aligned
+ * aligned as malloc's are. Buffers of 4 MiB or more are allocated 2 MiB-aligned
  * and advised for transparent huge pages on Linux (as NumPy does for its
  * arrays). A lock makes the pool safe for concurrent callers (Python
  * threads run the kernel without the GIL); where no lock is available, or

@@ -395,14 +395,16 @@ ptrdiff_t ncalc_largest_component(const uint8_t *a, ptrdiff_t rows, ptrdiff_t co
 
 /*
  * Reusable scratch buffers (csrc/buffers.c). ncalc_buffer_get returns at
- * least n bytes (64-byte aligned, uninitialised; NULL when out of
+ * least n bytes (aligned as malloc's, uninitialised; NULL when out of
  * memory): a buffer given back earlier with ncalc_buffer_put when one of
  * n to 2n bytes is held, else a new one. ncalc_buffer_put gives a buffer
  * back (NULL: nothing); the pool keeps at most 16 buffers and 256 MiB,
  * dropping the ones given back longest ago. The kernels use them for
  * scratch whose fresh pages would otherwise be faulted in on every call
  * (the octave DoG's coarser levels). ncalc_buffers_held: the bytes held;
- * ncalc_release_buffers frees them all. Thread-safe.
+ * ncalc_release_buffers frees them all. Thread-safe. Compiled with
+ * -DNCALC_NO_POOL (or where no lock is available) nothing is held:
+ * buffers go straight to malloc and free.
  */
 void *ncalc_buffer_get(size_t n);
 void ncalc_buffer_put(void *buf);
