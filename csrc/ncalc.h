@@ -124,6 +124,22 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                        int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out, int nthreads);
 
 /*
+ * Suppression across the slices of a stack: keep[p] = 0 when another point
+ * q on the same slice or an adjacent one (slice[q] = slice[p] - 1, +1)
+ * lies within the radius, (row[q] - row[p])^2 + (col[q] - col[p])^2 <=
+ * radius2 (the int64 sum converted to double), and is stronger: a higher
+ * snr, a number stronger than NaN, and on ties (or between NaNs) the
+ * earlier index. Else keep[p] = 1. k >= floor(sqrt(radius2)) bounds the
+ * row distance searched (rows farther apart are never within the radius
+ * when k = floor(radius)). The points must be sorted by slice, then row;
+ * |row|, |col| <= 2^29. NCALC_EINVAL otherwise. Points in parallel; the
+ * result does not depend on the thread count.
+ */
+int ncalc_merge_slices(const int64_t *slice, const int64_t *row, const int64_t *col,
+                       const double *snr, ptrdiff_t n, double radius2, int64_t k,
+                       uint8_t *keep, int nthreads);
+
+/*
  * Candidate features, one candidate i at (rows[i], cols[i]) with blob radius
  * radius[i] (pixels, > 0). With d = distance to the centre:
  *   inner  = pixels with d <= max(radius, 1)

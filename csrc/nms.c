@@ -935,3 +935,94 @@ ptrdiff_t ncalc_top_k(const double *v, ptrdiff_t n, ptrdiff_t k, int64_t *idx)
     }
     return out;
 }
+
+/* ------------------------------------------------------------------------
+ * Suppression across the slices of a stack (ncalc_merge_slices; see
+ * ncalc.h): each point looks through the row window of its own slice and
+ * of the two adjacent ones (the points are sorted by slice, then row) for
+ * a stronger neighbour. Each point decides only its own flag, so the
+ * points are shared out between threads in any way.
+ * ------------------------------------------------------------------------ */
+
+/* q beats p: higher SNR; NaN weakest; on ties (and between NaNs) the
+ * earlier index. */
+static inline int merge_beats(double sq, double sp, ptrdiff_t q, ptrdiff_t p)
+{
+    const int nq = isnan(sq), np_ = isnan(sp);
+    if (!nq && !np_) return sq > sp || (sq == sp && q < p);
+    if (nq != np_) return np_;
+    return q < p;
+}
+
+/* First index in [lo, hi) whose row is >= r (row[] is sorted there). */
+static ptrdiff_t merge_lower(const int64_t *row, ptrdiff_t lo, ptrdiff_t hi, int64_t r)
+{
+    while (lo < hi) {
+        const ptrdiff_t mid = lo + (hi - lo) / 2;
+        if (row[mid] < r) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+int ncalc_merge_slices(const int64_t *slice, const int64_t *row, const int64_t *col,
+                       const double *snr, ptrdiff_t n, double radius2, int64_t k,
+                       uint8_t *keep, int nthreads)
+{
+    if (n < 0 || k < 0 || !(radius2 >= 0) || (n > 0 && (!slice || !row || !col || !snr || !keep)))
+        return NCALC_EINVAL;
+    if (n == 0) return NCALC_OK;
+    if (k > ((int64_t)1 << 30)) k = (int64_t)1 << 30; /* rows differ by at most 2^30 anyway */
+    for (ptrdiff_t i = 1; i < n; i++)
+        if (slice[i] < slice[i - 1] || (slice[i] == slice[i - 1] && row[i] < row[i - 1]))
+            return NCALC_EINVAL;
+    for (ptrdiff_t i = 0; i < n; i++)
+        if (row[i] < -((int64_t)1 << 29) || row[i] > ((int64_t)1 << 29) ||
+            col[i] < -((int64_t)1 << 29) || col[i] > ((int64_t)1 << 29) ||
+            slice[i] == INT64_MIN || slice[i] == INT64_MAX)
+            return NCALC_EINVAL; /* no int64 overflow below */
+    /* runs of equal slice: [start[g], start[g + 1]) has slice value sv[g] */
+    ptrdiff_t ng = 1;
+    for (ptrdiff_t i = 1; i < n; i++) ng += slice[i] != slice[i - 1];
+    ptrdiff_t *start = malloc(sizeof(ptrdiff_t) * (size_t)(ng + 1));
+    ptrdiff_t *grp = malloc(sizeof(ptrdiff_t) * (size_t)n);
+    if (!start || !grp) {
+        free(start);
+        free(grp);
+        return NCALC_ENOMEM;
+    }
+    ptrdiff_t g = 0;
+    start[0] = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        if (i > 0 && slice[i] != slice[i - 1]) start[++g] = i;
+        grp[i] = g;
+    }
+    start[ng] = n;
+    const int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1024) if (n > 4096)
+    for (ptrdiff_t p = 0; p < n; p++) {
+        const ptrdiff_t gp = grp[p];
+        const int64_t rp = row[p], cp = col[p];
+        const double sp = snr[p];
+        int beaten = 0;
+        for (ptrdiff_t h = gp - 1; h <= gp + 1 && !beaten; h++) {
+            if (h < 0 || h >= ng) continue;
+            if (h == gp - 1 && slice[start[h]] != slice[p] - 1) continue; /* not adjacent */
+            if (h == gp + 1 && slice[start[h]] != slice[p] + 1) continue;
+            for (ptrdiff_t q = merge_lower(row, start[h], start[h + 1], rp - k);
+                 q < start[h + 1] && row[q] <= rp + k; q++) {
+                if (q == p) continue;
+                const int64_t dr = row[q] - rp, dc = col[q] - cp;
+                if ((double)(dr * dr + dc * dc) <= radius2 && merge_beats(snr[q], sp, q, p)) {
+                    beaten = 1;
+                    break;
+                }
+            }
+        }
+        keep[p] = (uint8_t)!beaten;
+    }
+    free(start);
+    free(grp);
+    return NCALC_OK;
+}

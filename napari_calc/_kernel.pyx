@@ -574,6 +574,35 @@ def peak_values(const cnp.float32_t[:, ::1] resp not None, const cnp.float32_t[:
     return value[:n], noise[:n], snr[:n], (sc[:n] if scale is not None else None)
 
 
+cdef extern from "ncalc.h" nogil:
+    int ncalc_merge_slices(const int64_t *slice, const int64_t *row, const int64_t *col,
+                           const double *snr, Py_ssize_t n, double radius2, int64_t k,
+                           uint8_t *keep, int nthreads)
+
+
+def merge_slices(const int64_t[::1] slice not None, const int64_t[::1] row not None,
+                 const int64_t[::1] col not None, const cnp.float64_t[::1] snr not None,
+                 double radius2, int64_t k, int nthreads=0):
+    """Keep flags (bool) of the points after suppression across slices (see
+    ncalc_merge_slices in csrc/ncalc.h). ValueError when the points are not
+    sorted by slice, then row, or lie too far out."""
+    cdef Py_ssize_t n = slice.shape[0]
+    if row.shape[0] != n or col.shape[0] != n or snr.shape[0] != n:
+        raise ValueError("slice, row, col and snr differ in length")
+    cdef cnp.ndarray[cnp.uint8_t, ndim=1] keep = np.empty(max(n, 1), np.uint8)
+    cdef const int64_t *ps = &slice[0] if n else NULL
+    cdef const int64_t *pr = &row[0] if n else NULL
+    cdef const int64_t *pc = &col[0] if n else NULL
+    cdef const double *pv = &snr[0] if n else NULL
+    cdef int st
+    with nogil:
+        st = ncalc_merge_slices(ps, pr, pc, pv, n, radius2, k, <uint8_t *>&keep[0], nthreads)
+    if st == -1:
+        raise ValueError("merge_slices: points not sorted by slice and row, or out of range")
+    _check(st)
+    return keep[:n].view(bool)
+
+
 def top_k(const cnp.float64_t[::1] values not None, Py_ssize_t k):
     """Indices (increasing, int64) of the k largest values, the earliest
     among those equal to the k-th largest (see ncalc_top_k in

@@ -118,24 +118,75 @@ def _merge_slices_reference(per_slice, radius_px):
     return {k: v[keep] for k, v in allc.items()}
 
 
-def test_merge_slices_equals_the_plain_rule():
-    """Random candidates on few pixels (many neighbours), SNR ties and NaNs,
-    gaps between slices, radius 0 to 6."""
+@pytest.mark.parametrize("path", ["kernel", "numpy"])
+def test_merge_slices_equals_the_plain_rule(path, monkeypatch):
+    """Random candidates on few pixels (many neighbours), SNR ties, NaNs
+    and infinities, gaps between slices, radius 0 to 6, 1 to 3 threads. The
+    C kernel (candidates in raster order within each slice, as the slices
+    give them) and the NumPy code (the kernel switched off, or candidates
+    not in raster order) both equal the plain rule."""
+    from napari_calc import _kernel
+
+    calls = []
+    if path == "kernel":
+        real = _kernel.merge_slices
+        monkeypatch.setattr(_kernel, "merge_slices", lambda *a: calls.append(1) or real(*a))
     rng = np.random.default_rng(3)
-    for t in range(200):
+    for t in range(300):
         per = []
         for s in range(int(rng.integers(1, 7))):
             m, side = int(rng.integers(0, 150)), int(rng.integers(4, 60))
             snr = np.round(rng.random(m) * 5, 1)
             snr[rng.random(m) < 0.05] = np.nan
-            per.append(dict(row=rng.integers(0, side, m).astype(np.int64),
-                            col=rng.integers(0, side, m).astype(np.int64), snr=snr,
+            snr[rng.random(m) < 0.02] = np.inf
+            row, col = rng.integers(0, side, m).astype(np.int64), rng.integers(0, side, m).astype(np.int64)
+            if path == "kernel" and t % 7:  # raster order (every 7th trial: not, so NumPy)
+                o = np.lexsort((col, row))
+                row, col, snr = row[o], col[o], snr[o]
+            per.append(dict(row=row, col=col, snr=snr,
                             slice=np.full(m, s + (2 if t % 5 == 0 else 0) * (s % 2), dtype=np.int64)))
         radius = float(rng.choice([0.0, 1.0, 2.5, 3.0, 4.3, 6.0]))
-        got, want = D._merge_slices(per, radius), _merge_slices_reference(per, radius)
+        monkeypatch.setattr(D, "_MERGE_KERNEL", path == "kernel")
+        got = D._merge_slices(per, radius, nthreads=int(rng.integers(1, 4)))
+        want = _merge_slices_reference(per, radius)
         assert got.keys() == want.keys()
         for k in want:
             np.testing.assert_array_equal(got[k], want[k])
+    if path == "kernel":
+        assert len(calls) > 200  # the kernel ran (and the unsorted trials fell back)
+
+
+def test_merge_slices_kernel_arguments():
+    """The kernel refuses points out of slice-then-row order or too far out
+    (the Python side then uses NumPy), and gives the same flags for any
+    thread count on a stack-sized input."""
+    from napari_calc import _kernel
+
+    z = np.zeros(3, np.int64)
+    with pytest.raises(ValueError):
+        _kernel.merge_slices(z, np.array([0, 2, 1]), z, np.ones(3), 4.0, 2)
+    with pytest.raises(ValueError):
+        _kernel.merge_slices(np.array([1, 0, 0]), z, z, np.ones(3), 4.0, 2)
+    with pytest.raises(ValueError):
+        _kernel.merge_slices(z, z, np.array([0, 1 << 40, 0]), np.ones(3), 4.0, 2)
+    assert _kernel.merge_slices(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                                np.zeros(0), 4.0, 2).shape == (0,)
+    rng = np.random.default_rng(5)
+    n = 60_000
+    sl = np.sort(rng.integers(0, 30, n))
+    row = rng.integers(0, 2000, n)
+    o = np.lexsort((row, sl))
+    sl, row = sl[o], row[o]
+    col = rng.integers(0, 1600, n)
+    snr = np.round(rng.random(n) * 20, 2)
+    flags = [_kernel.merge_slices(sl, row, col, snr, 8.5 ** 2, 8, t) for t in (1, 2, 3)]
+    np.testing.assert_array_equal(flags[0], flags[1])
+    np.testing.assert_array_equal(flags[0], flags[2])
+    per = [dict(row=row[sl == s], col=col[sl == s], snr=snr[sl == s], slice=sl[sl == s]) for s in range(30)]
+    want = _merge_slices_reference(per, 8.5)
+    got = {k: np.concatenate([d[k] for d in per])[flags[0]] for k in per[0]}
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
 
 
 def _tables(det):

@@ -617,7 +617,33 @@ def _near_pairs(ra, ca, rb, cb, radius: float, same: bool) -> tuple[np.ndarray, 
     return i[ok], j[ok]
 
 
-def _merge_slices(per_slice: list[dict], radius_px: float) -> dict:
+#: Use the C kernel for the suppression across slices (tests switch it off
+#: to compare with the NumPy code).
+_MERGE_KERNEL = True
+
+
+def _merge_keep_kernel(sl, row, col, snr, radius_px: float, nthreads: int = 0) -> np.ndarray | None:
+    """The keep flags of :func:`_merge_slices` from the C kernel
+    (``_kernel.merge_slices``: each point looks for a stronger one in the
+    row window of its slice and the adjacent ones), or None to use NumPy:
+    no kernel, switched off (:data:`_MERGE_KERNEL`), or points not in
+    slice-then-row order (the slices' candidates come in raster order)."""
+    if not _MERGE_KERNEL or not _kernel_has("merge_slices"):
+        return None
+    from .. import _kernel
+
+    sl = np.ascontiguousarray(sl, dtype=np.int64)
+    if len(sl) > 1 and not ((np.diff(sl) > 0) | ((sl[1:] == sl[:-1]) & (row[1:] >= row[:-1]))).all():
+        return None
+    try:
+        return _kernel.merge_slices(sl, np.ascontiguousarray(row), np.ascontiguousarray(col),
+                                    np.ascontiguousarray(snr, dtype=np.float64), float(radius_px) ** 2,
+                                    int(math.floor(radius_px)), int(nthreads))
+    except ValueError:  # coordinates out of the kernel's range: NumPy decides
+        return None
+
+
+def _merge_slices(per_slice: list[dict], radius_px: float, nthreads: int = 0) -> dict:
     """3-D non-maximum suppression: one calcification spans a few slices;
     a detection is dropped when a stronger one (higher SNR; on ties, the
     earlier one in slice order) lies within ``radius_px`` in-plane on the
@@ -632,6 +658,9 @@ def _merge_slices(per_slice: list[dict], radius_px: float) -> dict:
     row = allc["row"].astype(np.int64)
     col = allc["col"].astype(np.int64)
     sl = allc["slice"]
+    keep = _merge_keep_kernel(sl, row, col, allc["snr"], radius_px, nthreads)
+    if keep is not None:
+        return {k: v[keep] for k, v in allc.items()}
     by_slice = {int(v): np.flatnonzero(sl == v) for v in np.unique(sl)}
     found_i, found_j = [], []
     for v, ia in by_slice.items():
@@ -669,7 +698,7 @@ def _merge_and_measure(planes, pre: list[tuple], spacing_yx, p: DetectionParams,
     lite = [dict(row=rr.astype(np.int64), col=cc.astype(np.int64), snr=snr,
                  slice=np.full(len(rr), s, dtype=np.int64), k=np.arange(len(rr)))
             for s, (_, (rr, cc, snr, *_rest)) in enumerate(pre)]
-    m = _merge_slices(lite, p.nms_radius_mm / min(spacing_yx))
+    m = _merge_slices(lite, p.nms_radius_mm / min(spacing_yx), nthreads)
     if len(m["row"]) > p.max_candidates:
         keep = _top_k(m["snr"], p.max_candidates)
         m = {key: v[keep] for key, v in m.items()}
