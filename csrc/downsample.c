@@ -217,3 +217,39 @@ ptrdiff_t ncalc_largest_component(const uint8_t *a, ptrdiff_t rows, ptrdiff_t co
     free(stack);
     return ncomp;
 }
+
+int ncalc_plane_mean(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_ld, ptrdiff_t n,
+                     float *out, int nthreads)
+{
+    if (!img || !out || planes < 1 || n < 0 || plane_ld < n) return NCALC_EINVAL;
+    if (dtype != NCALC_U16 && dtype != NCALC_F32) return NCALC_EINVAL;
+    const float div = (float)planes;
+    const ptrdiff_t chunk = 4096;
+    const ptrdiff_t nchunks = (n + chunk - 1) / chunk;
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nchunks > 1)
+    for (ptrdiff_t b = 0; b < nchunks; b++) {
+        const ptrdiff_t i0 = b * chunk, m = n - i0 < chunk ? n - i0 : chunk;
+        float *restrict o = out + i0;
+        /* the planes in order, one float32 addition each (numpy's order
+         * for a reduction over the outer axis), then one division */
+        if (dtype == NCALC_U16) {
+            const uint16_t *x = (const uint16_t *)img + i0;
+            for (ptrdiff_t j = 0; j < m; j++) o[j] = (float)x[j];
+            for (ptrdiff_t k = 1; k < planes; k++) {
+                const uint16_t *restrict xk = x + k * plane_ld;
+                for (ptrdiff_t j = 0; j < m; j++) o[j] += (float)xk[j];
+            }
+        } else {
+            const float *x = (const float *)img + i0;
+            for (ptrdiff_t j = 0; j < m; j++) o[j] = x[j];
+            for (ptrdiff_t k = 1; k < planes; k++) {
+                const float *restrict xk = x + k * plane_ld;
+                for (ptrdiff_t j = 0; j < m; j++) o[j] += xk[j];
+            }
+        }
+        for (ptrdiff_t j = 0; j < m; j++) o[j] /= div;
+    }
+    return NCALC_OK;
+}

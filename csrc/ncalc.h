@@ -308,6 +308,16 @@ int ncalc_block_mean(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                      ptrdiff_t fy, ptrdiff_t fx, double *out, int nthreads);
 
 /*
+ * Mean of planes: out[i] = (x_0[i] + x_1[i] + ... + x_{planes-1}[i]) /
+ * planes in float32, the additions in plane order (numpy's float32 mean
+ * over the outer axis, x.mean(axis=0, dtype=float32), bit for bit), with
+ * x_k = img + k plane_ld (in pixels; plane_ld >= n), each plane n
+ * contiguous uint16 or float32 pixels. Chunks of pixels in parallel.
+ */
+int ncalc_plane_mean(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_ld, ptrdiff_t n,
+                     float *out, int nthreads);
+
+/*
  * Sort: out = x[0..n-1] in increasing order (n >= 0; x and out may be the
  * same array). Exactly the values of numpy.sort(x), in its order, except
  * that -0 is placed before +0 (numpy.sort leaves equal values in any

@@ -414,6 +414,34 @@ def block_mean(cnp.ndarray img not None, Py_ssize_t fy, Py_ssize_t fx, int nthre
 
 
 cdef extern from "ncalc.h" nogil:
+    int ncalc_plane_mean(const void *img, int dtype, Py_ssize_t planes, Py_ssize_t plane_ld,
+                         Py_ssize_t n, float *out, int nthreads)
+
+
+def plane_mean(cnp.ndarray img not None, int nthreads=0):
+    """img.mean(axis=0, dtype=float32) of a 3-D stack of uint16/float32
+    planes, each plane C-contiguous (planes may be any whole number of
+    pixels apart), bit for bit (see ncalc_plane_mean in csrc/ncalc.h)."""
+    cdef int dt = _pixel_code(img)
+    if img.ndim != 3 or img.shape[0] < 1:
+        raise ValueError("plane_mean needs a 3-D stack of at least one plane")
+    cdef Py_ssize_t item = img.itemsize, rows = img.shape[1], cols = img.shape[2]
+    if img.strides[2] != item or img.strides[1] != cols * item:
+        raise ValueError("each plane must be C-contiguous")
+    if img.shape[0] > 1 and (img.strides[0] % item != 0 or img.strides[0] < rows * cols * item):
+        raise ValueError("planes must not overlap")
+    cdef Py_ssize_t ld = img.strides[0] // item if img.shape[0] > 1 else rows * cols
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] out = np.empty((rows, cols), np.float32)
+    cdef const void *src = cnp.PyArray_DATA(img)
+    cdef int st = 0
+    if rows and cols:
+        with nogil:
+            st = ncalc_plane_mean(src, dt, img.shape[0], ld, rows * cols, &out[0, 0], nthreads)
+    _check(st)
+    return out
+
+
+cdef extern from "ncalc.h" nogil:
     Py_ssize_t ncalc_nlf_samples(const void *img, int dtype, Py_ssize_t planes,
                                  Py_ssize_t plane_ld, Py_ssize_t rows, Py_ssize_t cols,
                                  Py_ssize_t ld, Py_ssize_t k, const uint8_t *smask, float *resid,

@@ -438,3 +438,71 @@ def test_largest_component_is_scipys(shape):
             np.testing.assert_array_equal(got, ref)
         else:
             assert got is None
+
+
+# --- stacks: the mean projection, and the tile grid's median ---------------
+
+@pytest.mark.parametrize("planes,rows,cols", [(1, 1, 1), (1, 5, 3), (3, 7, 9), (9, 64, 70), (60, 33, 17)])
+def test_plane_mean_is_numpys_float32_mean(planes, rows, cols):
+    """``_kernel.plane_mean`` is ``x.mean(axis=0, dtype=np.float32)`` bit for
+    bit (float32 additions in plane order: values large enough that another
+    order would round differently), for uint16 and float32 planes,
+    contiguous or every k-th plane of a stack, on 1-3 threads."""
+    rng = np.random.default_rng(planes * 100 + rows)
+    st = rng.integers(0, 65536, (2 * planes, rows, cols)).astype(np.uint16)
+    for x in (st[:planes], st[::2], st[:planes].astype(np.float32) * np.float32(1e3),
+              (rng.standard_normal((planes, rows, cols)) * 1e4).astype(np.float32)):
+        want = x.mean(axis=0, dtype=np.float32)
+        for nt in (1, 2, 3):
+            got = _kernel.plane_mean(x, nt)
+            assert got.dtype == np.float32 and got.shape == want.shape
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+            np.testing.assert_array_equal(D._mean_projection(x, nt).view(np.uint32), want.view(np.uint32))
+
+
+def test_plane_mean_refuses_other_layouts():
+    x = np.zeros((3, 4, 6), np.uint16)
+    for bad in (x[:, :, ::2], x[:, ::2], x[::-1], np.zeros((0, 4, 6), np.uint16), x[0]):
+        with pytest.raises(ValueError):
+            _kernel.plane_mean(bad)
+    with pytest.raises(TypeError):
+        _kernel.plane_mean(x.astype(np.int32))
+    # detect's helper then takes NumPy's mean (the same values)
+    y = np.arange(3 * 4 * 6, dtype=np.uint16).reshape(3, 4, 6)[:, :, ::2]
+    np.testing.assert_array_equal(D._mean_projection(y, 0), y.mean(axis=0, dtype=np.float32))
+
+
+def test_median_f32_is_numpys_median():
+    """Odd and even lengths, ties, signed zeros (numpy.median's mean turns
+    -0 into +0), infinities and huge values."""
+    rng = np.random.default_rng(9)
+    cases = [np.array([-0.0], np.float32), np.array([-0.0, -0.0], np.float32),
+             np.array([0.0, -0.0, -0.0], np.float32), np.array([np.inf, 1, 2], np.float32),
+             np.array([3e38, 3e38], np.float32), np.array([-np.inf, np.inf], np.float32)]
+    for t in range(400):
+        n = int(rng.integers(1, 300))
+        a = (rng.standard_normal(n) * rng.choice([1e-3, 1.0, 1e5])).astype(np.float32)
+        if t % 3 == 0:
+            a = np.round(a, 1)
+        if t % 5 == 0:
+            a[rng.random(n) < 0.5] = rng.choice([0.0, -0.0])
+        cases.append(a)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a in cases:
+            got, want = D._median_f32(a), float(np.median(a))
+            assert got == want or (np.isnan(got) and np.isnan(want)), (a, got, want)
+            assert np.signbit(got) == np.signbit(want), (a, got, want)
+
+
+def test_stack_detect_same_with_and_without_the_kernels(monkeypatch):
+    """A stack: the mean projection, the tile grids and the suppression
+    across slices in C give what the NumPy code gives."""
+    ph = make_phantom(seed=4, spacing_mm=0.2, n_slices=10)
+    got = napari_calc.detect(ph.image)
+    monkeypatch.setattr(D, "_PEAK_KERNEL", False)
+    monkeypatch.setattr(D, "_MERGE_KERNEL", False)
+    ref = napari_calc.detect(ph.image)
+    assert len(ref.calcifications) > 0
+    assert got.calcifications.equals(ref.calcifications)
+    assert got.clusters.equals(ref.clusters)
+    assert got.extra.equals(ref.extra)

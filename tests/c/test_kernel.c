@@ -539,6 +539,58 @@ static void serial_steps(void)
     }
 }
 
+/* The stack steps: the planes' mean and the suppression across slices. */
+static void stack_steps(void)
+{
+    const ptrdiff_t planes = 3, n = 35, ld = 40;
+    uint16_t *u = malloc(sizeof(uint16_t) * (size_t)(planes * ld));
+    float *f = malloc(sizeof(float) * (size_t)(planes * ld));
+    float *out = malloc(sizeof(float) * (size_t)n);
+    for (ptrdiff_t i = 0; i < planes * ld; i++) {
+        u[i] = (uint16_t)(rnd() & 0xffff);
+        f[i] = (float)(rnd() % 100000) * 0.37f;
+    }
+    for (int t = 1; t <= 2; t++) {
+        CHECK(ncalc_plane_mean(u, NCALC_U16, planes, ld, n, out, t) == NCALC_OK, "plane mean u16");
+        for (ptrdiff_t i = 0; i < n; i++) {
+            float s = (float)u[i];
+            for (ptrdiff_t k = 1; k < planes; k++) s += (float)u[k * ld + i];
+            CHECK(out[i] == s / 3.0f, "plane mean u16 %td", i);
+        }
+        CHECK(ncalc_plane_mean(f, NCALC_F32, planes, ld, n, out, t) == NCALC_OK, "plane mean f32");
+        for (ptrdiff_t i = 0; i < n; i++) {
+            float s = f[i];
+            for (ptrdiff_t k = 1; k < planes; k++) s += f[k * ld + i];
+            CHECK(out[i] == s / 3.0f, "plane mean f32 %td", i);
+        }
+    }
+    CHECK(ncalc_plane_mean(u, NCALC_U16, 0, ld, n, out, 1) == NCALC_EINVAL, "plane mean no plane");
+    CHECK(ncalc_plane_mean(u, NCALC_U16, planes, n - 1, n, out, 1) == NCALC_EINVAL, "plane mean overlap");
+    CHECK(ncalc_plane_mean(u, NCALC_U16, 1, 0, 0, out, 1) == NCALC_OK, "plane mean empty");
+    free(u);
+    free(f);
+    free(out);
+
+    /* slices 0, 0, 1, 3: point 1 beats point 0 (same slice, closer than 2),
+     * point 2 (adjacent slice, weaker) loses to point 1, point 3 is alone
+     * (slice 3 is not next to 1) */
+    const int64_t sl[4] = {0, 0, 1, 3}, rw[4] = {5, 6, 6, 6}, cl[4] = {5, 5, 6, 6};
+    const double snr[4] = {1.0, 2.0, 1.5, 0.5};
+    uint8_t keep[4];
+    for (int t = 1; t <= 3; t++) {
+        CHECK(ncalc_merge_slices(sl, rw, cl, snr, 4, 4.0, 2, keep, t) == NCALC_OK, "merge");
+        CHECK(keep[0] == 0 && keep[1] == 1 && keep[2] == 0 && keep[3] == 1, "merge flags %d%d%d%d",
+              keep[0], keep[1], keep[2], keep[3]);
+    }
+    const double tie[4] = {NAN, NAN, 2.0, 2.0}; /* NaN weakest; ties to the earlier */
+    CHECK(ncalc_merge_slices(sl, rw, cl, tie, 4, 4.0, 2, keep, 1) == NCALC_OK, "merge ties");
+    CHECK(keep[0] == 0 && keep[1] == 0 && keep[2] == 1 && keep[3] == 1, "merge tie flags");
+    const int64_t back[4] = {0, 1, 0, 1};
+    CHECK(ncalc_merge_slices(back, rw, cl, snr, 4, 4.0, 2, keep, 1) == NCALC_EINVAL, "merge unsorted");
+    CHECK(ncalc_merge_slices(sl, rw, cl, snr, 0, 4.0, 2, NULL, 1) == NCALC_OK, "merge empty");
+    CHECK(ncalc_merge_slices(sl, rw, cl, snr, 4, -1.0, 2, keep, 1) == NCALC_EINVAL, "merge radius");
+}
+
 /* The scratch pool (csrc/buffers.c): reuse, the size rule, eviction,
  * the byte limit, alignment, concurrent use and release. */
 static void buffer_pool(void)
@@ -625,6 +677,7 @@ int main(void)
     stage_paths();
     crops_and_nlf();
     serial_steps();
+    stack_steps();
     buffer_pool();
     ncalc_release_buffers(); /* nothing left for the leak checkers */
     if (failures) {
