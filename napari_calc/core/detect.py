@@ -426,8 +426,10 @@ def release_buffers() -> None:
     reusable scratch (at most 256 MiB, shared by all threads: about 3 bytes
     per pixel of the octave DoG's coarser levels)."""
     _SCRATCH.bufs = None
-    from .. import _kernel
-
+    try:
+        from .. import _kernel
+    except ImportError:  # a checkout without the built kernel: nothing held
+        return
     if hasattr(_kernel, "release_buffers"):
         _kernel.release_buffers()
 
