@@ -40,7 +40,14 @@ static SRWLOCK pool_lock = SRWLOCK_INIT;
 #elif defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-#define POOL_LOCK() pthread_mutex_lock(&pool_lock)
+/* fork() while another thread holds the lock would leave it locked for
+ * ever in the child: the forking thread takes it first and both sides
+ * release it after (registered on first use) */
+static pthread_once_t pool_atfork_once = PTHREAD_ONCE_INIT;
+static void pool_prepare(void) { pthread_mutex_lock(&pool_lock); }
+static void pool_release(void) { pthread_mutex_unlock(&pool_lock); }
+static void pool_atfork(void) { pthread_atfork(pool_prepare, pool_release, pool_release); }
+#define POOL_LOCK() (pthread_once(&pool_atfork_once, pool_atfork), pthread_mutex_lock(&pool_lock))
 #define POOL_UNLOCK() pthread_mutex_unlock(&pool_lock)
 #else
 #ifndef NCALC_NO_POOL
@@ -78,7 +85,9 @@ typedef struct {
 
 static slot_t pool[NCALC_POOL_SLOTS];
 static size_t pool_bytes;
+#ifndef NCALC_NO_POOL
 static unsigned long pool_clock;
+#endif
 
 static void *raw_alloc(size_t cap)
 {

@@ -14,6 +14,9 @@
  * counts, symmetric images give symmetric responses) and exits non-zero on
  * any failure.
  */
+#if (defined(__unix__) || defined(__APPLE__)) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L /* fork, waitpid, _exit */
+#endif
 #include "ncalc.h"
 
 #include <math.h>
@@ -21,6 +24,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
 
 static int failures = 0;
 #define CHECK(cond, ...) do { if (!(cond)) { failures++; fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
@@ -661,6 +669,24 @@ static void buffer_pool(void)
     CHECK(bad == 0, "pool concurrent %d", bad);
     ncalc_release_buffers();
     CHECK(ncalc_buffers_held() == 0, "pool released at the end");
+#if defined(__unix__) || defined(__APPLE__)
+    /* a child process can use the pool that its parent had in use */
+    void *held = ncalc_buffer_get(3000);
+    ncalc_buffer_put(held);
+    fflush(NULL);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        void *c1 = ncalc_buffer_get(2000);
+        ncalc_buffer_put(c1);
+        const int ok = ncalc_buffers_held() == 3000;
+        ncalc_release_buffers();
+        _exit(ok ? 0 : 3);
+    }
+    int wst = 0;
+    CHECK(pid > 0 && waitpid(pid, &wst, 0) == pid && WIFEXITED(wst) && WEXITSTATUS(wst) == 0,
+          "pool after fork (status %d)", wst);
+    ncalc_release_buffers();
+#endif
 }
 
 int main(void)
