@@ -386,6 +386,32 @@ int ncalc_ramp_z(const double *X, ptrdiff_t n, int nfeat, const int *nknots, con
                  int nthreads);
 
 /*
+ * Points within a radius (neighbours.c). pos: n x dim doubles (dim 1..3,
+ * finite), radius > 0. Points i != j are neighbours when
+ *     ((0 + (p_i0 - p_j0)^2) + (p_i1 - p_j1)^2) + ...  <= radius * radius
+ * in double: the pairs of scipy.spatial.cKDTree.query_pairs(radius).
+ * NCALC_EINVAL for a bad argument or a non-finite coordinate; NCALC_ENOMEM
+ * when the neighbour lists (4 bytes per ordered pair) do not fit.
+ *
+ * ncalc_neighbour_sums: count[i] = the number of neighbours of i, and
+ *     sum[i] = 0.0 + weight[j1] + weight[j2] + ...  over its neighbours in
+ *     increasing index order j1 < j2 < ... (left to right, in double);
+ *     either output may be NULL, not both (weight is needed for sum).
+ * ncalc_radius_clusters: the clustering rule of
+ *     napari_calc.core.cluster.cluster_calcifications: a core point has at
+ *     least min_size (>= 2) points within the radius, itself included;
+ *     clusters are the connected components of the core-core neighbour
+ *     pairs, numbered from 0 in order of their lowest-index core point;
+ *     labels[i] is that number for a core point, the lowest number among
+ *     its core neighbours' for any other point, and -1 without one.
+ * Points in parallel; the results do not depend on the thread count.
+ */
+int ncalc_neighbour_sums(const double *pos, ptrdiff_t n, int dim, double radius,
+                         const double *weight, double *sum, int64_t *count, int nthreads);
+int ncalc_radius_clusters(const double *pos, ptrdiff_t n, int dim, double radius, int64_t min_size,
+                          int64_t *labels, int nthreads);
+
+/*
  * Histogram with uniform bins, exactly numpy.histogram(x, bins=nbins,
  * range=(lo, hi)) for finite lo < hi, given edges = the nbins + 1 bin edges
  * numpy uses (numpy.linspace(lo, hi, nbins + 1)). Each x with

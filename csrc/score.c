@@ -41,7 +41,7 @@ int ncalc_ramp_z(const double *X, ptrdiff_t n, int nfeat, const int *nknots, con
     ncol += ninter;
     int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
-#pragma omp parallel for num_threads(nt) schedule(static) if (n > 4096)
+#pragma omp parallel for num_threads(nt) schedule(static) if (n > 1024)
     for (ptrdiff_t i = 0; i < n; i++) {
         const double *x = X + i * nfeat;
         double *o = out + i * ncol;

@@ -750,3 +750,48 @@ def largest_component(a not None):
     if n < 0:
         _check(<int>n)
     return int(n), (out.view(bool) if n else None)
+
+
+cdef extern from "ncalc.h" nogil:
+    int ncalc_neighbour_sums(const double *pos, Py_ssize_t n, int dim, double radius,
+                             const double *weight, double *sum, int64_t *count, int nthreads)
+    int ncalc_radius_clusters(const double *pos, Py_ssize_t n, int dim, double radius,
+                              int64_t min_size, int64_t *labels, int nthreads)
+
+
+def neighbour_sums(const cnp.float64_t[:, ::1] pos not None, const cnp.float64_t[::1] weight not None,
+                   double radius, int nthreads=0):
+    """(sum, count): for each point, the sum of weight over the other points
+    within radius (in increasing index order) and their number (float64,
+    int64); see ncalc_neighbour_sums in csrc/ncalc.h. ValueError for a
+    non-finite position or radius <= 0."""
+    cdef Py_ssize_t n = pos.shape[0]
+    cdef int dim = <int>pos.shape[1]
+    if weight.shape[0] != n:
+        raise ValueError("pos and weight differ in length")
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] total = np.zeros(max(n, 1), np.float64)
+    cdef cnp.ndarray[cnp.int64_t, ndim=1] count = np.zeros(max(n, 1), np.int64)
+    cdef const double *pp = &pos[0, 0] if n else NULL
+    cdef const double *pw = &weight[0] if n else NULL
+    cdef int st
+    with nogil:
+        st = ncalc_neighbour_sums(pp, n, dim, radius, pw, &total[0], <int64_t *>&count[0], nthreads)
+    _check(st)
+    return total[:n], count[:n]
+
+
+def radius_clusters(const cnp.float64_t[:, ::1] pos not None, double radius, int64_t min_size,
+                    int nthreads=0):
+    """Cluster label (int64, -1 for none) of each point under the rule of
+    napari_calc.core.cluster.cluster_calcifications; see
+    ncalc_radius_clusters in csrc/ncalc.h. ValueError for a non-finite
+    position, radius <= 0 or min_size < 2."""
+    cdef Py_ssize_t n = pos.shape[0]
+    cdef int dim = <int>pos.shape[1]
+    cdef cnp.ndarray[cnp.int64_t, ndim=1] labels = np.empty(max(n, 1), np.int64)
+    cdef const double *pp = &pos[0, 0] if n else NULL
+    cdef int st
+    with nogil:
+        st = ncalc_radius_clusters(pp, n, dim, radius, min_size, <int64_t *>&labels[0], nthreads)
+    _check(st)
+    return labels[:n]

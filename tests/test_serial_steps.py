@@ -271,9 +271,9 @@ def test_ramp_kernel_on_the_shipped_model(monkeypatch):
     img = make_phantom(seed=2, spacing_mm=0.1).image.pixels
     seen = {}
 
-    def keep(c, spacing):
+    def keep(c, spacing, *args):
         seen["c"], seen["sp"] = c, spacing
-        return orig(c, spacing)
+        return orig(c, spacing, *args)
 
     orig = D._score
     monkeypatch.setattr(D, "_score", keep)

@@ -31,7 +31,7 @@ DEFAULT_CLUSTER_RADIUS_MM = math.sqrt(100.0 / math.pi)
 
 
 def cluster_calcifications(positions_mm: np.ndarray, *, radius_mm: float = DEFAULT_CLUSTER_RADIUS_MM,
-                           min_size: int = 3) -> np.ndarray:
+                           min_size: int = 3, n_threads: int = 0) -> np.ndarray:
     """Cluster labels of calcifications.
 
     Parameters
@@ -43,6 +43,9 @@ def cluster_calcifications(positions_mm: np.ndarray, *, radius_mm: float = DEFAU
     min_size : int
         Calcifications, including the point itself, needed in a
         neighbourhood to make a core point (BI-RADS: 3).
+    n_threads : int
+        Threads of the C kernel (0: OpenMP default); the labels do not
+        depend on it.
 
     Returns
     -------
@@ -54,8 +57,11 @@ def cluster_calcifications(positions_mm: np.ndarray, *, radius_mm: float = DEFAU
 
     Notes
     -----
-    Vectorised: neighbour pairs from a k-d tree, clusters as the connected
-    components of the core-core pairs; no Python loop over points.
+    The neighbour pairs are those of :meth:`scipy.spatial.cKDTree.query_pairs`
+    (distance <= ``radius_mm``). In C (``_kernel.radius_clusters``) for
+    finite positions in 1 to 3 dimensions; else vectorised NumPy/SciPy
+    (pairs from a k-d tree, clusters as the connected components of the
+    core-core pairs). The same labels either way.
     """
     if not (radius_mm > 0):
         raise InvalidParameterError(f"cluster radius must be > 0 mm, got {radius_mm}")
@@ -66,6 +72,9 @@ def cluster_calcifications(positions_mm: np.ndarray, *, radius_mm: float = DEFAU
     labels = np.full(n, NO_CLUSTER, dtype=np.int64)
     if n == 0:
         return labels
+    fast = _radius_clusters_kernel(pts, float(radius_mm), int(min_size), int(n_threads))
+    if fast is not None:
+        return fast
     pairs = cKDTree(pts).query_pairs(r=radius_mm, output_type="ndarray")
     a = pairs[:, 0].astype(np.int64) if len(pairs) else np.empty(0, np.int64)
     b = pairs[:, 1].astype(np.int64) if len(pairs) else np.empty(0, np.int64)
@@ -97,6 +106,29 @@ def cluster_calcifications(positions_mm: np.ndarray, *, radius_mm: float = DEFAU
         hit = best != big
         labels[hit] = best[hit]
     return labels
+
+
+#: Use the C kernel in cluster_calcifications (tests switch it off to
+#: compare with the NumPy code path).
+_CLUSTER_KERNEL = True
+
+
+def _radius_clusters_kernel(pts: np.ndarray, radius_mm: float, min_size: int, n_threads: int) -> np.ndarray | None:
+    """The labels of :func:`cluster_calcifications` from
+    ``_kernel.radius_clusters``, or None (no kernel, switched off, or
+    positions it does not take: NumPy decides)."""
+    if not _CLUSTER_KERNEL or pts.ndim != 2 or not 1 <= pts.shape[1] <= 3:
+        return None
+    try:
+        from .. import _kernel
+    except ImportError:
+        return None
+    if not hasattr(_kernel, "radius_clusters"):
+        return None
+    try:
+        return _kernel.radius_clusters(np.ascontiguousarray(pts), radius_mm, min_size, n_threads)
+    except ValueError:  # non-finite positions: NumPy decides
+        return None
 
 
 def _pairwise_max(sub: np.ndarray, block: int = 2048) -> float:

@@ -612,7 +612,7 @@ def _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, rr, cc, snr, noise, r
     return out
 
 
-def _score(c: dict, spacing: tuple[float, ...]) -> np.ndarray:
+def _score(c: dict, spacing: tuple[float, ...], n_threads: int = 0) -> np.ndarray:
     """Calibrated probability of being a microcalcification, from the
     shipped model (:mod:`napari_calc.core.score`; its context stage uses
     the candidates' positions in mm)."""
@@ -626,7 +626,7 @@ def _score(c: dict, spacing: tuple[float, ...]) -> np.ndarray:
     pos = [c["row"] * spacing[-2], c["col"] * spacing[-1]]
     if len(spacing) == 3:
         pos.insert(0, c["slice"] * spacing[0])
-    return candidate_probability(X, np.column_stack(pos).astype(float), model)
+    return candidate_probability(X, np.column_stack(pos).astype(float), model, n_threads=n_threads)
 
 
 def _near_pairs(ra, ca, rb, cb, radius: float, same: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -863,7 +863,7 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     if len(c["row"]) > p.max_candidates:
         keep = _top_k(c["snr"], p.max_candidates)
         c = {k: v[keep] for k, v in c.items()}
-    score = _score(c, spacing)
+    score = _score(c, spacing, n_threads)
     if p.keep_min_score > 0 and len(score):
         keep = score >= p.keep_min_score
         c = {k: v[keep] for k, v in c.items()}
@@ -877,7 +877,7 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     # clusters as assign_clusters() sets them (every status is "candidate"),
     # from the arrays rather than through the DataFrame
     pos = [y_mm, x_mm] if nd == 2 else [c["slice"] * spacing[0], y_mm, x_mm]
-    cluster_id = _cluster_ids(np.column_stack(pos), score >= p.cluster_min_score, p)
+    cluster_id = _cluster_ids(np.column_stack(pos), score >= p.cluster_min_score, p, n_threads)
     columns = {
         "calc_id": np.arange(n, dtype=np.int64),
         "row": c["row"],
@@ -922,11 +922,11 @@ def assign_clusters(calcs: pd.DataFrame, p: DetectionParams | None = None, ndim:
     calcs["cluster_id"] = _cluster_ids(calcs[cols].to_numpy(float), take, p)
 
 
-def _cluster_ids(points_mm: np.ndarray, take: np.ndarray, p: DetectionParams) -> np.ndarray:
+def _cluster_ids(points_mm: np.ndarray, take: np.ndarray, p: DetectionParams, n_threads: int = 0) -> np.ndarray:
     """Cluster id of each point (:data:`NO_CLUSTER` where ``take`` is False
     or the point is in no cluster): the clustering rule of
     :func:`assign_clusters`, on arrays."""
     ids = np.full(len(points_mm), NO_CLUSTER, dtype=np.int64)
     ids[take] = cluster_calcifications(points_mm[take], radius_mm=p.cluster_radius_mm,
-                                       min_size=int(p.min_cluster_size))
+                                       min_size=int(p.min_cluster_size), n_threads=n_threads)
     return ids

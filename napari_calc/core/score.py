@@ -404,7 +404,7 @@ def basis_groups(knots, interactions=()) -> list[int]:
 _RAMP_KERNEL = True
 
 
-def _basis_z(X: np.ndarray, part: dict) -> np.ndarray | None:
+def _basis_z(X: np.ndarray, part: dict, n_threads: int = 0) -> np.ndarray | None:
     """``(ramp_basis(X, knots, interactions) - mean) / scale`` of a model
     part from the C kernel (``_kernel.ramp_z``): the same floats as NumPy,
     without a temporary per basis column. None (use NumPy) when the kernel
@@ -430,13 +430,13 @@ def _basis_z(X: np.ndarray, part: dict) -> np.ndarray | None:
         return None
     out = np.empty((len(X), len(mu)))  # as X - mu would be: the same layout for the product
     try:
-        return _kernel.ramp_z(np.ascontiguousarray(X), knots, inter, mu, sc, out, 1)
+        return _kernel.ramp_z(np.ascontiguousarray(X), knots, inter, mu, sc, out, int(n_threads))
     except ValueError:  # non-finite knots, sizes that do not fit: NumPy decides
         return None
 
 
-def _logistic_logit(X: np.ndarray, part: dict) -> np.ndarray:
-    Z = _basis_z(X, part) if "knots" in part else None
+def _logistic_logit(X: np.ndarray, part: dict, n_threads: int = 0) -> np.ndarray:
+    Z = _basis_z(X, part, n_threads) if "knots" in part else None
     if Z is None:
         if "knots" in part:
             X = ramp_basis(X, part["knots"], [tuple(t) for t in part.get("interactions", [])])
@@ -467,7 +467,8 @@ def calc_probability(X: np.ndarray, model: dict | None = None) -> np.ndarray:
     return _sigmoid(_logistic_logit(X, part))
 
 
-def context_feature(positions_mm: np.ndarray, prob: np.ndarray, radius_mm: float | None = None) -> np.ndarray:
+def context_feature(positions_mm: np.ndarray, prob: np.ndarray, radius_mm: float | None = None, *,
+                    n_threads: int = 0) -> np.ndarray:
     """``log(1 + sum of prob of the other candidates within radius_mm)``.
 
     Parameters
@@ -478,28 +479,66 @@ def context_feature(positions_mm: np.ndarray, prob: np.ndarray, radius_mm: float
         Their stage-1 probabilities.
     radius_mm : float, optional
         Neighbourhood radius; default the clustering radius (a 1 cm² disc).
+    n_threads : int
+        Threads of the C kernel (0: OpenMP default); the result does not
+        depend on it.
 
     Returns
     -------
     ndarray, shape (n,)
-    """
-    from scipy.spatial import cKDTree
 
+    Notes
+    -----
+    The neighbours are the pairs of :meth:`scipy.spatial.cKDTree.query_pairs`
+    (distance <= radius). Each sum adds, from 0.0, the neighbours'
+    probabilities in increasing candidate order, so the value does not
+    depend on how the pairs were found: in C (``_kernel.neighbour_sums``)
+    for finite positions in 1 to 3 dimensions, else NumPy, bit for bit.
+    """
     from .cluster import DEFAULT_CLUSTER_RADIUS_MM
 
     r = DEFAULT_CLUSTER_RADIUS_MM if radius_mm is None else float(radius_mm)
     pts = np.asarray(positions_mm, float)
     prob = np.asarray(prob, float)
-    total = np.zeros(len(prob))
-    if len(prob) > 1:
+    if len(prob) < 2:
+        return np.zeros(len(prob))
+    total = _neighbour_sums_kernel(pts, prob, r, n_threads)
+    if total is None:
+        from scipy.spatial import cKDTree
+
         pairs = cKDTree(pts).query_pairs(r, output_type="ndarray")
-        if len(pairs):
-            total += np.bincount(pairs[:, 0], weights=prob[pairs[:, 1]], minlength=len(prob))
-            total += np.bincount(pairs[:, 1], weights=prob[pairs[:, 0]], minlength=len(prob))
+        i = np.concatenate([pairs[:, 0], pairs[:, 1]])
+        j = np.concatenate([pairs[:, 1], pairs[:, 0]])
+        order = np.lexsort((j, i))  # by candidate, its neighbours in increasing order
+        total = np.bincount(i[order], weights=prob[j[order]], minlength=len(prob))
     return np.log1p(total)
 
 
-def candidate_probability(X: np.ndarray, positions_mm: np.ndarray, model: dict | None = None) -> np.ndarray:
+#: Use the C kernel in context_feature (tests switch it off to compare with
+#: the NumPy code path).
+_NEIGHBOUR_KERNEL = True
+
+
+def _neighbour_sums_kernel(pts: np.ndarray, prob: np.ndarray, r: float, n_threads: int) -> np.ndarray | None:
+    """The neighbour sums of :func:`context_feature` from
+    ``_kernel.neighbour_sums``, or None (no kernel, switched off, or an
+    input it does not take: NumPy decides)."""
+    if not _NEIGHBOUR_KERNEL or pts.ndim != 2 or not 1 <= pts.shape[1] <= 3 or prob.ndim != 1:
+        return None
+    try:
+        from .. import _kernel
+    except ImportError:
+        return None
+    if not hasattr(_kernel, "neighbour_sums"):
+        return None
+    try:
+        return _kernel.neighbour_sums(np.ascontiguousarray(pts), np.ascontiguousarray(prob), r, int(n_threads))[0]
+    except ValueError:  # non-finite positions or radius, lengths that differ
+        return None
+
+
+def candidate_probability(X: np.ndarray, positions_mm: np.ndarray, model: dict | None = None, *,
+                          n_threads: int = 0) -> np.ndarray:
     """The final calibrated score of the candidates of one image.
 
     Stage 1 (:func:`calc_probability`) on each candidate's own features;
@@ -514,6 +553,9 @@ def candidate_probability(X: np.ndarray, positions_mm: np.ndarray, model: dict |
         Their positions in mm.
     model : dict, optional
         Default: the shipped model.
+    n_threads : int
+        Threads of the C kernels (0: OpenMP default); the result does not
+        depend on it.
     """
     model = model or load_model()
     part = model.get("context")
@@ -523,10 +565,10 @@ def candidate_probability(X: np.ndarray, positions_mm: np.ndarray, model: dict |
         raise ValueError("calcification model features do not match this version of napari-calc")
     if list(part["features"]) != list(CONTEXT_FEATURE_NAMES):
         raise ValueError("context model features do not match this version of napari-calc")
-    z1 = _logistic_logit(X, model["calcification"])
+    z1 = _logistic_logit(X, model["calcification"], n_threads)
     p1 = _sigmoid(z1)  # calc_probability(X, model), without computing z1 twice
-    Xc = np.column_stack([z1, context_feature(positions_mm, p1, part.get("radius_mm"))])
-    return _sigmoid(_logistic_logit(Xc, part))
+    Xc = np.column_stack([z1, context_feature(positions_mm, p1, part.get("radius_mm"), n_threads=n_threads)])
+    return _sigmoid(_logistic_logit(Xc, part, n_threads))
 
 
 def cluster_feature_matrix(n_members: np.ndarray, top3_logit: np.ndarray, sum_prob: np.ndarray) -> np.ndarray:

@@ -599,6 +599,63 @@ static void stack_steps(void)
     CHECK(ncalc_merge_slices(sl, rw, cl, snr, 4, -1.0, 2, keep, 1) == NCALC_EINVAL, "merge radius");
 }
 
+/* Points within a radius (csrc/neighbours.c) against brute force: counts,
+ * sums in index order and the clustering rule, on both cell layouts (a
+ * table, and bisection when there are far more cells than points). */
+static void neighbours(void)
+{
+    const ptrdiff_t n = 300;
+    double *pos = malloc(sizeof(double) * (size_t)(3 * n)), *w = malloc(sizeof(double) * (size_t)n);
+    double *sum = malloc(sizeof(double) * (size_t)n);
+    int64_t *count = malloc(sizeof(int64_t) * (size_t)n), *lab = malloc(sizeof(int64_t) * (size_t)n);
+    for (int dim = 1; dim <= 3; dim++) {
+        for (int layout = 0; layout < 2; layout++) {
+            const double r = layout ? 0.01 : 1.0; /* 1e-2: millions of cells */
+            for (ptrdiff_t i = 0; i < n * dim; i++) /* a lattice of 0.5: distances of exactly 1 */
+                pos[i] = layout ? (double)(rnd() % 100000) * 1e-3 : 0.5 * (double)(rnd() % 12);
+            for (ptrdiff_t i = 0; i < n; i++) w[i] = (double)(rnd() % 1000) / 7.0;
+            for (int t = 1; t <= 2; t++) {
+                CHECK(ncalc_neighbour_sums(pos, n, dim, r, w, sum, count, t) == NCALC_OK, "neighbour sums");
+                CHECK(ncalc_radius_clusters(pos, n, dim, r, 3, lab, t) == NCALC_OK, "radius clusters");
+                for (ptrdiff_t i = 0; i < n; i++) {
+                    double s = 0.0;
+                    int64_t c = 0;
+                    for (ptrdiff_t j = 0; j < n; j++) {
+                        double d2 = 0.0;
+                        for (int k = 0; k < dim; k++) {
+                            const double d = pos[i * dim + k] - pos[j * dim + k];
+                            d2 += d * d;
+                        }
+                        if (j != i && d2 <= r * r) {
+                            s += w[j];
+                            c++;
+                        }
+                    }
+                    CHECK(count[i] == c && sum[i] == s, "neighbours of %td (dim %d)", i, dim);
+                    CHECK((lab[i] >= 0) == (c + 1 >= 3) || (c + 1 < 3), "core point %td unlabelled", i);
+                    CHECK(lab[i] >= -1 && lab[i] < n, "label %td", i);
+                }
+            }
+        }
+    }
+    /* a border point within reach of two clusters takes the lower id */
+    const double x[10] = {0.0, 1.0, 1.1, 1.2, 1.3, -1.0, -1.1, -1.2, -1.3, 7.0};
+    const int64_t want[10] = {0, 0, 0, 0, 0, 1, 1, 1, 1, -1};
+    CHECK(ncalc_radius_clusters(x, 10, 1, 1.0, 4, lab, 1) == NCALC_OK, "border");
+    for (int i = 0; i < 10; i++) CHECK(lab[i] == want[i], "border label %d: %lld", i, (long long)lab[i]);
+    CHECK(ncalc_neighbour_sums(x, 10, 1, 0.0, w, sum, count, 1) == NCALC_EINVAL, "radius 0");
+    CHECK(ncalc_neighbour_sums(x, 10, 4, 1.0, w, sum, count, 1) == NCALC_EINVAL, "4 dimensions");
+    CHECK(ncalc_radius_clusters(x, 10, 1, 1.0, 1, lab, 1) == NCALC_EINVAL, "min size 1");
+    const double bad[2] = {0.0, NAN};
+    CHECK(ncalc_neighbour_sums(bad, 2, 1, 1.0, w, sum, count, 1) == NCALC_EINVAL, "NaN position");
+    CHECK(ncalc_neighbour_sums(x, 0, 2, 1.0, NULL, NULL, count, 1) == NCALC_OK, "no points");
+    free(pos);
+    free(w);
+    free(sum);
+    free(count);
+    free(lab);
+}
+
 /* The scratch pool (csrc/buffers.c): reuse, the size rule, eviction,
  * the byte limit, alignment, concurrent use and release. */
 static void buffer_pool(void)
@@ -704,6 +761,7 @@ int main(void)
     crops_and_nlf();
     serial_steps();
     stack_steps();
+    neighbours();
     buffer_pool();
     ncalc_release_buffers(); /* nothing left for the leak checkers */
     if (failures) {
