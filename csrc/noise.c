@@ -1017,15 +1017,20 @@ int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const do
         return NCALC_ENOMEM;
     }
     /* bin = number of edges <= level (numpy.searchsorted(edges, level,
-     * side="right") for sorted edges); a stable counting sort by bin */
-    for (int b = 0; b < nb; b++) count[b] = 0;
+     * side="right") for sorted edges; counted without branches, which
+     * beats a bisection over a few dozen edges), in parallel; then a
+     * stable counting sort by bin */
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+#pragma omp parallel for num_threads(nt) schedule(static) if (n > 16384)
     for (ptrdiff_t i = 0; i < n; i++) {
         const double v = (double)level[i];
         int b = 0;
         for (int e = 0; e < nedges; e++) b += edges[e] <= v;
         bin[i] = (uint8_t)b;
-        count[b]++;
     }
+    for (int b = 0; b < nb; b++) count[b] = 0;
+    for (ptrdiff_t i = 0; i < n; i++) count[bin[i]]++;
     off[0] = 0;
     for (int b = 0; b < nb; b++) off[b + 1] = off[b] + count[b];
     {
@@ -1043,8 +1048,6 @@ int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const do
     ptrdiff_t cap = 1;
     for (int b = 0; b < nb; b++) cap = count[b] > cap ? count[b] : cap;
     int status = NCALC_OK;
-    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
-    (void)nt;
 #pragma omp parallel num_threads(nt)
     {
         float *mid = malloc(sizeof(float) * (size_t)(cap + 4)); /* + 3: see bracket_pass */
