@@ -176,7 +176,10 @@ def cluster_features(calcs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     if not take.any():
         return np.zeros(0, dtype=np.int64), np.zeros((0, 3))
     cid = cid[take]
-    sc = pd.to_numeric(calcs["score"], errors="coerce").to_numpy(float)[take]
+    score = calcs["score"]
+    if score.dtype != np.float64:  # (to_numeric returns a float64 column as it is)
+        score = pd.to_numeric(score, errors="coerce")
+    sc = score.to_numpy(float)[take]
     sc = np.clip(np.nan_to_num(sc, nan=0.0), 0.0, 1.0)
     order = np.lexsort((-sc, cid))  # by cluster, best score first
     cid, sc = cid[order], sc[order]
@@ -190,24 +193,29 @@ def cluster_features(calcs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return ids.astype(np.int64), cluster_feature_matrix(n.astype(float), top3, sump)
 
 
-def _cluster_scores(calcs: pd.DataFrame, ids: np.ndarray) -> dict:
-    """Calibrated cluster probability per cluster id (shipped model), or a
-    heuristic when no model is shipped: the mean of the three highest member
-    scores times ``1 - 0.5 ** (n - 2)``."""
+def _cluster_probability(X: np.ndarray) -> np.ndarray:
+    """Calibrated cluster probability of each row of cluster features ``X``
+    (:func:`cluster_features`) from the shipped model, or a heuristic when
+    no model is shipped: the mean of the three highest member scores times
+    ``1 - 0.5 ** (n - 2)``."""
     from .score import cluster_probability, load_model
 
-    ids2, X = cluster_features(calcs)
     try:
         model = load_model()
     except (FileNotFoundError, OSError, ValueError):
         model = None
     if model is not None and "cluster" in model and len(X):
-        prob = cluster_probability(X, model)
-    else:
-        n = np.exp(X[:, 0]) if len(X) else np.zeros(0)
-        top = 1.0 / (1.0 + np.exp(-X[:, 1])) if len(X) else np.zeros(0)
-        prob = top * np.where(n >= 2, 1.0 - 0.5 ** np.maximum(n - 2, 0), 0.5)
-    return {int(i): float(v) for i, v in zip(ids2, prob)}
+        return cluster_probability(X, model)
+    n = np.exp(X[:, 0]) if len(X) else np.zeros(0)
+    top = 1.0 / (1.0 + np.exp(-X[:, 1])) if len(X) else np.zeros(0)
+    return top * np.where(n >= 2, 1.0 - 0.5 ** np.maximum(n - 2, 0), 0.5)
+
+
+def _cluster_scores(calcs: pd.DataFrame, ids: np.ndarray) -> dict:
+    """Calibrated cluster probability per cluster id (see
+    :func:`_cluster_probability`)."""
+    ids2, X = cluster_features(calcs)
+    return {int(i): float(v) for i, v in zip(ids2, _cluster_probability(X))}
 
 
 def cluster_table(calcs: pd.DataFrame, spacing_mm, *, ndim: int = 2) -> pd.DataFrame:
@@ -226,36 +234,31 @@ def cluster_table(calcs: pd.DataFrame, spacing_mm, *, ndim: int = 2) -> pd.DataF
     if not (calcs["cluster_id"].to_numpy() >= 0).any():
         return pd.DataFrame({c: pd.Series(dtype=float) for c in cols}).astype(
             {"cluster_id": "int64", "n_calcifications": "int64"})
-    scores = _cluster_scores(calcs, None)
+    _, X = cluster_features(calcs)  # one row per cluster, by increasing id (as `ids` below)
+    score = np.asarray(_cluster_probability(X), dtype=np.float64)
     cid = calcs["cluster_id"].to_numpy(np.int64)
     idx = np.flatnonzero(cid >= 0)
     idx = idx[np.argsort(cid[idx], kind="stable")]  # by cluster, table order within each
     ids, start = np.unique(cid[idx], return_index=True)
+    end = np.append(start[1:], len(idx))
+    # the members' values gathered once, in that order: each cluster is the
+    # slice start[k]:end[k] of these arrays
     names = ["row", "col", "y_mm", "x_mm", "diameter_mm"] + (["slice", "z_mm"] if ndim == 3 else [])
-    arr = {k: calcs[k].to_numpy() for k in names}
+    arr = {k: calcs[k].to_numpy()[idx] for k in names}
+    yx = np.column_stack([arr["y_mm"], arr["x_mm"]]).astype(float)
+    pos = np.column_stack([arr["z_mm"], yx]).astype(float) if ndim == 3 else yx
 
     def mean(a):  # as pandas' Series.mean: a float64 sum over the count
         return float(a.sum(dtype=np.float64) / len(a))
 
-    rows = []
-    for k, c in enumerate(ids):
-        g = idx[start[k]: start[k + 1] if k + 1 < len(ids) else len(idx)]
-        yx = np.column_stack([arr["y_mm"][g], arr["x_mm"][g]]).astype(float)
-        pos = np.column_stack([arr["z_mm"][g], yx]).astype(float) if ndim == 3 else yx
-        rec = {
-            "cluster_id": int(c),
-            "row": mean(arr["row"][g]),
-            "col": mean(arr["col"][g]),
-            "y_mm": mean(arr["y_mm"][g]),
-            "x_mm": mean(arr["x_mm"][g]),
-            "n_calcifications": int(len(g)),
-            "max_extent_mm": float(max_pair_distance(pos) + mean(arr["diameter_mm"][g])),
-            "area_mm2": _hull_area(yx),
-            "score": scores[int(c)],
-        }
-        if ndim == 3:
-            rec["slice"] = mean(arr["slice"][g])
-            rec["z_mm"] = mean(arr["z_mm"][g])
-        rows.append(rec)
-    # column by column (the dtypes pandas infers from the records: int64, float64)
-    return pd.DataFrame({c: [r[c] for r in rows] for c in cols}, columns=cols)
+    centre = ["row", "col", "y_mm", "x_mm"] + (["slice", "z_mm"] if ndim == 3 else [])
+    out = {k: np.empty(len(ids)) for k in centre + ["max_extent_mm", "area_mm2"]}
+    for k, (s, e) in enumerate(zip(start, end)):
+        for name in centre:
+            out[name][k] = mean(arr[name][s:e])
+        out["max_extent_mm"][k] = float(max_pair_distance(pos[s:e]) + mean(arr["diameter_mm"][s:e]))
+        out["area_mm2"][k] = _hull_area(yx[s:e])
+    out["cluster_id"] = ids.astype(np.int64)
+    out["n_calcifications"] = (end - start).astype(np.int64)
+    out["score"] = score
+    return pd.DataFrame({c: out[c] for c in cols})  # (in column order: no columns= reindexing)
