@@ -279,3 +279,41 @@ def test_ramp_basis_is_its_documented_formula():
     np.testing.assert_array_equal(got, want)
     assert S.ramp_basis(X[:0], knots, inter).shape == (0, want.shape[1])
     assert S.ramp_basis(X, [], []).shape == (257, 0)
+
+
+@pytest.mark.parametrize("n_slices,kw", [(None, dict(cluster_min_score=0.05)), (3, dict(cluster_min_score=0.05)),
+                                         (None, dict(cluster_min_score=1.0)),
+                                         (None, dict(keep_min_score=0.0, cluster_min_score=0.0, cluster_radius_mm=2.0))])
+def test_cluster_table_from_arrays_is_cluster_table_of_the_calcifications(n_slices, kw):
+    # detect builds its cluster table from the arrays it made the
+    # calcification table of, not through the DataFrame
+    from napari_calc.core.cluster import cluster_table
+
+    det = napari_calc.detect(make_phantom(seed=5, spacing_mm=0.2, n_slices=n_slices).image, **kw)
+    want = cluster_table(det.calcifications, det.spacing_mm, ndim=det.ndim)
+    pd.testing.assert_frame_equal(det.clusters, want, check_exact=True)
+    if kw.get("cluster_min_score") == 1.0:
+        assert len(det.clusters) == 0
+    if "cluster_radius_mm" in kw:
+        assert len(det.clusters) > 3
+
+
+@pytest.mark.parametrize("n", [0, 1, 50])
+def test_frame_is_the_dataframe_of_the_columns(n):
+    rng = np.random.default_rng(n)
+    cases = [
+        {"a": rng.random(n), "b": rng.random(n), "c": rng.random(n)},  # one dtype: stacked
+        {"a": rng.random(n), "k": rng.integers(0, 9, n)},  # mixed dtypes: pandas itself
+        {"k": rng.integers(0, 9, n), "m": rng.integers(0, 9, n)},
+        {"a": rng.random(n), "s": np.array(["x"] * n, dtype=object)},
+    ]
+    for cols in cases:
+        got, want = D._frame(cols), pd.DataFrame(cols)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+        assert list(got.dtypes) == list(want.dtypes) and got.columns.dtype == want.columns.dtype
+        before = {k: v.copy() for k, v in cols.items()}
+        if n:
+            got.iloc[0, 0] = got.iloc[1 % n, 0]  # the frame owns its data
+            got.loc[:, got.columns[0]] = got.iloc[0, 0]
+        for k, v in cols.items():
+            np.testing.assert_array_equal(v, before[k])

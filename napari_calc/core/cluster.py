@@ -201,15 +201,30 @@ def cluster_features(calcs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     and log(1 + sum of member scores). Computed without per-cluster Python
     loops.
     """
+    cid = calcs["cluster_id"].to_numpy(np.int64)
+    if not (cid >= 0).any():
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 3))
+    return _cluster_features(cid, _member_scores(calcs))
+
+
+def _member_scores(calcs: pd.DataFrame) -> np.ndarray:
+    """The ``score`` column as float64, NaN where it is not a number."""
+    score = calcs["score"]
+    if score.dtype != np.float64:  # (to_numeric returns a float64 column as it is)
+        score = pd.to_numeric(score, errors="coerce")
+    return score.to_numpy(float)
+
+
+def _cluster_features(cid: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cluster_features` of arrays: ``cid`` the int64 cluster id and
+    ``score`` the float score (NaN counts as 0) of each calcification."""
     from .score import cluster_feature_matrix, logit
 
-    cid = calcs["cluster_id"].to_numpy(np.int64)
     take = cid >= 0
     if not take.any():
         return np.zeros(0, dtype=np.int64), np.zeros((0, 3))
     cid = cid[take]
-    sc = pd.to_numeric(calcs["score"], errors="coerce").to_numpy(float)[take]
-    sc = np.clip(np.nan_to_num(sc, nan=0.0), 0.0, 1.0)
+    sc = np.clip(np.nan_to_num(score[take], nan=0.0), 0.0, 1.0)
     order = np.lexsort((-sc, cid))  # by cluster, best score first
     cid, sc = cid[order], sc[order]
     ids, start, n = np.unique(cid, return_index=True, return_counts=True)
@@ -222,24 +237,29 @@ def cluster_features(calcs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return ids.astype(np.int64), cluster_feature_matrix(n.astype(float), top3, sump)
 
 
-def _cluster_scores(calcs: pd.DataFrame, ids: np.ndarray) -> dict:
-    """Calibrated cluster probability per cluster id (shipped model), or a
-    heuristic when no model is shipped: the mean of the three highest member
-    scores times ``1 - 0.5 ** (n - 2)``."""
+def _cluster_probability(X: np.ndarray) -> np.ndarray:
+    """Calibrated cluster probability of each row of cluster features ``X``
+    (:func:`cluster_features`) from the shipped model, or a heuristic when
+    no model is shipped: the mean of the three highest member scores times
+    ``1 - 0.5 ** (n - 2)``."""
     from .score import cluster_probability, load_model
 
-    ids2, X = cluster_features(calcs)
     try:
         model = load_model()
     except (FileNotFoundError, OSError, ValueError):
         model = None
     if model is not None and "cluster" in model and len(X):
-        prob = cluster_probability(X, model)
-    else:
-        n = np.exp(X[:, 0]) if len(X) else np.zeros(0)
-        top = 1.0 / (1.0 + np.exp(-X[:, 1])) if len(X) else np.zeros(0)
-        prob = top * np.where(n >= 2, 1.0 - 0.5 ** np.maximum(n - 2, 0), 0.5)
-    return {int(i): float(v) for i, v in zip(ids2, prob)}
+        return cluster_probability(X, model)
+    n = np.exp(X[:, 0]) if len(X) else np.zeros(0)
+    top = 1.0 / (1.0 + np.exp(-X[:, 1])) if len(X) else np.zeros(0)
+    return top * np.where(n >= 2, 1.0 - 0.5 ** np.maximum(n - 2, 0), 0.5)
+
+
+def _cluster_scores(calcs: pd.DataFrame, ids: np.ndarray) -> dict:
+    """Calibrated cluster probability per cluster id (see
+    :func:`_cluster_probability`)."""
+    ids2, X = cluster_features(calcs)
+    return {int(i): float(v) for i, v in zip(ids2, _cluster_probability(X))}
 
 
 def cluster_table(calcs: pd.DataFrame, spacing_mm, *, ndim: int = 2) -> pd.DataFrame:
@@ -254,40 +274,56 @@ def cluster_table(calcs: pd.DataFrame, spacing_mm, *, ndim: int = 2) -> pd.DataF
     and their scores, trained on phantoms -- see
     :mod:`napari_calc.core.score`).
     """
-    cols = cluster_columns(ndim)
     if not (calcs["cluster_id"].to_numpy() >= 0).any():
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in cols}).astype(
-            {"cluster_id": "int64", "n_calcifications": "int64"})
-    scores = _cluster_scores(calcs, None)
+        return _empty_cluster_table(ndim)
     cid = calcs["cluster_id"].to_numpy(np.int64)
+    score = _member_scores(calcs)
+    values = {k: calcs[k].to_numpy() for k in _member_columns(ndim)}
+    return _cluster_table(cid, score, values, ndim)
+
+
+def _member_columns(ndim: int) -> list[str]:
+    """The calcification columns :func:`cluster_table` reads besides
+    ``cluster_id`` and ``score``."""
+    return ["row", "col", "y_mm", "x_mm", "diameter_mm"] + (["slice", "z_mm"] if ndim == 3 else [])
+
+
+def _empty_cluster_table(ndim: int) -> pd.DataFrame:
+    cols = cluster_columns(ndim)
+    return pd.DataFrame({c: pd.Series(dtype=float) for c in cols}).astype(
+        {"cluster_id": "int64", "n_calcifications": "int64"})
+
+
+def _cluster_table(cid: np.ndarray, score: np.ndarray, values: dict, ndim: int) -> pd.DataFrame:
+    """:func:`cluster_table` of arrays, one element per calcification:
+    ``cid`` the int64 cluster id, ``score`` the float score (as
+    :func:`_member_scores` makes it) and ``values`` the columns of
+    :func:`_member_columns` (a dict of 1-D arrays; it may hold others)."""
+    if not (cid >= 0).any():
+        return _empty_cluster_table(ndim)
+    _, X = _cluster_features(cid, score)  # one row per cluster, by increasing id (as `ids` below)
+    prob = np.asarray(_cluster_probability(X), dtype=np.float64)
     idx = np.flatnonzero(cid >= 0)
     idx = idx[np.argsort(cid[idx], kind="stable")]  # by cluster, table order within each
     ids, start = np.unique(cid[idx], return_index=True)
-    names = ["row", "col", "y_mm", "x_mm", "diameter_mm"] + (["slice", "z_mm"] if ndim == 3 else [])
-    arr = {k: calcs[k].to_numpy() for k in names}
+    end = np.append(start[1:], len(idx))
+    # the members' values gathered once, in that order: each cluster is the
+    # slice start[k]:end[k] of these arrays
+    arr = {k: np.asarray(values[k])[idx] for k in _member_columns(ndim)}
+    yx = np.column_stack([arr["y_mm"], arr["x_mm"]]).astype(float)
+    pos = np.column_stack([arr["z_mm"], yx]).astype(float) if ndim == 3 else yx
 
     def mean(a):  # as pandas' Series.mean: a float64 sum over the count
         return float(a.sum(dtype=np.float64) / len(a))
 
-    rows = []
-    for k, c in enumerate(ids):
-        g = idx[start[k]: start[k + 1] if k + 1 < len(ids) else len(idx)]
-        yx = np.column_stack([arr["y_mm"][g], arr["x_mm"][g]]).astype(float)
-        pos = np.column_stack([arr["z_mm"][g], yx]).astype(float) if ndim == 3 else yx
-        rec = {
-            "cluster_id": int(c),
-            "row": mean(arr["row"][g]),
-            "col": mean(arr["col"][g]),
-            "y_mm": mean(arr["y_mm"][g]),
-            "x_mm": mean(arr["x_mm"][g]),
-            "n_calcifications": int(len(g)),
-            "max_extent_mm": float(max_pair_distance(pos) + mean(arr["diameter_mm"][g])),
-            "area_mm2": _hull_area(yx),
-            "score": scores[int(c)],
-        }
-        if ndim == 3:
-            rec["slice"] = mean(arr["slice"][g])
-            rec["z_mm"] = mean(arr["z_mm"][g])
-        rows.append(rec)
-    # column by column (the dtypes pandas infers from the records: int64, float64)
-    return pd.DataFrame({c: [r[c] for r in rows] for c in cols}, columns=cols)
+    centre = ["row", "col", "y_mm", "x_mm"] + (["slice", "z_mm"] if ndim == 3 else [])
+    out = {k: np.empty(len(ids)) for k in centre + ["max_extent_mm", "area_mm2"]}
+    for k, (s, e) in enumerate(zip(start, end)):
+        for name in centre:
+            out[name][k] = mean(arr[name][s:e])
+        out["max_extent_mm"][k] = float(max_pair_distance(pos[s:e]) + mean(arr["diameter_mm"][s:e]))
+        out["area_mm2"][k] = _hull_area(yx[s:e])
+    out["cluster_id"] = ids.astype(np.int64)
+    out["n_calcifications"] = (end - start).astype(np.int64)
+    out["score"] = prob
+    return pd.DataFrame({c: out[c] for c in cluster_columns(ndim)})  # (in column order: no columns= reindexing)

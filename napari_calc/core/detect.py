@@ -57,7 +57,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .cluster import DEFAULT_CLUSTER_RADIUS_MM, cluster_calcifications, cluster_table
+from .cluster import DEFAULT_CLUSTER_RADIUS_MM, _cluster_table, cluster_calcifications
 from .columns import NO_CLUSTER, calc_columns
 from .detections import Detections
 from .errors import DetectionCancelled, InvalidParameterError, MissingSpacingError, UnsupportedImageError
@@ -864,15 +864,16 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
         keep = _top_k(c["snr"], p.max_candidates)
         c = {k: v[keep] for k, v in c.items()}
     score = _score(c, spacing, n_threads)
+    # order: by slice, then row, col (deterministic, independent of threads);
+    # the kept candidates in that order, taken from each array at once
     if p.keep_min_score > 0 and len(score):
-        keep = score >= p.keep_min_score
-        c = {k: v[keep] for k, v in c.items()}
-        score = score[keep]
-    n = len(c["row"])
-    # order: by slice, then row, col (deterministic, independent of threads)
-    order = np.lexsort((c["col"], c["row"], c["slice"]))
+        kept = np.flatnonzero(score >= p.keep_min_score)
+        order = kept[np.lexsort((c["col"][kept], c["row"][kept], c["slice"][kept]))]
+    else:
+        order = np.lexsort((c["col"], c["row"], c["slice"]))
     c = {k: v[order] for k, v in c.items()}
     score = score[order]
+    n = len(c["row"])
     y_mm, x_mm = c["row"] * spacing_yx[0], c["col"] * spacing_yx[1]
     # clusters as assign_clusters() sets them (every status is "candidate"),
     # from the arrays rather than through the DataFrame
@@ -896,9 +897,10 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
         columns["slice"] = c["slice"]
     # built in the public column order (no reordering copy)
     calcs = pd.DataFrame({k: columns[k] for k in calc_columns(nd)})
-    clusters = cluster_table(calcs, spacing, ndim=nd)
+    # cluster_table(calcs), from the arrays the columns were made of
+    clusters = _cluster_table(cluster_id, score, columns, nd)
     public = {"row", "col", "slice", "diameter_mm", "contrast", "cnr"}
-    extra = pd.DataFrame({k: v for k, v in c.items() if k not in public})
+    extra = _frame({k: v for k, v in c.items() if k not in public})
     params_used = dict(p.__dict__)
     params_used["spacing_mm"] = list(spacing)
     params_used["dog_sigmas_px"] = dog_sigmas(min(spacing_yx), p.min_diameter_mm, p.max_diameter_mm).tolist()
@@ -907,6 +909,21 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     return Detections(calcifications=calcs, clusters=clusters, spacing_mm=spacing,
                       image_shape=tuple(int(s) for s in pixels.shape), params=params_used,
                       metadata=meta, extra=extra)
+
+
+def _frame(columns: dict) -> pd.DataFrame:
+    """``pd.DataFrame(columns)`` for a dict of 1-D arrays of one length.
+
+    When they all have the same numeric dtype, stacked into one 2-D array
+    first: the same frame (one block, one column per row of the stack)
+    without pandas' per-column conversion and consolidation.
+    """
+    arrays = list(columns.values())
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) != 1 or dtypes.pop().kind not in "biuf":
+        return pd.DataFrame(columns)
+    stack = np.stack(arrays)  # (columns, rows): each column contiguous, as pandas lays them out
+    return pd.DataFrame(stack.T, columns=list(columns), copy=False)  # a fresh array: no copy needed
 
 
 def assign_clusters(calcs: pd.DataFrame, p: DetectionParams | None = None, ndim: int = 2) -> None:
