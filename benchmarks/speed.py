@@ -8,7 +8,10 @@ image at 0.07 mm, a 2048x1664 one at 0.14 mm -- and a 60x2048x1664
 tomosynthesis-sized stack at 0.1 mm (one 2-D phantom plus independent
 noise per slice, see :func:`make_stack`), all uint16.
 
-Timed (wall clock, median of ``--repeats`` runs unless said otherwise):
+Timed (wall clock, median of ``--repeats`` runs unless said otherwise; the
+copy floor, ``detect`` and OpenCV's bare DoG run in turn, round by round,
+and so do the 1- and 2-thread runs, so that a shared machine's drifts hit
+both sides of each ratio alike):
 
 * ``napari_calc.detect``: the full pipeline (breast mask, DoG, local
   noise, NMS, features, false-positive reduction, clustering);
@@ -87,6 +90,29 @@ def timeit(fn, repeats):
         cs.append(time.process_time() - c)
     CPU["last"] = float(np.median(cs))
     return float(np.median(ts)), ts
+
+
+def timeit_interleaved(fns, repeats):
+    """:func:`timeit` for several functions run in turn, round by round.
+
+    ``fns`` maps a key to a function; each round runs every function once,
+    so slow drifts of a shared machine (another tenant, clock changes) hit
+    all of them alike and their ratios stay fair. Returns ``{key: (median
+    wall seconds, all runs, median CPU seconds)}``.
+    """
+    if repeats > 1:
+        for fn in fns.values():
+            fn()
+    ts = {k: [] for k in fns}
+    cs = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            c = time.process_time()
+            t = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t)
+            cs[k].append(time.process_time() - c)
+    return {k: (float(np.median(ts[k])), ts[k], float(np.median(cs[k]))) for k in fns}
 
 
 def cv_bare_dog(img, sp):
@@ -275,10 +301,14 @@ def main(argv=None):
     for name, img, sp in (("big", big, sp_big), ("mid", mid, sp_mid)):
         shape = "x".join(map(str, img.shape))
         sig = DETECT_MOD.dog_sigmas(sp, DET_MIN_D, DET_MAX_D)
-        rec(f"{name}.copy", "float32 copy (floor)", shape, timeit(lambda: img.astype(np.float32), R)[0])
-        det_t, ts = timeit(lambda: napari_calc.detect(img, sp), R)
+        # the three the targets compare, run in turn (see timeit_interleaved)
+        three = timeit_interleaved({"copy": lambda: img.astype(np.float32),
+                                    "detect": lambda: napari_calc.detect(img, sp),
+                                    "cv": lambda: cv_bare_dog(img, sp)}, R)
+        rec(f"{name}.copy", "float32 copy (floor)", shape, three["copy"][0], cpu=three["copy"][2])
+        det_t, ts, det_c = three["detect"]
         rec(f"{name}.detect", "napari_calc.detect (full pipeline)", shape, det_t,
-            f"runs {', '.join(f'{t * 1e3:.0f}' for t in ts)} ms")
+            f"runs {', '.join(f'{t * 1e3:.0f}' for t in ts)} ms", cpu=det_c)
         rec(f"{name}.dog", "kernel DoG (dog_response, exact)", shape,
             timeit(lambda: _kernel.dog_response(img, sig, 4.0, 0), R)[0], f"{len(sig)} scales")
         rec(f"{name}.pyr", "kernel DoG (dog_pyramid, 1 octave)", shape,
@@ -290,7 +320,7 @@ def main(argv=None):
             rec(f"{name}.octclose", "kernel DoG (dog_octaves, closer)", shape,
                 timeit(lambda: _kernel.dog_octaves(img, sig, OCT_CLOSE[0], OCT_CLOSE[1], 16, 0), R)[0],
                 f"truncate {OCT_CLOSE[0]}, split {OCT_CLOSE[1]}")
-        rec(f"{name}.cv", "OpenCV bare DoG (1 pair + dilate)", shape, timeit(lambda: cv_bare_dog(img, sp), R)[0])
+        rec(f"{name}.cv", "OpenCV bare DoG (1 pair + dilate)", shape, three["cv"][0], cpu=three["cv"][2])
         rec(f"{name}.cvms", "OpenCV DoG at detect's scales", shape,
             timeit(lambda: cv_multiscale_dog(img, sp), R)[0], f"{len(sig)} Gaussians")
         if name == "big":
@@ -305,25 +335,17 @@ def main(argv=None):
                 nb = len(sk_blob_log(img, sp))
                 rec(f"{name}.blob_log", "skimage blob_log (4 scales)", shape, time.perf_counter() - t,
                     f"once, {nb} blobs", cpu=time.process_time() - c)
-            t1, _ = timeit(lambda: napari_calc.detect(img, sp, n_threads=1), R)
-            c1 = CPU.pop("last")
-            t2, _ = timeit(lambda: napari_calc.detect(img, sp, n_threads=2), R)
-            c2 = CPU.pop("last")
-            rec("big.detect1", "detect, 1 thread", shape, t1, cpu=c1)
-            rec("big.detect2", "detect, 2 threads", shape, t2, cpu=c2)
-            k1, _ = timeit(lambda: _kernel.dog_response(img, sig, 4.0, 1), R)
-            c1 = CPU.pop("last")
-            k2, _ = timeit(lambda: _kernel.dog_response(img, sig, 4.0, 2), R)
-            c2 = CPU.pop("last")
-            rec("big.dog1", "kernel DoG, 1 thread", shape, k1, cpu=c1)
-            rec("big.dog2", "kernel DoG, 2 threads", shape, k2, cpu=c2)
+            # 1 and 2 threads run in turn (see timeit_interleaved)
+            pairs = [("detect", "detect", lambda n: napari_calc.detect(img, sp, n_threads=n)),
+                     ("dog", "kernel DoG", lambda n: _kernel.dog_response(img, sig, 4.0, n))]
             if hasattr(_kernel, "dog_octaves"):
-                o1, _ = timeit(lambda: _kernel.dog_octaves(img, sig, OCT_DETECT[0], OCT_DETECT[1], 16, 1), R)
-                c1 = CPU.pop("last")
-                o2, _ = timeit(lambda: _kernel.dog_octaves(img, sig, OCT_DETECT[0], OCT_DETECT[1], 16, 2), R)
-                c2 = CPU.pop("last")
-                rec("big.oct1", "kernel octave DoG, 1 thread", shape, o1, cpu=c1)
-                rec("big.oct2", "kernel octave DoG, 2 threads", shape, o2, cpu=c2)
+                pairs.append(("oct", "kernel octave DoG",
+                              lambda n: _kernel.dog_octaves(img, sig, OCT_DETECT[0], OCT_DETECT[1], 16, n)))
+            for key, label, fn in pairs:
+                both = timeit_interleaved({1: lambda fn=fn: fn(1), 2: lambda fn=fn: fn(2)}, R)
+                for n in (1, 2):
+                    rec(f"big.{key}{n}", f"{label}, {n} thread{'s' if n > 1 else ''}", shape,
+                        both[n][0], cpu=both[n][2])
             d1 = napari_calc.detect(img, sp, n_threads=1)
             d2 = napari_calc.detect(img, sp, n_threads=2)
             fig["identical_1_2_threads"] = bool(d1.calcifications.equals(d2.calcifications)

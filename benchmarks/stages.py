@@ -41,8 +41,10 @@ def main(argv=None):
     ap.add_argument("--shape", type=int, nargs=2, default=(4096, 3328))
     ap.add_argument("--spacing", type=float, default=0.07)
     ap.add_argument("--threads", type=int, default=0, help="kernel threads (0: OpenMP default)")
+    ap.add_argument("--seed", type=int, default=1,
+                    help="phantom seed (benchmarks/speed.py uses 0 for the full-field image, 1 for the mid one)")
     args = ap.parse_args(argv)
-    img = make_phantom(seed=1, spacing_mm=args.spacing, shape=tuple(args.shape)).image.pixels
+    img = make_phantom(seed=args.seed, spacing_mm=args.spacing, shape=tuple(args.shape)).image.pixels
     acc = collections.defaultdict(float)
 
     def wrap(mod, name):
