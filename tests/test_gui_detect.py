@@ -50,6 +50,13 @@ def test_detect_on_sample_adds_points_with_mm_scale_and_contract_features(qtbot,
     if len(ref.clusters):
         assert shp.features["label"].iloc[0].split(": ")[1].startswith(
             f"n={int(ref.clusters['n_calcifications'].iloc[0])}, ")
+    # labels legible on bright tissue: full opacity, the saturated orange
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from napari_calc.plugin.layers import _TEXT, CLUSTER_OPACITY
+
+    assert shp.opacity == CLUSTER_OPACITY == 1.0
+    np.testing.assert_allclose(np.ravel(shp.text.color.constant), transform_color(_TEXT["color"])[0])
     md = pts.metadata["napari_calc"]
     assert md["source_layer"] == "sample-mammogram"
     assert md["spacing_mm"] == pytest.approx((0.1, 0.1))

@@ -350,7 +350,11 @@ def cluster_features(clusters: pd.DataFrame, ndim: int) -> pd.DataFrame:
     return feats
 
 
-_TEXT = {"string": "{label}", "color": "#ffd24d", "size": 12, "anchor": "upper_left"}
+# Cluster labels: a saturated orange at full layer opacity stays legible on
+# bright tissue and on the dark background alike (light yellow at napari's
+# default shapes opacity of 0.7 faded into bright tissue).
+_TEXT = {"string": "{label}", "color": "#ff7b00", "size": 12, "anchor": "upper_left"}
+CLUSTER_OPACITY = 1.0
 
 
 def shapes_layer_kwargs(det: Detections, *, name: str, source_layer: str | None = None,
@@ -368,6 +372,7 @@ def shapes_layer_kwargs(det: Detections, *, name: str, source_layer: str | None 
         edge_color=CLUSTER_COLOR,
         face_color="transparent",
         edge_width=0.4,
+        opacity=CLUSTER_OPACITY,
         text=dict(_TEXT),
         scale=tuple(det.spacing_mm),
         units=("mm",) * nd,
