@@ -67,3 +67,17 @@ def test_view_without_a_display_on_linux():
     for env in ({"DISPLAY": ":0"}, {"WAYLAND_DISPLAY": "wayland-0"}, {"QT_QPA_PLATFORM": "vnc"}):
         check_viewer_can_start(environ=env, platform="linux")  # no error
     check_viewer_can_start(environ={}, platform="darwin")  # no X display needed there
+
+
+def test_view_with_a_broken_napari_says_so(tmp_path):
+    pytest.importorskip("qtpy")
+    fake = tmp_path / "fake"
+    (fake / "napari").mkdir(parents=True)
+    (fake / "napari" / "__init__.py").write_text("raise ImportError(\"No module named 'somedep'\")\n")
+    script = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import napari_calc.cli; "
+              "sys.exit(napari_calc.cli.main(['view']))")
+    proc = subprocess.run([sys.executable, "-c", script, str(fake), str(ROOT)], capture_output=True,
+                          text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DISPLAY": ":12345"})
+    line = _one_error_line(proc)
+    assert "napari cannot be imported (No module named 'somedep')" in line and VIEWER_INSTALL in line

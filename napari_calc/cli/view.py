@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -29,14 +30,20 @@ def check_viewer_can_start(environ=None, platform: str | None = None) -> None:
     environ = os.environ if environ is None else environ
     platform = sys.platform if platform is None else platform
     try:
-        import napari  # noqa: F401
-    except ImportError:
-        raise NapariCalcError(f"napari is not installed; run: {VIEWER_INSTALL}") from None
+        found = importlib.util.find_spec("napari") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise NapariCalcError(f"napari is not installed; run: {VIEWER_INSTALL}")
     try:
         import qtpy  # noqa: F401  (raises when no binding is installed)
     except ImportError:
         raise NapariCalcError("napari has no Qt binding to open its window with; run: "
                               f"{VIEWER_INSTALL} (PyQt6), or install PyQt5 or PySide6") from None
+    try:
+        import napari  # noqa: F401
+    except ImportError as exc:  # installed but broken (e.g. a missing dependency)
+        raise NapariCalcError(f"napari cannot be imported ({exc}); run: {VIEWER_INSTALL}") from None
     if platform.startswith("linux") and not any(
             environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
         raise NapariCalcError("no display to open the napari window on (DISPLAY is not set): run it "
