@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +192,41 @@ def test_loads_in_slicer_storage_node_on_the_volume_grid(tmp_path):
     c = det.calcifications
     ijk = np.column_stack([c.col, c.row, np.zeros(len(c)), np.ones(len(c))])
     np.testing.assert_allclose(ras, (ijk @ M.T)[:, :3], atol=1e-6)
+
+
+def test_pixel_to_lps_follows_frame_positions_against_the_normal():
+    """Slices may run against IOP[0:3] x IOP[3:6] (here the normal is -z and
+    the frames go +z): the per-frame positions decide, also between and
+    beyond slices, and they win over a single image_position_patient."""
+    md = {"image_orientation_patient": [0, 1, 0, 1, 0, 0],
+          "image_position_patient": [0.0, 0.0, 0.0],
+          "frame_positions_patient": [[0.0, 0.0, float(k)] for k in range(5)]}
+    p = pixel_to_lps([0, 0, 0, 0, 4], [0, 0, 0, 0, 2], [0, 2, 2.5, 5, 3], md, (1.0, 0.1, 0.1))
+    np.testing.assert_allclose(p, [[0, 0, 0], [0, 0, 2], [0, 0, 2.5], [0, 0, 5], [0.4, 0.2, 3]],
+                               atol=1e-12)
+    # without the per-frame positions: along the normal from the one IPP
+    single = {k: v for k, v in md.items() if k != "frame_positions_patient"}
+    np.testing.assert_allclose(pixel_to_lps([0], [0], [2], single, (1.0, 0.1, 0.1)), [[0, 0, -2]])
+
+
+def test_tomosynthesis_dicom_markups_at_the_frame_positions(tmp_path):
+    """End to end: a phantom tomosynthesis DICOM (frames at z = 0, 1, 2, ...
+    mm, orientation normal -z) read, detected and exported: each fiducial at
+    its slice's z, as in the calcification table."""
+    from napari_calc import detect, read_image
+    from napari_calc.core.phantom import make_phantom, write_phantom
+
+    ph = make_phantom(3, spacing_mm=0.1, n_slices=5, slice_mm=1.0, size_mm=(40, 30))
+    written = write_phantom(ph, tmp_path / "ph", formats=("dicom",))
+    img = read_image(written["dicom"])
+    fp = np.asarray(img.metadata["frame_positions_patient"], float)
+    iop = np.asarray(img.metadata["image_orientation_patient"], float)
+    assert np.cross(iop[:3], iop[3:]) @ (fp[-1] - fp[0]) < 0  # the frames run against the normal
+    det = detect(img)
+    assert det.ndim == 3 and (det.calcifications["slice"] > 0).any()
+    doc = json.loads(Path(write_outputs(det, tmp_path / "out", "ph", formats=["mrk.json"])["mrk.json"])
+                     .read_text())
+    pos = np.array([p["position"] for p in doc["markups"][0]["controlPoints"]])
+    c = det.calcifications
+    np.testing.assert_allclose(pos[:, 2], fp[c["slice"].to_numpy(), 2], atol=1e-9)
+    np.testing.assert_allclose(pos[:, 2], c["z_mm"].to_numpy() + fp[0, 2], atol=1e-9)

@@ -28,7 +28,7 @@ SAFE_METADATA_KEYS = (
     "intensity_transforms", "voi_window", "body_part_examined",
     "sop_class_uid", "study_instance_uid", "series_instance_uid",
     "sop_instance_uid", "frame_of_reference_uid",
-    "image_position_patient", "image_orientation_patient",
+    "image_position_patient", "image_orientation_patient", "frame_positions_patient",
 )
 
 

@@ -15,10 +15,14 @@ direction of increasing column index, IOP[3:6] that of increasing row index
 
     P = IPP + IOP[0:3] * col * col_mm + IOP[3:6] * row * row_mm
 
-For a 3-D stack, ``+ n * slice * slice_mm`` with ``n = IOP[0:3] x IOP[3:6]``;
-when ``image_position_patient`` is a list with one IPP per slice (per-frame
-positions), that slice's IPP is used instead. Points then land on the DICOM
-image loaded in Slicer.
+For a 3-D stack with one IPP per slice (``frame_positions_patient``, as the
+DICOM reader records them, or ``image_position_patient`` given as such a
+list), slice ``k`` starts at its own IPP and a fractional slice lies on the
+straight line between its neighbours (beyond the ends, on the line through
+the last two): the slices may run against ``IOP[0:3] x IOP[3:6]``, as the
+tomosynthesis phantom's do. With a single IPP, ``+ n * slice * slice_mm``
+with ``n = IOP[0:3] x IOP[3:6]``. Points then land on the DICOM image
+loaded in Slicer.
 
 *Without geometry* (typical for MG, TIFF and OME-TIFF inputs)::
 
@@ -52,8 +56,20 @@ _ORIENTATION = [-1.0, -0.0, -0.0, -0.0, -1.0, -0.0, 0.0, 0.0, 1.0]
 
 
 def _geometry(metadata: dict):
-    ipp = metadata.get("image_position_patient") if metadata else None
+    """``(ipp, iop)`` as arrays, ``ipp`` of shape (3,) or (slices, 3) (the
+    per-frame positions when the metadata has them), or ``(None, None)``."""
     iop = metadata.get("image_orientation_patient") if metadata else None
+    ipp = None
+    if metadata:
+        frames = metadata.get("frame_positions_patient")
+        try:
+            fp = np.asarray(frames, dtype=float) if frames is not None else None
+        except (TypeError, ValueError):  # e.g. a frame without a position
+            fp = None
+        if fp is not None and fp.ndim == 2 and fp.shape[0] >= 1 and fp.shape[1] == 3:
+            ipp = fp
+        else:
+            ipp = metadata.get("image_position_patient")
     if ipp is None or iop is None:
         return None, None
     try:
@@ -78,8 +94,9 @@ def pixel_to_lps(rows, cols, slices=None, metadata=None, spacing_mm=None) -> np.
     slices : array_like, optional
         0-based slice indices of a 3-D stack (``None`` for 2-D).
     metadata : dict, optional
-        Image metadata; ``image_position_patient`` and
-        ``image_orientation_patient`` are used when both are present.
+        Image metadata; ``image_orientation_patient`` with
+        ``frame_positions_patient`` (one position per slice) or
+        ``image_position_patient`` is used when present.
     spacing_mm : sequence of float
         ``(row_mm, col_mm)`` or ``(slice_mm, row_mm, col_mm)``.
 
@@ -101,12 +118,13 @@ def pixel_to_lps(rows, cols, slices=None, metadata=None, spacing_mm=None) -> np.
         return np.column_stack([cols * col_mm, rows * row_mm, sl * slice_mm])
     cdir, rdir = iop[:3], iop[3:]
     normal = np.cross(cdir, rdir)
-    if ipp.ndim == 2:  # one position per slice
-        idx = np.clip(np.rint(sl).astype(int), 0, len(ipp) - 1)
-        origin = ipp[idx]
-        frac = sl - idx  # sub-slice offset along the normal
-        return origin + np.outer(cols * col_mm, cdir) + np.outer(rows * row_mm, rdir) + \
-            np.outer(frac * slice_mm, normal)
+    if ipp.ndim == 2 and len(ipp) >= 2:  # one position per slice: along them
+        i0 = np.clip(np.floor(sl).astype(int), 0, len(ipp) - 2)
+        frac = (sl - i0)[:, None]  # < 0 or > 1 beyond the ends: on the end segment's line
+        origin = ipp[i0] + frac * (ipp[i0 + 1] - ipp[i0])
+        return origin + np.outer(cols * col_mm, cdir) + np.outer(rows * row_mm, rdir)
+    if ipp.ndim == 2:  # a single slice's position
+        ipp = ipp[0]
     return ipp[None, :] + np.outer(cols * col_mm, cdir) + np.outer(rows * row_mm, rdir) + \
         np.outer(sl * slice_mm, normal)
 
