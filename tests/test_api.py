@@ -77,10 +77,21 @@ def test_rgb_like_refused():
 
 
 @pytest.mark.parametrize("params", [dict(threshold=-1), dict(min_diameter_mm=2, max_diameter_mm=1),
-                                    dict(bogus=1), dict(min_cluster_size=1)])
+                                    dict(bogus=1), dict(min_cluster_size=1),
+                                    # wrong types: one clear error, not a TypeError deep inside
+                                    dict(threshold="abc"), dict(threshold=float("nan")),
+                                    dict(threshold=float("inf")), dict(threshold=True),
+                                    dict(min_cluster_size="abc"), dict(max_candidates=1.5),
+                                    dict(use_mask="maybe"), dict(use_mask=1)])
 def test_bad_parameters(params):
     with pytest.raises(InvalidParameterError):
         napari_calc.detect(np.zeros((32, 32), np.uint16), spacing_mm=0.1, **params)
+
+
+def test_whole_floats_are_taken_as_ints():
+    det = napari_calc.detect(np.zeros((32, 32), np.uint16), spacing_mm=0.1, max_candidates=3000.0,
+                             min_cluster_size=np.int64(3), use_mask=np.bool_(False))
+    assert det.params["max_candidates"] == 3000 and isinstance(det.params["max_candidates"], int)
 
 
 def test_constant_and_tiny_images_give_no_detections():

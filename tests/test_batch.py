@@ -211,8 +211,15 @@ def test_bad_settings_one_line(tmp_path, capsys):
     assert main(["detect", str(inp), "--out", str(tmp_path / "o"), "--workers", "0"]) != 0
     assert main(["detect", str(inp), "--out", str(tmp_path / "o"), "--param", "nope=1"]) != 0
     assert main(["detect", str(inp), "--out", str(tmp_path / "o"), "--param", "threshold=-1"]) != 0
+    for bad in ("threshold=abc", "threshold=nan", "min_cluster_size=abc", "max_candidates=1.5",
+                "use_mask=maybe"):
+        assert main(["detect", str(inp), "--out", str(tmp_path / "o"), "--param", bad]) != 0
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 3 and "--workers" in err[0] and "nope" in err[1] and "threshold" in err[2]
+    assert len(err) == 8 and "--workers" in err[0] and "nope" in err[1] and "threshold" in err[2]
+    assert [e.split(" must ")[0] for e in err[3:]] == [
+        "napari-calc: threshold", "napari-calc: threshold", "napari-calc: min_cluster_size",
+        "napari-calc: max_candidates", "napari-calc: use_mask"]
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*.csv"))
 
 
 def test_empty_folder_is_a_failure(tmp_path, capsys):

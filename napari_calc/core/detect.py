@@ -48,7 +48,9 @@ Everything per pixel and per candidate runs in C with the GIL released.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 import threading
 import time
 from dataclasses import dataclass
@@ -154,9 +156,25 @@ class DetectionParams:
     keep_min_score: float = 0.02
 
     def validate(self) -> None:
+        """Raise :class:`InvalidParameterError` (one line naming the
+        parameter) for a value of the wrong type or out of range. Whole
+        numbers given as floats (``3000.0``) become ints."""
         def bad(msg):
             raise InvalidParameterError(msg)
 
+        for f in dataclasses.fields(self):
+            v, kind = getattr(self, f.name), type(f.default)
+            is_bool = isinstance(v, (bool, np.bool_))
+            if kind is bool:
+                if not is_bool:
+                    bad(f"{f.name} must be true or false, got {v!r}")
+            elif kind is int:
+                if isinstance(v, numbers.Real) and not is_bool and math.isfinite(v) and float(v).is_integer():
+                    setattr(self, f.name, int(v))
+                else:
+                    bad(f"{f.name} must be a whole number, got {v!r}")
+            elif not (isinstance(v, numbers.Real) and not is_bool and math.isfinite(v)):
+                bad(f"{f.name} must be a finite number, got {v!r}")
         if not (0 < self.min_diameter_mm < self.max_diameter_mm):
             bad(f"need 0 < min_diameter_mm < max_diameter_mm, got {self.min_diameter_mm}, "
                 f"{self.max_diameter_mm}")
@@ -511,7 +529,7 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
             stride = max(1, int(math.sqrt(img.size / 1e6)))
             sub = np.s_[(-r0) % stride:: stride, (-c0) % stride:: stride]
             global_noise = _kernel.mad_noise(np.ascontiguousarray(resp[sub]),
-                                             np.ascontiguousarray(m8_c[sub]), 1)
+                                             None if m8_c is None else np.ascontiguousarray(m8_c[sub]), 1)
             if not np.isfinite(global_noise) or global_noise <= 0:
                 full = resp if box is None else _kernel.dog_octaves(
                     img, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads)[0]
