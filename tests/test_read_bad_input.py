@@ -256,12 +256,17 @@ def good_tiff(tmp_path):
     return p
 
 
-@pytest.mark.parametrize("cut", [6, 100, -200])
-def test_truncated_tiff(tmp_path, good_tiff, cut):
+@pytest.mark.parametrize("cut", [4, 6, 8, 100, 1000, -200])
+def test_truncated_tiff(tmp_path, good_tiff, cut, caplog):
     data = good_tiff.read_bytes()
     p = tmp_path / f"truncated{cut}.tif"
     p.write_bytes(data[:cut])
-    _fails(p, UnreadableImageError)
+    with caplog.at_level("DEBUG", logger="tifffile"):
+        msg = _fails(p, UnreadableImageError)
+    # our one line only: tifffile's own remarks (e.g. "invalid offset to
+    # first page") would print before it on stderr
+    assert not [r for r in caplog.records if r.name.startswith("tifffile")], caplog.text
+    assert "Error" not in msg.split(": ", 1)[1] or cut > 8, msg  # no bare exception names for stubs
 
 
 def test_rgb_tiff(tmp_path):
@@ -334,3 +339,17 @@ def test_find_inputs_keeps_broken_dicom(tmp_path, good_dicom):
     assert got == sorted(os.fspath(tmp_path / n) for n in ("cut", "good.dcm", "header_only"))
     _fails(tmp_path / "cut", UnreadableImageError, "truncated")
     _fails(tmp_path / "header_only", UnsupportedImageError, "no pixel data")
+
+
+def test_truncated_imagej_tiff_gives_our_line_only(tmp_path, caplog):
+    """A half-length ImageJ TIFF (as the phantom writer makes): tifffile logs
+    "ImageJ series metadata invalid or corrupted file" while we read it; only
+    our line should reach the user."""
+    good = tmp_path / "imagej.tif"
+    tifffile.imwrite(good, np.stack([PIX] * 3), imagej=True)
+    data = good.read_bytes()
+    p = tmp_path / "half.tif"
+    p.write_bytes(data[: len(data) // 2])
+    with caplog.at_level("DEBUG", logger="tifffile"):
+        _fails(p, UnreadableImageError, "truncated")
+    assert not [r for r in caplog.records if r.name.startswith("tifffile")], caplog.text

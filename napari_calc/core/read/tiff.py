@@ -30,8 +30,11 @@ which is inverted exactly: ``x' = 2**bits - 1 - x`` for unsigned integers,
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -179,6 +182,39 @@ def _tiff_spacing(tif, page, path, meta) -> tuple[float | None, float | None, fl
     return z, None, None, None  # no unit (1/1 or anything): unknown
 
 
+_QUIET = threading.local()
+
+
+class _WhileReading(logging.Filter):
+    """Keeps tifffile's log records (e.g. "ImageJ series metadata invalid or
+    corrupted file") emitted by this thread inside :func:`read_tiff` from the
+    user's terminal, and hands them to the reader: a damaged file gets our
+    one error line, not tifffile's remarks before it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        notes = getattr(_QUIET, "notes", None)
+        if notes is None:
+            return True
+        notes.append(record.getMessage())
+        return False
+
+
+logging.getLogger("tifffile").addFilter(_WhileReading())
+
+
+@contextlib.contextmanager
+def _tifffile_notes():
+    """tifffile's log messages of this thread while inside, as a list."""
+    outer = getattr(_QUIET, "notes", None)
+    _QUIET.notes = notes = []
+    try:
+        yield notes
+    finally:
+        _QUIET.notes = outer
+        if outer is not None:
+            outer.extend(notes)
+
+
 def read_tiff(path: str | os.PathLike, *, spacing_mm=None) -> MammoImage:
     """Read a greyscale TIFF / OME-TIFF image or stack.
 
@@ -203,6 +239,18 @@ def read_tiff(path: str | os.PathLike, *, spacing_mm=None) -> MammoImage:
     ImageTooLargeError
         Absurd declared dimensions (checked before reading the pixels).
     """
+    with _tifffile_notes() as notes:
+        image = _read_tiff(path, spacing_mm)
+    # pages linked past the end of the file: tifffile reads the pages before
+    # the break and goes on; a truncated stack must not become a shorter one
+    broken = [m for m in notes if "invalid page offset" in m]
+    if broken:
+        raise UnreadableImageError("truncated TIFF: its list of pages points past the end of the file",
+                                   os.fspath(path))
+    return image
+
+
+def _read_tiff(path, spacing_mm) -> MammoImage:
     import tifffile
 
     path = os.fspath(path)
@@ -211,11 +259,16 @@ def read_tiff(path: str | os.PathLike, *, spacing_mm=None) -> MammoImage:
     except FileNotFoundError:
         raise UnreadableImageError("file not found", path) from None
     except Exception as exc:
+        size = os.path.getsize(path) if os.path.isfile(path) else None
+        if size is not None and size < 16:
+            raise UnreadableImageError(f"not a readable TIFF file (only {size} bytes)", path) from None
         raise UnreadableImageError(f"not a readable TIFF file ({type(exc).__name__}: {exc})", path) from None
     with tif:
         try:
             series = tif.series[0]
             page = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
+        except IndexError:
+            raise UnreadableImageError("corrupt TIFF file (no image in it: truncated or damaged)", path) from None
         except Exception as exc:
             raise UnreadableImageError(f"corrupt TIFF file ({type(exc).__name__}: {exc})", path) from None
         photometric = int(getattr(page, "photometric", 1))
