@@ -40,6 +40,7 @@ SR files are reproducible byte for byte when ``$SOURCE_DATE_EPOCH`` is set
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -180,7 +181,32 @@ def _stem_of(path: Path, fmt: str) -> str:
 
 
 def _write(det: Detections, paths: dict, *, deidentify: bool, deid_salt) -> None:
-    """Write every format in ``paths``; an OSError becomes one clear ExportError."""
+    """Write every format in ``paths`` as one step: each file goes to a
+    temporary name beside its destination, and only when all are written
+    are they moved into place, so a failure leaves no part of the set (nor
+    touches the files of an earlier run). An OSError becomes one clear
+    ExportError naming the file."""
+    final = {k: Path(v) for k, v in paths.items()}
+    for k, dest in final.items():
+        if dest.is_dir():
+            raise ExportError(f"cannot write {dest.name}: a folder of that name is in the way", dest)
+    tmp = {k: dest.with_name(f".{dest.name}.{os.getpid()}.partial.tmp") for k, dest in final.items()}
+    try:
+        _write_each(det, tmp, final, deidentify=deidentify, deid_salt=deid_salt)
+        for k, dest in final.items():
+            try:
+                os.replace(tmp[k], dest)
+            except OSError as e:
+                raise ExportError(f"cannot write {dest.name} ({e.strerror or e})", dest) from None
+    finally:
+        for t in tmp.values():
+            with contextlib.suppress(OSError):
+                os.unlink(t)
+
+
+def _write_each(det: Detections, paths: dict, final: dict, *, deidentify: bool, deid_salt) -> None:
+    """The writers of :func:`_write`, into ``paths`` (temporary names; the
+    SR keys come from the ``final`` names)."""
     metadata = dict(det.metadata or {})
     ndim = ndim_of(det)
     if deidentify:
@@ -207,13 +233,13 @@ def _write(det: Detections, paths: dict, *, deidentify: bool, deid_salt) -> None
         from .sr import write_sr
 
         write_sr(det, paths["sr.dcm"], ndim, metadata, deidentified=deidentify,
-                 salt=deid_salt, fallback_key=_stem_of(paths["sr.dcm"], "sr.dcm"))
+                 salt=deid_salt, fallback_key=_stem_of(final["sr.dcm"], "sr.dcm"))
 
     def cad_sr_():
         from .cad_sr import write_cad_sr
 
         write_cad_sr(det, paths["cad-sr.dcm"], ndim, metadata, deidentified=deidentify,
-                     salt=deid_salt, fallback_key=_stem_of(paths["cad-sr.dcm"], "cad-sr.dcm"))
+                     salt=deid_salt, fallback_key=_stem_of(final["cad-sr.dcm"], "cad-sr.dcm"))
 
     steps = {"csv": csv_, "json": json_, "mrk.json": markups_, "sr.dcm": sr_,
              "cad-sr.dcm": cad_sr_}
@@ -223,7 +249,7 @@ def _write(det: Detections, paths: dict, *, deidentify: bool, deid_salt) -> None
         try:
             step()
         except OSError as e:  # full disk, read-only folder ...: one clear line
-            raise ExportError(f"cannot write the export ({e.strerror or e})", paths[fmt]) from None
+            raise ExportError(f"cannot write {final[fmt].name} ({e.strerror or e})", final[fmt]) from None
 
 
 def read_detections(path) -> Detections:
