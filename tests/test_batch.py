@@ -332,3 +332,26 @@ def test_forkserver_workers_do_not_search_the_current_directory(tmp_path):
     assert res["status"] == "done", res
     assert res["safe_path"] is True
     assert "PYTHONSAFEPATH" not in os.environ or os.environ["PYTHONSAFEPATH"] == _SAFEPATH_BEFORE
+
+
+def test_an_unwritable_output_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    """Checked once before any image (chmod does not stop root, so the probe
+    is made to fail): one line naming the folder, no per-image errors and no
+    claim of a manifest."""
+    from napari_calc.core import batch
+
+    inp = tmp_path / "in"
+    make_dataset(inp, 2)
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(batch.tempfile, "NamedTemporaryFile", denied)
+    assert main(["detect", str(inp), "--out", str(tmp_path / "o")]) != 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"napari-calc: {tmp_path / 'o'}: cannot write in the output folder "
+                                "(Permission denied)"]
+    assert "manifest" not in out
+    monkeypatch.undo()
+    assert main(["detect", str(inp), "--out", str(tmp_path / "o")]) == 0
+    assert not [n for n in os.listdir(tmp_path / "o") if n.startswith(".napari-calc-probe")]

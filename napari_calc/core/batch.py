@@ -54,6 +54,7 @@ import os
 import platform
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from collections import deque
@@ -876,6 +877,11 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NapariCalcError(f"cannot create the output folder ({exc.strerror or exc})", out_dir)
+    try:  # a folder we cannot write in: one line now, not one per image
+        probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".napari-calc-probe.", suffix=".tmp")
+        probe.close()
+    except OSError as exc:
+        raise NapariCalcError(f"cannot write in the output folder ({exc.strerror or exc})", out_dir)
 
     if error is None:
         def error(line):
