@@ -355,3 +355,22 @@ def test_an_unwritable_output_folder_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.undo()
     assert main(["detect", str(inp), "--out", str(tmp_path / "o")]) == 0
     assert not [n for n in os.listdir(tmp_path / "o") if n.startswith(".napari-calc-probe")]
+
+
+def test_summary_counts_candidates_and_those_at_the_operating_point(tmp_path, capsys):
+    import pandas as pd
+
+    inp, out = tmp_path / "in", tmp_path / "o"
+    make_dataset(inp, 2)
+    assert main(["detect", str(inp), "--out", str(out), "--param", "min_score=0.7"]) == 0
+    calcs = pd.concat([pd.read_csv(p) for p in sorted(out.glob("*.calcifications.csv"))])
+    clus = pd.concat([pd.read_csv(p) for p in sorted(out.glob("*.clusters.csv"))])
+    want = (f"{len(calcs)} candidates ({int((calcs.score >= 0.7).sum())} with score >= 0.7), "
+            f"{len(clus)} clusters ({int((clus.score >= 0.7).sum())} with score >= 0.7)")
+    assert 0 < (calcs.score >= 0.7).sum() < len(calcs)  # the two counts differ here
+    assert want in capsys.readouterr().out
+    totals = json.loads((out / MANIFEST_NAME).read_text())["totals"]
+    assert totals["calcifications_at_min_score"] == int((calcs.score >= 0.7).sum())
+    # a rerun skips both inputs and reports the same counts from their markers
+    assert main(["detect", str(inp), "--out", str(out), "--param", "min_score=0.7"]) == 0
+    assert want in capsys.readouterr().out

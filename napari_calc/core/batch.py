@@ -494,10 +494,13 @@ def process_input(task: dict) -> dict:
             "outputs": outputs,
             "n_calcifications": summary["n_calcifications"],
             "n_clusters": summary["n_clusters"],
+            "n_likely": summary["n_likely"],
+            "n_likely_clusters": summary["n_likely_clusters"],
         }
         atomic_write_text(mp, json.dumps(marker, indent=1, sort_keys=True) + "\n")
         res.update(status="done", outputs=outputs, n_calcifications=summary["n_calcifications"],
-                   n_clusters=summary["n_clusters"], detect_seconds=summary.get("seconds"))
+                   n_clusters=summary["n_clusters"], n_likely=summary["n_likely"],
+                   n_likely_clusters=summary["n_likely_clusters"], detect_seconds=summary.get("seconds"))
     except NapariCalcError as exc:
         res.update(status="failed", reason=_one_line(exc.reason))
     except MemoryError:
@@ -742,7 +745,12 @@ class BatchResult:
     n_done, n_skipped, n_failed : int
         Inputs computed now, skipped as already complete, failed.
     n_calcifications, n_clusters : int
-        Totals over done and skipped inputs.
+        Totals over done and skipped inputs (every row of the tables).
+    n_likely, n_likely_clusters : int or None
+        Of those, the ones scoring at least ``min_score`` (None when an
+        input skipped from an older run did not record it).
+    min_score : float
+        The operating point they are counted at.
     wall_seconds : float
     manifest : pathlib.Path
     """
@@ -753,6 +761,9 @@ class BatchResult:
     n_failed: int = 0
     n_calcifications: int = 0
     n_clusters: int = 0
+    n_likely: int | None = 0
+    n_likely_clusters: int | None = 0
+    min_score: float = 0.5
     wall_seconds: float = 0.0
     manifest: Path | None = None
 
@@ -761,16 +772,31 @@ class BatchResult:
         """0 when nothing failed, else 1."""
         return 1 if self.n_failed else 0
 
+    def _counts(self) -> str:
+        """"280 candidates (162 with score >= 0.5), 7 clusters (5 with score >= 0.5)"."""
+        def part(n, likely, what):
+            if likely is None:
+                return f"{n} {what}"
+            return f"{n} {what} ({likely} with score >= {self.min_score:g})"
+        return (f"{part(self.n_calcifications, self.n_likely, 'candidates')}, "
+                f"{part(self.n_clusters, self.n_likely_clusters, 'clusters')}")
+
     def summary_lines(self) -> list[str]:
         """The final summary printed by the CLI."""
         n = self.n_done + self.n_skipped + self.n_failed
         skipped = f" ({self.n_skipped} already complete, skipped)" if self.n_skipped else ""
         return [
             f"{n} image{'s' if n != 1 else ''}: {self.n_done + self.n_skipped} done{skipped}, "
-            f"{self.n_failed} failed; {self.n_calcifications} calcifications, {self.n_clusters} clusters; "
-            f"wall time {self.wall_seconds:.1f} s",
+            f"{self.n_failed} failed; {self._counts()}; wall time {self.wall_seconds:.1f} s",
             f"outputs and run manifest: {self.manifest}",
         ]
+
+
+def _add_likely(result: "BatchResult", rec: dict) -> None:
+    """Add an input's counts at the operating point (unknown: None)."""
+    for name in ("n_likely", "n_likely_clusters"):
+        v, total = rec.get(name), getattr(result, name)
+        setattr(result, name, None if v is None or total is None else total + int(v))
 
 
 def _now() -> str:
@@ -913,7 +939,7 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
                        deidentify=deidentify, n_threads=n_threads, key=key) for it in items]
     records: dict[str, dict] = {}
     order: list[str] = []
-    result = BatchResult(records=[])
+    result = BatchResult(records=[], min_score=float(DetectionParams(**(params or {})).min_score))
     for arg, reason in problems:
         rec = {"input": arg, "stem": None, "status": "failed", "reason": reason, "outputs": {},
                "seconds": 0.0}
@@ -934,6 +960,7 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
             result.n_skipped += 1
             result.n_calcifications += int(marker.get("n_calcifications") or 0)
             result.n_clusters += int(marker.get("n_clusters") or 0)
+            _add_likely(result, marker)
         else:
             todo.append(t)
         records[t["path"]] = rec
@@ -973,7 +1000,10 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
         doc["totals"] = {"images": len(tasks) + len(problems), "done": result.n_done,
                          "skipped": result.n_skipped, "failed": result.n_failed,
                          "pending": sum(1 for r in records.values() if r["status"] == "pending"),
-                         "calcifications": result.n_calcifications, "clusters": result.n_clusters}
+                         "calcifications": result.n_calcifications, "clusters": result.n_clusters,
+                         "min_score": result.min_score,
+                         "calcifications_at_min_score": result.n_likely,
+                         "clusters_at_min_score": result.n_likely_clusters}
         doc["inputs"] = [records[k] for k in order]
         try:
             atomic_write_text(manifest_path, json.dumps(doc, indent=1, default=str) + "\n")
@@ -1018,6 +1048,7 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
                 result.n_done += 1
                 result.n_calcifications += res["n_calcifications"]
                 result.n_clusters += res["n_clusters"]
+                _add_likely(result, res)
             else:
                 rec.update(status="failed", reason=res.get("reason") or "failed")
                 result.n_failed += 1

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .detect import detect
+from .detect import DetectionParams, detect
 from .image import MammoImage
 
 __all__ = ["process_file", "process_image", "output_stem"]
@@ -54,7 +54,9 @@ def process_image(image: MammoImage, out_dir, stem: str, *, formats=("csv",), pa
     Returns
     -------
     dict
-        ``stem``, ``n_calcifications``, ``n_clusters``, ``outputs`` (format
+        ``stem``, ``n_calcifications`` and ``n_clusters`` (all candidates and
+        clusters in the tables), ``n_likely`` and ``n_likely_clusters`` (those
+        scoring at least ``min_score``, the operating point), ``outputs`` (format
         -> path, as :func:`~napari_calc.core.export.write_outputs` keys them:
         ``"csv"``, ``"clusters.csv"``, ``"json"``, ...) and ``seconds`` (the
         detection time, which is deliberately *not* written into the
@@ -68,10 +70,13 @@ def process_image(image: MammoImage, out_dir, stem: str, *, formats=("csv",), pa
     # files on every run, on every machine (resumable batches rely on it).
     seconds = det.params.pop("seconds", None)
     outputs = write_outputs(det, out_dir, stem, formats=formats, deidentify=deidentify)
+    op = float(det.params.get("min_score", DetectionParams().min_score))
     return {
         "stem": stem,
         "n_calcifications": int(len(det.calcifications)),
         "n_clusters": int(len(det.clusters)),
+        "n_likely": int((det.calcifications["score"] >= op).sum()),
+        "n_likely_clusters": int((det.clusters["score"] >= op).sum()),
         "outputs": {k: str(v) for k, v in outputs.items()},
         "seconds": seconds,
     }
