@@ -99,7 +99,7 @@ def test_parsers():
     with pytest.raises(NapariCalcError):
         parse_formats("png")
     assert parse_spacing("0.07") == 0.07 and parse_spacing("0.07,0.05") == (0.07, 0.05)
-    for bad in ("abc", "-1", "0"):
+    for bad in ("abc", "-1", "0", "inf", "nan", "0.07,inf"):
         with pytest.raises(NapariCalcError):
             parse_spacing(bad)
     assert parse_param("threshold=4.5") == ("threshold", 4.5)
@@ -123,3 +123,10 @@ def test_command_line_exit_status_and_no_dask_import(tmp_path):
     assert r.stderr.splitlines() == [f"napari-calc: {tmp_path / 'nope.tif'}: file not found"]
     assert (tmp_path / "o" / "a.calcifications.csv").is_file()
     assert "1 done, 1 failed" in r.stdout
+
+
+def test_implausible_spacing_message_is_plain(tmp_path, capsys):
+    inp = write_tiff(tmp_path / "img.tif", 0)
+    assert main(["detect", str(inp), "--out", str(tmp_path / "o"), "--spacing", "1e-9"]) != 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "img.tif: in-plane spacing 1e-09 x 1e-09 mm is not a mammogram's" in line, line

@@ -30,7 +30,7 @@ def parse_spacing(text):
         vals = [float(v) for v in str(text).replace("x", ",").split(",") if v.strip()]
     except ValueError:
         raise NapariCalcError(f"--spacing {text!r} is not a number in mm (e.g. 0.07 or 0.07,0.07)")
-    if not vals or len(vals) > 3 or any(not (v > 0) for v in vals):
+    if not vals or len(vals) > 3 or any(not (0 < v < float("inf")) for v in vals):
         raise NapariCalcError(f"--spacing {text!r} must be 1 to 3 positive numbers in mm")
     return vals[0] if len(vals) == 1 else tuple(vals)
 

@@ -263,7 +263,8 @@ def _as_image(image, spacing_mm) -> tuple[np.ndarray, tuple[float, ...], dict]:
         raise InvalidParameterError(f"spacing must be positive mm, got {tuple(sp)}", src)
     if np.any(sp[-2:] > 2.0) or np.any(sp[-2:] < 0.005):
         raise InvalidParameterError(
-            f"in-plane spacing {tuple(sp[-2:])} mm is not a mammogram's (0.005-2 mm per pixel)", src)
+            f"in-plane spacing {' x '.join(f'{float(v):g}' for v in sp[-2:])} mm is not a mammogram's "
+            "(0.005-2 mm per pixel)", src)
     return pixels, tuple(float(s) for s in sp), meta
 
 
