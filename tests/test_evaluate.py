@@ -278,3 +278,13 @@ def test_cli_evaluate(tmp_path, capsys):
     rc = main(["evaluate", str(bad), str(truth_dir), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc != 0 and "missing column(s) y_mm, x_mm" in err and "Traceback" not in err
+    # a folder without detection tables, and a file against a folder: one line each, no table
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc = main(["evaluate", str(empty), str(truth_dir), "--out", str(out)])
+    o, err = capsys.readouterr()
+    assert rc != 0 and err.splitlines() == [f"napari-calc: {empty}: no *.calcifications.csv files "
+                                            "(the tables of 'napari-calc detect')"] and not o
+    rc = main(["evaluate", str(det_dir / "a.calcifications.csv"), str(truth_dir), "--out", str(out)])
+    o, err = capsys.readouterr()
+    assert rc != 0 and len(err.splitlines()) == 1 and "a folder of detections with a folder" in err

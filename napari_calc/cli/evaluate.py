@@ -92,6 +92,13 @@ def run(args) -> int:
     if not truths:
         _err(truth_path, f"no *{TRUTH_SUFFIX} files")
         return 2
+    if not dets:
+        _err(det_path, f"no *{CALC_SUFFIX} files (the tables of 'napari-calc detect')")
+        return 2
+    if det_path.is_file() != truth_path.is_file():
+        _err(det_path, "give a folder of detections with a folder of truths, or one "
+                       f"*{CALC_SUFFIX} file with one *{TRUTH_SUFFIX} file")
+        return 2
     single_pair = det_path.is_file() and truth_path.is_file()
     if single_pair:
         (ds,), (ts,) = dets.keys(), truths.keys()
