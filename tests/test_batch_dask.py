@@ -151,6 +151,12 @@ def test_unreachable_scheduler_one_line(tmp_path, capsys, monkeypatch):
                "--scheduler", "tcp://127.0.0.1:9"])
     (line,) = capsys.readouterr().err.splitlines()
     assert rc != 0 and "tcp://127.0.0.1:9" in line and "cannot connect to the dask scheduler" in line
+    assert not (tmp_path / "o").exists()  # no empty output folder left behind
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "x.txt").write_text("earlier")
+    rc = main(["detect", str(tmp_path / "in"), "--out", str(tmp_path / "kept" / "a" / "b"),
+               "--scheduler", "tcp://127.0.0.1:9"])
+    assert rc != 0 and sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["x.txt"]
 
 
 def test_dask_missing_names_the_extra(tmp_path, capsys, monkeypatch):

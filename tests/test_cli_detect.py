@@ -108,6 +108,24 @@ def test_parsers():
         parse_param("threshold")
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["phantom", "OUT", "--spacing", "0"],
+     "napari-calc phantom: argument --spacing: must be > 0: '0' (see 'napari-calc phantom --help')"),
+    (["detect"], "napari-calc detect: the following arguments are required: INPUT "
+                 "(see 'napari-calc detect --help')"),
+    (["detect", "x.tif", "--workers", "two"],
+     "napari-calc detect: argument --workers: invalid int value: 'two' (see 'napari-calc detect --help')"),
+    (["frobnicate"], "napari-calc: argument COMMAND: invalid choice: 'frobnicate' (choose from "
+                     "'detect', 'demo', 'view', 'phantom', 'evaluate') (see 'napari-calc --help')"),
+])
+def test_usage_errors_are_one_line(argv, expected, capsys):
+    """A mistyped option is one line, like every other error (argparse adds its usage block)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    o, err = capsys.readouterr()
+    assert exc.value.code == 2 and not o and err.splitlines() == [expected]
+
+
 def test_command_line_exit_status_and_no_dask_import(tmp_path):
     """A fresh interpreter: one error line, exit 1, the good input done, dask never imported."""
     good = write_tiff(tmp_path / "in" / "a.tif", 0)

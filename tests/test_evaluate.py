@@ -288,3 +288,32 @@ def test_cli_evaluate(tmp_path, capsys):
     rc = main(["evaluate", str(det_dir / "a.calcifications.csv"), str(truth_dir), "--out", str(out)])
     o, err = capsys.readouterr()
     assert rc != 0 and len(err.splitlines()) == 1 and "a folder of detections with a folder" in err
+
+    # an image given as detections, a bad single pair, an --out that is a file, bad margins:
+    # one line each, nothing computed
+    img = tmp_path / "a.tif"
+    img.write_bytes(b"II*\x00" + bytes(64))
+    rc = main(["evaluate", str(img), str(truth_dir / "a.truth.json"), "--out", str(out)])
+    o, err = capsys.readouterr()
+    assert rc != 0 and not o and err.splitlines() == [
+        f"napari-calc: {img}: not a detections table; give the *.calcifications.csv that "
+        "'napari-calc detect' wrote, or a folder of them"]
+    rc = main(["evaluate", str(bad / "a.calcifications.csv"), str(truth_dir / "a.truth.json"),
+               "--out", str(out)])
+    o, err = capsys.readouterr()
+    assert rc != 0 and not o and len(err.splitlines()) == 1 and "missing column(s)" in err
+    rc = main(["evaluate", str(det_dir / "a.calcifications.csv"), str(det_dir / "a.clusters.csv"),
+               "--out", str(out)])
+    o, err = capsys.readouterr()
+    assert rc != 0 and not o and len(err.splitlines()) == 1 and "a.clusters.csv" in err
+    a_file = tmp_path / "eval.txt"
+    a_file.write_text("keep me")
+    rc = main(["evaluate", str(det_dir), str(truth_dir), "--out", str(a_file)])
+    o, err = capsys.readouterr()
+    assert rc != 0 and not o and err.splitlines() == [
+        f"napari-calc: {a_file}: --out names a file; give a folder for froc.csv and froc.png"]
+    assert a_file.read_text() == "keep me"
+    for opt, val in (("--cluster-margin-mm", "-5"), ("--match-mm", "inf"), ("--match-mm", "0")):
+        rc = main(["evaluate", str(det_dir), str(truth_dir), "--out", str(out), opt, val])
+        o, err = capsys.readouterr()
+        assert rc != 0 and not o and len(err.splitlines()) == 1 and opt in err

@@ -23,10 +23,22 @@ def error_line(msg) -> None:
     print(f"napari-calc: {msg}", file=sys.stderr)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error.
+
+    argparse prints the whole usage block before its message; for a mistyped
+    value the block hides the one line that says what is wrong. Sub-command
+    parsers are made from the same class.
+    """
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="napari-calc",
         description="Detect, review and export breast microcalcifications.",
     )

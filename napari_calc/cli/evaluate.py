@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -78,8 +79,18 @@ def run(args) -> int:
     from ..core.atomic import atomic_write_text
 
     det_path, truth_path, out = Path(args.detections), Path(args.truth), Path(args.out)
-    if args.match_mm is not None and not args.match_mm > 0:
-        _err(det_path, "--match-mm must be > 0")
+    if args.match_mm is not None and not 0 < args.match_mm < math.inf:
+        _err(det_path, f"--match-mm must be a positive number of mm, got {args.match_mm:g}")
+        return 2
+    if args.cluster_margin_mm is not None and not 0 <= args.cluster_margin_mm < math.inf:
+        _err(det_path, f"--cluster-margin-mm must be 0 or more mm, got {args.cluster_margin_mm:g}")
+        return 2
+    if out.exists() and not out.is_dir():  # found now, not after the whole evaluation
+        _err(out, "--out names a file; give a folder for froc.csv and froc.png")
+        return 2
+    if det_path.is_file() and not det_path.name.lower().endswith(".csv"):
+        _err(det_path, f"not a detections table; give the *{CALC_SUFFIX} that "
+                       "'napari-calc detect' wrote, or a folder of them")
         return 2
     dets = _collect(det_path, CALC_SUFFIX)
     if dets is None:
@@ -111,6 +122,8 @@ def run(args) -> int:
             truth = load_truth(tpath)
         except NapariCalcError as exc:
             _err(tpath, exc.reason)
+            if single_pair:
+                return 1
             status = 1
             continue
         dpath = dets.get(stem)
@@ -126,6 +139,8 @@ def run(args) -> int:
                 cdf = _read_csv(dpath)
             except (ValueError, OSError) as exc:
                 _err(dpath, str(exc) if isinstance(exc, ValueError) else (exc.strerror or exc))
+                if single_pair:  # that line says it all
+                    return 1
                 status = 1
                 continue
             name = dpath.name

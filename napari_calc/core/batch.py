@@ -820,6 +820,15 @@ def _clean_temporaries(out_dir: Path, stems: Iterable[str]) -> None:
                     pass
 
 
+def _remove_empty(dirs) -> None:
+    """Remove the folders ``dirs`` (deepest first) that are still empty."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",), params: dict | None = None,
               spacing_mm=None, deidentify: bool = False, workers: int | None = None,
               scheduler: str | None = None, timeout: float | None = None, force: bool = False,
@@ -899,6 +908,7 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
         raise InvalidParameterError(f"--workers must be >= 1, got {workers}")
     workers = int(workers)
     out_dir = Path(out_dir).absolute()
+    new_dirs = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # deepest first
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -920,7 +930,11 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
     if scheduler:
         from . import distributed as _dist
 
-        dask_backend = _dist.DaskBackend(scheduler, timeout=timeout)  # connects, or raises
+        try:
+            dask_backend = _dist.DaskBackend(scheduler, timeout=timeout)  # connects, or raises
+        except BaseException:
+            _remove_empty(new_dirs)  # no scheduler: leave no empty output folder behind
+            raise
         try:
             n_threads: Any = dask_backend.threads_per_task()
             mode = {"backend": "dask", "scheduler": scheduler, "dask_workers": dask_backend.n_workers(),
