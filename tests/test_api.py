@@ -119,6 +119,25 @@ def test_stack_columns_and_positions():
     assert (three_d.calcifications["slice"] == 0).all()  # ties go to the first slice
 
 
+def test_in_plane_spacing_keeps_the_stacks_slice_spacing():
+    """Giving only the in-plane spacing keeps the stack's own slice spacing
+    (it was silently replaced by 1 mm); a bare stack needs all three."""
+    from napari_calc.core.image import MammoImage
+
+    ph = make_phantom(seed=5, shape=(400, 320))
+    vol = np.stack([ph.image.pixels] * 3)
+    img = MammoImage(pixels=vol, spacing_mm=(0.5, 0.1, 0.1), metadata={})
+    for given in (0.1, (0.1, 0.1), [0.1, 0.1]):
+        det = napari_calc.detect(img, spacing_mm=given, keep_min_score=0.0)
+        assert det.spacing_mm == (0.5, 0.1, 0.1)
+        calcs = det.calcifications
+        assert len(calcs) and np.allclose(calcs["z_mm"], calcs["slice"] * 0.5)
+    assert napari_calc.detect(img, spacing_mm=(0.25, 0.1, 0.1)).spacing_mm == (0.25, 0.1, 0.1)
+    for given in (0.1, (0.1, 0.1)):
+        with pytest.raises(MissingSpacingError, match="slice spacing of this 3-D stack is unknown"):
+            napari_calc.detect(vol, spacing_mm=given)
+
+
 def test_results_do_not_depend_on_thread_count(phantom):
     a = napari_calc.detect(phantom.image, n_threads=1)
     b = napari_calc.detect(phantom.image, n_threads=2)

@@ -231,9 +231,12 @@ def dog_sigmas(spacing_mm: float, min_diameter_mm: float, max_diameter_mm: float
 
 
 def _as_image(image, spacing_mm) -> tuple[np.ndarray, tuple[float, ...], dict]:
+    file_slice_mm = None  # a stack's own slice spacing, kept when only in-plane is given
     if isinstance(image, MammoImage):
         pixels, meta = image.pixels, dict(image.metadata)
         spacing = spacing_mm if spacing_mm is not None else image.spacing_mm
+        if image.spacing_mm is not None and len(image.spacing_mm) == 3:
+            file_slice_mm = float(image.spacing_mm[0])
     else:
         pixels, meta, spacing = image, {}, spacing_mm
     src = meta.get("source_path")
@@ -253,10 +256,12 @@ def _as_image(image, spacing_mm) -> tuple[np.ndarray, tuple[float, ...], dict]:
     nd = pixels.ndim
     if len(sp) == 1:
         sp = np.repeat(sp, 2)
-        if nd == 3:
-            sp = np.concatenate([[1.0], sp])  # slice spacing unknown; in-plane given
-    elif nd == 3 and len(sp) == 2:
-        sp = np.concatenate([[1.0], sp])
+    if nd == 3 and len(sp) == 2:  # in-plane only: the stack's own slice spacing, never a guess
+        if file_slice_mm is None:
+            raise MissingSpacingError(
+                "the slice spacing of this 3-D stack is unknown; give spacing_mm as "
+                "(slice_mm, row_mm, col_mm)", src)
+        sp = np.concatenate([[file_slice_mm], sp])
     if len(sp) != nd:
         raise InvalidParameterError(f"spacing {tuple(sp)} does not fit a {nd}-D image", src)
     if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
@@ -782,7 +787,9 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     spacing_mm : float or tuple of float, optional
         Pixel spacing in mm, ``(row_mm, col_mm)`` or
         ``(slice_mm, row_mm, col_mm)``. Required for bare arrays; overrides
-        the image's own spacing when given.
+        the image's own spacing when given. A scalar or a pair for a stack
+        sets the in-plane spacing and keeps the image's slice spacing; a
+        bare 3-D array needs all three.
     mask : ndarray of bool, optional
         Where to detect (same shape as one plane). By default the breast is
         segmented automatically (``use_mask=True``).
