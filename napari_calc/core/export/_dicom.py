@@ -31,6 +31,11 @@ from pydicom.uid import generate_uid
 #: Private coding scheme for concepts DICOM has no code for (PS3.16 8.2: "99" prefix).
 PRIVATE_SCHEME = "99NAPCALC"
 
+#: Specific Character Set of our SRs: UTF-8, so that any name or label
+#: (a patient "Müller", a reviewer's free-text label) is encoded as declared.
+#: pydicom decodes the source's text whatever its character set.
+SR_CHARACTER_SET = "ISO_IR 192"
+
 SC_2D = "1.2.840.10008.5.1.4.1.1.7"          # Secondary Capture Image Storage
 SC_3D = "1.2.840.10008.5.1.4.1.1.7.3"        # Multi-frame Grayscale Word SC
 MULTIFRAME_CLASSES = {
