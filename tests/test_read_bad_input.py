@@ -353,3 +353,36 @@ def test_truncated_imagej_tiff_gives_our_line_only(tmp_path, caplog):
     with caplog.at_level("DEBUG", logger="tifffile"):
         _fails(p, UnreadableImageError, "truncated")
     assert not [r for r in caplog.records if r.name.startswith("tifffile")], caplog.text
+
+
+def test_pydicom_warnings_are_held_back(tmp_path):
+    """An invalid IS value (read anyway) and twice the pixel bytes (refused):
+    pydicom's warnings printed two lines with a library path each, before
+    our one line or a clean result."""
+    import warnings
+
+    import pydicom
+
+    (tmp_path / "series").mkdir()
+    good = tmp_path / "series" / "is.dcm"
+    make_mammo_dicom(good, PIX, pixel_spacing=(0.1, 0.1))
+    ds = pydicom.dcmread(good)
+    ds.InstanceNumber = "7"
+    ds.save_as(good)
+    raw = good.read_bytes()
+    at = raw.find(b"\x20\x00\x13\x00IS\x02\x00")  # (0020,0013) Instance Number, 2 bytes
+    assert at > 0
+    good.write_bytes(raw[:at + 8] + b"X " + raw[at + 10:])
+    excess = tmp_path / "excess.dcm"
+    make_mammo_dicom(excess, PIX, pixel_spacing=(0.1, 0.1))
+    ds = pydicom.dcmread(excess)
+    ds.PixelData = ds.PixelData * 2
+    ds.save_as(excess)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img = read_image(good)
+        assert img.pixels.shape == PIX.shape
+        _fails(excess, UnreadableImageError, "header declares")
+        assert read_image(tmp_path / "series").pixels.shape == PIX.shape  # as a folder
+    assert not [str(w.message) for w in caught]

@@ -155,6 +155,26 @@ _DECODER_PACKAGES = {
 # small helpers
 
 
+def _quiet(fn):
+    """Run a reader with pydicom's warnings held back.
+
+    pydicom parses elements lazily and warns on the way (an ``IS`` value
+    ``'X'``, more pixel bytes than the frames declared). Printed, they come
+    as two lines with a library path before our own one-line message or a
+    clean result; what matters is raised as an error by the checks here.
+    """
+    import functools
+    import warnings
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _get(ds, keyword, default=None):
     """``ds.keyword`` or ``default`` when absent or empty."""
     try:
@@ -949,6 +969,7 @@ def _dataset_to_image(ds, path, *, spacing_mm=None) -> MammoImage:
     return MammoImage(pixels=arr, spacing_mm=spacing, metadata=meta)
 
 
+@_quiet
 def read_dicom(path: str | os.PathLike, *, spacing_mm=None) -> MammoImage:
     """Read one DICOM file (single- or multi-frame) as a :class:`MammoImage`.
 
@@ -977,6 +998,7 @@ def _series_key(ds) -> str:
     return _str(_get(ds, "SeriesInstanceUID")) or "<no SeriesInstanceUID>"
 
 
+@_quiet
 def read_dicom_series(
     folder: str | os.PathLike, files: Sequence[str | os.PathLike] | None = None, *, spacing_mm=None
 ) -> MammoImage:
