@@ -303,3 +303,20 @@ def test_non_ascii_names_are_encoded_as_declared(tmp_path, flavour):
         r = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60)
         errors = [line for line in (r.stdout + r.stderr).splitlines() if "Error" in line]
         assert not errors, "\n".join(errors)
+
+
+def test_view_codes_are_cid_4014():
+    """The views we read from ViewCodeSequence and write into the CAD SR are
+    CID 4014's SNOMED CT codes (XCCL and FB had wrong codes; CV and AT, view
+    modifiers of CID 4015, were written as views)."""
+    from pydicom.sr.codedict import codes
+
+    from napari_calc.core.export.cad_sr import _VIEWS
+    from napari_calc.core.read.dicom import _VIEW_CODES
+
+    cid = {getattr(codes.cid4014, n).value for n in codes.cid4014.dir()}
+    assert {code for code, _ in _VIEWS.values()} <= cid
+    sct = {k: v for k, v in _VIEW_CODES.items() if k.isdigit()}
+    assert set(sct) <= cid
+    for code, view in sct.items():  # reading a code and writing the view give the same code
+        assert _VIEWS[view][0] == code

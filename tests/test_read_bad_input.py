@@ -386,3 +386,14 @@ def test_pydicom_warnings_are_held_back(tmp_path):
         _fails(excess, UnreadableImageError, "header declares")
         assert read_image(tmp_path / "series").pixels.shape == PIX.shape  # as a folder
     assert not [str(w.message) for w in caught]
+
+
+def test_rescale_slope_zero_is_refused(tmp_path):
+    """Slope 0 maps every pixel to the intercept: a flat image that detected
+    nothing and ended with exit status 0."""
+    path = tmp_path / "slope0.dcm"
+    make_mammo_dicom(path, PIX, pixel_spacing=(0.1, 0.1), rescale=(0.0, 5.0))
+    _fails(path, UnsupportedImageError, "Rescale Slope/Intercept 0/5 would map every pixel to one value")
+    ok = tmp_path / "slope2.dcm"
+    make_mammo_dicom(ok, PIX, pixel_spacing=(0.1, 0.1), rescale=(2.0, -5.0))
+    assert read_image(ok).pixels.max() == 2 * int(PIX.max()) - 5

@@ -133,8 +133,9 @@ _VIEWS = {  # CID 4014
     "XCCL": ("399192008", "cranio-caudal exaggerated laterally"),
     "FB": ("399196006", "caudo-cranial (from below)"),
     "SIO": ("399188001", "superolateral to inferomedial oblique"),
-    "CV": ("399161006", "cleavage"), "AT": ("399011000", "axillary tail"),
-}
+    "XCCM": ("399101009", "cranio-caudal exaggerated medially"),
+    "ISO": ("441555000", "inferomedial to superolateral oblique"),
+}  # cleavage (CV) and axillary tail (AT) are view modifiers (CID 4015), not views
 _INTENT_RANK = {"rejected": 0, "candidate": 1, "accepted": 2, "added": 2}
 _INTENT_BY_RANK = {0: "notfor", 1: "optional", 2: "required"}
 _STATUS_BY_INTENT = {"111150": "accepted", "111151": "candidate", "111152": "rejected"}

@@ -661,7 +661,7 @@ def _to_compact_int(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return arr
 
 
-def _apply_modality(arr: np.ndarray, ds, n_frames: int, transforms: list[str]):
+def _apply_modality(arr: np.ndarray, ds, n_frames: int, transforms: list[str], path=None):
     """Apply the modality LUT; return (array, (lo, hi) representable range)."""
     from pydicom import Dataset
     from pydicom.pixels import apply_modality_lut
@@ -681,6 +681,12 @@ def _apply_modality(arr: np.ndarray, ds, n_frames: int, transforms: list[str]):
         transforms.append("modality_lut")
         return out, (rlo, rhi)
     params = _rescale_params(ds, n_frames)
+    if params is not None:
+        bad = next(((sl, b) for sl, b in params if sl == 0 or not (math.isfinite(sl) and math.isfinite(b))),
+                   None)
+        if bad is not None:  # every pixel would map to one value (or to NaN)
+            raise UnsupportedImageError(f"Rescale Slope/Intercept {bad[0]:g}/{bad[1]:g} would map every "
+                                        "pixel to one value", path)
     if params is None or all(p == (1.0, 0.0) for p in params):
         return arr, (float(lo), float(hi))
     if arr.ndim == 3 and len(set(params)) > 1:
@@ -801,13 +807,13 @@ _VIEW_CODES = {
     "R-10228": "LM", "399352003": "LM",
     "R-10230": "LMO", "399099002": "LMO",
     "R-10236": "SIO", "399188001": "SIO",
-    "R-10244": "FB", "399110001": "FB",
-    "R-40AAA": "XCCL", "399192003": "XCCL",
+    "R-10244": "FB", "399196006": "FB",
+    "R-40AAA": "XCCL", "399192008": "XCCL",
     "R-1024A": "XCCM", "399101009": "XCCM",
     "R-10216": "XCC",
     "R-102D0": "AT",
-    "R-10238": "ISO",
-}
+    "R-10238": "ISO", "441555000": "ISO",
+}  # SNOMED CT codes as in CID 4014 (pydicom.sr.codedict.codes.cid4014)
 
 
 def _view(ds) -> str | None:
@@ -927,7 +933,7 @@ def _dataset_to_image(ds, path, *, spacing_mm=None) -> MammoImage:
 
     meta = _header_metadata(ds, path)
     transforms: list[str] = []
-    arr, rng = _apply_modality(arr, ds, frames, transforms)
+    arr, rng = _apply_modality(arr, ds, frames, transforms, path)
     window = _first_window(ds)
     photometric = (meta["photometric"] or "").upper()
     if meta["presentation_intent"] == "FOR PROCESSING":
