@@ -82,6 +82,29 @@ def test_rerun_replaces_result_layers_in_place(qtbot, viewer_with_sample):
     np.testing.assert_array_equal(pts.features["calc_id"], ref.calcifications["calc_id"])
 
 
+def test_no_findings_gives_empty_layers(qtbot, make_napari_viewer, recwarn):
+    """No candidates is the usual result on a normal mammogram: empty result
+    layers and a status saying so (napari refused the empty colour array, so
+    the run ended in an error and no calcifications layer); a re-run that
+    drops to none keeps the colours without napari's 'illegal values' warning."""
+    viewer = make_napari_viewer()
+    detect_w, review_w = dock_both(viewer)
+    flat = viewer.add_image(np.full((600, 500), 1000, np.uint16), name="flat", scale=(0.1, 0.1))
+    run_detection(qtbot, detect_w, flat)
+    pts = viewer.layers["flat calcifications"]
+    assert len(pts.data) == 0 and len(viewer.layers["flat clusters"].data) == 0
+    assert detect_w.status.value.startswith("'flat': 0 candidates"), detect_w.status.value
+    (image,) = viewer.open_sample("napari-calc", "sample-mammogram")
+    run_detection(qtbot, detect_w, image)
+    pts = viewer.layers["sample-mammogram calcifications"]
+    assert len(pts.data) > 0
+    detect_w.params["threshold"].value = 50.0
+    run_detection(qtbot, detect_w, image)
+    assert len(pts.data) == 0 and len(pts.features) == 0
+    assert detect_w.status.value.startswith("'sample-mammogram': 0 candidates"), detect_w.status.value
+    assert not [w for w in recwarn if "illegal values" in str(w.message)]
+
+
 def test_layer_without_scale_is_flagged_and_uses_entered_spacing(qtbot, make_napari_viewer):
     viewer = make_napari_viewer()
     detect_w, _ = dock_both(viewer)

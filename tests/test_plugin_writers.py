@@ -152,6 +152,23 @@ def test_reader_reopens_exports(tmp_path, fmt):
         assert_same_detections(det, again, 2, atol=1e-9, check_extras=True)
 
 
+def test_reader_reopens_an_export_without_findings(tmp_path):
+    """An image without findings exports empty tables; they reopen as empty
+    layers (napari refused the empty colour array that was passed)."""
+    from napari.layers import Points, Shapes
+
+    from napari_calc.core.detect import detect
+
+    det = detect(np.full((300, 300), 1000, np.uint16), 0.1)
+    assert len(det.calcifications) == 0
+    paths = write_outputs(det, tmp_path, "img", formats=["csv", "json"])
+    for fmt in ("csv", "json"):
+        layers = get_detections_reader(str(paths[fmt]))(str(paths[fmt]))
+        pdata, pk, _ = next(ld for ld in layers if ld[2] == "points")
+        sdata, sk, _ = next(ld for ld in layers if ld[2] == "shapes")
+        assert len(Points(pdata, **pk).data) == 0 and len(Shapes(sdata, **sk).data) == 0
+
+
 def test_reader_declines_foreign_files(tmp_path):
     p = tmp_path / "other.json"
     p.write_text('{"a": 1}')

@@ -219,7 +219,6 @@ def points_layer_kwargs(det: Detections, *, name: str, source_layer: str | None 
         features=calc_features(calcs, nd),
         size=point_sizes(calcs, det.spacing_mm),
         face_color=FACE_COLOR,
-        border_color=point_colors(calcs),
         border_width=BORDER_WIDTH,
         border_width_is_relative=True,
         symbol="disc",
@@ -230,6 +229,8 @@ def points_layer_kwargs(det: Detections, *, name: str, source_layer: str | None 
         metadata=_result_meta("calcifications", det, source_layer, run),
         blending="translucent_no_depth",
     )
+    if len(calcs):  # napari refuses an empty colour array (no findings is a normal result)
+        kw["border_color"] = point_colors(calcs)
     if translate is not None:
         kw["translate"] = tuple(translate)
     return kw
@@ -290,7 +291,8 @@ def update_points_layer(layer, calcs: pd.DataFrame, spacing_mm, ndim: int, *,
                 layer.refresh()
             return
     layer.features = feats
-    layer.border_color = point_colors(calcs, color_by, vis)
+    if n:  # an empty colour array makes napari warn and reset the colours
+        layer.border_color = point_colors(calcs, color_by, vis)
     if len(layer.shown) != n or not np.array_equal(layer.shown, vis):
         layer.shown = vis
 

@@ -950,7 +950,8 @@ class ReviewWidget(QWidget):
             return
         calcs = s.detections.calcifications
         vis = (calcs["score"].to_numpy() >= float(value)) | calcs["status"].isin(("accepted", "added")).to_numpy()
-        layer.border_color = point_colors(calcs, "status", vis)
+        if len(calcs):  # napari warns on an empty colour array
+            layer.border_color = point_colors(calcs, "status", vis)
         layer.shown = vis
         self._threshold_timer.start()
 
