@@ -212,6 +212,44 @@ def test_review_restored_after_closing_and_reopening_the_viewer(qtbot, make_napa
     assert pts2.features.loc[_pos(pts2, a), "morphology"] == ""
 
 
+def test_rerunning_detection_keeps_the_review(qtbot, reviewing, tmp_path):
+    """A re-run with other parameters replaced every decision by 'candidate'
+    (the only trace: '(kept as .bak)', and a second re-run overwrote that).
+    Now the decisions follow their calcifications to the new run, the panel
+    says so, and every earlier autosave is kept."""
+    viewer, detect_w, review_w, pts = reviewing
+    image = viewer.layers["sample-mammogram"]
+    s = review_w.session
+    best = s.detections.calcifications.sort_values("score", ascending=False)
+    a, b = (int(v) for v in best["calc_id"].iloc[:2])  # strong ones: found again at a higher threshold
+    review_w.go_to(a)
+    press(qtbot, viewer, Qt.Key.Key_A)
+    review_w.go_to(b)
+    press(qtbot, viewer, Qt.Key.Key_R)
+    review_w.go_to(b)  # R moved on to the next one
+    review_w.morphology.value = "punctate"
+    assert s.row(b)["morphology"] == "punctate"
+    where = {k: tuple(s.detections.calcifications.loc[s.detections.calcifications.calc_id == k,
+                                                       ["row", "col"]].iloc[0]) for k in (a, b)}
+    n_before = len(pts.data)
+    sidecar = s.sidecar
+    for run in (1, 2):
+        detect_w.params["threshold"].value = 6.0 + run  # another run: fewer candidates
+        run_detection(qtbot, detect_w, image)
+        qtbot.waitUntil(lambda: review_w.session is not None and review_w.session is not s)
+        s = review_w.session
+        f = pts.features
+        assert 0 < len(pts.data) < n_before and len(f) == len(s.detections.calcifications)
+        for k, status in ((a, "accepted"), (b, "rejected")):
+            row = f[(f["row"] == where[k][0]) & (f["col"] == where[k][1])]
+            assert list(row["status"]) == [status]
+        assert f.loc[f["status"] == "rejected", "morphology"].tolist() == ["punctate"]
+        assert "review carried over to the new run: 2 decision(s)" in review_w.autosave_label.text()
+        bak = sidecar.name + (".bak" if run == 1 else ".bak.2")
+        assert bak in review_w.autosave_label.text() and (tmp_path / bak).exists()
+    assert s.sidecar == sidecar and sidecar.exists()
+
+
 def test_removing_the_layer_closes_the_review(qtbot, reviewing):
     viewer, _, review_w, pts = reviewing
     session = review_w.session

@@ -456,3 +456,53 @@ def test_extra_columns_and_existing_review_labels_are_kept():
     assert np.isnan(r["elongation"]) and r["note"] == "" and r["morphology"] == ""
     s.undo()
     pd.testing.assert_frame_equal(s.detections.calcifications, df)
+
+
+# --------------------------------------------------------------------------- a new run of the image
+def test_carry_over_onto_a_new_run():
+    """Re-running detection keeps the review: decisions go to the nearest
+    candidate of the new run within half a diameter (0.15 mm here, at least
+    0.2 mm); accepted ones it does not find stay as added; rejected ones it no
+    longer proposes go."""
+    from napari_calc.core.review import carry_over
+
+    s = ReviewSession(make_det(TRIO))
+    s.accept([0])
+    s.reject([1, 3])
+    s.set_labels([2], morphology="punctate")
+    s.set_labels([0], suspicion="suspicious")
+    added = s.add(500, 500, morphology="amorphous")
+    s.add(900, 900)
+    # the new run: 0 moved by 1 px, 1 gone, 2 and 3 moved by 3 px (0.3 mm: too far for 3), a candidate
+    # where 500,500 was added, nothing near 900,900, and two new ones
+    new = make_det([(101, 100, 0.95), (110, 131, 0.6), (700, 703, 0.9), (501, 500, 0.7),
+                    (300, 300, 0.5), (730, 700, 0.85)])
+    det, summary = carry_over(s.detections.calcifications, new)
+    c = det.calcifications
+    assert summary == {"matched": 3, "kept_as_added": 1, "dropped": 2}
+    assert list(c["status"]) == ["accepted", "candidate", "candidate", "accepted", "candidate",
+                                 "candidate", "added"]
+    assert c.loc[0, "suspicion"] == "suspicious" and c.loc[0, "annotator"] == ""
+    assert c.loc[1, "morphology"] == "punctate"  # labels of a candidate follow it (1 px away)
+    assert c.loc[3, "morphology"] == "amorphous"  # an added one the detector now finds: accepted
+    assert c.loc[6, ["row", "col"]].tolist() == [900, 900]
+    assert c.loc[6, "calc_id"] > max(s.detections.calcifications["calc_id"].max(), added)
+    assert (c.loc[:5, ["row", "col", "score"]].to_numpy() == new.calcifications[["row", "col", "score"]]
+            .to_numpy()).all()  # the new run's candidates are as it found them
+    t = ReviewSession(det)
+    assert t.row(int(c.loc[6, "calc_id"]))["status"] == "added" and t.row(0)["status"] == "accepted"
+    # nothing reviewed: the new run as it is
+    plain, summary = carry_over(make_det(TRIO).calcifications, new)
+    assert summary == {"matched": 0, "kept_as_added": 0, "dropped": 0}
+    assert (plain.calcifications["status"] == "candidate").all()
+
+
+def test_carry_over_in_a_stack_needs_the_same_or_next_slice():
+    from napari_calc.core.review import carry_over
+
+    s = ReviewSession(make_det([(4, 100, 100, 0.9), (4, 300, 300, 0.9)], ndim=3))
+    s.reject([0, 1])
+    new = make_det([(5, 100, 100, 0.9), (7, 300, 300, 0.9)], ndim=3)
+    det, summary = carry_over(s.detections.calcifications, new)
+    assert summary == {"matched": 1, "kept_as_added": 0, "dropped": 1}
+    assert list(det.calcifications["status"]) == ["rejected", "candidate"]

@@ -285,6 +285,44 @@ def test_open_or_create(tmp_path):
     assert sc.read_text() == "garbage\n"
 
 
+def test_a_new_run_of_the_image_keeps_the_review(tmp_path):
+    """The autosave of an earlier run on this image, opened with another run
+    (other parameters): the new run's candidates with the review carried
+    over, not the old rows in place of the new ones; every earlier sidecar
+    is kept (the second one went over the first .bak)."""
+    sc = tmp_path / "img.napari-calc-review.jsonl"
+    first = make_det(seed=0)
+    s = ReviewSession.open_or_create(first, sc, annotator="ada")
+    s.accept([1, 2])
+    s.reject([3])
+    kept_rows = s.detections.calcifications.loc[[1, 2], ["row", "col"]].to_numpy()
+    s.close()
+    second = make_det(seed=0)
+    second.calcifications = second.calcifications.drop(index=[3, 50]).reset_index(drop=True)
+    n = ReviewSession.open_or_create(second, sc)
+    c = n.detections.calcifications
+    assert len(c) == len(second.calcifications)  # the new run's rows, not the sidecar's
+    assert n.carried_over == {"matched": 2, "kept_as_added": 0, "dropped": 1}
+    acc = c.loc[c.status == "accepted", ["row", "col"]].to_numpy()
+    assert sorted(map(tuple, acc.tolist())) == sorted(map(tuple, kept_rows.tolist()))
+    assert set(c.loc[c.status == "accepted", "annotator"]) == {"ada"}
+    assert n.backup == sc.with_name(sc.name + ".bak") and n.backup.exists()
+    n.accept([int(c.calc_id.iloc[10])])
+    n.close()
+    # the same run again: restored as it is (with its history)
+    r = ReviewSession.open_or_create(second, sc)
+    assert r.carried_over is None and r.history and (r.detections.calcifications.status == "accepted").sum() == 3
+    r.close()
+    # a third run: the second sidecar goes to .bak.2; .bak is untouched
+    bak1 = sc.with_name(sc.name + ".bak").read_bytes()
+    third = make_det(seed=0)
+    t = ReviewSession.open_or_create(third, sc)
+    assert t.backup == sc.with_name(sc.name + ".bak.2")
+    assert sc.with_name(sc.name + ".bak").read_bytes() == bak1
+    assert (t.detections.calcifications.status == "accepted").sum() == 3
+    t.close()
+
+
 def test_restore_with_detections_of_another_image_is_refused(tmp_path):
     sc = tmp_path / "r.jsonl"
     ReviewSession(make_det(), sidecar=sc).close()

@@ -70,6 +70,7 @@ __all__ = [
     "REVIEW_COLUMNS",
     "ACTIONS",
     "ReviewSession",
+    "carry_over",
     "sidecar_path_for",
     "SidecarError",
 ]
@@ -113,6 +114,145 @@ def _params_of(params) -> DetectionParams:
 
 
 # --------------------------------------------------------------------------- session
+
+#: A reviewed calcification and a candidate of a new run are the same when
+#: they are at most half the reviewed one's diameter apart, and never less
+#: than this (mm); in a stack they must also be at most one slice apart.
+CARRY_OVER_MIN_MM = 0.2
+
+
+def _reviewed(calcs: pd.DataFrame) -> np.ndarray:
+    """Rows a reviewer decided on or labelled."""
+    st = calcs["status"].astype(str).to_numpy()
+    out = st != "candidate"
+    for c in _LABEL_CHOICES:
+        if c in calcs.columns:
+            out |= calcs[c].fillna("").astype(str).to_numpy() != ""
+    return out
+
+
+def carry_over(previous: pd.DataFrame, detections: Detections) -> tuple[Detections, dict]:
+    """Put the review of an earlier run onto a new detection of the same image.
+
+    Re-running detection (other parameters, another version) must not throw
+    away a review. Each reviewed row of ``previous`` (accepted, rejected,
+    added or labelled) is matched to the nearest free candidate of the new
+    run within max(:data:`CARRY_OVER_MIN_MM`, half its diameter), closest
+    pairs first; the candidate takes its status (``added`` becomes
+    ``accepted``: the detector now finds it) and review columns. Accepted or
+    added calcifications without a match are kept as ``added`` (the reviewer
+    said they are there); rejected or only labelled ones without a match are
+    dropped, since the new run does not propose them.
+
+    Parameters
+    ----------
+    previous : DataFrame
+        The earlier review's calcification table.
+    detections : Detections
+        The new run.
+
+    Returns
+    -------
+    Detections
+        The new run with the review carried over (a copy).
+    dict
+        ``matched``, ``kept_as_added`` and ``dropped`` row counts.
+    """
+    from scipy.spatial import cKDTree
+
+    nd = detections.ndim
+    new = detections.calcifications.copy()
+    for c in REVIEW_COLUMNS:
+        if c not in new.columns:
+            new[c] = ""
+        new[c] = new[c].fillna("").astype(object)
+    new["status"] = new["status"].astype(object)
+    old = previous.loc[_reviewed(previous)].reset_index(drop=True)
+    summary = {"matched": 0, "kept_as_added": 0, "dropped": 0}
+    if not len(old):
+        return _with_calcs(detections, new), summary
+    yx = ["y_mm", "x_mm"]
+    radius = np.maximum(CARRY_OVER_MIN_MM, 0.5 * pd.to_numeric(old["diameter_mm"], errors="coerce")
+                        .fillna(0).to_numpy(float))
+    pairs = []
+    if len(new):
+        p_old, p_new = old[yx].to_numpy(float), new[yx].to_numpy(float)
+        s_old = old["slice"].to_numpy(np.int64) if nd == 3 else None
+        s_new = new["slice"].to_numpy(np.int64) if nd == 3 else None
+        for i, js in enumerate(cKDTree(p_new).query_ball_point(p_old, radius)):
+            for j in js:
+                if nd == 3 and abs(s_old[i] - s_new[j]) > 1:
+                    continue
+                pairs.append((float(np.hypot(*(p_old[i] - p_new[j]))), i, j))
+    pairs.sort()  # closest first; ties by row order
+    used_old, used_new = set(), set()
+    copy_cols = ["status", *REVIEW_COLUMNS]
+    for _, i, j in pairs:
+        if i in used_old or j in used_new:
+            continue
+        used_old.add(i)
+        used_new.add(j)
+        for c in copy_cols:
+            v = old[c].iloc[i] if c in old.columns else ""
+            v = "" if not isinstance(v, str) else v
+            if c == "status":
+                v = "accepted" if v == "added" else v
+            new.at[j, c] = v
+    summary["matched"] = len(used_old)
+    keep = [i for i in range(len(old)) if i not in used_old
+            and str(old["status"].iloc[i]) in ("accepted", "added")]
+    summary["dropped"] = len(old) - len(used_old) - len(keep)
+    if keep:
+        start = int(max(new["calc_id"].max() if len(new) else -1,
+                        previous["calc_id"].max() if len(previous) else -1) + 1)
+        rows = {}
+        for c in new.columns:
+            if c in old.columns and (c in calc_columns(nd) or c in REVIEW_COLUMNS):
+                rows[c] = old[c].to_numpy()[keep]
+            elif new[c].dtype.kind in "iufb":
+                rows[c] = np.full(len(keep), np.nan)
+            else:
+                rows[c] = [""] * len(keep)
+        rows["calc_id"] = np.arange(start, start + len(keep))
+        rows["status"] = ["added"] * len(keep)
+        rows["score"] = np.ones(len(keep))  # as an added calcification
+        rows["contrast"] = rows["cnr"] = np.full(len(keep), np.nan)
+        rows["cluster_id"] = np.full(len(keep), NO_CLUSTER)
+        new = pd.concat([new, pd.DataFrame(rows)[list(new.columns)]], ignore_index=True)
+        summary["kept_as_added"] = len(keep)
+    return _with_calcs(detections, new), summary
+
+
+def _with_calcs(det: Detections, calcs: pd.DataFrame) -> Detections:
+    """``det`` with another calcification table (the session reclusters)."""
+    return Detections(calcifications=calcs, clusters=det.clusters, spacing_mm=tuple(det.spacing_mm),
+                      image_shape=tuple(det.image_shape), params=dict(det.params or {}),
+                      metadata=dict(det.metadata or {}), extra=None)
+
+
+def _same_candidates(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """The detector's rows (all but ``added``) are at the same pixels in both."""
+    def key(df):
+        if not len(df):
+            return set()
+        keep = df["status"].astype(str).to_numpy() != "added"
+        cols = [c for c in ("slice", "row", "col") if c in df.columns]
+        return set(map(tuple, df.loc[keep, cols].to_numpy(np.int64).tolist()))
+
+    return key(a) == key(b)
+
+
+def backup_path(sidecar) -> Path:
+    """Where an earlier review is kept: ``<sidecar>.bak``, or ``.bak.2``,
+    ``.bak.3``, ... when that is taken (a backup is never overwritten)."""
+    sidecar = Path(sidecar)
+    cand = sidecar.with_name(sidecar.name + ".bak")
+    k = 2
+    while cand.exists():
+        cand = sidecar.with_name(f"{sidecar.name}.bak.{k}")
+        k += 1
+    return cand
+
 
 class ReviewSession:
     """Review state of one image's detections, with undo/redo and autosave.
@@ -176,13 +316,19 @@ class ReviewSession:
             metadata=dict(detections.metadata), extra=None)
         self._writer: SidecarWriter | None = None
         self.sidecar = None if sidecar is None else Path(sidecar)
+        #: Where the sidecar found at creation was moved (``None``: there was none).
+        self.backup: Path | None = None
+        #: What :meth:`start_over` carried over (``None``: nothing was).
+        self.carried_over: dict | None = None
         if not _restoring:
             self._recluster(force=True, fresh=True)
         if self.sidecar is not None and not _restoring:
             self._writer = SidecarWriter(self.sidecar, fsync=fsync)
             check_unlocked(self.sidecar)
+            self.backup = None
             if self.sidecar.exists() and self.sidecar.stat().st_size > 0:
-                os.replace(self.sidecar, self.sidecar.with_name(self.sidecar.name + ".bak"))
+                self.backup = backup_path(self.sidecar)
+                os.replace(self.sidecar, self.backup)
             self._writer.write_header(self._header())
 
     # ------------------------------------------------------------------ construction helpers
@@ -336,11 +482,30 @@ class ReviewSession:
         if path.exists() and path.stat().st_size > 0:
             header, _, _, _ = read_sidecar(path)
             if cls._matches(header, detections):
-                return cls.restore(path, detections, annotator=annotator, fsync=fsync)
+                old = cls.restore(path, detections, annotator=annotator, fsync=fsync)
+                if _same_candidates(old._df, detections.calcifications):
+                    return old
+                # another run on this image (other parameters, another version):
+                # its candidates, with this review carried over
+                previous = old._df
+                old.close()
+                return cls.start_over(previous, detections, path, annotator=annotator, fsync=fsync)
         return cls(detections, sidecar=path, annotator=annotator, fsync=fsync)
+
+    @classmethod
+    def start_over(cls, previous: pd.DataFrame, detections: Detections, sidecar=None, *,
+                   annotator: str = "", fsync: bool = True) -> "ReviewSession":
+        """A session on a new run of the image, with the review of ``previous``
+        carried over (see :func:`carry_over`); ``carried_over`` says what was.
+        The earlier sidecar is kept as :func:`backup_path` names it."""
+        det, summary = carry_over(previous, detections)
+        self = cls(det, sidecar=sidecar, annotator=annotator, fsync=fsync)
+        self.carried_over = summary
+        return self
 
     @staticmethod
     def _matches(header: dict, det: Detections) -> bool:
+        """The sidecar is of this image (shape, spacing, source path)."""
         image = header.get("image") or {}
         try:
             if tuple(int(s) for s in image["shape"]) != tuple(det.image_shape):

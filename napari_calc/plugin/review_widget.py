@@ -202,6 +202,15 @@ class DataFrameModel(QAbstractTableModel):
         return int(hit[0]) if len(hit) else None
 
 
+def carried_over_text(summary: dict | None) -> str:
+    """What :meth:`ReviewSession.start_over` did, for the panel ('' when nothing)."""
+    if not summary or not any(summary.values()):
+        return ""
+    return (f"review carried over to the new run: {summary['matched']} decision(s) on matching "
+            f"candidates, {summary['kept_as_added']} accepted calcification(s) it did not find kept as "
+            f"added, {summary['dropped']} rejected or labelled candidate(s) it no longer proposes dropped")
+
+
 def _unwrap(obj):
     """The object behind napari's PublicOnlyProxy (plugin widgets get proxies)."""
     return getattr(obj, "__wrapped__", obj)
@@ -498,22 +507,32 @@ class ReviewWidget(QWidget):
             det.image_shape = tuple(int(s) for s in np.max(layer.data, axis=0) + 1) if len(layer.data) else (1, 1)
         self._open_session(det, restore=True)
 
-    def _open_session(self, det, *, restore: bool) -> None:
+    def _open_session(self, det, *, restore: bool, previous: pd.DataFrame | None = None) -> None:
+        """Start reviewing ``det``: restore its autosave (``restore``), or carry
+        the review ``previous`` of an earlier run over to it."""
         sidecar = self._sidecar_for(det)
         note = ""
+        who = self.annotator.value
         try:
-            if sidecar is None:
-                session = ReviewSession(det, annotator=self.annotator.value)
-            elif restore:
-                session = ReviewSession.open_or_create(det, sidecar, annotator=self.annotator.value)
+            if sidecar is not None and restore:
+                session = ReviewSession.open_or_create(det, sidecar, annotator=who)
+            elif previous is not None:
+                session = ReviewSession.start_over(previous, det, sidecar, annotator=who)
             else:
-                session = ReviewSession(det, sidecar=sidecar, annotator=self.annotator.value)
-                if sidecar.with_name(sidecar.name + ".bak").exists():
-                    note = " (the previous review was kept as .bak)"
+                session = ReviewSession(det, sidecar=sidecar, annotator=who)
         except (NapariCalcError, OSError) as e:
-            session = ReviewSession(det, annotator=self.annotator.value)
+            session = (ReviewSession.start_over(previous, det, annotator=who) if previous is not None
+                       else ReviewSession(det, annotator=who))
             note = f" — could not use the autosave file: {e}"
             sidecar = None
+        carried = carried_over_text(session.carried_over)
+        if carried:
+            note += f" — {carried}"
+            from napari.utils.notifications import show_info
+
+            show_info(f"napari-calc: {carried}")
+        if session.backup is not None:
+            note += f" (the previous review was kept as {session.backup.name})"
         self.session = session
         if sidecar is None:
             self.autosave_label.setText("⚠ Autosave off: this image has no file. Choose a project folder "
@@ -688,12 +707,13 @@ class ReviewWidget(QWidget):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        previous = self.session.detections.calcifications if self.session is not None else None
         if self.session is not None:
             self.session.close()
         self.session = None
         det = detections_from_layers(layer, self.shapes)
         self._run = self._run_of(layer)
-        self._open_session(det, restore=False)
+        self._open_session(det, restore=False, previous=previous)
 
     def _on_layer_data(self, event) -> None:
         """Edits made with napari's own tools: add (click), delete, move."""
