@@ -87,6 +87,26 @@ def test_points_writers_exact_formats(tmp_path, writer, suffix):
     assert back.image_shape == det.image_shape
 
 
+@pytest.mark.parametrize("writer,given,written", [
+    (write_calcifications_csv, "a.csv", ["a.calcifications.csv", "a.clusters.csv"]),
+    (write_calcifications_sr, "j.dcm", ["j.sr.dcm"]),
+    (write_calcifications_json, "k.mrk.json", ["k.detections.json"]),
+    (write_calcifications_cad_sr, "m.sr.dcm", ["m.cad-sr.dcm"]),
+    (write_calcifications_csv, "n.calcifications.csv", ["n.calcifications.csv", "n.clusters.csv"]),
+])
+def test_plain_names_from_the_save_dialog_get_the_format_suffix(tmp_path, writer, given, written):
+    """Saved as 'a.csv' (the dialog's generic suffix), the table did not
+    reopen: the reader and evaluate know exports by their full suffix."""
+    det = make_detections(2)
+    data, attrs = _layer_state(det)
+    out = writer(str(tmp_path / given), data, attrs)
+    assert sorted(out) == sorted(str(tmp_path / w) for w in written)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written)
+    assert callable(get_detections_reader(out[0]))
+    np.testing.assert_allclose(read_detections(out[0]).calcifications.y_mm, det.calcifications.y_mm,
+                               atol=1e-3)
+
+
 def test_markups_and_cad_sr_writers(tmp_path):
     det = make_detections(2)
     data, attrs = _layer_state(det)

@@ -155,11 +155,17 @@ def detections_from_layer_data(data, attributes: dict, shapes_attributes: dict |
 
 
 def _target(path, fmt: str) -> Path:
-    """``path`` with the format's suffix (kept when it already has one)."""
+    """``path`` named as the reader, ``evaluate`` and the CLI expect: its stem
+    plus the format's suffix. A generic suffix from the save dialog
+    (``a.csv``, ``j.dcm``) or another format's (``k.mrk.json`` given to the
+    JSON writer) is replaced: saved as ``a.csv`` the table did not reopen."""
     p = Path(path)
     low = p.name.lower()
-    if low.endswith(SUFFIXES[fmt]) or low.endswith(_GENERIC[fmt]):
+    if low.endswith(SUFFIXES[fmt]):
         return p
+    for suf in sorted(set(SUFFIXES.values()) | set(_GENERIC.values()), key=len, reverse=True):
+        if low.endswith(suf):
+            return p.with_name(p.name[: -len(suf)] + SUFFIXES[fmt])
     return p.with_name(p.name + SUFFIXES[fmt])
 
 
