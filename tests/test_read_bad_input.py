@@ -397,3 +397,24 @@ def test_rescale_slope_zero_is_refused(tmp_path):
     ok = tmp_path / "slope2.dcm"
     make_mammo_dicom(ok, PIX, pixel_spacing=(0.1, 0.1), rescale=(2.0, -5.0))
     assert read_image(ok).pixels.max() == 2 * int(PIX.max()) - 5
+
+
+def test_decoder_failure_keeps_every_reason(tmp_path):
+    """pydicom lists each decoder's reason on its own line; only its first
+    line ('...raised by all available plugins:') reached the user."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    path = tmp_path / "wrong-syntax.dcm"
+    make_mammo_dicom(path, PIX, pixel_spacing=(0.1, 0.1))
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([b"\x00" * 1000])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path)
+    with pytest.raises(NapariCalcError) as info:
+        read_image(path)
+    msg = str(info.value)
+    assert "\n" not in msg and "plugins:" in msg
+    assert not msg.rstrip(")").endswith("plugins:")  # the reasons follow

@@ -381,6 +381,24 @@ def test_tomo_unknown_slice_spacing(tmp_path, volume):
     with pytest.raises(InvalidParameterError, match="slice"):
         read_image(p, spacing_mm=(0.1, 0.1))
     assert read_image(p, spacing_mm=(1.0, 0.1, 0.1)).spacing_mm == (1.0, 0.1, 0.1)
+    # detecting on it says which spacing is missing (it said "the pixel spacing is unknown")
+    import napari_calc
+    from napari_calc.core.errors import MissingSpacingError
+
+    with pytest.raises(MissingSpacingError, match=r"the slice spacing is unknown \(in-plane 0.1 x 0.1 mm\)"):
+        napari_calc.detect(img)
+
+
+def test_tomosynthesis_projections_are_refused(tmp_path, volume):
+    """Breast Projection X-Ray objects stack views from different angles:
+    detected as slices, clusters formed across projections."""
+    from napari_calc.core.errors import UnsupportedImageError
+
+    for sop in ("1.2.840.10008.5.1.4.1.1.13.1.4", "1.2.840.10008.5.1.4.1.1.13.1.5"):
+        p = tmp_path / f"bpx{sop[-1]}.dcm"
+        make_tomo_dicom(p, volume, bits_stored=BITS, sop_class_uid=sop)
+        with pytest.raises(UnsupportedImageError, match="Breast Projection X-Ray: the projections"):
+            read_image(p)
 
 
 # ---------------------------------------------------------------- folders

@@ -250,6 +250,11 @@ def _as_image(image, spacing_mm) -> tuple[np.ndarray, tuple[float, ...], dict]:
         raise UnsupportedImageError(
             f"image is {pixels.shape[-2]}x{pixels.shape[-1]} pixels, too small to detect on", src)
     if spacing is None:
+        in_plane = meta.get("in_plane_spacing_mm")
+        if np.ndim(pixels) == 3 and in_plane:  # a stack: only the slice spacing is missing
+            raise MissingSpacingError(
+                f"the slice spacing is unknown (in-plane {' x '.join(f'{float(v):g}' for v in in_plane)} mm); "
+                "give all three in mm, slice first (--spacing S,ROW,COL / spacing_mm)", src)
         raise MissingSpacingError("the pixel spacing is unknown; give it in mm (--spacing / spacing_mm)",
                                   src)
     sp = np.atleast_1d(np.asarray(spacing, dtype=float)).ravel()

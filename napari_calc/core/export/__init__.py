@@ -13,7 +13,7 @@ format        file                                content
                                                   boxes (:mod:`.json_io`)
 ``mrk.json``  ``<stem>.mrk.json``                 3D Slicer markups v1.0.3, LPS mm
                                                   (:mod:`.slicer_markups`)
-``sr.dcm``    ``<stem>.sr.dcm``                   DICOM Comprehensive SR, TID 1500
+``sr.dcm``    ``<stem>.sr.dcm``                   DICOM Comprehensive 3D SR, TID 1500
                                                   Measurement Report (highdicom, :mod:`.sr`)
 ``cad-sr.dcm`` ``<stem>.cad-sr.dcm``              DICOM Mammography CAD SR, TID 4000
                                                   (pydicom, :mod:`.cad_sr`)

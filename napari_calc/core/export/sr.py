@@ -1,6 +1,7 @@
 """DICOM SR export: a TID 1500 Measurement Report written with highdicom.
 
-``<stem>.sr.dcm`` is a Comprehensive SR (SCOORD only, no SCOORD3D) holding a
+``<stem>.sr.dcm`` is a Comprehensive 3D SR (SOP Class 1.2.840.10008.5.1.4.1.1.88.34;
+its regions are 2-D SCOORD on the image, no SCOORD3D) holding a
 TID 1500 Measurement Report. It references the source image (see
 :mod:`._dicom` for non-DICOM sources) and holds one TID 1410 Planar ROI
 measurement group per calcification and per cluster:

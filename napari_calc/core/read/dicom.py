@@ -417,10 +417,20 @@ def non_image_reason(ds) -> str | None:
     return None
 
 
+#: Breast Projection X-Ray Image Storage (For Presentation, For Processing):
+#: the projections a tomosynthesis is reconstructed from. Stacked, they are
+#: views from different angles, not slices.
+PROJECTION_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.13.1.4", "1.2.840.10008.5.1.4.1.1.13.1.5")
+
+
 def _check_is_image(ds, path) -> None:
     reason = non_image_reason(ds)
     if reason:
         raise UnsupportedImageError(reason, path)
+    if _str(_get(ds, "SOPClassUID")) in PROJECTION_SOP_CLASSES:
+        raise UnsupportedImageError(
+            "Breast Projection X-Ray: the projections of a tomosynthesis acquisition, taken from "
+            "different angles, not slices; open the reconstructed tomosynthesis or a 2-D mammogram", path)
     if _pixel_data_keyword(ds) is None:
         hint = " (the header describes an image: truncated file?)" if "Rows" in ds else ""
         raise UnsupportedImageError(f"DICOM file has no pixel data{hint}", path)
@@ -900,9 +910,15 @@ def _decode(ds, path) -> np.ndarray:
     except NapariCalcError:
         raise
     except Exception as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "missing" in msg.lower() and "plugin" in msg.lower():
-            raise MissingDecoderError(msg, path) from None
+        # pydicom's message can span lines ("...all available plugins:" then
+        # each plugin's reason): keep them all, on one line
+        text = str(exc) or type(exc).__name__
+        first = text.splitlines()[0]
+        if "missing" in first.lower() and "plugin" in first.lower():
+            raise MissingDecoderError(first, path) from None
+        msg = " ".join(text.split())
+        if len(msg) > 400:
+            msg = msg[:397] + "..."
         raise UnreadableImageError(
             f"cannot decode the pixel data (truncated or corrupt? {type(exc).__name__}: {msg})", path
         ) from None
