@@ -82,6 +82,21 @@ def test_rerun_replaces_result_layers_in_place(qtbot, viewer_with_sample):
     np.testing.assert_array_equal(pts.features["calc_id"], ref.calcifications["calc_id"])
 
 
+def test_results_land_on_top_of_an_image_opened_again(qtbot, viewer_with_sample):
+    """Remove the image, open it again, run: the reused result layers stayed
+    under the new image, so nothing showed."""
+    viewer, detect_w, _, image = viewer_with_sample
+    run_detection(qtbot, detect_w, image)
+    viewer.layers.remove(image)
+    (again,) = viewer.open_sample("napari-calc", "sample-mammogram")
+    assert viewer.layers.index(again) > viewer.layers.index("sample-mammogram calcifications")
+    run_detection(qtbot, detect_w, again)
+    names = [lay.name for lay in viewer.layers]
+    assert names.index("sample-mammogram") < names.index("sample-mammogram clusters") < \
+        names.index("sample-mammogram calcifications")
+    assert len(viewer.layers["sample-mammogram calcifications"].data) > 0
+
+
 def test_no_findings_gives_empty_layers(qtbot, make_napari_viewer, recwarn):
     """No candidates is the usual result on a normal mammogram: empty result
     layers and a status saying so (napari refused the empty colour array, so
@@ -115,13 +130,28 @@ def test_layer_without_scale_is_flagged_and_uses_entered_spacing(qtbot, make_nap
     assert detect_w.image_combo.value is layer
     assert detect_w.spacing.enabled
     assert "no physical pixel size" in detect_w.spacing_note.value
+    detect_w.spacing.value = 0.07
+    assert "(0.07 mm, please check)" in detect_w.spacing_note.value  # the note follows the entry
     detect_w.spacing.value = 0.1
+    assert "(0.1 mm, please check)" in detect_w.spacing_note.value
     run_detection(qtbot, detect_w, layer)
     pts = viewer.layers["noscale calcifications"]
     assert tuple(pts.scale) == pytest.approx((0.1, 0.1))
     assert tuple(layer.scale) == pytest.approx((0.1, 0.1))  # applied to the image so they overlay
     assert layer.metadata["napari_calc"]["image_metadata"]["spacing_source"] == "user"
     assert "no physical" not in detect_w.spacing_note.value
+
+
+def test_refusal_is_cleared_when_another_layer_is_chosen(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer()
+    detect_w, _ = dock_both(viewer)
+    four = viewer.add_image(np.zeros((2, 2, 40, 40), np.uint16), name="4d")
+    assert detect_w.run() is None and detect_w.status.value.startswith("'4d' is 4-D")
+    (image,) = viewer.open_sample("napari-calc", "sample-mammogram")
+    detect_w.image_combo.value = image
+    assert detect_w.status.value == ""
+    detect_w.image_combo.value = four
+    assert detect_w.status.value == ""  # not refused until Run
 
 
 def test_tomosynthesis_stack_gives_3d_points(qtbot, make_napari_viewer):

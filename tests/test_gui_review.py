@@ -103,6 +103,15 @@ def test_keyboard_accept_reject_undo_redo_with_layer_in_sync(qtbot, reviewing, t
     assert len(review_w.session.history) >= 5
 
 
+def test_navigation_past_the_ends_says_so(qtbot, reviewing):
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    last = s.next_id(None, direction=-1)
+    review_w.go_to(last)
+    press(qtbot, viewer, Qt.Key.Key_N)
+    assert review_w.current_id == last and "no next calcification" in viewer.status
+
+
 def test_delete_key_and_next_cluster(qtbot, reviewing):
     viewer, _, review_w, pts = reviewing
     s = review_w.session
@@ -260,6 +269,7 @@ def test_removing_the_layer_closes_the_review(qtbot, reviewing):
     assert session.closed  # autosave file closed, complete
     press(qtbot, viewer, Qt.Key.Key_A)  # keys are harmless without a review
     assert review_w.calc_model.rowCount() == 0
+    assert "accepted" not in review_w.info.text()  # not the counts of the review that is gone
 
 
 def test_reviewed_layers_save_and_reopen_through_the_plugin(qtbot, reviewing, tmp_path):

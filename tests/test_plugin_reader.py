@@ -44,3 +44,19 @@ def test_monochrome1_window_follows_the_inversion(tmp_path):
 def test_non_images_are_declined(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     assert get_reader(str(tmp_path / "notes.txt")) is None
+
+
+def test_a_file_named_like_an_image_that_is_not_one_gets_its_reason(tmp_path):
+    """napari said only "Reader 'napari-calc' ... refused the file"."""
+    from napari_calc.core.errors import NapariCalcError
+
+    (tmp_path / "junk.tif").write_text("not a tiff at all")
+    (tmp_path / "x.dcm").write_bytes(b"\x00" * 200)
+    for name in ("junk.tif", "x.dcm"):
+        reader = get_reader(str(tmp_path / name))
+        assert reader is not None
+        with pytest.raises(NapariCalcError) as info:
+            reader(str(tmp_path / name))
+        assert name in str(info.value) and "\n" not in str(info.value)
+    (tmp_path / "img.sr.dcm").write_bytes(b"\x00" * 200)  # an export: the other reader's
+    assert get_reader(str(tmp_path / "img.sr.dcm")) is None

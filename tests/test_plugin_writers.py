@@ -60,7 +60,9 @@ def test_moved_and_added_points(tmp_path):
     new = detections_from_layer_data(data, attrs)
     c = new.calcifications
     sp = det.spacing_mm
-    assert c.row.iloc[0] == pytest.approx(det.calcifications.row.iloc[0] + 5)
+    # a moved point is at the pixel it was dropped on (indices, as the contract has them)
+    assert c.row.iloc[0] == np.rint(det.calcifications.row.iloc[0] + 5)
+    assert c.col.iloc[0] == np.rint(det.calcifications.col.iloc[0] - 3)
     assert c.y_mm.iloc[0] == pytest.approx(c.row.iloc[0] * sp[0])
     assert c.x_mm.iloc[0] == pytest.approx(c.col.iloc[0] * sp[1])
     # unmoved points keep their exact values
@@ -85,6 +87,24 @@ def test_points_writers_exact_formats(tmp_path, writer, suffix):
     np.testing.assert_allclose(back.calcifications.y_mm, det.calcifications.y_mm, atol=1e-9)
     assert back.metadata["sop_instance_uid"] == det.metadata["sop_instance_uid"]
     assert back.image_shape == det.image_shape
+
+
+def test_gui_csv_has_integer_pixel_indices(tmp_path):
+    """The CSV of a layer from a detection has row/col as integers, as the
+    command line writes them (it wrote "155.0")."""
+    from napari_calc.core.detect import detect
+    from napari_calc.core.phantom import make_phantom
+
+    ph = make_phantom(seed=2, size_mm=(40, 30))
+    det = detect(ph.image)
+    data, attrs = _layer_state(det)
+    data = np.vstack([data, [[10.4, 20.6]]])  # and a point added in napari, between pixels
+    attrs["features"] = pd.concat([pd.DataFrame(attrs["features"]), pd.DataFrame([{}])], ignore_index=True)
+    out = write_calcifications_csv(str(tmp_path / "gui"), data, attrs)
+    lines = open(out[0]).read().splitlines()
+    cli = write_outputs(det, tmp_path, "cli")["csv"].read_text().splitlines()
+    assert lines[1].split(",")[1:3] == cli[1].split(",")[1:3] and "." not in "".join(lines[1].split(",")[1:3])
+    assert lines[-1].split(",")[1:3] == ["10", "21"]
 
 
 @pytest.mark.parametrize("writer,given,written", [

@@ -99,6 +99,7 @@ class DetectWidget(Container):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.worker = None
+        self._refusal = False  # the status line refuses the layer chosen
         self.last_detections = None
         self._cancel_event = threading.Event()
         self._setting_preset = False
@@ -152,6 +153,7 @@ class DetectWidget(Container):
 
         self.preset.changed.connect(self._on_preset)
         self.image_combo.changed.connect(self._on_image_changed)
+        self.spacing.changed.connect(self._on_spacing_changed)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         ev = self.viewer.layers.events
@@ -183,8 +185,16 @@ class DetectWidget(Container):
         if isinstance(lay, Image) and lay in [c[1] for c in self._image_choices()] and self.worker is None:
             self.image_combo.value = lay
 
+    def _on_spacing_changed(self, *_):
+        """Keep the 'no physical pixel size' note on the value entered."""
+        if self.spacing.enabled and self.image_combo.value is not None:
+            self._on_image_changed()
+
     def _on_image_changed(self, layer=None):
         layer = self.image_combo.value
+        if self.worker is None and self._refusal:  # it was about the layer chosen before
+            self.status.value = ""
+            self._refusal = False
         if layer is None:
             self.spacing.enabled = False
             self.spacing_note.value = ""
@@ -259,9 +269,11 @@ class DetectWidget(Container):
         layer = self.image_combo.value
         if layer is None:
             self.status.value = "No image layer: open an image or the sample first."
+            self._refusal = True
             return None
         if layer.ndim not in (2, 3):
             self.status.value = f"'{layer.name}' is {layer.ndim}-D; need a 2-D image or a 3-D stack."
+            self._refusal = True
             return None
         spacing, user_spacing = self._spacing_for(layer)
         data = layer.data[0] if layer.multiscale else layer.data

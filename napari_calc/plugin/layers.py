@@ -455,6 +455,16 @@ def show_detections(viewer, det: Detections, image_layer=None, *, image_name: st
         pts.metadata = _result_meta("calcifications", det, name, run)
         update_points_layer(pts, det.calcifications, det.spacing_mm, nd)
         pts.events.features()  # tell listeners (review panel) the table changed
+    if image_layer is not None and image_layer in viewer.layers:
+        # layers kept from an earlier image of that name (removed, opened
+        # again) lie under the new one: results go back on top, on its grid
+        for lay in (shp, pts):
+            if translate is not None:
+                lay.translate = translate
+        j = viewer.layers.index(image_layer)
+        if viewer.layers.index(shp) < j or viewer.layers.index(pts) < j:
+            for lay in (shp, pts):  # to the top, points over outlines, as when first added
+                viewer.layers.move(viewer.layers.index(lay), len(viewer.layers))
     return pts, shp
 
 

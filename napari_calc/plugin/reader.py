@@ -4,7 +4,9 @@ The format is recognised by content (DICOM files often have no extension),
 so the manifest registers this reader for every file name; it declines
 (returns None) for anything that is not an image we read, including
 napari-calc's own exports (``*.calcifications.csv``, ``*.sr.dcm``, ...)
-which :mod:`.export_reader` opens.
+which :mod:`.export_reader` opens. A file named like an image (``.dcm``,
+``.tif``, ...) that is not one is taken, so that reading it raises the
+reason in one line instead of napari's "the reader refused the file".
 """
 
 from __future__ import annotations
@@ -44,6 +46,17 @@ def _accepts(path: str) -> bool:
     return False
 
 
+#: Names that say "image": a file with one of these that is not an image we
+#: read gets our one-line reason (napari said only that the reader refused it).
+_IMAGE_SUFFIXES = (".dcm", ".dicom", ".tif", ".tiff")
+
+
+def _claims(path: str) -> bool:
+    low = path.lower()
+    return (os.path.isfile(path) and low.endswith(_IMAGE_SUFFIXES)
+            and not any(low.endswith(s) for s in _EXPORT_SUFFIXES))
+
+
 def get_reader(path):
     """npe2 reader contribution: a reader function, or None if not ours.
 
@@ -59,9 +72,9 @@ def get_reader(path):
     if not paths:
         return None
     paths = [os.fspath(p) for p in paths]
-    if not all(_accepts(p) for p in paths):
+    if not all(_accepts(p) or _claims(p) for p in paths):
         return None
-    return read_layers
+    return read_layers  # for a claimed file that is no image: raises the reason
 
 
 def image_layer_data(image: MammoImage, name: str | None = None):

@@ -202,6 +202,10 @@ class DataFrameModel(QAbstractTableModel):
         return int(hit[0]) if len(hit) else None
 
 
+#: The info line when nothing is under review.
+NO_REVIEW_TEXT = "Run 'Detect calcifications' first, or choose a calcifications layer."
+
+
 def carried_over_text(summary: dict | None) -> str:
     """What :meth:`ReviewSession.start_over` did, for the panel ('' when nothing)."""
     if not summary or not any(summary.values()):
@@ -326,7 +330,7 @@ class ReviewWidget(QWidget):
             b = PushButton(text=text)
             b.clicked.connect(lambda *_, n=name: self.do(n))
             self.btns[name] = b
-        self.info = QLabel("Run 'Detect calcifications' first, or choose a calcifications layer.")
+        self.info = QLabel(NO_REVIEW_TEXT)
         self.info.setWordWrap(True)
         self.autosave_label = QLabel("")
         self.autosave_label.setWordWrap(True)
@@ -819,10 +823,16 @@ class ReviewWidget(QWidget):
                 nid = s.next_id(self.current_id, direction=1 if action == "next" else -1)
                 if nid is not None:
                     self.go_to(nid)
+                else:  # say so, rather than nothing happening
+                    self.viewer.status = (f"napari-calc: no {'next' if action == 'next' else 'previous'} "
+                                          "calcification above the threshold")
             elif action in ("next_cluster", "previous_cluster"):
                 cid = s.next_cluster(self.current_cluster, direction=1 if action == "next_cluster" else -1)
                 if cid is not None:
                     self.go_to_cluster(cid)
+                else:
+                    self.viewer.status = (f"napari-calc: no {'next' if action == 'next_cluster' else 'previous'}"
+                                          " cluster")
             elif action == "undo":
                 s.undo()
             elif action == "redo":
@@ -1004,6 +1014,8 @@ class ReviewWidget(QWidget):
         on = s is not None
         for name, b in self.btns.items():
             b.enabled = on
+        if not on:  # the counts of a review that is gone would mislead
+            self.info.setText(NO_REVIEW_TEXT)
         if on:
             self.btns["undo"].enabled = s.can_undo
             self.btns["redo"].enabled = s.can_redo

@@ -111,10 +111,9 @@ def detections_from_layer_data(data, attributes: dict, shapes_attributes: dict |
         old = pd.to_numeric(calcs[ax], errors="coerce").to_numpy(float) if ax in calcs else \
             np.full(n, np.nan)
         moved = ~(np.isfinite(old) & (np.abs(old - new) <= 1e-9))
-        if ax == "slice":
-            vals = np.where(moved, np.rint(new), old)
-        else:
-            vals = np.where(moved, new, old)
+        # pixel indices, as the contract has them (a point dragged in napari
+        # lands between pixels; the review model rounds the same way)
+        vals = np.where(moved, np.rint(new), old)
         calcs[ax] = vals
         mm_old = pd.to_numeric(calcs[mm[ax]], errors="coerce").to_numpy(float) if mm[ax] in calcs \
             else np.full(n, np.nan)

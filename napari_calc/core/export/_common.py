@@ -84,7 +84,7 @@ def normalize_calcifications(df: pd.DataFrame, ndim: int, *, path=None) -> pd.Da
     out = out.reset_index(drop=True)
     cid = pd.to_numeric(out["cluster_id"], errors="coerce").fillna(NO_CLUSTER)
     out["cluster_id"] = cid
-    for c in ("calc_id", "cluster_id", "slice"):
+    for c in ("calc_id", "cluster_id", "slice", "row", "col"):
         if c in out.columns:
             out[c] = _as_int_if_integral(out[c])
     out["status"] = out["status"].fillna("candidate").astype(str) if len(out) else out["status"].astype(object)
