@@ -230,6 +230,10 @@ def dog_sigmas(spacing_mm: float, min_diameter_mm: float, max_diameter_mm: float
     return np.asarray(sig, dtype=np.float64)
 
 
+#: Largest ratio of the row and column spacings detection accepts.
+MAX_PIXEL_ASPECT = 1.05
+
+
 def _as_image(image, spacing_mm) -> tuple[np.ndarray, tuple[float, ...], dict]:
     file_slice_mm = None  # a stack's own slice spacing, kept when only in-plane is given
     if isinstance(image, MammoImage):
@@ -275,6 +279,12 @@ def _as_image(image, spacing_mm) -> tuple[np.ndarray, tuple[float, ...], dict]:
         raise InvalidParameterError(
             f"in-plane spacing {' x '.join(f'{float(v):g}' for v in sp[-2:])} mm is not a mammogram's "
             "(0.005-2 mm per pixel)", src)
+    if max(sp[-2:]) > MAX_PIXEL_ASPECT * min(sp[-2:]):
+        # the filters are round in pixels: on such pixels every scale and
+        # distance is wrong along one axis (a 2:1 image gave ten times the candidates)
+        raise UnsupportedImageError(
+            f"pixels are not square ({' x '.join(f'{float(v):g}' for v in sp[-2:])} mm); detection "
+            "assumes square pixels: resample the image to square pixels first", src)
     return pixels, tuple(float(s) for s in sp), meta
 
 
