@@ -323,6 +323,29 @@ def test_a_new_run_of_the_image_keeps_the_review(tmp_path):
     t.close()
 
 
+def test_restored_cluster_ids_are_the_live_ones(tmp_path, monkeypatch):
+    """Cluster ids kept through edits (relative to the clusters the review
+    started with) come back the same from the journal, after compactions too."""
+    monkeypatch.setattr(review, "COMPACT_EVERY", 4)
+    sc = tmp_path / "r.jsonl"
+    s = ReviewSession(make_det(), sidecar=sc)
+    start = s.detections.calcifications.cluster_id.to_numpy().copy()
+    df = s.detections.calcifications
+    members = df.loc[df.cluster_id == df.cluster_id.max(), "calc_id"].tolist()
+    s.reject(members[:1])
+    for i in range(10):
+        step(s, i)
+    live = s.detections.calcifications.set_index("calc_id").cluster_id
+    s.close()
+    r = ReviewSession.restore(sc)
+    pd.testing.assert_series_equal(r.detections.calcifications.set_index("calc_id").cluster_id, live)
+    while r.undo():
+        pass
+    r.set_threshold(s.params.cluster_min_score)  # a view setting, not undone
+    np.testing.assert_array_equal(r.detections.calcifications.cluster_id.to_numpy(), start)
+    r.close()
+
+
 def test_restore_with_detections_of_another_image_is_refused(tmp_path):
     sc = tmp_path / "r.jsonl"
     ReviewSession(make_det(), sidecar=sc).close()

@@ -306,6 +306,8 @@ class ReviewSession:
         self._seq = 0
         self._subscribers: list[Callable[[str], None]] = []
         self._take: tuple | None = None
+        # every cluster this session has shown: id -> its member calc_ids (see _stable_ids)
+        self._cluster_members: dict[int, np.ndarray] | None = None
         self._tables = ClusterTableCache(self._ndim, tuple(detections.spacing_mm))
         self._pos_cache: tuple | None = None
         self._order_cache: tuple | None = None
@@ -322,6 +324,7 @@ class ReviewSession:
         self.carried_over: dict | None = None
         if not _restoring:
             self._recluster(force=True, fresh=True)
+            self._remember_clusters(self._df)  # the clusters as the review starts
         if self.sidecar is not None and not _restoring:
             self._writer = SidecarWriter(self.sidecar, fsync=fsync)
             check_unlocked(self.sidecar)
@@ -381,6 +384,7 @@ class ReviewSession:
             "params": jsonable(d.params),
             "cluster_params": jsonable(self._params.__dict__),
             "threshold": self.threshold,
+            "clusters_at_start": {str(k): v.tolist() for k, v in (self._cluster_members or {}).items()},
             "seq": self._seq,
             "detections": encode_table(self._df),
             "undo": self._undo, "redo": self._redo, "history": self.history,
@@ -443,6 +447,14 @@ class ReviewSession:
         self.threshold = threshold
         self._seq = seq0
         self._undo, self._redo, self.history = undo, redo, history
+        start = header.get("clusters_at_start")
+        if isinstance(start, dict):
+            try:
+                self._cluster_members = {int(k): np.asarray(v, dtype=np.int64) for k, v in start.items()}
+            except (TypeError, ValueError) as e:
+                raise SidecarError(f"review sidecar header is corrupt (clusters_at_start: {e})", path) from None
+        else:  # a sidecar from before stable cluster ids: relative to its snapshot
+            self._remember_clusters(self._df)
         df = self._df.copy()
         for k, a in enumerate(actions):
             last = k == len(actions) - 1
@@ -1071,6 +1083,7 @@ class ReviewSession:
                                      min_size=int(self._params.min_cluster_size))
         cid = np.full(len(df), NO_CLUSTER, dtype=np.int64)
         cid[take] = labels
+        cid = self._stable_ids(cid, df)
         if not np.array_equal(cid, df["cluster_id"].to_numpy()):
             if not fresh:  # callers may hold the current frame: replace, never mutate
                 df = df.copy()
@@ -1079,6 +1092,64 @@ class ReviewSession:
             df["cluster_id"] = cid
         self.detections.clusters = self._tables.table(df)
         self._take = key
+
+    def _stable_ids(self, cid: np.ndarray, df: pd.DataFrame) -> np.ndarray:
+        """Cluster labels renamed so that a cluster keeps its id through edits.
+
+        Each cluster takes the id of the cluster the review started with
+        (see :meth:`_remember_clusters`) it shares the most calcifications
+        with, largest overlaps first, each id once; the others get ids above
+        those, in the order of their first calcification. Rejecting a member
+        of cluster #0 no longer renumbers #1 to #0, and undoing the rejection
+        that dissolved a cluster brings back its id. A function of the
+        starting clusters and the current table only, so a replayed journal,
+        a compacted one and a session without autosave agree.
+        """
+        ids = df["calc_id"].to_numpy()
+        if self._cluster_members is None:  # what the table came with (a detection)
+            self._remember_clusters(df)
+        known = self._cluster_members
+        labels = np.unique(cid[cid >= 0])
+        if not len(labels):
+            return cid
+        sel = cid >= 0
+        pairs = []
+        if known:  # (count, known id, label) of the calcifications they share, vectorised
+            kid = np.concatenate([np.full(len(m), k, dtype=np.int64) for k, m in known.items()])
+            kcalc = np.concatenate([np.asarray(m, dtype=np.int64) for m in known.values()])
+            o = np.argsort(kcalc, kind="stable")
+            kcalc, kid = kcalc[o], kid[o]
+            c_ids, c_lab = ids[sel].astype(np.int64), cid[sel]
+            at = np.clip(np.searchsorted(kcalc, c_ids), 0, len(kcalc) - 1)
+            hit = kcalc[at] == c_ids
+            if hit.any():
+                both, n = np.unique(np.column_stack([kid[at[hit]], c_lab[hit]]), axis=0, return_counts=True)
+                pairs = sorted(zip((-n).tolist(), both[:, 0].tolist(), both[:, 1].tolist()))
+        # most shared first; then the smaller id
+        name: dict[int, int] = {}
+        taken = set()
+        for _, old_id, k in pairs:
+            if k not in name and old_id not in taken:
+                name[k] = old_id
+                taken.add(old_id)
+        nxt = max(known, default=-1) + 1
+        first = {int(k): ids[cid == k].min() for k in labels if int(k) not in name}
+        for k in sorted(first, key=first.get):  # the others, by their first calcification
+            name[k] = nxt
+            nxt += 1
+        lut = np.full(int(labels.max()) + 1, NO_CLUSTER, dtype=np.int64)
+        for k, v in name.items():
+            lut[k] = v
+        out = cid.copy()
+        out[sel] = lut[cid[sel]]
+        return out
+
+    def _remember_clusters(self, df: pd.DataFrame) -> None:
+        """The clusters ids are kept relative to: those the review started
+        with. Saved in the sidecar's header (``clusters_at_start``), so that
+        a restored session names its clusters as the live one did."""
+        ids, cid = df["calc_id"].to_numpy(), df["cluster_id"].to_numpy()
+        self._cluster_members = {int(k): ids[cid == k] for k in np.unique(cid[cid >= 0])}
 
     # ------------------------------------------------------------------ sidecar
     def _maybe_compact(self) -> None:
