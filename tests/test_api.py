@@ -149,8 +149,13 @@ def test_cancel_and_progress(phantom):
     from napari_calc.core.errors import DetectionCancelled
 
     seen = []
-    napari_calc.detect(phantom.image, progress=lambda f, m: seen.append(f))
-    assert seen[0] == 0 and seen[-1] == 1.0 and seen == sorted(seen)
+    napari_calc.detect(phantom.image, progress=lambda f, m: seen.append((f, m)))
+    fractions = [f for f, _ in seen]
+    assert fractions[0] == 0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    # a 2-D image reports each stage (it went from 0 to 0.95 in one step)
+    assert [m for _, m in seen] == ["finding the breast", "filtering", "estimating the noise",
+                                    "finding peaks", "measuring candidates", "measuring candidates",
+                                    "clustering", "done"]
     with pytest.raises(DetectionCancelled):
         napari_calc.detect(phantom.image, cancel=lambda: True)
 

@@ -234,6 +234,13 @@ def dog_sigmas(spacing_mm: float, min_diameter_mm: float, max_diameter_mm: float
 MAX_PIXEL_ASPECT = 1.05
 
 
+#: Progress of a 2-D detection after each stage, and what comes next (the
+#: fractions are the stages' shares of the time on a full-field image).
+_STAGES = {"mask": (0.08, "filtering"), "dog": (0.48, "estimating the noise"),
+           "noise": (0.6, "finding peaks"), "peaks": (0.7, "measuring candidates"),
+           "candidates": (0.75, "measuring candidates")}
+
+
 def _as_image(image, spacing_mm) -> tuple[np.ndarray, tuple[float, ...], dict]:
     file_slice_mm = None  # a stack's own slice spacing, kept when only in-plane is given
     if isinstance(image, MammoImage):
@@ -474,7 +481,7 @@ def release_buffers() -> None:
 
 
 def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,
-                  nthreads: int, mask: np.ndarray | None, check: Callable[[], None] = lambda: None,
+                  nthreads: int, mask: np.ndarray | None, check: Callable[..., None] = lambda done=None: None,
                   nlf: tuple[np.ndarray, np.ndarray] | None = None, bbox: Any = _UNKNOWN):
     """Candidates of one 2-D plane as a dict of arrays (raw measurements and
     the model features, see :mod:`napari_calc.core.score`). ``check`` is
@@ -485,12 +492,12 @@ def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: Detecti
 
     :func:`_plane_candidates`, then :func:`_measure`."""
     img, mask, sig, cand = _plane_candidates(plane, spacing_yx, p, nthreads, mask, check, bbox)
-    check()
+    check("candidates")
     return _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, *cand)
 
 
 def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,
-                      nthreads: int, mask: np.ndarray | None, check: Callable[[], None] = lambda: None,
+                      nthreads: int, mask: np.ndarray | None, check: Callable[..., None] = lambda done=None: None,
                       bbox: Any = _UNKNOWN):
     """The candidates of one 2-D plane before they are measured:
     ``(img, mask, sigmas, (rows, cols, snr, noise, response, pair))``, with
@@ -509,7 +516,7 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     if mask is None and p.use_mask:
         mask, bbox = breast_mask_and_bbox(img, spacing_yx, skin_margin_mm=p.skin_margin_mm,
                                           n_threads=nthreads)
-        check()
+        check("mask")
     if mask is None:
         m8 = None
     elif mask.dtype == bool and mask.flags.c_contiguous:
@@ -537,7 +544,7 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     # resp and scale are scratch (see _dog_scratch): nothing below keeps a view of them
     resp, scale = _kernel.dog_octaves(img_c, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads,
                                       _dog_scratch(img_c.shape))
-    check()
+    check("dog")
 
     grid = _kernel.tile_noise(resp, tile, m8_c, min_count=max(16, tile * tile // 8), nthreads=nthreads)
     # tiles with too few breast pixels, or flat ones, take the median of the
@@ -559,9 +566,9 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
             global_noise = _median_f32(grid[~bad])
         grid[bad] = global_noise
 
-    check()
+    check("noise")
     rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8_c, grid, tile, nthreads)
-    check()
+    check("peaks")
     if _kernel_has("peak_values"):
         # the same gathers and division in one C pass
         r_at, noise, snr, _ = _kernel.peak_values(resp, grid, tile, rr, cc, None, nthreads)
@@ -867,16 +874,20 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     spacing_yx = spacing[-2:]
     shared_mask = mask
     shared_bbox = _UNKNOWN
-    def check():
+    def check(done=None):
+        """Cancel here if asked; after a stage of a 2-D image (``done``), report progress."""
         if cancel is not None and cancel():
             raise DetectionCancelled("detection cancelled")
+        if done in _STAGES and pixels.ndim == 2:
+            report(*_STAGES[done])
 
     nd = pixels.ndim
     pre = []
     stack_nlf = None  # a stack of one slice: that slice's own mask and NLF
     for s, plane in enumerate(planes):
         check()
-        report(s / len(planes), f"detecting slice {s + 1}/{len(planes)}" if len(planes) > 1 else "detecting")
+        report(s / len(planes), f"detecting slice {s + 1}/{len(planes)}" if len(planes) > 1
+               else "finding the breast" if shared_mask is None and p.use_mask else "filtering")
         if nd == 2:
             c = _detect_plane(plane, spacing_yx, p, n_threads, shared_mask, check)
             c["slice"] = np.zeros(len(c["row"]), dtype=np.int64)
