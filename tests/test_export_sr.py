@@ -291,7 +291,8 @@ def test_fast_items_identical_to_highdicom(monkeypatch, ndim):
 def test_non_ascii_names_are_encoded_as_declared(tmp_path, flavour):
     """A patient 'Müller' (any source character set: pydicom decodes it) is
     written in UTF-8 and the SR says so; it had no (0008,0005) and Latin-1
-    bytes, which dciodvfy reports as invalid values."""
+    bytes, which dciodvfy reports as invalid values. An all-ASCII SR
+    declares nothing (dcmtk warns that it cannot check ISO_IR 192)."""
     md = dict(dicom_metadata(), patient_name="Müller^Jürgen", referring_physician_name="Øster^Åse")
     det = make_detections(2, metadata=md)
     path = write_outputs(det, tmp_path, "img", formats=[flavour])[flavour]
@@ -299,6 +300,8 @@ def test_non_ascii_names_are_encoded_as_declared(tmp_path, flavour):
     assert raw.SpecificCharacterSet == "ISO_IR 192"
     assert str(raw.PatientName) == "Müller^Jürgen" and str(raw.ReferringPhysicianName) == "Øster^Åse"
     assert "Müller^Jürgen".encode("utf-8") in path.read_bytes()
+    plain = write_outputs(make_detections(2), tmp_path / "ascii", "img", formats=[flavour])[flavour]
+    assert "SpecificCharacterSet" not in pydicom.dcmread(plain)  # the default repertoire will do
     if DCIODVFY:
         r = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60)
         errors = [line for line in (r.stdout + r.stderr).splitlines() if "Error" in line]

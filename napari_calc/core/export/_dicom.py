@@ -31,10 +31,13 @@ from pydicom.uid import generate_uid
 #: Private coding scheme for concepts DICOM has no code for (PS3.16 8.2: "99" prefix).
 PRIVATE_SCHEME = "99NAPCALC"
 
-#: Specific Character Set of our SRs: UTF-8, so that any name or label
-#: (a patient "Müller", a reviewer's free-text label) is encoded as declared.
-#: pydicom decodes the source's text whatever its character set.
+#: Specific Character Set of an SR with text beyond ASCII (a patient
+#: "Müller", an annotator "José"): UTF-8. pydicom has decoded the source's
+#: text whatever its character set. All-ASCII SRs declare none (the default
+#: repertoire), which every reader handles.
 SR_CHARACTER_SET = "ISO_IR 192"
+
+_TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
 
 SC_2D = "1.2.840.10008.5.1.4.1.1.7"          # Secondary Capture Image Storage
 SC_3D = "1.2.840.10008.5.1.4.1.1.7.3"        # Multi-frame Grayscale Word SC
@@ -218,6 +221,20 @@ def stamp_times(ds: Dataset) -> None:
             it.ContributionDateTime = da + tm
 
 
+def _has_non_ascii_text(ds: Dataset) -> bool:
+    stack = [ds]
+    while stack:
+        d = stack.pop()
+        for elem in d.elements():
+            if elem.VR == "SQ":
+                stack.extend(elem.value)
+            elif elem.VR in _TEXT_VRS and elem.value is not None:
+                vals = elem.value if elem.VM > 1 else [elem.value]
+                if any(not str(v).isascii() for v in vals):
+                    return True
+    return False
+
+
 def save_dataset(ds: Dataset, fileobj) -> None:
     """``ds.save_as(fileobj)``, without pydicom's per-item VR re-checks.
 
@@ -230,6 +247,8 @@ def save_dataset(ds: Dataset, fileobj) -> None:
     from pydicom.filewriter import correct_ambiguous_vr
 
     correct_ambiguous_vr(ds, True)
+    if "SpecificCharacterSet" not in ds and _has_non_ascii_text(ds):
+        ds.SpecificCharacterSet = SR_CHARACTER_SET  # written as declared (was Latin-1, undeclared)
     stack = [ds]
     while stack:
         d = stack.pop()

@@ -78,7 +78,7 @@ from ._common import ExportError, cluster_outline_px, jsonable, member_table, \
     normalize_calcifications, normalize_clusters, software_version
 from .csv_io import frame_to_csv_text
 from . import _sr_items as _I
-from ._dicom import SR_CHARACTER_SET, apply_deidentification, content_digest, document_uids, save_dataset, \
+from ._dicom import apply_deidentification, content_digest, document_uids, save_dataset, \
     source_datasets, source_reference, stamp_times
 
 __all__ = ["MAMMO_CAD_SR_CLASS", "build_cad_sr", "write_cad_sr", "read_cad_sr_dataset"]
@@ -360,7 +360,7 @@ def build_cad_sr(det: Detections, ndim: int, metadata: dict, *, deidentified: bo
         evidence=evidence, content=root,
         series_instance_uid=series_uid, series_number=9902,
         sop_instance_uid=sop_uid, instance_number=1,
-        manufacturer="napari-calc", specific_character_set=SR_CHARACTER_SET, is_complete=True, is_final=False, is_verified=False,
+        manufacturer="napari-calc", is_complete=True, is_final=False, is_verified=False,
     )
     Dataset.__setattr__(sr, "ContentSequence", DSequence(items))
     sr.SOPClassUID = MAMMO_CAD_SR_CLASS

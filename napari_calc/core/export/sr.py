@@ -59,7 +59,7 @@ from ..detections import Detections
 from ._common import ExportError, cluster_outline_px, jsonable, member_table, \
     normalize_calcifications, normalize_clusters, software_version
 from .csv_io import frame_to_csv_text
-from ._dicom import PRIVATE_SCHEME, SR_CHARACTER_SET, apply_deidentification, coding_scheme_identification, \
+from ._dicom import PRIVATE_SCHEME, apply_deidentification, coding_scheme_identification, \
     content_digest, document_uids, save_dataset, source_datasets, source_reference, stamp_times
 
 __all__ = ["write_sr", "read_sr_detections", "build_sr"]
@@ -387,7 +387,7 @@ def build_sr(det: Detections, ndim: int, metadata: dict, *, deidentified: bool =
         evidence=evidence, content=report,
         series_instance_uid=series_uid, series_number=9901,
         sop_instance_uid=sop_uid, instance_number=1,
-        manufacturer="napari-calc", specific_character_set=SR_CHARACTER_SET, is_complete=True, is_final=False, is_verified=False,
+        manufacturer="napari-calc", is_complete=True, is_final=False, is_verified=False,
     )
     for it in full:
         if it.get("ValueType") == "CONTAINER" and \
