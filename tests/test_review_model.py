@@ -515,6 +515,9 @@ def test_carry_over_onto_a_new_run():
             .to_numpy()).all()  # the new run's candidates are as it found them
     t = ReviewSession(det)
     assert t.row(int(c.loc[6, "calc_id"]))["status"] == "added" and t.row(0)["status"] == "accepted"
+    # a table that has the added calcification itself (a reopened export): it stays added
+    again, _ = carry_over(s.detections.calcifications, t.detections)
+    assert (again.calcifications["status"] == "added").sum() == 1
     # nothing reviewed: the new run as it is
     plain, summary = carry_over(make_det(TRIO).calcifications, new)
     assert summary == {"matched": 0, "kept_as_added": 0, "dropped": 0}

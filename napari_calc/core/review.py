@@ -195,8 +195,8 @@ def carry_over(previous: pd.DataFrame, detections: Detections) -> tuple[Detectio
         for c in copy_cols:
             v = old[c].iloc[i] if c in old.columns else ""
             v = "" if not isinstance(v, str) else v
-            if c == "status":
-                v = "accepted" if v == "added" else v
+            if c == "status" and v == "added" and new.at[j, "status"] != "added":
+                v = "accepted"  # the detector finds it now (an added row of the new table stays added)
             new.at[j, c] = v
     summary["matched"] = len(used_old)
     keep = [i for i in range(len(old)) if i not in used_old
