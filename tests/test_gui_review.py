@@ -112,6 +112,34 @@ def test_navigation_past_the_ends_says_so(qtbot, reviewing):
     assert review_w.current_id == last and "no next calcification" in viewer.status
 
 
+def test_delete_without_a_current_candidate_only_shows_it(qtbot, reviewing):
+    """Delete with nothing current removed the first candidate unseen (an
+    accepted one too); like accept and reject it now shows it first."""
+    viewer, _, review_w, pts = reviewing
+    n = len(pts.data)
+    assert review_w.current_id is None
+    press(qtbot, viewer, Qt.Key.Key_Delete)
+    assert len(pts.data) == n and review_w.current_id is not None
+    press(qtbot, viewer, Qt.Key.Key_Delete)
+    assert len(pts.data) == n - 1
+
+
+def test_apply_labels_to_cluster_keeps_what_is_not_chosen(qtbot, reviewing):
+    """Applying 'grouped' to a cluster cleared each member's morphology and flag."""
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    cid = s.next_cluster(None)
+    a, b = (int(x) for x in s.cluster_members(cid)[:2])
+    s.set_labels([a], morphology="fine pleomorphic", suspicion="suspicious")
+    review_w.go_to_cluster(cid)
+    review_w.morphology.value = ""
+    review_w.suspicion.value = ""
+    review_w.distribution.value = "grouped"
+    review_w.label_cluster_btn.clicked()
+    assert s.row(a)["morphology"] == "fine pleomorphic" and s.row(a)["suspicion"] == "suspicious"
+    assert s.row(a)["distribution"] == s.row(b)["distribution"] == "grouped"
+
+
 def test_delete_key_and_next_cluster(qtbot, reviewing):
     viewer, _, review_w, pts = reviewing
     s = review_w.session

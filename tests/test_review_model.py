@@ -515,6 +515,13 @@ def test_carry_over_onto_a_new_run():
             .to_numpy()).all()  # the new run's candidates are as it found them
     t = ReviewSession(det)
     assert t.row(int(c.loc[6, "calc_id"]))["status"] == "added" and t.row(0)["status"] == "accepted"
+    # statuses stay what they became: the found added one is a detector row now, the kept one added
+    assert c.loc[3, "created_at"] == "" and c.loc[6, "created_at"] != ""
+    u = ReviewSession(det)
+    u.reset([int(c.loc[3, "calc_id"]), int(c.loc[6, "calc_id"])])
+    u.accept([int(c.loc[3, "calc_id"])])
+    assert u.row(int(c.loc[3, "calc_id"]))["status"] == "accepted"
+    assert u.row(int(c.loc[6, "calc_id"]))["status"] == "added"
     # a table that has the added calcification itself (a reopened export): it stays added
     again, _ = carry_over(s.detections.calcifications, t.detections)
     assert (again.calcifications["status"] == "added").sum() == 1

@@ -323,6 +323,52 @@ def test_a_new_run_of_the_image_keeps_the_review(tmp_path):
     t.close()
 
 
+def test_reopening_the_same_run_after_deletes_and_moves_restores(tmp_path):
+    """Deleting or moving a candidate made the next open of the same
+    detection look like another run: deletions undone, moves reverted, undo
+    history gone. The review records the run it started on."""
+    sc = tmp_path / "r.jsonl"
+    s = ReviewSession.open_or_create(make_det(), sc)
+    s.delete([1])
+    r = s.row(2)
+    s.move(2, r["row"] + 6, r["col"] + 6)
+    s.accept([4])
+    s.close()
+    again = ReviewSession.open_or_create(make_det(), sc)
+    ids = set(again.detections.calcifications.calc_id)
+    assert 1 not in ids and again.row(2)["row"] == r["row"] + 6 and again.row(4)["status"] == "accepted"
+    assert again.can_undo and again.carried_over is None and again.backup is None
+    assert not sc.with_name(sc.name + ".bak").exists()
+    again.close()
+
+
+def test_a_failed_rewrite_does_not_fail_the_action(tmp_path, monkeypatch):
+    """The journal is rewritten after an action is applied and journalled;
+    when that failed, the action raised although it was done (a retry then
+    doubled it). Now the review goes on, the journal stays complete, and the
+    rewrite is tried again later."""
+    from napari_calc.core.review_sidecar import SidecarWriter
+
+    monkeypatch.setattr(review, "COMPACT_EVERY", 3)
+    sc = tmp_path / "r.jsonl"
+    s = ReviewSession(make_det(), sidecar=sc)
+    real = SidecarWriter.write_header
+    def refuse(self, header):
+        raise SidecarError("cannot write review sidecar: Permission denied", self.path)
+    monkeypatch.setattr(SidecarWriter, "write_header", refuse)
+    for i in range(8):
+        s.accept([i])
+    assert s.compact_error and "Permission denied" in s.compact_error
+    assert (s.detections.calcifications.status == "accepted").sum() == 8
+    monkeypatch.setattr(SidecarWriter, "write_header", real)
+    s.accept([8])
+    s.accept([9])
+    s.accept([10])
+    assert s.compact_error is None
+    s.close()
+    assert_same_state(ReviewSession.restore(sc), s)
+
+
 def test_restored_cluster_ids_are_the_live_ones(tmp_path, monkeypatch):
     """Cluster ids kept through edits (relative to the clusters the review
     started with) come back the same from the journal, after compactions too."""

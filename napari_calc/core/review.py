@@ -198,6 +198,8 @@ def carry_over(previous: pd.DataFrame, detections: Detections) -> tuple[Detectio
             if c == "status" and v == "added" and new.at[j, "status"] != "added":
                 v = "accepted"  # the detector finds it now (an added row of the new table stays added)
             new.at[j, c] = v
+        if new.at[j, "status"] != "added":
+            new.at[j, "created_at"] = ""  # a detector row: reset and accept keep it one
     summary["matched"] = len(used_old)
     keep = [i for i in range(len(old)) if i not in used_old
             and str(old["status"].iloc[i]) in ("accepted", "added")]
@@ -215,6 +217,9 @@ def carry_over(previous: pd.DataFrame, detections: Detections) -> tuple[Detectio
                 rows[c] = [""] * len(keep)
         rows["calc_id"] = np.arange(start, start + len(keep))
         rows["status"] = ["added"] * len(keep)
+        # an added row has its creation time (reset and accept keep it added)
+        rows["created_at"] = [str(old["created_at"].iloc[i] or old["reviewed_at"].iloc[i] or now_utc())
+                              if "created_at" in old.columns else now_utc() for i in keep]
         rows["score"] = np.ones(len(keep))  # as an added calcification
         rows["contrast"] = rows["cnr"] = np.full(len(keep), np.nan)
         rows["cluster_id"] = np.full(len(keep), NO_CLUSTER)
@@ -230,16 +235,26 @@ def _with_calcs(det: Detections, calcs: pd.DataFrame) -> Detections:
                       metadata=dict(det.metadata or {}), extra=None)
 
 
-def _same_candidates(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    """The detector's rows (all but ``added``) are at the same pixels in both."""
-    def key(df):
-        if not len(df):
-            return set()
-        keep = df["status"].astype(str).to_numpy() != "added"
-        cols = [c for c in ("slice", "row", "col") if c in df.columns]
-        return set(map(tuple, df.loc[keep, cols].to_numpy(np.int64).tolist()))
+def _detector_rows(df: pd.DataFrame) -> set:
+    """(slice,) row, col of the detector's rows (all but ``added``)."""
+    if not len(df):
+        return set()
+    keep = df["status"].astype(str).to_numpy() != "added"
+    cols = [c for c in ("slice", "row", "col") if c in df.columns]
+    return set(map(tuple, df.loc[keep, cols].to_numpy(np.int64).tolist()))
 
-    return key(a) == key(b)
+
+def _same_candidates(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """The detector's rows are at the same pixels in both."""
+    return _detector_rows(a) == _detector_rows(b)
+
+
+def run_key(calcs: pd.DataFrame) -> str:
+    """A digest of a detection run's candidate positions: a review started on
+    a run is restored for that run even after rows were deleted or moved."""
+    import hashlib
+
+    return hashlib.sha256(repr(sorted(_detector_rows(calcs))).encode()).hexdigest()
 
 
 def backup_path(sidecar) -> Path:
@@ -312,6 +327,8 @@ class ReviewSession:
         self._pos_cache: tuple | None = None
         self._order_cache: tuple | None = None
         df = self._normalise(detections.calcifications, detections)
+        #: :func:`run_key` of the detection the review started on (``None``: not known).
+        self.run_key: str | None = None if _restoring else run_key(df)
         self.detections = Detections(
             calcifications=df, clusters=detections.clusters, spacing_mm=tuple(detections.spacing_mm),
             image_shape=tuple(detections.image_shape), params=dict(detections.params),
@@ -320,6 +337,8 @@ class ReviewSession:
         self.sidecar = None if sidecar is None else Path(sidecar)
         #: Where the sidecar found at creation was moved (``None``: there was none).
         self.backup: Path | None = None
+        #: Why the last rewrite of the journal failed (see :meth:`_maybe_compact`).
+        self.compact_error: str | None = None
         #: What :meth:`start_over` carried over (``None``: nothing was).
         self.carried_over: dict | None = None
         if not _restoring:
@@ -385,6 +404,7 @@ class ReviewSession:
             "cluster_params": jsonable(self._params.__dict__),
             "threshold": self.threshold,
             "clusters_at_start": {str(k): v.tolist() for k, v in (self._cluster_members or {}).items()},
+            "run_key": self.run_key,
             "seq": self._seq,
             "detections": encode_table(self._df),
             "undo": self._undo, "redo": self._redo, "history": self.history,
@@ -447,6 +467,7 @@ class ReviewSession:
         self.threshold = threshold
         self._seq = seq0
         self._undo, self._redo, self.history = undo, redo, history
+        self.run_key = header.get("run_key") if isinstance(header.get("run_key"), str) else None
         start = header.get("clusters_at_start")
         if isinstance(start, dict):
             try:
@@ -495,7 +516,10 @@ class ReviewSession:
             header, _, _, _ = read_sidecar(path)
             if cls._matches(header, detections):
                 old = cls.restore(path, detections, annotator=annotator, fsync=fsync)
-                if _same_candidates(old._df, detections.calcifications):
+                # the run the review started on (deletions and moves since do not
+                # make it another run), or the table as the review left it
+                if (old.run_key is not None and old.run_key == run_key(detections.calcifications)) \
+                        or _same_candidates(old._df, detections.calcifications):
                     return old
                 # another run on this image (other parameters, another version):
                 # its candidates, with this review carried over
@@ -1153,9 +1177,20 @@ class ReviewSession:
 
     # ------------------------------------------------------------------ sidecar
     def _maybe_compact(self) -> None:
+        """Rewrite the journal as a snapshot now and then. Called after an
+        action is journalled and applied: a failed rewrite (a folder no
+        longer writable, a full disk) must not report that action as failed.
+        The journal stays complete and appendable; the rewrite is tried again
+        after another :data:`COMPACT_EVERY` actions, and
+        ``compact_error`` says why it failed (``None`` once it works)."""
         w = self._writer
         if w is not None and w.lines_since_header >= COMPACT_EVERY:
-            self.compact()
+            try:
+                self.compact()
+                self.compact_error = None
+            except SidecarError as e:
+                self.compact_error = str(e)
+                w.lines_since_header = 0  # try again later
 
     def compact(self) -> None:
         """Rewrite the sidecar as one fresh snapshot (atomic rename)."""

@@ -807,11 +807,10 @@ class ReviewWidget(QWidget):
             return
         try:
             if action in ("accept", "reject", "delete"):
-                if self.current_id is None:
+                if self.current_id is None:  # show the one it would act on first, and wait
                     self.current_id = s.next_id(None)
                     self._highlight_current(move_view=True)
-                    if action != "delete":
-                        return
+                    return
                 cid = self.current_id
                 if cid is None:
                     return
@@ -965,8 +964,12 @@ class ReviewWidget(QWidget):
             self.info.setText("No current cluster: press C to go to one.")
             return
         members = s.cluster_members(cid)
-        s.set_labels(members.tolist(), morphology=self.morphology.value,
-                     distribution=self.distribution.value, suspicion=self.suspicion.value)
+        # the labels that are set; an empty choice leaves each member's own label
+        # (it cleared them: "" means "clear" to set_labels)
+        set_ = {k: (w.value or None) for k, w in (("morphology", self.morphology),
+                                                  ("distribution", self.distribution),
+                                                  ("suspicion", self.suspicion))}
+        s.set_labels(members.tolist(), **set_)
 
     def _set_threshold_widget(self, value: float) -> None:
         self._threshold_timer.stop()
@@ -1016,6 +1019,11 @@ class ReviewWidget(QWidget):
             b.enabled = on
         if not on:  # the counts of a review that is gone would mislead
             self.info.setText(NO_REVIEW_TEXT)
+        elif s.compact_error and "⚠ Autosave" not in self.autosave_label.text():
+            self.autosave_label.setText(f"⚠ Autosave: every action is saved, but the file could not be "
+                                        f"rewritten ({s.compact_error}); retrying later. "
+                                        + self.autosave_label.text())
+            self.autosave_label.setStyleSheet("color: #ffb000;")
         if on:
             self.btns["undo"].enabled = s.can_undo
             self.btns["redo"].enabled = s.can_redo
