@@ -200,3 +200,10 @@ def test_non_square_pixels_are_refused():
     with pytest.raises(UnsupportedImageError, match="not square"):
         napari_calc.detect(np.stack([ph.image.pixels] * 2), spacing_mm=(1.0, 0.1, 0.11))
     assert napari_calc.detect(ph.image.pixels, spacing_mm=(0.1, 0.104)).spacing_mm == (0.1, 0.104)
+
+
+def test_colour_array_and_plain_numbers_in_messages():
+    with pytest.raises(UnsupportedImageError, match=r"a colour image \(shape \(50, 60, 3\)\)"):
+        napari_calc.detect(np.zeros((50, 60, 3), np.uint8), spacing_mm=0.1)
+    with pytest.raises(InvalidParameterError, match=r"got 0 x 0$"):
+        napari_calc.detect(np.zeros((50, 60), np.uint16), spacing_mm=0)

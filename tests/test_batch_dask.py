@@ -159,6 +159,21 @@ def test_unreachable_scheduler_one_line(tmp_path, capsys, monkeypatch):
     assert rc != 0 and sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["x.txt"]
 
 
+def test_bad_scheduler_files_are_one_line(tmp_path, capsys):
+    """A missing scheduler file waited 40 s and blamed a port number; a file
+    that is not one ended in a 46-line traceback."""
+    make_dataset(tmp_path / "in", 1)
+    (tmp_path / "empty.json").write_text("{}")
+    (tmp_path / "text.json").write_text("not json")
+    for sched, why in ((tmp_path / "missing" / "s.json", "no such scheduler file"),
+                       (tmp_path / "empty.json", "not a dask scheduler file"),
+                       (tmp_path / "text.json", "not a dask scheduler file")):
+        rc = main(["detect", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--scheduler", str(sched)])
+        (line,) = capsys.readouterr().err.splitlines()
+        assert rc != 0 and line.startswith(f"napari-calc: {sched}: {why}")
+    assert not (tmp_path / "o").exists()
+
+
 def test_dask_missing_names_the_extra(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import fails
     make_dataset(tmp_path / "in", 1)

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
         description=(
             "Pair <stem>.calcifications.csv (and <stem>.clusters.csv next to it) with "
             "<stem>.truth.json by stem, print the individual and cluster FROC and the "
-            "sensitivity at 0.25/0.5/1/2 false positives per image, and save froc.csv "
+            "sensitivity at 0.125 to 4 false positives per image, and save froc.csv "
             "and froc.png in --out."
         ),
     )

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the first phantom (default 0)")
     p.add_argument("--spacing", type=_positive_float, default=0.1, metavar="MM",
                    help="pixel spacing in mm, 0.05-0.2 realistic (default 0.1)")
-    p.add_argument("--difficulty", choices=("easy", "normal", "hard"), default="normal")
+    p.add_argument("--difficulty", choices=("easy", "normal", "hard"), default="normal",
+                   help="how faint the calcifications are (default normal)")
     p.add_argument("--density", type=float, default=0.5,
                    help="breast density 0 (fatty) to 1 (extremely dense), default 0.5")
     p.add_argument("--clusters", type=int, default=2, help="MC clusters per image (default 2)")
@@ -41,7 +42,7 @@ def register(subparsers) -> None:
                    help="image format (default tiff)")
     p.add_argument("--stack", type=int, default=None, metavar="N",
                    help="write a tomosynthesis-like stack of N slices")
-    p.add_argument("--slice-mm", type=_positive_float, default=1.0, help="slice spacing of stacks")
+    p.add_argument("--slice-mm", type=_positive_float, default=1.0, help="slice spacing of stacks in mm (default 1.0)")
     p.add_argument("--for-processing", action="store_true",
                    help="raw linear-exposure data (dense is dark) instead of presentation data")
     p.add_argument("--no-equalize", action="store_true",
@@ -50,7 +51,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-vessels", action="store_true", help="no vessels or ducts")
     p.add_argument("--no-benign", action="store_true", help="no large benign calcifications")
     p.add_argument("--laterality", choices=("L", "R", "alternate"), default="L",
-                   help="breast side; 'alternate' gives L, R, L, ...")
+                   help="breast side; 'alternate' gives L, R, L, ... (default L)")
     p.add_argument("--mc-shapes", choices=("round", "linear", "mixed"), default="round",
                    help="MC morphology: nearly round (default), fine linear (rod-like), or "
                         "each cluster either")

@@ -257,6 +257,10 @@ def _as_image(image, spacing_mm) -> tuple[np.ndarray, tuple[float, ...], dict]:
                                     f"of shape {pixels.shape}", src)
     if pixels.dtype.kind not in "uif" and pixels.dtype != bool:
         raise UnsupportedImageError(f"pixel type {pixels.dtype} is not a grey-level image", src)
+    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4) and pixels.shape[0] > 4:
+        # (rows, cols, RGB[A]); read as a stack it would be images 3 pixels wide
+        raise UnsupportedImageError(f"a colour image (shape {pixels.shape}); give a greyscale one "
+                                    "(rows, cols) or a stack (slices, rows, cols)", src)
     if min(pixels.shape[-2:]) < 2:
         raise UnsupportedImageError(
             f"image is {pixels.shape[-2]}x{pixels.shape[-1]} pixels, too small to detect on", src)
@@ -281,7 +285,8 @@ def _as_image(image, spacing_mm) -> tuple[np.ndarray, tuple[float, ...], dict]:
     if len(sp) != nd:
         raise InvalidParameterError(f"spacing {tuple(sp)} does not fit a {nd}-D image", src)
     if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-        raise InvalidParameterError(f"spacing must be positive mm, got {tuple(sp)}", src)
+        raise InvalidParameterError(
+            f"spacing must be positive mm, got {' x '.join(f'{float(v):g}' for v in sp)}", src)
     if np.any(sp[-2:] > 2.0) or np.any(sp[-2:] < 0.005):
         raise InvalidParameterError(
             f"in-plane spacing {' x '.join(f'{float(v):g}' for v in sp[-2:])} mm is not a mammogram's "

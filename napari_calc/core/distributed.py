@@ -77,6 +77,22 @@ def _process_with_timeout(task: dict, timeout: float) -> dict:
             "seconds": round(time.perf_counter() - t0, 4)}
 
 
+def _scheduler_file_address(path: str) -> str:
+    """``path`` after checking it is a dask scheduler file (JSON with an
+    ``address``): dask failed on another file with a long traceback."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise NapariCalcError(f"not a dask scheduler file ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())})", path) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("address"), str):
+        raise NapariCalcError("not a dask scheduler file (no \"address\" in it)", path)
+    return path
+
+
 class DaskBackend:
     """A connection to a dask.distributed scheduler running napari-calc tasks.
 
@@ -106,10 +122,16 @@ class DaskBackend:
         self.dask_version = dask.__version__
         self.address = address
         self.timeout = timeout
-        kw = {"scheduler_file": address} if os.path.isfile(address) else {"address": address}
+        if os.path.isfile(address):
+            kw = {"scheduler_file": _scheduler_file_address(address)}
+        elif "://" not in address and (os.sep in address or address.endswith(".json")):
+            raise NapariCalcError("no such scheduler file (give the file 'dask scheduler "
+                                  "--scheduler-file' wrote, or an address tcp://HOST:PORT)", address)
+        else:
+            kw = {"address": address}
         try:
             self.client = distributed.Client(timeout=CONNECT_TIMEOUT_S, set_as_default=False, **kw)
-        except (OSError, TimeoutError, ValueError) as exc:
+        except Exception as exc:  # dask raises many kinds here; each is one line for the user
             msg = " ".join(str(exc).split()) or type(exc).__name__
             raise NapariCalcError(f"cannot connect to the dask scheduler ({msg})", address) from None
         try:

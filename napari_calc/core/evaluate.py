@@ -281,6 +281,9 @@ def match_clusters(
         Added to each truth cluster's radius (see the module docstring).
     z_tol_mm : float
         Depth tolerance when both sides carry ``z_mm``.
+    spacing_mm : float or tuple of float, optional
+        Pixel spacing, for detections that have ``row``, ``col`` but no
+        ``y_mm``, ``x_mm``.
 
     Returns
     -------

@@ -663,6 +663,8 @@ class ReviewSession:
             Where we are; ``None`` starts from the first (or last) one. An id
             that no longer exists or does not pass the filter still counts by
             its place in the order when it exists.
+        direction : {+1, -1}
+            Next (+1) or previous (-1).
         status_filter : str or iterable of str, optional
             Only these statuses (e.g. ``"candidate"`` to jump to the next
             unreviewed one).
