@@ -369,6 +369,37 @@ def test_a_failed_rewrite_does_not_fail_the_action(tmp_path, monkeypatch):
     assert_same_state(ReviewSession.restore(sc), s)
 
 
+def test_same_stem_images_keep_their_own_reviews_and_a_moved_folder_restores(tmp_path):
+    """a.tif and a.dcm side by side (as `phantom --format both` writes them)
+    shared one sidecar, each open moving the other's review to .bak; a study
+    folder moved elsewhere started an empty review."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    det_t, det_d = make_det(), make_det()
+    det_t.metadata = {"source_path": str(folder / "a.tif")}
+    det_d.metadata = {"source_path": str(folder / "a.dcm")}
+    st = ReviewSession.open_or_create(det_t, sidecar_path_for(folder / "a.tif"))
+    st.accept([1])
+    st.close()
+    sd = ReviewSession.open_or_create(det_d, sidecar_path_for(folder / "a.dcm"))
+    sd.reject([2])
+    sd.close()
+    assert st.sidecar != sd.sidecar and sd.sidecar.name == "a.dcm.napari-calc-review.jsonl"
+    assert sorted(p.name for p in folder.iterdir()) == ["a.dcm.napari-calc-review.jsonl",
+                                                        "a.napari-calc-review.jsonl"]
+    rt = ReviewSession.open_or_create(det_t, sidecar_path_for(folder / "a.tif"))
+    assert rt.row(1)["status"] == "accepted" and rt.row(2)["status"] == "candidate"
+    rt.close()
+    moved = tmp_path / "elsewhere" / "study"
+    moved.parent.mkdir()
+    folder.rename(moved)
+    det_m = make_det()
+    det_m.metadata = {"source_path": str(moved / "a.dcm")}
+    rm = ReviewSession.open_or_create(det_m, sidecar_path_for(moved / "a.dcm"))
+    assert rm.row(2)["status"] == "rejected" and rm.backup is None
+    rm.close()
+
+
 def test_restored_cluster_ids_are_the_live_ones(tmp_path, monkeypatch):
     """Cluster ids kept through edits (relative to the clusters the review
     started with) come back the same from the journal, after compactions too."""

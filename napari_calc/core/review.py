@@ -507,7 +507,7 @@ class ReviewSession:
                        fsync: bool = True) -> "ReviewSession":
         """Restore the review of this image if its sidecar exists, else start one.
 
-        A sidecar of another image (different shape, spacing or source path)
+        A sidecar of another image (different shape, spacing or file name)
         is kept as ``<sidecar>.bak`` and a new review starts. A corrupt
         sidecar raises :class:`SidecarError` (it is never overwritten).
         """
@@ -541,7 +541,7 @@ class ReviewSession:
 
     @staticmethod
     def _matches(header: dict, det: Detections) -> bool:
-        """The sidecar is of this image (shape, spacing, source path)."""
+        """The sidecar is of this image (shape, spacing, file name)."""
         image = header.get("image") or {}
         try:
             if tuple(int(s) for s in image["shape"]) != tuple(det.image_shape):
@@ -552,8 +552,8 @@ class ReviewSession:
         if len(sp) != len(det.spacing_mm) or not np.allclose(sp, det.spacing_mm, rtol=1e-6, atol=0):
             return False
         a, b = image.get("source_path"), det.metadata.get("source_path")
-        if a and b:
-            return os.path.abspath(os.fspath(a)) == os.path.abspath(os.fspath(b))
+        if a and b:  # by name: a study folder moved or mounted elsewhere keeps its reviews
+            return os.path.basename(os.fspath(a).rstrip("/")) == os.path.basename(os.fspath(b).rstrip("/"))
         return True
 
     # ------------------------------------------------------------------ accessors

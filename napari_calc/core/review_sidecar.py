@@ -84,7 +84,10 @@ def sidecar_path_for(image_path, project_dir=None) -> Path | None:
         ``<project_dir>/<stem>-<hash>.napari-calc-review.jsonl`` where
         ``<hash>`` is 12 hex digits of the SHA-1 of the image's absolute
         path (so two images with the same name in different folders do not
-        share a sidecar). Never inside the image file itself.
+        share a sidecar). Next to the image, when ``<stem>.napari-calc-review.jsonl``
+        is the review of another image of that stem (``a.tif`` beside
+        ``a.dcm``), ``<name>.napari-calc-review.jsonl`` with the whole file
+        name. Never inside the image file itself.
     """
     if image_path is None:
         if project_dir is None:
@@ -100,9 +103,25 @@ def sidecar_path_for(image_path, project_dir=None) -> Path | None:
             stem = name[: -len(ext)]
             break
     if project_dir is None:
-        return p.parent / f"{stem}{SUFFIX}"
+        short = p.parent / f"{stem}{SUFFIX}"
+        if stem == name or not short.exists() or _recorded_name(short) in (None, name):
+            return short
+        # "a.napari-calc-review.jsonl" is the review of another "a.*" here
+        # (a.tif beside a.dcm): this image's is named after its whole name
+        return p.parent / f"{name}{SUFFIX}"
     digest = hashlib.sha1(os.fspath(p.absolute()).encode("utf-8", "surrogateescape")).hexdigest()[:12]
     return Path(project_dir) / f"{stem}-{digest}{SUFFIX}"
+
+
+def _recorded_name(sidecar: Path) -> str | None:
+    """File name of the image a sidecar records (None: unreadable or none)."""
+    try:
+        with open(sidecar, "rb") as f:
+            header = json.loads(f.readline())
+        src = header["image"]["source_path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return os.path.basename(os.fspath(src).rstrip("/")) if src else None
 
 
 # --------------------------------------------------------------------------- encoding
