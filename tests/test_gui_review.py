@@ -140,6 +140,19 @@ def test_apply_labels_to_cluster_keeps_what_is_not_chosen(qtbot, reviewing):
     assert s.row(a)["distribution"] == s.row(b)["distribution"] == "grouped"
 
 
+def test_an_unusable_autosave_file_is_named_as_such(qtbot, reviewing):
+    """A corrupt (or locked, or read-only) autosave file: the panel said
+    'this image has no file'. It names the problem, and the file is kept."""
+    viewer, _, review_w, pts = reviewing
+    sidecar = review_w.session.sidecar
+    review_w.detach()
+    sidecar.write_text("garbage\n")
+    review_w.attach(pts)
+    text = review_w.autosave_label.text()
+    assert "could not use the autosave file" in text and "has no file" not in text
+    assert sidecar.read_text() == "garbage\n" and review_w.session.sidecar is None
+
+
 def test_delete_key_and_next_cluster(qtbot, reviewing):
     viewer, _, review_w, pts = reviewing
     s = review_w.session

@@ -516,6 +516,7 @@ class ReviewWidget(QWidget):
         the review ``previous`` of an earlier run over to it."""
         sidecar = self._sidecar_for(det)
         note = ""
+        failed = None  # why the autosave file could not be used
         who = self.annotator.value
         try:
             if sidecar is not None and restore:
@@ -527,7 +528,7 @@ class ReviewWidget(QWidget):
         except (NapariCalcError, OSError) as e:
             session = (ReviewSession.start_over(previous, det, annotator=who) if previous is not None
                        else ReviewSession(det, annotator=who))
-            note = f" — could not use the autosave file: {e}"
+            failed = str(e)
             sidecar = None
         carried = carried_over_text(session.carried_over)
         if carried:
@@ -538,7 +539,11 @@ class ReviewWidget(QWidget):
         if session.backup is not None:
             note += f" (the previous review was kept as {session.backup.name})"
         self.session = session
-        if sidecar is None:
+        if failed is not None:  # not "this image has no file": it has, and its review stays there
+            self.autosave_label.setText(f"⚠ Autosave off: could not use the autosave file ({failed}); "
+                                        "edits here are not saved. Its review is kept as it was." + note)
+            self.autosave_label.setStyleSheet("color: #ffb000;")
+        elif sidecar is None:
             self.autosave_label.setText("⚠ Autosave off: this image has no file. Choose a project folder "
                                         "to keep the review." + note)
             self.autosave_label.setStyleSheet("color: #ffb000;")
