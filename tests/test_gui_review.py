@@ -153,6 +153,26 @@ def test_an_unusable_autosave_file_is_named_as_such(qtbot, reviewing):
     assert sidecar.read_text() == "garbage\n" and review_w.session.sidecar is None
 
 
+def test_switching_project_folders_keeps_the_review_on_screen(qtbot, reviewing, tmp_path):
+    """Folder A, accept; folder B, reject and label; back to A: A's older
+    review replaced B's decisions on screen. The review under way moves."""
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    a, b, c = (int(x) for x in s.detections.calcifications.calc_id[:3])
+    s.accept([a])
+    other = tmp_path / "B"
+    other.mkdir()
+    review_w.set_project_dir(other)
+    review_w.session.reject([b])
+    review_w.session.set_labels([c], morphology="punctate")
+    review_w.set_project_dir(tmp_path)  # back to A, which has an older review of this image
+    t = review_w.session
+    assert t.row(a)["status"] == "accepted" and t.row(b)["status"] == "rejected"
+    assert t.row(c)["morphology"] == "punctate" and "moved here" in review_w.autosave_label.text()
+    assert t.backup is not None and t.backup.exists()  # A's older review, kept
+    assert _status(pts, b) == "rejected"
+
+
 def test_delete_key_and_next_cluster(qtbot, reviewing):
     viewer, _, review_w, pts = reviewing
     s = review_w.session

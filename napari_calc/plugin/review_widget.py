@@ -476,8 +476,9 @@ class ReviewWidget(QWidget):
             self.set_project_dir(d)
 
     def set_project_dir(self, path) -> None:
-        """Keep autosaves in ``path`` (empty: next to the images); reopens the
-        review there (restoring one saved there before)."""
+        """Keep autosaves in ``path`` (empty: next to the images). A review
+        under way moves there (a review saved there before is kept as
+        ``.bak``); with nothing reviewed yet, one saved there is restored."""
         self.project_dir.value = "" if path in (None, "") else os.fspath(path)
         self._on_project_dir()
 
@@ -492,7 +493,7 @@ class ReviewWidget(QWidget):
             src = os.path.join(proj, f"{name}")
         return sidecar_path_for(src, proj) if src else None
 
-    def attach(self, layer) -> None:
+    def attach(self, layer, previous: pd.DataFrame | None = None, moving: bool = False) -> None:
         """Review ``layer`` (a napari-calc calcifications Points layer).
 
         Opens its :class:`ReviewSession`, restoring a previous review from
@@ -509,9 +510,10 @@ class ReviewWidget(QWidget):
                 det.calcifications[c] = det.extra[c].to_numpy()
         if not det.image_shape:
             det.image_shape = tuple(int(s) for s in np.max(layer.data, axis=0) + 1) if len(layer.data) else (1, 1)
-        self._open_session(det, restore=True)
+        self._open_session(det, restore=previous is None, previous=previous, moving=moving)
 
-    def _open_session(self, det, *, restore: bool, previous: pd.DataFrame | None = None) -> None:
+    def _open_session(self, det, *, restore: bool, previous: pd.DataFrame | None = None,
+                      moving: bool = False) -> None:
         """Start reviewing ``det``: restore its autosave (``restore``), or carry
         the review ``previous`` of an earlier run over to it."""
         sidecar = self._sidecar_for(det)
@@ -530,7 +532,9 @@ class ReviewWidget(QWidget):
                        else ReviewSession(det, annotator=who))
             failed = str(e)
             sidecar = None
-        carried = carried_over_text(session.carried_over)
+        carried = "" if moving else carried_over_text(session.carried_over)
+        if moving:
+            note += " — the review under way moved here"
         if carried:
             note += f" — {carried}"
             from napari.utils.notifications import show_info
@@ -1007,7 +1011,14 @@ class ReviewWidget(QWidget):
             return
         self._project_in_use = proj
         if self.layer is not None:
-            self.attach(self.layer)
+            s = self.session
+            df = s.detections.calcifications if s is not None else None
+            if df is not None and (s.history or (df["status"] != "candidate").any()):
+                # a review under way moves to the new place (a file there is kept
+                # as .bak); it was replaced on screen by an older one saved there
+                self.attach(self.layer, previous=df, moving=True)
+            else:
+                self.attach(self.layer)
 
     def _on_add_toggled(self, on: bool):
         if self.layer is None:
