@@ -540,3 +540,20 @@ def test_carry_over_in_a_stack_needs_the_same_or_next_slice():
     det, summary = carry_over(s.detections.calcifications, new)
     assert summary == {"matched": 1, "kept_as_added": 0, "dropped": 1}
     assert list(det.calcifications["status"]) == ["rejected", "candidate"]
+
+
+def test_clusters_keep_their_numbers_across_a_new_run():
+    """A re-run numbers its clusters afresh (#1 became #0 when the order of
+    the candidates changed); the review carried over names them after the
+    clusters they were."""
+    pts = [(100, 100, 0.9), (110, 105, 0.9), (105, 115, 0.9),
+           (500, 500, 0.9), (510, 505, 0.9), (505, 515, 0.9)]
+    s = ReviewSession(make_det(pts))
+    assert [cid(s, k) for k in (0, 3)] == [0, 1]
+    s.accept([4])
+    rerun = make_det(pts[::-1])  # the same calcifications, found in the other order
+    assert ReviewSession(rerun).row(0)["cluster_id"] == 0  # fresh: the (500, 500) group is #0 now
+    t = ReviewSession.start_over(s.detections.calcifications, rerun)
+    c = t.detections.calcifications
+    assert set(c.loc[c.row >= 500, "cluster_id"]) == {1} and set(c.loc[c.row < 500, "cluster_id"]) == {0}
+    assert t.carried_over == {"matched": 1, "kept_as_added": 0, "dropped": 0}

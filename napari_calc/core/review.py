@@ -167,10 +167,16 @@ def carry_over(previous: pd.DataFrame, detections: Detections) -> tuple[Detectio
             new[c] = ""
         new[c] = new[c].fillna("").astype(object)
     new["status"] = new["status"].astype(object)
-    old = previous.loc[_reviewed(previous)].reset_index(drop=True)
     summary = {"matched": 0, "kept_as_added": 0, "dropped": 0}
-    if not len(old):
+    if not len(previous) or not _reviewed(previous).any():
         return _with_calcs(detections, new), summary
+    # every earlier row is matched (reviewed ones first), so that clusters can
+    # keep their numbers: a matched row's earlier cluster_id is the hint the
+    # session names the new clusters after (see ReviewSession._stable_ids)
+    old = previous.reset_index(drop=True)
+    rev = _reviewed(old)
+    hint = pd.to_numeric(old["cluster_id"], errors="coerce").fillna(NO_CLUSTER).to_numpy(np.int64)
+    new["cluster_id"] = NO_CLUSTER
     yx = ["y_mm", "x_mm"]
     radius = np.maximum(CARRY_OVER_MIN_MM, 0.5 * pd.to_numeric(old["diameter_mm"], errors="coerce")
                         .fillna(0).to_numpy(float))
@@ -183,15 +189,18 @@ def carry_over(previous: pd.DataFrame, detections: Detections) -> tuple[Detectio
             for j in js:
                 if nd == 3 and abs(s_old[i] - s_new[j]) > 1:
                     continue
-                pairs.append((float(np.hypot(*(p_old[i] - p_new[j]))), i, j))
-    pairs.sort()  # closest first; ties by row order
+                pairs.append((not rev[i], float(np.hypot(*(p_old[i] - p_new[j]))), i, j))
+    pairs.sort()  # reviewed rows first, then closest first; ties by row order
     used_old, used_new = set(), set()
     copy_cols = ["status", *REVIEW_COLUMNS]
-    for _, i, j in pairs:
+    for _, _, i, j in pairs:
         if i in used_old or j in used_new:
             continue
         used_old.add(i)
         used_new.add(j)
+        new.at[j, "cluster_id"] = hint[i]
+        if not rev[i]:
+            continue
         for c in copy_cols:
             v = old[c].iloc[i] if c in old.columns else ""
             v = "" if not isinstance(v, str) else v
@@ -200,10 +209,10 @@ def carry_over(previous: pd.DataFrame, detections: Detections) -> tuple[Detectio
             new.at[j, c] = v
         if new.at[j, "status"] != "added":
             new.at[j, "created_at"] = ""  # a detector row: reset and accept keep it one
-    summary["matched"] = len(used_old)
-    keep = [i for i in range(len(old)) if i not in used_old
+    summary["matched"] = sum(1 for i in used_old if rev[i])
+    keep = [i for i in range(len(old)) if rev[i] and i not in used_old
             and str(old["status"].iloc[i]) in ("accepted", "added")]
-    summary["dropped"] = len(old) - len(used_old) - len(keep)
+    summary["dropped"] = int(rev.sum()) - summary["matched"] - len(keep)
     if keep:
         start = int(max(new["calc_id"].max() if len(new) else -1,
                         previous["calc_id"].max() if len(previous) else -1) + 1)
@@ -222,7 +231,7 @@ def carry_over(previous: pd.DataFrame, detections: Detections) -> tuple[Detectio
                               if "created_at" in old.columns else now_utc() for i in keep]
         rows["score"] = np.ones(len(keep))  # as an added calcification
         rows["contrast"] = rows["cnr"] = np.full(len(keep), np.nan)
-        rows["cluster_id"] = np.full(len(keep), NO_CLUSTER)
+        rows["cluster_id"] = hint[keep]
         new = pd.concat([new, pd.DataFrame(rows)[list(new.columns)]], ignore_index=True)
         summary["kept_as_added"] = len(keep)
     return _with_calcs(detections, new), summary
