@@ -521,3 +521,21 @@ def test_extra_columns_nan_and_unicode_survive_restore(tmp_path):
     r = ReviewSession.restore(sc)
     assert_same_state(r, s)
     assert r.row(3)["annotator"] == "Zoë Ångström" and np.isnan(r.row(3)["contrast"])
+
+
+def test_same_candidates_other_clustering_takes_the_new_parameters(tmp_path):
+    """Re-run with another cluster radius but the same candidates: the old
+    review (and its radius) was restored; now it is carried over to the run."""
+    sc = tmp_path / "r.jsonl"
+    s = ReviewSession.open_or_create(make_det(), sc)
+    s.accept([3])
+    s.close()
+    wider = make_det()
+    wider.params = dict(wider.params, cluster_radius_mm=3.0)
+    n = ReviewSession.open_or_create(wider, sc)
+    assert n.params.cluster_radius_mm == 3.0 and n.row(3)["status"] == "accepted"
+    assert n.backup is not None
+    n.close()
+    same = ReviewSession.open_or_create(wider, sc)  # and that review is then restored as it is
+    assert same.carried_over is None and same.backup is None and same.row(3)["status"] == "accepted"
+    same.close()

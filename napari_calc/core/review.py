@@ -253,6 +253,17 @@ def _detector_rows(df: pd.DataFrame) -> set:
     return set(map(tuple, df.loc[keep, cols].to_numpy(np.int64).tolist()))
 
 
+#: The parameters a review clusters with.
+_CLUSTER_PARAMS = ("cluster_radius_mm", "min_cluster_size", "cluster_min_score")
+
+
+def _other_clustering(current: DetectionParams, params) -> bool:
+    """``params`` (of a new run) set other clustering parameters than the
+    review's; a run that does not say (a table without parameters) does not."""
+    params = dict(params or {})
+    return any(k in params and params[k] != getattr(current, k) for k in _CLUSTER_PARAMS)
+
+
 def _same_candidates(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     """The detector's rows are at the same pixels in both."""
     return _detector_rows(a) == _detector_rows(b)
@@ -527,8 +538,9 @@ class ReviewSession:
                 old = cls.restore(path, detections, annotator=annotator, fsync=fsync)
                 # the run the review started on (deletions and moves since do not
                 # make it another run), or the table as the review left it
-                if (old.run_key is not None and old.run_key == run_key(detections.calcifications)) \
-                        or _same_candidates(old._df, detections.calcifications):
+                same_run = (old.run_key is not None and old.run_key == run_key(detections.calcifications)) \
+                    or _same_candidates(old._df, detections.calcifications)
+                if same_run and not _other_clustering(old._params, detections.params):
                     return old
                 # another run on this image (other parameters, another version):
                 # its candidates, with this review carried over
