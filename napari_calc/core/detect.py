@@ -134,8 +134,9 @@ class DetectionParams:
     min_score : float
         The operating threshold: candidates scoring at least this are the
         reported calcifications (CLI summary, review default). The score is
-        a calibrated probability; the default is chosen on training
-        phantoms for about 1 false calcification per image.
+        a calibrated probability; the default 0.5 ("more likely than not")
+        gives about 0.5 false calcifications per image on the training
+        phantoms (docs/accuracy.md).
     keep_min_score : float
         Candidates scoring below this are dropped from the output table
         altogether (0 keeps every candidate).
