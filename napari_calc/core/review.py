@@ -142,7 +142,9 @@ def carry_over(previous: pd.DataFrame, detections: Detections) -> tuple[Detectio
     ``accepted``: the detector now finds it) and review columns. Accepted or
     added calcifications without a match are kept as ``added`` (the reviewer
     said they are there); rejected or only labelled ones without a match are
-    dropped, since the new run does not propose them.
+    dropped, since the new run does not propose them. The unreviewed rows
+    are matched too (after the reviewed ones), only to pass their
+    ``cluster_id`` on, so that the session keeps the cluster numbers.
 
     Parameters
     ----------
@@ -227,8 +229,11 @@ def carry_over(previous: pd.DataFrame, detections: Detections) -> tuple[Detectio
         rows["calc_id"] = np.arange(start, start + len(keep))
         rows["status"] = ["added"] * len(keep)
         # an added row has its creation time (reset and accept keep it added)
-        rows["created_at"] = [str(old["created_at"].iloc[i] or old["reviewed_at"].iloc[i] or now_utc())
-                              if "created_at" in old.columns else now_utc() for i in keep]
+        def _text(col, i):
+            v = old[col].iloc[i] if col in old.columns else ""
+            return v if isinstance(v, str) else ""
+
+        rows["created_at"] = [_text("created_at", i) or _text("reviewed_at", i) or now_utc() for i in keep]
         rows["score"] = np.ones(len(keep))  # as an added calcification
         rows["contrast"] = rows["cnr"] = np.full(len(keep), np.nan)
         rows["cluster_id"] = hint[keep]
