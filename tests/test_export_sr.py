@@ -2,6 +2,7 @@ import shutil
 import subprocess
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 
@@ -163,6 +164,73 @@ def test_cad_sr_reads_back_positions(exported):
     if nd == 3:
         assert b.slice.tolist() == a.slice.tolist()
     assert back.clusters.n_calcifications.tolist() == det.clusters.n_calcifications.tolist()
+
+
+def _certainty(finding):
+    """The Certainty of Finding item of a Single Image Finding, or None."""
+    got = [c for c in finding.ContentSequence if _code(c) == "111012"]
+    assert len(got) <= 1
+    return got[0] if got else None
+
+
+def test_cad_sr_carries_scores_as_certainty_of_finding(exported):
+    nd, det, paths = exported
+    ds = pydicom.dcmread(paths["cad-sr.dcm"])
+    sif = [it for it in _walk(ds.ContentSequence) if it.ValueType == "CODE" and _code(it) == "111059"]
+    by_kind = {"129770007": [], "129769006": []}
+    for f in sif:
+        c = _certainty(f)
+        assert c is not None and c.RelationshipType == "HAS PROPERTIES"
+        mv = c.MeasuredValueSequence[0]
+        assert (mv.MeasurementUnitsCodeSequence[0].CodeValue,
+                mv.MeasurementUnitsCodeSequence[0].CodingSchemeDesignator) == ("%", "UCUM")
+        assert 0 <= float(mv.NumericValue) <= 100
+        by_kind[_code(f, "ConceptCodeSequence")].append(float(mv.FloatingPointValue))
+    calcs = det.calcifications.sort_values("calc_id")
+    assert sorted(by_kind["129770007"]) == pytest.approx(sorted(100 * calcs.score), abs=1e-12)
+    assert sorted(by_kind["129769006"]) == pytest.approx(sorted(100 * det.clusters.score), abs=1e-12)
+    # read back: the scores again, so a reopened CAD SR keeps its clusters above threshold
+    back = read_detections(paths["cad-sr.dcm"])
+    np.testing.assert_allclose(back.calcifications.score, det.calcifications.score, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(back.clusters.score, det.clusters.score, rtol=1e-15, atol=0)
+
+
+def test_cad_sr_without_a_probability_writes_no_certainty(tmp_path):
+    det = make_detections(2)
+    calcs = det.calcifications.copy()
+    calcs["score"] = [np.nan, 1.5, -0.1, 0.0, 1.0, 0.25, 0.5]  # unknown, other scales, the bounds
+    det = type(det)(calcs, det.clusters, det.spacing_mm, det.image_shape, det.params, det.metadata)
+    p = write_outputs(det, tmp_path, "img", formats=["cad-sr.dcm"])
+    ds = pydicom.dcmread(p["cad-sr.dcm"])
+    found = {}
+    for f in _walk(ds.ContentSequence):
+        if f.ValueType == "CODE" and _code(f) == "111059" and \
+                _code(f, "ConceptCodeSequence") == "129770007":
+            c = _certainty(f)
+            found[f.ObservationUID] = None if c is None else float(c.MeasuredValueSequence[0].NumericValue)
+    assert sorted(v for v in found.values() if v is not None) == [0.0, 25.0, 50.0, 100.0]
+    assert sum(v is None for v in found.values()) == 3
+    back = read_detections(p["cad-sr.dcm"]).calcifications.set_index("calc_id").score
+    want = pd.Series([np.nan, np.nan, np.nan, 0.0, 1.0, 0.25, 0.5], index=range(1, 8))
+    pd.testing.assert_series_equal(back.sort_index(), want, check_names=False, check_index_type=False)
+
+
+def test_cad_sr_reopened_detection_keeps_clusters(tmp_path):
+    """A real detection through the CAD SR: the clusters come back with
+    their scores, and their extent and area computed again from the members."""
+    import napari_calc
+    from napari_calc.core.phantom import make_phantom
+
+    det = napari_calc.detect(make_phantom(seed=3).image, 0.1)
+    assert len(det.clusters) >= 1
+    p = write_outputs(det, tmp_path, "img", formats=["cad-sr.dcm"])
+    back = read_detections(p["cad-sr.dcm"])
+    a, b = det.clusters, back.clusters
+    assert b.cluster_id.tolist() == a.cluster_id.tolist()
+    np.testing.assert_allclose(b.score, a.score, rtol=1e-15, atol=0)
+    # member positions are 32-bit SCOORDs: ~1e-4 px, i.e. 1e-5 mm
+    np.testing.assert_allclose(b.max_extent_mm, a.max_extent_mm, atol=1e-4)
+    np.testing.assert_allclose(b.area_mm2, a.area_mm2, atol=1e-4)
 
 
 def test_non_dicom_source_gets_deterministic_reference(tmp_path):

@@ -31,8 +31,8 @@ use it). A failed write (full disk, read-only folder) raises
 :func:`read_detections` reads the CSV (with its sibling), JSON and both SR
 flavours back into :class:`~napari_calc.core.detections.Detections`: the CSV,
 JSON and TID 1500 SR exactly (positions and features bit for bit), the
-Mammography CAD SR approximately (32-bit SCOORD positions; no contrast, cnr
-or score, see :mod:`.cad_sr`).
+Mammography CAD SR approximately (32-bit SCOORD positions, scores as
+Certainty of Finding in %; no contrast or cnr, see :mod:`.cad_sr`).
 
 SR files are reproducible byte for byte when ``$SOURCE_DATE_EPOCH`` is set
 (their UIDs derive from their content; see :mod:`._dicom`).

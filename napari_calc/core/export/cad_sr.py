@@ -25,6 +25,7 @@ reference (:mod:`._dicom`). The tree follows PS3.3 Table A.35.5-2
      |           +- HAS CONCEPT MOD Rendering Intent (111056)
      |           +- HAS PROPERTIES TEXT Algorithm Name / Version (111001 / 111003)  TID 4019
      |           +- HAS PROPERTIES NUM  CAD Operating Point (111071)
+     |           +- HAS PROPERTIES NUM  Certainty of Finding (111012) in %    -- the score x 100
      |           +- HAS PROPERTIES SCOORD Center (111010) POINT    -- SELECTED FROM IMAGE
      |           +- HAS PROPERTIES SCOORD Outline (111041)         -- SELECTED FROM IMAGE
      |           |     (cluster: closed POLYLINE hull or ELLIPSE; calcification: CIRCLE
@@ -54,9 +55,12 @@ of the Detection Performed items.
 
 Reading back (:func:`read_cad_sr_dataset`) recovers ids, positions (SCOORD,
 32-bit floats, so within ~1e-4 px), diameters (from the outline circle),
-cluster membership and a status (accepted / candidate / rejected from the
-rendering intent). contrast, cnr and score have no place in TID 4006 and come
-back as NaN. Use the TID 1500 SR, CSV or JSON for an exact round trip.
+cluster membership, a status (accepted / candidate / rejected from the
+rendering intent) and scores (Certainty of Finding / 100, within a unit in
+the last place). The clusters' extent and area are not in TID 4006: they
+are computed again from the members. contrast and cnr have no place there
+either and come back as NaN. Use the TID 1500 SR, CSV or JSON for an exact
+round trip.
 """
 
 from __future__ import annotations
@@ -106,6 +110,7 @@ _DCM = {
     "algo_version": ("111003", "Algorithm Version"),
     "algo_params": ("111002", "Algorithm Parameters"),
     "op": ("111071", "CAD Operating Point"),
+    "certainty": ("111012", "Certainty of Finding"),
     "center": ("111010", "Center"),
     "outline": ("111041", "Outline"),
     "ncalc": ("111038", "Number of calcifications"),
@@ -194,6 +199,20 @@ def _intent_item(rank):
 
 
 _NO_UNITS = ("1", "UCUM", "no units")
+_PERCENT = ("%", "UCUM", "Percent")
+
+
+def _certainty_items(score) -> list:
+    """Certainty of Finding (111012, in %, 0-100) of a finding whose score
+    is ``score``, a probability; none when the score is unknown or not in
+    [0, 1] (a score on another scale, from an edited table)."""
+    try:
+        v = float(score)
+    except (TypeError, ValueError):
+        return []
+    if not 0.0 <= v <= 1.0:  # also NaN
+        return []
+    return [_I.num("HAS PROPERTIES", _cc("certainty"), 100.0 * v, _ccx(_PERCENT))]
 
 
 def _operating_point(params) -> float:
@@ -210,7 +229,7 @@ def _calc_finding(c, ref, ndim, sp, op, rel):
     rank = _INTENT_RANK.get(str(c["status"]), 1)
     centre = np.array([[float(c["row"]), float(c["col"])]])
     children = [_intent_item(rank)] + _algorithm_items("HAS PROPERTIES") + [
-        _I.num("HAS PROPERTIES", _cc("op"), op, _ccx(_NO_UNITS)),
+        _I.num("HAS PROPERTIES", _cc("op"), op, _ccx(_NO_UNITS))] + _certainty_items(c.get("score")) + [
         _scoord("center", "POINT", centre, ref, s),
     ]
     d = float(c["diameter_mm"]) if pd.notna(c["diameter_mm"]) else float("nan")
@@ -313,7 +332,7 @@ def build_cad_sr(det: Detections, ndim: int, metadata: dict, *, deidentified: bo
         if kind == "polygon":
             outline = np.vstack([outline, outline[:1]])
         children = [_intent_item(rank)] + _algorithm_items("HAS PROPERTIES") + [
-            _I.num("HAS PROPERTIES", _cc("op"), op, _ccx(_NO_UNITS)),
+            _I.num("HAS PROPERTIES", _cc("op"), op, _ccx(_NO_UNITS))] + _certainty_items(cl.get("score")) + [
             _scoord("center", "POINT", np.array([[float(cl["row"]), float(cl["col"])]]), ref, s),
             _scoord("outline", "POLYLINE" if kind == "polygon" else "ELLIPSE", outline, ref, s),
             _I.num("HAS PROPERTIES", _cc("ncalc"), int(cl["n_calcifications"]), _ccx(_NO_UNITS)),
@@ -416,6 +435,11 @@ def _read_finding(item) -> dict:
             rec["_radius_px"] = float(np.hypot(*(g[1] - g[0])))
         elif vt == "NUM" and name == _DCM["ncalc"][0]:
             rec["n_calcifications"] = int(round(float(ch.MeasuredValueSequence[0].NumericValue)))
+        elif vt == "NUM" and name == _DCM["certainty"][0]:
+            mv = ch.MeasuredValueSequence[0]
+            pct = float(mv.FloatingPointValue if "FloatingPointValue" in mv else mv.NumericValue)
+            if 0.0 <= pct <= 100.0:
+                rec["score"] = pct / 100.0
     return rec
 
 
@@ -451,9 +475,10 @@ def read_cad_sr_dataset(ds, path) -> Detections:
             cid = next_id[0]
             next_id[0] += 1
         r = rec.pop("_radius_px", None)
+        rec.setdefault("score", np.nan)
         rec.update(calc_id=cid, cluster_id=cluster_id,
                    diameter_mm=(2 * r * sp[-1]) if r is not None else np.nan,
-                   contrast=np.nan, cnr=np.nan, score=np.nan)
+                   contrast=np.nan, cnr=np.nan)
         calcs.append(rec)
 
     for sif in all_sif:
@@ -464,7 +489,8 @@ def read_cad_sr_dataset(ds, path) -> Detections:
             k = len(clusters) + 1
         rec = _read_finding(sif)
         rec.pop("status", None)
-        rec.update(cluster_id=k, max_extent_mm=np.nan, area_mm2=np.nan, score=np.nan)
+        rec.setdefault("score", np.nan)
+        rec.update(cluster_id=k, max_extent_mm=np.nan, area_mm2=np.nan)
         clusters.append(rec)
         for ch in _children(sif):
             if ch.get("ValueType") == "CODE" and _cv(ch) == _DCM["sif"][0]:
@@ -485,6 +511,14 @@ def read_cad_sr_dataset(ds, path) -> Detections:
         cdf = cdf.sort_values("calc_id", kind="stable")
     if len(kdf):
         kdf = kdf.sort_values("cluster_id", kind="stable")
+        if len(cdf):
+            # extent and area are not in TID 4006: the same summary of the
+            # members as the detection made (cluster.cluster_table)
+            from ..cluster import cluster_table
+
+            made = cluster_table(cdf, sp, ndim=ndim).set_index("cluster_id")
+            for col in ("max_extent_mm", "area_mm2"):
+                kdf[col] = kdf["cluster_id"].map(made[col]).astype(float)
     calcs_n = normalize_calcifications(cdf, ndim)
     clus_n = normalize_clusters(kdf, ndim)
     from .sr import _metadata_from_sr
