@@ -40,3 +40,21 @@ def test_open_viewer_with_a_tiff_and_without_inputs(make_napari_viewer, tmp_path
 
     with pytest.raises(UnreadableImageError, match="missing.dcm: file not found"):
         open_viewer([str(tmp_path / "missing.dcm")], viewer=make_napari_viewer())
+
+
+@pytest.mark.parametrize("flavour", ["sr.dcm", "cad-sr.dcm"])
+def test_dicom_sr_exports_reopen_as_layers(make_napari_viewer, tmp_path, flavour):
+    """``napari-calc view img.cad-sr.dcm`` ended in "SR is not an image": the
+    image reader claimed the ``.dcm`` before the exports' reader saw it."""
+    import napari_calc
+    from napari_calc.core.export import write_outputs
+    from napari_calc.core.phantom import make_phantom
+
+    det = napari_calc.detect(make_phantom(seed=3).image, 0.1)
+    assert len(det.clusters) >= 1
+    paths = write_outputs(det, tmp_path, "img", formats=[flavour])
+    viewer = open_viewer([str(paths[flavour])], viewer=make_napari_viewer())
+    kinds = {type(lay).__name__: lay for lay in viewer.layers}
+    assert len(kinds["Points"].data) == len(det.calcifications)
+    assert len(kinds["Shapes"].data) == len(det.clusters)
+    np.testing.assert_allclose(kinds["Points"].features["score"], det.calcifications["score"], rtol=1e-12)

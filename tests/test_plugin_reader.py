@@ -58,5 +58,6 @@ def test_a_file_named_like_an_image_that_is_not_one_gets_its_reason(tmp_path):
         with pytest.raises(NapariCalcError) as info:
             reader(str(tmp_path / name))
         assert name in str(info.value) and "\n" not in str(info.value)
-    (tmp_path / "img.sr.dcm").write_bytes(b"\x00" * 200)  # an export: the other reader's
-    assert get_reader(str(tmp_path / "img.sr.dcm")) is None
+    for export in ("img.sr.dcm", "img.cad-sr.dcm"):  # exports: the other reader's
+        (tmp_path / export).write_bytes(b"\x00" * 200)
+        assert get_reader(str(tmp_path / export)) is None

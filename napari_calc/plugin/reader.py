@@ -17,7 +17,8 @@ from ..core.image import MammoImage
 
 __all__ = ["get_reader", "read_layers", "image_layer_data"]
 
-_EXPORT_SUFFIXES = (".calcifications.csv", ".clusters.csv", ".csv", ".json", ".mrk.json", ".sr.dcm")
+_EXPORT_SUFFIXES = (".calcifications.csv", ".clusters.csv", ".csv", ".json", ".mrk.json", ".sr.dcm",
+                    ".cad-sr.dcm")
 
 
 def _accepts(path: str) -> bool:
