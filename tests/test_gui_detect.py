@@ -270,3 +270,32 @@ def _left():
     from qtpy.QtCore import Qt
 
     return Qt.MouseButton.LeftButton
+
+
+def test_stack_without_scale_asks_for_the_slice_spacing(qtbot, make_napari_viewer):
+    """A scale-less stack took 1 mm between slices, unsaid and unchangeable:
+    z_mm and the 3-D clusters follow the slice spacing entered."""
+    viewer = make_napari_viewer()
+    detect_w, _ = dock_both(viewer)
+    from napari_calc.core.phantom import make_phantom
+
+    plane = make_phantom(seed=1, size_mm=(50, 40), n_clusters=1).image.pixels
+    flat = viewer.add_image(plane, name="flat")
+    assert detect_w.slice_spacing.native.isHidden()  # a 2-D image has no slices
+    stack = viewer.add_image(np.stack([plane, np.roll(plane, 2, axis=1), np.roll(plane, 4, axis=1)]),
+                             name="noscale-dbt")
+    assert detect_w.image_combo.value is stack
+    assert not detect_w.slice_spacing.native.isHidden()
+    detect_w.spacing.value = 0.1
+    detect_w.slice_spacing.value = 0.5
+    assert "0.5 mm between slices, please check" in detect_w.spacing_note.value
+    run_detection(qtbot, detect_w, stack)
+    pts = viewer.layers["noscale-dbt calcifications"]
+    assert tuple(stack.scale) == pytest.approx((0.5, 0.1, 0.1))
+    assert tuple(pts.scale) == pytest.approx((0.5, 0.1, 0.1))
+    f = pts.features
+    assert len(f) > 0
+    np.testing.assert_allclose(f["z_mm"], f["slice"] * 0.5)
+    assert detect_w.slice_spacing.native.isHidden()  # the stack has its scale now
+    detect_w.image_combo.value = flat
+    assert detect_w.slice_spacing.native.isHidden()

@@ -39,6 +39,9 @@ __all__ = ["DetectWidget", "CUSTOM_PRESET", "PARAM_SPECS"]
 
 CUSTOM_PRESET = "Custom"
 DEFAULT_SPACING_MM = 0.1
+#: Slice spacing offered for a stack without physical scale (tomosynthesis
+#: reconstructions are usually 1 mm apart).
+DEFAULT_SLICE_SPACING_MM = 1.0
 
 #: name -> (label, widget kind, min, max, step, tooltip)
 PARAM_SPECS = {
@@ -112,6 +115,11 @@ class DetectWidget(Container):
                                     value=DEFAULT_SPACING_MM,
                                     tooltip="Pixel size in mm. Taken from the file when it has one; "
                                             "enter it here when the layer has no physical scale.")
+        self.slice_spacing = FloatSpinBox(label="Slice spacing (mm)", min=0.01, max=50.0, step=0.1,
+                                          value=DEFAULT_SLICE_SPACING_MM, visible=False,
+                                          tooltip="Distance between the slices of a stack in mm, for a "
+                                                  "stack without physical scale (tomosynthesis: "
+                                                  "usually 1 mm). It sets z_mm and the 3-D clusters.")
         self.spacing_note = Label(value="")
         self.preset = ComboBox(label="Preset", choices=list(PRESETS) + [CUSTOM_PRESET],
                                value=next(iter(PRESETS)),
@@ -140,7 +148,7 @@ class DetectWidget(Container):
         main = [self.params[k] for k in MAIN_PARAMS]
         self.advanced = Container(widgets=[w for k, w in self.params.items() if k not in MAIN_PARAMS],
                                   labels=True)
-        self.extend([self.image_combo, self.spacing, self.spacing_note, self.preset, *main])
+        self.extend([self.image_combo, self.spacing, self.slice_spacing, self.spacing_note, self.preset, *main])
         from superqt import QCollapsible
 
         self.advanced_box = QCollapsible("Advanced parameters")
@@ -154,6 +162,7 @@ class DetectWidget(Container):
         self.preset.changed.connect(self._on_preset)
         self.image_combo.changed.connect(self._on_image_changed)
         self.spacing.changed.connect(self._on_spacing_changed)
+        self.slice_spacing.changed.connect(self._on_spacing_changed)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         ev = self.viewer.layers.events
@@ -197,15 +206,21 @@ class DetectWidget(Container):
             self._refusal = False
         if layer is None:
             self.spacing.enabled = False
+            self.slice_spacing.visible = False
             self.spacing_note.value = ""
             return
         self._suggest_preset(layer)
         sp, src = layer_spacing(layer)
+        self.slice_spacing.visible = sp is None and layer.ndim == 3
         if sp is None:
             self.spacing.enabled = True
+            if layer.ndim == 3:
+                which = (f"the spacings above ({self.spacing.value:g} mm in-plane, "
+                         f"{self.slice_spacing.value:g} mm between slices, please check)")
+            else:
+                which = f"the spacing above ({self.spacing.value:g} mm, please check)"
             self.spacing_note.value = (f"⚠ '{layer.name}' has no physical pixel size. Detection will use "
-                                       f"the spacing above ({self.spacing.value:g} mm, please check), "
-                                       f"and it will be applied to the layer.")
+                                       f"{which}, and it will be applied to the layer.")
             self.spacing_note.native.setStyleSheet("color: #ffb000;")
         else:
             self.spacing.value = float(min(sp[-2:]))
@@ -257,7 +272,7 @@ class DetectWidget(Container):
         if sp is not None:
             return tuple(sp), False
         v = float(self.spacing.value)
-        return ((1.0, v, v) if layer.ndim == 3 else (v, v)), True
+        return ((float(self.slice_spacing.value), v, v) if layer.ndim == 3 else (v, v)), True
 
     def run(self):
         """Start detection on the chosen image layer; returns the worker."""
