@@ -376,8 +376,10 @@ def test_tomo_unknown_slice_spacing(tmp_path, volume):
     assert img.spacing_mm is None
     assert img.metadata["spacing_source"] is None
     assert img.metadata["in_plane_spacing_mm"] == pytest.approx([0.1, 0.1])
-    # a scalar supplies the in-plane spacing and (unknown) slice spacing
-    assert read_image(p, spacing_mm=0.2).spacing_mm == (0.2, 0.2, 0.2)
+    # one or two values do not say how far apart the slices are: refused (a
+    # scalar was taken for the slice spacing too, 0.2 mm between DBT slices)
+    with pytest.raises(InvalidParameterError, match="no slice spacing; give 3 values .*not one"):
+        read_image(p, spacing_mm=0.2)
     with pytest.raises(InvalidParameterError, match="slice"):
         read_image(p, spacing_mm=(0.1, 0.1))
     assert read_image(p, spacing_mm=(1.0, 0.1, 0.1)).spacing_mm == (1.0, 0.1, 0.1)
@@ -528,3 +530,15 @@ def test_voi_lut_sequence_kept_as_window_only(tmp_path, mammo):
     img = read_image(p)
     np.testing.assert_array_equal(img.pixels, mammo)  # never applied
     assert img.metadata["voi_window"] == (500 + 1023 / 2, 1024.0)
+
+
+def test_stack_without_any_spacing_asks_for_all_three():
+    """It said "give it in mm (--spacing)", and one value was then refused."""
+    import napari_calc
+    from napari_calc.core.errors import MissingSpacingError
+    from napari_calc.core.image import MammoImage
+
+    img = MammoImage(pixels=np.zeros((3, 40, 40), np.uint16), spacing_mm=None, metadata={"source_path": "s.tif"})
+    with pytest.raises(MissingSpacingError, match=r"s\.tif: the pixel and slice spacings are unknown; "
+                                                  r"give all three in mm, slice first"):
+        napari_calc.detect(img)

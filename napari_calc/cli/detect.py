@@ -39,7 +39,8 @@ def add_common_arguments(p) -> None:
     p.add_argument("--out", default="napari-calc-out", metavar="DIR",
                    help="output folder (default: ./napari-calc-out)")
     p.add_argument("--spacing", default=None, metavar="MM",
-                   help="pixel spacing in mm when the file has none (e.g. 0.07 or 0.07,0.07); "
+                   help="pixel spacing in mm when the file has none (e.g. 0.07 or 0.07,0.07; "
+                        "a stack without slice spacing needs all three, slice first: 1,0.1,0.1); "
                         "overrides the file's own")
     p.add_argument("--formats", default="csv", metavar="LIST",
                    help="comma-separated extra outputs: csv (always), json, mrk.json (3D Slicer), "

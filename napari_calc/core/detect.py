@@ -271,6 +271,9 @@ def _as_image(image, spacing_mm) -> tuple[np.ndarray, tuple[float, ...], dict]:
             raise MissingSpacingError(
                 f"the slice spacing is unknown (in-plane {' x '.join(f'{float(v):g}' for v in in_plane)} mm); "
                 "give all three in mm, slice first (--spacing S,ROW,COL / spacing_mm)", src)
+        if np.ndim(pixels) == 3:
+            raise MissingSpacingError("the pixel and slice spacings are unknown; give all three in mm, "
+                                      "slice first (--spacing S,ROW,COL / spacing_mm)", src)
         raise MissingSpacingError("the pixel spacing is unknown; give it in mm (--spacing / spacing_mm)",
                                   src)
     sp = np.atleast_1d(np.asarray(spacing, dtype=float)).ravel()

@@ -80,8 +80,8 @@ def normalise_user_spacing(spacing, ndim: int, path=None, *, file_slice_mm=None)
         A scalar is the in-plane pixel size (row = col); a pair is
         ``(row_mm, col_mm)``; a triple ``(slice_mm, row_mm, col_mm)`` (3-D
         only). For a 3-D image given a scalar or pair, the slice spacing comes
-        from the file; when the file has none a scalar is used for it too
-        (isotropic), while a pair is refused.
+        from the file; when the file has none, both are refused (a stack's
+        slices are rarely as far apart as its pixels: never a guess).
     ndim : int
         2 or 3.
     path : str, optional
@@ -116,10 +116,8 @@ def normalise_user_spacing(spacing, ndim: int, path=None, *, file_slice_mm=None)
     row, col = (vals[0], vals[0]) if len(vals) == 1 else (vals[0], vals[1])
     slice_mm = file_slice_mm
     if slice_mm is None:
-        if scalar:
-            slice_mm = vals[0]
-        else:
-            raise InvalidParameterError(
-                "the stack has no slice spacing; give 3 values (slice_mm, row_mm, col_mm)", path
-            )
+        raise InvalidParameterError(
+            f"the stack has no slice spacing; give 3 values (slice_mm, row_mm, col_mm), not "
+            f"{'one' if scalar else len(vals)}", path
+        )
     return (float(slice_mm), row, col)
