@@ -542,3 +542,57 @@ def test_stack_without_any_spacing_asks_for_all_three():
     with pytest.raises(MissingSpacingError, match=r"s\.tif: the pixel and slice spacings are unknown; "
                                                   r"give all three in mm, slice first"):
         napari_calc.detect(img)
+
+
+def _z(*zs):
+    return [(0.0, 0.0, float(z)) for z in zs]
+
+
+@pytest.mark.parametrize("zs, declared, message", [
+    ((0, 1, 2, 4, 5), 1.0, r"not evenly spaced \(1 to 2 mm apart: a missing slice\?\)"),
+    ((0, 1, 2, 3.5, 4.5), None, r"not evenly spaced \(1 to 1\.5 mm apart"),
+    ((0, 2, 1, 3, 4), 1.0, r"not in slice order"),
+    ((0, 1, 1, 2, 3), None, r"two slices of the stack are at the same position"),
+    ((0, 0.5, 1, 1.5, 2), 1.0, r"SpacingBetweenSlices \(1 mm\) disagrees with the slice positions \(0\.5 mm apart\)"),
+], ids=["gap", "uneven", "shuffled", "duplicate", "conflict"])
+def test_stack_geometry_that_one_slice_spacing_cannot_describe_is_refused(tmp_path, volume, zs, declared,
+                                                                           message):
+    """z_mm was slice x (median step) while the Slicer markups followed the
+    positions: the outputs disagreed by up to a slice, silently."""
+    p = tmp_path / "odd.dcm"
+    make_tomo_dicom(p, volume, bits_stored=BITS, spacing_between_slices=declared, positions=_z(*zs))
+    with pytest.raises(UnsupportedImageError, match=r"odd\.dcm: .*" + message) as info:
+        read_image(p)
+    assert "\n" not in str(info.value)
+    # the user may still choose one spacing: then the markups step by it too
+    img = read_image(p, spacing_mm=(2.0, 0.1, 0.1))
+    from napari_calc.core.export.slicer_markups import pixel_to_lps
+
+    lps = pixel_to_lps([0, 0, 0], [0, 0, 0], [0, 1, 3], img.metadata, img.spacing_mm)
+    np.testing.assert_allclose(np.diff(lps[:, 2]), [2.0, 4.0])
+
+
+def test_even_stacks_and_positions_that_do_not_vary_are_read(tmp_path, volume):
+    # DS rounding of a few hundredths: still even; reversed order: even
+    for zs in ((0, 1.02, 1.98, 3.01, 4), (4, 3, 2, 1, 0)):
+        p = tmp_path / "even.dcm"
+        make_tomo_dicom(p, volume, bits_stored=BITS, spacing_between_slices=1.0, positions=_z(*zs))
+        assert read_image(p).spacing_mm[0] == pytest.approx(1.0)
+    # every frame at one position (no slice information): the declared spacing,
+    # and the markups step along the normal by it
+    p = tmp_path / "flat.dcm"
+    make_tomo_dicom(p, volume, bits_stored=BITS, spacing_between_slices=1.5, positions=_z(7, 7, 7, 7, 7))
+    img = read_image(p)
+    assert img.spacing_mm[0] == pytest.approx(1.5)
+    from napari_calc.core.export.slicer_markups import pixel_to_lps
+
+    lps = pixel_to_lps([0, 0], [0, 0], [0, 2], img.metadata, img.spacing_mm)
+    assert abs(lps[1, 2] - lps[0, 2]) == pytest.approx(3.0)
+
+
+def test_series_with_a_missing_slice_is_refused(tmp_path, volume):
+    folder = tmp_path / "series"
+    files = make_series(folder, volume, modality="MG")
+    os.remove(files[2])
+    with pytest.raises(UnsupportedImageError, match="series: the slices are not evenly spaced"):
+        read_image(folder)

@@ -21,8 +21,10 @@ list), slice ``k`` starts at its own IPP and a fractional slice lies on the
 straight line between its neighbours (beyond the ends, on the line through
 the last two): the slices may run against ``IOP[0:3] x IOP[3:6]``, as the
 tomosynthesis phantom's do. With a single IPP, ``+ n * slice * slice_mm``
-with ``n = IOP[0:3] x IOP[3:6]``. Points then land on the DICOM image
-loaded in Slicer.
+with ``n = IOP[0:3] x IOP[3:6]``; so too from the first slice's IPP (``n``
+turned to the slices' direction) when all slices share one IPP or the user
+set the spacing (``spacing_source = "user"``), as ``z_mm`` in the tables.
+Points then land on the DICOM image loaded in Slicer.
 
 *Without geometry* (typical for MG, TIFF and OME-TIFF inputs)::
 
@@ -118,6 +120,14 @@ def pixel_to_lps(rows, cols, slices=None, metadata=None, spacing_mm=None) -> np.
         return np.column_stack([cols * col_mm, rows * row_mm, sl * slice_mm])
     cdir, rdir = iop[:3], iop[3:]
     normal = np.cross(cdir, rdir)
+    if ipp.ndim == 2 and len(ipp) >= 2 and (not np.any(ipp[1:] != ipp[:-1])
+                                            or (metadata or {}).get("spacing_source") == "user"):
+        # positions that do not tell the slices apart, or a slice spacing the
+        # user set: from the first slice, along the normal by slice_mm (in the
+        # positions' direction), as z_mm = slice * slice_mm in the tables
+        along = float(np.dot(ipp[1] - ipp[0], normal))
+        normal = -normal if along < 0 else normal
+        ipp = ipp[0]
     if ipp.ndim == 2 and len(ipp) >= 2:  # one position per slice: along them
         i0 = np.clip(np.floor(sl).astype(int), 0, len(ipp) - 2)
         frac = (sl - i0)[:, None]  # < 0 or > 1 beyond the ends: on the end segment's line

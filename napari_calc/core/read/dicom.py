@@ -33,7 +33,10 @@ For 3-D data ``spacing_mm = (slice_mm, row_mm, col_mm)``; ``slice_mm`` is
 between consecutive ``ImagePositionPatient`` along the slice normal, else
 ``SliceThickness``. If the slice spacing is unknown the whole ``spacing_mm``
 is ``None`` and the known in-plane part is kept in
-``metadata["in_plane_spacing_mm"]``.
+``metadata["in_plane_spacing_mm"]``. Slice ``k`` is at ``k * slice_mm``, so
+a stack whose frame positions are not one even step apart and in order (a
+missing slice, shuffled frames), or disagree with its SpacingBetweenSlices,
+is refused unless the user gives the spacing (:data:`SLICE_STEP_TOLERANCE`).
 
 Frames of a multi-frame object are kept in stored order (frame ``k`` of
 ``pixels`` is DICOM frame ``k + 1``); ``metadata["frame_positions_patient"]``
@@ -603,6 +606,53 @@ def _spacing_from_positions(positions, orientation) -> float | None:
     return med if med > 0 else None
 
 
+#: How far a slice step may stray from the median step (a fraction of it)
+#: before the stack counts as unevenly spaced: z_mm is slice x spacing, and
+#: positions are decimal strings rounded by some vendors.
+SLICE_STEP_TOLERANCE = 0.1
+
+
+def _check_slice_positions(positions, orientation, declared, path) -> None:
+    """Refuse a stack whose frames are not one even step apart along the
+    slice normal, in order, or whose declared SpacingBetweenSlices
+    disagrees with its positions. napari-calc places slice ``k`` at
+    ``k * slice_mm`` (CSV, JSON, SR, 3-D clusters) while the Slicer markups
+    follow the positions: both must tell the same story. Nothing to check
+    without positions for every frame, or when they are all the same (the
+    markups then step along the normal by the slice spacing)."""
+    if not positions or len(positions) < 2 or any(p is None or len(p) != 3 for p in positions):
+        return
+    pos = np.asarray(positions, float)
+    n = _normal(orientation)
+    d = np.diff(pos @ n) if n is not None else np.linalg.norm(np.diff(pos, axis=0), axis=1)
+    if not np.all(np.isfinite(d)) or np.all(d == 0):
+        return  # every frame at one position: they say nothing about the slices
+    if np.any(d == 0):
+        raise UnsupportedImageError("two slices of the stack are at the same position", path)
+    if n is not None and np.any(d > 0) and np.any(d < 0):
+        raise UnsupportedImageError(
+            "the frames are not in slice order (their positions go back and forth along the slice normal)",
+            path)
+    step = np.abs(d)
+    med = float(np.median(step))
+    tol = max(0.01, SLICE_STEP_TOLERANCE * med)
+    if float(np.max(np.abs(step - med))) > tol:
+        raise UnsupportedImageError(
+            f"the slices are not evenly spaced ({float(step.min()):g} to {float(step.max()):g} mm apart: "
+            f"a missing slice?); give --spacing S,ROW,COL to use one spacing anyway", path)
+    if declared is not None and abs(float(declared) - med) > tol:
+        raise UnsupportedImageError(
+            f"SpacingBetweenSlices ({float(declared):g} mm) disagrees with the slice positions "
+            f"({med:g} mm apart); give --spacing S,ROW,COL to choose", path)
+
+
+def _declared_slice_spacing(ds) -> float | None:
+    """SpacingBetweenSlices (pixel measures functional group, else top level)."""
+    measures = _fg_item(ds, "PixelMeasuresSequence")
+    v = _positive_float(_get(measures, "SpacingBetweenSlices")) if measures is not None else None
+    return v if v is not None else _positive_float(_get(ds, "SpacingBetweenSlices"))
+
+
 def _slice_spacing_enhanced(ds, n_frames: int) -> tuple[float | None, list | None, list | None]:
     """(slice spacing, per-frame positions, orientation) of an enhanced object."""
     measures = _fg_item(ds, "PixelMeasuresSequence")
@@ -968,6 +1018,8 @@ def _dataset_to_image(ds, path, *, spacing_mm=None) -> MammoImage:
     spacing: tuple[float, ...] | None
     if arr.ndim == 3:
         slice_mm, positions, orientation = _slice_spacing_enhanced(ds, frames)
+        if spacing_mm is None:
+            _check_slice_positions(positions, orientation, _declared_slice_spacing(ds), path)
         meta["frame_positions_patient"] = positions
         if meta["image_orientation_patient"] is None and orientation:
             meta["image_orientation_patient"] = orientation
@@ -1142,6 +1194,9 @@ def _stack_series(folder, items, *, spacing_mm=None) -> MammoImage:
     meta["frame_positions_patient"] = (
         sorted_positions if all(p is not None for p in sorted_positions) else None
     )
+    if spacing_mm is None:
+        _check_slice_positions(meta["frame_positions_patient"], orientation,
+                               _declared_slice_spacing(headers[0]), folder)
     slice_mm = _spacing_from_positions(meta["frame_positions_patient"], orientation)
     if slice_mm is None:
         slice_mm = _positive_float(_get(headers[0], "SpacingBetweenSlices")) or _positive_float(
