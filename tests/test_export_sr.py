@@ -278,6 +278,26 @@ def test_per_slice_instances(tmp_path):
     assert_same_detections(det, read_detections(p["sr.dcm"]), 3, atol=0)
 
 
+def test_per_slice_instances_cad_sr_keeps_the_slices(tmp_path):
+    """A CAD SR of a series (one file per slice, no frame numbers) came back
+    with every calcification on slice 0."""
+    md = dicom_metadata(ndim=3)
+    md["sop_instance_uids"] = [f"1.2.826.0.1.3680043.8.498.77{i:02d}" for i in range(20)]
+    md["sop_class_uid"] = "1.2.840.10008.5.1.4.1.1.1.2"
+    det = make_detections(3, metadata=md)
+    p = write_outputs(det, tmp_path, "stack", formats=["cad-sr.dcm"])
+    back = read_detections(p["cad-sr.dcm"])
+    a = det.calcifications.sort_values("calc_id")
+    b = back.calcifications.sort_values("calc_id")
+    assert b.slice.tolist() == a.slice.tolist() and len(set(a.slice)) > 1
+    np.testing.assert_allclose(b.z_mm, a.z_mm)
+    # cluster centres between slices: from the members, as the detection has them
+    for _, k in det.clusters.iterrows():
+        m = a[a.cluster_id == k.cluster_id]
+        got = back.clusters.set_index("cluster_id").loc[k.cluster_id]
+        assert got.slice == pytest.approx(m.slice.mean()) and got.z_mm == pytest.approx(m.z_mm.mean())
+
+
 def test_empty_detections_sr(tmp_path):
     from napari_calc.core.detections import Detections
 

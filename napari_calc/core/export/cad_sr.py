@@ -57,8 +57,9 @@ Reading back (:func:`read_cad_sr_dataset`) recovers ids, positions (SCOORD,
 32-bit floats, so within ~1e-4 px), diameters (from the outline circle),
 cluster membership, a status (accepted / candidate / rejected from the
 rendering intent) and scores (Certainty of Finding / 100, within a unit in
-the last place). The clusters' extent and area are not in TID 4006: they
-are computed again from the members. contrast and cnr have no place there
+the last place). The clusters' extent and area, and a stack's cluster
+slice (a SCOORD lies on one slice), are not in TID 4006: they are computed
+again from the members. contrast and cnr have no place there
 either and come back as NaN. Use the TID 1500 SR, CSV or JSON for an exact
 round trip.
 """
@@ -415,7 +416,9 @@ def _children(item):
     return list(item.get("ContentSequence") or [])
 
 
-def _read_finding(item) -> dict:
+def _read_finding(item, slice_of_uid=None) -> dict:
+    """The values of a Single Image Finding. ``slice_of_uid``: the slice
+    index of each image of a series (one file per slice, no frame numbers)."""
     rec: dict = {}
     for ch in _children(item):
         name = _cv(ch)
@@ -430,6 +433,8 @@ def _read_finding(item) -> dict:
                 if "ReferencedFrameNumber" in rs:
                     fr = rs.ReferencedFrameNumber
                     rec["slice"] = int(fr[0] if isinstance(fr, pydicom.multival.MultiValue) else fr) - 1
+                elif slice_of_uid and str(rs.get("ReferencedSOPInstanceUID", "")) in slice_of_uid:
+                    rec["slice"] = slice_of_uid[str(rs.ReferencedSOPInstanceUID)]
         elif vt == "SCOORD" and name == _DCM["outline"][0] and ch.GraphicType == "CIRCLE":
             g = np.asarray(ch.GraphicData, dtype=float).reshape(-1, 2)
             rec["_radius_px"] = float(np.hypot(*(g[1] - g[0])))
@@ -463,13 +468,19 @@ def read_cad_sr_dataset(ds, path) -> Detections:
             src_uid = str(series.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
     calcs, clusters = [], []
 
+    # a series (one file per slice): the Image Library lists its images in slice order
+    library = next((it for it in ds.get("ContentSequence") or []
+                    if it.get("ValueType") == "CONTAINER" and _cv(it) == _DCM["library"][0]), None)
+    lib_uids = [str(im.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for im in _children(library)
+                if im.get("ValueType") == "IMAGE"] if library is not None else []
+    slice_of_uid = {u: k for k, u in enumerate(lib_uids)} if ndim == 3 and len(lib_uids) > 1 else None
     all_sif = [it for it in _iter(ds.get("ContentSequence"))
                if it.get("ValueType") == "CODE" and _cv(it) == _DCM["sif"][0]]
     next_id = [1 + max([i for i in (_id_from_uid(it.get("ObservationUID"), src_uid, "calc")
                                     for it in all_sif) if i is not None] or [0])]
 
     def new_calc(item, cluster_id):
-        rec = _read_finding(item)
+        rec = _read_finding(item, slice_of_uid)
         cid = _id_from_uid(item.get("ObservationUID"), src_uid, "calc")
         if cid is None:
             cid = next_id[0]
@@ -487,7 +498,7 @@ def read_cad_sr_dataset(ds, path) -> Detections:
         k = _id_from_uid(sif.get("ObservationUID"), src_uid, "cluster")
         if k is None:
             k = len(clusters) + 1
-        rec = _read_finding(sif)
+        rec = _read_finding(sif, slice_of_uid)
         rec.pop("status", None)
         rec.setdefault("score", np.nan)
         rec.update(cluster_id=k, max_extent_mm=np.nan, area_mm2=np.nan)
@@ -517,8 +528,10 @@ def read_cad_sr_dataset(ds, path) -> Detections:
             from ..cluster import cluster_table
 
             made = cluster_table(cdf, sp, ndim=ndim).set_index("cluster_id")
-            for col in ("max_extent_mm", "area_mm2"):
-                kdf[col] = kdf["cluster_id"].map(made[col]).astype(float)
+            # (a SCOORD is on one slice: a stack's cluster centre is between them)
+            for col in ("max_extent_mm", "area_mm2") + (("slice", "z_mm") if ndim == 3 else ()):
+                got = kdf["cluster_id"].map(made[col]).astype(float)
+                kdf[col] = got if col in ("max_extent_mm", "area_mm2") else got.fillna(kdf[col])
     calcs_n = normalize_calcifications(cdf, ndim)
     clus_n = normalize_clusters(kdf, ndim)
     from .sr import _metadata_from_sr
