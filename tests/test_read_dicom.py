@@ -596,3 +596,20 @@ def test_series_with_a_missing_slice_is_refused(tmp_path, volume):
     os.remove(files[2])
     with pytest.raises(UnsupportedImageError, match="series: the slices are not evenly spaced"):
         read_image(folder)
+
+
+def test_frames_with_different_pixel_spacings_are_refused(tmp_path, volume):
+    """Frame 1's spacing was used for all, silently."""
+    import pydicom
+
+    p = tmp_path / "pf.dcm"
+    make_tomo_dicom(p, volume, bits_stored=BITS, per_frame_pixel_measures=True)
+    assert read_image(p).spacing_mm == pytest.approx((1.0, 0.1, 0.1))  # the same in every frame: fine
+    ds = pydicom.dcmread(p)
+    for item in ds.PerFrameFunctionalGroupsSequence[3:]:
+        item.PixelMeasuresSequence[0].PixelSpacing = [0.2, 0.2]
+    ds.save_as(p)
+    with pytest.raises(UnsupportedImageError, match=r"pf\.dcm: the frames have different pixel spacings "
+                                                    r"\(0\.1 to 0\.2 mm\)"):
+        read_image(p)
+    assert read_image(p, spacing_mm=(1.0, 0.1, 0.1)).spacing_mm == (1.0, 0.1, 0.1)  # the user decides

@@ -646,6 +646,18 @@ def _check_slice_positions(positions, orientation, declared, path) -> None:
             f"({med:g} mm apart); give --spacing S,ROW,COL to choose", path)
 
 
+def _check_frame_pixel_spacing(ds, n_frames: int, path) -> None:
+    """Refuse a multi-frame object whose frames have different PixelSpacing
+    (per-frame Pixel Measures): one in-plane spacing is used for all."""
+    items = _per_frame_items(ds, "PixelMeasuresSequence", n_frames)
+    pairs = {_spacing_pair(_get(it, "PixelSpacing")) for it in items or () if it is not None} - {None}
+    if len(pairs) > 1:
+        lo, hi = min(min(p) for p in pairs), max(max(p) for p in pairs)
+        raise UnsupportedImageError(
+            f"the frames have different pixel spacings ({lo:g} to {hi:g} mm); give --spacing S,ROW,COL "
+            f"to use one anyway", path)
+
+
 def _declared_slice_spacing(ds) -> float | None:
     """SpacingBetweenSlices (pixel measures functional group, else top level)."""
     measures = _fg_item(ds, "PixelMeasuresSequence")
@@ -1019,6 +1031,7 @@ def _dataset_to_image(ds, path, *, spacing_mm=None) -> MammoImage:
     if arr.ndim == 3:
         slice_mm, positions, orientation = _slice_spacing_enhanced(ds, frames)
         if spacing_mm is None:
+            _check_frame_pixel_spacing(ds, frames, path)
             _check_slice_positions(positions, orientation, _declared_slice_spacing(ds), path)
         meta["frame_positions_patient"] = positions
         if meta["image_orientation_patient"] is None and orientation:
