@@ -299,3 +299,26 @@ def test_stack_without_scale_asks_for_the_slice_spacing(qtbot, make_napari_viewe
     assert detect_w.slice_spacing.native.isHidden()  # the stack has its scale now
     detect_w.image_combo.value = flat
     assert detect_w.slice_spacing.native.isHidden()
+
+
+def test_stack_with_file_pixel_size_but_no_slice_spacing_keeps_the_pixel_size(qtbot, make_napari_viewer):
+    """An OME-TIFF stack without Z spacing: the panel said "no physical pixel
+    size" and ran at its 0.1 mm default instead of the file's 0.07 mm."""
+    viewer = make_napari_viewer()
+    detect_w, _ = dock_both(viewer)
+    from napari_calc.core.phantom import make_phantom
+
+    plane = make_phantom(seed=1, size_mm=(50, 40), n_clusters=1).image.pixels
+    md = {"napari_calc": {"spacing_mm": None, "image_metadata": {"in_plane_spacing_mm": [0.07, 0.07]}}}
+    stack = viewer.add_image(np.stack([plane, np.roll(plane, 2, axis=1), np.roll(plane, 4, axis=1)]),
+                             name="ome-noz", metadata=md)
+    assert detect_w.image_combo.value is stack
+    assert detect_w.spacing.value == pytest.approx(0.07) and not detect_w.spacing.enabled
+    assert not detect_w.slice_spacing.native.isHidden()
+    detect_w.slice_spacing.value = 0.5
+    assert "no slice spacing" in detect_w.spacing_note.value
+    assert "0.5 mm between slices" in detect_w.spacing_note.value
+    assert "0.07 x 0.07 mm from the file" in detect_w.spacing_note.value
+    run_detection(qtbot, detect_w, stack)
+    assert tuple(stack.scale) == pytest.approx((0.5, 0.07, 0.07))
+    assert tuple(viewer.layers["ome-noz calcifications"].scale) == pytest.approx((0.5, 0.07, 0.07))

@@ -196,7 +196,8 @@ class DetectWidget(Container):
 
     def _on_spacing_changed(self, *_):
         """Keep the 'no physical pixel size' note on the value entered."""
-        if self.spacing.enabled and self.image_combo.value is not None:
+        asked = self.spacing.enabled or not self.slice_spacing.native.isHidden()
+        if asked and self.image_combo.value is not None:
             self._on_image_changed()
 
     def _on_image_changed(self, layer=None):
@@ -212,7 +213,18 @@ class DetectWidget(Container):
         self._suggest_preset(layer)
         sp, src = layer_spacing(layer)
         self.slice_spacing.visible = sp is None and layer.ndim == 3
-        if sp is None:
+        in_plane = self._known_in_plane(layer) if sp is None else None
+        if in_plane is not None:
+            # a stack whose file gives the pixel size but not the slice spacing
+            self.spacing.value = float(min(in_plane))
+            self.spacing.enabled = False
+            self.spacing_note.value = (
+                f"⚠ '{layer.name}' has no slice spacing. Detection will use "
+                f"{self.slice_spacing.value:g} mm between slices (please check; in-plane "
+                f"{' x '.join(f'{v:g}' for v in in_plane)} mm from the file), and it will be applied "
+                f"to the layer.")
+            self.spacing_note.native.setStyleSheet("color: #ffb000;")
+        elif sp is None:
             self.spacing.enabled = True
             if layer.ndim == 3:
                 which = (f"the spacings above ({self.spacing.value:g} mm in-plane, "
@@ -267,10 +279,27 @@ class DetectWidget(Container):
         return {k: w.value for k, w in self.params.items() if k in names}
 
     # ---------------------------------------------------------------- run
+    @staticmethod
+    def _known_in_plane(layer):
+        """The in-plane spacing the file gave a stack without slice spacing
+        (``metadata["in_plane_spacing_mm"]``), or None."""
+        if layer.ndim != 3:
+            return None
+        meta = (layer.metadata.get("napari_calc") or {}).get("image_metadata") or {}
+        v = meta.get("in_plane_spacing_mm")
+        try:
+            row, col = (float(x) for x in v)
+        except (TypeError, ValueError):
+            return None
+        return (row, col) if row > 0 and col > 0 else None
+
     def _spacing_for(self, layer):
         sp, _ = layer_spacing(layer)
         if sp is not None:
             return tuple(sp), False
+        in_plane = self._known_in_plane(layer)
+        if in_plane is not None:
+            return (float(self.slice_spacing.value),) + in_plane, True
         v = float(self.spacing.value)
         return ((float(self.slice_spacing.value), v, v) if layer.ndim == 3 else (v, v)), True
 
