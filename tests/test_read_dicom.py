@@ -455,6 +455,30 @@ def test_folder_four_views_not_stacked(tmp_path, mammo):
         read_image(folder)
     # the CLI expansion yields the four images separately
     assert find_inputs([folder]) == sorted(os.fspath(folder / f"v{i}") for i in range(4))
+    # still so when each view carries an ImagePositionPatient
+    import pydicom
+
+    for i in range(4):
+        ds = pydicom.dcmread(folder / f"v{i}")
+        ds.ImagePositionPatient = [0.0, 0.0, 0.0]
+        ds.save_as(folder / f"v{i}")
+    assert find_inputs([folder]) == sorted(os.fspath(folder / f"v{i}") for i in range(4))
+
+
+def test_slices_that_do_not_stack_are_one_failed_input(tmp_path, volume):
+    """A series folder with one odd slice was detected as N separate 2-D
+    images, silently (opening the folder said why it is not a volume)."""
+    import pydicom
+
+    folder = tmp_path / "dbt"
+    files = make_series(folder, volume)
+    ds = pydicom.dcmread(files[3])
+    ds.ImagePositionPatient = pydicom.dcmread(files[2]).ImagePositionPatient
+    ds.save_as(files[3])
+    assert find_inputs([folder]) == [os.fspath(folder)]
+    with pytest.raises(UnsupportedImageError, match=r"dbt: folder holds 5 images of one series that do not "
+                                                    r"form a volume \(two images at the same position\)"):
+        read_image(folder)
 
 
 def test_modality_lut_sequence(tmp_path, mammo):

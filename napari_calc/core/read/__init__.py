@@ -220,7 +220,7 @@ def _classify_dicom(path: str):
 
 
 def _expand_folder(folder: str, recursive: bool) -> list[str]:
-    from .dicom import series_is_volume
+    from .dicom import looks_like_slices, series_is_volume
 
     out: list[str] = []
     dicoms: list[tuple[str, object]] = []
@@ -246,7 +246,10 @@ def _expand_folder(folder: str, recursive: bool) -> list[str]:
                 broken.append(full)  # reading it will report why
     # a folder whose DICOM images are exactly one volume series -> the folder
     series_uids = {str(getattr(ds, "SeriesInstanceUID", "")) for _, ds in dicoms}
-    if len(dicoms) >= 2 and len(series_uids) == 1 and series_is_volume([d for _, d in dicoms]):
+    headers = [d for _, d in dicoms]
+    if len(dicoms) >= 2 and len(series_uids) == 1 and (series_is_volume(headers) or looks_like_slices(headers)):
+        # a volume; or slices that do not stack: the folder, so that reading it
+        # says why (not each slice detected as a mammogram of its own)
         out.append(folder)
     else:
         out.extend(f for f, _ in dicoms)
@@ -280,7 +283,10 @@ def find_inputs(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursiv
         whose header cannot be read (truncated...) or that lack pixel data are
         kept, so that reading them reports the reason. A folder
         whose DICOM images form one volume series (slices) is returned as the
-        folder itself, which :func:`read_image` stacks. Duplicates are removed;
+        folder itself, which :func:`read_image` stacks; so is a folder of
+        one series' slices of one view that do not stack (a duplicate
+        position, an odd size), so that reading it says why rather than
+        each slice being detected as a mammogram. Duplicates are removed;
         order is stable.
     """
     if isinstance(paths, (str, os.PathLike)):

@@ -98,6 +98,8 @@ __all__ = [
     "read_dicom_header",
     "non_image_reason",
     "series_is_volume",
+    "volume_problem",
+    "looks_like_slices",
     "NON_IMAGE_SOP_CLASSES",
     "NON_IMAGE_MODALITIES",
 ]
@@ -1148,35 +1150,57 @@ def read_dicom_series(
 
 def series_is_volume(headers: Sequence) -> bool:
     """True when single-frame datasets ``headers`` can be stacked as a volume."""
+    return volume_problem(headers) is None
+
+
+def volume_problem(headers: Sequence) -> str | None:
+    """Why single-frame datasets ``headers`` cannot be stacked as a volume
+    (None: they can)."""
     if len(headers) < 2:
-        return False
-    keys = set()
+        return "fewer than 2 images"
+    if any(_frames(ds) != 1 for ds in headers):
+        return "some are multi-frame"
+    keys = {}
     for ds in headers:
-        if _frames(ds) != 1:
-            return False
-        keys.add((_get(ds, "Rows"), _get(ds, "Columns"), _laterality(ds), _view(ds),
-                  (_str(_get(ds, "PhotometricInterpretation")) or "").upper()))
-    if len(keys) != 1:
-        return False
+        keys.setdefault(("size", _get(ds, "Rows"), _get(ds, "Columns")), None)
+        keys.setdefault(("view", _laterality(ds), _view(ds)), None)
+        keys.setdefault(("photometric", (_str(_get(ds, "PhotometricInterpretation")) or "").upper()), None)
+    for what, label in (("size", "different sizes"), ("view", "different views or lateralities"),
+                        ("photometric", "different photometric interpretations")):
+        if sum(k[0] == what for k in keys) > 1:
+            return label
     positions = [_floats(_get(ds, "ImagePositionPatient")) for ds in headers]
     if all(p is not None and len(p) == 3 for p in positions):
-        return len({tuple(p) for p in positions}) == len(positions)
+        if len({tuple(p) for p in positions}) != len(positions):
+            return "two images at the same position"
+        return None
     numbers = [_int_or_none(_get(ds, "InstanceNumber")) for ds in headers]
     modalities = {(_str(_get(ds, "Modality")) or "").upper() for ds in headers}
     # projection images (MG/DX/CR) without positions are separate views
     if modalities & {"MG", "DX", "CR", "IO", "PX", "RG"}:
+        return "projection images without slice positions"
+    if not (all(n is not None for n in numbers) and len(set(numbers)) == len(numbers)):
+        return "no slice positions and no distinct instance numbers"
+    return None
+
+
+def looks_like_slices(headers: Sequence) -> bool:
+    """Single-frame images of one view and laterality that all carry an
+    ImagePositionPatient: slices of a volume, whether or not they stack
+    (projection mammograms have no position, and a series of views differs
+    in view or laterality)."""
+    if len(headers) < 2 or len({(_laterality(ds), _view(ds)) for ds in headers}) != 1:
         return False
-    return all(n is not None for n in numbers) and len(set(numbers)) == len(numbers)
+    return all((p := _floats(_get(ds, "ImagePositionPatient"))) is not None and len(p) == 3 for ds in headers)
 
 
 def _stack_series(folder, items, *, spacing_mm=None) -> MammoImage:
     headers = [ds for _, ds in items]
-    if not series_is_volume(headers):
+    problem = volume_problem(headers)
+    if problem is not None:
         raise UnsupportedImageError(
-            f"folder holds {len(items)} images of one series that do not form a volume "
-            "(different size, view or laterality, or no slice positions); open the files separately",
-            folder,
-        )
+            f"folder holds {len(items)} images of one series that do not form a volume ({problem}); "
+            "open the files separately", folder)
     orientation = _floats(_get(headers[0], "ImageOrientationPatient"))
     positions = [_floats(_get(ds, "ImagePositionPatient")) for ds in headers]
     n = _normal(orientation)
