@@ -418,3 +418,21 @@ def test_decoder_failure_keeps_every_reason(tmp_path):
     msg = str(info.value)
     assert "\n" not in msg and "plugins:" in msg
     assert not msg.rstrip(")").endswith("plugins:")  # the reasons follow
+
+
+def test_number_of_frames_zero_is_named(tmp_path):
+    """It said "decoded pixel data has shape (9, 1200, 960), header declares (1200, 960)"."""
+    import numpy as np
+    import pydicom
+
+    from dicom_factory import make_tomo_dicom
+    from napari_calc.core.errors import UnsupportedImageError
+    from napari_calc.core.read import read_image
+
+    p = tmp_path / "nf0.dcm"
+    make_tomo_dicom(p, np.zeros((3, 16, 16), np.uint16))
+    ds = pydicom.dcmread(p)
+    ds.NumberOfFrames = 0
+    ds.save_as(p)
+    with pytest.raises(UnsupportedImageError, match=r"nf0\.dcm: DICOM NumberOfFrames is '0', not a count of frames"):
+        read_image(p)

@@ -458,6 +458,15 @@ def _check_layout(ds, path) -> tuple[int, int, int]:
         raise UnreadableImageError("DICOM Rows/Columns are not integers", path) from None
     if rows <= 0 or cols <= 0:
         raise UnsupportedImageError(f"DICOM image has no valid size (Rows={rows}, Columns={cols})", path)
+    declared = _get(ds, "NumberOfFrames", None)
+    if declared is not None and str(declared).strip() != "":
+        try:
+            ok = int(declared) >= 1
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise UnsupportedImageError(f"DICOM NumberOfFrames is {str(declared).strip()!r}, not a count of "
+                                        "frames", path)
     frames = _frames(ds)
     photometric = (_str(_get(ds, "PhotometricInterpretation")) or "").upper()
     try:
