@@ -317,3 +317,59 @@ def test_cli_evaluate(tmp_path, capsys):
         rc = main(["evaluate", str(det_dir), str(truth_dir), "--out", str(out), opt, val])
         o, err = capsys.readouterr()
         assert rc != 0 and not o and len(err.splitlines()) == 1 and opt in err
+
+
+def test_cli_evaluate_reads_spreadsheet_tables_by_the_export_rules(tmp_path, capsys):
+    """Text in y_mm ended in a traceback and no result for the whole folder;
+    a decimal comma made every score NaN (sensitivity 0, exit 0); a typo'd
+    status counted; a cluster table was taken for detections; a reviewed
+    table as truth got "not valid JSON"."""
+    import json
+
+    from napari_calc.cli import main
+
+    det_dir, truth_dir, out = tmp_path / "det", tmp_path / "truth", tmp_path / "eval"
+    det_dir.mkdir()
+    truth_dir.mkdir()
+    t = _truth_with_cluster()
+    for stem in ("a", "b"):
+        (truth_dir / f"{stem}.truth.json").write_text(json.dumps(t))
+    good = dets((48.0, 50.0, 0.9), (52.0, 50.0, 0.8))
+    good.to_csv(det_dir / "b.calcifications.csv", index=False)
+    text = good.astype(object)
+    text.loc[1, "y_mm"] = "abc"
+    text.to_csv(det_dir / "a.calcifications.csv", index=False)
+    rc = main(["evaluate", str(det_dir), str(truth_dir), "--out", str(out)])
+    o, err = capsys.readouterr()
+    assert rc == 1 and "Traceback" not in err
+    assert err.splitlines() == [f"napari-calc: {det_dir / 'a.calcifications.csv'}: column y_mm is not numeric: "
+                                "'abc' in data row 2"]
+    assert "1 images" in o and (out / "froc.csv").exists()  # b still evaluated
+
+    one = tmp_path / "one"
+    one.mkdir()
+    raw = good.to_csv(index=False).splitlines()
+    head, rows = raw[0], raw[1:]
+    i = head.split(",").index("score")
+    comma = [",".join(f'"{v.replace(".", ",")}"' if k == i else v for k, v in enumerate(r.split(",")))
+             for r in rows]
+    (one / "a.calcifications.csv").write_text("\n".join([head] + comma) + "\n")
+    rc = main(["evaluate", str(one / "a.calcifications.csv"), str(truth_dir / "a.truth.json"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "column score is not numeric: '0,9' in data row 1 (a decimal comma? use a point)" in err
+
+    typo = good.copy()
+    typo["status"] = ["Accepted ", "maybe"]
+    typo.to_csv(one / "a.calcifications.csv", index=False)
+    rc = main(["evaluate", str(one / "a.calcifications.csv"), str(truth_dir / "a.truth.json"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "status 'maybe' in data row 2 is not one of candidate, accepted, rejected, added" in err
+
+    clus((50.0, 49.5, 0.9)).to_csv(one / "a.clusters.csv", index=False)
+    rc = main(["evaluate", str(one / "a.clusters.csv"), str(truth_dir / "a.truth.json"), "--out", str(out)])
+    o, err = capsys.readouterr()
+    assert rc == 2 and not o and "a cluster table, not the calcifications" in err
+    rc = main(["evaluate", str(det_dir / "b.calcifications.csv"), str(det_dir / "b.calcifications.csv"),
+               "--out", str(out)])
+    o, err = capsys.readouterr()
+    assert rc == 2 and not o and "not a truth file: truth is a *.truth.json" in err

@@ -176,3 +176,37 @@ def test_missing_contract_column_is_clear_error(tmp_path):
     det.calcifications = det.calcifications.drop(columns=["cnr"])
     with pytest.raises(InvalidParameterError, match="cnr"):
         write_outputs(det, tmp_path, "bad")
+
+
+def test_csv_as_a_spreadsheet_saves_it(tmp_path):
+    """Excel capitalises statuses and leaves ",,,," rows; an annotator types
+    a decimal comma or clears a cell. Odd but valid tables read; bad values
+    are one line naming the file, the column, the row and the value (they
+    crashed the Review panel, became NaN silently, or moved a point to row 0)."""
+    from napari_calc.core.export import read_detections, write_outputs
+    from napari_calc.core.export._common import ExportError
+
+    det = make_detections(2)
+    write_outputs(det, tmp_path, "img", formats=["csv"])
+    p = tmp_path / "img.calcifications.csv"
+    base = p.read_text().splitlines()
+    head = base[0].split(",")
+
+    def edit(col, row, value):
+        lines = [ln.split(",") for ln in base]
+        lines[row + 1][head.index(col)] = value
+        return "\n".join(",".join(ln) for ln in lines) + "\n"
+
+    p.write_text(edit("status", 0, " Accepted") + ",,,,,,,,,,\n")
+    got = read_detections(p).calcifications
+    assert got.status.iloc[0] == "accepted" and len(got) == len(det.calcifications)
+    for col, row, value, message in [
+        ("score", 2, '"0,93"', r"column score is not numeric: '0,93' in data row 3 \(a decimal comma\? use a point\)"),
+        ("row", 1, "", r"column row is empty in data row 2"),
+        ("y_mm", 0, "abc", r"column y_mm is not numeric: 'abc' in data row 1"),
+        ("calc_id", 3, "1", r"calc_id 1 appears more than once \(data rows 1 and 4\)"),
+        ("status", 4, "maybe", r"status 'maybe' in data row 5 is not one of candidate, accepted, rejected, added"),
+    ]:
+        p.write_text(edit(col, row, value))
+        with pytest.raises(ExportError, match=r"img\.calcifications\.csv: " + message):
+            read_detections(p)

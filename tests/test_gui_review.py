@@ -153,6 +153,22 @@ def test_an_unusable_autosave_file_is_named_as_such(qtbot, reviewing):
     assert sidecar.read_text() == "garbage\n" and review_w.session.sidecar is None
 
 
+def test_a_layer_that_cannot_be_reviewed_is_named_not_a_traceback(qtbot, reviewing):
+    """A status the review does not know (a layer edited by hand): the
+    fallback session raised out of the signal handler, a bare traceback."""
+    viewer, _, review_w, pts = reviewing
+    sidecar = review_w.session.sidecar
+    review_w.detach()
+    sidecar.unlink()  # nothing to restore: the layer's own table is reviewed
+    f = pts.features.copy()
+    f.loc[0, "status"] = "maybe"
+    pts.features = f
+    review_w.attach(pts)  # no exception
+    assert review_w.session is None
+    assert "cannot review" in review_w.info.text() and "maybe" in review_w.info.text()
+    assert LAYER in review_w.info.text()
+
+
 def test_switching_project_folders_keeps_the_review_on_screen(qtbot, reviewing, tmp_path):
     """Folder A, accept; folder B, reject and label; back to A: A's older
     review replaced B's decisions on screen. The review under way moves."""

@@ -61,7 +61,11 @@ def _read_csv(path: Path):
     missing = [c for c in ("y_mm", "x_mm") if c not in df.columns]
     if missing:
         raise ValueError(f"missing column(s) {', '.join(missing)}")
-    return df
+    from ..core.export.csv_io import CALC_NUMERIC, CLUSTER_NUMERIC, clean_table
+
+    # the same reading rules as everywhere: numbers or nothing, a known status
+    numeric = CLUSTER_NUMERIC if path.name.endswith(CLUSTER_SUFFIX) else CALC_NUMERIC
+    return clean_table(df, numeric=numeric, required=("y_mm", "x_mm"))
 
 
 def run(args) -> int:
@@ -87,6 +91,13 @@ def run(args) -> int:
         return 2
     if out.exists() and not out.is_dir():  # found now, not after the whole evaluation
         _err(out, "--out names a file; give a folder for froc.csv and froc.png")
+        return 2
+    if det_path.is_file() and det_path.name.endswith(CLUSTER_SUFFIX):
+        _err(det_path, f"a cluster table, not the calcifications; give the *{CALC_SUFFIX} beside it")
+        return 2
+    if truth_path.is_file() and not truth_path.name.endswith(TRUTH_SUFFIX):
+        _err(truth_path, f"not a truth file: truth is a *{TRUTH_SUFFIX} ('napari-calc phantom' writes "
+                         "them); a reviewed table cannot serve as truth")
         return 2
     if det_path.is_file() and not det_path.name.lower().endswith(".csv"):
         _err(det_path, f"not a detections table; give the *{CALC_SUFFIX} that "

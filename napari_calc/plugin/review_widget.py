@@ -528,8 +528,14 @@ class ReviewWidget(QWidget):
             else:
                 session = ReviewSession(det, sidecar=sidecar, annotator=who)
         except (NapariCalcError, OSError) as e:
-            session = (ReviewSession.start_over(previous, det, annotator=who) if previous is not None
-                       else ReviewSession(det, annotator=who))
+            try:
+                session = (ReviewSession.start_over(previous, det, annotator=who) if previous is not None
+                           else ReviewSession(det, annotator=who))
+            except NapariCalcError as bad:  # the layer itself cannot be reviewed: say why, on the layer
+                name = getattr(self.layer, "name", "the layer")
+                self.detach()
+                self._report(NapariCalcError(f"cannot review '{name}': {bad.reason}"))
+                return
             failed = str(e)
             sidecar = None
         carried = "" if moving else carried_over_text(session.carried_over)

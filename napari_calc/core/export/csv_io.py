@@ -24,12 +24,19 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_write_text
-from ..columns import calc_columns, cluster_columns
+from ..columns import STATUSES, calc_columns, cluster_columns
 from ..detections import Detections
+from ..errors import InvalidParameterError
 from ._common import ExportError, normalize_calcifications, normalize_clusters
 
 __all__ = ["CALC_SUFFIX", "CLUSTER_SUFFIX", "write_csv", "read_csv_detections",
-           "frame_to_csv_text"]
+           "frame_to_csv_text", "clean_table", "CALC_NUMERIC", "CLUSTER_NUMERIC"]
+
+#: The numeric columns of the two tables (the contract's, whatever the order)
+CALC_NUMERIC = ("calc_id", "slice", "row", "col", "z_mm", "y_mm", "x_mm", "diameter_mm", "contrast", "cnr",
+                "score", "cluster_id")
+CLUSTER_NUMERIC = ("cluster_id", "slice", "row", "col", "z_mm", "y_mm", "x_mm", "n_calcifications",
+                   "max_extent_mm", "area_mm2", "score")
 
 CALC_SUFFIX = ".calcifications.csv"
 # pandas >= 3 parses floats exactly by default (and deprecates the option)
@@ -60,6 +67,61 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise ExportError("file not found", path) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ExportError(f"not a readable CSV table ({type(e).__name__})", path) from None
+
+
+def clean_table(df: pd.DataFrame, *, numeric, required=(), unique=(), path=None) -> pd.DataFrame:
+    """A table as a spreadsheet saved it, checked and made uniform.
+
+    Rows with no value at all are dropped (a spreadsheet's ",,,," line).
+    The ``numeric`` columns present must hold numbers or nothing (text such
+    as ``abc`` or a decimal comma is refused: it would silently become NaN),
+    the ``required`` ones a number in every row, the ``unique`` ones no
+    value twice. ``status``, when present, is read without case or
+    surrounding spaces (``Accepted``), blank meaning ``candidate``; other
+    values are refused.
+
+    Raises
+    ------
+    InvalidParameterError
+        One line naming the column, the data row (1 = first after the
+        header) and the value.
+    """
+    import re
+
+    df = df.dropna(how="all").reset_index(drop=True)
+    for c in numeric:
+        if c not in df.columns:
+            continue
+        raw = df[c]
+        num = pd.to_numeric(raw, errors="coerce")
+        blank = raw.isna() | raw.astype(str).str.strip().eq("")
+        bad = np.flatnonzero((num.isna() & ~blank).to_numpy())
+        if len(bad):
+            v = str(raw.iloc[bad[0]]).strip()
+            hint = " (a decimal comma? use a point)" if re.fullmatch(r"[-+]?\d+,\d+", v) else ""
+            raise InvalidParameterError(f"column {c} is not numeric: {v!r} in data row {bad[0] + 1}{hint}", path)
+        if c in required and blank.any():
+            raise InvalidParameterError(
+                f"column {c} is empty in data row {int(np.flatnonzero(blank.to_numpy())[0]) + 1}", path)
+        df[c] = num
+    for c in unique:
+        if c in df.columns:
+            dup = df[c].duplicated(keep=False).to_numpy() & df[c].notna().to_numpy()
+            if dup.any():
+                rows = np.flatnonzero(dup)[:2] + 1
+                raise InvalidParameterError(
+                    f"{c} {df[c].iloc[rows[0] - 1]:g} appears more than once (data rows {rows[0]} and "
+                    f"{rows[1]})", path)
+    if "status" in df.columns:
+        st = df["status"].fillna("").astype(str).str.strip().str.lower()
+        st = st.mask(st == "", "candidate")
+        bad = np.flatnonzero(~st.isin(STATUSES).to_numpy())
+        if len(bad):
+            raise InvalidParameterError(
+                f"status {str(df['status'].iloc[bad[0]]).strip()!r} in data row {bad[0] + 1} is not one of "
+                f"{', '.join(STATUSES)}", path)
+        df["status"] = st
+    return df
 
 
 def siblings(path) -> tuple[Path, Path, str]:
@@ -117,6 +179,17 @@ def read_csv_detections(path) -> Detections:
         calcs = pd.DataFrame({c: [] for c in calc_columns(ndim)})
     if clus is None:
         clus = pd.DataFrame({c: [] for c in cluster_columns(ndim)})
+    where = (["slice", "z_mm"] if ndim == 3 else []) + ["row", "col", "y_mm", "x_mm"]
+    try:
+        calcs = clean_table(calcs, numeric=CALC_NUMERIC, required=["calc_id"] + where, unique=["calc_id"],
+                            path=calc_p)
+    except InvalidParameterError as e:
+        raise ExportError(e.reason, calc_p) from None
+    try:
+        clus = clean_table(clus, numeric=CLUSTER_NUMERIC, required=["cluster_id"] + where,
+                           unique=["cluster_id"], path=clus_p)
+    except InvalidParameterError as e:
+        raise ExportError(e.reason, clus_p) from None
     try:
         calcs = normalize_calcifications(calcs, ndim)
         clus = normalize_clusters(clus, ndim)
