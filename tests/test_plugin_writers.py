@@ -162,6 +162,14 @@ def test_clusters_writer(tmp_path):
     assert header == cluster_columns(2)  # the display label is not exported
     t = pd.read_csv(out[0])
     np.testing.assert_allclose(t.x_mm, det.clusters.x_mm, atol=1e-12)
+    # saved under the calcification table's name, or a bare .csv: it replaced the
+    # table of a review, or wrote a file that does not reopen
+    calc = tmp_path / "img.calcifications.csv"
+    calc.write_text("the reviewed table\n")
+    for given in ("img.calcifications.csv", "img.csv", "img"):
+        assert write_clusters_csv(str(tmp_path / given), sdata, sk) == [str(tmp_path / "img.clusters.csv")]
+    assert calc.read_text() == "the reviewed table\n"
+    assert not (tmp_path / "img.csv").exists()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "sr.dcm", "cad-sr.dcm"])

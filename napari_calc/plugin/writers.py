@@ -199,7 +199,7 @@ def write_calcifications_cad_sr(path: str, data: Any, attributes: dict) -> list[
 
 
 def write_clusters_csv(path: str, data: Any, attributes: dict) -> list[str]:
-    """Clusters Shapes layer -> its cluster table (CSV, INTERFACE columns first)."""
+    """Clusters Shapes layer -> ``<stem>.clusters.csv`` (INTERFACE columns first)."""
     from ..core.atomic import atomic_write_text
     from ..core.export._common import check_not_source, normalize_clusters
     from ..core.export.csv_io import frame_to_csv_text
@@ -211,9 +211,9 @@ def write_clusters_csv(path: str, data: Any, attributes: dict) -> list[str]:
     extra = [c for c in feats.columns if c not in cluster_columns(ndim) and c != "label"]
     table = normalize_clusters(feats[[c for c in feats.columns if c != "label"]], ndim)
     table = table[cluster_columns(ndim) + extra]
-    p = Path(path)
-    if not p.name.lower().endswith(".csv"):
-        p = p.with_name(p.name + SUFFIXES["clusters.csv"])
+    # always <stem>.clusters.csv: given "a.calcifications.csv" (or "a.csv") it
+    # replaced the calcification table, or wrote a file that does not reopen
+    p = _target(path, "clusters.csv")
     check_not_source([p], _nc_meta(attributes).get("image_metadata") or {})
     atomic_write_text(p, frame_to_csv_text(table))
     return [str(p)]
