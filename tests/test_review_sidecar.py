@@ -285,6 +285,45 @@ def test_open_or_create(tmp_path):
     assert sc.read_text() == "garbage\n"
 
 
+def test_a_table_saved_after_the_autosave_is_what_reopens(tmp_path):
+    """An exported table edited in a spreadsheet and reopened: the older
+    autosave silently replaced the edits (and the next save wrote it over
+    the file). A table newer than the autosave, with another review, is
+    shown; an older one, or the same review, restores the autosave."""
+    from napari_calc.core.export import read_detections, write_outputs
+
+    sc = tmp_path / "img.napari-calc-review.jsonl"
+    s = ReviewSession.open_or_create(make_det(), sc, annotator="ada")
+    s.accept([1, 2])
+    s.close()
+    write_outputs(s.detections, tmp_path, "img", formats=["csv", "json"])
+    csv = tmp_path / "img.calcifications.csv"
+    t = pd.read_csv(csv)
+    t["morphology"] = t["morphology"].astype(object)
+    t.loc[t.calc_id == 3, ["status", "morphology"]] = ["accepted", "punctate"]  # the colleague's edit
+    t.to_csv(csv, index=False)
+
+    def reopen(mtime):
+        os.utime(csv, (mtime, mtime))
+        det = read_detections(csv)
+        det.metadata["export_path"] = str(csv)  # as the napari reader records it
+        return ReviewSession.open_or_create(det, sc)
+
+    old = os.path.getmtime(sc)
+    r = reopen(old - 60)  # the autosave is the newer work: restored
+    assert r.newer_file is None and r.row(3)["status"] == "candidate" and r.history
+    r.close()
+    n = reopen(os.path.getmtime(sc) + 60)
+    assert n.newer_file == str(csv) and n.backup is not None and n.backup.exists()
+    assert n.row(3)["status"] == "accepted" and n.row(3)["morphology"] == "punctate"
+    assert n.row(1)["status"] == "accepted"
+    n.close()
+    # the same review as the autosave, saved later (an export): the autosave, with its history
+    m = reopen(os.path.getmtime(sc) + 60)
+    assert m.newer_file is None and m.backup is None and m.row(3)["status"] == "accepted"
+    m.close()
+
+
 def test_a_new_run_of_the_image_keeps_the_review(tmp_path):
     """The autosave of an earlier run on this image, opened with another run
     (other parameters): the new run's candidates with the review carried

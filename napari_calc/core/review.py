@@ -274,6 +274,31 @@ def _same_candidates(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     return _detector_rows(a) == _detector_rows(b)
 
 
+def _newer_file_review(det: Detections, restored: pd.DataFrame, sidecar: Path) -> str | None:
+    """The exported file ``det`` was read from (``metadata["export_path"]``)
+    when it was written after the autosave ``sidecar`` and its review
+    (statuses, labels, rows) differs from the autosave's ``restored`` table;
+    else None (a fresh detection run, the same review, or an older file: the
+    autosave is the newer work)."""
+    src = det.metadata.get("export_path")
+    try:
+        if not src or os.path.getmtime(src) <= os.path.getmtime(sidecar):
+            return None
+    except OSError:
+        return None
+    a = det.calcifications
+    if "calc_id" not in a.columns or "status" not in a.columns:
+        return None
+    cols = ["status"] + [c for c in REVIEW_COLUMNS[:3] if c in a.columns or c in restored.columns]
+
+    def review(t: pd.DataFrame) -> dict:
+        t = t.reindex(columns=["calc_id"] + cols)
+        vals = t[cols].astype(object).where(t[cols].notna(), "").astype(str)
+        return dict(zip(pd.to_numeric(t["calc_id"], errors="coerce").tolist(), map(tuple, vals.to_numpy())))
+
+    return None if review(a) == review(restored) else os.fspath(src)
+
+
 def run_key(calcs: pd.DataFrame) -> str:
     """A digest of a detection run's candidate positions: a review started on
     a run is restored for that run even after rows were deleted or moved."""
@@ -366,6 +391,9 @@ class ReviewSession:
         self.compact_error: str | None = None
         #: What :meth:`start_over` carried over (``None``: nothing was).
         self.carried_over: dict | None = None
+        #: The file whose review, newer than the autosave and different from
+        #: it, :meth:`open_or_create` kept (the autosave is in ``backup``).
+        self.newer_file: str | None = None
         if not _restoring:
             self._recluster(force=True, fresh=True)
             self._remember_clusters(self._df)  # the clusters as the review starts
@@ -546,7 +574,15 @@ class ReviewSession:
                 same_run = (old.run_key is not None and old.run_key == run_key(detections.calcifications)) \
                     or _same_candidates(old._df, detections.calcifications)
                 if same_run and not _other_clustering(old._params, detections.params):
-                    return old
+                    newer = _newer_file_review(detections, old._df, path)
+                    if newer is None:
+                        return old
+                    # a table edited after the autosave (in a spreadsheet, by
+                    # a script): what was opened is shown, the autosave kept
+                    old.close()
+                    fresh = cls(detections, sidecar=path, annotator=annotator, fsync=fsync)
+                    fresh.newer_file = newer
+                    return fresh
                 # another run on this image (other parameters, another version):
                 # its candidates, with this review carried over
                 previous = old._df

@@ -546,6 +546,13 @@ class ReviewWidget(QWidget):
             from napari.utils.notifications import show_info
 
             show_info(f"napari-calc: {carried}")
+        if session.newer_file is not None:
+            note += (f" — {os.path.basename(session.newer_file)} was saved after the autosave and differs "
+                     "from it: its review is the one shown")
+            from napari.utils.notifications import show_info
+
+            show_info(f"napari-calc: {os.path.basename(session.newer_file)} is newer than its review autosave; "
+                      f"the file's review is shown (the autosave is kept)")
         if session.backup is not None:
             note += f" (the previous review was kept as {session.backup.name})"
         self.session = session
