@@ -250,3 +250,21 @@ def test_real_napari_layer_state(tmp_path):
                                det.calcifications[["slice", "row", "col", "z_mm", "y_mm", "x_mm"]],
                                atol=1e-9)
     assert back.calcifications.status.tolist() == det.calcifications.status.tolist()
+
+
+def test_points_added_with_napari_tools_get_the_panel_defaults(tmp_path):
+    """They were saved with empty score and diameter: evaluate and the score
+    threshold passed over the annotator's own findings."""
+    from napari_calc.core.review import DEFAULT_ADDED_DIAMETER_MM
+
+    det = make_detections(2)
+    kw = points_layer_kwargs(det, name="img calcifications")
+    data = np.vstack([kw.pop("data"), [[300.0, 400.0], [310.0, 420.0]]])  # two drawn in napari
+    out = write_calcifications_csv(str(tmp_path / "img.calcifications.csv"), data, kw)
+    t = pd.read_csv(out[0])
+    new = t.tail(2)
+    assert new.status.tolist() == ["added", "added"]
+    assert new.score.tolist() == [1.0, 1.0]
+    assert new.diameter_mm.tolist() == [DEFAULT_ADDED_DIAMETER_MM] * 2
+    old = t.head(len(det.calcifications))
+    np.testing.assert_allclose(old.score, det.calcifications.score)  # the others untouched

@@ -130,6 +130,15 @@ def detections_from_layer_data(data, attributes: dict, shapes_attributes: dict |
     cid = pd.to_numeric(calcs["cluster_id"], errors="coerce") if "cluster_id" in calcs else \
         pd.Series(np.nan, index=calcs.index)
     calcs["cluster_id"] = cid.fillna(NO_CLUSTER).astype(np.int64)
+    if missing.any():
+        # points added with napari's own tools: what the Review panel's "Add"
+        # gives them (score 1, the default diameter), not empty cells that
+        # evaluate and the score threshold pass over
+        from ..core.review import DEFAULT_ADDED_DIAMETER_MM
+
+        for c, v in (("score", 1.0), ("diameter_mm", DEFAULT_ADDED_DIAMETER_MM)):
+            cur = pd.to_numeric(calcs[c], errors="coerce") if c in calcs else pd.Series(np.nan, index=calcs.index)
+            calcs[c] = cur.mask(missing.to_numpy() & cur.isna().to_numpy(), v)
     for c in calc_columns(ndim):
         if c not in calcs:
             calcs[c] = np.nan
