@@ -230,17 +230,23 @@ def test_plot_froc_writes_png(tmp_path):
     assert (tmp_path / "only.png").stat().st_size > 3000
 
 
-def test_cli_evaluate(tmp_path, capsys):
+def _cli_folders(tmp_path):
+    """det/ (empty), truth/ with a.truth.json and b.truth.json (a cluster of
+    4 and one single), eval/ (not made)."""
     import json
-
-    from napari_calc.cli import main
 
     det_dir, truth_dir, out = tmp_path / "det", tmp_path / "truth", tmp_path / "eval"
     det_dir.mkdir()
     truth_dir.mkdir()
-    t = _truth_with_cluster()
     for stem in ("a", "b"):
-        (truth_dir / f"{stem}.truth.json").write_text(json.dumps(t))
+        (truth_dir / f"{stem}.truth.json").write_text(json.dumps(_truth_with_cluster()))
+    return det_dir, truth_dir, out
+
+
+def test_cli_evaluate(tmp_path, capsys):
+    from napari_calc.cli import main
+
+    det_dir, truth_dir, out = _cli_folders(tmp_path)
     # a: finds 3 of the 4 cluster MCs + 1 FP; cluster found
     da = dets((48.0, 50.0, 0.9), (52.0, 50.0, 0.8), (50.0, 48.0, 0.7), (70.0, 70.0, 0.6))
     da["cluster_id"] = [0, 0, 0, -1]
@@ -324,16 +330,10 @@ def test_cli_evaluate_reads_spreadsheet_tables_by_the_export_rules(tmp_path, cap
     a decimal comma made every score NaN (sensitivity 0, exit 0); a typo'd
     status counted; a cluster table was taken for detections; a reviewed
     table as truth got "not valid JSON"."""
-    import json
 
     from napari_calc.cli import main
 
-    det_dir, truth_dir, out = tmp_path / "det", tmp_path / "truth", tmp_path / "eval"
-    det_dir.mkdir()
-    truth_dir.mkdir()
-    t = _truth_with_cluster()
-    for stem in ("a", "b"):
-        (truth_dir / f"{stem}.truth.json").write_text(json.dumps(t))
+    det_dir, truth_dir, out = _cli_folders(tmp_path)
     good = dets((48.0, 50.0, 0.9), (52.0, 50.0, 0.8))
     good.to_csv(det_dir / "b.calcifications.csv", index=False)
     text = good.astype(object)
