@@ -330,7 +330,6 @@ def test_cli_evaluate_reads_spreadsheet_tables_by_the_export_rules(tmp_path, cap
     a decimal comma made every score NaN (sensitivity 0, exit 0); a typo'd
     status counted; a cluster table was taken for detections; a reviewed
     table as truth got "not valid JSON"."""
-
     from napari_calc.cli import main
 
     det_dir, truth_dir, out = _cli_folders(tmp_path)
