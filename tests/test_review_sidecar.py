@@ -322,6 +322,14 @@ def test_a_table_saved_after_the_autosave_is_what_reopens(tmp_path):
     m = reopen(os.path.getmtime(sc) + 60)
     assert m.newer_file is None and m.backup is None and m.row(3)["status"] == "accepted"
     m.close()
+    # the detection written again later (a batch re-run, no review in it): the autosave stands
+    t = pd.read_csv(csv)
+    t["status"] = "candidate"
+    t["morphology"] = ""
+    t.to_csv(csv, index=False)
+    k = reopen(os.path.getmtime(sc) + 60)
+    assert k.newer_file is None and k.backup is None and k.row(3)["status"] == "accepted"
+    k.close()
 
 
 def test_a_new_run_of_the_image_keeps_the_review(tmp_path):

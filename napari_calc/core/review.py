@@ -278,8 +278,8 @@ def _newer_file_review(det: Detections, restored: pd.DataFrame, sidecar: Path) -
     """The exported file ``det`` was read from (``metadata["export_path"]``)
     when it was written after the autosave ``sidecar`` and its review
     (statuses, labels, rows) differs from the autosave's ``restored`` table;
-    else None (a fresh detection run, the same review, or an older file: the
-    autosave is the newer work)."""
+    else None (a table with no review in it, such as a detection run written
+    again; the same review; or an older file: the autosave is the newer work)."""
     src = det.metadata.get("export_path")
     try:
         if not src or os.path.getmtime(src) <= os.path.getmtime(sidecar):
@@ -296,7 +296,10 @@ def _newer_file_review(det: Detections, restored: pd.DataFrame, sidecar: Path) -
         vals = t[cols].astype(object).where(t[cols].notna(), "").astype(str)
         return dict(zip(pd.to_numeric(t["calc_id"], errors="coerce").tolist(), map(tuple, vals.to_numpy())))
 
-    return None if review(a) == review(restored) else os.fspath(src)
+    mine = review(a)
+    if all(v[0] in ("", "candidate") and not any(v[1:]) for v in mine.values()):
+        return None  # no review in the file (a detection run written again): the autosave's stands
+    return None if mine == review(restored) else os.fspath(src)
 
 
 def run_key(calcs: pd.DataFrame) -> str:
