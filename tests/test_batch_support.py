@@ -94,3 +94,15 @@ def test_stems_same_folder_same_stem_get_numbers(tmp_path):
     # numbering follows the sorted absolute paths: ".../a" < ".../a.dcm"
     assert dict(zip([os.path.basename(it.path) for it in items], stems)) == {"a": "a", "a.dcm": "a__2"}
 
+
+
+def test_temporaries_of_temporaries_are_cleaned(tmp_path):
+    """An interrupted atomic write inside another's temporary name left
+    "..a.sr.dcm.12.partial.tmp.x.tmp", which every re-run kept."""
+    from napari_calc.core.batch import _clean_temporaries
+
+    names = [".a.sr.dcm.12.partial.tmp", "..a.sr.dcm.12.partial.tmp.bb6l1xfo.tmp", ".ab.csv.1.tmp", "a.sr.dcm"]
+    for n in names:
+        (tmp_path / n).write_text("x")
+    _clean_temporaries(tmp_path, ["a"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ab.csv.1.tmp", "a.sr.dcm"]  # another stem's stays

@@ -56,3 +56,21 @@ def test_nothing_left_when_the_first_format_fails(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="Permission denied"):
         write_outputs(make_detections(2), tmp_path, "img", formats=FORMATS)
     assert _listing(tmp_path) == []
+
+
+def test_a_full_disk_re_raised_by_a_library_is_one_short_reason(tmp_path, monkeypatch):
+    """pydicom re-raises the OSError with the tag and a whole traceback in its
+    text (and no errno): that text reached the one-line error."""
+    from napari_calc.core.export import cad_sr
+
+    def pydicom_like(*a, **k):
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as e:
+            raise OSError("With tag (0040,A730) got exception: [Errno 28] No space left on device\n"
+                          "Traceback (most recent call last):\n  File ...") from e
+
+    monkeypatch.setattr(cad_sr, "write_cad_sr", pydicom_like)
+    with pytest.raises(ExportError) as info:
+        write_outputs(make_detections(2), tmp_path, "img", formats=FORMATS)
+    assert str(info.value).endswith("cannot write img.cad-sr.dcm (No space left on device)")

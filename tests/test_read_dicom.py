@@ -637,3 +637,14 @@ def test_frames_with_different_pixel_spacings_are_refused(tmp_path, volume):
                                                     r"\(0\.1 to 0\.2 mm\)"):
         read_image(p)
     assert read_image(p, spacing_mm=(1.0, 0.1, 0.1)).spacing_mm == (1.0, 0.1, 0.1)  # the user decides
+
+
+def test_a_symlink_loop_in_a_folder_is_followed_once(tmp_path, mammo):
+    """`ln -s .. data/sub/loop` made every image count again at
+    loop/sub/loop/..., until the names grew too long."""
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    make_mammo_dicom(data / "a.dcm", mammo, bits_stored=BITS)
+    make_mammo_dicom(data / "sub" / "b.dcm", mammo, bits_stored=BITS)
+    (data / "sub" / "loop").symlink_to("..")
+    assert find_inputs([data]) == [os.fspath(data / "a.dcm"), os.fspath(data / "sub" / "b.dcm")]

@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
-from .errors import InvalidParameterError, NapariCalcError
+from .errors import InvalidParameterError, NapariCalcError, os_reason
 
 __all__ = [
     "MANIFEST_NAME",
@@ -173,7 +173,7 @@ def collect_inputs(args: Iterable[str | os.PathLike], recursive: bool = True
             problems.append((arg, exc.reason))
             continue
         except OSError as exc:
-            problems.append((arg, f"cannot list folder ({exc.strerror or exc})"))
+            problems.append((arg, f"cannot list folder ({os_reason(exc)})"))
             continue
         if os.path.isdir(arg):
             found = sorted(set(found) | set(_misnamed_files(arg, found, recursive)),
@@ -506,7 +506,7 @@ def process_input(task: dict) -> dict:
     except MemoryError:
         res.update(status="failed", reason="out of memory")
     except OSError as exc:
-        res.update(status="failed", reason=_one_line(f"{exc.strerror or exc}"
+        res.update(status="failed", reason=_one_line(f"{os_reason(exc)}"
                                                      + (f" ({exc.filename})" if exc.filename else "")))
     except Exception as exc:  # a bug: keep the batch going, keep the reason on one line
         tb = traceback.extract_tb(exc.__traceback__)
@@ -812,7 +812,7 @@ def _clean_temporaries(out_dir: Path, stems: Iterable[str]) -> None:
     stems = set(stems)
     for name in names:
         if name.startswith(".") and name.endswith(".tmp"):
-            inner = name[1:]
+            inner = name.lstrip(".")  # also a temporary of a temporary ("..a.sr.dcm.1.partial.tmp.x.tmp")
             if any(inner.startswith(s + ".") for s in stems):
                 try:
                     os.unlink(out_dir / name)
@@ -912,12 +912,12 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise NapariCalcError(f"cannot create the output folder ({exc.strerror or exc})", out_dir)
+        raise NapariCalcError(f"cannot create the output folder ({os_reason(exc)})", out_dir)
     try:  # a folder we cannot write in: one line now, not one per image
         probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".napari-calc-probe.", suffix=".tmp")
         probe.close()
     except OSError as exc:
-        raise NapariCalcError(f"cannot write in the output folder ({exc.strerror or exc})", out_dir)
+        raise NapariCalcError(f"cannot write in the output folder ({os_reason(exc)})", out_dir)
 
     if error is None:
         def error(line):

@@ -71,3 +71,20 @@ class InvalidParameterError(NapariCalcError, ValueError):
 class DetectionCancelled(Exception):
     """Raised inside :func:`napari_calc.detect` when its ``cancel`` callback
     returns True. Not an error: the caller asked for it."""
+
+
+def os_reason(exc: BaseException) -> str:
+    """The one-line reason of an OS error: ``No space left on device``, also
+    when a library re-raised it with its own text (pydicom adds the tag and
+    a traceback) -- the errno of the error or of its cause, else the first
+    line of its text."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno:
+            return os.strerror(e.errno)
+        e = e.__cause__ or e.__context__
+    text = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+

@@ -45,7 +45,7 @@ import os
 from pathlib import Path
 
 from ..detections import Detections
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, os_reason
 from ._common import ExportError, check_not_source, ndim_of
 
 __all__ = ["FORMATS", "SUFFIXES", "write_outputs", "write_format", "read_detections",
@@ -197,7 +197,7 @@ def _write(det: Detections, paths: dict, *, deidentify: bool, deid_salt) -> None
             try:
                 os.replace(tmp[k], dest)
             except OSError as e:
-                raise ExportError(f"cannot write {dest.name} ({e.strerror or e})", dest) from None
+                raise ExportError(f"cannot write {dest.name} ({os_reason(e)})", dest) from None
     finally:
         for t in tmp.values():
             with contextlib.suppress(OSError):
@@ -249,7 +249,7 @@ def _write_each(det: Detections, paths: dict, final: dict, *, deidentify: bool, 
         try:
             step()
         except OSError as e:  # full disk, read-only folder ...: one clear line
-            raise ExportError(f"cannot write {final[fmt].name} ({e.strerror or e})", final[fmt]) from None
+            raise ExportError(f"cannot write {final[fmt].name} ({os_reason(e)})", final[fmt]) from None
 
 
 def read_detections(path) -> Detections:

@@ -219,8 +219,21 @@ def _classify_dicom(path: str):
     return "image", ds
 
 
-def _expand_folder(folder: str, recursive: bool) -> list[str]:
+def _expand_folder(folder: str, recursive: bool, _seen: set | None = None) -> list[str]:
     from .dicom import looks_like_slices, series_is_volume
+
+    # each real folder once: a symlink back up the tree (a loop) or to a
+    # folder met before adds nothing
+    _seen = set() if _seen is None else _seen
+    try:
+        st = os.stat(folder)
+        key = (st.st_dev, st.st_ino)
+    except OSError:
+        key = None
+    if key is not None:
+        if key in _seen:
+            return []
+        _seen.add(key)
 
     out: list[str] = []
     dicoms: list[tuple[str, object]] = []
@@ -257,7 +270,7 @@ def _expand_folder(folder: str, recursive: bool) -> list[str]:
     out.sort()
     if recursive:
         for sub in subdirs:
-            out.extend(_expand_folder(sub, recursive))
+            out.extend(_expand_folder(sub, recursive, _seen))
     return out
 
 
