@@ -139,6 +139,35 @@ def test_napari_side_export_lands_on_the_same_points(mod, processed, scene, tmp_
     assert labels == [out["fiducials"].GetNthControlPointLabel(i) for i in range(len(labels))]
 
 
+def _mrk_positions(scene, path):
+    back = slicer.vtkMRMLMarkupsFiducialNode()
+    scene.AddNode(back)
+    storage = slicer.vtkMRMLMarkupsJsonStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.ReadData(back)
+    return _positions(back)
+
+
+def test_module_export_lands_on_the_module_points(mod, scene, processed, tmp_path):
+    """The module's own export (no geometry filled in by hand) came back up
+    to 172 mm away from its fiducials: the volume's origin and flipped axis
+    were not passed to the markups writer."""
+    vol, out = processed
+    logic = mod.NapariCalcLogic(scene)
+    paths = logic.export(out["detections"], tmp_path, "module", formats=("csv", "mrk.json"))
+    got = _mrk_positions(scene, paths["mrk.json"])
+    assert np.abs(got - _positions(out["fiducials"])).max() <= 1e-6
+    # a stack with a flipped row axis and an origin: every slice too
+    ph = make_phantom(seed=4, spacing_mm=0.1)
+    tomo = mod.make_volume_node(scene, np.stack([ph.image.pixels] * 3), spacing=(0.1, 0.1, 1.5),
+                                origin=(3.0, 7.0, -10.0), flip_axis=1)
+    res = logic.process(tomo)
+    paths = logic.export(res["detections"], tmp_path, "tomo", formats=("mrk.json",))
+    got = _mrk_positions(scene, paths["mrk.json"])
+    assert len(got) > 0 and np.abs(got - _positions(res["fiducials"])).max() <= 1e-6
+
+
 def test_import_csv_onto_volume(mod, processed, scene, tmp_path):
     vol, out = processed
     paths = write_outputs(out["detections"], tmp_path, "exported", formats=("csv",))

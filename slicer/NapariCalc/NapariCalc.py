@@ -135,10 +135,20 @@ class NapariCalcLogic(ScriptedLoadableModuleLogic):
         if invert:
             arr = (arr.max() + arr.min()) - arr
         sk, sj, si = voxel_spacing_mm(volume_node)
+        m = ijk_to_ras_matrix(volume_node)
         meta = {"source_path": None, "name": volume_node.GetName(), "modality": "MG",
-                "ijk_to_ras": ijk_to_ras_matrix(volume_node).tolist()}
+                "ijk_to_ras": m.tolist()}
+        # the volume's geometry as DICOM has it (LPS), for the exports: the
+        # .mrk.json then lands on the module's own points (without it, up to
+        # the volume's origin and axis flips away)
+        lps = np.diag([-1.0, -1.0, 1.0])
+        origin = lps @ m[:3, 3]
+        meta["image_orientation_patient"] = list(lps @ (m[:3, 0] / si)) + list(lps @ (m[:3, 1] / sj))
         if arr.shape[0] == 1:
+            meta["image_position_patient"] = origin.tolist()
             return MammoImage(arr[0], (sj, si), meta)
+        step = lps @ m[:3, 2]
+        meta["frame_positions_patient"] = [(origin + k * step).tolist() for k in range(arr.shape[0])]
         return MammoImage(arr, (sk, sj, si), meta)
 
     @staticmethod
