@@ -44,6 +44,17 @@ def _positions(node):
     return np.array([node.GetNthControlPointPosition(i) for i in range(node.GetNumberOfControlPoints())])
 
 
+def _read_markups(scene, path):
+    """Slicer's own markups storage node reading ``path``: the node."""
+    back = slicer.vtkMRMLMarkupsFiducialNode()
+    scene.AddNode(back)
+    storage = slicer.vtkMRMLMarkupsJsonStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    assert storage.ReadData(back)
+    return back
+
+
 def _ras_to_lps(ras):
     return np.asarray(ras) * [-1.0, -1.0, 1.0]
 
@@ -101,12 +112,7 @@ def test_markups_storage_round_trip(mod, processed, scene, tmp_path):
     mod.NapariCalcLogic.save_markups(out["fiducials"], path)
     doc = json.loads(path.read_text())
     assert doc["markups"][0]["type"] == "Fiducial"
-    back = slicer.vtkMRMLMarkupsFiducialNode()
-    scene.AddNode(back)
-    storage = slicer.vtkMRMLMarkupsJsonStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    assert storage.ReadData(back)
+    back = _read_markups(scene, path)
     assert np.abs(_positions(back) - _positions(out["fiducials"])).max() <= 1e-6
 
 
@@ -124,29 +130,13 @@ def test_napari_side_export_lands_on_the_same_points(mod, processed, scene, tmp_
     )
     det = napari_calc.detect(image)
     paths = write_outputs(det, tmp_path, "same-image", formats=("csv", "mrk.json"))
-    mrk = Path(paths["mrk.json"])
-    back = slicer.vtkMRMLMarkupsFiducialNode()
-    scene.AddNode(back)
-    storage = slicer.vtkMRMLMarkupsJsonStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(mrk))
-    assert storage.ReadData(back)
+    back = _read_markups(scene, Path(paths["mrk.json"]))
     got = _positions(back)
     want = _positions(out["fiducials"])
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-6
     labels = [back.GetNthControlPointLabel(i) for i in range(back.GetNumberOfControlPoints())]
     assert labels == [out["fiducials"].GetNthControlPointLabel(i) for i in range(len(labels))]
-
-
-def _mrk_positions(scene, path):
-    back = slicer.vtkMRMLMarkupsFiducialNode()
-    scene.AddNode(back)
-    storage = slicer.vtkMRMLMarkupsJsonStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    assert storage.ReadData(back)
-    return _positions(back)
 
 
 def test_module_export_lands_on_the_module_points(mod, scene, processed, tmp_path):
@@ -156,7 +146,7 @@ def test_module_export_lands_on_the_module_points(mod, scene, processed, tmp_pat
     vol, out = processed
     logic = mod.NapariCalcLogic(scene)
     paths = logic.export(out["detections"], tmp_path, "module", formats=("csv", "mrk.json"))
-    got = _mrk_positions(scene, paths["mrk.json"])
+    got = _positions(_read_markups(scene, paths["mrk.json"]))
     assert np.abs(got - _positions(out["fiducials"])).max() <= 1e-6
     # a stack with a flipped row axis and an origin: every slice too
     ph = make_phantom(seed=4, spacing_mm=0.1)
@@ -164,7 +154,7 @@ def test_module_export_lands_on_the_module_points(mod, scene, processed, tmp_pat
                                 origin=(3.0, 7.0, -10.0), flip_axis=1)
     res = logic.process(tomo)
     paths = logic.export(res["detections"], tmp_path, "tomo", formats=("mrk.json",))
-    got = _mrk_positions(scene, paths["mrk.json"])
+    got = _positions(_read_markups(scene, paths["mrk.json"]))
     assert len(got) > 0 and np.abs(got - _positions(res["fiducials"])).max() <= 1e-6
 
 
