@@ -47,6 +47,42 @@ def hang_or_process(task):
     return process_input(task)
 
 
+def hang_after_saying_so(task):
+    """Write ``<out_dir>/started``, then sleep (a worker busy on a long image)."""
+    Path(task["out_dir"], "started").write_text(str(os.getpid()))
+    time.sleep(600)
+
+
+def _processes_with(token: str) -> list[int]:
+    """Pids of the processes whose environment holds ``NCT_TOKEN=<token>``."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if f"NCT_TOKEN={token}".encode() in (d / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _gone(token: str, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while _processes_with(token):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _kill_all(token: str) -> None:
+    for pid in _processes_with(token):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 # ------------------------------------------------------------------ tests
 
 def test_threads_per_worker():
@@ -270,6 +306,85 @@ def test_sigkill_midway_then_resume_is_byte_identical(tmp_path):
     assert len([n for n in a if n.endswith(".csv")]) == 12 and len([n for n in a if n.endswith(".json")]) == 12
     for name in a:
         assert a[name] == b[name], name
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_sigterm_stops_cleanly_and_the_rerun_resumes(tmp_path):
+    """SIGTERM (``kill``, ``timeout``, SLURM, Kubernetes) is a clean stop like
+    Ctrl-C: one line, exit 143, the manifest says interrupted and lists what
+    finished, no temporary left, no worker left running. Before, the process
+    died at once: no line, every input "pending", temporaries and a worker
+    that went on writing outputs."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    make_dataset(inp, 10)
+    token = f"{os.getpid()}-{time.monotonic_ns()}"
+    env = dict(os.environ, NCT_TOKEN=token,
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(_cli(inp, "--out", out, "--workers", "2", "--formats", "csv,json,sr.dcm"),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.is_dir() and any(out.glob("*.done.json")):
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+        assert _gone(token, 10), "a worker outlived the stopped run"
+    finally:
+        proc.kill()
+        _kill_all(token)
+    assert proc.returncode == 128 + signal.SIGTERM, (proc.returncode, err)
+    (line,) = err.splitlines()
+    assert line.startswith("napari-calc: interrupted by SIGTERM; ") and "of 10 inputs finished" in line
+    m = _manifest(out)
+    assert m["interrupted"] is True and m["interrupted_by"] == "SIGTERM" and m["finished"] is None
+    done = {Path(r["input"]).stem for r in m["inputs"] if r["status"] == "done"}
+    assert done and m["totals"]["done"] == len(done) < 10
+    assert {Path(r["input"]).stem for r in m["inputs"] if r["status"] == "pending"} == \
+        {f"img{i}" for i in range(10)} - done
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    # every input the manifest calls done has its outputs, and the rerun does the rest
+    assert {p.name[:-len(".done.json")] for p in out.glob("*.done.json")} >= done
+    assert main(["detect", str(inp), "--out", str(out), "--workers", "2", "--formats", "csv,json,sr.dcm"]) == 0
+    st = _status(out)
+    assert sum(v == "done" for v in st.values()) + sum(v == "skipped" for v in st.values()) == 10
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_workers_end_with_a_killed_batch(tmp_path):
+    """A batch process killed outright (``kill -9``, the out-of-memory killer)
+    takes its workers with it. They are children of multiprocessing's fork
+    server, so before they went on with their image, writing outputs into a
+    run that had ended."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    (f,) = make_dataset(inp, 1)
+    out.mkdir()
+    token = f"{os.getpid()}-{time.monotonic_ns()}"
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from pathlib import Path\n"
+        "from napari_calc.core.batch import InputItem, LocalPool, make_task\n"
+        "from test_batch import hang_after_saying_so\n"
+        "it = InputItem(path=sys.argv[2], root=str(Path(sys.argv[2]).parent), stem='img0')\n"
+        "task = make_task(it, sys.argv[3], formats=('csv',), params={}, spacing_mm=None, deidentify=False,"
+        " n_threads=1)\n"
+        "next(LocalPool(1, hang_after_saying_so).map_unordered([task]))\n")
+    env = dict(os.environ, NCT_TOKEN=token,
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-c", script, str(Path(__file__).parent), str(f), str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "started").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (out / "started").exists(), "the worker did not start"
+        proc.kill()
+        proc.wait()
+        assert _gone(token, 10), "the worker outlived the killed batch process"
+    finally:
+        proc.kill()
+        _kill_all(token)
 
 
 def test_workers_two_matches_in_process(tmp_path):

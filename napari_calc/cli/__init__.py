@@ -9,7 +9,9 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
 
 from ..core.errors import NapariCalcError
@@ -33,6 +35,50 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+class Terminated(KeyboardInterrupt):
+    """A stop request by signal (SIGTERM from ``kill``, ``timeout``, SLURM or
+    Kubernetes; SIGHUP when the terminal closes), handled like Ctrl-C: the
+    run stops cleanly and says so. It is a :class:`KeyboardInterrupt`, so
+    every clean-up that Ctrl-C gets (workers stopped, run manifest marked
+    interrupted) runs for it too."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+#: The signals the command line turns into :class:`Terminated`.
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+@contextlib.contextmanager
+def stop_signals_as_interrupt():
+    """Within the block, :data:`STOP_SIGNALS` raise :class:`Terminated` in the
+    main thread (a signal the process ignores, e.g. SIGHUP under ``nohup``,
+    stays ignored). The previous handlers come back at the end."""
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    old = {}
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            continue
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave the signals alone
+            break
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,14 +108,19 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # `view` runs napari's event loop, which has its own idea of stopping
+    stops = contextlib.nullcontext() if args.command == "view" else stop_signals_as_interrupt()
     try:
-        return int(args.func(args) or 0)
+        with stops:
+            return int(args.func(args) or 0)
     except NapariCalcError as exc:
         error_line(exc)
         return 1
-    except KeyboardInterrupt:
-        error_line("interrupted")
-        return 130
+    except KeyboardInterrupt as exc:
+        by = f" by {exc.name}" if isinstance(exc, Terminated) else ""
+        progress = getattr(exc, "progress", None)
+        error_line(f"interrupted{by}" + (f"; {progress}" if progress else ""))
+        return 128 + exc.signum if isinstance(exc, Terminated) else 130
     except BrokenPipeError:  # e.g. `napari-calc demo | head`: the reader left
         import os
 

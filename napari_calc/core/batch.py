@@ -518,8 +518,37 @@ def process_input(task: dict) -> dict:
 
 # --------------------------------------------------------------------------- local process pool
 
+def _exit_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Exit this worker as soon as the process that started it is gone.
+
+    A worker is a child of multiprocessing's fork server, not of the batch
+    process, so nothing else stops it when the batch process is killed
+    (``kill -9``, the out-of-memory killer): it would finish its image and
+    write outputs into a folder whose run had ended. The parent's sentinel
+    (a pipe whose other end only the parent holds) becomes readable when the
+    parent dies.
+    """
+    import multiprocessing
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+
+    def watch():
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="napari-calc-parent-watch", daemon=True).start()
+
+
 def _worker_main(conn, fn) -> None:  # pragma: no cover - runs in the child
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    # the parent handles Ctrl-C and stop signals: it stops its workers itself
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    _exit_with_parent()
     while True:
         try:
             task = conn.recv()
@@ -1073,8 +1102,11 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
             if time.monotonic() - last_write > MANIFEST_INTERVAL_S:
                 write_manifest(False)
                 last_write = time.monotonic()
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal the CLI turned into one
+        interrupted = getattr(exc, "name", None) or "SIGINT"
+        n_finished = result.n_done + result.n_skipped + result.n_failed
+        exc.progress = (f"{n_finished} of {len(tasks) + len(problems)} inputs finished, their outputs "
+                        f"kept in {out_dir}; run the same command again to do the rest")
         raise
     finally:
         close = getattr(results, "close", None)
@@ -1084,9 +1116,14 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
             dask_backend.close()
         if bar is not None:
             bar.close()
+        if interrupted and dask_backend is None:
+            # the stopped workers' unfinished writes (dask workers may still be writing)
+            _clean_temporaries(out_dir, [t["stem"] for t in todo])
         result.wall_seconds = time.perf_counter() - t_start
         result.records = [records[k] for k in order]
-        head["interrupted"] = interrupted
+        head["interrupted"] = bool(interrupted)
+        if interrupted:
+            head["interrupted_by"] = interrupted
         write_manifest(not interrupted)
     return result
 
