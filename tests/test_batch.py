@@ -387,6 +387,82 @@ def test_workers_end_with_a_killed_batch(tmp_path):
         _kill_all(token)
 
 
+def test_a_rerun_keeps_outputs_edited_since_and_reviewed_tables(tmp_path, capsys):
+    """A re-run with other parameters replaced a table whose statuses were
+    edited in a spreadsheet, and markups moved in 3D Slicer, with no copy: a
+    lost annotation. They are now copied to ``.bak`` first, said in one line
+    each, and recorded in the manifest; outputs nobody touched are replaced
+    without a copy, and a backup is never overwritten."""
+    import pandas as pd
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    make_dataset(inp, 3)
+    fmt = ("--formats", "csv,json,mrk.json", "--workers", "1")
+    assert main(["detect", str(inp), "--out", str(out), *fmt]) == 0
+    capsys.readouterr()
+    # img0: a status edited in a spreadsheet; img1: markups edited in Slicer
+    t = pd.read_csv(out / "img0.calcifications.csv")
+    t.loc[0, "status"] = "accepted"
+    t.to_csv(out / "img0.calcifications.csv", index=False)
+    edited_csv = (out / "img0.calcifications.csv").read_bytes()
+    mrk = json.loads((out / "img1.mrk.json").read_text())
+    mrk["markups"][0]["controlPoints"][0]["position"][0] += 1.5
+    (out / "img1.mrk.json").write_text(json.dumps(mrk))
+    edited_mrk = (out / "img1.mrk.json").read_bytes()
+    # img2: a reviewed table saved into the folder by hand (no record of it)
+    t2 = pd.read_csv(out / "img2.calcifications.csv")
+    t2.loc[1, "status"] = "rejected"
+    marker_path(out, "img2").unlink()
+    t2.to_csv(out / "img2.calcifications.csv", index=False)
+    reviewed = (out / "img2.calcifications.csv").read_bytes()
+    untouched_json = (out / "img2.detections.json").read_bytes()
+
+    assert main(["detect", str(inp), "--out", str(out), *fmt, "--param", "threshold=5"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert sorted(err) == sorted([
+        f"napari-calc: {inp / 'img0.tif'}: img0.calcifications.csv changed since napari-calc wrote it: "
+        "kept as img0.calcifications.csv.bak before writing the new outputs",
+        f"napari-calc: {inp / 'img1.tif'}: img1.mrk.json changed since napari-calc wrote it: "
+        "kept as img1.mrk.json.bak before writing the new outputs",
+        f"napari-calc: {inp / 'img2.tif'}: img2.calcifications.csv holds a review: "
+        "kept as img2.calcifications.csv.bak before writing the new outputs"]), err
+    assert (out / "img0.calcifications.csv.bak").read_bytes() == edited_csv
+    assert (out / "img1.mrk.json.bak").read_bytes() == edited_mrk
+    assert (out / "img2.calcifications.csv.bak").read_bytes() == reviewed
+    assert set(pd.read_csv(out / "img0.calcifications.csv")["status"]) == {"candidate"}  # the new run
+    assert (out / "img2.detections.json").read_bytes() != untouched_json  # replaced, no copy
+    assert sorted(p.name for p in out.glob("*.bak*")) == [
+        "img0.calcifications.csv.bak", "img1.mrk.json.bak", "img2.calcifications.csv.bak"]
+    kept = {Path(r["input"]).name: r.get("kept") for r in _manifest(out)["inputs"]}
+    assert kept["img0.tif"] == {"img0.calcifications.csv": {"kept_as": "img0.calcifications.csv.bak",
+                                                            "why": "changed since napari-calc wrote it"}}
+
+    # edited again, then re-run: a second copy, the first one left as it was
+    t = pd.read_csv(out / "img0.calcifications.csv")
+    t.loc[0, "status"] = "rejected"
+    t.to_csv(out / "img0.calcifications.csv", index=False)
+    again = (out / "img0.calcifications.csv").read_bytes()
+    assert main(["detect", str(inp), "--out", str(out), *fmt, "--param", "threshold=4"]) == 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith("img0.calcifications.csv changed since napari-calc wrote it: "
+                         "kept as img0.calcifications.csv.bak.2 before writing the new outputs")
+    assert (out / "img0.calcifications.csv.bak").read_bytes() == edited_csv
+    assert (out / "img0.calcifications.csv.bak.2").read_bytes() == again
+
+
+def test_an_unreadable_table_in_the_way_is_kept(tmp_path):
+    from napari_calc.core.export import output_paths
+    from napari_calc.core.pipeline import keep_edited_outputs
+
+    paths = output_paths(tmp_path, "a", ("csv", "json"))
+    paths["csv"].write_text("calc_id;row;col\n1;2;3\n")  # someone's table, not ours
+    paths["json"].write_text(json.dumps({"format": "napari-calc detections"}))
+    paths["clusters.csv"].write_text("x\n")  # no review possible: replaced
+    kept = keep_edited_outputs(paths)
+    assert set(kept) == {"a.calcifications.csv", "a.detections.json"}
+    assert (tmp_path / "a.calcifications.csv.bak").read_text() == "calc_id;row;col\n1;2;3\n"
+
+
 def test_workers_two_matches_in_process(tmp_path):
     inp = tmp_path / "in"
     make_dataset(inp, 3)

@@ -35,7 +35,10 @@ Resuming
     an input whose marker matches and whose outputs all exist; anything else
     is recomputed (``force=True`` recomputes everything). A run killed at any
     moment therefore leaves either complete outputs *with* a marker, or no
-    marker (the input is redone).
+    marker (the input is redone). The marker also holds each output's
+    SHA-256: an output changed since (edited in a spreadsheet or in 3D
+    Slicer), or a table holding a review, is copied to ``<name>.bak`` before
+    a recompute replaces it.
 
 Run manifest
     ``<out>/napari-calc-run.json`` (written atomically at the start, every few
@@ -455,6 +458,9 @@ def process_input(task: dict) -> dict:
     dict
         ``path``, ``stem``, ``status`` (``"done"`` or ``"failed"``),
         ``reason`` (failed only), ``outputs`` (format -> file name),
+        ``kept`` (earlier outputs holding someone's work, copied aside
+        before being replaced: see
+        :func:`napari_calc.core.pipeline.keep_edited_outputs`),
         ``n_calcifications``, ``n_clusters``, ``seconds`` (wall time in the
         worker) and ``detect_seconds``.
     """
@@ -473,6 +479,11 @@ def process_input(task: dict) -> dict:
         spacing = tuple(spacing)
     mp = marker_path(out_dir, task["stem"])
     try:
+        # what the earlier run wrote, to tell an output edited since from ours
+        try:
+            written = json.loads(mp.read_text(encoding="utf-8")).get("sha256")
+        except (OSError, ValueError, AttributeError):
+            written = None
         # the marker of an earlier run goes first: from here on the outputs
         # are in flux until the new marker is written
         try:
@@ -482,8 +493,12 @@ def process_input(task: dict) -> dict:
         size, mtime = _input_signature(task["path"]) if os.path.exists(task["path"]) else (None, None)
         summary = process_file(task["path"], out_dir, stem=task["stem"], formats=tuple(task["formats"]),
                                params=task.get("params") or None, spacing_mm=spacing,
-                               n_threads=n_threads, deidentify=task.get("deidentify", False))
+                               n_threads=n_threads, deidentify=task.get("deidentify", False),
+                               keep_edited=True, written=written if isinstance(written, dict) else None)
         outputs = {k: os.path.basename(v) for k, v in summary["outputs"].items()}
+        from .pipeline import file_digest
+
+        digests = {os.path.basename(v): file_digest(v) for v in summary["outputs"].values()}
         marker = {
             "format": "napari-calc done marker",
             "version": 1,
@@ -492,6 +507,7 @@ def process_input(task: dict) -> dict:
             "mtime_ns": mtime,
             "key": task["key"],
             "outputs": outputs,
+            "sha256": digests,
             "n_calcifications": summary["n_calcifications"],
             "n_clusters": summary["n_clusters"],
             "n_likely": summary["n_likely"],
@@ -500,7 +516,8 @@ def process_input(task: dict) -> dict:
         atomic_write_text(mp, json.dumps(marker, indent=1, sort_keys=True) + "\n")
         res.update(status="done", outputs=outputs, n_calcifications=summary["n_calcifications"],
                    n_clusters=summary["n_clusters"], n_likely=summary["n_likely"],
-                   n_likely_clusters=summary["n_likely_clusters"], detect_seconds=summary.get("seconds"))
+                   n_likely_clusters=summary["n_likely_clusters"], detect_seconds=summary.get("seconds"),
+                   kept=summary.get("kept") or {})
     except NapariCalcError as exc:
         res.update(status="failed", reason=_one_line(exc.reason))
     except MemoryError:
@@ -896,7 +913,8 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
         Show a tqdm progress bar on stderr (default: when stderr is a
         terminal).
     error : callable(str), optional
-        Receives one line per failed input, ``"<path>: <reason>"`` (default:
+        Receives one line per failed input, ``"<path>: <reason>"``, and one
+        per earlier output copied aside before being replaced (default:
         printed on stderr, above the progress bar).
     command : JSON-ready object, optional
         The command-line arguments, recorded in the manifest.
@@ -1088,6 +1106,10 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
                 rec.update(status="done", reason=None, outputs=res["outputs"],
                            n_calcifications=res["n_calcifications"], n_clusters=res["n_clusters"],
                            detect_seconds=res.get("detect_seconds"))
+                for name, k in (res.get("kept") or {}).items():
+                    rec.setdefault("kept", {})[name] = k
+                    error(f"{display.get(res['path'], res['path'])}: {name} {k['why']}: kept as "
+                          f"{k['kept_as']} before writing the new outputs")
                 result.n_done += 1
                 result.n_calcifications += res["n_calcifications"]
                 result.n_clusters += res["n_clusters"]
