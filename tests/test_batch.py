@@ -450,6 +450,34 @@ def test_a_rerun_keeps_outputs_edited_since_and_reviewed_tables(tmp_path, capsys
     assert (out / "img0.calcifications.csv.bak.2").read_bytes() == again
 
 
+def test_outputs_of_another_input_are_not_replaced_silently(tmp_path, capsys):
+    """A second run into the same --out with another image of the same name
+    replaced the first one's outputs, silently. It is now a failed input
+    naming the other image; --force replaces them; the same file moved to
+    another folder is not another input."""
+    d1, d2, out = tmp_path / "site1", tmp_path / "site2", tmp_path / "out"
+    write_tiff(d1 / "a.tif", 0)
+    write_tiff(d2 / "a.tif", 1)
+    assert main(["detect", str(d1), "--out", str(out), "--workers", "1"]) == 0
+    first = data_files(out)
+    capsys.readouterr()
+    assert main(["detect", str(d2), "--out", str(out), "--workers", "1"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (f"napari-calc: {d2 / 'a.tif'}: {out / 'a'}.* hold the outputs of another input, "
+                    f"{d1 / 'a.tif'}; use another --out, or --force to replace them")
+    assert data_files(out) == first
+    assert _status(out) == {"a.tif": "failed"}
+
+    moved = tmp_path / "moved"
+    d1.rename(moved)  # the same file: recomputed (its path changed), not refused
+    assert main(["detect", str(moved), "--out", str(out), "--workers", "1"]) == 0
+    assert csv_files(out) == {k: v for k, v in first.items() if k.endswith(".csv")}
+
+    assert main(["detect", str(d2), "--out", str(out), "--workers", "1", "--force"]) == 0
+    assert csv_files(out) != {k: v for k, v in first.items() if k.endswith(".csv")}
+    assert json.loads(marker_path(out, "a").read_text())["input"] == str(d2 / "a.tif")
+
+
 def test_an_unreadable_table_in_the_way_is_kept(tmp_path):
     from napari_calc.core.export import output_paths
     from napari_calc.core.pipeline import keep_edited_outputs

@@ -414,6 +414,27 @@ def is_complete(task: dict) -> dict | None:
     return marker
 
 
+def other_input(task: dict) -> str | None:
+    """The input an earlier run wrote this task's outputs for, when it is
+    another image: the marker names another path, and not this file moved
+    (same name, size and modification time). Else None."""
+    try:
+        marker = json.loads(marker_path(task["out_dir"], task["stem"]).read_text(encoding="utf-8"))
+        before = marker["input"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(before, str) or before == task["path"]:
+        return None
+    try:
+        size, mtime = _input_signature(task["path"])
+    except OSError:
+        size = mtime = None
+    if (os.path.basename(before) == os.path.basename(task["path"]) and marker.get("size") == size
+            and marker.get("mtime_ns") == mtime):
+        return None  # the same file, moved
+    return before
+
+
 # --------------------------------------------------------------------------- the unit of work
 
 def _one_line(text: str) -> str:
@@ -1014,7 +1035,14 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
         rec = {"input": t["path"], "stem": t["stem"], "status": "pending", "reason": None,
                "outputs": {}, "seconds": None}
         marker = None if force else is_complete(t)
-        if marker is not None:
+        before = None if force or marker is not None else other_input(t)
+        if before is not None:
+            rec.update(status="failed", seconds=0.0,
+                       reason=f"{out_dir / t['stem']}.* hold the outputs of another input, {before}; "
+                              f"use another --out, or --force to replace them")
+            result.n_failed += 1
+            error(f"{display.get(t['path'], t['path'])}: {rec['reason']}")
+        elif marker is not None:
             rec.update(status="skipped", reason="outputs complete from an earlier run",
                        outputs=marker["outputs"], n_calcifications=marker.get("n_calcifications"),
                        n_clusters=marker.get("n_clusters"), seconds=0.0)
