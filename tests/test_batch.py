@@ -478,6 +478,31 @@ def test_outputs_of_another_input_are_not_replaced_silently(tmp_path, capsys):
     assert json.loads(marker_path(out, "a").read_text())["input"] == str(d2 / "a.tif")
 
 
+def test_an_unlistable_sub_folder_and_a_dangling_link_are_one_line_each(tmp_path, capsys, monkeypatch):
+    """One sub-folder that cannot be listed dropped its whole input folder,
+    under the top folder's name; a dangling ``x.dcm`` link was skipped
+    without a word. Each is now one line naming it, and the rest is done."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_tiff(inp / "a" / "x.tif", 0)
+    write_tiff(inp / "b" / "y.tif", 1)
+    write_tiff(inp / "z.tif", 2)
+    (inp / "gone.dcm").symlink_to(tmp_path / "nowhere.dcm")
+    real = os.listdir
+
+    def listdir(path="."):  # the OS refusing one folder (root is never refused a chmod 000)
+        if os.fspath(path) == str(inp / "a"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert main(["detect", str(inp), "--out", str(out), "--workers", "1"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert sorted(err) == [f"napari-calc: {inp / 'a'}: cannot list folder (Permission denied)",
+                           f"napari-calc: {inp / 'gone.dcm'}: broken symbolic link: its target does not exist"]
+    st = {Path(r["input"]).name: r["status"] for r in _manifest(out)["inputs"]}
+    assert st == {"a": "failed", "gone.dcm": "failed", "y.tif": "done", "z.tif": "done"}
+
+
 def test_an_unreadable_table_in_the_way_is_kept(tmp_path):
     from napari_calc.core.export import output_paths
     from napari_calc.core.pipeline import keep_edited_outputs

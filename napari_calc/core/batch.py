@@ -160,7 +160,9 @@ def collect_inputs(args: Iterable[str | os.PathLike], recursive: bool = True
         :func:`assign_stems`.
     problems : list of (str, str)
         ``(argument, reason)`` for arguments that gave nothing to process
-        (an empty or unreadable folder).
+        (an empty or unreadable folder), and ``(path, reason)`` for a
+        sub-folder that cannot be listed or a dangling symbolic link named
+        like an image (the rest of the folder is still processed).
     """
     from .read import find_inputs
 
@@ -170,18 +172,20 @@ def collect_inputs(args: Iterable[str | os.PathLike], recursive: bool = True
     for arg in args:
         arg = os.fspath(arg)
         root = os.path.abspath(arg)
+        inner: list[tuple[str, str]] = []  # unlistable sub-folders, dangling links
         try:
-            found = find_inputs([arg], recursive=recursive)
+            found = find_inputs([arg], recursive=recursive, errors=inner)
         except NapariCalcError as exc:
             problems.append((arg, exc.reason))
             continue
         except OSError as exc:
             problems.append((arg, f"cannot list folder ({os_reason(exc)})"))
             continue
+        problems.extend(inner)
         if os.path.isdir(arg):
             found = sorted(set(found) | set(_misnamed_files(arg, found, recursive)),
                            key=lambda f: found.index(f) if f in found else len(found))
-            if not found:
+            if not found and not inner:
                 problems.append((arg, "no DICOM or TIFF images found in this folder"))
                 continue
         for f in found:

@@ -219,7 +219,13 @@ def _classify_dicom(path: str):
     return "image", ds
 
 
-def _expand_folder(folder: str, recursive: bool, _seen: set | None = None) -> list[str]:
+#: Names that promise an image: a dangling symbolic link so named is reported.
+_IMAGE_NAMES = (".dcm", ".dicom", ".dic", ".ima", ".tif", ".tiff")
+
+
+def _expand_folder(folder: str, recursive: bool, _seen: set | None = None,
+                   errors: list | None = None) -> list[str]:
+    from ..errors import os_reason
     from .dicom import looks_like_slices, series_is_volume
 
     # each real folder once: a symlink back up the tree (a loop) or to a
@@ -247,6 +253,9 @@ def _expand_folder(folder: str, recursive: bool, _seen: set | None = None) -> li
             subdirs.append(full)
             continue
         if not os.path.isfile(full) or _is_own_output(name):
+            if (errors is not None and os.path.islink(full) and not os.path.exists(full)
+                    and name.lower().endswith(_IMAGE_NAMES)):
+                errors.append((full, "broken symbolic link: its target does not exist"))
             continue
         fmt = sniff_format(full)
         if fmt == "tiff":
@@ -270,11 +279,18 @@ def _expand_folder(folder: str, recursive: bool, _seen: set | None = None) -> li
     out.sort()
     if recursive:
         for sub in subdirs:
-            out.extend(_expand_folder(sub, recursive, _seen))
+            if errors is None:
+                out.extend(_expand_folder(sub, recursive, _seen))
+                continue
+            try:  # one unreadable sub-folder: said, and its siblings still done
+                out.extend(_expand_folder(sub, recursive, _seen, errors))
+            except OSError as exc:
+                errors.append((sub, f"cannot list folder ({os_reason(exc)})"))
     return out
 
 
-def find_inputs(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursive: bool = True) -> list[str]:
+def find_inputs(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursive: bool = True,
+                *, errors: list | None = None) -> list[str]:
     """Expand files and folders into the images to process.
 
     Parameters
@@ -283,6 +299,10 @@ def find_inputs(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursiv
         Files and/or folders.
     recursive : bool
         Descend into sub-folders.
+    errors : list, optional
+        Receives ``(path, reason)`` for a sub-folder that cannot be listed
+        and a dangling symbolic link named like an image; the rest is still
+        searched. Without it, such a sub-folder raises :class:`OSError`.
 
     Returns
     -------
@@ -308,7 +328,7 @@ def find_inputs(paths: Iterable[str | os.PathLike] | str | os.PathLike, recursiv
     seen: set[str] = set()
     for p in paths:
         p = os.fspath(p)
-        items = _expand_folder(p, recursive) if os.path.isdir(p) else [p]
+        items = _expand_folder(p, recursive, errors=errors) if os.path.isdir(p) else [p]
         for it in items:
             key = os.path.abspath(it)
             if key not in seen:
