@@ -503,6 +503,19 @@ def test_an_unlistable_sub_folder_and_a_dangling_link_are_one_line_each(tmp_path
     assert st == {"a": "failed", "gone.dcm": "failed", "y.tif": "done", "z.tif": "done"}
 
 
+def test_a_newline_in_a_file_name_does_not_split_its_error_line(tmp_path, capfd):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "bad\nname.dcm").write_text("not an image")
+    (inp / "tab\there.tif").write_text("nor this")
+    rc = subprocess.run(_cli(inp, "--out", tmp_path / "o", "--workers", "1"), capture_output=True, text=True,
+                        env=dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert rc.returncode == 1
+    assert sorted(rc.stderr.splitlines()) == [
+        f"napari-calc: {inp}/bad\\nname.dcm: not a DICOM or TIFF image (format not recognised)",
+        f"napari-calc: {inp}/tab\\there.tif: not a DICOM or TIFF image (format not recognised)"]
+
+
 def test_an_unreadable_table_in_the_way_is_kept(tmp_path):
     from napari_calc.core.export import output_paths
     from napari_calc.core.pipeline import keep_edited_outputs

@@ -14,15 +14,16 @@ import importlib
 import signal
 import sys
 
-from ..core.errors import NapariCalcError
+from ..core.errors import NapariCalcError, printable
 
 #: Sub-command modules, in the order ``--help`` lists them.
 SUBCOMMANDS = ("detect", "demo", "view", "phantom", "evaluate")
 
 
 def error_line(msg) -> None:
-    """Print one error line on stderr."""
-    print(f"napari-calc: {msg}", file=sys.stderr)
+    """Print one error line on stderr (a newline in a file name does not
+    split it: see :func:`~napari_calc.core.errors.printable`)."""
+    print(f"napari-calc: {printable(msg)}", file=sys.stderr)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 CALC_SUFFIX = ".calcifications.csv"
@@ -36,7 +35,9 @@ def register(subparsers) -> None:
 
 
 def _err(path, reason) -> None:
-    print(f"napari-calc: {path}: {reason}", file=sys.stderr)
+    from . import error_line
+
+    error_line(f"{path}: {reason}")
 
 
 def _collect(path: Path, suffix: str) -> dict[str, Path] | None:

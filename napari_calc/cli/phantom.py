@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -61,13 +60,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..core.errors import NapariCalcError
     from ..core.phantom import make_phantom, write_phantom
+    from . import error_line
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        print(f"napari-calc: {out}: exists and is not a folder", file=sys.stderr)
+        error_line(f"{out}: exists and is not a folder")
         return 2
     if args.n < 1:
-        print(f"napari-calc: {out}: --n must be >= 1", file=sys.stderr)
+        error_line(f"{out}: --n must be >= 1")
         return 2
     formats = {"tiff": ("tiff",), "dicom": ("dicom",), "both": ("tiff", "dicom")}[args.format]
     for i in range(args.n):
@@ -95,10 +95,10 @@ def run(args) -> int:
             )
             written = write_phantom(ph, out, formats=formats)
         except NapariCalcError as exc:
-            print(f"napari-calc: {out}: {exc.reason}", file=sys.stderr)
+            error_line(f"{out}: {exc.reason}")
             return 2
         except OSError as exc:
-            print(f"napari-calc: {out}: {exc.strerror or exc}", file=sys.stderr)
+            error_line(f"{out}: {exc.strerror or exc}")
             return 1
         n_mc = len(ph.truth["calcifications"])
         n_cl = len(ph.truth["clusters"])

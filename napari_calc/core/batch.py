@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
-from .errors import InvalidParameterError, NapariCalcError, os_reason
+from .errors import InvalidParameterError, NapariCalcError, os_reason, printable
 
 __all__ = [
     "MANIFEST_NAME",
@@ -993,7 +993,7 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
 
     if error is None:
         def error(line):
-            print(f"napari-calc: {line}", file=sys.stderr)
+            print(f"napari-calc: {printable(line)}", file=sys.stderr)
 
     key = settings_key(params=params, formats=formats, spacing_mm=spacing_mm, deidentify=deidentify)
     items, problems = collect_inputs(inputs, recursive=recursive)

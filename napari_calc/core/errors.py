@@ -18,6 +18,7 @@ __all__ = [
     "ImageTooLargeError",
     "InvalidParameterError",
     "DetectionCancelled",
+    "printable",
 ]
 
 
@@ -88,3 +89,14 @@ def os_reason(exc: BaseException) -> str:
     text = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
+
+
+def printable(text) -> str:
+    """``text`` kept on one line: control and other unprintable characters
+    (a newline or a tab in a file name, an undecodable byte) written as
+    Python escapes (``\\n``), so that an error line stays one line."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in s)
