@@ -67,7 +67,7 @@ from .image import MammoImage
 from .mask import breast_mask_and_bbox
 from .score import candidate_feature_matrix, candidate_probability, load_model, noise_level_function
 
-__all__ = ["detect", "DetectionParams", "dog_sigmas", "PRESETS"]
+__all__ = ["detect", "DetectionParams", "dog_sigmas", "PRESETS", "IN_PLANE_SPACING_RANGE_MM"]
 
 #: Scale ratio between consecutive Gaussians of the DoG stack.
 SCALE_RATIO = 1.6
@@ -234,6 +234,10 @@ def dog_sigmas(spacing_mm: float, min_diameter_mm: float, max_diameter_mm: float
 #: Largest ratio of the row and column spacings detection accepts.
 MAX_PIXEL_ASPECT = 1.05
 
+#: In-plane pixel spacings (mm) detection accepts as a mammogram's, low and
+#: high (inclusive); outside, the spacing is wrong, not the image.
+IN_PLANE_SPACING_RANGE_MM = (0.005, 2.0)
+
 
 #: Progress of a 2-D detection after each stage, and what comes next (the
 #: fractions are the stages' shares of the time on a full-field image).
@@ -291,10 +295,11 @@ def _as_image(image, spacing_mm) -> tuple[np.ndarray, tuple[float, ...], dict]:
     if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
         raise InvalidParameterError(
             f"spacing must be positive mm, got {' x '.join(f'{float(v):g}' for v in sp)}", src)
-    if np.any(sp[-2:] > 2.0) or np.any(sp[-2:] < 0.005):
+    lo, hi = IN_PLANE_SPACING_RANGE_MM
+    if np.any(sp[-2:] > hi) or np.any(sp[-2:] < lo):
         raise InvalidParameterError(
             f"in-plane spacing {' x '.join(f'{float(v):g}' for v in sp[-2:])} mm is not a mammogram's "
-            "(0.005-2 mm per pixel)", src)
+            f"({lo:g}-{hi:g} mm per pixel)", src)
     if max(sp[-2:]) > MAX_PIXEL_ASPECT * min(sp[-2:]):
         # the filters are round in pixels: on such pixels every scale and
         # distance is wrong along one axis (a 2:1 image gave ten times the candidates)

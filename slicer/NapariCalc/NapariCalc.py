@@ -14,8 +14,18 @@ Install into a Slicer application (see the README, "3D Slicer"):
    restart Slicer. The module appears under "Breast Imaging".
 
 Geometry: the volume's IJK-to-RAS matrix is read from the node and applied
-to every detected voxel index (i = column, j = row, k = slice); spacing
-comes from the node too. Nothing assumes an identity matrix.
+to every detected voxel index (i = column, j = row, k = slice). Nothing
+assumes an identity matrix.
+
+Spacing (see :meth:`NapariCalcLogic.resolve_spacing`): a spacing the user
+gives wins; else, for a volume loaded from DICOM whose file is still
+reachable, the spacing napari-calc's own reader finds in it (corrected for
+the radiographic magnification, which Slicer does not apply); else the
+node's, refused when it cannot be a mammogram's (Slicer's default 1 mm of a
+PNG or TIFF without a pixel size, a writer's default 72 or 96 dpi, or
+outside the range detection accepts). A spacing other than the node's is
+written to the node after detection, so that the volume, the fiducials,
+Slicer's rulers and the exported files agree.
 
 The logic also runs outside the Slicer application, on the MRML classes of
 ``slicer-core`` from PyPI; the test suite drives it that way.
@@ -23,6 +33,8 @@ The logic also runs outside the Slicer application, on the MRML classes of
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import unittest
 
@@ -82,7 +94,10 @@ class NapariCalc(ScriptedLoadableModule):
             "Detect breast microcalcifications and clusters on a mammogram (one-slice volume) "
             "or a tomosynthesis volume with the napari-calc core, as a fiducial list, one "
             "closed curve or ROI per cluster, and a feature table. Import and export "
-            "napari-calc CSV, JSON and .mrk.json files.")
+            "napari-calc CSV, JSON and .mrk.json files. The pixel spacing must be the real one: "
+            "a volume at Slicer's default 1 mm (a PNG or TIFF without pixel size) is refused; "
+            "set it in Volumes or in the Pixel spacing field. For DICOM, the spacing napari-calc "
+            "reads from the file (magnification-corrected) is used when the file is reachable.")
         parent.acknowledgementText = "Uses napari-calc (BSD-3-Clause)."
 
 
@@ -103,6 +118,104 @@ def voxel_spacing_mm(volume_node) -> tuple[float, float, float]:
     return sk, sj, si
 
 
+#: The spacing Slicer (ITK) gives a volume whose file has no pixel size.
+SLICER_DEFAULT_SPACING_MM = 1.0
+
+#: Where to set a volume's spacing in Slicer, for the messages.
+SET_SPACING_HINT = ("set the pixel size in Volumes > Volume Information > Image Spacing, or give it "
+                    "(the Pixel spacing field of this module, or spacing_mm=)")
+
+
+def _close(a: float, b: float, rel: float) -> bool:
+    return abs(a - b) <= rel * max(abs(a), abs(b))
+
+
+def node_spacing_problem(volume_node) -> str | None:
+    """Why the node's in-plane spacing cannot be a mammogram's, or None.
+
+    Parameters
+    ----------
+    volume_node : vtkMRMLScalarVolumeNode
+
+    Returns
+    -------
+    str or None
+        ``None`` for a plausible spacing; else the reason: Slicer's default
+        1 mm (the file gave no pixel size), an image writer's default
+        resolution (:data:`napari_calc.core.read.tiff.WRITER_DEFAULT_DPI`,
+        which napari-calc's TIFF reader ignores too), or a spacing outside
+        :data:`napari_calc.core.detect.IN_PLANE_SPACING_RANGE_MM`.
+    """
+    from napari_calc.core.detect import IN_PLANE_SPACING_RANGE_MM
+    from napari_calc.core.read.tiff import WRITER_DEFAULT_DPI
+
+    _, sj, si = voxel_spacing_mm(volume_node)
+    if all(_close(s, SLICER_DEFAULT_SPACING_MM, 1e-9) for s in (sj, si)):
+        return (f"Slicer's default ({SLICER_DEFAULT_SPACING_MM:g} mm), given when the file has no "
+                "pixel size")
+    lo, hi = IN_PLANE_SPACING_RANGE_MM
+    if not all(lo <= s <= hi for s in (sj, si)):
+        return f"not a mammogram's ({lo:g}-{hi:g} mm per pixel)"
+    for dpi in WRITER_DEFAULT_DPI:
+        # PNG stores pixels per metre: 72 dpi is 2835/m, 0.012 % off 25.4/72 mm
+        if all(_close(s, 25.4 / dpi, 1e-3) for s in (sj, si)):
+            return f"{dpi:g} dpi, an image writer's default, not a measured pixel size"
+    return None
+
+
+def dicom_files(volume_node) -> list[str]:
+    """The DICOM files a volume node was loaded from, when they can be found.
+
+    Looks at Slicer's DICOM database (``slicer.dicomDatabase``, in the
+    application) for the node's ``DICOM.instanceUIDs`` attribute, then at the
+    file names of the node's storage node. A file counts only if it exists,
+    reads as a DICOM header, has the node's rows and columns and, when the
+    node has instance UIDs, one of them as its SOPInstanceUID.
+
+    Parameters
+    ----------
+    volume_node : vtkMRMLScalarVolumeNode
+
+    Returns
+    -------
+    list of str
+        The files, in the order found; empty when none is reachable.
+    """
+    from napari_calc.core.errors import NapariCalcError
+    from napari_calc.core.read import is_dicom
+    from napari_calc.core.read.dicom import read_dicom_header
+
+    uids = set((volume_node.GetAttribute("DICOM.instanceUIDs") or "").split()) - {"Unknown"}
+    candidates = []
+    db = getattr(slicer, "dicomDatabase", None)
+    if db is not None:
+        for uid in sorted(uids):
+            try:
+                candidates.append(db.fileForInstance(uid))
+            except Exception:  # pragma: no cover - a database without the instance
+                pass
+    storage = volume_node.GetStorageNode()
+    if storage is not None:
+        candidates.append(storage.GetFileName())
+        candidates += [storage.GetNthFileName(i) for i in range(storage.GetNumberOfFileNames())]
+    cols, rows = (volume_node.GetImageData().GetDimensions()[:2]
+                  if volume_node.GetImageData() is not None else (None, None))
+    found = []
+    for path in dict.fromkeys(c for c in candidates if c):
+        if not os.path.isfile(path) or not is_dicom(path):
+            continue
+        try:
+            ds = read_dicom_header(path)
+        except NapariCalcError:
+            continue
+        if uids and str(ds.get("SOPInstanceUID", "")) not in uids:
+            continue
+        if (ds.get("Rows"), ds.get("Columns")) != (rows, cols):
+            continue
+        found.append(path)
+    return found
+
+
 class NapariCalcLogic(ScriptedLoadableModuleLogic):
     """Detection on MRML volumes, and conversion to and from MRML nodes.
 
@@ -120,13 +233,26 @@ class NapariCalcLogic(ScriptedLoadableModuleLogic):
 
     # ---- volume -> detections ----------------------------------------
     @staticmethod
-    def volume_to_image(volume_node, invert: bool = False):
+    def volume_to_image(volume_node, invert: bool = False, spacing_mm=None, spacing_source=None):
         """A :class:`napari_calc.MammoImage` from a scalar volume node.
 
-        A volume with one slice (k) is a 2-D mammogram, otherwise a
-        ``(slice, row, col)`` stack. Spacing comes from the IJK-to-RAS
-        matrix. ``invert`` flips the grey scale (for MONOCHROME1 data
-        loaded without inversion) so that dense is bright.
+        Parameters
+        ----------
+        volume_node : vtkMRMLScalarVolumeNode
+            A volume with one slice (k) is a 2-D mammogram, otherwise a
+            ``(slice, row, col)`` stack.
+        invert : bool
+            Flip the grey scale (for MONOCHROME1 data loaded without
+            inversion) so that dense is bright.
+        spacing_mm : (slice_mm, row_mm, col_mm), optional
+            Used instead of the IJK-to-RAS matrix's spacing (its directions
+            and origin are kept); see :meth:`resolve_spacing`.
+        spacing_source : str, optional
+            Recorded as ``metadata["spacing_source"]``.
+
+        Returns
+        -------
+        MammoImage
         """
         from napari_calc import MammoImage
 
@@ -134,22 +260,78 @@ class NapariCalcLogic(ScriptedLoadableModuleLogic):
         arr = np.array(arr, copy=True)
         if invert:
             arr = (arr.max() + arr.min()) - arr
-        sk, sj, si = voxel_spacing_mm(volume_node)
+        node_sk, node_sj, node_si = voxel_spacing_mm(volume_node)
+        sk, sj, si = (node_sk, node_sj, node_si) if spacing_mm is None else map(float, spacing_mm)
         m = ijk_to_ras_matrix(volume_node)
         meta = {"source_path": None, "name": volume_node.GetName(), "modality": "MG",
-                "ijk_to_ras": m.tolist()}
+                "ijk_to_ras": m.tolist(), "spacing_source": spacing_source}
         # the volume's geometry as DICOM has it (LPS), for the exports: the
         # .mrk.json then lands on the module's own points (without it, up to
         # the volume's origin and axis flips away)
         lps = np.diag([-1.0, -1.0, 1.0])
         origin = lps @ m[:3, 3]
-        meta["image_orientation_patient"] = list(lps @ (m[:3, 0] / si)) + list(lps @ (m[:3, 1] / sj))
+        meta["image_orientation_patient"] = (list(lps @ (m[:3, 0] / node_si))
+                                             + list(lps @ (m[:3, 1] / node_sj)))
         if arr.shape[0] == 1:
             meta["image_position_patient"] = origin.tolist()
             return MammoImage(arr[0], (sj, si), meta)
-        step = lps @ m[:3, 2]
+        step = lps @ (m[:3, 2] / node_sk) * sk
         meta["frame_positions_patient"] = [(origin + k * step).tolist() for k in range(arr.shape[0])]
         return MammoImage(arr, (sk, sj, si), meta)
+
+    @staticmethod
+    def resolve_spacing(volume_node, spacing_mm=None) -> tuple[tuple[float, float, float], str, str | None]:
+        """The (slice, row, col) spacing to detect with, and where it is from.
+
+        Parameters
+        ----------
+        volume_node : vtkMRMLScalarVolumeNode
+        spacing_mm : float or sequence of float, optional
+            The user's spacing: a scalar is the in-plane pixel size (row =
+            col), a pair ``(row_mm, col_mm)``, a triple ``(slice_mm, row_mm,
+            col_mm)`` (stacks only); the node's slice spacing is kept
+            otherwise.
+
+        Returns
+        -------
+        spacing : (slice_mm, row_mm, col_mm)
+        source : str
+            ``"user"``; the reader's ``spacing_source`` of the DICOM file
+            (e.g. ``"ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"``);
+            or ``"volume node"``.
+        path : str or None
+            The DICOM file the spacing was read from.
+
+        Raises
+        ------
+        MissingSpacingError
+            No ``spacing_mm``, no reachable DICOM file with a spacing, and
+            the node's spacing is not a mammogram's (:func:`node_spacing_problem`):
+            one line naming the volume and the reason, and how to set it.
+        InvalidParameterError
+            A malformed ``spacing_mm``.
+        """
+        from napari_calc.core.errors import MissingSpacingError
+        from napari_calc.core.read.dicom import in_plane_spacing, read_dicom_header
+        from napari_calc.core.read.limits import normalise_user_spacing
+
+        sk, sj, si = voxel_spacing_mm(volume_node)
+        name = volume_node.GetName()
+        dims = volume_node.GetImageData().GetDimensions() if volume_node.GetImageData() else (0, 0, 1)
+        if spacing_mm is not None:
+            ndim = 2 if dims[2] == 1 else 3
+            sp = normalise_user_spacing(spacing_mm, ndim, file_slice_mm=sk)
+            return ((sk,) + tuple(sp) if ndim == 2 else tuple(sp)), "user", None
+        for path in dicom_files(volume_node):
+            pair, source = in_plane_spacing(read_dicom_header(path))
+            if pair is not None:
+                return (sk, float(pair[0]), float(pair[1])), source, path
+        why = node_spacing_problem(volume_node)
+        if why is not None:
+            raise MissingSpacingError(
+                f"volume '{name}': pixel spacing {sj:g} x {si:g} mm is {why}; detection needs the "
+                f"real pixel size (a mammogram's is about 0.05-0.2 mm): {SET_SPACING_HINT}")
+        return (sk, sj, si), "volume node", None
 
     @staticmethod
     def ras_positions(volume_node, calcs) -> np.ndarray:
@@ -163,7 +345,7 @@ class NapariCalcLogic(ScriptedLoadableModuleLogic):
         return (ijk1 @ m.T)[:, :3]
 
     def process(self, volume_node, *, preset: str | None = None, invert: bool = False,
-                progress=None, **params):
+                progress=None, spacing_mm=None, **params):
         """Detect on ``volume_node`` and add the result nodes to the scene.
 
         Parameters
@@ -175,6 +357,9 @@ class NapariCalcLogic(ScriptedLoadableModuleLogic):
         invert : bool
             Flip the grey scale first (MONOCHROME1 loaded as is).
         progress : callable(fraction, message), optional
+        spacing_mm : float or sequence of float, optional
+            Pixel spacing in mm used instead of the volume's (see
+            :meth:`resolve_spacing`).
         **params
             ``napari_calc.detect`` parameters.
 
@@ -183,7 +368,21 @@ class NapariCalcLogic(ScriptedLoadableModuleLogic):
         dict
             ``detections`` (napari_calc Detections), ``fiducials`` (markups
             fiducial node), ``clusters`` (list of closed-curve or ROI
-            nodes), ``table`` (table node).
+            nodes), ``table`` (table node), ``spacing_mm`` (the spacing
+            detected with), ``spacing_source`` and ``spacing_file`` (see
+            :meth:`resolve_spacing`), ``message`` (one line saying so).
+
+        Raises
+        ------
+        MissingSpacingError
+            The volume's spacing is not a mammogram's and none was given;
+            nothing is added to the scene and the volume is left as it was.
+
+        Notes
+        -----
+        When the spacing used differs from the node's, it is written to the
+        node (origin and directions kept) once detection has succeeded, so
+        that the volume, the fiducials and the exports agree.
         """
         from napari_calc import detect
         from napari_calc.core.detect import PRESETS
@@ -192,13 +391,28 @@ class NapariCalcLogic(ScriptedLoadableModuleLogic):
             raise ValueError("select a scalar volume")
         merged = dict(PRESETS[preset]) if preset else {}
         merged.update(params)
-        image = self.volume_to_image(volume_node, invert=invert)
+        spacing, source, path = self.resolve_spacing(volume_node, spacing_mm)
+        image = self.volume_to_image(volume_node, invert=invert, spacing_mm=spacing,
+                                     spacing_source=source)
         det = detect(image, progress=progress, **merged)
         name = volume_node.GetName()
+        sk, sj, si = spacing
+        old = voxel_spacing_mm(volume_node)
+        txt = " x ".join(f"{s:g}" for s in det.spacing_mm)
+        origin = {"user": "given", "volume node": "the volume's"}.get(
+            source, f"from {os.path.basename(path or '')} ({source})")
+        message = f"'{name}': spacing {txt} mm ({origin})"
+        if not all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(old, spacing)):
+            volume_node.SetSpacing(si, sj, sk)
+            was = " x ".join(f"{s:g}" for s in old[-len(det.spacing_mm):])
+            message += f"; the volume's spacing was {was} mm and is now set to it"
+        logging.info(message)
         fiducials = self.fiducials_from_detections(volume_node, det, f"{name} calcifications")
         clusters = self.cluster_nodes_from_detections(volume_node, det, f"{name} cluster")
         table = self.table_from_dataframe(det.calcifications, f"{name} calcification features")
-        return {"detections": det, "fiducials": fiducials, "clusters": clusters, "table": table}
+        return {"detections": det, "fiducials": fiducials, "clusters": clusters, "table": table,
+                "spacing_mm": tuple(det.spacing_mm), "spacing_source": source, "spacing_file": path,
+                "message": message}
 
     # ---- detections -> nodes -------------------------------------------
     def _add(self, cls_name, name):
@@ -364,6 +578,14 @@ class NapariCalcWidget(ScriptedLoadableModuleWidget):
             self.fields[key] = w
         self.invertBox = qt.QCheckBox("Invert grey scale (MONOCHROME1 loaded as is)")
         form.addRow(self.invertBox)
+        self.spacingBox = qt.QDoubleSpinBox()
+        self.spacingBox.setRange(0.0, 2.0)
+        self.spacingBox.setDecimals(4)
+        self.spacingBox.setSingleStep(0.005)
+        self.spacingBox.setSpecialValueText("from the volume")  # shown at 0
+        self.spacingBox.setToolTip("In-plane pixel size in mm, used instead of the volume's (and "
+                                   "written to it). Leave at 'from the volume' for DICOM.")
+        form.addRow("Pixel spacing (mm):", self.spacingBox)
 
         def apply_preset(name):
             if name in PRESETS:
@@ -402,13 +624,15 @@ class NapariCalcWidget(ScriptedLoadableModuleWidget):
             self.progress.setValue(int(100 * f))
             slicer.app.processEvents()
 
+        spacing = self.spacingBox.value or None
         with slicer.util.tryWithErrorDisplay("Detection failed.", waitCursor=True):
             self.last = self.logic.process(self.volumeSelector.currentNode(), preset=preset,
                                            invert=self.invertBox.checked, progress=progress,
-                                           **params)
+                                           spacing_mm=spacing, **params)
             det = self.last["detections"]
             slicer.util.showStatusMessage(
-                f"{len(det.calcifications)} calcifications, {len(det.clusters)} clusters", 5000)
+                f"{len(det.calcifications)} calcifications, {len(det.clusters)} clusters; "
+                f"{self.last['message']}", 10000)
         qt.QApplication.processEvents()
 
     def onImport(self):  # pragma: no cover
@@ -488,4 +712,5 @@ def make_volume_node(scene, pixels, *, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0
 
 
 __all__ = ["NapariCalc", "NapariCalcLogic", "NapariCalcWidget", "NapariCalcTest",
-           "make_volume_node", "ijk_to_ras_matrix", "voxel_spacing_mm", "HAVE_SLICER_GUI"]
+           "make_volume_node", "ijk_to_ras_matrix", "voxel_spacing_mm", "node_spacing_problem",
+           "dicom_files", "SLICER_DEFAULT_SPACING_MM", "HAVE_SLICER_GUI"]

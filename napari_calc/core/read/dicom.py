@@ -96,6 +96,7 @@ __all__ = [
     "read_dicom",
     "read_dicom_series",
     "read_dicom_header",
+    "in_plane_spacing",
     "non_image_reason",
     "series_is_volume",
     "volume_problem",
@@ -587,6 +588,26 @@ def _in_plane_spacing(ds) -> tuple[tuple[float, float] | None, str | None]:
     if sp:
         return sp, "NominalScannedPixelSpacing"
     return None, None
+
+
+def in_plane_spacing(ds) -> tuple[tuple[float, float] | None, str | None]:
+    """The in-plane spacing napari-calc reads from a DICOM header.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A header, e.g. from :func:`read_dicom_header` (pixel data not needed).
+
+    Returns
+    -------
+    spacing : (row_mm, col_mm) or None
+        By the precedence of the module docstring (``ImagerPixelSpacing``
+        divided by ``EstimatedRadiographicMagnificationFactor`` when there
+        is no ``PixelSpacing``), or None when the header gives none.
+    source : str or None
+        The ``spacing_source`` :func:`read_dicom` would record.
+    """
+    return _in_plane_spacing(ds)
 
 
 def _normal(orientation: list[float] | None) -> np.ndarray | None:

@@ -43,7 +43,7 @@ from ..errors import MissingDecoderError, NapariCalcError, UnreadableImageError,
 from ..image import MammoImage
 from .limits import check_dimensions, normalise_user_spacing
 
-__all__ = ["read_tiff", "OME_UNITS_MM", "DICOM_ONLY_KEYS"]
+__all__ = ["read_tiff", "OME_UNITS_MM", "DICOM_ONLY_KEYS", "WRITER_DEFAULT_DPI"]
 
 #: Metadata keys only DICOM fills; TIFF images carry them as ``None``.
 DICOM_ONLY_KEYS = (
@@ -88,7 +88,10 @@ OME_UNITS_MM = {
     "inches": 25.4,
 }
 
-_JUNK_DPI = (72.0, 96.0)
+#: Resolutions (dots per inch) image writers store when they know none: a
+#: resolution of exactly these is not a measured pixel size and is ignored.
+WRITER_DEFAULT_DPI = (72.0, 96.0)
+_JUNK_DPI = WRITER_DEFAULT_DPI
 
 
 def _unit_mm(unit, path, default: str | None = None) -> float | None:
