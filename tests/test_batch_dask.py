@@ -117,6 +117,8 @@ def scheduler_and_worker(tmp_path):
             env=env, stdout=log, stderr=subprocess.STDOUT))
         address = json.loads(sched_file.read_text())["address"]
         assert address.startswith("tcp://127.0.0.1:")
+        with distributed.Client(address, timeout=30, set_as_default=False) as c:
+            c.wait_for_workers(1, timeout=60)  # ready, as a user's cluster would be
         yield address, sched_file
     finally:
         for p in reversed(procs):
@@ -183,3 +185,150 @@ def test_dask_missing_names_the_extra(tmp_path, capsys, monkeypatch):
     with pytest.raises(NapariCalcError):
         run_batch([tmp_path / "in"], tmp_path / "o", scheduler="tcp://127.0.0.1:1")
 
+
+
+# ------------------------------------------------------------------ bad addresses, no workers
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def clients(monkeypatch):
+    """Every ``distributed.Client`` made during the test (kept alive, so that
+    one left open cannot be closed by its ``__del__`` before it is looked at)."""
+    made = []
+    init = distributed.Client.__init__
+
+    def recording_init(self, *args, **kwargs):
+        made.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(distributed.Client, "__init__", recording_init)
+    yield made
+    for c in made:  # whatever the test found, leave nothing running
+        try:
+            c.close(timeout=5)
+        except Exception:
+            pass
+
+
+def _left_open(clients):
+    return [c for c in clients if c.status not in ("closed", "newly-created")]
+
+
+def test_bad_addresses_are_one_line_and_prompt(tmp_path, capsys, monkeypatch, clients):
+    """An unknown scheme or a garbage address left a half-built client that
+    made the process wait 40 s at exit and print dask's ``Client.__del__``
+    traceback; a refused port or an unknown host waited the full 20 s connect
+    timeout for "Timed out"; ``:abc`` was a bare ``int()`` error."""
+    import napari_calc.core.distributed as d
+
+    monkeypatch.setattr(d, "REFUSED_RETRY_S", 0.3, raising=False)
+    make_dataset(tmp_path / "in", 1)
+    port = _free_port()
+    for address, why in (("http://127.0.0.1:8786", "unknown address scheme 'http'"),
+                         ("foo", "missing port number"),
+                         ("tcp://127.0.0.1:abc", "give tcp://HOST:PORT"),
+                         ("tcp://127.0.0.1:99999", "port 99999 is out of range"),
+                         (f"tcp://127.0.0.1:{port}",
+                          f"connection refused: no scheduler is listening on port {port}"),
+                         ("tcp://nosuchhost.invalid:8786", "unknown host 'nosuchhost.invalid'")):
+        t0 = time.monotonic()
+        rc = main(["detect", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--scheduler", address])
+        seconds = time.monotonic() - t0
+        (line,) = capsys.readouterr().err.splitlines()
+        assert rc == 1 and line.startswith(f"napari-calc: {address}: cannot connect to the dask scheduler (")
+        assert why in line, line
+        assert seconds < 10, (address, seconds)
+        assert not _left_open(clients), address
+        assert not (tmp_path / "o").exists()
+
+
+def test_bad_scheme_exits_promptly_without_traceback(tmp_path):
+    """The user's view of the above: the process itself, until it has exited."""
+    make_dataset(tmp_path / "in", 1)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "napari_calc", "detect", str(tmp_path / "in"), "--out",
+                               str(tmp_path / "o"), "--scheduler", "http://127.0.0.1:8786"],
+                              env=env, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("still running 30 s after a wrong --scheduler scheme")
+    assert time.monotonic() - t0 < 20
+    (line,) = proc.stderr.splitlines()
+    assert proc.returncode == 1 and "unknown address scheme 'http'" in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def silent_port():
+    """``tcp://127.0.0.1:PORT`` where connections are accepted and never
+    answered (like a port of another program)."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)  # the kernel completes the handshake; nobody ever reads
+    try:
+        yield f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        srv.close()
+
+
+def test_port_that_is_not_a_scheduler_gives_up(tmp_path, silent_port):
+    """dask connected and waited forever for the scheduler's handshake."""
+    make_dataset(tmp_path / "in", 1)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    script = ("import sys; import napari_calc.core.distributed as d; d.HANDSHAKE_TIMEOUT_S = 1.5\n"
+              "from napari_calc.cli import main; sys.exit(main(sys.argv[1:]))")
+    try:
+        proc = subprocess.run([sys.executable, "-c", script, "detect", str(tmp_path / "in"), "--out",
+                               str(tmp_path / "o"), "--scheduler", silent_port],
+                              env=env, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("still waiting 30 s for a port where no dask scheduler answers")
+    (line,) = proc.stderr.splitlines()
+    assert proc.returncode == 1 and line.startswith(f"napari-calc: {silent_port}: cannot connect")
+    assert "no answer to dask's handshake within 1.5 s" in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def scheduler_without_workers():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, processes=True, dashboard_address=None, host="127.0.0.1") as cluster:
+        yield cluster.scheduler_address
+
+
+def test_no_worker_wait_is_told_and_clean(tmp_path, capsys, monkeypatch, clients, scheduler_without_workers):
+    """The wait for a first worker was silent (a minute with no output)."""
+    import napari_calc.core.distributed as d
+
+    address = scheduler_without_workers
+    monkeypatch.setattr(d, "WORKER_WAIT_S", 1)
+    monkeypatch.setattr(d, "WORKER_NOTICE_S", 0, raising=False)
+    make_dataset(tmp_path / "in", 1)
+    rc = main(["detect", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--scheduler", address])
+    notice, line = capsys.readouterr().err.splitlines()
+    assert notice == (f"napari-calc: {address}: no dask worker has joined the scheduler yet; "
+                      f"waiting up to 1 s for one (Ctrl-C to stop)")
+    assert rc == 1 and line == (f"napari-calc: {address}: no dask worker joined the scheduler within 1 s "
+                                f"(start some with: dask worker {address})")
+    assert not _left_open(clients) and not (tmp_path / "o").exists()
+
+    # Ctrl-C during the wait: "interrupted", the client closed, no folder left
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed.Client, "wait_for_workers", interrupted)
+    rc = main(["detect", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--scheduler", address])
+    assert rc == 130 and capsys.readouterr().err.splitlines()[-1] == "napari-calc: interrupted"
+    assert len(clients) == 2 and not _left_open(clients) and not (tmp_path / "o").exists()

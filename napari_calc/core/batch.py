@@ -938,9 +938,11 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
         Show a tqdm progress bar on stderr (default: when stderr is a
         terminal).
     error : callable(str), optional
-        Receives one line per failed input, ``"<path>: <reason>"``, and one
-        per earlier output copied aside before being replaced (default:
-        printed on stderr, above the progress bar).
+        Receives one line per failed input, ``"<path>: <reason>"``, one per
+        earlier output copied aside before being replaced, and the line
+        saying that the run waits for a first dask worker
+        (``"<scheduler>: ..."``) (default: printed on stderr, above the
+        progress bar).
     command : JSON-ready object, optional
         The command-line arguments, recorded in the manifest.
     recursive : bool
@@ -1003,7 +1005,8 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
         from . import distributed as _dist
 
         try:
-            dask_backend = _dist.DaskBackend(scheduler, timeout=timeout)  # connects, or raises
+            dask_backend = _dist.DaskBackend(scheduler, timeout=timeout,  # connects, or raises
+                                             notice=lambda m: error(f"{scheduler}: {m}"))
         except BaseException:
             _remove_empty(new_dirs)  # no scheduler: leave no empty output folder behind
             raise

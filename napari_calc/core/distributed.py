@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .errors import NapariCalcError
 
@@ -37,6 +37,19 @@ INSTALL_HINT = "pip install 'napari-calc[distributed]'"
 #: Seconds to wait for the scheduler, and for at least one worker.
 CONNECT_TIMEOUT_S = 20
 WORKER_WAIT_S = 60
+#: Seconds without a worker after which the user is told that the run waits
+#: for one (workers started at the same moment usually join before).
+WORKER_NOTICE_S = 5
+#: Seconds the client's whole start-up (connection and dask's handshake)
+#: may take.
+HANDSHAKE_TIMEOUT_S = 25
+#: Seconds a refused connection is retried (a scheduler that is just
+#: starting) before "connection refused" is the answer.
+REFUSED_RETRY_S = 3.0
+
+#: Address schemes that run over TCP, whose host and port are checked
+#: before dask is asked to connect.
+TCP_SCHEMES = ("tcp", "tls", "ws", "wss")
 
 
 def _host_info() -> tuple[str, int]:
@@ -78,8 +91,8 @@ def _process_with_timeout(task: dict, timeout: float) -> dict:
 
 
 def _scheduler_file_address(path: str) -> str:
-    """``path`` after checking it is a dask scheduler file (JSON with an
-    ``address``): dask failed on another file with a long traceback."""
+    """The scheduler address in the dask scheduler file ``path`` (JSON with
+    an ``address``): dask failed on another file with a long traceback."""
     import json
 
     try:
@@ -90,7 +103,113 @@ def _scheduler_file_address(path: str) -> str:
                               f"{' '.join(str(exc).split())})", path) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("address"), str):
         raise NapariCalcError("not a dask scheduler file (no \"address\" in it)", path)
-    return path
+    return doc["address"]
+
+
+def _unreachable(address: str, timeout: float) -> str | None:
+    """Why nothing can answer at the TCP ``address``, or None if something may.
+
+    dask retries an unknown host or a refused connection until its connect
+    timeout, then says only "Timed out"; an unparsable address ended in a
+    bare ``int()`` error. This finds those at once (a refused connection is
+    retried for :data:`REFUSED_RETRY_S`, in case the scheduler is just
+    starting; the scheduler logs the probe at INFO level as a connection
+    "closed before handshake completed"). Addresses of other schemes
+    (``inproc``, ``ucx``...) are left to dask.
+
+    Parameters
+    ----------
+    address : str
+        ``tcp://HOST:PORT`` (or ``HOST:PORT``, ``tls://``, ``ws://``, ``wss://``).
+    timeout : float
+        Seconds to wait for an answer.
+
+    Returns
+    -------
+    str or None
+        The reason, one line; None when a TCP connection was accepted (or
+        the scheme is not one of :data:`TCP_SCHEMES`).
+    """
+    import time
+
+    from distributed.comm import get_address_host_port, parse_address
+
+    try:
+        scheme, _ = parse_address(address)
+        if scheme not in TCP_SCHEMES:
+            return None
+        host, port = get_address_host_port(address)
+    except (ValueError, TypeError) as exc:
+        return f"not an address: {' '.join(str(exc).split())}; give tcp://HOST:PORT or a scheduler file"
+    if not 0 < port < 65536:
+        return f"port {port} is out of range (1-65535)"
+    try:
+        socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"unknown host {host!r} ({' '.join(str(getattr(exc, 'strerror', None) or exc).split())})"
+    give_up = time.monotonic() + min(REFUSED_RETRY_S, timeout)
+    while True:
+        try:
+            socket.create_connection((host or None, port), timeout=timeout).close()
+            return None
+        except ConnectionRefusedError:
+            if time.monotonic() >= give_up:
+                return (f"connection refused: no scheduler is listening on port {port} "
+                        f"of {host or 'localhost'}")
+            time.sleep(0.2)
+        except socket.timeout:
+            return f"no answer from {host}:{port} within {timeout:g} s"
+        except OSError as exc:
+            from .errors import os_reason
+
+            return f"{os_reason(exc)} ({host}:{port})"
+
+
+def _connect(distributed, kw: dict):
+    """A connected ``distributed.Client``; a failed one is closed, not left behind.
+
+    When ``Client(...)`` raises (an unknown address scheme, a missing port,
+    a TLS address without TLS settings, Ctrl-C...) its half-built client
+    keeps an event loop; nobody holds it, and at interpreter exit its
+    ``__del__`` waited 40 s and printed a traceback. It is closed here.
+
+    The whole start-up is bounded too: a port where something else than a
+    dask scheduler listens (e.g. the dashboard's 8787) accepted the
+    connection and then never answered dask's handshake, and the client
+    waited forever.
+
+    Parameters
+    ----------
+    distributed : module
+        The imported ``distributed`` package.
+    kw : dict
+        ``address`` or ``scheduler_file``.
+
+    Returns
+    -------
+    distributed.Client
+    """
+    import asyncio
+
+    class Client(distributed.Client):  # so named, as dask names clients after their class
+        def __init__(self, *args, **kwargs):
+            try:
+                super().__init__(*args, **kwargs)
+            except BaseException:
+                try:
+                    self.close(timeout=5)
+                except Exception:  # pragma: no cover - nothing more to do for it
+                    pass
+                raise
+
+        async def _start(self, *args, **kwargs):
+            try:
+                return await asyncio.wait_for(super()._start(*args, **kwargs), HANDSHAKE_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                raise OSError(f"no answer to dask's handshake within {HANDSHAKE_TIMEOUT_S:g} s; "
+                              f"is this the scheduler's port (default 8786)?") from None
+
+    return Client(timeout=CONNECT_TIMEOUT_S, set_as_default=False, **kw)
 
 
 class DaskBackend:
@@ -104,15 +223,21 @@ class DaskBackend:
     timeout : float, optional
         Per-input timeout in seconds (each input then runs in a child
         process on the worker, see :func:`_process_with_timeout`).
+    notice : callable(str), optional
+        Told, in one line, when the scheduler still has no worker after
+        :data:`WORKER_NOTICE_S` seconds (the wait goes on up to
+        :data:`WORKER_WAIT_S` seconds in all).
 
     Raises
     ------
     NapariCalcError
         dask.distributed is not installed, the scheduler cannot be reached,
-        or no worker joins within a minute.
+        or no worker joins within :data:`WORKER_WAIT_S` seconds. Nothing is
+        left open then, nor when the wait is interrupted (Ctrl-C).
     """
 
-    def __init__(self, address: str, *, timeout: float | None = None):
+    def __init__(self, address: str, *, timeout: float | None = None,
+                 notice: Callable[[str], None] | None = None):
         try:
             import dask
             import distributed
@@ -123,23 +248,46 @@ class DaskBackend:
         self.address = address
         self.timeout = timeout
         if os.path.isfile(address):
-            kw = {"scheduler_file": _scheduler_file_address(address)}
+            target = _scheduler_file_address(address)
+            kw = {"scheduler_file": address}
         elif "://" not in address and (os.sep in address or address.endswith(".json")):
             raise NapariCalcError("no such scheduler file (give the file 'dask scheduler "
                                   "--scheduler-file' wrote, or an address tcp://HOST:PORT)", address)
         else:
+            target = address
             kw = {"address": address}
+        why = _unreachable(target, CONNECT_TIMEOUT_S)
+        if why:
+            raise NapariCalcError(f"cannot connect to the dask scheduler ({why})", address)
         try:
-            self.client = distributed.Client(timeout=CONNECT_TIMEOUT_S, set_as_default=False, **kw)
+            self.client = _connect(distributed, kw)
         except Exception as exc:  # dask raises many kinds here; each is one line for the user
             msg = " ".join(str(exc).split()) or type(exc).__name__
             raise NapariCalcError(f"cannot connect to the dask scheduler ({msg})", address) from None
         try:
-            self.client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+            self._wait_for_a_worker(notice)
         except (TimeoutError, OSError):
-            self.client.close()
-            raise NapariCalcError(f"no dask worker joined the scheduler within {WORKER_WAIT_S} s "
+            self.close()
+            raise NapariCalcError(f"no dask worker joined the scheduler within {WORKER_WAIT_S:g} s "
                                   f"(start some with: dask worker {address})", address) from None
+        except BaseException:  # Ctrl-C while waiting
+            self.close()
+            raise
+
+    def _wait_for_a_worker(self, notice: Callable[[str], None] | None) -> None:
+        """Return when a worker is connected; after :data:`WORKER_NOTICE_S`
+        without one, tell ``notice``; raise TimeoutError after :data:`WORKER_WAIT_S`."""
+        first = min(WORKER_NOTICE_S, WORKER_WAIT_S)
+        try:
+            self.client.wait_for_workers(1, timeout=max(0.01, first))  # 0 would wait forever
+            return
+        except TimeoutError:
+            if first >= WORKER_WAIT_S:
+                raise
+        if notice is not None:
+            notice(f"no dask worker has joined the scheduler yet; waiting up to {WORKER_WAIT_S:g} s "
+                   f"for one (Ctrl-C to stop)")
+        self.client.wait_for_workers(1, timeout=max(0.01, WORKER_WAIT_S - first))
 
     def n_workers(self) -> int:
         """Workers currently connected."""
