@@ -332,3 +332,67 @@ def test_no_worker_wait_is_told_and_clean(tmp_path, capsys, monkeypatch, clients
     rc = main(["detect", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--scheduler", address])
     assert rc == 130 and capsys.readouterr().err.splitlines()[-1] == "napari-calc: interrupted"
     assert len(clients) == 2 and not _left_open(clients) and not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ dask's own log lines
+
+_LOGS_DURING_RUN = """
+import logging, sys
+import distributed
+from napari_calc.cli import main
+
+result = distributed.Future.result
+
+def result_after_a_lost_worker(self, *args, **kwargs):
+    # what dask logs when a finished task's worker died before its result was fetched
+    logging.getLogger("distributed.client").warning("Couldn't gather 1 keys, rescheduling ('x',)")
+    logging.getLogger("distributed.comm.tcp").info("Connection from tcp://127.0.0.1:1 closed")
+    logging.getLogger("tornado.application").error("Exception in callback")
+    return result(self, *args, **kwargs)
+
+distributed.Future.result = result_after_a_lost_worker
+levels = {n: logging.getLogger(n).level for n in ("distributed", "distributed.client", "tornado.application")}
+rc = main(sys.argv[1:])
+assert {n: logging.getLogger(n).level for n in levels} == levels, "log levels not restored"
+logging.getLogger("distributed.client").warning("after the run")
+sys.exit(rc)
+"""
+
+
+def test_dask_log_lines_stay_off_stderr(dataset, tmp_path, scheduler_and_worker, monkeypatch):
+    """dask's "Couldn't gather ..." (a lost worker) and the like reached the
+    user's terminal between napari-calc's lines; they are quiet during the
+    run unless the user configured dask's logging, and restored after it."""
+    import logging
+
+    import napari_calc.core.distributed as d
+
+    root, _ = dataset
+    address, _ = scheduler_and_worker
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = {k: v for k, v in env.items() if not k.startswith("DASK_LOGGING")}
+    proc = subprocess.run([sys.executable, "-c", _LOGS_DURING_RUN, "detect", str(root / "img0.tif"),
+                           str(root / "corrupt.dcm"), "--out", str(tmp_path / "o"), "--scheduler", address,
+                           "--no-progress"], env=env, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 1 and len(lines) == 2, proc.stderr
+    assert lines[0].startswith("napari-calc: ") and "corrupt.dcm: " in lines[0]
+    assert "distributed.client - WARNING - after the run" in lines[1]  # dask's logging is back
+
+    # in-process: quiet while connected, back after close; left alone when configured
+    watched = ("distributed", "distributed.client", "distributed.comm.tcp", "tornado.application")
+    before = {n: logging.getLogger(n).getEffectiveLevel() for n in watched}
+    backend = d.DaskBackend(address)
+    try:
+        assert not any(logging.getLogger(n).isEnabledFor(logging.ERROR) for n in watched)
+    finally:
+        backend.close()
+    assert {n: logging.getLogger(n).getEffectiveLevel() for n in watched} == before
+    import dask
+
+    with dask.config.set({"logging": {"distributed": "info"}}):
+        backend = d.DaskBackend(address)
+        try:
+            assert {n: logging.getLogger(n).getEffectiveLevel() for n in watched} == before
+        finally:
+            backend.close()

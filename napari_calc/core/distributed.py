@@ -47,6 +47,10 @@ HANDSHAKE_TIMEOUT_S = 25
 #: starting) before "connection refused" is the answer.
 REFUSED_RETRY_S = 3.0
 
+#: Loggers kept quiet (below CRITICAL) during a run, with their children:
+#: dask's, and tornado's, whose event loop dask runs on (see :class:`_QuietLogs`).
+QUIET_LOGGERS = ("distributed", "tornado")
+
 #: Address schemes that run over TCP, whose host and port are checked
 #: before dask is asked to connect.
 TCP_SCHEMES = ("tcp", "tls", "ws", "wss")
@@ -212,6 +216,59 @@ def _connect(distributed, kw: dict):
     return Client(timeout=CONNECT_TIMEOUT_S, set_as_default=False, **kw)
 
 
+class _QuietLogs:
+    """Keeps the client's dask log lines off the terminal while a run is on.
+
+    dask logs to stderr what it copes with itself, such as ``Couldn't
+    gather 1 keys, rescheduling`` after a worker was lost, or ``Failed to
+    reconnect to scheduler`` when the scheduler went away (each input then
+    fails with its own line). A user of the command line sees napari-calc's
+    lines only: the loggers of :data:`QUIET_LOGGERS` are raised to CRITICAL
+    by :meth:`start` and put back by :meth:`stop`.
+
+    Whoever configured dask's logging (dask's ``logging`` or
+    ``logging-file-config`` setting, e.g. ``DASK_LOGGING__DISTRIBUTED=info``
+    in the environment) keeps it as configured: nothing is changed then.
+
+    Parameters
+    ----------
+    dask : module
+        The imported ``dask`` package (for its configuration).
+    """
+
+    def __init__(self, dask):
+        cfg = dask.config.config
+        keys = ("logging", "logging-file-config")
+        self.configured = any(k in cfg or k in (cfg.get("distributed") or {}) for k in keys)
+        self.saved: dict[str, int] = {}
+
+    def start(self) -> None:
+        """Raise the dask loggers to CRITICAL (unless the user configured them)."""
+        import logging
+
+        if self.configured or self.saved:
+            return
+        for name in list(logging.Logger.manager.loggerDict):
+            lg = logging.Logger.manager.loggerDict[name]
+            if not isinstance(lg, logging.Logger):
+                continue
+            tree = any(name == r or name.startswith(r + ".") for r in QUIET_LOGGERS)
+            if tree and (name in QUIET_LOGGERS or lg.level != logging.NOTSET):  # the rest inherit
+                self.saved[name] = lg.level
+        for root in QUIET_LOGGERS:
+            self.saved.setdefault(root, logging.getLogger(root).level)
+        for name in self.saved:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    def stop(self) -> None:
+        """Put the levels back."""
+        import logging
+
+        saved, self.saved = self.saved, {}
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
 class DaskBackend:
     """A connection to a dask.distributed scheduler running napari-calc tasks.
 
@@ -247,6 +304,16 @@ class DaskBackend:
         self.dask_version = dask.__version__
         self.address = address
         self.timeout = timeout
+        self._logs = _QuietLogs(dask)
+        self._logs.start()
+        try:
+            self._open(distributed, address, notice)
+        except BaseException:
+            self._logs.stop()
+            raise
+
+    def _open(self, distributed, address: str, notice: Callable[[str], None] | None) -> None:
+        """Connect to ``address`` and wait for a worker (see the class)."""
         if os.path.isfile(address):
             target = _scheduler_file_address(address)
             kw = {"scheduler_file": address}
@@ -351,8 +418,11 @@ class DaskBackend:
                 self.client.cancel(pending)
 
     def close(self) -> None:
-        """Disconnect (the cluster itself keeps running)."""
+        """Disconnect (the cluster itself keeps running) and give dask its
+        log levels back."""
         try:
             self.client.close()
         except Exception:  # pragma: no cover
             pass
+        finally:
+            self._logs.stop()
