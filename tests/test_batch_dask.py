@@ -396,3 +396,60 @@ def test_dask_log_lines_stay_off_stderr(dataset, tmp_path, scheduler_and_worker,
             assert {n: logging.getLogger(n).getEffectiveLevel() for n in watched} == before
         finally:
             backend.close()
+
+
+# ------------------------------------------------------------------ --timeout through dask
+
+_SITECUSTOMIZE = """
+import os, sys, time
+if os.environ.get("NC_TEST_START_DELAY"):  # a slow interpreter start (imports over NFS...)
+    time.sleep(float(os.environ["NC_TEST_START_DELAY"]))
+if os.environ.get("NC_TEST_HANG_ON"):  # an input whose reading never ends
+    def _hang(event, args, path=os.environ["NC_TEST_HANG_ON"]):
+        if event == "open" and args and str(args[0]) == path:
+            time.sleep(3600)
+    sys.addaudithook(_hang)
+"""
+
+
+def test_timeout_counts_from_a_ready_child(tmp_path, monkeypatch):
+    """With --timeout each input runs in a child interpreter on the dask
+    worker; its start-up counted in the timeout, so a short timeout failed
+    inputs that are fast. The child now says when it is ready."""
+    import napari_calc.core.batch as b
+    from napari_calc.core.batch import collect_inputs, make_task
+    from napari_calc.core.distributed import _process_with_timeout
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(REPO),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    make_dataset(tmp_path / "in", 2)
+    items, _ = collect_inputs([tmp_path / "in"])
+    tasks = [make_task(it, tmp_path / "o", formats=("csv",), params={}, spacing_mm=None, deidentify=False,
+                       n_threads=1) for it in items]
+    (tmp_path / "o").mkdir()
+
+    # 2 s to start, well under 1.5 s to process: done
+    monkeypatch.setenv("NC_TEST_START_DELAY", "2")
+    res = _process_with_timeout(tasks[0], 1.5)
+    assert res["status"] == "done", res
+    assert (tmp_path / "o" / "img0.done.json").is_file()
+
+    # an input that takes longer still times out, counted from the ready child
+    monkeypatch.delenv("NC_TEST_START_DELAY")
+    monkeypatch.setenv("NC_TEST_HANG_ON", tasks[1]["path"])
+    t0 = time.monotonic()
+    res = _process_with_timeout(tasks[1], 0.5)
+    assert res["status"] == "failed" and res["reason"] == "timed out after 0.5 s", res
+    assert 0.5 <= res["seconds"] < 1.5 and time.monotonic() - t0 < 10
+    assert not (tmp_path / "o" / "img1.done.json").exists()
+
+    # a child that never gets ready fails after the start-up grace, not never
+    monkeypatch.setattr(b, "WORKER_START_GRACE_S", 1.0)
+    monkeypatch.setenv("NC_TEST_START_DELAY", "30")
+    t0 = time.monotonic()
+    res = _process_with_timeout(tasks[1], 60)
+    assert res["status"] == "failed" and res["reason"] == "worker subprocess did not start within 1 s", res
+    assert time.monotonic() - t0 < 10

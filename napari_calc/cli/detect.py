@@ -82,7 +82,8 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="recompute inputs whose outputs are already complete")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="give up on an input after this many seconds (its worker is killed)")
+                   help="give up on an input after this many seconds (its worker is killed); "
+                        "counted from when the worker process is ready, so its start-up does not count")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="detection parameter, repeatable (e.g. --param threshold=4.5)")
     p.add_argument("--deidentify", action="store_true",

@@ -94,6 +94,13 @@ MANIFEST_INTERVAL_S = 5.0
 #: Seconds a new worker process may take to start before its first task's
 #: timeout starts counting.
 WORKER_START_GRACE_S = 120.0
+#: Modules a worker process imports before it takes a task (so that the
+#: per-input timeout does not count them).
+WORKER_PRELOAD = ("napari_calc.core.batch", "napari_calc.core.pipeline", "napari_calc.core.read",
+                  "napari_calc.core.export")
+#: The line ``python -m napari_calc.core.batch`` prints when it is ready for
+#: its task.
+READY_LINE = "napari-calc worker ready"
 
 
 # --------------------------------------------------------------------------- cores
@@ -705,8 +712,7 @@ class LocalPool:
         self.ctx = mp.get_context(context)
         if context == "forkserver":
             # workers fork from a server that has napari-calc imported already
-            self.ctx.set_forkserver_preload(["napari_calc.core.batch", "napari_calc.core.pipeline",
-                                             "napari_calc.core.read", "napari_calc.core.export"])
+            self.ctx.set_forkserver_preload(list(WORKER_PRELOAD))
             _start_forkserver_without_cwd()
         self.fn = fn or process_input
         self.n = max(1, int(workers))
@@ -931,7 +937,9 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
         (:mod:`napari_calc.core.distributed`).
     timeout : float, optional
         Seconds one input may take; a worker exceeding it is killed and
-        replaced, and the input fails with "timed out after N s".
+        replaced, and the input fails with "timed out after N s". Counted
+        from when the worker process is ready, not from its start-up (see
+        :data:`WORKER_START_GRACE_S`).
     force : bool
         Recompute inputs whose outputs are complete.
     progress : bool, optional
@@ -1186,7 +1194,16 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
 
 
 def _main_stdin() -> int:  # pragma: no cover - used by distributed._process_with_timeout
-    """``python -m napari_calc.core.batch``: one task (JSON on stdin) -> result (JSON line on stdout)."""
+    """``python -m napari_calc.core.batch``: one task (JSON on stdin) -> result (JSON line on stdout).
+
+    Imports :data:`WORKER_PRELOAD` first, then prints :data:`READY_LINE`:
+    the caller's timeout starts there, not with the interpreter.
+    """
+    import importlib
+
+    for name in WORKER_PRELOAD:
+        importlib.import_module(name)
+    print(READY_LINE, flush=True)
     task = json.loads(sys.stdin.read())
     print(json.dumps(process_input(task)))
     return 0

@@ -68,30 +68,102 @@ def _process_with_timeout(task: dict, timeout: float) -> dict:
 
     dask cannot interrupt a running task, so with a per-file timeout each
     input is processed by ``python -m napari_calc.core.batch`` on the worker.
+    The timeout counts from the child's ready line
+    (:data:`~napari_calc.core.batch.READY_LINE`, printed once napari-calc and
+    numpy are imported), as for the local pool: a start-up slower than a
+    short timeout (an import from a network file system) does not fail an
+    input that is fast. The start-up itself may take
+    :data:`~napari_calc.core.batch.WORKER_START_GRACE_S`.
+
+    Parameters
+    ----------
+    task : dict
+        From :func:`napari_calc.core.batch.make_task`.
+    timeout : float
+        Seconds the input may take once the child is ready.
+
+    Returns
+    -------
+    dict
+        The result of :func:`napari_calc.core.batch.process_input`, or a
+        failure (``timed out after N s``, the child's death, or a child that
+        did not start).
     """
     import json
+    import queue
     import subprocess
     import sys
+    import threading
     import time
 
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run([sys.executable, "-m", "napari_calc.core.batch"],
-                              input=json.dumps(task), capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"path": task["path"], "stem": task["stem"], "status": "failed",
-                "reason": f"timed out after {timeout:g} s", "seconds": round(time.perf_counter() - t0, 4)}
-    if proc.returncode == 0:
-        try:
-            return json.loads(proc.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            pass
-    from .batch import _death_reason
+    from .batch import READY_LINE, WORKER_START_GRACE_S, _death_reason
 
-    return {"path": task["path"], "stem": task["stem"], "status": "failed",
-            "reason": _death_reason(proc.returncode) if proc.returncode else "worker subprocess gave no result",
-            "seconds": round(time.perf_counter() - t0, 4)}
+    t0 = time.perf_counter()
+
+    def failed(reason: str) -> dict:
+        return {"path": task["path"], "stem": task["stem"], "status": "failed", "reason": reason,
+                "seconds": round(time.perf_counter() - t0, 4)}
+
+    proc = subprocess.Popen([sys.executable, "-m", "napari_calc.core.batch"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:  # the child's stdout, line by line; None at its end
+        try:
+            for line in proc.stdout:
+                lines.put(line)
+        except (OSError, ValueError):  # pragma: no cover
+            pass
+        finally:
+            lines.put(None)
+            proc.stdout.close()
+
+    threading.Thread(target=pump, daemon=True, name="napari-calc-child-stdout").start()
+
+    def wait_line(deadline: float):
+        try:
+            return lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise TimeoutError from None
+
+    try:
+        start_by = time.monotonic() + WORKER_START_GRACE_S
+        try:
+            while (line := wait_line(start_by)) is not None and line.strip() != READY_LINE:
+                pass  # something printed while importing
+        except TimeoutError:
+            return failed(f"worker subprocess did not start within {WORKER_START_GRACE_S:g} s")
+        if line is not None:
+            t0 = time.perf_counter()  # the timeout and the seconds count from here
+            try:
+                proc.stdin.write(json.dumps(task))
+                proc.stdin.close()
+            except OSError:  # it died meanwhile
+                pass
+            deadline = time.monotonic() + timeout
+            last = None
+            try:
+                while (line := wait_line(deadline)) is not None:
+                    last = line
+            except TimeoutError:
+                return failed(f"timed out after {timeout:g} s")
+            returncode = proc.wait()
+            if returncode == 0 and last is not None:
+                try:
+                    return json.loads(last)
+                except ValueError:
+                    pass
+        else:
+            returncode = proc.wait()
+        return failed(_death_reason(returncode) if returncode else "worker subprocess gave no result")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        try:
+            proc.stdin.close()
+        except OSError:  # a broken pipe: nothing more to tell it
+            pass
 
 
 def _scheduler_file_address(path: str) -> str:
