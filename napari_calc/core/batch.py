@@ -205,9 +205,6 @@ def collect_inputs(args: Iterable[str | os.PathLike], recursive: bool = True
     return items, problems
 
 
-#: File name endings that promise an image: a file so named that is not
-#: recognised as DICOM or TIFF by content is reported, not silently skipped.
-IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima", ".tif", ".tiff")
 
 
 def _misnamed_files(folder: str, found: list[str], recursive: bool) -> list[str]:
@@ -219,7 +216,7 @@ def _misnamed_files(folder: str, found: list[str], recursive: bool) -> list[str]
     They are returned so that reading them reports the reason. Non-image
     DICOM (SR, SEG, our ``*.sr.dcm``) is recognised, hence not returned.
     """
-    from .read import OUTPUT_SUFFIXES, sniff_format
+    from .read import IMAGE_SUFFIXES, OUTPUT_SUFFIXES, sniff_format
 
     taken = {os.path.abspath(f) for f in found}
     series = {f for f in taken if os.path.isdir(f)}

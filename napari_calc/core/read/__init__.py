@@ -31,6 +31,7 @@ __all__ = [
     "sniff_format",
     "find_inputs",
     "OUTPUT_SUFFIXES",
+    "IMAGE_SUFFIXES",
 ]
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -219,8 +220,10 @@ def _classify_dicom(path: str):
     return "image", ds
 
 
-#: Names that promise an image: a dangling symbolic link so named is reported.
-_IMAGE_NAMES = (".dcm", ".dicom", ".dic", ".ima", ".tif", ".tiff")
+#: File name endings that promise an image: a file so named that is not
+#: recognised (or a dangling symbolic link so named) is reported, not
+#: silently skipped.
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima", ".tif", ".tiff")
 
 
 def _expand_folder(folder: str, recursive: bool, _seen: set | None = None,
@@ -254,7 +257,7 @@ def _expand_folder(folder: str, recursive: bool, _seen: set | None = None,
             continue
         if not os.path.isfile(full) or _is_own_output(name):
             if (errors is not None and os.path.islink(full) and not os.path.exists(full)
-                    and name.lower().endswith(_IMAGE_NAMES)):
+                    and name.lower().endswith(IMAGE_SUFFIXES)):
                 errors.append((full, "broken symbolic link: its target does not exist"))
             continue
         fmt = sniff_format(full)
