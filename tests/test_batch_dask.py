@@ -7,6 +7,7 @@ separate processes on 127.0.0.1 like a user would (``dask scheduler`` /
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -101,6 +102,13 @@ def _stop(proc):
 @pytest.fixture
 def scheduler_and_worker(tmp_path):
     """``dask scheduler`` and ``dask worker`` as processes on 127.0.0.1."""
+    with _dask_processes(tmp_path) as (address, sched_file, _):
+        yield address, sched_file
+
+
+@contextlib.contextmanager
+def _dask_processes(tmp_path):
+    """``(address, scheduler file, [scheduler, worker] processes)``, a worker joined."""
     sched_file = tmp_path / "scheduler.json"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log = open(tmp_path / "dask.log", "w")
@@ -119,7 +127,7 @@ def scheduler_and_worker(tmp_path):
         assert address.startswith("tcp://127.0.0.1:")
         with distributed.Client(address, timeout=30, set_as_default=False) as c:
             c.wait_for_workers(1, timeout=60)  # ready, as a user's cluster would be
-        yield address, sched_file
+        yield address, sched_file, procs
     finally:
         for p in reversed(procs):
             _stop(p)
@@ -142,6 +150,42 @@ def test_subprocess_scheduler_and_worker(dataset, tmp_path, scheduler_and_worker
     assert main(["detect", str(root / "img1.tif"), "--out", str(out2), "--scheduler", str(sched_file),
                  "--no-progress"]) == 0
     assert csv_files(out2) == {k: v for k, v in csv_files(local).items() if k.startswith("img1.")}
+
+
+def test_a_lost_scheduler_stops_the_run_in_one_line(tmp_path):
+    """The scheduler going away mid-run gave one "dask task failed
+    (FutureCancelledError: ... scheduler-connection-lost ...)" line per input
+    left (and recorded them failed). It now stops the run in one line; the
+    inputs left stay pending in the manifest, and a rerun does them."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    make_dataset(inp, 24)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with _dask_processes(tmp_path) as (address, _, (scheduler, _)):
+        proc = subprocess.Popen([sys.executable, "-m", "napari_calc", "detect", str(inp), "--out", str(out),
+                                 "--scheduler", address, "--formats", "csv,json,sr.dcm", "--no-progress"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline:
+                if out.is_dir() and len(list(out.glob("*.done.json"))) >= 2:
+                    break
+                time.sleep(0.005)
+            scheduler.terminate()
+            err = proc.communicate(timeout=120)[1]
+        finally:
+            proc.kill()
+    (line,) = err.splitlines()
+    assert proc.returncode == 1, err
+    assert line.startswith(f"napari-calc: {address}: lost the connection to the dask scheduler; ")
+    assert "of 24 inputs finished" in line and "run the same command again" in line
+    st, m = _statuses(out)
+    assert m["interrupted"] is True and m["finished"] is None
+    assert m["interrupted_by"] == "lost the connection to the dask scheduler"
+    assert set(st.values()) == {"done", "pending"} and 1 <= m["totals"]["done"] < 24
+    assert main(["detect", str(inp), "--out", str(out), "--workers", "2", "--formats", "csv,json,sr.dcm",
+                 "--no-progress"]) == 0
+    st, _ = _statuses(out)
+    assert set(st.values()) <= {"done", "skipped"} and len(st) == 24
 
 
 def test_unreachable_scheduler_one_line(tmp_path, capsys, monkeypatch):

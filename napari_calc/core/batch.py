@@ -1137,6 +1137,11 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
     else:
         results = LocalPool(min(workers, len(todo)), timeout=timeout).map_unordered(todo)
 
+    def stopped_at() -> str:
+        n_finished = result.n_done + result.n_skipped + result.n_failed
+        return (f"{n_finished} of {len(tasks) + len(problems)} inputs finished, their outputs "
+                f"kept in {out_dir}; run the same command again to do the rest")
+
     interrupted = False
     try:
         for res in results:
@@ -1166,9 +1171,11 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
                 last_write = time.monotonic()
     except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal the CLI turned into one
         interrupted = getattr(exc, "name", None) or "SIGINT"
-        n_finished = result.n_done + result.n_skipped + result.n_failed
-        exc.progress = (f"{n_finished} of {len(tasks) + len(problems)} inputs finished, their outputs "
-                        f"kept in {out_dir}; run the same command again to do the rest")
+        exc.progress = stopped_at()
+        raise
+    except NapariCalcError as exc:  # the backend cannot go on (the dask scheduler went away)
+        interrupted = exc.reason
+        exc.reason = f"{exc.reason}; {stopped_at()}"
         raise
     finally:
         close = getattr(results, "close", None)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from .errors import NapariCalcError
 
-__all__ = ["DaskBackend", "INSTALL_HINT"]
+__all__ = ["DaskBackend", "SchedulerLost", "INSTALL_HINT"]
 
 #: What to install when dask is missing.
 INSTALL_HINT = "pip install 'napari-calc[distributed]'"
@@ -288,6 +288,19 @@ def _connect(distributed, kw: dict):
     return Client(timeout=CONNECT_TIMEOUT_S, set_as_default=False, **kw)
 
 
+class SchedulerLost(NapariCalcError):
+    """The client lost its dask scheduler during a run: the run stops there
+    (every input left would fail alike), and a rerun does the rest."""
+
+
+def _lost_scheduler(client, exc: BaseException) -> bool:
+    """``exc``, raised by a future of ``client``, means the scheduler is gone
+    (rather than one task or one worker failing)."""
+    if getattr(client, "status", "running") not in ("running", "newly-created"):
+        return True
+    return "scheduler-connection-lost" in str(exc)
+
+
 class _QuietLogs:
     """Keeps the client's dask log lines off the terminal while a run is on.
 
@@ -478,6 +491,8 @@ class DaskBackend:
                 try:
                     res = fut.result()
                 except Exception as exc:  # the worker died (KilledWorker), or could not run it
+                    if _lost_scheduler(self.client, exc):
+                        raise SchedulerLost("lost the connection to the dask scheduler", self.address) from None
                     msg = " ".join(str(exc).split())
                     res = {"path": t["path"], "stem": t["stem"], "status": "failed",
                            "reason": f"dask task failed ({type(exc).__name__}{': ' + msg if msg else ''})",
