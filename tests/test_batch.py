@@ -346,11 +346,39 @@ def test_sigterm_stops_cleanly_and_the_rerun_resumes(tmp_path):
     assert {Path(r["input"]).stem for r in m["inputs"] if r["status"] == "pending"} == \
         {f"img{i}" for i in range(10)} - done
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
-    # every input the manifest calls done has its outputs, and the rerun does the rest
-    assert {p.name[:-len(".done.json")] for p in out.glob("*.done.json")} >= done
+    # the manifest's done inputs are those with a marker, and the rerun does the rest
+    assert {p.name[:-len(".done.json")] for p in out.glob("*.done.json")} == done
     assert main(["detect", str(inp), "--out", str(out), "--workers", "2", "--formats", "csv,json,sr.dcm"]) == 0
     st = _status(out)
     assert sum(v == "done" for v in st.values()) + sum(v == "skipped" for v in st.values()) == 10
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_stop_counts_the_input_that_finished_as_it_came(tmp_path, monkeypatch, force):
+    """An input whose marker was written as the stop came (its result not
+    yet back) was left "pending" and out of the count; and after a --force
+    run, "run the same command again" would have redone everything."""
+    import napari_calc.core.batch as b
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    make_dataset(inp, 3)
+    real = b.atomic_write_text
+
+    def write_then_stop(path, text, *a, **k):
+        real(path, text, *a, **k)
+        if Path(path).name == "img1.done.json":
+            raise KeyboardInterrupt  # Ctrl-C right after the marker, before the result
+
+    monkeypatch.setattr(b, "atomic_write_text", write_then_stop)
+    with pytest.raises(KeyboardInterrupt) as info:
+        run_batch([inp], out, workers=1, force=force)
+    assert info.value.progress == (f"2 of 3 inputs finished, their outputs kept in {out}; run the same "
+                                   f"command {'without --force' if force else 'again'} to do the rest")
+    m = _manifest(out)
+    assert _status(out) == {"img0.tif": "done", "img1.tif": "done", "img2.tif": "pending"}
+    assert m["totals"]["done"] == 2 and m["interrupted_by"] == "SIGINT"
+    rec = next(r for r in m["inputs"] if r["stem"] == "img1")
+    assert rec["outputs"]["csv"] == "img1.calcifications.csv" and rec["n_calcifications"] > 0
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")

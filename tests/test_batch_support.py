@@ -64,6 +64,14 @@ def test_stems_unique_names_are_kept(tmp_path):
     assert [it.stem for it in items] == ["a", "b", "d", "e"]
 
 
+def test_stems_strip_every_image_extension_in_any_case(tmp_path):
+    """``scan.IMA`` and ``scan.dic`` (Siemens and older DICOM exports) gave
+    ``scan.IMA.calcifications.csv``: only some endings were stripped."""
+    items = assign_stems(_items(tmp_path, ["scan1.IMA", "scan2.dic", "b.DICOM", "c.Tiff", "d.ome.TIFF",
+                                           "e.dcm", "f"]))
+    assert [it.stem for it in items] == ["scan1", "scan2", "b", "c", "d", "e", "f"]
+
+
 def test_stems_clashes_use_relative_path(tmp_path):
     items = assign_stems(_items(tmp_path, ["left/a.dcm", "right/a.dcm", "x/y/a.tif", "b.tif"]))
     assert [it.stem for it in items] == ["left__a", "right__a", "x__y__a", "b"]

@@ -1139,10 +1139,27 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
 
     def stopped_at() -> str:
         n_finished = result.n_done + result.n_skipped + result.n_failed
+        again = "without --force" if force else "again"  # --force would redo the finished ones
         return (f"{n_finished} of {len(tasks) + len(problems)} inputs finished, their outputs "
-                f"kept in {out_dir}; run the same command again to do the rest")
+                f"kept in {out_dir}; run the same command {again} to do the rest")
+
+    def finished_meanwhile() -> None:
+        """Inputs still pending whose marker (written last) is complete: they
+        finished as the run stopped, before their result came back."""
+        for t in todo:
+            rec = records[t["path"]]
+            marker = is_complete(t) if rec["status"] == "pending" else None
+            if marker is None:
+                continue
+            rec.update(status="done", reason=None, outputs=marker["outputs"],
+                       n_calcifications=marker.get("n_calcifications"), n_clusters=marker.get("n_clusters"))
+            result.n_done += 1
+            result.n_calcifications += int(marker.get("n_calcifications") or 0)
+            result.n_clusters += int(marker.get("n_clusters") or 0)
+            _add_likely(result, marker)
 
     interrupted = False
+    stop: BaseException | None = None
     try:
         for res in results:
             rec = records[res["path"]]
@@ -1170,12 +1187,10 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
                 write_manifest(False)
                 last_write = time.monotonic()
     except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal the CLI turned into one
-        interrupted = getattr(exc, "name", None) or "SIGINT"
-        exc.progress = stopped_at()
+        interrupted, stop = getattr(exc, "name", None) or "SIGINT", exc
         raise
     except NapariCalcError as exc:  # the backend cannot go on (the dask scheduler went away)
-        interrupted = exc.reason
-        exc.reason = f"{exc.reason}; {stopped_at()}"
+        interrupted, stop = exc.reason, exc
         raise
     finally:
         close = getattr(results, "close", None)
@@ -1185,9 +1200,15 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
             dask_backend.close()
         if bar is not None:
             bar.close()
-        if interrupted and dask_backend is None:
-            # the stopped workers' unfinished writes (dask workers may still be writing)
-            _clean_temporaries(out_dir, [t["stem"] for t in todo])
+        if interrupted:
+            if dask_backend is None:
+                # the stopped workers' unfinished writes (dask workers may still be writing)
+                _clean_temporaries(out_dir, [t["stem"] for t in todo])
+            finished_meanwhile()
+            if isinstance(stop, NapariCalcError):
+                stop.reason = f"{stop.reason}; {stopped_at()}"
+            else:
+                stop.progress = stopped_at()
         result.wall_seconds = time.perf_counter() - t_start
         result.records = [records[k] for k in order]
         head["interrupted"] = bool(interrupted)

@@ -96,11 +96,15 @@ def keep_edited_outputs(paths: dict[str, Path], written: dict[str, str] | None =
 
 
 def output_stem(path) -> str:
-    """File name without the image extensions (``a.ome.tif`` -> ``a``)."""
+    """File name without its image extension, in any case (``a.ome.tif`` ->
+    ``a``, ``scan.IMA`` -> ``scan``; every ending of
+    :data:`napari_calc.core.read.IMAGE_SUFFIXES`)."""
+    from .read import IMAGE_SUFFIXES
+
     name = os.path.basename(os.path.normpath(os.fspath(path)))
     low = name.lower()
-    for ext in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".dcm", ".dicom"):
-        if low.endswith(ext):
+    for ext in (".ome.tiff", ".ome.tif") + IMAGE_SUFFIXES:
+        if low.endswith(ext) and len(name) > len(ext):
             return name[: -len(ext)]
     return name
 
