@@ -381,6 +381,26 @@ def test_a_stop_counts_the_input_that_finished_as_it_came(tmp_path, monkeypatch,
     assert rec["outputs"]["csv"] == "img1.calcifications.csv" and rec["n_calcifications"] > 0
 
 
+def test_a_stopped_force_run_does_not_count_markers_of_earlier_runs(tmp_path, monkeypatch):
+    import napari_calc.core.batch as b
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    make_dataset(inp, 3)
+    assert run_batch([inp], out, workers=1).n_done == 3
+    real = b.atomic_write_text
+
+    def write_then_stop(path, text, *a, **k):
+        real(path, text, *a, **k)
+        if Path(path).name == "img1.done.json":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(b, "atomic_write_text", write_then_stop)
+    with pytest.raises(KeyboardInterrupt) as info:
+        run_batch([inp], out, workers=1, force=True)
+    assert info.value.progress.startswith("2 of 3 inputs finished")
+    assert _status(out) == {"img0.tif": "done", "img1.tif": "done", "img2.tif": "pending"}
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 def test_workers_end_with_a_killed_batch(tmp_path):
     """A batch process killed outright (``kill -9``, the out-of-memory killer)

@@ -422,6 +422,16 @@ def is_complete(task: dict) -> dict | None:
     return marker
 
 
+def _marker_identity(task: dict) -> tuple[int, int] | None:
+    """(inode, mtime) of a task's marker file (a rewrite, which is a rename,
+    changes both), or None when there is none."""
+    try:
+        st = marker_path(task["out_dir"], task["stem"]).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 def other_input(task: dict) -> str | None:
     """The input an earlier run wrote this task's outputs for, when it is
     another image: the marker names another path, and not this file moved
@@ -1148,7 +1158,9 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
         finished as the run stopped, before their result came back."""
         for t in todo:
             rec = records[t["path"]]
-            marker = is_complete(t) if rec["status"] == "pending" else None
+            if rec["status"] != "pending" or _marker_identity(t) in (None, complete_before.get(t["path"])):
+                continue  # (with --force, the marker of an earlier run, untouched, says nothing of this one)
+            marker = is_complete(t)
             if marker is None:
                 continue
             rec.update(status="done", reason=None, outputs=marker["outputs"],
@@ -1158,6 +1170,7 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
             result.n_clusters += int(marker.get("n_clusters") or 0)
             _add_likely(result, marker)
 
+    complete_before = {t["path"]: _marker_identity(t) for t in todo if is_complete(t)} if force else {}
     interrupted = False
     stop: BaseException | None = None
     try:
