@@ -116,7 +116,7 @@ def test_parsers():
     (["detect", "x.tif", "--workers", "two"],
      "napari-calc detect: argument --workers: invalid int value: 'two' (see 'napari-calc detect --help')"),
     (["frobnicate"], "napari-calc: argument COMMAND: invalid choice: 'frobnicate' (choose from "
-                     "'detect', 'demo', 'view', 'phantom', 'evaluate') (see 'napari-calc --help')"),
+                     "'detect', 'demo', 'view', 'review', 'phantom', 'evaluate') (see 'napari-calc --help')"),
 ])
 def test_usage_errors_are_one_line(argv, expected, capsys):
     """A mistyped option is one line, like every other error (argparse adds its usage block)."""

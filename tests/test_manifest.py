@@ -31,7 +31,8 @@ def test_manifest_file_is_valid_and_complete():
     assert pm.name == "napari-calc"
     assert pm.display_name == "napari-calc"
     c = pm.contributions
-    assert sorted(w.display_name for w in c.widgets) == ["Detect calcifications", "Review calcifications"]
+    assert sorted(w.display_name for w in c.widgets) == ["Detect calcifications", "Review calcifications",
+                                                         "Review worklist"]
     assert [s.key for s in c.sample_data] == ["sample-mammogram"]
     assert c.sample_data[0].display_name == "Synthetic mammogram with calcifications"
     patterns = {p for r in c.readers for p in r.filename_patterns}

@@ -17,7 +17,7 @@ import sys
 from ..core.errors import NapariCalcError, printable
 
 #: Sub-command modules, in the order ``--help`` lists them.
-SUBCOMMANDS = ("detect", "demo", "view", "phantom", "evaluate")
+SUBCOMMANDS = ("detect", "demo", "view", "review", "phantom", "evaluate")
 
 
 def error_line(msg) -> None:
@@ -109,8 +109,8 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    # `view` runs napari's event loop, which has its own idea of stopping
-    stops = contextlib.nullcontext() if args.command == "view" else stop_signals_as_interrupt()
+    # `view` and `review` run napari's event loop, which has its own idea of stopping
+    stops = contextlib.nullcontext() if args.command in ("view", "review") else stop_signals_as_interrupt()
     try:
         with stops:
             return int(args.func(args) or 0)

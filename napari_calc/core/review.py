@@ -469,7 +469,7 @@ class ReviewSession:
     # ------------------------------------------------------------------ restore
     @classmethod
     def restore(cls, sidecar, detections: Detections | None = None, *, annotator: str = "",
-                fsync: bool = True) -> "ReviewSession":
+                fsync: bool = True, read_only: bool = False) -> "ReviewSession":
         """Rebuild a session from its sidecar and continue autosaving to it.
 
         Parameters
@@ -481,6 +481,10 @@ class ReviewSession:
             from the sidecar). Must be of the same image shape.
         annotator : str
             Annotator for the actions from now on.
+        read_only : bool
+            Only read the review (e.g. to count its decisions): the file is
+            neither locked nor opened for writing, a review of this process
+            open on it stays open, and the session autosaves nothing.
 
         Raises
         ------
@@ -491,7 +495,8 @@ class ReviewSession:
             it is dropped).
         """
         path = Path(sidecar)
-        check_unlocked(path)
+        if not read_only:
+            check_unlocked(path)
         header, actions, good, dropped = read_sidecar(path)
         try:
             image = header["image"]
@@ -553,9 +558,12 @@ class ReviewSession:
         self.detections.calcifications = df
         self._pos_cache = None
         self._recluster(force=True, fresh=True)
+        self.restored_dropped_last_line = dropped
+        if read_only:
+            self.sidecar = None  # nothing is written
+            return self
         self._writer = SidecarWriter(path, fsync=fsync)
         self._writer.open_existing(good, len(actions))
-        self.restored_dropped_last_line = dropped
         return self
 
     @classmethod

@@ -294,6 +294,10 @@ class ReviewWidget(QWidget):
         self._selecting_row = False
         self._removing_ids: list[int] = []
         self._run = None
+        #: ``f(layer, detections) -> path or None``: where the review of a
+        #: layer is autosaved, when the caller decides (the worklist: in its
+        #: batch folder); None (or a None answer): the project folder rule.
+        self.sidecar_resolver = None
         self._bound_keys: list[tuple[object, str]] = []
         self._threshold_timer = QTimer(self)
         self._threshold_timer.setSingleShot(True)
@@ -483,6 +487,10 @@ class ReviewWidget(QWidget):
         self._on_project_dir()
 
     def _sidecar_for(self, det):
+        if self.sidecar_resolver is not None:
+            chosen = self.sidecar_resolver(self.layer, det)
+            if chosen is not None:
+                return chosen
         proj = str(self.project_dir.value or "").strip()
         proj = os.path.abspath(os.path.expanduser(proj)) if proj else None
         src = det.metadata.get("source_path")

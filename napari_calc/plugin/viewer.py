@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["open_viewer", "dock_panels", "PLUGIN_NAME", "DETECT_WIDGET", "REVIEW_WIDGET"]
+__all__ = ["open_viewer", "open_worklist", "dock_panels", "PLUGIN_NAME", "DETECT_WIDGET", "REVIEW_WIDGET",
+           "WORKLIST_WIDGET"]
 
 PLUGIN_NAME = "napari-calc"
 DETECT_WIDGET = "Detect calcifications"
 REVIEW_WIDGET = "Review calcifications"
+WORKLIST_WIDGET = "Review worklist"
 
 
 def dock_panels(viewer, *, detect_left: bool = True):
@@ -72,3 +74,45 @@ def open_viewer(inputs=(), *, viewer=None, show: bool = True):
     else:
         viewer.open_sample(PLUGIN_NAME, "sample-mammogram")
     return viewer
+
+
+def open_worklist(worklist, *, start: int | None = None, viewer=None, show: bool = True):
+    """A napari viewer on a batch's worklist: both panels and the "Review
+    worklist" panel docked, with ``worklist``'s image ``start`` open (None:
+    the first one still to review, else the first).
+
+    Parameters
+    ----------
+    worklist : napari_calc.core.worklist.Worklist
+    start : int, optional
+    viewer : napari.Viewer, optional
+        Use this viewer instead of creating one.
+    show : bool
+        Show the window (False for tests / scripts).
+
+    Returns
+    -------
+    (napari.Viewer, WorklistWidget)
+    """
+    import napari
+
+    if viewer is None:
+        viewer = napari.Viewer(title=f"napari-calc review: {worklist.out_dir}", show=show)
+    dock_panels(viewer)
+    dock, w = viewer.window.add_plugin_dock_widget(PLUGIN_NAME, WORKLIST_WIDGET)
+    # on the left, over the detect panel (a tab away): the review panel keeps
+    # the whole right-hand side
+    from qtpy.QtCore import Qt
+
+    qt = viewer.window._qt_window
+    qt.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+    detect, _ = viewer.window.add_plugin_dock_widget(PLUGIN_NAME, DETECT_WIDGET)  # the docked one
+    qt.tabifyDockWidget(detect, dock)
+    dock.raise_()
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, dock.raise_)  # once the tabs exist
+    w.set_worklist(worklist, open_first=start is None)
+    if start is not None:
+        w.open_index(start)
+    return viewer, w

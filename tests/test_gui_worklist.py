@@ -1,0 +1,171 @@
+"""The "Review worklist" panel, for real in napari: image after image of a
+batch folder, reviews autosaved there, reviewed tables written back."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("napari")
+
+from qtpy.QtCore import Qt  # noqa: E402
+
+from napari_calc.core.batch import run_batch  # noqa: E402
+from napari_calc.core.worklist import read_worklist  # noqa: E402
+from napari_calc.plugin.viewer import open_worklist  # noqa: E402
+
+from gui_helpers import press  # noqa: E402
+from test_batch_support import write_tiff  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gui_worklist")
+    for i in range(3):
+        write_tiff(root / "scans" / f"case{i + 1}.tif", 10 + i)
+    assert run_batch([root / "scans"], root / "out", workers=1, formats=("csv", "json")).exit_code == 0
+    return root
+
+
+@pytest.fixture
+def folder(batch, tmp_path):
+    shutil.copytree(batch / "out", tmp_path / "out")
+    return tmp_path / "out"
+
+
+def _statuses(path) -> dict:
+    df = pd.read_csv(path, keep_default_na=False)
+    return dict(zip(df["calc_id"], df["status"]))
+
+
+def _names(viewer):
+    return sorted(lay.name for lay in viewer.layers)
+
+
+def test_go_through_a_batch(make_napari_viewer, qtbot, folder):
+    wl = read_worklist(folder)
+    viewer, w = open_worklist(wl, viewer=make_napari_viewer())
+    rv = w.review
+    # the first image, its detections, reviewed with the autosave in the batch folder
+    assert _names(viewer) == ["case1", "case1 calcifications", "case1 clusters"]
+    assert rv.session is not None and rv.session.sidecar == wl.sidecar(wl.items[0])
+    assert w.summary.text().startswith("image 1 of 3 · 0 reviewed, 1 in progress, 2 to review")
+    ids = rv.session.visible_ids()
+    rv.session.accept(ids[:1])
+    rv.session.reject(ids[1:2])
+    # written back two seconds after the change, without leaving the image
+    csv = wl.items[0].outputs["csv"]
+    qtbot.waitUntil(lambda: _statuses(csv)[ids[0]] == "accepted", timeout=10_000)
+    assert _statuses(csv)[ids[1]] == "rejected"
+
+    # Shift-N on the canvas: the next image replaces this one
+    press(qtbot, viewer, Qt.Key.Key_N, Qt.KeyboardModifier.ShiftModifier)
+    assert _names(viewer) == ["case2", "case2 calcifications", "case2 clusters"]
+    assert w.current == 1 and rv.session.sidecar == wl.sidecar(wl.items[1])
+    assert "in progress" in w.table.item(0, 3).text()
+    # finish this one: every candidate shown gets a decision
+    rv.session.reject(rv.session.visible_ids())
+    w.go(+1)  # leaving writes its tables at once
+    assert set(_statuses(wl.items[1].outputs["csv"]).values()) <= {"rejected", "candidate"}
+    assert w.table.item(1, 3).text().startswith("reviewed")
+    assert w.current == 2
+
+    # back to the first: its review is restored from the batch folder, and the
+    # table written after the autosave is not taken for a newer edit
+    w.open_index(0)
+    assert _names(viewer) == ["case1", "case1 calcifications", "case1 clusters"]
+    st = rv.session.detections.calcifications.set_index("calc_id")["status"]
+    assert st[ids[0]] == "accepted" and st[ids[1]] == "rejected"
+    assert "saved after the autosave" not in rv.autosave_label.text()
+    assert "Restored review from" in rv.autosave_label.text()
+    # Next to review skips the reviewed case2
+    assert w.go(+1) == 2
+
+
+def test_missing_image_and_reopening_the_list(make_napari_viewer, qtbot, folder, batch, tmp_path):
+    moved = tmp_path / "case2.tif"
+    shutil.copy(batch / "scans" / "case2.tif", moved)
+    (batch / "scans" / "case2.tif").unlink()
+    try:
+        wl = read_worklist(folder)
+        viewer, w = open_worklist(wl, viewer=make_napari_viewer())
+        assert w.current == 0
+        assert w.open_index(1) is None  # one line, and the current image stays
+        assert "case2.tif: image not found" in w.status.text()
+        assert w.current == 0 and _names(viewer)[0] == "case1"
+        assert w.table.item(1, 3).text() == "cannot open"
+        rv = w.review
+        rv.session.accept(rv.session.visible_ids()[:2])
+        csv = wl.items[0].outputs["csv"]
+        before = csv.read_bytes()
+        # napari closed before the tables were written: the next worklist writes them
+        w._save_timer.stop()
+        w._poll.stop()
+        rv.detach()
+        assert csv.read_bytes() == before
+        viewer2, w2 = open_worklist(read_worklist(folder), viewer=make_napari_viewer())
+        assert "wrote the tables of 1 review(s)" in w2.status.text()
+        assert list(_statuses(csv).values()).count("accepted") == 2
+        assert w2.current == 0  # still in progress: the first to review
+    finally:
+        shutil.copy(moved, batch / "scans" / "case2.tif")
+
+
+def test_panel_from_the_plugin_menu(make_napari_viewer, qtbot, folder, tmp_path):
+    """Docked on its own (Plugins menu): a wrong folder is one line in the
+    panel; the right one opens its first image."""
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-calc", "Review worklist")
+    assert w.load(tmp_path / "nothere") is None
+    assert w.status.text().endswith("nothere: folder not found")
+    assert w.load(folder) is not None
+    assert "case1 calcifications" in _names(viewer)
+    assert w.review.session.sidecar.parent == folder
+
+
+def test_cli_review_opens_the_start_image(qtbot, folder, monkeypatch, capsys):
+    import napari
+
+    from napari_calc.cli import main
+
+    (folder / "case3.done.json").write_text("{")  # an unusable marker: one line, the rest opens
+    seen = {}
+    monkeypatch.setattr(napari, "run", lambda *a, **k: seen.setdefault("viewer", napari.current_viewer()))
+    assert main(["review", str(folder), "--start", "case2"]) == 0
+    viewer = seen["viewer"]
+    try:
+        assert _names(viewer) == ["case2", "case2 calcifications", "case2 clusters"]
+        assert viewer.title.endswith(str(folder))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "case3.done.json: cannot be used" in err[0]
+    finally:
+        viewer.close()
+
+
+def test_a_review_carried_over_to_a_rerun_is_written(make_napari_viewer, qtbot, folder, batch):
+    """A batch re-run with other parameters: opening the image carries the
+    review over to the new candidates, and those go into the new tables."""
+    from napari_calc.core.export import read_detections
+    from napari_calc.core.review import ReviewSession
+
+    wl = read_worklist(folder)
+    it = wl.items[0]
+    s = ReviewSession.open_or_create(read_detections(it.detections), wl.sidecar(it), fsync=False)
+    top = s.visible_ids()[:2]
+    s.accept(top)
+    pos = s.detections.calcifications.set_index("calc_id").loc[top, ["row", "col"]].to_numpy()
+    wl.save_reviewed(it, s.detections)
+    s.close()
+    assert run_batch([batch / "scans" / "case1.tif"], folder, workers=1, formats=("csv", "json"),
+                     params={"threshold": 3.5}).exit_code == 0
+    csv = it.outputs["csv"]
+    assert set(_statuses(csv).values()) == {"candidate"}  # the new run's table
+
+    viewer, w = open_worklist(read_worklist(folder), viewer=make_napari_viewer())
+    assert w.current == 0
+    qtbot.waitUntil(lambda: list(_statuses(csv).values()).count("accepted") == 2, timeout=10_000)
+    df = pd.read_csv(csv, keep_default_na=False)
+    got = df.loc[df["status"] == "accepted", ["row", "col"]].to_numpy()
+    assert sorted(map(tuple, got)) == sorted(map(tuple, pos))
