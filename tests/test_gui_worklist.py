@@ -83,6 +83,14 @@ def test_go_through_a_batch(make_napari_viewer, qtbot, folder):
     # Next to review skips the reviewed case2
     assert w.go(+1) == 2
 
+    # the list opened again: the progress read from the autosaves (in a
+    # worker thread) fills in, and the first image still to review opens
+    w.review.detach()
+    viewer2, w2 = open_worklist(read_worklist(folder), viewer=make_napari_viewer())
+    assert w2.current == 0
+    qtbot.waitUntil(lambda: w2.table.item(1, 3).text().startswith("reviewed"), timeout=10_000)
+    qtbot.waitUntil(lambda: "1 reviewed, 2 in progress, 0 to review" in w2.summary.text(), timeout=10_000)
+
 
 def test_missing_image_and_reopening_the_list(make_napari_viewer, qtbot, folder, batch, tmp_path):
     moved = tmp_path / "case2.tif"

@@ -82,6 +82,7 @@ class WorklistWidget(QWidget):
         self._layers: list = []  # the layers opened for the current image
         self._notes: list[str] = []  # what loading the list had to say (stays shown)
         self._notes_warn = False
+        self._progress_worker = None
         self._review = None
         self._saved_state = None  # (session id, journal length) last written
         self._save_timer = QTimer(self)
@@ -202,7 +203,15 @@ class WorklistWidget(QWidget):
             w.tooltip = "The worklist keeps the reviews in its batch folder."
         self._notes, self._notes_warn = list(wl.problems), bool(wl.problems)
         self._write_stale_tables()
-        self.progress = {i: wl.progress(it) for i, it in enumerate(wl.items)}
+        # without an autosave, "to review" at once; the others are read in a
+        # worker thread, so that a long batch does not hold the window
+        self.progress = {}
+        reviewed = []
+        for i, it in enumerate(wl.items):
+            if wl.sidecar(it).is_file():
+                reviewed.append(i)
+            else:
+                self.progress[i] = wl.progress(it)
         self.table.setRowCount(len(wl.items))
         for i, it in enumerate(wl.items):
             self.table.setItem(i, 0, QTableWidgetItem(str(i + 1)))
@@ -219,6 +228,36 @@ class WorklistWidget(QWidget):
         if open_first and wl.items:
             first = wl.next_index(None, to_review_only=True, progress=self.progress)
             self.open_index(0 if first is None else first)
+        self._read_progress(wl, [i for i in reviewed if i not in self.progress])
+
+    def _read_progress(self, wl: Worklist, indices: list[int]) -> None:
+        """Read the progress of items ``indices`` from their autosaves in a
+        worker thread; the table fills in as they come."""
+        if self._progress_worker is not None:
+            self._progress_worker.quit()
+            self._progress_worker = None
+        if not indices:
+            return
+        from napari.qt.threading import create_worker
+
+        def job():
+            for i in indices:
+                yield wl, i, wl.progress(wl.items[i])
+
+        worker = create_worker(job, _start_thread=False)
+        worker.yielded.connect(self._on_progress)
+        worker.finished.connect(lambda: setattr(self, "_progress_worker", None)
+                                if self._progress_worker is worker else None)
+        self._progress_worker = worker
+        worker.start()
+
+    def _on_progress(self, result) -> None:
+        wl, i, p = result
+        if wl is not self.worklist or i in self.progress:
+            return  # another list by now, or known already (the current image: from its session)
+        self.progress[i] = p
+        self._show_progress(i)
+        self._update_summary()
 
     def _write_stale_tables(self) -> None:
         """Write the tables of reviews saved after them (napari closed before
@@ -243,6 +282,7 @@ class WorklistWidget(QWidget):
     def _show_progress(self, i: int) -> None:
         p = self.progress.get(i)
         if p is None:
+            self.table.setItem(i, 3, QTableWidgetItem("…"))  # being read
             return
         if p.state == "in progress":
             short = f"in progress ({p.to_review} left)"
@@ -272,10 +312,12 @@ class WorklistWidget(QWidget):
         states = [p.state for p in self.progress.values()]
         n = len(wl.items)
         head = f"image {self.current + 1} of {n}" if self.current is not None else f"{n} images"
+        reading = n - len(states)
         self.summary.setText(f"{head} · {states.count('reviewed')} reviewed, "
                              f"{states.count('in progress')} in progress, {states.count('to review')} "
                              f"to review" + (f", {states.count('cannot open')} cannot be opened"
-                                             if states.count("cannot open") else ""))
+                                             if states.count("cannot open") else "")
+                             + (f" ({reading} being read)" if reading else ""))
 
     def _update_buttons(self) -> None:
         on = self.worklist is not None and len(self.worklist.items) > 0
