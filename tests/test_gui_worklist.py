@@ -121,9 +121,10 @@ def test_missing_image_and_reopening_the_list(make_napari_viewer, qtbot, folder,
         shutil.copy(moved, batch / "scans" / "case2.tif")
 
 
-def test_panel_from_the_plugin_menu(make_napari_viewer, qtbot, folder, tmp_path):
+def test_panel_from_the_plugin_menu(make_napari_viewer, qtbot, folder, tmp_path, monkeypatch):
     """Docked on its own (Plugins menu): a wrong folder is one line in the
-    panel; the right one opens its first image."""
+    panel; the right one opens its first image, and asks for a name."""
+    monkeypatch.delenv("NAPARI_CALC_ANNOTATOR", raising=False)
     viewer = make_napari_viewer()
     _, w = viewer.window.add_plugin_dock_widget("napari-calc", "Review worklist")
     assert w.load(tmp_path / "nothere") is None
@@ -131,6 +132,9 @@ def test_panel_from_the_plugin_menu(make_napari_viewer, qtbot, folder, tmp_path)
     assert w.load(folder) is not None
     assert "case1 calcifications" in _names(viewer)
     assert w.review.session.sidecar.parent == folder
+    assert "Your name is not set" in w.status.text()
+    w.review.annotator.value = "A. N. Other"
+    assert "Your name is not set" not in w.status.text()
 
 
 def test_cli_review_opens_the_start_image(qtbot, folder, monkeypatch, capsys):
@@ -141,10 +145,18 @@ def test_cli_review_opens_the_start_image(qtbot, folder, monkeypatch, capsys):
     (folder / "case3.done.json").write_text("{")  # an unusable marker: one line, the rest opens
     seen = {}
     monkeypatch.setattr(napari, "run", lambda *a, **k: seen.setdefault("viewer", napari.current_viewer()))
-    assert main(["review", str(folder), "--start", "case2"]) == 0
+    monkeypatch.delenv("NAPARI_CALC_ANNOTATOR", raising=False)
+    assert main(["review", str(folder), "--start", "case2", "--annotator", "Dr Who"]) == 0
     viewer = seen["viewer"]
     try:
         assert _names(viewer) == ["case2", "case2 calcifications", "case2 clusters"]
+        w = viewer.window.add_plugin_dock_widget("napari-calc", "Review worklist")[1]
+        assert w.review.session.annotator == "Dr Who"
+        assert "Your name is not set" not in w.status.text()
+        w.review.session.accept(w.review.session.visible_ids()[:1])
+        w.save_current()
+        df = pd.read_csv(w.worklist.items[1].outputs["csv"], keep_default_na=False)
+        assert list(df.loc[df["status"] == "accepted", "annotator"]) == ["Dr Who"]
         assert viewer.title.endswith(str(folder))
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "case3.done.json: cannot be used" in err[0]

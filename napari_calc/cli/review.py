@@ -17,6 +17,8 @@ def register(sub) -> None:
     p.add_argument("--start", metavar="IMAGE", default=None,
                    help="open this image first (its path or output stem) instead of the first one "
                         "still to review")
+    p.add_argument("--annotator", metavar="NAME", default=None,
+                   help="your name, recorded with every decision (default: $NAPARI_CALC_ANNOTATOR)")
     p.set_defaults(func=run)
 
 
@@ -38,7 +40,7 @@ def run(args) -> int:
 
     from ..plugin.viewer import open_worklist
 
-    viewer, _ = open_worklist(wl, start=start)
+    viewer, _ = open_worklist(wl, start=start, annotator=args.annotator)
     napari.run()
     del viewer
     return 0

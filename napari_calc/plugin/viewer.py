@@ -76,7 +76,8 @@ def open_viewer(inputs=(), *, viewer=None, show: bool = True):
     return viewer
 
 
-def open_worklist(worklist, *, start: int | None = None, viewer=None, show: bool = True):
+def open_worklist(worklist, *, start: int | None = None, annotator: str | None = None, viewer=None,
+                  show: bool = True):
     """A napari viewer on a batch's worklist: both panels and the "Review
     worklist" panel docked, with ``worklist``'s image ``start`` open (None:
     the first one still to review, else the first).
@@ -85,6 +86,9 @@ def open_worklist(worklist, *, start: int | None = None, viewer=None, show: bool
     ----------
     worklist : napari_calc.core.worklist.Worklist
     start : int, optional
+    annotator : str, optional
+        The reviewer's name, recorded with every decision (default: the
+        Review panel's, from ``$NAPARI_CALC_ANNOTATOR``).
     viewer : napari.Viewer, optional
         Use this viewer instead of creating one.
     show : bool
@@ -98,7 +102,9 @@ def open_worklist(worklist, *, start: int | None = None, viewer=None, show: bool
 
     if viewer is None:
         viewer = napari.Viewer(title=f"napari-calc review: {worklist.out_dir}", show=show)
-    dock_panels(viewer)
+    _, review = dock_panels(viewer)
+    if annotator:
+        review.annotator.value = annotator
     dock, w = viewer.window.add_plugin_dock_widget(PLUGIN_NAME, WORKLIST_WIDGET)
     # on the left, over the detect panel (a tab away): the review panel keeps
     # the whole right-hand side

@@ -83,6 +83,7 @@ class WorklistWidget(QWidget):
         self._notes: list[str] = []  # what loading the list had to say (stays shown)
         self._notes_warn = False
         self._progress_worker = None
+        self._last_text = ""
         self._review = None
         self._saved_state = None  # (session id, journal length) last written
         self._save_timer = QTimer(self)
@@ -158,7 +159,12 @@ class WorklistWidget(QWidget):
 
     def _say(self, text: str, warn: bool = False) -> None:
         """Show ``text`` below what loading the list had to say."""
+        self._last_text = text
         lines = self._notes + ([text] if text else [])
+        rv = self._review
+        if self.worklist is not None and rv is not None and not str(rv.annotator.value or "").strip():
+            lines.append("Your name is not set: type it in the Review panel's Annotator field (or start "
+                         "with --annotator NAME), so that the tables record who decided.")
         self.status.setText("\n".join(lines))
         self.status.setStyleSheet("color: #ffb000;" if warn or self._notes_warn else "")
 
@@ -195,6 +201,9 @@ class WorklistWidget(QWidget):
         self.current = None
         self.folder.setText(os.fspath(wl.out_dir))
         rv = self.review
+        if not getattr(rv, "_worklist_hooked", False):
+            rv.annotator.changed.connect(lambda *_: self._say(self._last_text))
+            rv._worklist_hooked = True
         rv.sidecar_resolver = self._sidecar_for_layer
         rv.project_dir.value = os.fspath(wl.out_dir)
         rv._project_in_use = os.fspath(wl.out_dir)  # the worklist's folder from the start: nothing to move
