@@ -232,3 +232,23 @@ def test_batch_rerun_keeps_a_reviewed_table(batch, folder):
     assert json.loads(it.outputs["json"].read_text())["format"] == "napari-calc detections"
     assert np.all(pd.read_csv(it.outputs["csv"])["status"] == "candidate")
     assert wl.sidecar(it).read_bytes() == autosave  # the review itself stays, to carry over
+
+
+def test_images_moved_to_another_place(folder, batch, tmp_path):
+    """Results reviewed on another machine: the images are found under
+    --images by the tail of their recorded path; the reviews stay keyed on
+    the recorded path."""
+    elsewhere = tmp_path / "mnt" / "scans"
+    shutil.copytree(batch[0], elsewhere)
+    wl = read_worklist(folder)
+    fake = [type(it)(stem=it.stem, image="/nonexistent/archive/scans/" + Path(it.image).relative_to(batch[0]).as_posix(),
+                     detections=it.detections, outputs=it.outputs) for it in wl.items]
+    moved = type(wl)(folder, fake, images_dir=tmp_path / "mnt")
+    assert moved.image_path(fake[1]) == str(elsewhere / "sub" / "img3.tif")  # scans/sub/img3.tif
+    assert moved.image_path(fake[0]) == str(elsewhere / "img2.tif")
+    assert type(wl)(folder, fake).image_path(fake[0]) is None  # without --images
+    assert moved.sidecar(fake[0]) == type(wl)(folder, fake).sidecar(fake[0])
+    assert wl.image_path(wl.items[0]) == wl.items[0].image  # still where the batch read it
+    with pytest.raises(NapariCalcError, match="nothere: images folder not found"):
+        read_worklist(folder, tmp_path / "nothere")
+    assert read_worklist(folder, elsewhere).images_dir == elsewhere

@@ -17,6 +17,10 @@ def register(sub) -> None:
     p.add_argument("--start", metavar="IMAGE", default=None,
                    help="open this image first (its path or output stem) instead of the first one "
                         "still to review")
+    p.add_argument("--images", metavar="IMAGES_DIR", default=None,
+                   help="where the images are now, when not where the batch read them (results "
+                        "reviewed on another machine): each is looked for there by the tail of its "
+                        "path, e.g. site1/a.dcm, then a.dcm")
     p.add_argument("--annotator", metavar="NAME", default=None,
                    help="your name, recorded with every decision (default: $NAPARI_CALC_ANNOTATOR)")
     p.set_defaults(func=run)
@@ -27,7 +31,7 @@ def run(args) -> int:
     from ..core.worklist import read_worklist
     from .view import check_viewer_can_start
 
-    wl = read_worklist(args.folder)  # a wrong folder: one line, before any window opens
+    wl = read_worklist(args.folder, args.images)  # a wrong folder: one line, before any window opens
     start = None
     if args.start is not None:
         start = wl.find(args.start)

@@ -138,10 +138,33 @@ class Worklist:
         marker that is not readable, an output that was removed).
     """
 
-    def __init__(self, out_dir, items: list[WorkItem], problems: list[str] | None = None):
+    def __init__(self, out_dir, items: list[WorkItem], problems: list[str] | None = None,
+                 images_dir=None):
         self.out_dir = Path(os.path.abspath(os.fspath(out_dir)))
         self.items = list(items)
         self.problems = list(problems or [])
+        #: Where to look for images that are no longer where the batch read
+        #: them (results reviewed on another machine); see :meth:`image_path`.
+        self.images_dir = None if images_dir is None else Path(os.path.abspath(os.fspath(images_dir)))
+
+    def image_path(self, item: WorkItem) -> str | None:
+        """The image file to open for ``item``: where the batch read it, or,
+        when it is not there and :attr:`images_dir` is set, the same file
+        under ``images_dir`` (the longest tail of its path found there:
+        ``/data/site1/a.dcm`` is looked for as ``data/site1/a.dcm``, then
+        ``site1/a.dcm``, then ``a.dcm``). None when it is found nowhere. Its review stays under
+        the path the batch recorded, so it is found from any machine."""
+        if os.path.exists(item.image):
+            return item.image
+        if self.images_dir is None:
+            return None
+        recorded = Path(item.image)
+        parts = recorded.parts[1:] if recorded.anchor else recorded.parts
+        for k in range(len(parts), 0, -1):
+            cand = self.images_dir.joinpath(*parts[-k:])
+            if cand.exists():
+                return os.fspath(cand)
+        return None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -239,7 +262,7 @@ class Worklist:
         return out
 
 
-def read_worklist(out_dir) -> Worklist:
+def read_worklist(out_dir, images_dir=None) -> Worklist:
     """The worklist of a ``napari-calc detect`` output folder.
 
     Parameters
@@ -248,6 +271,9 @@ def read_worklist(out_dir) -> Worklist:
         The folder given as ``--out`` (searched recursively for the
         ``<stem>.done.json`` markers the batch writes when an image is
         finished).
+    images_dir : path-like, optional
+        Where the images are now, when not where the batch read them (see
+        :meth:`Worklist.image_path`).
 
     Returns
     -------
@@ -260,6 +286,8 @@ def read_worklist(out_dir) -> Worklist:
         image (one line naming it, with what to run).
     """
     d = Path(os.path.abspath(os.fspath(out_dir)))
+    if images_dir is not None and not os.path.isdir(images_dir):
+        raise NapariCalcError("images folder not found", images_dir)
     if not d.exists():
         raise NapariCalcError("folder not found", d)
     if not d.is_dir():
@@ -282,5 +310,5 @@ def read_worklist(out_dir) -> Worklist:
             f"no image finished by napari-calc detect here{hint}"
             + ("" if ran else f"; run: napari-calc detect IMAGES --out {printable(d)}"), d)
     items.sort(key=lambda it: _natural_key(it.stem))
-    return Worklist(d, items, problems)
+    return Worklist(d, items, problems, images_dir=images_dir)
 

@@ -364,12 +364,15 @@ class WorklistWidget(QWidget):
         if wl is None or not 0 <= i < len(wl.items):
             return None
         it = wl.items[i]
-        if not os.path.exists(it.image):
+        image = wl.image_path(it)
+        if image is None:
             self.progress[i] = Progress("cannot open", text="image not found")
             self._show_progress(i)
             self._update_summary()
-            self._say(f"{printable(it.image)}: image not found (moved or not mounted here?); "
-                      "its detections stay in the batch folder", warn=True)
+            where = (f"nor under {printable(wl.images_dir)}" if wl.images_dir is not None else
+                     "moved or not mounted here? start with --images DIR, the folder it is in now")
+            self._say(f"{printable(it.image)}: image not found ({where}); its detections stay in the "
+                      "batch folder", warn=True)
             return None
         self._leave_current()
         self.current = i
@@ -378,7 +381,7 @@ class WorklistWidget(QWidget):
         try:
             from .viewer import PLUGIN_NAME
 
-            self.viewer.open(it.image, plugin=PLUGIN_NAME)
+            self.viewer.open(image, plugin=PLUGIN_NAME)
             self.viewer.open(os.fspath(it.detections), plugin=PLUGIN_NAME)
         except Exception as e:  # a reader error is a bad input: one line, never a traceback
             msg = _reason(e)
@@ -398,7 +401,7 @@ class WorklistWidget(QWidget):
             # written once more when it holds a review: one carried over from an
             # earlier run's is not in this run's tables yet
             self._saved_state = None
-            self._say(f"{printable(it.image)}")
+            self._say(printable(image))
             self._refresh_current()
         self._show_progress(i)
         for r in range(self.table.rowCount()):
