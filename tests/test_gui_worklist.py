@@ -82,14 +82,23 @@ def test_go_through_a_batch(make_napari_viewer, qtbot, folder):
     assert "Restored review from" in rv.autosave_label.text()
     # Next to review skips the reviewed case2
     assert w.go(+1) == 2
+    # with every other image reviewed, Next to review stays and says so
+    rv.session.reject(rv.session.visible_ids())  # case3 done
+    w.open_index(0)
+    rv.session.accept(rv.session.visible_ids())
+    assert w.go(+1) is None and w.current == 0
+    assert "every image of the list is reviewed" in w.status.text()
+    rv.session.undo()
+    assert w.go(+1) is None and "only this one" in w.status.text()
+    rv.session.redo()
 
     # the list opened again: the progress read from the autosaves (in a
     # worker thread) fills in, and the first image still to review opens
     w.review.detach()
     viewer2, w2 = open_worklist(read_worklist(folder), viewer=make_napari_viewer())
-    assert w2.current == 0
+    assert w2.current == 0  # every image reviewed: the first
     qtbot.waitUntil(lambda: w2.table.item(1, 3).text().startswith("reviewed"), timeout=10_000)
-    qtbot.waitUntil(lambda: "1 reviewed, 2 in progress, 0 to review" in w2.summary.text(), timeout=10_000)
+    qtbot.waitUntil(lambda: "3 reviewed, 0 in progress, 0 to review" in w2.summary.text(), timeout=10_000)
 
 
 def test_missing_image_and_reopening_the_list(make_napari_viewer, qtbot, folder, batch, tmp_path):

@@ -348,7 +348,11 @@ class WorklistWidget(QWidget):
                 nxt = wl.next_index(None, to_review_only=True, progress=self.progress)
                 if nxt is None or nxt == self.current:
                     self.save_current()
-                    self._say(f"every image of the list is reviewed; the tables are in {wl.out_dir}")
+                    if nxt is None:
+                        self._say(f"every image of the list is reviewed; the tables are in "
+                                  f"{printable(wl.out_dir)}")
+                    else:
+                        self._say("no other image is left to review: only this one")
                     return None
         else:
             nxt = wl.next_index(self.current, direction=-1)
@@ -375,8 +379,7 @@ class WorklistWidget(QWidget):
                       "batch folder", warn=True)
             return None
         self._leave_current()
-        self.current = i
-        opened = []
+        previous, self.current = self.current, i
         before = set(map(id, self.viewer.layers))
         try:
             from .viewer import PLUGIN_NAME
@@ -404,9 +407,8 @@ class WorklistWidget(QWidget):
             self._say(printable(image))
             self._refresh_current()
         self._show_progress(i)
-        for r in range(self.table.rowCount()):
-            if r != i:
-                self._show_progress(r)
+        if previous is not None and previous != i:
+            self._show_progress(previous)  # no longer bold
         self.table.selectRow(i)
         self._update_summary()
         self._update_buttons()
