@@ -1,6 +1,7 @@
 """napari writers and the export reader, called directly (no viewer)."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,7 @@ def _layer_state(det, name="img"):
 def test_points_writer_csv_round_trip(tmp_path, ndim):
     det = make_detections(ndim, extras=True)
     data, attrs = _layer_state(det)
-    out = write_calcifications_csv(str(tmp_path / "img.calcifications.csv"), data, attrs)
+    out = write_calcifications_csv(str(tmp_path / "img.calcifications.csv"), [(data, attrs, "points")])
     assert [p.split("/")[-1] for p in out] == ["img.calcifications.csv", "img.clusters.csv"]
     back = read_detections(out[0])
     # positions are taken from the layer data; clusters recomputed from cluster_id
@@ -81,7 +82,7 @@ def test_moved_and_added_points(tmp_path):
 def test_points_writers_exact_formats(tmp_path, writer, suffix):
     det = make_detections(2)
     data, attrs = _layer_state(det)
-    out = writer(str(tmp_path / "img"), data, attrs)  # suffix appended
+    out = writer(str(tmp_path / "img"), [(data, attrs, "points")])  # suffix appended
     assert out == [str(tmp_path / f"img{suffix}")]
     back = read_detections(out[0])
     np.testing.assert_allclose(back.calcifications.y_mm, det.calcifications.y_mm, atol=1e-9)
@@ -100,7 +101,7 @@ def test_gui_csv_has_integer_pixel_indices(tmp_path):
     data, attrs = _layer_state(det)
     data = np.vstack([data, [[10.4, 20.6]]])  # and a point added in napari, between pixels
     attrs["features"] = pd.concat([pd.DataFrame(attrs["features"]), pd.DataFrame([{}])], ignore_index=True)
-    out = write_calcifications_csv(str(tmp_path / "gui"), data, attrs)
+    out = write_calcifications_csv(str(tmp_path / "gui"), [(data, attrs, "points")])
     lines = open(out[0]).read().splitlines()
     cli = write_outputs(det, tmp_path, "cli")["csv"].read_text().splitlines()
     assert lines[1].split(",")[1:3] == cli[1].split(",")[1:3] and "." not in "".join(lines[1].split(",")[1:3])
@@ -119,7 +120,7 @@ def test_plain_names_from_the_save_dialog_get_the_format_suffix(tmp_path, writer
     reopen: the reader and evaluate know exports by their full suffix."""
     det = make_detections(2)
     data, attrs = _layer_state(det)
-    out = writer(str(tmp_path / given), data, attrs)
+    out = writer(str(tmp_path / given), [(data, attrs, "points")])
     assert sorted(out) == sorted(str(tmp_path / w) for w in written)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written)
     assert callable(get_detections_reader(out[0]))
@@ -130,10 +131,10 @@ def test_plain_names_from_the_save_dialog_get_the_format_suffix(tmp_path, writer
 def test_markups_and_cad_sr_writers(tmp_path):
     det = make_detections(2)
     data, attrs = _layer_state(det)
-    m = write_calcifications_markups(str(tmp_path / "img.mrk.json"), data, attrs)
+    m = write_calcifications_markups(str(tmp_path / "img.mrk.json"), [(data, attrs, "points")])
     doc = json.loads(open(m[0]).read())
     assert len(doc["markups"][0]["controlPoints"]) == len(det.calcifications)
-    c = write_calcifications_cad_sr(str(tmp_path / "img.cad-sr.dcm"), data, attrs)
+    c = write_calcifications_cad_sr(str(tmp_path / "img.cad-sr.dcm"), [(data, attrs, "points")])
     assert read_detections(c[0]).calcifications.calc_id.tolist() == det.calcifications.calc_id.tolist()
 
 
@@ -244,7 +245,7 @@ def test_real_napari_layer_state(tmp_path):
     layer = napari_layers.Points(**kw)
     data, attrs, ltype = layer.as_layer_data_tuple()
     assert ltype == "points"
-    out = write_calcifications_csv(str(tmp_path / "img.calcifications.csv"), data, attrs)
+    out = write_calcifications_csv(str(tmp_path / "img.calcifications.csv"), [(data, attrs, "points")])
     back = read_detections(out[0])
     np.testing.assert_allclose(back.calcifications[["slice", "row", "col", "z_mm", "y_mm", "x_mm"]],
                                det.calcifications[["slice", "row", "col", "z_mm", "y_mm", "x_mm"]],
@@ -260,7 +261,7 @@ def test_points_added_with_napari_tools_get_the_panel_defaults(tmp_path):
     det = make_detections(2)
     kw = points_layer_kwargs(det, name="img calcifications")
     data = np.vstack([kw.pop("data"), [[300.0, 400.0], [310.0, 420.0]]])  # two drawn in napari
-    out = write_calcifications_csv(str(tmp_path / "img.calcifications.csv"), data, kw)
+    out = write_calcifications_csv(str(tmp_path / "img.calcifications.csv"), [(data, kw, "points")])
     t = pd.read_csv(out[0])
     new = t.tail(2)
     assert new.status.tolist() == ["added", "added"]
@@ -268,3 +269,45 @@ def test_points_added_with_napari_tools_get_the_panel_defaults(tmp_path):
     assert new.diameter_mm.tolist() == [DEFAULT_ADDED_DIAMETER_MM] * 2
     old = t.head(len(det.calcifications))
     np.testing.assert_allclose(old.score, det.calcifications.score)  # the others untouched
+
+
+def test_save_selected_layers_offers_every_type_with_the_clusters_layer_selected_too(tmp_path):
+    """The README says: select the calcifications layer and its clusters
+    layer, then pick a type. With both selected, napari offered only
+    'detections (format from the file name)'; the Shapes layer's cluster
+    table must be what is saved."""
+    napari_layers = pytest.importorskip("napari.layers")
+    from napari.plugins.io import save_layers
+
+    det = make_detections(2)
+    pts = napari_layers.Points(**points_layer_kwargs(det, name="img calcifications",
+                                                     source_layer="img"))
+    shp = napari_layers.Shapes(**shapes_layer_kwargs(det, name="img clusters", source_layer="img"))
+    feats = shp.features.copy()
+    feats.loc[0, "score"] = 0.123  # edited on the clusters layer: saved as edited
+    shp.features = feats
+    from napari.plugins import _initialize_plugins
+    from napari.plugins._npe2 import file_extensions_string_for_layers
+
+    _initialize_plugins()
+    wanted = {"calcifications CSV": ["img.calcifications.csv", "img.clusters.csv"],
+              "detections JSON": ["img.detections.json"],
+              "3D Slicer markups": ["img.mrk.json"],
+              "DICOM SR (TID 1500)": ["img.sr.dcm"],
+              "Mammography CAD SR": ["img.cad-sr.dcm"]}
+    for layers in ([pts], [pts, shp]):  # what the Save Selected Layers dialog lists
+        filters, writers = file_extensions_string_for_layers(layers)
+        offered = {w.display_name for w in writers if w.command.startswith("napari-calc.")}
+        assert set(wanted) <= offered, (len(layers), offered)
+        assert "napari-calc 3D Slicer markups (*.mrk.json)" in filters.split(";;")
+    for w in writers:
+        if w.display_name not in wanted:
+            continue
+        d = tmp_path / w.display_name.replace(" ", "_").replace("(", "").replace(")", "")
+        d.mkdir()
+        out = save_layers(str(d / "img.csv"), [pts, shp], _writer=w)
+        assert sorted(os.path.basename(p) for p in out) == sorted(wanted[w.display_name])
+        if w.display_name in ("calcifications CSV", "detections JSON", "DICOM SR (TID 1500)"):
+            back = read_detections(out[0])
+            assert back.clusters.score.tolist()[0] == pytest.approx(0.123)
+            assert back.clusters.cluster_id.tolist() == det.clusters.cluster_id.tolist()

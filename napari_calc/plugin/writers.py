@@ -1,22 +1,27 @@
 """npe2 writers: napari-calc result layers -> the core exports.
 
-Single-layer writers (npe2 signature ``(path, data, attributes) -> list[str]``):
+Writers (npe2 multi-layer signature ``(path, layer_data) -> list[str]``, with
+``layer_data`` napari's ``(data, attributes, layer_type)`` tuples). Each takes
+a calcifications Points layer and, optionally, its clusters Shapes layer, so
+that *File > Save Selected Layers* offers every type whether the Points layer
+is selected alone or with its clusters:
 
-=================================  ======  ==================================================
-function                           layer   file(s)
-=================================  ======  ==================================================
-``write_calcifications_csv``       points  ``<stem>.calcifications.csv`` + ``<stem>.clusters.csv``
-``write_calcifications_json``      points  ``<stem>.detections.json``
-``write_calcifications_markups``   points  ``<stem>.mrk.json`` (3D Slicer)
-``write_calcifications_sr``        points  ``<stem>.sr.dcm`` (TID 1500)
-``write_calcifications_cad_sr``    points  ``<stem>.cad-sr.dcm`` (Mammography CAD SR)
-``write_clusters_csv``             shapes  the cluster table only
-=================================  ======  ==================================================
+=================================  ==============  ==================================================
+function                           layers          file(s)
+=================================  ==============  ==================================================
+``write_calcifications_csv``       points, shapes  ``<stem>.calcifications.csv`` + ``<stem>.clusters.csv``
+``write_calcifications_json``      points, shapes  ``<stem>.detections.json``
+``write_calcifications_markups``   points, shapes  ``<stem>.mrk.json`` (3D Slicer)
+``write_calcifications_sr``        points, shapes  ``<stem>.sr.dcm`` (TID 1500)
+``write_calcifications_cad_sr``    points, shapes  ``<stem>.cad-sr.dcm`` (Mammography CAD SR)
+``write_detections``               points, shapes  one of the above, from the file name
+                                                   (``.calcifications.csv``, ``.csv``,
+                                                   ``.detections.json``, ``.json``, ``.mrk.json``,
+                                                   ``.sr.dcm``, ``.cad-sr.dcm``)
+=================================  ==============  ==================================================
 
-Multi-layer writer ``write_detections(path, layer_data) -> list[str]`` takes a
-calcifications Points layer and (optionally) its clusters Shapes layer and
-picks the format from the file name (``.calcifications.csv``, ``.csv``,
-``.detections.json``, ``.json``, ``.mrk.json``, ``.sr.dcm``, ``.cad-sr.dcm``).
+and the single-layer ``write_clusters_csv(path, data, attributes)`` (a
+clusters Shapes layer alone -> the cluster table only).
 
 Layer -> :class:`~napari_calc.core.detections.Detections`: the Points
 ``features`` hold the calcification columns; positions come from the layer
@@ -177,34 +182,43 @@ def _target(path, fmt: str) -> Path:
     return p.with_name(p.name + SUFFIXES[fmt])
 
 
-def _write_points(path, data, attributes, fmt, shapes_attributes=None) -> list[str]:
-    det = detections_from_layer_data(data, attributes, shapes_attributes)
+def _write_layers(path, layer_data, fmt: str) -> list[str]:
+    """The Points layer (and the Shapes layer, when one is given) -> ``fmt``."""
+    points = [ld for ld in layer_data if ld[2] == "points"]
+    shapes = [ld for ld in layer_data if ld[2] == "shapes"]
+    if len(points) != 1 or len(shapes) > 1:
+        from ..core.errors import InvalidParameterError
+
+        raise InvalidParameterError("select one calcifications Points layer (and its clusters "
+                                    "Shapes layer) to export", path)
+    data, attrs, _ = points[0]
+    det = detections_from_layer_data(data, attrs, shapes[0][1] if shapes else None)
     return [str(p) for p in write_format(det, _target(path, fmt), fmt)]
 
 
-def write_calcifications_csv(path: str, data: Any, attributes: dict) -> list[str]:
-    """Calcifications Points layer -> ``<stem>.calcifications.csv`` and ``<stem>.clusters.csv``."""
-    return _write_points(path, data, attributes, "csv")
+def write_calcifications_csv(path: str, layer_data: list) -> list[str]:
+    """Calcifications (+ clusters) -> ``<stem>.calcifications.csv`` and ``<stem>.clusters.csv``."""
+    return _write_layers(path, layer_data, "csv")
 
 
-def write_calcifications_json(path: str, data: Any, attributes: dict) -> list[str]:
-    """Calcifications Points layer -> ``<stem>.detections.json``."""
-    return _write_points(path, data, attributes, "json")
+def write_calcifications_json(path: str, layer_data: list) -> list[str]:
+    """Calcifications (+ clusters) -> ``<stem>.detections.json``."""
+    return _write_layers(path, layer_data, "json")
 
 
-def write_calcifications_markups(path: str, data: Any, attributes: dict) -> list[str]:
-    """Calcifications Points layer -> 3D Slicer ``<stem>.mrk.json``."""
-    return _write_points(path, data, attributes, "mrk.json")
+def write_calcifications_markups(path: str, layer_data: list) -> list[str]:
+    """Calcifications (+ clusters) -> 3D Slicer ``<stem>.mrk.json``."""
+    return _write_layers(path, layer_data, "mrk.json")
 
 
-def write_calcifications_sr(path: str, data: Any, attributes: dict) -> list[str]:
-    """Calcifications Points layer -> DICOM SR TID 1500 ``<stem>.sr.dcm``."""
-    return _write_points(path, data, attributes, "sr.dcm")
+def write_calcifications_sr(path: str, layer_data: list) -> list[str]:
+    """Calcifications (+ clusters) -> DICOM SR TID 1500 ``<stem>.sr.dcm``."""
+    return _write_layers(path, layer_data, "sr.dcm")
 
 
-def write_calcifications_cad_sr(path: str, data: Any, attributes: dict) -> list[str]:
-    """Calcifications Points layer -> Mammography CAD SR ``<stem>.cad-sr.dcm``."""
-    return _write_points(path, data, attributes, "cad-sr.dcm")
+def write_calcifications_cad_sr(path: str, layer_data: list) -> list[str]:
+    """Calcifications (+ clusters) -> Mammography CAD SR ``<stem>.cad-sr.dcm``."""
+    return _write_layers(path, layer_data, "cad-sr.dcm")
 
 
 def write_clusters_csv(path: str, data: Any, attributes: dict) -> list[str]:
@@ -255,13 +269,4 @@ def write_detections(path: str, layer_data: list) -> list[str]:
     list of str
         Written files.
     """
-    points = [ld for ld in layer_data if ld[2] == "points"]
-    shapes = [ld for ld in layer_data if ld[2] == "shapes"]
-    if len(points) != 1:
-        from ..core.errors import InvalidParameterError
-
-        raise InvalidParameterError("select exactly one calcifications Points layer to export", path)
-    data, attrs, _ = points[0]
-    sattrs = shapes[0][1] if shapes else None
-    fmt = _format_of(path)
-    return _write_points(path, data, attrs, fmt, sattrs)
+    return _write_layers(path, layer_data, _format_of(path))
