@@ -311,3 +311,46 @@ def test_save_selected_layers_offers_every_type_with_the_clusters_layer_selected
             back = read_detections(out[0])
             assert back.clusters.score.tolist()[0] == pytest.approx(0.123)
             assert back.clusters.cluster_id.tolist() == det.clusters.cluster_id.tolist()
+
+
+def test_a_cluster_table_on_its_own_reopens_as_its_clusters(tmp_path):
+    """Saved with 'clusters CSV' (the clusters layer alone), it reopened as
+    pin-point outlines and an empty calcifications layer that the Review
+    panel took for the image's review."""
+    det = make_detections(2)
+    sk = shapes_layer_kwargs(det, name="f clusters", source_layer="f")
+    sdata = sk.pop("data")
+    out = write_clusters_csv(str(tmp_path / "f.csv"), sdata, sk)
+    assert [os.path.basename(p) for p in out] == ["f.clusters.csv"]
+    layers = get_detections_reader(out[0])(out[0])
+    assert [t for _, _, t in layers] == ["shapes"]
+    data, kw, _ = layers[0]
+    assert kw["name"] == "f clusters" and len(data) == len(det.clusters)
+    assert kw["features"].cluster_id.tolist() == det.clusters.cluster_id.tolist()
+    sp = np.asarray(kw["scale"])
+    for poly, cl in zip(data, det.clusters.itertuples()):
+        mm = np.asarray(poly) * sp
+        centre = mm.mean(axis=0)
+        np.testing.assert_allclose(centre, [cl.y_mm, cl.x_mm], atol=0.01)
+        diam = 2 * np.linalg.norm(mm - centre, axis=1)
+        np.testing.assert_allclose(diam, max(cl.max_extent_mm, 1.2), rtol=0.01)
+    # with the calcification table beside it, both layers, as before
+    write_outputs(det, tmp_path / "both", "g")
+    both = get_detections_reader(str(tmp_path / "both" / "g.clusters.csv"))(
+        str(tmp_path / "both" / "g.clusters.csv"))
+    assert sorted(t for _, _, t in both) == ["points", "shapes"]
+
+
+def test_slicer_markups_dropped_on_napari_say_what_to_open(tmp_path):
+    """napari said only that no reader could open a .mrk.json."""
+    napari_components = pytest.importorskip("napari.components")
+    from napari.plugins import _initialize_plugins
+
+    _initialize_plugins()
+    out = write_outputs(make_detections(2), tmp_path, "m", formats="mrk.json")
+    reader = get_detections_reader(str(out["mrk.json"]))
+    assert callable(reader)
+    with pytest.raises(Exception) as e:
+        napari_components.ViewerModel().open(str(out["mrk.json"]), plugin=None)
+    assert "m.mrk.json: 3D Slicer markups are written for Slicer and not read back; open " \
+           "m.calcifications.csv, m.detections.json or m.sr.dcm instead" in str(e.value)

@@ -1,7 +1,8 @@
 """npe2 reader: reopen napari-calc exports as result layers, so review continues.
 
 Accepted files: ``*.calcifications.csv`` and ``*.clusters.csv`` (either one
-loads both tables), ``*.detections.json`` (and any ``.json`` whose
+loads both tables; a cluster table without its calcification table gives the
+clusters layer alone, each cluster a circle of its ``max_extent_mm``), ``*.detections.json`` (and any ``.json`` whose
 ``"format"`` is ``"napari-calc detections"``), ``*.sr.dcm`` (TID 1500) and
 ``*.cad-sr.dcm`` (Mammography CAD SR), via
 :func:`napari_calc.core.export.read_detections`.
@@ -46,7 +47,14 @@ def _ours(path: str) -> bool:
     if not os.path.isfile(path):
         return False
     if low.endswith(".mrk.json"):
-        return False  # Slicer markups are export-only
+        # our Slicer markups are an export only: claimed, so that napari
+        # shows the reason (open the CSV, JSON or SR) instead of "no reader";
+        # other markups files are left to other plugins
+        try:
+            with open(path, "rb") as f:
+                return b'"labelFormat": "MC-%d"' in f.read(4096)
+        except OSError:
+            return False
     if low.endswith((".calcifications.csv", ".clusters.csv", ".sr.dcm", ".cad-sr.dcm",
                      ".detections.json")):
         return True
@@ -69,9 +77,16 @@ def read_detections_layers(path: str) -> list[tuple]:
     det = read_detections(path)
     stem = _stem(path)
     det.metadata.setdefault("export_path", os.fspath(path))
-    pk = points_layer_kwargs(det, name=calc_layer_name(stem), source_layer=stem)
     sk = shapes_layer_kwargs(det, name=cluster_layer_name(stem), source_layer=stem)
-    pdata, sdata = pk.pop("data"), sk.pop("data")
+    sdata = sk.pop("data")
+    path = os.fspath(path)
+    if path.lower().endswith(".clusters.csv") and not os.path.exists(
+            path[: -len(".clusters.csv")] + ".calcifications.csv"):
+        # a cluster table on its own: its outlines, and no empty calcifications
+        # layer for the Review panel to take for this image's review
+        return [(sdata, sk, "shapes")]
+    pk = points_layer_kwargs(det, name=calc_layer_name(stem), source_layer=stem)
+    pdata = pk.pop("data")
     return [(sdata, sk, "shapes"), (pdata, pk, "points")]
 
 

@@ -318,19 +318,28 @@ def _hull(points: np.ndarray, pad: float) -> np.ndarray:
 def cluster_polygons(calcs: pd.DataFrame, clusters: pd.DataFrame, spacing_mm, ndim: int) -> list[np.ndarray]:
     """One outline per cluster row, in pixel coordinates.
 
-    2-D: ``(k, 2)`` (row, col) vertices. 3-D: ``(k, 3)`` with the slice of
-    the cluster's centroid as the first coordinate.
+    The convex hull of the member calcifications, padded by a disc. A
+    cluster without members in ``calcs`` (a cluster table opened without its
+    calcification table) gets a circle of diameter ``max_extent_mm`` around
+    its centroid. 2-D: ``(k, 2)`` (row, col) vertices. 3-D: ``(k, 3)`` with
+    the slice of the cluster's centroid as the first coordinate.
     """
     polys = []
     pad_mm = 0.6
-    px = float(min(spacing_mm[-2:]))
+    row_mm, col_mm = (float(s) for s in spacing_mm[-2:])
+    px = min(row_mm, col_mm)
     cid = calcs["cluster_id"].to_numpy() if len(calcs) else np.zeros(0, dtype=int)
     rc = calcs[["row", "col"]].to_numpy(float) if len(calcs) else np.zeros((0, 2))
     for _, cl in clusters.iterrows():
         members = rc[cid == cl["cluster_id"]]
         if len(members) == 0:
-            members = np.array([[cl["row"], cl["col"]]], dtype=float)
-        poly = _hull(members, pad_mm / px)
+            ext = pd.to_numeric(pd.Series([cl.get("max_extent_mm")]), errors="coerce").iloc[0]
+            r_mm = max(float(ext) / 2 if np.isfinite(ext) else 0.0, pad_mm)
+            ang = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+            poly = np.column_stack([float(cl["row"]) + np.sin(ang) * r_mm / row_mm,
+                                    float(cl["col"]) + np.cos(ang) * r_mm / col_mm])
+        else:
+            poly = _hull(members, pad_mm / px)
         if ndim == 3:
             z = float(cl["slice"]) if "slice" in cl else float(calcs["slice"][cid == cl["cluster_id"]].mean())
             poly = np.column_stack([np.full(len(poly), round(z)), poly])

@@ -280,8 +280,10 @@ def read_detections(path) -> Detections:
 
             return read_csv_detections(p)
         if name.endswith(".mrk.json"):
-            raise ExportError("3D Slicer markups are an export only; read the CSV, JSON or SR "
-                              "instead", p)
+            stem = p.name[: -len(".mrk.json")]
+            raise ExportError(f"3D Slicer markups are written for Slicer and not read back; open "
+                              f"{stem}.calcifications.csv, {stem}.detections.json or "
+                              f"{stem}.sr.dcm instead", p)
         if name.endswith(".json"):
             from .json_io import read_json_detections
 

@@ -209,7 +209,8 @@ def read_csv_detections(path) -> Detections:
     axes = (["slice"] if ndim == 3 else []) + ["row", "col"]
     shape = []
     for a in axes:
-        vals = pd.to_numeric(calcs[a], errors="coerce").to_numpy(float) if len(calcs) else np.empty(0)
+        vals = np.concatenate([pd.to_numeric(t[a], errors="coerce").to_numpy(float)
+                               for t in (calcs, clus) if len(t)] or [np.empty(0)])
         vals = vals[np.isfinite(vals)]
         shape.append(int(np.floor(vals.max())) + 1 if len(vals) else 0)
     metadata = {"export_source_path": os.fspath(calc_p)}
