@@ -16,7 +16,7 @@ from gui_helpers import dock_both, press, run_detection  # noqa: E402
 from qtpy.QtCore import QPoint, Qt  # noqa: E402
 
 from napari_calc.core.columns import calc_columns  # noqa: E402
-from napari_calc.core.review import REVIEW_COLUMNS  # noqa: E402
+from napari_calc.core.review import REVIEW_COLUMNS, ReviewSession  # noqa: E402
 from napari_calc.plugin.layers import STATUS_COLORS  # noqa: E402
 
 LAYER = "sample-mammogram calcifications"
@@ -187,6 +187,30 @@ def test_switching_project_folders_keeps_the_review_on_screen(qtbot, reviewing, 
     assert t.row(c)["morphology"] == "punctate" and "moved here" in review_w.autosave_label.text()
     assert t.backup is not None and t.backup.exists()  # A's older review, kept
     assert _status(pts, b) == "rejected"
+
+
+def test_switching_project_folders_keeps_the_undo_history(qtbot, reviewing, tmp_path):
+    """The review moved, but its undo history did not: Undo was greyed out
+    after choosing another folder, and its autosave held a snapshot only."""
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    a, b = (int(x) for x in s.detections.calcifications.calc_id[:2])
+    s.accept([a])
+    s.reject([b])
+    other = tmp_path / "B"
+    other.mkdir()
+    review_w.set_project_dir(other)
+    t = review_w.session
+    assert t.sidecar.parent == other and t.can_undo and review_w.btns["undo"].enabled
+    assert "undo history" in review_w.autosave_label.text()
+    assert str(t.sidecar) in review_w.autosave_label.text()
+    press(qtbot, viewer, Qt.Key.Key_U)
+    assert _status(pts, b) == "candidate" and t.row(a)["status"] == "accepted"
+    # what was saved in B restores with the same history (redo included)
+    review_w.detach()
+    back = ReviewSession.restore(other / t.sidecar.name, read_only=True)
+    assert back.row(b)["status"] == "candidate" and back.can_undo and back.can_redo
+    assert [h["op"] for h in back.history][-3:] == ["accept", "reject", "undo"]
 
 
 def test_delete_key_and_next_cluster(qtbot, reviewing):

@@ -586,3 +586,52 @@ def test_same_candidates_other_clustering_takes_the_new_parameters(tmp_path):
     same = ReviewSession.open_or_create(wider, sc)  # and that review is then restored as it is
     assert same.carried_over is None and same.backup is None and same.row(3)["status"] == "accepted"
     same.close()
+
+
+def test_move_to_takes_the_undo_history_along(tmp_path):
+    """Choosing another project folder moved the decisions but not the
+    undo history."""
+    det = ns["make_det"](50)
+    a = tmp_path / "a.jsonl"
+    s = ReviewSession(det, sidecar=a, fsync=False)
+    s.accept([1])
+    s.reject([2])
+    s.undo()
+    there = tmp_path / "B"
+    there.mkdir()
+    b = there / "a.jsonl"
+    b.write_text("an older review\n")
+    s.move_to(b)
+    assert s.sidecar == b and s.backup == there / "a.jsonl.bak"
+    assert s.backup.read_text() == "an older review\n"  # kept, not overwritten
+    s.accept([3])  # saved in B
+    s.close()
+    r = ReviewSession.restore(b, det, fsync=False)
+    assert [r.row(i)["status"] for i in (1, 2, 3)] == ["accepted", "candidate", "accepted"]
+    assert [h["op"] for h in r.history] == ["accept", "reject", "undo", "accept"]
+    assert r.undo() and r.undo()  # back past the move
+    assert r.row(1)["status"] == "candidate"
+    r.close()
+    old = ReviewSession.restore(a, det, read_only=True)  # the old place: as it was left
+    assert [h["op"] for h in old.history] == ["accept", "reject", "undo"]
+
+
+def test_move_to_a_place_that_cannot_be_written_keeps_saving_where_it_did(tmp_path):
+    det = ns["make_det"](50)
+    a = tmp_path / "a.jsonl"
+    s = ReviewSession(det, sidecar=a, fsync=False)
+    s.accept([1])
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SidecarError, match="x.jsonl"):
+        s.move_to(tmp_path / "afile" / "x.jsonl")
+    assert s.sidecar == a
+    s.reject([2])  # still saved in a
+    s.close()
+    r = ReviewSession.restore(a, det, read_only=True)
+    assert [r.row(i)["status"] for i in (1, 2)] == ["accepted", "rejected"]
+    s2 = ReviewSession(det, fsync=False)  # no autosave yet: move_to starts one
+    s2.accept([4])
+    s2.move_to(tmp_path / "c.jsonl")
+    s2.move_to(None)  # and stops it; undo still works
+    assert s2.sidecar is None and s2.undo()
+    assert ReviewSession.restore(tmp_path / "c.jsonl", det, read_only=True).row(4)["status"] == "accepted"

@@ -31,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import fields as dc_fields
@@ -1271,6 +1272,51 @@ class ReviewSession:
         """Rewrite the sidecar as one fresh snapshot (atomic rename)."""
         if self._writer is not None:
             self._writer.write_header(self._header())
+
+    def move_to(self, sidecar) -> None:
+        """Autosave to ``sidecar`` from now on, the whole review with it.
+
+        The table, the undo and redo stacks and the history go into one
+        snapshot there, so undo reaches back past the move. A file already
+        there is kept as :func:`backup_path` names it (``backup`` says
+        where). The file at the old place is closed as it was, complete.
+        ``None``: stop autosaving (undo still works in this session).
+
+        Raises
+        ------
+        SidecarError
+            The new file cannot be written; the session goes on saving
+            where it did, and a file that was there is put back.
+        """
+        old = self._writer
+        if sidecar is None:
+            if old is not None:
+                old.close()
+            self._writer, self.sidecar, self.backup = None, None, None
+            return
+        new = Path(sidecar)
+        if self.sidecar is not None and old is not None and not old.closed and \
+                os.path.abspath(new) == os.path.abspath(self.sidecar):
+            return
+        check_unlocked(new)
+        writer = SidecarWriter(new, fsync=old.fsync if old is not None else True)
+        backup = None
+        try:
+            if new.exists() and new.stat().st_size > 0:
+                backup = backup_path(new)
+                os.replace(new, backup)
+        except OSError as e:
+            raise SidecarError(f"cannot keep the review saved there: {e.strerror or e}", new) from None
+        try:
+            writer.write_header(self._header())
+        except SidecarError:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    os.replace(backup, new)
+            raise
+        if old is not None:
+            old.close()
+        self._writer, self.sidecar, self.backup = writer, new, backup
 
     def close(self) -> None:
         """Close (and unlock) the sidecar, which stays complete. Later edits

@@ -501,7 +501,7 @@ class ReviewWidget(QWidget):
             src = os.path.join(proj, f"{name}")
         return sidecar_path_for(src, proj) if src else None
 
-    def attach(self, layer, previous: pd.DataFrame | None = None, moving: bool = False) -> None:
+    def attach(self, layer, previous: pd.DataFrame | None = None) -> None:
         """Review ``layer`` (a napari-calc calcifications Points layer).
 
         Opens its :class:`ReviewSession`, restoring a previous review from
@@ -518,10 +518,9 @@ class ReviewWidget(QWidget):
                 det.calcifications[c] = det.extra[c].to_numpy()
         if not det.image_shape:
             det.image_shape = tuple(int(s) for s in np.max(layer.data, axis=0) + 1) if len(layer.data) else (1, 1)
-        self._open_session(det, restore=previous is None, previous=previous, moving=moving)
+        self._open_session(det, restore=previous is None, previous=previous)
 
-    def _open_session(self, det, *, restore: bool, previous: pd.DataFrame | None = None,
-                      moving: bool = False) -> None:
+    def _open_session(self, det, *, restore: bool, previous: pd.DataFrame | None = None) -> None:
         """Start reviewing ``det``: restore its autosave (``restore``), or carry
         the review ``previous`` of an earlier run over to it."""
         sidecar = self._sidecar_for(det)
@@ -546,9 +545,7 @@ class ReviewWidget(QWidget):
                 return
             failed = str(e)
             sidecar = None
-        carried = "" if moving else carried_over_text(session.carried_over)
-        if moving:
-            note += " — the review under way moved here"
+        carried = carried_over_text(session.carried_over)
         if carried:
             note += f" — {carried}"
             from napari.utils.notifications import show_info
@@ -564,19 +561,7 @@ class ReviewWidget(QWidget):
         if session.backup is not None:
             note += f" (the previous review was kept as {session.backup.name})"
         self.session = session
-        if failed is not None:  # not "this image has no file": it has, and its review stays there
-            self.autosave_label.setText(f"⚠ Autosave off: could not use the autosave file ({failed}); "
-                                        "edits here are not saved. Its review is kept as it was." + note)
-            self.autosave_label.setStyleSheet("color: #ffb000;")
-        elif sidecar is None:
-            self.autosave_label.setText("⚠ Autosave off: this image has no file. Choose a project folder "
-                                        "to keep the review." + note)
-            self.autosave_label.setStyleSheet("color: #ffb000;")
-        else:
-            restored = session.history and restore
-            self.autosave_label.setText(("Restored review from " if restored else "Autosave: ")
-                                        + os.fspath(sidecar) + note)
-            self.autosave_label.setStyleSheet("")
+        self._show_autosave(sidecar, restored=bool(session.history and restore), failed=failed, note=note)
         self._unsubscribe = session.subscribe(self._on_session_changed)
         self._pushed_clusters = self._clusters_in_layer(session)
         self._set_threshold_widget(session.threshold)
@@ -586,6 +571,22 @@ class ReviewWidget(QWidget):
         self._sync(full=True)
         if not _same(self.layer_combo.value, self.layer):
             self.layer_combo.value = self.layer
+
+    def _show_autosave(self, sidecar, *, restored: bool = False, failed: str | None = None,
+                       note: str = "") -> None:
+        """Say in the panel where the review is saved (or why it is not)."""
+        if failed is not None:  # not "this image has no file": it has, and its review stays there
+            self.autosave_label.setText(f"⚠ Autosave off: could not use the autosave file ({failed}); "
+                                        "edits here are not saved. Its review is kept as it was." + note)
+            self.autosave_label.setStyleSheet("color: #ffb000;")
+        elif sidecar is None:
+            self.autosave_label.setText("⚠ Autosave off: this image has no file. Choose a project folder "
+                                        "to keep the review." + note)
+            self.autosave_label.setStyleSheet("color: #ffb000;")
+        else:
+            self.autosave_label.setText(("Restored review from " if restored else "Autosave: ")
+                                        + os.fspath(sidecar) + note)
+            self.autosave_label.setStyleSheet("")
 
     def detach(self) -> None:
         """Stop reviewing the current layer (its autosave file stays complete)."""
@@ -1035,9 +1036,21 @@ class ReviewWidget(QWidget):
             s = self.session
             df = s.detections.calcifications if s is not None else None
             if df is not None and (s.history or (df["status"] != "candidate").any()):
-                # a review under way moves to the new place (a file there is kept
-                # as .bak); it was replaced on screen by an older one saved there
-                self.attach(self.layer, previous=df, moving=True)
+                # a review under way moves to the new place, undo history and
+                # all (a file there is kept as .bak); it was replaced on
+                # screen by an older one saved there
+                target = self._sidecar_for(s.detections)
+                try:
+                    s.move_to(target)
+                except (NapariCalcError, OSError) as e:
+                    self._report(NapariCalcError(f"the review stays where it was saved: "
+                                                 f"{getattr(e, 'reason', None) or e}"))
+                    return
+                note = " — the review under way moved here, its undo history with it"
+                if s.backup is not None:
+                    note += f" (the review saved here before was kept as {s.backup.name})"
+                self._show_autosave(target, note=note if target is not None else "")
+                self._update_buttons()
             else:
                 self.attach(self.layer)
 
