@@ -58,3 +58,35 @@ def test_dicom_sr_exports_reopen_as_layers(make_napari_viewer, tmp_path, flavour
     assert len(kinds["Points"].data) == len(det.calcifications)
     assert len(kinds["Shapes"].data) == len(det.clusters)
     np.testing.assert_allclose(kinds["Points"].features["score"], det.calcifications["score"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("flavour", ["sr.dcm", "calcifications.csv"])
+def test_a_reopened_export_without_its_image_path_autosaves_beside_it(make_napari_viewer, tmp_path,
+                                                                     flavour):
+    """A reopened DICOM SR (which cannot hold the image's file path) said
+    "Autosave off: this image has no file", and its review was not saved."""
+    import napari_calc
+    from napari_calc.core.export import write_outputs
+    from napari_calc.core.phantom import make_phantom
+    from napari_calc.plugin.viewer import dock_panels
+
+    det = napari_calc.detect(make_phantom(seed=3).image, 0.1)
+    paths = write_outputs(det, tmp_path, "img", formats=["sr.dcm"] if flavour == "sr.dcm" else [])
+    path = paths["sr.dcm" if flavour == "sr.dcm" else "csv"]
+    viewer = make_napari_viewer()
+    _, review = dock_panels(viewer)
+    viewer.open(str(path), plugin="napari-calc")
+    pts = [lay for lay in viewer.layers if type(lay).__name__ == "Points"][0]
+    review.attach(pts)
+    sidecar = review.session.sidecar
+    assert sidecar is not None and sidecar.parent == tmp_path
+    assert "Autosave: " + str(sidecar) in review.autosave_label.text()
+    cid = int(det.calcifications.calc_id[0])
+    review.session.accept([cid])
+    review.detach()
+    viewer.layers.clear()
+    viewer.open(str(path), plugin="napari-calc")  # reopened: the review is restored
+    pts = [lay for lay in viewer.layers if type(lay).__name__ == "Points"][0]
+    review.attach(pts)
+    assert review.session.row(cid)["status"] == "accepted"
+    assert "Restored review from " + str(sidecar) in review.autosave_label.text()

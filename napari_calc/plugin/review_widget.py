@@ -493,7 +493,9 @@ class ReviewWidget(QWidget):
                 return chosen
         proj = str(self.project_dir.value or "").strip()
         proj = os.path.abspath(os.path.expanduser(proj)) if proj else None
-        src = det.metadata.get("source_path")
+        # the image; else the export the layers were reopened from (a DICOM
+        # SR cannot hold the image's path): its review is saved beside it
+        src = det.metadata.get("source_path") or det.metadata.get("export_path")
         if not src and proj is not None:
             # an image without a file (the sample): name it after the image layer
             name = det.metadata.get("name") or (self.layer.metadata.get("napari_calc") or {}).get(
