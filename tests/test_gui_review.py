@@ -395,3 +395,26 @@ def test_reviewed_layers_save_and_reopen_through_the_plugin(qtbot, reviewing, tm
     reopened = [lay for lay in layers if type(lay).__name__ == "Points"][0]
     assert tuple(reopened.scale) == pytest.approx(tuple(pts.scale))
     np.testing.assert_array_equal(reopened.features["status"].to_numpy(), pts.features["status"].to_numpy())
+
+
+def test_clusters_table_and_c_key_walk_tied_scores_in_the_same_order(qtbot):
+    """Sorted by score (highest first), the table listed tied clusters in
+    reverse id order while C / Shift-C walked them in id order."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from napari_calc.plugin.review_widget import DataFrameModel
+
+    df = pd.DataFrame({"cluster_id": [0, 1, 2, 3, 4], "score": [0.5, 0.9, 0.9, 0.2, 0.9]})
+    m = DataFrameModel(["cluster_id", "score"])
+    m.set_frame(df)
+    m.set_sort("score", Qt.DescendingOrder)
+    shown = [int(m.data(m.index(r, 0))) for r in range(len(df))]
+    fake = SimpleNamespace(detections=SimpleNamespace(clusters=df))
+    walk = [ReviewSession.next_cluster(fake, None)]
+    while (nxt := ReviewSession.next_cluster(fake, walk[-1])) is not None:
+        walk.append(nxt)
+    assert shown == walk == [1, 2, 4, 0, 3]
+    m.set_sort("score", Qt.AscendingOrder)
+    assert [int(m.data(m.index(r, 0))) for r in range(len(df))] == [3, 0, 1, 2, 4]

@@ -25,6 +25,16 @@ from napari_calc.plugin.writers import (
 from _export_data import assert_same_detections, make_detections
 
 
+def _napari_plugins():
+    """napari's plugins, discovered once per process (a second discovery
+    raises: the commands are registered already)."""
+    import npe2
+    from napari.plugins import _initialize_plugins
+
+    if "napari-calc" not in {m.name for m in npe2.PluginManager.instance().iter_manifests()}:
+        _initialize_plugins()
+
+
 def _layer_state(det, name="img"):
     """(data, attributes) as napari hands them to a writer."""
     kw = points_layer_kwargs(det, name=f"{name} calcifications", source_layer=name)
@@ -286,10 +296,9 @@ def test_save_selected_layers_offers_every_type_with_the_clusters_layer_selected
     feats = shp.features.copy()
     feats.loc[0, "score"] = 0.123  # edited on the clusters layer: saved as edited
     shp.features = feats
-    from napari.plugins import _initialize_plugins
     from napari.plugins._npe2 import file_extensions_string_for_layers
 
-    _initialize_plugins()
+    _napari_plugins()
     wanted = {"calcifications CSV": ["img.calcifications.csv", "img.clusters.csv"],
               "detections JSON": ["img.detections.json"],
               "3D Slicer markups": ["img.mrk.json"],
@@ -344,9 +353,7 @@ def test_a_cluster_table_on_its_own_reopens_as_its_clusters(tmp_path):
 def test_slicer_markups_dropped_on_napari_say_what_to_open(tmp_path):
     """napari said only that no reader could open a .mrk.json."""
     napari_components = pytest.importorskip("napari.components")
-    from napari.plugins import _initialize_plugins
-
-    _initialize_plugins()
+    _napari_plugins()
     out = write_outputs(make_detections(2), tmp_path, "m", formats="mrk.json")
     reader = get_detections_reader(str(out["mrk.json"]))
     assert callable(reader)

@@ -252,3 +252,39 @@ def test_images_moved_to_another_place(folder, batch, tmp_path):
     with pytest.raises(NapariCalcError, match="nothere: images folder not found"):
         read_worklist(folder, tmp_path / "nothere")
     assert read_worklist(folder, elsewhere).images_dir == elsewhere
+
+
+def test_a_failed_rerun_keeps_the_reviewed_image_on_the_list(tmp_path, monkeypatch):
+    """The marker of the earlier run went first; when the re-run failed (the
+    scan replaced by a damaged copy) the earlier, reviewed outputs stayed but
+    the image dropped off ``napari-calc review``'s list."""
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    write_tiff(scans / "a.tif", 0)
+    write_tiff(scans / "b.tif", 1)
+    assert run_batch([scans], out, workers=1).exit_code == 0
+    wl = read_worklist(out)
+    item = wl.items[0]
+    s = _session(wl, item)
+    cid = int(s.detections.calcifications.calc_id[0])
+    s.accept([cid])
+    wl.save_reviewed(item, s.detections)
+    s.close()
+    (scans / "a.tif").write_bytes(b"II*\x00damaged")
+    res = run_batch([scans], out, workers=1)
+    assert res.exit_code != 0
+    wl = read_worklist(out)
+    assert [it.stem for it in wl.items] == ["a", "b"]
+    assert wl.progress(wl.items[0]).accepted == 1
+    assert pd.read_csv(out / "a.calcifications.csv").set_index("calc_id").loc[cid, "status"] == "accepted"
+
+    # a run that fails after replacing an output does not put the marker back
+    write_tiff(scans / "a.tif", 0)
+    import napari_calc.core.pipeline as pipeline
+
+    def half_written(path, out_dir, **kw):
+        (Path(out_dir) / "a.clusters.csv").write_text("cluster_id\n")
+        raise NapariCalcError("disk full", path)
+
+    monkeypatch.setattr(pipeline, "process_file", half_written)
+    assert run_batch([scans], out, workers=1).exit_code != 0
+    assert [it.stem for it in read_worklist(out).items] == ["b"]

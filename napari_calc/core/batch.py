@@ -49,6 +49,7 @@ Run manifest
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -517,6 +518,7 @@ def process_input(task: dict) -> dict:
     if isinstance(spacing, list):
         spacing = tuple(spacing)
     mp = marker_path(out_dir, task["stem"])
+    earlier = _earlier_outputs(mp)
     try:
         # what the earlier run wrote, to tell an output edited since from ours
         try:
@@ -568,8 +570,46 @@ def process_input(task: dict) -> dict:
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
         res.update(status="failed", reason=_one_line(f"internal error {type(exc).__name__}: {exc}{where}"))
+    if res["status"] == "failed" and earlier is not None:
+        _restore_marker(mp, *earlier)
     res["seconds"] = round(time.perf_counter() - t0, 4)
     return res
+
+
+def _output_states(out_dir: Path, names) -> dict:
+    """``name -> (inode, mtime_ns, size)`` of each output (``None``: missing)."""
+    states = {}
+    for name in names:
+        try:
+            st = (out_dir / name).stat()
+            states[name] = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            states[name] = None
+    return states
+
+
+def _earlier_outputs(mp: Path) -> tuple[bytes, dict] | None:
+    """The marker of an earlier run (its bytes) and the state of the outputs
+    it names, or None when there is none."""
+    try:
+        raw = mp.read_bytes()
+        outs = json.loads(raw).get("outputs")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(outs, dict) or not outs:
+        return None
+    return raw, _output_states(mp.parent, [str(v) for v in outs.values()])
+
+
+def _restore_marker(mp: Path, raw: bytes, states: dict) -> None:
+    """After a failed re-run that wrote nothing: put the earlier marker back,
+    so that its outputs (perhaps reviewed since) stay listed by ``napari-calc
+    review``; a later run still redoes the input (the marker names the input
+    and settings of that earlier run). Not when any output changed."""
+    if all(v is not None for v in states.values()) and \
+            _output_states(mp.parent, list(states)) == states and not mp.exists():
+        with contextlib.suppress(OSError, NapariCalcError):
+            atomic_write_text(mp, raw.decode("utf-8"))
 
 
 # --------------------------------------------------------------------------- local process pool

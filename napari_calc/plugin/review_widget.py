@@ -122,12 +122,15 @@ class DataFrameModel(QAbstractTableModel):
         col, order = self._sort
         if col is not None and col in self._cache and len(idx):
             vals = self._cache[col][idx]
+            desc = order == Qt.DescendingOrder
+            if desc:  # ties keep the row order (as N and C walk them), not reversed
+                vals = vals[::-1]
             try:
                 o = np.argsort(vals, kind="stable")
             except TypeError:
                 o = np.argsort(vals.astype(str), kind="stable")
-            if order == Qt.DescendingOrder:
-                o = o[::-1]
+            if desc:
+                o = (len(vals) - 1) - o[::-1]
             idx = idx[o]
         self._order = idx
 
