@@ -30,3 +30,38 @@ def test_closed_pipe_is_not_a_traceback(tmp_path):
     p.wait(timeout=300)
     assert first.startswith("sample:")
     assert "Traceback" not in err
+
+
+def _demo(*args):
+    return subprocess.run([sys.executable, "-m", "napari_calc", "demo", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_second_demo_keeps_a_table_reviewed_since(tmp_path):
+    """Run twice, the demo overwrote the table an annotator had reviewed."""
+    assert _demo("--out", tmp_path).returncode == 0
+    table = tmp_path / "sample-mammogram.calcifications.csv"
+    reviewed = pd.read_csv(table)
+    reviewed.loc[0, "status"] = "accepted"
+    reviewed.to_csv(table, index=False)
+    r = _demo("--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    kept = tmp_path / "sample-mammogram.calcifications.csv.bak"
+    assert pd.read_csv(kept).loc[0, "status"] == "accepted"
+    assert f"{table} holds a review: kept as {kept.name}" in r.stderr
+    assert (pd.read_csv(table).status == "candidate").all()  # the fresh run
+
+
+def test_demo_and_phantom_bad_arguments_are_one_line(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for args, says in ((["--out", afile], f"{afile}: not a folder"),
+                       (["--out", afile / "sub"], f"{afile / 'sub'}: Not a directory"),
+                       (["--out", tmp_path / "d", "--seed", "-1"], "--seed: must be 0 or more, got -1")):
+        r = _demo(*args)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    r = subprocess.run([sys.executable, "-m", "napari_calc", "phantom", str(tmp_path / "p"), "--seed", "-3"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--seed: must be 0 or more" in r.stderr

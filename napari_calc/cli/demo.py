@@ -9,6 +9,19 @@ from .detect import parse_formats
 SAMPLE_STEM = "sample-mammogram"
 
 
+def seed_arg(text: str) -> int:
+    """argparse type: a seed, 0 or more (numpy refuses negative ones)."""
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 0 or more, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on the built-in sample (no data needed)",
                        description="Make the built-in synthetic mammogram (known calcifications), "
@@ -17,7 +30,7 @@ def register(sub) -> None:
                    help="output folder (default: ./napari-calc-out)")
     p.add_argument("--formats", default="csv,json,mrk.json", metavar="LIST",
                    help="outputs besides the CSVs (default: csv,json,mrk.json)")
-    p.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="phantom seed (default 0)")
     p.set_defaults(func=run)
 
 
@@ -26,12 +39,26 @@ def run(args) -> int:
     from ..core.phantom import make_phantom, write_phantom
     from ..core.pipeline import process_image
 
+    import sys
+
+    from ..core.errors import NapariCalcError, os_reason
+
     out = Path(args.out)
+    formats = parse_formats(args.formats)
+    if out.exists() and not out.is_dir():
+        raise NapariCalcError("not a folder (give --out a folder to write into)", out)
     ph = make_phantom(seed=args.seed)
-    written = write_phantom(ph, out, stem=SAMPLE_STEM)
-    image = ph.image
-    image.metadata["source_path"] = str(written.get("tiff", ""))
-    summary = process_image(image, out, SAMPLE_STEM, formats=parse_formats(args.formats))
+    try:
+        written = write_phantom(ph, out, stem=SAMPLE_STEM)
+        image = ph.image
+        image.metadata["source_path"] = str(written.get("tiff", ""))
+        # a second demo into the same folder keeps a table reviewed since
+        summary = process_image(image, out, SAMPLE_STEM, formats=formats, keep_edited=True)
+    except OSError as e:
+        raise NapariCalcError(os_reason(e), e.filename or out) from None
+    for name, k in (summary.get("kept") or {}).items():
+        print(f"napari-calc: {out / name} {k['why']}: kept as {k['kept_as']} before writing the "
+              "new outputs", file=sys.stderr)
 
     import pandas as pd
 

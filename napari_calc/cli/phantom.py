@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .demo import seed_arg
+
 
 def _positive_float(text):
     try:
@@ -28,7 +30,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("out", metavar="OUT", help="output folder (created if missing)")
     p.add_argument("--n", type=int, default=1, help="number of phantoms (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first phantom (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the first phantom (default 0)")
     p.add_argument("--spacing", type=_positive_float, default=0.1, metavar="MM",
                    help="pixel spacing in mm, 0.05-0.2 realistic (default 0.1)")
     p.add_argument("--difficulty", choices=("easy", "normal", "hard"), default="normal",
