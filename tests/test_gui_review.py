@@ -418,3 +418,33 @@ def test_clusters_table_and_c_key_walk_tied_scores_in_the_same_order(qtbot):
     assert shown == walk == [1, 2, 4, 0, 3]
     m.set_sort("score", Qt.AscendingOrder)
     assert [int(m.data(m.index(r, 0))) for r in range(len(df))] == [3, 0, 1, 2, 4]
+
+
+def test_labels_after_going_to_a_cluster_do_not_edit_the_candidate_left_behind(qtbot, reviewing):
+    """N, set a morphology, C to another cluster: the label boxes still
+    edited the candidate left behind (off screen), and "Apply labels to
+    cluster" copied its morphology to every member of the new cluster."""
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    if len(s.detections.clusters) < 2:
+        pytest.skip("needs two clusters")
+    press(qtbot, viewer, Qt.Key.Key_N)
+    first = review_w.current_id
+    review_w.morphology.value = "punctate"
+    assert s.row(first)["morphology"] == "punctate"
+    own = int(s.row(first)["cluster_id"])
+    press(qtbot, viewer, Qt.Key.Key_C)
+    if review_w.current_cluster == own:
+        press(qtbot, viewer, Qt.Key.Key_C)
+    cl = review_w.current_cluster
+    assert cl is not None and cl != own
+    assert review_w.current_id is None and review_w.morphology.value == ""
+    n_actions = len(s.history)
+    review_w.distribution.value = "segmental"
+    assert len(s.history) == n_actions and s.row(first)["distribution"] == ""
+    review_w.label_cluster_btn.clicked()
+    for m in s.cluster_members(cl):
+        assert s.row(int(m))["distribution"] == "segmental"
+        assert s.row(int(m))["morphology"] == ""  # not the candidate's left behind
+    press(qtbot, viewer, Qt.Key.Key_N)  # N goes on from the candidate left
+    assert review_w.current_id == s.next_id(first)

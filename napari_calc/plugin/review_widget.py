@@ -296,6 +296,7 @@ class ReviewWidget(QWidget):
         self._setting_labels = False
         self._selecting_row = False
         self._removing_ids: list[int] = []
+        self._nav_from: int | None = None  # the candidate N / P go on from after C
         self._run = None
         #: ``f(layer, detections) -> path or None``: where the review of a
         #: layer is autosaved, when the caller decides (the worklist: in its
@@ -572,6 +573,7 @@ class ReviewWidget(QWidget):
         self._set_threshold_widget(session.threshold)
         self.current_id = None
         self.current_cluster = None
+        self._nav_from = None
         self._connect_layer(self.layer)
         self._sync(full=True)
         if not _same(self.layer_combo.value, self.layer):
@@ -607,6 +609,7 @@ class ReviewWidget(QWidget):
         self.shapes = None
         self.current_id = None
         self.current_cluster = None
+        self._nav_from = None
         self.calc_model.set_frame(pd.DataFrame({c: [] for c in CALC_TABLE_COLUMNS}))
         self.cluster_model.set_frame(pd.DataFrame({c: [] for c in CLUSTER_TABLE_COLUMNS}))
         self._update_buttons()
@@ -855,7 +858,8 @@ class ReviewWidget(QWidget):
                 if action == "delete" or (self.advance.value and nxt is not None):
                     self.go_to(nxt if nxt is not None else s.next_id(None))
             elif action in ("next", "previous"):
-                nid = s.next_id(self.current_id, direction=1 if action == "next" else -1)
+                start = self.current_id if self.current_id is not None else self._nav_from
+                nid = s.next_id(start, direction=1 if action == "next" else -1)
                 if nid is not None:
                     self.go_to(nid)
                 else:  # say so, rather than nothing happening
@@ -894,6 +898,16 @@ class ReviewWidget(QWidget):
         if hit.empty:
             return
         self.current_cluster = int(cluster_id)
+        # no current candidate: the label boxes no longer edit the one left
+        # behind (off screen), and start empty for "Apply labels to cluster"
+        if self.current_id is not None:
+            self._nav_from = self.current_id  # N / P go on from there
+        self.current_id = None
+        self._setting_labels = True
+        try:
+            self.morphology.value = self.distribution.value = self.suspicion.value = ""
+        finally:
+            self._setting_labels = False
         r = hit.iloc[0]
         pos = [float(r["row"]), float(r["col"])]
         if "slice" in r:
@@ -993,7 +1007,7 @@ class ReviewWidget(QWidget):
         if s is None:
             return
         cid = self.current_cluster
-        if cid is None and self.current_id is not None:
+        if self.current_id is not None:  # a candidate is current: its cluster
             c = int(s.row(self.current_id)["cluster_id"])
             cid = c if c >= 0 else None
         if cid is None:
