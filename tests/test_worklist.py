@@ -288,3 +288,18 @@ def test_a_failed_rerun_keeps_the_reviewed_image_on_the_list(tmp_path, monkeypat
     monkeypatch.setattr(pipeline, "process_file", half_written)
     assert run_batch([scans], out, workers=1).exit_code != 0
     assert [it.stem for it in read_worklist(out).items] == ["b"]
+
+
+def test_an_image_opened_without_a_decision_is_still_to_review(folder):
+    """Opening an image wrote its autosave, and from then on the worklist
+    called it "in progress" although nobody had decided anything."""
+    wl = read_worklist(folder)
+    item = wl.items[0]
+    s = _session(wl, item)  # opened: the autosave holds the table only
+    s.close()
+    assert wl.sidecar(item).is_file()
+    assert wl.progress(item).state == "to review"
+    s = _session(wl, item)
+    s.set_labels([int(s.detections.calcifications.calc_id[0])], morphology="punctate")
+    assert wl.progress(item, s).state == "in progress"  # a label is a decision too
+    s.close()

@@ -195,9 +195,15 @@ class Worklist:
         rej = int(((st == "rejected") & shown).sum())
         add = int((st == "added").sum())
         left = int(((st == "candidate") & shown).sum())
+        labelled = bool(len(df)) and bool(
+            (df[[c for c in ("morphology", "distribution", "suspicion") if c in df.columns]]
+             .astype(str) != "").to_numpy().any())
+        decided = bool(acc or rej or add or labelled or (st != "candidate").any())
         if own:
             session.close()
-        state = "reviewed" if left == 0 else "in progress"
+        # opened and looked at, nothing decided yet (its autosave holds only
+        # the table): still to review, not "in progress"
+        state = "reviewed" if left == 0 else ("in progress" if decided else "to review")
         parts = [f"{acc} accepted", f"{rej} rejected"] + ([f"{add} added"] if add else [])
         text = ", ".join(parts) + (f", {left} to review" if left else "")
         return Progress(state, acc, rej, add, left, text)
