@@ -90,3 +90,16 @@ def test_a_reopened_export_without_its_image_path_autosaves_beside_it(make_napar
     review.attach(pts)
     assert review.session.row(cid)["status"] == "accepted"
     assert "Restored review from " + str(sidecar) in review.autosave_label.text()
+
+
+def test_view_of_a_file_no_reader_takes_is_one_line(make_napari_viewer, tmp_path):
+    """``napari-calc view notes.txt`` (or a truth.json, an empty folder)
+    ended in napari's "Reader 'napari-calc' ... refused the file" traceback."""
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "phantom-0.truth.json").write_text('{"calcifications": []}')
+    (tmp_path / "empty").mkdir()
+    for name, says in (("notes.txt", "not an image napari-calc reads"),
+                       ("phantom-0.truth.json", "not an image napari-calc reads"),
+                       ("empty", "no DICOM images in this folder")):
+        with pytest.raises(UnreadableImageError, match=f"{name}: {says}"):
+            open_viewer([str(tmp_path / name)], viewer=make_napari_viewer())

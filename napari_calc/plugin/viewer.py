@@ -62,9 +62,19 @@ def open_viewer(inputs=(), *, viewer=None, show: bool = True):
 
     from ..core.errors import UnreadableImageError
 
+    from .export_reader import get_detections_reader
+    from .reader import get_reader
+
     for p in inputs:
-        if not os.path.exists(os.fspath(p)):
-            raise UnreadableImageError("file not found", os.fspath(p))
+        p = os.fspath(p)
+        if not os.path.exists(p):
+            raise UnreadableImageError("file not found", p)
+        if get_reader(p) is None and get_detections_reader(p) is None:
+            # napari said only that the reader "refused the file", in a traceback
+            raise UnreadableImageError(
+                "no DICOM images in this folder" if os.path.isdir(p) else
+                "not an image napari-calc reads (DICOM, TIFF) nor one of its exports "
+                "(.calcifications.csv, .clusters.csv, .detections.json, .sr.dcm, .cad-sr.dcm)", p)
     if viewer is None:
         viewer = napari.Viewer(title="napari-calc", show=show)
     dock_panels(viewer)
