@@ -335,6 +335,7 @@ def test_cli_evaluate_reads_spreadsheet_tables_by_the_export_rules(tmp_path, cap
     det_dir, truth_dir, out = _cli_folders(tmp_path)
     good = dets((48.0, 50.0, 0.9), (52.0, 50.0, 0.8))
     good.to_csv(det_dir / "b.calcifications.csv", index=False)
+    clus((50.0, 49.5, 0.9)).to_csv(det_dir / "b.clusters.csv", index=False)
     text = good.astype(object)
     text.loc[1, "y_mm"] = "abc"
     text.to_csv(det_dir / "a.calcifications.csv", index=False)
@@ -372,3 +373,27 @@ def test_cli_evaluate_reads_spreadsheet_tables_by_the_export_rules(tmp_path, cap
                "--out", str(out)])
     o, err = capsys.readouterr()
     assert rc == 2 and not o and "not a truth file: truth is a *.truth.json" in err
+
+
+def test_cli_evaluate_says_what_it_guessed(tmp_path, capsys):
+    """A pair of files of two different images, a missing cluster table and
+    a blank score all gave figures without a word."""
+    from napari_calc.cli import main
+
+    det_dir, truth_dir, out = _cli_folders(tmp_path)
+    da = dets((48.0, 50.0, 0.9), (52.0, 50.0, 0.8))
+    da.to_csv(det_dir / "a.calcifications.csv", index=False)  # no a.clusters.csv
+    rc = main(["evaluate", str(det_dir / "a.calcifications.csv"), str(truth_dir / "b.truth.json"),
+               "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert f"{det_dir / 'a.calcifications.csv'}: paired with the truth of another image name " \
+           f"(b.truth.json)" in err
+    assert f"{det_dir / 'a.clusters.csv'}: not found beside the calcification table" in err
+    da.loc[1, "score"] = np.nan
+    da.to_csv(det_dir / "a.calcifications.csv", index=False)
+    rc = main(["evaluate", str(det_dir / "a.calcifications.csv"), str(truth_dir / "a.truth.json"),
+               "--out", str(tmp_path / "two")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "score" in err and "a.calcifications.csv" in err
+    assert not (tmp_path / "two" / "froc.csv").exists()

@@ -66,7 +66,9 @@ def _read_csv(path: Path):
 
     # the same reading rules as everywhere: numbers or nothing, a known status
     numeric = CLUSTER_NUMERIC if path.name.endswith(CLUSTER_SUFFIX) else CALC_NUMERIC
-    return clean_table(df, numeric=numeric, required=("y_mm", "x_mm"))
+    # a blank score would drop the row from every operating point, unsaid
+    required = ("y_mm", "x_mm") + (("score",) if "score" in df.columns else ())
+    return clean_table(df, numeric=numeric, required=required)
 
 
 def run(args) -> int:
@@ -125,6 +127,9 @@ def run(args) -> int:
     single_pair = det_path.is_file() and truth_path.is_file()
     if single_pair:
         (ds,), (ts,) = dets.keys(), truths.keys()
+        if ds != ts:  # given so, but a mix-up is the likelier story
+            _err(det_path, f"paired with the truth of another image name ({truth_path.name}); "
+                           "the results below are for this pair as given")
         dets, truths = {ts: dets[ds]}, {ts: truths[ts]}
 
     status = 0
@@ -165,6 +170,9 @@ def run(args) -> int:
                 except (ValueError, OSError) as exc:
                     _err(cpath, str(exc) if isinstance(exc, ValueError) else (exc.strerror or exc))
                     status = 1
+            else:
+                _err(cpath, "not found beside the calcification table; the cluster FROC counts "
+                            "this image as one with no clusters found")
         det_list.append(cdf)
         clu_list.append(kdf)
         truth_list.append(truth)
