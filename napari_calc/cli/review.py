@@ -32,13 +32,13 @@ def run(args) -> int:
     from .view import check_viewer_can_start
 
     wl = read_worklist(args.folder, args.images)  # a wrong folder: one line, before any window opens
+    for line in wl.problems:  # first: they may be why --start finds nothing
+        print(f"napari-calc: {printable(line)}", file=sys.stderr)
     start = None
     if args.start is not None:
         start = wl.find(args.start)
         if start is None:
             raise NapariCalcError(f"no image {args.start!r} in the worklist ({len(wl.items)} images)", wl.out_dir)
-    for line in wl.problems:
-        print(f"napari-calc: {printable(line)}", file=sys.stderr)
     check_viewer_can_start()
     import napari
 

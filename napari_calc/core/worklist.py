@@ -307,10 +307,11 @@ def read_worklist(out_dir, images_dir=None) -> Worklist:
         try:
             items.append(_marker_item(d, m))
         except (OSError, ValueError, KeyError, TypeError) as e:
-            why = e.strerror if isinstance(e, OSError) and e.strerror else e
+            why = e.strerror if isinstance(e, OSError) and e.strerror else \
+                "not valid JSON: damaged" if isinstance(e, json.JSONDecodeError) else e
             problems.append(f"{printable(m)}: cannot be used ({printable(why)})")
     if not items:
-        hint = f" (but {len(problems)} unusable marker(s))" if problems else ""
+        hint = (f" (but {len(problems)} unusable marker(s), e.g. {problems[0]})" if problems else "")
         ran = (d / MANIFEST_NAME).is_file()
         raise NapariCalcError(
             f"no image finished by napari-calc detect here{hint}"
