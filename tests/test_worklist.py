@@ -305,3 +305,22 @@ def test_an_image_opened_without_a_decision_is_still_to_review(folder):
     s.set_labels([int(s.detections.calcifications.calc_id[0])], morphology="punctate")
     assert wl.progress(item, s).state == "in progress"  # a label is a decision too
     s.close()
+
+
+def test_a_run_that_fails_while_writing_leaves_no_partial_set(tmp_path, monkeypatch):
+    """A full disk after the first table: the tables stayed, without a marker."""
+    import errno
+
+    import napari_calc.core.pipeline as pipeline
+
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    write_tiff(scans / "a.tif", 0)
+
+    def disk_full(path, out_dir, **kw):
+        (Path(out_dir) / "a.calcifications.csv").write_text("calc_id\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "process_file", disk_full)
+    res = run_batch([scans], out, workers=1)
+    assert res.exit_code != 0
+    assert not any(p.name.startswith("a.") for p in out.iterdir()), sorted(out.iterdir())

@@ -520,6 +520,13 @@ def process_input(task: dict) -> dict:
     mp = marker_path(out_dir, task["stem"])
     earlier = _earlier_outputs(mp)
     try:
+        from .export import output_paths
+
+        ours = [p.name for p in output_paths(out_dir, task["stem"], tuple(task["formats"])).values()]
+    except NapariCalcError:
+        ours = []
+    before = _output_states(out_dir, ours)
+    try:
         # what the earlier run wrote, to tell an output edited since from ours
         try:
             written = json.loads(mp.read_text(encoding="utf-8")).get("sha256")
@@ -570,8 +577,15 @@ def process_input(task: dict) -> dict:
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
         res.update(status="failed", reason=_one_line(f"internal error {type(exc).__name__}: {exc}{where}"))
-    if res["status"] == "failed" and earlier is not None:
-        _restore_marker(mp, *earlier)
+    if res["status"] == "failed":
+        # no partial set: what this run wrote goes (a reviewed table it
+        # replaced was copied aside first); the input is redone next time
+        for name, state in _output_states(out_dir, ours).items():
+            if state is not None and state != before.get(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(out_dir / name)
+        if earlier is not None:
+            _restore_marker(mp, *earlier)
     res["seconds"] = round(time.perf_counter() - t0, 4)
     return res
 
