@@ -210,3 +210,30 @@ def test_csv_as_a_spreadsheet_saves_it(tmp_path):
         p.write_text(edit(col, row, value))
         with pytest.raises(ExportError, match=r"img\.calcifications\.csv: " + message):
             read_detections(p)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_csv_saved_with_semicolons_and_decimal_commas_reads_the_same(tmp_path, ndim):
+    """Where the comma is the decimal separator, a spreadsheet saves "CSV"
+    with semicolons and decimal commas (Excel's "CSV UTF-8" with a byte
+    order mark, Windows line ends). An annotator who opened our tables,
+    reviewed and saved them gets the same detections back, not "lacks the
+    column(s) calc_id, row, ..."."""
+    det = make_detections(ndim)
+    paths = write_outputs(det, tmp_path, "img", formats=("csv",))
+    for key in ("csv", "clusters.csv"):
+        t = pd.read_csv(paths[key])
+        text = t.to_csv(sep=";", decimal=",", index=False, lineterminator="\r\n")
+        assert ";" in text.splitlines()[0] and "," in text  # decimal commas present
+        paths[key].write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    for key in ("csv", "clusters.csv"):
+        assert_same_detections(det, read_detections(paths[key]), ndim, atol=0)
+
+
+def test_empty_or_folder_csv_is_one_clear_line(tmp_path):
+    from napari_calc.core.export._common import ExportError
+
+    p = tmp_path / "img.calcifications.csv"
+    p.write_text("")
+    with pytest.raises(ExportError, match=r"img\.calcifications\.csv: file is empty$"):
+        read_detections(p)

@@ -30,7 +30,7 @@ from ..errors import InvalidParameterError
 from ._common import ExportError, normalize_calcifications, normalize_clusters
 
 __all__ = ["CALC_SUFFIX", "CLUSTER_SUFFIX", "write_csv", "read_csv_detections",
-           "frame_to_csv_text", "clean_table", "CALC_NUMERIC", "CLUSTER_NUMERIC"]
+           "frame_to_csv_text", "clean_table", "read_table", "CALC_NUMERIC", "CLUSTER_NUMERIC"]
 
 #: The numeric columns of the two tables (the contract's, whatever the order)
 CALC_NUMERIC = ("calc_id", "slice", "row", "col", "z_mm", "y_mm", "x_mm", "diameter_mm", "contrast", "cnr",
@@ -60,13 +60,44 @@ def write_csv(det: Detections, calc_path, cluster_path, ndim: int) -> None:
     atomic_write_text(cluster_path, frame_to_csv_text(clus))
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _separator(path) -> tuple[str, str]:
+    """``(sep, decimal)`` of a table: ``(";", ",")`` when its header line is
+    separated by semicolons and holds no comma (what a spreadsheet saves as
+    "CSV" where the decimal separator is a comma), else ``(",", ".")``."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    first = head.split(b"\n", 1)[0]
+    if b";" in first and b"," not in first:
+        return ";", ","
+    return ",", "."
+
+
+def read_table(path) -> pd.DataFrame:
+    """One CSV table as a spreadsheet may have saved it.
+
+    Comma-separated with decimal points, as napari-calc writes it, or
+    semicolon-separated with decimal commas, as a spreadsheet saves "CSV"
+    where the comma is the decimal separator (the two are told apart by
+    the header line). A UTF-8 byte order mark is ignored. Floats are read
+    exactly (round trip).
+
+    Raises
+    ------
+    ExportError
+        Missing, empty or unparsable file (one line naming it).
+    """
     try:
-        return pd.read_csv(path, **_READ_KW)
+        sep, decimal = _separator(path)
+        return pd.read_csv(path, sep=sep, decimal=decimal, encoding="utf-8-sig", **_READ_KW)
     except FileNotFoundError:
         raise ExportError("file not found", path) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    except IsADirectoryError:
+        raise ExportError("is a folder, not a CSV table", path) from None
+    except pd.errors.EmptyDataError:
+        raise ExportError("file is empty", path) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ExportError(f"not a readable CSV table ({type(e).__name__})", path) from None
+
 
 
 def clean_table(df: pd.DataFrame, *, numeric, required=(), unique=(), path=None) -> pd.DataFrame:
@@ -171,8 +202,8 @@ def read_csv_detections(path) -> Detections:
     calc_p, clus_p, stem = siblings(path)
     if not calc_p.exists() and not clus_p.exists():
         raise ExportError("file not found", path)
-    calcs = _read_table(calc_p) if calc_p.exists() else None
-    clus = _read_table(clus_p) if clus_p.exists() else None
+    calcs = read_table(calc_p) if calc_p.exists() else None
+    clus = read_table(clus_p) if clus_p.exists() else None
     ref = calcs if calcs is not None else clus
     ndim = 3 if "slice" in ref.columns else 2
     if calcs is None:
