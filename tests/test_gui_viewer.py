@@ -100,6 +100,17 @@ def test_view_of_a_file_no_reader_takes_is_one_line(make_napari_viewer, tmp_path
     (tmp_path / "empty").mkdir()
     for name, says in (("notes.txt", "not an image napari-calc reads"),
                        ("phantom-0.truth.json", "not an image napari-calc reads"),
-                       ("empty", "no DICOM images in this folder")):
+                       ("empty", "no DICOM or TIFF images in this folder")):
         with pytest.raises(UnreadableImageError, match=f"{name}: {says}"):
             open_viewer([str(tmp_path / name)], viewer=make_napari_viewer())
+
+
+def test_view_of_an_exam_folder_opens_each_view(make_napari_viewer, tmp_path):
+    """``napari-calc view exam/`` for a folder of four views was refused
+    ("do not form a volume ... open the files separately")."""
+    from test_plugin_reader import _exam
+
+    px = _exam(tmp_path / "exam")
+    viewer = open_viewer([str(tmp_path / "exam")], viewer=make_napari_viewer())
+    images = [lay for lay in viewer.layers if type(lay).__name__ == "Image"]
+    assert sorted(lay.name for lay in images) == sorted(px)

@@ -61,3 +61,59 @@ def test_a_file_named_like_an_image_that_is_not_one_gets_its_reason(tmp_path):
     for export in ("img.sr.dcm", "img.cad-sr.dcm"):  # exports: the other reader's
         (tmp_path / export).write_bytes(b"\x00" * 200)
         assert get_reader(str(tmp_path / export)) is None
+
+
+def _exam(folder, views=(("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))):
+    """An exam folder: one file per view, one study, one series (as many
+    FFDM units store a screening exam)."""
+    from pydicom.uid import generate_uid
+
+    study, series = generate_uid(), generate_uid()
+    folder.mkdir()
+    px = {}
+    for k, (lat, view) in enumerate(views):
+        a = (np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * (k + 1)) % 4000
+        make_mammo_dicom(folder / f"{lat}{view}.dcm", a, laterality=lat, view=view, study_uid=study,
+                         series_uid=series, instance_number=k + 1, pixel_spacing=(0.07, 0.07))
+        px[f"{lat}{view}"] = a
+    return px
+
+
+def test_an_exam_folder_opens_one_layer_per_view(tmp_path):
+    """Dropping an exam's folder on napari (or ``napari-calc view exam/``)
+    said "folder holds 4 images of one series that do not form a volume
+    (different views or lateralities); open the files separately"."""
+    px = _exam(tmp_path / "exam")
+    reader = get_reader(str(tmp_path / "exam"))
+    assert reader is not None
+    layers = reader(str(tmp_path / "exam"))
+    assert [kw["name"] for _, kw, _ in layers] == sorted(px)
+    for data, kw, kind in layers:
+        assert kind == "image" and kw["scale"] == pytest.approx((0.07, 0.07))
+        np.testing.assert_array_equal(np.asarray(data), px[kw["name"]])
+
+
+def test_an_exam_folder_with_a_damaged_file_opens_the_others_and_names_it(tmp_path):
+    px = _exam(tmp_path / "exam", views=(("R", "CC"), ("L", "CC")))
+    (tmp_path / "exam" / "RMLO.dcm").write_bytes(b"\x00" * 200)  # named like an image, is none
+    with pytest.warns(UserWarning, match=r"RMLO\.dcm: .*\(the folder's other images are open\)"):
+        layers = get_reader(str(tmp_path / "exam"))(str(tmp_path / "exam"))
+    assert [kw["name"] for _, kw, _ in layers] == sorted(px)
+
+
+def test_a_folder_of_a_series_is_still_one_volume_and_a_dataset_folder_is_refused(tmp_path):
+    from dicom_factory import make_series
+    from napari_calc.core.errors import NapariCalcError
+    from napari_calc.plugin import reader as reader_mod
+
+    vol = (np.arange(5 * 32 * 40, dtype=np.uint16).reshape(5, 32, 40) % 3000)
+    make_series(tmp_path / "dbt", vol, modality="MG")
+    (data, kw, _), = get_reader(str(tmp_path / "dbt"))(str(tmp_path / "dbt"))
+    np.testing.assert_array_equal(np.asarray(data), vol)
+
+    (tmp_path / "many").mkdir()
+    for k in range(reader_mod.MAX_FOLDER_IMAGES + 1):
+        make_mammo_dicom(tmp_path / "many" / f"im{k:02d}.dcm", vol[0])
+    with pytest.raises(NapariCalcError, match=r"many: folder holds 17 images, more than the 16") as info:
+        get_reader(str(tmp_path / "many"))(str(tmp_path / "many"))
+    assert "\n" not in str(info.value)

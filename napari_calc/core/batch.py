@@ -172,7 +172,7 @@ def collect_inputs(args: Iterable[str | os.PathLike], recursive: bool = True
         sub-folder that cannot be listed or a dangling symbolic link named
         like an image (the rest of the folder is still processed).
     """
-    from .read import find_inputs
+    from .read import find_inputs, misnamed_files
 
     items: list[InputItem] = []
     problems: list[tuple[str, str]] = []
@@ -191,7 +191,7 @@ def collect_inputs(args: Iterable[str | os.PathLike], recursive: bool = True
             continue
         problems.extend(inner)
         if os.path.isdir(arg):
-            found = sorted(set(found) | set(_misnamed_files(arg, found, recursive)),
+            found = sorted(set(found) | set(misnamed_files(arg, found, recursive)),
                            key=lambda f: found.index(f) if f in found else len(found))
             if not found and not inner:
                 problems.append((arg, "no DICOM or TIFF images found in this folder"))
@@ -206,38 +206,6 @@ def collect_inputs(args: Iterable[str | os.PathLike], recursive: bool = True
     return items, problems
 
 
-
-
-def _misnamed_files(folder: str, found: list[str], recursive: bool) -> list[str]:
-    """Files under ``folder`` named like images whose content is not recognised.
-
-    :func:`~napari_calc.core.read.find_inputs` skips unrecognised files (a
-    folder may hold notes, spreadsheets...), but an empty or corrupt
-    ``x.dcm`` / ``x.tif`` is a broken image the user wants to hear about.
-    They are returned so that reading them reports the reason. Non-image
-    DICOM (SR, SEG, our ``*.sr.dcm``) is recognised, hence not returned.
-    """
-    from .read import IMAGE_SUFFIXES, OUTPUT_SUFFIXES, sniff_format
-
-    taken = {os.path.abspath(f) for f in found}
-    series = {f for f in taken if os.path.isdir(f)}
-    out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
-        if os.path.abspath(dirpath) in series:
-            continue
-        for name in sorted(filenames):
-            low = name.lower()
-            if name.startswith(".") or not low.endswith(IMAGE_SUFFIXES):
-                continue
-            if any(low.endswith(s) for s in OUTPUT_SUFFIXES):
-                continue
-            full = os.path.join(dirpath, name)
-            if os.path.abspath(full) in taken or not os.path.isfile(full):
-                continue
-            if sniff_format(full) is None:
-                out.append(full)
-    return out
 
 
 def _rel_stem(path: str, base: str) -> str:

@@ -7,6 +7,12 @@ napari-calc's own exports (``*.calcifications.csv``, ``*.sr.dcm``, ...)
 which :mod:`.export_reader` opens. A file named like an image (``.dcm``,
 ``.tif``, ...) that is not one is taken, so that reading it raises the
 reason in one line instead of napari's "the reader refused the file".
+
+A folder is read as one volume when its DICOM images form one (a DICOM
+series of slices); otherwise each image in it (an exam's views: R CC,
+L CC, R MLO, L MLO) becomes a layer of its own. An image of the folder that
+cannot be read is named with its reason in a warning (napari shows it), and
+the others still open.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ def _accepts(path: str) -> bool:
         try:
             from ..core.read import sniff_format
 
-            return any(sniff_format(os.path.join(path, f)) == "dicom" for f in sorted(os.listdir(path))[:50]
-                       if os.path.isfile(os.path.join(path, f)))
+            return any(sniff_format(os.path.join(path, f)) in ("dicom", "tiff")
+                       for f in sorted(os.listdir(path))[:50] if os.path.isfile(os.path.join(path, f)))
         except OSError:
             return False
     if not os.path.isfile(path):
@@ -114,4 +120,44 @@ def read_layers(path):
     from ..core.read import read_image
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    return [image_layer_data(read_image(os.fspath(p))) for p in paths]
+    out = []
+    for p in paths:
+        p = os.fspath(p)
+        out.extend(_folder_layers(p) if os.path.isdir(p) else [image_layer_data(read_image(p))])
+    return out
+
+
+#: The most images a folder opened in napari may hold (an exam has 4-8 views;
+#: a folder of a whole dataset is for ``napari-calc detect`` / ``review``).
+MAX_FOLDER_IMAGES = 16
+
+
+def _folder_layers(folder: str) -> list:
+    """Layers of a folder: its volume, or each of its images (see module doc)."""
+    import warnings
+
+    from ..core.errors import NapariCalcError, UnreadableImageError, UnsupportedImageError
+    from ..core.read import find_inputs, misnamed_files, read_image
+
+    items = find_inputs([folder], recursive=False)
+    items += misnamed_files(folder, items, False)  # a damaged x.dcm: said why, not skipped
+    if not items:
+        raise UnreadableImageError("no DICOM or TIFF images in this folder", folder)
+    if os.path.abspath(items[0]) == os.path.abspath(folder) and len(items) == 1:
+        return [image_layer_data(read_image(folder))]  # one volume series
+    if len(items) > MAX_FOLDER_IMAGES:
+        raise UnsupportedImageError(
+            f"folder holds {len(items)} images, more than the {MAX_FOLDER_IMAGES} napari-calc opens as "
+            "layers at once; open the files of one exam, or run 'napari-calc detect' then "
+            "'napari-calc review' on the folder", folder)
+    layers, failed = [], []
+    for item in items:
+        try:
+            layers.append(image_layer_data(read_image(item)))
+        except NapariCalcError as exc:
+            failed.append(exc)
+    if not layers:
+        raise failed[0]
+    for exc in failed:
+        warnings.warn(f"{exc} (the folder's other images are open)", stacklevel=2)
+    return layers

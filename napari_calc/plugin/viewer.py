@@ -72,7 +72,7 @@ def open_viewer(inputs=(), *, viewer=None, show: bool = True):
         if get_reader(p) is None and get_detections_reader(p) is None:
             # napari said only that the reader "refused the file", in a traceback
             raise UnreadableImageError(
-                "no DICOM images in this folder" if os.path.isdir(p) else
+                "no DICOM or TIFF images in this folder" if os.path.isdir(p) else
                 "not an image napari-calc reads (DICOM, TIFF) nor one of its exports "
                 "(.calcifications.csv, .clusters.csv, .detections.json, .sr.dcm, .cad-sr.dcm)", p)
     if viewer is None:

@@ -30,6 +30,7 @@ __all__ = [
     "is_dicom_image",
     "sniff_format",
     "find_inputs",
+    "misnamed_files",
     "OUTPUT_SUFFIXES",
     "IMAGE_SUFFIXES",
 ]
@@ -289,6 +290,36 @@ def _expand_folder(folder: str, recursive: bool, _seen: set | None = None,
                 out.extend(_expand_folder(sub, recursive, _seen, errors))
             except OSError as exc:
                 errors.append((sub, f"cannot list folder ({os_reason(exc)})"))
+    return out
+
+
+def misnamed_files(folder: str, found: list[str], recursive: bool) -> list[str]:
+    """Files under ``folder`` named like images whose content is not recognised.
+
+    :func:`find_inputs` skips unrecognised files (a
+    folder may hold notes, spreadsheets...), but an empty or corrupt
+    ``x.dcm`` / ``x.tif`` is a broken image the user wants to hear about.
+    They are returned so that reading them reports the reason. Non-image
+    DICOM (SR, SEG, our ``*.sr.dcm``) is recognised, hence not returned.
+    """
+    taken = {os.path.abspath(f) for f in found}
+    series = {f for f in taken if os.path.isdir(f)}
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        if os.path.abspath(dirpath) in series:
+            continue
+        for name in sorted(filenames):
+            low = name.lower()
+            if name.startswith(".") or not low.endswith(IMAGE_SUFFIXES):
+                continue
+            if any(low.endswith(s) for s in OUTPUT_SUFFIXES):
+                continue
+            full = os.path.join(dirpath, name)
+            if os.path.abspath(full) in taken or not os.path.isfile(full):
+                continue
+            if sniff_format(full) is None:
+                out.append(full)
     return out
 
 
