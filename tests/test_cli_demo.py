@@ -52,6 +52,20 @@ def test_a_second_demo_keeps_a_table_reviewed_since(tmp_path):
     assert (pd.read_csv(table).status == "candidate").all()  # the fresh run
 
 
+def test_a_second_demo_keeps_a_truth_edited_since(tmp_path):
+    """The demo rewrote the sample's truth file, a correction by hand lost."""
+    assert _demo("--out", tmp_path).returncode == 0
+    truth = tmp_path / "sample-mammogram.truth.json"
+    edited = truth.read_text().replace('"view": "CC"', '"view": "MLO"', 1)
+    assert edited != truth.read_text()
+    truth.write_text(edited)
+    r = _demo("--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"{truth} edited since it was written: kept as {truth.name}.bak" in r.stderr
+    assert (tmp_path / f"{truth.name}.bak").read_text() == edited
+    assert '"view": "CC"' in truth.read_text()
+
+
 def test_demo_and_phantom_bad_arguments_are_one_line(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("")

@@ -365,3 +365,34 @@ def test_cli_phantom(tmp_path, capsys):
     assert rc != 0
     assert err.count("\n") == 1 and err.startswith("napari-calc: ") and "spacing" in err
     assert "Traceback" not in err
+
+
+def test_cli_phantom_keeps_an_edited_truth(tmp_path, capsys):
+    """A truth corrected by hand was overwritten by the next run into the folder."""
+    from napari_calc.cli import main
+
+    out = tmp_path / "out"
+    args = ["phantom", str(out), "--spacing", "0.2"]
+    assert main(args) == 0
+    tp = out / "phantom-0.truth.json"
+    capsys.readouterr()
+    assert main(args) == 0  # the same phantom again: nothing to keep, nothing said
+    assert capsys.readouterr().err == ""
+    assert sorted(p.name for p in out.iterdir()) == ["phantom-0.tif", "phantom-0.truth.json"]
+
+    truth = json.loads(tp.read_text())
+    truth["calcifications"] = truth["calcifications"][1:]  # a false one removed by hand
+    edited = json.dumps(truth, indent=2)
+    tp.write_text(edited)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("napari-calc: ") and "Traceback" not in err
+    assert "phantom-0.truth.json edited since it was written: kept as phantom-0.truth.json.bak" in err
+    assert (out / "phantom-0.truth.json.bak").read_text() == edited
+    assert load_truth(tp)["calcifications"] != truth["calcifications"]  # the new truth as made
+
+    # other options: the earlier truth is kept too, next to the first backup
+    assert main(args + ["--seed", "0", "--difficulty", "easy"]) == 0
+    err = capsys.readouterr().err
+    assert "made with other options or edited: kept as phantom-0.truth.json.bak.2" in err
+    assert (out / "phantom-0.truth.json.bak").read_text() == edited

@@ -49,14 +49,15 @@ def run(args) -> int:
         raise NapariCalcError("not a folder (give --out a folder to write into)", out)
     ph = make_phantom(seed=args.seed)
     try:
-        written = write_phantom(ph, out, stem=SAMPLE_STEM)
+        kept_truth = {}
+        written = write_phantom(ph, out, stem=SAMPLE_STEM, kept=kept_truth)
         image = ph.image
         image.metadata["source_path"] = str(written.get("tiff", ""))
         # a second demo into the same folder keeps a table reviewed since
         summary = process_image(image, out, SAMPLE_STEM, formats=formats, keep_edited=True)
     except OSError as e:
         raise NapariCalcError(os_reason(e), e.filename or out) from None
-    for name, k in (summary.get("kept") or {}).items():
+    for name, k in {**kept_truth, **(summary.get("kept") or {})}.items():
         print(f"napari-calc: {out / name} {k['why']}: kept as {k['kept_as']} before writing the "
               "new outputs", file=sys.stderr)
 

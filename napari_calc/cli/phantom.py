@@ -25,7 +25,9 @@ def register(subparsers) -> None:
         help="generate synthetic mammograms with known calcifications",
         description=(
             "Write N synthetic mammograms (seeds S, S+1, ...) as <OUT>/phantom-<seed>.tif "
-            "(and/or .dcm) with the ground truth in <OUT>/phantom-<seed>.truth.json."
+            "(and/or .dcm) with the ground truth in <OUT>/phantom-<seed>.truth.json. "
+            "An existing truth file other than the new one (corrected by hand, or made with "
+            "other options) is first copied to <name>.bak (.bak.2, ...), and said so."
         ),
     )
     p.add_argument("out", metavar="OUT", help="output folder (created if missing)")
@@ -95,13 +97,16 @@ def run(args) -> int:
                 equalize=not args.no_equalize,
                 mc_shapes=args.mc_shapes,
             )
-            written = write_phantom(ph, out, formats=formats)
+            kept = {}
+            written = write_phantom(ph, out, formats=formats, kept=kept)
         except NapariCalcError as exc:
             error_line(f"{out}: {exc.reason}")
             return 2
         except OSError as exc:
             error_line(f"{out}: {exc.strerror or exc}")
             return 1
+        for name, k in kept.items():  # a truth corrected by hand is never lost
+            error_line(f"{out / name} {k['why']}: kept as {k['kept_as']} before writing the new one")
         n_mc = len(ph.truth["calcifications"])
         n_cl = len(ph.truth["clusters"])
         files = ", ".join(str(p) for k, p in written.items() if k != "truth")

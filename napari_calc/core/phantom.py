@@ -1290,7 +1290,8 @@ def make_phantom(
 # --------------------------------------------------------------------------
 # I/O
 # --------------------------------------------------------------------------
-def write_phantom(phantom: Phantom, out_dir, stem: str | None = None, formats=("tiff",)) -> dict:
+def write_phantom(phantom: Phantom, out_dir, stem: str | None = None, formats=("tiff",),
+                  kept: dict | None = None) -> dict:
     """Write a phantom's image and truth.
 
     Parameters
@@ -1306,6 +1307,12 @@ def write_phantom(phantom: Phantom, out_dir, stem: str | None = None, formats=("
         Digital Mammography X-Ray image (MONOCHROME2, PixelSpacing and
         ImagerPixelSpacing).  The truth is always written to
         ``<stem>.truth.json``.
+    kept : dict, optional
+        Filled with ``{file name: {"kept_as": backup name, "why": reason}}``
+        when an existing ``<stem>.truth.json`` other than the one about to be
+        written (edited since, or made with other options) was copied to
+        ``<stem>.truth.json.bak`` (``.bak.2``, ...) first: a truth file is
+        never lost (see :func:`napari_calc.core.pipeline.keep_edited_outputs`).
 
     Returns
     -------
@@ -1318,7 +1325,12 @@ def write_phantom(phantom: Phantom, out_dir, stem: str | None = None, formats=("
     for f in formats:
         if f not in ("tiff", "dicom"):
             raise InvalidParameterError(f"unknown phantom format {f!r} (use tiff or dicom)")
+    truth_path = out_dir / f"{stem}.truth.json"
+    truth_text = json.dumps(phantom.truth, indent=1) + "\n"
     out_dir.mkdir(parents=True, exist_ok=True)
+    k = _keep_other_truth(truth_path, truth_text, phantom.truth)  # before anything is written
+    if k is not None and kept is not None:
+        kept[truth_path.name] = k
     written = {}
     if "tiff" in formats:
         p = out_dir / f"{stem}.tif"
@@ -1328,10 +1340,39 @@ def write_phantom(phantom: Phantom, out_dir, stem: str | None = None, formats=("
         p = out_dir / f"{stem}.dcm"
         _write_dicom(phantom, p)
         written["dicom"] = p
-    p = out_dir / f"{stem}.truth.json"
-    atomic_write_text(p, json.dumps(phantom.truth, indent=1) + "\n")
-    written["truth"] = p
+    atomic_write_text(truth_path, truth_text)
+    written["truth"] = truth_path
     return written
+
+
+def _keep_other_truth(path: Path, text: str, truth: dict) -> dict | None:
+    """Copy an existing truth file at ``path`` that differs from ``text`` to
+    ``<name>.bak`` (never overwriting a backup); ``{"kept_as", "why"}`` or
+    None when there was nothing to keep. A truth is often corrected by hand,
+    and nothing tells such a file from one made with other options: both
+    are kept."""
+    import shutil
+
+    from .atomic import atomic_write
+    from .review import backup_path
+
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if old == text.encode("utf-8"):
+        return None  # the same phantom again
+    try:
+        prev = json.loads(old)
+        same_make = (isinstance(prev, dict) and prev.get("seed") == truth.get("seed")
+                     and prev.get("params") == json.loads(json.dumps(truth.get("params"))))
+    except ValueError:
+        same_make = False
+    why = "edited since it was written" if same_make else "made with other options or edited"
+    bak = backup_path(path)
+    with open(path, "rb") as src, atomic_write(bak, "wb", encoding=None) as dst:
+        shutil.copyfileobj(src, dst)
+    return {"kept_as": bak.name, "why": why}
 
 
 def _write_tiff(phantom, path):
