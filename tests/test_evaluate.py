@@ -319,6 +319,11 @@ def test_cli_evaluate(tmp_path, capsys):
     assert rc != 0 and not o and err.splitlines() == [
         f"napari-calc: {a_file}: --out names a file; give a folder for froc.csv and froc.png"]
     assert a_file.read_text() == "keep me"
+    rc = main(["evaluate", str(det_dir), str(truth_dir), "--out", str(a_file / "sub")])
+    o, err = capsys.readouterr()  # it said "Not a directory" after the whole evaluation
+    assert rc != 0 and not o and err.splitlines() == [
+        f"napari-calc: {a_file / 'sub'}: cannot make this --out folder: {a_file} is a file, not a folder"]
+    assert a_file.read_text() == "keep me"
     for opt, val in (("--cluster-margin-mm", "-5"), ("--match-mm", "inf"), ("--match-mm", "0")):
         rc = main(["evaluate", str(det_dir), str(truth_dir), "--out", str(out), opt, val])
         o, err = capsys.readouterr()

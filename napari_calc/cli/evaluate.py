@@ -40,6 +40,25 @@ def _err(path, reason) -> None:
     error_line(f"{path}: {reason}")
 
 
+def _out_problem(out: Path) -> tuple[Path, str] | None:
+    """(path, reason) when froc.csv and froc.png could not be written in
+    ``out``: it, or the nearest of its folders that exists, is a file or
+    cannot be written to. Checked before the work, not after it."""
+    import os
+
+    if out.exists():
+        return None if out.is_dir() else (out, "--out names a file; give a folder for froc.csv and froc.png")
+    for parent in out.parents:
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            return (out, f"cannot make this --out folder: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return (out, f"cannot make this --out folder: {parent} is not writable (permission denied)")
+        return None
+    return None
+
+
 def _collect(path: Path, suffix: str) -> dict[str, Path] | None:
     if path.is_dir():
         return {p.name[: -len(suffix)]: p for p in sorted(path.iterdir()) if p.name.endswith(suffix)}
@@ -92,8 +111,9 @@ def run(args) -> int:
     if args.cluster_margin_mm is not None and not 0 <= args.cluster_margin_mm < math.inf:
         _err(det_path, f"--cluster-margin-mm must be 0 or more mm, got {args.cluster_margin_mm:g}")
         return 2
-    if out.exists() and not out.is_dir():  # found now, not after the whole evaluation
-        _err(out, "--out names a file; give a folder for froc.csv and froc.png")
+    bad_out = _out_problem(out)  # found now, not after the whole evaluation
+    if bad_out:
+        _err(*bad_out)
         return 2
     if det_path.is_file() and det_path.name.endswith(CLUSTER_SUFFIX):
         _err(det_path, f"a cluster table, not the calcifications; give the *{CALC_SUFFIX} beside it")
