@@ -328,6 +328,8 @@ def test_cli_evaluate(tmp_path, capsys):
         rc = main(["evaluate", str(det_dir), str(truth_dir), "--out", str(out), opt, val])
         o, err = capsys.readouterr()
         assert rc != 0 and not o and len(err.splitlines()) == 1 and opt in err
+        # it began "napari-calc: <detections folder>: --match-mm must be ..."
+        assert err.startswith(f"napari-calc: {opt} {val}: must be ") and str(det_dir) not in err, err
 
 
 def test_cli_evaluate_reads_spreadsheet_tables_by_the_export_rules(tmp_path, capsys):

@@ -105,11 +105,12 @@ def run(args) -> int:
     from ..core.atomic import atomic_write_text
 
     det_path, truth_path, out = Path(args.detections), Path(args.truth), Path(args.out)
+    # an option's mistake names the option and its value, not a file
     if args.match_mm is not None and not 0 < args.match_mm < math.inf:
-        _err(det_path, f"--match-mm must be a positive number of mm, got {args.match_mm:g}")
+        _err(f"--match-mm {args.match_mm:g}", "must be a positive number of mm")
         return 2
     if args.cluster_margin_mm is not None and not 0 <= args.cluster_margin_mm < math.inf:
-        _err(det_path, f"--cluster-margin-mm must be 0 or more mm, got {args.cluster_margin_mm:g}")
+        _err(f"--cluster-margin-mm {args.cluster_margin_mm:g}", "must be 0 or more mm")
         return 2
     bad_out = _out_problem(out)  # found now, not after the whole evaluation
     if bad_out:
