@@ -681,3 +681,16 @@ def test_summary_counts_candidates_and_those_at_the_operating_point(tmp_path, ca
     # a rerun skips both inputs and reports the same counts from their markers
     assert main(["detect", str(inp), "--out", str(out), "--param", "min_score=0.7"]) == 0
     assert want in capsys.readouterr().out
+
+
+def test_summary_says_one_image_one_candidate_one_cluster():
+    """It said "1 candidates" and "1 clusters" (and "of 1 inputs" when stopped)."""
+    from napari_calc.core.batch import BatchResult
+
+    r = BatchResult(records=[], n_done=1, n_calcifications=1, n_clusters=1, n_likely=1,
+                    n_likely_clusters=0, manifest=Path("m.json"))
+    assert r.summary_lines()[0].startswith(
+        "1 image: 1 done, 0 failed; 1 candidate (1 with score >= 0.5), 1 cluster (0 with score >= 0.5);")
+    r = BatchResult(records=[], n_done=2, n_calcifications=0, n_clusters=2, n_likely=None,
+                    n_likely_clusters=None, manifest=Path("m.json"))
+    assert r.summary_lines()[0].startswith("2 images: 2 done, 0 failed; 0 candidates, 2 clusters;")

@@ -272,7 +272,7 @@ def test_cli_evaluate(tmp_path, capsys):
     rc = main(["evaluate", str(det_dir / "a.calcifications.csv"), str(truth_dir / "a.truth.json"),
                "--out", str(tmp_path / "one")])
     assert rc == 0
-    assert "1 images, 5 truth calcifications" in capsys.readouterr().out
+    assert "1 image, 5 truth calcifications" in capsys.readouterr().out  # not "1 images"
 
     # errors: one line, no traceback
     rc = main(["evaluate", str(tmp_path / "missing"), str(truth_dir), "--out", str(out)])
@@ -351,7 +351,7 @@ def test_cli_evaluate_reads_spreadsheet_tables_by_the_export_rules(tmp_path, cap
     assert rc == 1 and "Traceback" not in err
     assert err.splitlines() == [f"napari-calc: {det_dir / 'a.calcifications.csv'}: column y_mm is not numeric: "
                                 "'abc' in data row 2"]
-    assert "1 images" in o and (out / "froc.csv").exists()  # b still evaluated
+    assert "1 image, " in o and (out / "froc.csv").exists()  # b still evaluated
 
     one = tmp_path / "one"
     one.mkdir()

@@ -105,7 +105,7 @@ def test_unusable_markers_are_listed_and_the_rest_kept(folder):
     assert any("img10.calcifications.csv is missing" in p for p in wl.problems)
     (folder / "img3.done.json").unlink()
     # the line names a marker and why, not only how many
-    with pytest.raises(NapariCalcError, match=r"no image finished .*\(but 2 unusable marker\(s\), e\.g\. "
+    with pytest.raises(NapariCalcError, match=r"no image finished .*\(but 2 unusable markers, e\.g\. "
                                               r".*img(2|10)\.(done\.json|calcifications\.csv).*\)"):
         read_worklist(folder)
 

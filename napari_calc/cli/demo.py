@@ -41,7 +41,7 @@ def run(args) -> int:
 
     import sys
 
-    from ..core.errors import NapariCalcError, os_reason
+    from ..core.errors import NapariCalcError, counted, os_reason
 
     out = Path(args.out)
     formats = parse_formats(args.formats)
@@ -76,9 +76,9 @@ def run(args) -> int:
     likely_cl = clusters[clusters["score"] >= op]
     mc = match_clusters(likely_cl, ph.truth)
     print(f"sample: {image.pixels.shape[0]}x{image.pixels.shape[1]} px at "
-          f"{image.spacing_mm[0]} mm, {len(truth)} true calcifications, "
-          f"{len(ph.truth['clusters'])} true clusters")
-    print(f"calcifications: {len(calcs)} candidates; {len(likely)} with score >= {op:g}: "
+          f"{image.spacing_mm[0]} mm, {counted(len(truth), 'true calcification')}, "
+          f"{counted(len(ph.truth['clusters']), 'true cluster')}")
+    print(f"calcifications: {counted(len(calcs), 'candidate')}; {len(likely)} with score >= {op:g}: "
           f"{m['tp']} true, {m['fp']} false (sensitivity {sens:.2f})")
     print(f"clusters: {len(clusters)} found; {len(likely_cl)} with score >= {op:g}: "
           f"{mc['tp']} true, {mc['fp']} false")

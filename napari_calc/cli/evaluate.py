@@ -93,7 +93,7 @@ def _read_csv(path: Path):
 def run(args) -> int:
     import pandas as pd
 
-    from ..core.errors import NapariCalcError
+    from ..core.errors import NapariCalcError, counted
     from ..core.evaluate import (
         CLUSTER_MARGIN_MM,
         cluster_froc,
@@ -213,7 +213,8 @@ def run(args) -> int:
     n_mc = int(f_calc["n_truth"].iloc[0])
     n_cl = int(f_clu["n_truth"].iloc[0])
     rule = f"{args.match_mm} mm" if args.match_mm else "max(0.5 mm, diameter)"
-    print(f"{n_img} images, {n_mc} truth calcifications, {n_cl} truth clusters")
+    print(f"{counted(n_img, 'image')}, {counted(n_mc, 'truth calcification')}, "
+          f"{counted(n_cl, 'truth cluster')}")
     print(f"matching: calcification within {rule}; cluster centroid within radius + {margin} mm")
     s_calc = froc_summary(f_calc)
     s_clu = froc_summary(f_clu)
@@ -242,7 +243,7 @@ def run(args) -> int:
         )
         both = both[["level"] + [c for c in both.columns if c != "level"]]
         atomic_write_text(out / "froc.csv", both.to_csv(index=False))
-        plot_froc(f_calc, f_clu, out / "froc.png", title=f"{n_img} images")
+        plot_froc(f_calc, f_clu, out / "froc.png", title=counted(n_img, "image"))
     except OSError as exc:
         _err(out, exc.strerror or exc)
         return 1

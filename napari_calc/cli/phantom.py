@@ -62,7 +62,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..core.errors import NapariCalcError
+    from ..core.errors import NapariCalcError, counted
     from ..core.phantom import make_phantom, write_phantom
     from . import error_line
 
@@ -110,5 +110,5 @@ def run(args) -> int:
         n_mc = len(ph.truth["calcifications"])
         n_cl = len(ph.truth["clusters"])
         files = ", ".join(str(p) for k, p in written.items() if k != "truth")
-        print(f"{files}: {n_mc} calcifications, {n_cl} clusters")
+        print(f"{files}: {counted(n_mc, 'calcification')}, {counted(n_cl, 'cluster')}")
     return 0

@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..core.errors import NapariCalcError, printable
+    from ..core.errors import NapariCalcError, counted, printable
     from ..core.worklist import read_worklist
     from .view import check_viewer_can_start
 
@@ -38,7 +38,7 @@ def run(args) -> int:
     if args.start is not None:
         start = wl.find(args.start)
         if start is None:
-            raise NapariCalcError(f"no image {args.start!r} in the worklist ({len(wl.items)} images)", wl.out_dir)
+            raise NapariCalcError(f"no image {args.start!r} in the worklist ({counted(len(wl.items), 'image')})", wl.out_dir)
     check_viewer_can_start()
     import napari
 

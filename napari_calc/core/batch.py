@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
-from .errors import InvalidParameterError, NapariCalcError, os_reason, printable
+from .errors import InvalidParameterError, NapariCalcError, counted, os_reason, printable
 
 __all__ = [
     "MANIFEST_NAME",
@@ -882,17 +882,17 @@ class BatchResult:
         """"280 candidates (162 with score >= 0.5), 7 clusters (5 with score >= 0.5)"."""
         def part(n, likely, what):
             if likely is None:
-                return f"{n} {what}"
-            return f"{n} {what} ({likely} with score >= {self.min_score:g})"
-        return (f"{part(self.n_calcifications, self.n_likely, 'candidates')}, "
-                f"{part(self.n_clusters, self.n_likely_clusters, 'clusters')}")
+                return counted(n, what)
+            return f"{counted(n, what)} ({likely} with score >= {self.min_score:g})"
+        return (f"{part(self.n_calcifications, self.n_likely, 'candidate')}, "
+                f"{part(self.n_clusters, self.n_likely_clusters, 'cluster')}")
 
     def summary_lines(self) -> list[str]:
         """The final summary printed by the CLI."""
         n = self.n_done + self.n_skipped + self.n_failed
         skipped = f" ({self.n_skipped} already complete, skipped)" if self.n_skipped else ""
         return [
-            f"{n} image{'s' if n != 1 else ''}: {self.n_done + self.n_skipped} done{skipped}, "
+            f"{counted(n, 'image')}: {self.n_done + self.n_skipped} done{skipped}, "
             f"{self.n_failed} failed; {self._counts()}; wall time {self.wall_seconds:.1f} s",
             f"outputs and run manifest: {self.manifest}",
         ]
@@ -1172,7 +1172,7 @@ def run_batch(inputs: Iterable[str | os.PathLike], out_dir, *, formats=("csv",),
     def stopped_at() -> str:
         n_finished = result.n_done + result.n_skipped + result.n_failed
         again = "without --force" if force else "again"  # --force would redo the finished ones
-        return (f"{n_finished} of {len(tasks) + len(problems)} inputs finished, their outputs "
+        return (f"{n_finished} of {counted(len(tasks) + len(problems), 'input')} finished, their outputs "
                 f"kept in {out_dir}; run the same command {again} to do the rest")
 
     def finished_meanwhile() -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "InvalidParameterError",
     "DetectionCancelled",
     "printable",
+    "counted",
 ]
 
 
@@ -89,6 +90,12 @@ def os_reason(exc: BaseException) -> str:
     text = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and the noun, singular for one: ``"1 image"``, ``"0 images"``,
+    ``"2 images"`` (``plural`` when not the noun plus "s")."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def printable(text) -> str:

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write_bytes
+from .errors import counted
 
 __all__ = [
     "match_calcifications",
@@ -340,7 +341,7 @@ def _check_lists(detections_list, truths_list):
     truths_list = list(truths_list)
     if len(detections_list) != len(truths_list):
         raise ValueError(
-            f"{len(detections_list)} detection tables for {len(truths_list)} truths"
+            f"{counted(len(detections_list), 'detection table')} for {counted(len(truths_list), 'truth')}"
         )
     return detections_list, truths_list
 
@@ -487,7 +488,7 @@ def plot_froc(froc_df: pd.DataFrame, cluster_froc_df: pd.DataFrame | None, path,
         ax.set_ylabel("sensitivity")
         n_img = int(df["n_images"].iloc[0]) if len(df) else 0
         n_tr = int(df["n_truth"].iloc[0]) if len(df) else 0
-        ax.set_title(f"{name} ({n_tr} in {n_img} images)", fontsize=10)
+        ax.set_title(f"{name} ({n_tr} in {counted(n_img, 'image')})", fontsize=10)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

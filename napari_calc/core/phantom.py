@@ -72,7 +72,7 @@ import numpy as np
 from scipy import ndimage
 
 from .atomic import atomic_write_bytes, atomic_write_text
-from .errors import InvalidParameterError, NapariCalcError, UnreadableImageError
+from .errors import InvalidParameterError, NapariCalcError, UnreadableImageError, counted
 from .image import MammoImage
 
 __all__ = [
@@ -539,7 +539,7 @@ def _build_scene(
                     break
             if pos is None:
                 raise InvalidParameterError(
-                    f"the breast is too small for {n_clusters} cluster(s) {sep:.0f} mm apart "
+                    f"the breast is too small for {counted(n_clusters, 'cluster')} {sep:.0f} mm apart "
                     f"and {margin:.0f} mm from the skin"
                 )
             cy, cx = pos

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .batch import MANIFEST_NAME, MARKER_SUFFIX
-from .errors import NapariCalcError, printable
+from .errors import NapariCalcError, counted, printable
 from .review import ReviewSession
 from .review_sidecar import sidecar_path_for
 
@@ -311,7 +311,7 @@ def read_worklist(out_dir, images_dir=None) -> Worklist:
                 "not valid JSON: damaged" if isinstance(e, json.JSONDecodeError) else e
             problems.append(f"{printable(m)}: cannot be used ({printable(why)})")
     if not items:
-        hint = (f" (but {len(problems)} unusable marker(s), e.g. {problems[0]})" if problems else "")
+        hint = (f" (but {counted(len(problems), 'unusable marker')}, e.g. {problems[0]})" if problems else "")
         ran = (d / MANIFEST_NAME).is_file()
         raise NapariCalcError(
             f"no image finished by napari-calc detect here{hint}"
