@@ -148,3 +148,21 @@ def test_implausible_spacing_message_is_plain(tmp_path, capsys):
     assert main(["detect", str(inp), "--out", str(tmp_path / "o"), "--spacing", "1e-9"]) != 0
     (line,) = capsys.readouterr().err.splitlines()
     assert "img.tif: in-plane spacing 1e-09 x 1e-09 mm is not a mammogram's" in line, line
+
+
+def test_a_missing_folder_is_called_a_folder(tmp_path, capsys):
+    """``detect nothere/`` said "file not found" for what is clearly meant as a folder."""
+    good = write_tiff(tmp_path / "in" / "a.tif", 0)
+    gone = str(tmp_path / "nothere") + os.sep
+    rc = main(["detect", str(good), gone, "--out", str(tmp_path / "o"), "--workers", "1",
+               "--no-progress"])
+    o, err = capsys.readouterr()
+    assert rc != 0 and err.splitlines() == [f"napari-calc: {gone}: folder not found"]
+    assert "1 done, 1 failed" in o
+    from napari_calc.core.errors import UnreadableImageError
+    from napari_calc.core.read import read_image
+
+    with pytest.raises(UnreadableImageError, match="nothere/: folder not found$"):
+        read_image(gone)
+    with pytest.raises(UnreadableImageError, match="nothere: file not found$"):
+        read_image(gone.rstrip(os.sep))

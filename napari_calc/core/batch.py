@@ -172,7 +172,7 @@ def collect_inputs(args: Iterable[str | os.PathLike], recursive: bool = True
         sub-folder that cannot be listed or a dangling symbolic link named
         like an image (the rest of the folder is still processed).
     """
-    from .read import find_inputs, misnamed_files
+    from .read import _means_folder, find_inputs, misnamed_files
 
     items: list[InputItem] = []
     problems: list[tuple[str, str]] = []
@@ -181,6 +181,9 @@ def collect_inputs(args: Iterable[str | os.PathLike], recursive: bool = True
         arg = os.fspath(arg)
         root = os.path.abspath(arg)
         inner: list[tuple[str, str]] = []  # unlistable sub-folders, dangling links
+        if not os.path.exists(arg) and _means_folder(arg):  # "scans/": not "file not found"
+            problems.append((arg, "folder not found"))
+            continue
         try:
             found = find_inputs([arg], recursive=recursive, errors=inner)
         except NapariCalcError as exc:

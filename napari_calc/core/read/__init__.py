@@ -120,9 +120,14 @@ def is_tiff(path: str | os.PathLike) -> bool:
     return os.path.isfile(path) and sniff_format(path) == "tiff"
 
 
+def _means_folder(path: str) -> bool:
+    """``path`` ends with a path separator (``scans/``): meant as a folder."""
+    return path.endswith(tuple(s for s in (os.sep, os.altsep) if s))
+
+
 def _check_file(path: str) -> None:
     if not os.path.exists(path):
-        raise UnreadableImageError("file not found", path)
+        raise UnreadableImageError("folder not found" if _means_folder(path) else "file not found", path)
     if os.path.isdir(path):
         return
     if not os.access(path, os.R_OK):
