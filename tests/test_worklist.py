@@ -209,6 +209,16 @@ def test_cli_review_bad_folder_is_one_line(tmp_path, capsys):
     assert err == [f"napari-calc: {tmp_path / 'nothere'}: folder not found"]
 
 
+def test_cli_review_images_that_is_a_file_is_one_line(folder, tmp_path, capsys):
+    """It said "afile: images folder not found" of a file that is there."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["review", str(folder), "--images", str(afile)]) == 1
+    o, err = capsys.readouterr()
+    assert not o and err.splitlines() == [
+        f"napari-calc: {afile}: not a folder: give --images the folder the images are in now"]
+
+
 def test_cli_review_unknown_start_is_one_line(folder, capsys):
     assert main(["review", str(folder), "--start", "img99"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

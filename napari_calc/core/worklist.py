@@ -293,7 +293,8 @@ def read_worklist(out_dir, images_dir=None) -> Worklist:
     """
     d = Path(os.path.abspath(os.fspath(out_dir)))
     if images_dir is not None and not os.path.isdir(images_dir):
-        raise NapariCalcError("images folder not found", images_dir)
+        raise NapariCalcError("not a folder: give --images the folder the images are in now"
+                              if os.path.exists(images_dir) else "images folder not found", images_dir)
     if not d.exists():
         raise NapariCalcError("folder not found", d)
     if not d.is_dir():
