@@ -108,6 +108,23 @@ def test_parsers():
         parse_param("threshold")
 
 
+def test_a_parameter_given_twice_is_refused(tmp_path, capsys):
+    """``--param threshold=4 --param threshold=5`` ran silently with 5."""
+    good = write_tiff(tmp_path / "in" / "a.tif", 0)
+    for twice in (["threshold=4", "threshold=5"], ["use-mask=false", "use_mask=true"]):
+        args = [a for t in twice for a in ("--param", t)]
+        rc = main(["detect", str(good), "--out", str(tmp_path / "o"), "--workers", "1", *args])
+        o, err = capsys.readouterr()
+        name = twice[0].split("=")[0].replace("-", "_")
+        assert rc != 0 and not o and err.splitlines() == [
+            f"napari-calc: --param {name} is given twice ({twice[0]!r} and {twice[1]!r}); "
+            "give each parameter once"]
+        assert not (tmp_path / "o").exists()
+    from napari_calc.cli.detect import parse_params
+
+    assert parse_params(["threshold=4", "use-mask=false"]) == {"threshold": 4, "use_mask": False}
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["phantom", "OUT", "--spacing", "0"],
      "napari-calc phantom: argument --spacing: must be > 0: '0' (see 'napari-calc phantom --help')"),

@@ -63,6 +63,21 @@ def parse_param(text: str) -> tuple[str, object]:
     return name, parsed
 
 
+def parse_params(texts) -> dict[str, object]:
+    """The ``--param`` options -> {name: value}. A parameter given twice
+    (``threshold=4 ... threshold=5``, also as ``use-mask`` and ``use_mask``)
+    is refused: which one was meant is the user's to say, not ours to guess."""
+    params: dict[str, object] = {}
+    given: dict[str, str] = {}
+    for text in texts:
+        name, value = parse_param(text)
+        if name in params:
+            raise NapariCalcError(f"--param {name} is given twice ({given[name]!r} and {str(text)!r}); "
+                                  "give each parameter once")
+        params[name], given[name] = value, str(text)
+    return params
+
+
 def register(sub) -> None:
     p = sub.add_parser("detect", help="detect calcifications in images or folders",
                        description="Detect microcalcifications and clusters in mammograms "
@@ -85,7 +100,8 @@ def register(sub) -> None:
                    help="give up on an input after this many seconds (its worker is killed); "
                         "counted from when the worker process is ready, so its start-up does not count")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="detection parameter, repeatable (e.g. --param threshold=4.5)")
+                   help="detection parameter, repeatable for different parameters (e.g. --param "
+                        "threshold=4.5 --param nms_radius_mm=0.4); the same NAME twice is refused")
     p.add_argument("--deidentify", action="store_true",
                    help="dataset exports without patient identifiers, dates and paths")
     p.add_argument("--no-recursive", dest="recursive", action="store_false",
@@ -103,7 +119,7 @@ def run(args) -> int:
 
     formats = parse_formats(args.formats)
     spacing = parse_spacing(args.spacing)
-    params = dict(parse_param(t) for t in args.param)
+    params = parse_params(args.param)
     result = run_batch(args.inputs, Path(args.out), formats=formats, params=params,
                        spacing_mm=spacing, deidentify=args.deidentify, workers=args.workers,
                        scheduler=args.scheduler, timeout=args.timeout, force=args.force,
