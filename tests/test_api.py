@@ -1,5 +1,7 @@
 """The public Python API of INTERFACE.md: names, types and columns."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -89,16 +91,25 @@ def test_bad_parameters(params):
 
 
 def test_whole_floats_are_taken_as_ints():
-    det = napari_calc.detect(np.zeros((32, 32), np.uint16), spacing_mm=0.1, max_candidates=3000.0,
+    det = napari_calc.detect(np.zeros((64, 64), np.uint16), spacing_mm=0.1, max_candidates=3000.0,
                              min_cluster_size=np.int64(3), use_mask=np.bool_(False))
     assert det.params["max_candidates"] == 3000 and isinstance(det.params["max_candidates"], int)
 
 
 def test_constant_and_tiny_images_give_no_detections():
-    for shape in [(2, 2), (2, 9), (9, 2), (3, 3)]:
+    # the smallest images a search at 0.1 mm takes (the DoG's largest window: 55 pixels)
+    for shape in [(55, 55), (55, 300), (300, 55)]:
         det = napari_calc.detect(np.full(shape, 7, np.uint16), spacing_mm=0.1)
         assert len(det.calcifications) == 0 and len(det.clusters) == 0
         assert list(det.calcifications.columns) == CALC_COLUMNS
+    # smaller ones are refused in one line, not "searched" (they gave 0 detections)
+    for shape, says in [((2, 2), "2x2 pixels, too small to search for calcifications at any pixel spacing"),
+                        ((3, 3), "3x3 pixels, too small to search for calcifications at any pixel spacing"),
+                        ((2, 9), "2x9 pixels, too small"),
+                        ((54, 300), "54x300 pixels (5.4 x 30 mm), too small to search for calcifications: "
+                                    "at least 55x55 pixels (5.5 mm) at 0.1 mm per pixel")]:
+        with pytest.raises(UnsupportedImageError, match=re.escape(says)):
+            napari_calc.detect(np.full(shape, 7, np.uint16), spacing_mm=0.1)
 
 
 def test_stack_columns_and_positions():

@@ -22,6 +22,7 @@ from napari_calc.core.errors import (  # noqa: E402
     UnreadableImageError,
     UnsupportedImageError,
 )
+from napari_calc.core.image import MammoImage  # noqa: E402
 from napari_calc.core.read import find_inputs, read_image  # noqa: E402
 
 PIX = np.random.default_rng(11).integers(0, 4096, size=(64, 64)).astype(np.uint16)
@@ -436,3 +437,32 @@ def test_number_of_frames_zero_is_named(tmp_path):
     ds.save_as(p)
     with pytest.raises(UnsupportedImageError, match=r"nf0\.dcm: DICOM NumberOfFrames is '0', not a count of frames"):
         read_image(p)
+
+
+def test_an_image_too_small_for_a_calcification_search_is_refused(tmp_path, capsys):
+    """A 3x3 TIFF was "detected" (0 candidates, exit 0) as if it were a mammogram."""
+    from napari_calc import detect
+    from napari_calc.cli import main
+    from napari_calc.core.detect import min_image_side
+    from napari_calc.plugin.reader import get_reader
+
+    assert min_image_side(0.07) == 77 and min_image_side(0.1) == 55  # the largest DoG window
+    tiny, small = tmp_path / "tiny.tif", tmp_path / "small.tif"
+    tifffile.imwrite(tiny, np.arange(9, dtype=np.uint16).reshape(3, 3) * 100)
+    tifffile.imwrite(small, PIX[:40, :50], resolution=(100.0, 100.0), resolutionunit="CENTIMETER")
+    rc = main(["detect", str(tiny), str(small), "--out", str(tmp_path / "o"), "--workers", "1",
+               "--no-progress"])
+    err = capsys.readouterr().err.splitlines()
+    assert rc != 0 and sorted(err) == [
+        f"napari-calc: {small}: image is 40x50 pixels (4 x 5 mm), too small to search for "
+        "calcifications: at least 55x55 pixels (5.5 mm) at 0.1 mm per pixel",
+        f"napari-calc: {tiny}: image is 3x3 pixels, too small to search for calcifications at "
+        "any pixel spacing (at least 5x5 pixels)"]  # said before asking for its spacing
+    assert not list((tmp_path / "o").glob("tiny.*")) and not list((tmp_path / "o").glob("small.*"))
+    # napari: the reader's layer, detected as the Detect panel does, gives the same line
+    data, kw, _ = get_reader(str(small))(str(small))[0]
+    image = MammoImage(pixels=data, spacing_mm=kw["scale"],
+                       metadata=kw["metadata"]["napari_calc"]["image_metadata"])
+    with pytest.raises(UnsupportedImageError) as info:
+        detect(image)
+    assert f"napari-calc: {info.value}" == sorted(err)[0]
