@@ -466,3 +466,28 @@ def test_an_image_too_small_for_a_calcification_search_is_refused(tmp_path, caps
     with pytest.raises(UnsupportedImageError) as info:
         detect(image)
     assert f"napari-calc: {info.value}" == sorted(err)[0]
+
+
+def test_a_long_decoder_failure_is_one_readable_line(tmp_path, monkeypatch):
+    """A JPEG 2000 decoder's text (object reprs, a dump running over lines)
+    made a 400-character line that did not say which compression it was."""
+    import pydicom
+
+    p = tmp_path / "j2k.dcm"
+    make_mammo_dicom(p, PIX, bits_stored=12, transfer_syntax="j2k_lossless")
+    dump = " ".join(f"{b:02x}" for b in range(256)) * 8
+    text = ("Unable to decode as exceptions were raised by all available plugins:\n"
+            f"  pylibjpeg: Error decoding the J2K data: failed to decode image; codestream {dump}\n"
+            "  pillow: cannot identify image file <_io.BytesIO object at 0x7f6253d624d0>\n"
+            "  gdcm: Unable to correctly decode the pixel data\n    (GDCM says:\n    more)")
+
+    def fail(self):
+        raise RuntimeError(text)
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(fail))
+    msg = _fails(p, UnreadableImageError, "cannot decode the JPEG 2000 Image Compression (Lossless Only) "
+                                          "pixel data (truncated or corrupt? failed in all plugins: "
+                                          "pylibjpeg: Error decoding the J2K data: failed to decode image")
+    reason = msg.split(": ", 1)[1]
+    assert len(reason) <= 320, reason
+    assert "0x7f" not in msg and "e0 e1" not in msg and "pillow: cannot identify image file;" in msg

@@ -996,6 +996,36 @@ def _int_or_none(value) -> int | None:
 # public readers
 
 
+#: Longest decoder reason kept in an error line: each plugin's, and all of them.
+_PLUGIN_REASON_CHARS = 90
+_DECODER_REASON_CHARS = 220
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 3].rstrip() + "..."
+
+
+def _decoder_reason(exc: BaseException) -> str:
+    """A decoder's failure in a few words, on one line. pydicom says
+    "...raised by all available plugins:" and then, a line each, every
+    plugin's reason (which may run over lines, quote Python objects or
+    dump the codestream): each kept to its first sentence-sized part,
+    without object reprs, and the whole clipped."""
+    import re
+
+    def tidy(s: str) -> str:
+        s = re.sub(r"<[^<>]*\bat 0x[0-9a-fA-F]+>", "", s)  # <_io.BytesIO object at 0x7f...>
+        return " ".join(s.split()).rstrip(" :;,")
+
+    lines = [ln for ln in (str(exc) or "").splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].rstrip().endswith("plugins:"):
+        plugins = [ln.strip() for ln in lines[1:] if re.match(r"\s+\S+: ", ln)] or lines[1:]
+        reason = "failed in all plugins: " + "; ".join(_clip(tidy(p), _PLUGIN_REASON_CHARS) for p in plugins)
+    else:
+        reason = f"{type(exc).__name__}: {tidy(' '.join(lines)) or 'no reason given'}"
+    return _clip(reason, _DECODER_REASON_CHARS)
+
+
 def _decode(ds, path) -> np.ndarray:
     try:
         arr = ds.pixel_array
@@ -1004,17 +1034,21 @@ def _decode(ds, path) -> np.ndarray:
     except NapariCalcError:
         raise
     except Exception as exc:
-        # pydicom's message can span lines ("...all available plugins:" then
-        # each plugin's reason): keep them all, on one line
         text = str(exc) or type(exc).__name__
         first = text.splitlines()[0]
         if "missing" in first.lower() and "plugin" in first.lower():
             raise MissingDecoderError(first, path) from None
-        msg = " ".join(text.split())
-        if len(msg) > 400:
-            msg = msg[:397] + "..."
+        # one readable line: the transfer syntax by name, the decoders' reasons summarised
+        ts = _transfer_syntax(ds)
+        if ts:
+            from pydicom.uid import UID
+
+            name = UID(ts).name
+            what = f"the {name} pixel data" if name and name != ts else f"the pixel data ({ts})"
+        else:
+            what = "the pixel data"
         raise UnreadableImageError(
-            f"cannot decode the pixel data (truncated or corrupt? {type(exc).__name__}: {msg})", path
+            f"cannot decode {what} (truncated or corrupt? {_decoder_reason(exc)})", path
         ) from None
     arr = np.asarray(arr)
     if not arr.dtype.isnative:
