@@ -448,3 +448,50 @@ def test_labels_after_going_to_a_cluster_do_not_edit_the_candidate_left_behind(q
         assert s.row(int(m))["morphology"] == ""  # not the candidate's left behind
     press(qtbot, viewer, Qt.Key.Key_N)  # N goes on from the candidate left
     assert review_w.current_id == s.next_id(first)
+
+
+def test_shortcuts_work_after_clicking_a_table_row(qtbot, reviewing):
+    """A click on a row left the focus in the table, which took A, R, N,
+    Space, U... for itself (keyboard search): nothing happened. The table
+    passes them on now; the arrow keys still walk its rows, and typing in
+    the panel's edit boxes is still typing."""
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    table = review_w.calc_table
+    rect = table.visualRect(review_w.calc_model.index(1, 0))
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    cid = int(review_w.calc_model.value(1, "calc_id"))
+    assert review_w.current_id == cid
+    table.setFocus()
+
+    def key(k, mod=Qt.KeyboardModifier.NoModifier):
+        qtbot.keyClick(table, k, mod)
+
+    key(Qt.Key.Key_A)
+    assert _status(pts, cid) == "accepted" and review_w.current_id == s.next_id(cid)
+    second = review_w.current_id
+    key(Qt.Key.Key_R)
+    assert _status(pts, second) == "rejected"
+    key(Qt.Key.Key_U)
+    assert _status(pts, second) == "candidate"
+    key(Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert _status(pts, cid) == "candidate"
+    key(Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)
+    assert _status(pts, cid) == "accepted"
+    review_w.go_to(cid)
+    key(Qt.Key.Key_Space)
+    assert review_w.current_id == s.next_id(cid)
+    key(Qt.Key.Key_Backspace)
+    assert review_w.current_id == cid
+    if len(s.detections.clusters):
+        key(Qt.Key.Key_C)
+        assert review_w.current_cluster == s.next_cluster(None)
+    review_w.go_to(cid)
+    key(Qt.Key.Key_Down)  # the table's own keys still move through its rows
+    assert review_w.current_id == int(review_w.calc_model.value(table.currentIndex().row(), "calc_id")) != cid
+
+    n = len(s.history)
+    edit = review_w.annotator.native
+    edit.setFocus()
+    qtbot.keyClicks(edit, "Ran")
+    assert review_w.annotator.value == "Ran" and len(s.history) == n
