@@ -495,3 +495,40 @@ def test_shortcuts_work_after_clicking_a_table_row(qtbot, reviewing):
     edit.setFocus()
     qtbot.keyClicks(edit, "Ran")
     assert review_w.annotator.value == "Ran" and len(s.history) == n
+
+
+def test_undo_and_redo_go_to_the_candidate_they_change(qtbot, reviewing):
+    """Undo changed a decision back somewhere off screen and left the panel
+    where it was: the candidate undone (and redone) is the current one now,
+    selected in the table and centred in the view."""
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    press(qtbot, viewer, Qt.Key.Key_N)
+    first = review_w.current_id
+    press(qtbot, viewer, Qt.Key.Key_A)
+    assert _status(pts, first) == "accepted" and review_w.current_id != first
+    far = s.next_id(None, direction=-1)  # the last one: elsewhere in the table
+    review_w.go_to(far)
+
+    def shown(cid):
+        assert review_w.current_id == cid
+        p = _pos(pts, cid)
+        assert pts.selected_data == {p}
+        np.testing.assert_allclose(_cam(viewer).center[-2:], pts.data_to_world(pts.data[p])[-2:], atol=1e-6)
+        rows = review_w.calc_table.selectionModel().selectedRows()
+        assert [int(review_w.calc_model.value(r.row(), "calc_id")) for r in rows] == [cid]
+
+    press(qtbot, viewer, Qt.Key.Key_U)
+    assert _status(pts, first) == "candidate"
+    shown(first)
+    review_w.go_to(far)
+    press(qtbot, viewer, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)
+    assert _status(pts, first) == "accepted"
+    shown(first)
+    # undoing a delete brings the candidate back as the current one
+    review_w.go_to(far)
+    press(qtbot, viewer, Qt.Key.Key_Delete)
+    assert far not in pts.features["calc_id"].to_numpy()
+    review_w.go_to(first)
+    press(qtbot, viewer, Qt.Key.Key_U)
+    shown(far)

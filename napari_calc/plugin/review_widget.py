@@ -918,10 +918,15 @@ class ReviewWidget(QWidget):
                 else:
                     self.viewer.status = (f"napari-calc: no {'next' if action == 'next_cluster' else 'previous'}"
                                           " cluster")
-            elif action == "undo":
-                s.undo()
-            elif action == "redo":
-                s.redo()
+            elif action in ("undo", "redo"):
+                # the candidate whose decision is undone (or redone) becomes
+                # the current one, to see what changed back
+                ids = s.undo_ids if action == "undo" else s.redo_ids
+                if getattr(s, action)():
+                    there = set(s.detections.calcifications["calc_id"].tolist())
+                    back = next((i for i in ids if i in there), None)  # not an undone add
+                    if back is not None:
+                        self.go_to(back)
             else:
                 raise ValueError(f"unknown review action {action!r}")
         except NapariCalcError as e:
