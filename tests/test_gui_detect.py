@@ -322,3 +322,25 @@ def test_stack_with_file_pixel_size_but_no_slice_spacing_keeps_the_pixel_size(qt
     run_detection(qtbot, detect_w, stack)
     assert tuple(stack.scale) == pytest.approx((0.5, 0.07, 0.07))
     assert tuple(viewer.layers["ome-noz calcifications"].scale) == pytest.approx((0.5, 0.07, 0.07))
+
+
+def test_status_line_follows_the_layer_chosen(qtbot, make_napari_viewer):
+    """The status line kept the last run's result ("'sample-mammogram': 44
+    candidates...") when another image layer was chosen, as if it were that
+    layer's. It says what the chosen layer has now."""
+    viewer = make_napari_viewer()
+    detect_w, _ = dock_both(viewer)
+    (image,) = viewer.open_sample("napari-calc", "sample-mammogram")
+    run_detection(qtbot, detect_w, image)
+    done = detect_w.status.value
+    assert done.startswith("'sample-mammogram':") and "candidates" in done
+    other = viewer.add_image(np.zeros((64, 64), np.uint16), name="other", scale=(0.1, 0.1))
+    detect_w.image_combo.value = other
+    assert detect_w.status.value == ""  # nothing detected on it
+    viewer.layers.selection.active = image  # choosing it by selecting the layer
+    assert detect_w.image_combo.value.name == "sample-mammogram"
+    pts = viewer.layers["sample-mammogram calcifications"]
+    text = detect_w.status.value
+    assert text.startswith("'sample-mammogram':") and f"{len(pts.data)} calcifications" in text
+    viewer.add_points(np.zeros((0, 2)), name="unrelated")  # the list changes, the choice does not
+    assert detect_w.status.value == text

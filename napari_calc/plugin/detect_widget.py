@@ -30,7 +30,7 @@ from qtpy.QtCore import QObject, Signal
 from ..core.detect import PRESETS, DetectionParams
 from ..core.errors import DetectionCancelled, NapariCalcError
 from ..core.image import MammoImage
-from .layers import layer_spacing, show_detections
+from .layers import find_result_layers, layer_spacing, show_detections
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -76,6 +76,11 @@ PARAM_SPECS = {
 MAIN_PARAMS = ("min_diameter_mm", "max_diameter_mm", "threshold", "nms_radius_mm")
 
 
+def _unwrap(obj):
+    """The object behind napari's PublicOnlyProxy (plugin widgets get proxies)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
 class _Relay(QObject):
     """Carries progress from the worker thread to the GUI thread (queued)."""
 
@@ -103,6 +108,7 @@ class DetectWidget(Container):
         self.viewer = napari_viewer
         self.worker = None
         self._refusal = False  # the status line refuses the layer chosen
+        self._status_layer = None  # the layer the status line is about
         self.last_detections = None
         self._cancel_event = threading.Event()
         self._setting_preset = False
@@ -202,9 +208,11 @@ class DetectWidget(Container):
 
     def _on_image_changed(self, layer=None):
         layer = self.image_combo.value
-        if self.worker is None and self._refusal:  # it was about the layer chosen before
-            self.status.value = ""
+        if self.worker is None and (self._refusal or _unwrap(self._status_layer) is not _unwrap(layer)):
+            # it was about the layer chosen before: say what this one has
+            self.status.value = self._results_text(layer)
             self._refusal = False
+            self._status_layer = layer
         if layer is None:
             self.spacing.enabled = False
             self.slice_spacing.visible = False
@@ -242,6 +250,16 @@ class DetectWidget(Container):
             txt = " x ".join(f"{s:g}" for s in sp)
             self.spacing_note.value = f"Spacing {txt} mm (from {how})."
             self.spacing_note.native.setStyleSheet("")
+
+    def _results_text(self, layer) -> str:
+        """The status line for a layer just chosen: its results shown, if any."""
+        if layer is None:
+            return ""
+        pts, shp = find_result_layers(self.viewer, layer.name)
+        if pts is None:
+            return ""
+        k = f", {len(shp.data)} clusters" if shp is not None else ""
+        return f"'{layer.name}': {len(pts.data)} calcifications{k} in '{pts.name}' (Run replaces them)."
 
     # ---------------------------------------------------------------- params
     def _suggest_preset(self, layer) -> None:
@@ -400,6 +418,7 @@ class DetectWidget(Container):
         took = f" in {secs:.2f} s" if isinstance(secs, (int, float)) else ""
         self.status.value = (f"'{layer.name}': {n} candidates ({likely} with score ≥ 0.5), "
                              f"{k} clusters{took}.")
+        self._status_layer = layer
         self.progress.value = 100
 
     def _on_errored(self, exc):
