@@ -199,3 +199,24 @@ def test_a_review_carried_over_to_a_rerun_is_written(make_napari_viewer, qtbot, 
     df = pd.read_csv(csv, keep_default_na=False)
     got = df.loc[df["status"] == "accepted", ["row", "col"]].to_numpy()
     assert sorted(map(tuple, got)) == sorted(map(tuple, pos))
+
+
+def test_progress_column_follows_every_decision(make_napari_viewer, qtbot, folder):
+    """The review column changed on the first decision of each two-second
+    save cycle only (and not after the save): it lagged behind the
+    annotator. Every decision shows now; the tables are still written once
+    things are quiet."""
+    wl = read_worklist(folder)
+    viewer, w = open_worklist(wl, viewer=make_napari_viewer())
+    s = w.review.session
+    ids = s.visible_ids()
+    n = len(ids)
+    assert n >= 3
+    for k in range(2):  # two decisions within one save cycle
+        s.accept(ids[k:k + 1])
+        qtbot.waitUntil(lambda: w.table.item(0, 3).text() == f"in progress ({n - k - 1} left)", timeout=1_000)
+    csv = wl.items[0].outputs["csv"]
+    qtbot.waitUntil(lambda: _statuses(csv)[ids[1]] == "accepted", timeout=10_000)  # saved once quiet
+    s.reject(ids[2:])  # after the save too
+    qtbot.waitUntil(lambda: w.table.item(0, 3).text().startswith("reviewed"), timeout=1_000)
+    assert "1 reviewed" in w.summary.text()

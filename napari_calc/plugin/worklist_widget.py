@@ -86,6 +86,7 @@ class WorklistWidget(QWidget):
         self._last_text = ""
         self._review = None
         self._saved_state = None  # (session id, journal length) last written
+        self._shown_state = None  # ... and last shown in the progress column
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)
         self._save_timer.setInterval(SAVE_DELAY_MS)
@@ -450,14 +451,18 @@ class WorklistWidget(QWidget):
             st = self._state()
         except RuntimeError:  # pragma: no cover - closing
             return
-        if st is not None and st != self._saved_state and not self._save_timer.isActive():
-            self._save_timer.start()
+        if st is None:
+            return
+        if st != self._shown_state:  # every change shows at once; the save waits for a quiet spell
             self._refresh_current()
+        if st != self._saved_state and not self._save_timer.isActive():
+            self._save_timer.start()
 
     def _refresh_current(self) -> None:
         s = self._session()
         if s is None:
             return
+        self._shown_state = self._state()
         self.progress[self.current] = self.worklist.progress(self.worklist.items[self.current], s)
         self._show_progress(self.current)
         self._update_summary()
