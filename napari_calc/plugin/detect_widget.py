@@ -30,6 +30,7 @@ from qtpy.QtCore import QObject, Signal
 from ..core.detect import PRESETS, DetectionParams
 from ..core.errors import DetectionCancelled, NapariCalcError
 from ..core.image import MammoImage
+from ._scroll import PanelScroll
 from .layers import find_result_layers, layer_spacing, show_detections
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,7 +105,7 @@ class DetectWidget(Container):
     """
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
-        super().__init__(labels=True)
+        super().__init__(labels=False)
         self.viewer = napari_viewer
         self.worker = None
         self._refusal = False  # the status line refuses the layer chosen
@@ -154,14 +155,20 @@ class DetectWidget(Container):
         main = [self.params[k] for k in MAIN_PARAMS]
         self.advanced = Container(widgets=[w for k, w in self.params.items() if k not in MAIN_PARAMS],
                                   labels=True)
-        self.extend([self.image_combo, self.spacing, self.slice_spacing, self.spacing_note, self.preset, *main])
+        #: the panel's rows, in a scroll area (the panel fits a short screen)
+        self.form = Container(labels=True)
+        self.form.extend([self.image_combo, self.spacing, self.slice_spacing, self.spacing_note, self.preset,
+                          *main])
         from superqt import QCollapsible
 
         self.advanced_box = QCollapsible("Advanced parameters")
         self.advanced_box.addWidget(self.advanced.native)
         self.advanced.native.setContentsMargins(0, 0, 0, 0)
-        self.native.layout().addWidget(self.advanced_box)
-        self.extend([self.buttons, self.progress, self.status])
+        self.form.native.layout().addWidget(self.advanced_box)
+        self.form.extend([self.buttons, self.progress, self.status])
+        self.form.native.layout().addStretch()  # rows at the top when there is room
+        self.margins = (0, 0, 0, 0)
+        self.native.layout().addWidget(PanelScroll(self.form.native))
         for w in (self.spacing_note, self.status):
             w.native.setWordWrap(True)
 

@@ -45,12 +45,14 @@ from qtpy.QtWidgets import (
     QSizePolicy,
     QTableView,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from ..core.errors import NapariCalcError
 from ..core.review import DISTRIBUTIONS, MORPHOLOGIES, SUSPICION, ReviewSession, sidecar_path_for
+from ._scroll import PanelScroll, screen_height
 from .layers import (
     STATUS_COLORS,
     detections_from_layers,
@@ -116,6 +118,8 @@ CLUSTER_TABLE_COLUMNS = ["cluster_id", "slice", "n_calcifications", "max_extent_
 #: Field of view (mm) the view zooms to when jumping to a candidate.
 FOCUS_FIELD_MM = 12.0
 CLUSTER_MARGIN_MM = 4.0
+#: Screens at least this tall show the list of keyboard shortcuts unfolded.
+TALL_SCREEN_PX = 1000
 
 
 class DataFrameModel(QAbstractTableModel):
@@ -390,7 +394,12 @@ class ReviewWidget(QWidget):
         self.tabs.addTab(self.cluster_table, "Clusters")
 
         # ---- layout ----------------------------------------------------
-        lay = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        body = QWidget()
+        self.scroll = PanelScroll(body)  # fits a short screen: scrolls there
+        outer.addWidget(self.scroll)
+        lay = QVBoxLayout(body)
         lay.setContentsMargins(4, 4, 4, 4)
         form = QFormLayout()
         form.addRow("Layer", self.layer_combo.native)
@@ -430,9 +439,23 @@ class ReviewWidget(QWidget):
         keys = QLabel(self._shortcut_text())
         keys.setWordWrap(True)
         keys.setTextFormat(Qt.RichText)
-        keys_box = QGroupBox("Keyboard shortcuts (with the image or a table focused)")
+        keys_box = QGroupBox()
         kl = QVBoxLayout(keys_box)
         kl.setContentsMargins(4, 2, 4, 2)
+        # the list folds away, for a taller table on a short screen
+        self.keys_toggle = QToolButton()
+        self.keys_toggle.setText("Keyboard shortcuts")
+        self.keys_toggle.setToolTip("They work with the image or a table of this panel focused.")
+        self.keys_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.keys_toggle.setAutoRaise(True)
+        self.keys_toggle.setCheckable(True)
+        self._keys = keys
+        self.keys_toggle.toggled.connect(self._show_keys)
+        # folded on a short screen (a 1280x800 laptop): the table has the room
+        avail = screen_height()
+        self.keys_toggle.setChecked(avail is None or avail >= TALL_SCREEN_PX)
+        self._show_keys(self.keys_toggle.isChecked())
+        kl.addWidget(self.keys_toggle)
         kl.addWidget(keys)
         lay.addWidget(keys_box)
         lay.addWidget(self.info)
@@ -473,11 +496,16 @@ class ReviewWidget(QWidget):
         for i, c in enumerate(cols):
             hdr.resizeSection(i, self._widths.get(c, 60))
 
+    def _show_keys(self, on: bool) -> None:
+        """Unfold (or fold) the list of keyboard shortcuts."""
+        self._keys.setVisible(on)
+        self.keys_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+
     @staticmethod
     def _shortcut_text() -> str:
         items = [f"<b>{' / '.join(k.replace('Control', 'Ctrl') for k in keys)}</b>&nbsp;{desc}"
                  for keys, _, desc in SHORTCUTS]
-        return " &nbsp;·&nbsp; ".join(items) + \
+        return "With the image or a table focused: " + " &nbsp;·&nbsp; ".join(items) + \
             ". <br>Add mode: click on the image to add a missed calcification."
 
     def _layer_choices(self, *_):

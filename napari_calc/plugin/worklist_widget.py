@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 from ..core.errors import NapariCalcError, printable
 from ..core.review import ReviewSession
 from ..core.worklist import Progress, Worklist, holds_review, read_worklist
+from ._scroll import PanelScroll
 from .layers import find_result_layers
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,7 +122,11 @@ class WorklistWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
-        lay = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        body = QWidget()
+        outer.addWidget(PanelScroll(body))  # fits a short screen: scrolls there
+        lay = QVBoxLayout(body)
         lay.setContentsMargins(4, 4, 4, 4)
         row = QHBoxLayout()
         row.addWidget(self.folder, stretch=1)
