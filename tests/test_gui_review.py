@@ -532,3 +532,41 @@ def test_undo_and_redo_go_to_the_candidate_they_change(qtbot, reviewing):
     review_w.go_to(first)
     press(qtbot, viewer, Qt.Key.Key_U)
     shown(far)
+
+
+def test_headers_and_layer_name_are_not_cut_off(qtbot, make_napari_viewer):
+    """At the panel's default width the headers were cut ("scor" under the
+    sort arrow, "clust", "exte") and the layer combo showed
+    "sample-mammogram calcificatio". Each header has the room Qt says its
+    text and sort arrow need; the layer name shows in full, and one longer
+    than the panel is shortened in the middle, with its end kept."""
+    from qtpy.QtCore import QEvent
+    from qtpy.QtCore import Qt as _Qt
+    from qtpy.QtGui import QHelpEvent
+    from qtpy.QtWidgets import QApplication
+
+    from napari_calc.plugin._elide import shown_text
+
+    viewer = make_napari_viewer()
+    detect_w, review_w = dock_both(viewer)
+    (image,) = viewer.open_sample("napari-calc", "sample-mammogram")
+    run_detection(qtbot, detect_w, image)
+    qtbot.waitUntil(lambda: review_w.session is not None)
+    qtbot.wait(50)
+    for table, model in ((review_w.calc_table, review_w.calc_model), (review_w.cluster_table,
+                                                                      review_w.cluster_model)):
+        hdr = table.horizontalHeader()
+        for i in range(model.columnCount()):
+            name = model.headerData(i, _Qt.Orientation.Horizontal)
+            assert hdr.sectionSize(i) >= hdr.sectionSizeHint(i), name
+    combo = review_w.layer_combo.native
+    assert shown_text(combo) == combo.currentText() == LAYER
+
+    image.name = "Calc-Training_P_00005_RIGHT_CC_" + "and_a_much_longer_name_" * 4
+    run_detection(qtbot, detect_w, image)
+    long = f"{image.name} calcifications"
+    qtbot.waitUntil(lambda: combo.currentText() == long, timeout=5_000)
+    shown = shown_text(combo)
+    assert "…" in shown and shown.startswith("Calc-") and shown.endswith("calcifications")
+    QApplication.sendEvent(combo, QHelpEvent(QEvent.Type.ToolTip, QPoint(5, 5), combo.mapToGlobal(QPoint(5, 5))))
+    assert long in combo.toolTip()  # what hovering shows

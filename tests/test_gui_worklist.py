@@ -260,3 +260,11 @@ def test_panels_fit_a_1280x800_screen(make_napari_viewer, qtbot, folder, monkeyp
     body = detect.widget().findChild(QScrollArea).widget()
     assert detect.widget().minimumSizeHint().height() >= body.minimumSizeHint().height()
     assert qwin.minimumSizeHint().height() <= 1170
+
+
+def test_long_image_names_stay_on_one_line(make_napari_viewer, qtbot, folder):
+    """A long image name wrapped inside a row one line high, cut off at the
+    top and bottom; it is one line now, shortened in the middle (full name:
+    the tooltip)."""
+    viewer, w = open_worklist(read_worklist(folder), viewer=make_napari_viewer())
+    assert not w.table.wordWrap() and w.table.textElideMode() == Qt.TextElideMode.ElideMiddle

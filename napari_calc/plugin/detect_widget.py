@@ -30,6 +30,7 @@ from qtpy.QtCore import QObject, Signal
 from ..core.detect import PRESETS, DetectionParams
 from ..core.errors import DetectionCancelled, NapariCalcError
 from ..core.image import MammoImage
+from ._elide import elide_combo
 from ._scroll import PanelScroll
 from .layers import find_result_layers, layer_spacing, show_detections
 
@@ -171,6 +172,7 @@ class DetectWidget(Container):
         self.native.layout().addWidget(PanelScroll(self.form.native))
         for w in (self.spacing_note, self.status):
             w.native.setWordWrap(True)
+        elide_combo(self.image_combo.native)
 
         self.preset.changed.connect(self._on_preset)
         self.image_combo.changed.connect(self._on_image_changed)

@@ -52,6 +52,7 @@ from qtpy.QtWidgets import (
 
 from ..core.errors import NapariCalcError
 from ..core.review import DISTRIBUTIONS, MORPHOLOGIES, SUSPICION, ReviewSession, sidecar_path_for
+from ._elide import elide_combo
 from ._scroll import PanelScroll, screen_height
 from .layers import (
     STATUS_COLORS,
@@ -402,7 +403,12 @@ class ReviewWidget(QWidget):
         lay = QVBoxLayout(body)
         lay.setContentsMargins(4, 4, 4, 4)
         form = QFormLayout()
-        form.addRow("Layer", self.layer_combo.native)
+        # the layer under review across the whole panel: its name, which
+        # ends in " calcifications", was cut off beside a label
+        combo = self.layer_combo.native
+        combo.setPlaceholderText("Calcifications layer to review")
+        elide_combo(combo)  # longer still: shortened in the middle
+        form.addRow(combo)
         form.addRow("Annotator", self.annotator.native)
         prow = QWidget()
         pl = QHBoxLayout(prow)
@@ -494,7 +500,8 @@ class ReviewWidget(QWidget):
         table._napari_calc_cols = key
         hdr = table.horizontalHeader()
         for i, c in enumerate(cols):
-            hdr.resizeSection(i, self._widths.get(c, 60))
+            # wide enough for its header and the sort arrow (cut off before: "scor▾", "clust")
+            hdr.resizeSection(i, max(self._widths.get(c, 60), hdr.sectionSizeHint(i)))
 
     def _show_keys(self, on: bool) -> None:
         """Unfold (or fold) the list of keyboard shortcuts."""
