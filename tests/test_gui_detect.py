@@ -322,3 +322,46 @@ def test_stack_with_file_pixel_size_but_no_slice_spacing_keeps_the_pixel_size(qt
     run_detection(qtbot, detect_w, stack)
     assert tuple(stack.scale) == pytest.approx((0.5, 0.07, 0.07))
     assert tuple(viewer.layers["ome-noz calcifications"].scale) == pytest.approx((0.5, 0.07, 0.07))
+
+
+def test_status_line_follows_the_layer_chosen(qtbot, make_napari_viewer):
+    """The status line kept the last run's result ("'sample-mammogram': 44
+    candidates...") when another image layer was chosen, as if it were that
+    layer's. It says what the chosen layer has now."""
+    viewer = make_napari_viewer()
+    detect_w, _ = dock_both(viewer)
+    (image,) = viewer.open_sample("napari-calc", "sample-mammogram")
+    run_detection(qtbot, detect_w, image)
+    done = detect_w.status.value
+    assert done.startswith("'sample-mammogram':") and "candidates" in done
+    other = viewer.add_image(np.zeros((64, 64), np.uint16), name="other", scale=(0.1, 0.1))
+    detect_w.image_combo.value = other
+    assert detect_w.status.value == ""  # nothing detected on it
+    viewer.layers.selection.active = image  # choosing it by selecting the layer
+    assert detect_w.image_combo.value.name == "sample-mammogram"
+    pts = viewer.layers["sample-mammogram calcifications"]
+    text = detect_w.status.value
+    assert text.startswith("'sample-mammogram':") and f"{len(pts.data)} calcifications" in text
+    viewer.add_points(np.zeros((0, 2)), name="unrelated")  # the list changes, the choice does not
+    assert detect_w.status.value == text
+
+
+def test_a_long_image_name_keeps_its_start_and_end(qtbot, make_napari_viewer):
+    """A name longer than the Image box was cut at the right, so images
+    named alike (..._LEFT_CC, ..._RIGHT_CC) could not be told apart."""
+    from qtpy.QtCore import QEvent, QPoint
+    from qtpy.QtGui import QHelpEvent
+    from qtpy.QtWidgets import QApplication
+
+    from napari_calc.plugin._elide import shown_text
+
+    viewer = make_napari_viewer()
+    detect_w, _ = dock_both(viewer)
+    name = "Calc-Training_P_00005_and_some_more_words_RIGHT_CC"
+    viewer.add_image(np.zeros((64, 64), np.uint16), name=name, scale=(0.1, 0.1))
+    combo = detect_w.image_combo.native
+    qtbot.waitUntil(lambda: combo.currentText() == name, timeout=2_000)
+    shown = shown_text(combo)
+    assert shown.startswith("Calc-") and shown.endswith("RIGHT_CC")
+    QApplication.sendEvent(combo, QHelpEvent(QEvent.Type.ToolTip, QPoint(5, 5), combo.mapToGlobal(QPoint(5, 5))))
+    assert name in combo.toolTip()  # what hovering shows

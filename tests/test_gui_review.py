@@ -448,3 +448,125 @@ def test_labels_after_going_to_a_cluster_do_not_edit_the_candidate_left_behind(q
         assert s.row(int(m))["morphology"] == ""  # not the candidate's left behind
     press(qtbot, viewer, Qt.Key.Key_N)  # N goes on from the candidate left
     assert review_w.current_id == s.next_id(first)
+
+
+def test_shortcuts_work_after_clicking_a_table_row(qtbot, reviewing):
+    """A click on a row left the focus in the table, which took A, R, N,
+    Space, U... for itself (keyboard search): nothing happened. The table
+    passes them on now; the arrow keys still walk its rows, and typing in
+    the panel's edit boxes is still typing."""
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    table = review_w.calc_table
+    rect = table.visualRect(review_w.calc_model.index(1, 0))
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    cid = int(review_w.calc_model.value(1, "calc_id"))
+    assert review_w.current_id == cid
+    table.setFocus()
+
+    def key(k, mod=Qt.KeyboardModifier.NoModifier):
+        qtbot.keyClick(table, k, mod)
+
+    key(Qt.Key.Key_A)
+    assert _status(pts, cid) == "accepted" and review_w.current_id == s.next_id(cid)
+    second = review_w.current_id
+    key(Qt.Key.Key_R)
+    assert _status(pts, second) == "rejected"
+    key(Qt.Key.Key_U)
+    assert _status(pts, second) == "candidate"
+    key(Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert _status(pts, cid) == "candidate"
+    key(Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)
+    assert _status(pts, cid) == "accepted"
+    review_w.go_to(cid)
+    key(Qt.Key.Key_Space)
+    assert review_w.current_id == s.next_id(cid)
+    key(Qt.Key.Key_Backspace)
+    assert review_w.current_id == cid
+    if len(s.detections.clusters):
+        key(Qt.Key.Key_C)
+        assert review_w.current_cluster == s.next_cluster(None)
+    review_w.go_to(cid)
+    key(Qt.Key.Key_Down)  # the table's own keys still move through its rows
+    assert review_w.current_id == int(review_w.calc_model.value(table.currentIndex().row(), "calc_id")) != cid
+
+    n = len(s.history)
+    edit = review_w.annotator.native
+    edit.setFocus()
+    qtbot.keyClicks(edit, "Ran")
+    assert review_w.annotator.value == "Ran" and len(s.history) == n
+
+
+def test_undo_and_redo_go_to_the_candidate_they_change(qtbot, reviewing):
+    """Undo changed a decision back somewhere off screen and left the panel
+    where it was: the candidate undone (and redone) is the current one now,
+    selected in the table and centred in the view."""
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    press(qtbot, viewer, Qt.Key.Key_N)
+    first = review_w.current_id
+    press(qtbot, viewer, Qt.Key.Key_A)
+    assert _status(pts, first) == "accepted" and review_w.current_id != first
+    far = s.next_id(None, direction=-1)  # the last one: elsewhere in the table
+    review_w.go_to(far)
+
+    def shown(cid):
+        assert review_w.current_id == cid
+        p = _pos(pts, cid)
+        assert pts.selected_data == {p}
+        np.testing.assert_allclose(_cam(viewer).center[-2:], pts.data_to_world(pts.data[p])[-2:], atol=1e-6)
+        rows = review_w.calc_table.selectionModel().selectedRows()
+        assert [int(review_w.calc_model.value(r.row(), "calc_id")) for r in rows] == [cid]
+
+    press(qtbot, viewer, Qt.Key.Key_U)
+    assert _status(pts, first) == "candidate"
+    shown(first)
+    review_w.go_to(far)
+    press(qtbot, viewer, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)
+    assert _status(pts, first) == "accepted"
+    shown(first)
+    # undoing a delete brings the candidate back as the current one
+    review_w.go_to(far)
+    press(qtbot, viewer, Qt.Key.Key_Delete)
+    assert far not in pts.features["calc_id"].to_numpy()
+    review_w.go_to(first)
+    press(qtbot, viewer, Qt.Key.Key_U)
+    shown(far)
+
+
+def test_headers_and_layer_name_are_not_cut_off(qtbot, make_napari_viewer):
+    """At the panel's default width the headers were cut ("scor" under the
+    sort arrow, "clust", "exte") and the layer combo showed
+    "sample-mammogram calcificatio". Each header has the room Qt says its
+    text and sort arrow need; the layer name shows in full, and one longer
+    than the panel is shortened in the middle, with its end kept."""
+    from qtpy.QtCore import QEvent
+    from qtpy.QtCore import Qt as _Qt
+    from qtpy.QtGui import QHelpEvent
+    from qtpy.QtWidgets import QApplication
+
+    from napari_calc.plugin._elide import shown_text
+
+    viewer = make_napari_viewer()
+    detect_w, review_w = dock_both(viewer)
+    (image,) = viewer.open_sample("napari-calc", "sample-mammogram")
+    run_detection(qtbot, detect_w, image)
+    qtbot.waitUntil(lambda: review_w.session is not None)
+    qtbot.wait(50)
+    for table, model in ((review_w.calc_table, review_w.calc_model), (review_w.cluster_table,
+                                                                      review_w.cluster_model)):
+        hdr = table.horizontalHeader()
+        for i in range(model.columnCount()):
+            name = model.headerData(i, _Qt.Orientation.Horizontal)
+            assert hdr.sectionSize(i) >= hdr.sectionSizeHint(i), name
+    combo = review_w.layer_combo.native
+    assert shown_text(combo) == combo.currentText() == LAYER
+
+    image.name = "Calc-Training_P_00005_RIGHT_CC_" + "and_a_much_longer_name_" * 4
+    run_detection(qtbot, detect_w, image)
+    long = f"{image.name} calcifications"
+    qtbot.waitUntil(lambda: combo.currentText() == long, timeout=5_000)
+    shown = shown_text(combo)
+    assert "…" in shown and shown.startswith("Calc-") and shown.endswith("calcifications")
+    QApplication.sendEvent(combo, QHelpEvent(QEvent.Type.ToolTip, QPoint(5, 5), combo.mapToGlobal(QPoint(5, 5))))
+    assert long in combo.toolTip()  # what hovering shows

@@ -199,3 +199,72 @@ def test_a_review_carried_over_to_a_rerun_is_written(make_napari_viewer, qtbot, 
     df = pd.read_csv(csv, keep_default_na=False)
     got = df.loc[df["status"] == "accepted", ["row", "col"]].to_numpy()
     assert sorted(map(tuple, got)) == sorted(map(tuple, pos))
+
+
+def test_progress_column_follows_every_decision(make_napari_viewer, qtbot, folder):
+    """The review column changed on the first decision of each two-second
+    save cycle only (and not after the save): it lagged behind the
+    annotator. Every decision shows now; the tables are still written once
+    things are quiet."""
+    wl = read_worklist(folder)
+    viewer, w = open_worklist(wl, viewer=make_napari_viewer())
+    s = w.review.session
+    ids = s.visible_ids()
+    n = len(ids)
+    assert n >= 3
+    for k in range(2):  # two decisions within one save cycle
+        s.accept(ids[k:k + 1])
+        qtbot.waitUntil(lambda: w.table.item(0, 3).text() == f"in progress ({n - k - 1} left)", timeout=1_000)
+    csv = wl.items[0].outputs["csv"]
+    qtbot.waitUntil(lambda: _statuses(csv)[ids[1]] == "accepted", timeout=10_000)  # saved once quiet
+    s.reject(ids[2:])  # after the save too
+    qtbot.waitUntil(lambda: w.table.item(0, 3).text().startswith("reviewed"), timeout=1_000)
+    assert "1 reviewed" in w.summary.text()
+
+
+def test_panels_fit_a_1280x800_screen(make_napari_viewer, qtbot, folder, monkeypatch):
+    """With the panels docked (as `napari-calc review` docks them), the
+    window could not be made shorter than about 1000 px: a 1280x800 laptop
+    showed its bottom off screen. On a short screen each panel scrolls now;
+    on a tall one it keeps its full height."""
+    from qtpy.QtCore import QRect
+    from qtpy.QtGui import QScreen
+    from qtpy.QtWidgets import QDockWidget, QScrollArea
+
+    from napari_calc.plugin.viewer import DETECT_WIDGET, REVIEW_WIDGET, WORKLIST_WIDGET
+
+    def docked(screen):
+        # the screen the panels see (the test's Xvfb screen is 1600x1000)
+        monkeypatch.setattr(QScreen, "availableGeometry", lambda self: QRect(0, 0, 1280, screen))
+        viewer, w = open_worklist(read_worklist(folder), viewer=make_napari_viewer())
+        qwin = viewer.window._qt_window
+        ours = {t: d for d in qwin.findChildren(QDockWidget)
+                for t in (DETECT_WIDGET, REVIEW_WIDGET, WORKLIST_WIDGET) if t in d.objectName()}
+        assert len(ours) == 3
+        return qwin, ours
+
+    # a 1280x800 screen, less a task bar
+    qwin, ours = docked(770)
+    for d in ours.values():
+        # the napari window on a 1280x800 screen, less its chrome, is ~700 px tall
+        assert d.minimumSizeHint().height() <= 700, d.objectName()
+    # and the window: the layer controls and list stack above the detect panel
+    assert qwin.minimumSizeHint().height() <= 770
+    qwin.resize(1280, 770)
+    qtbot.waitUntil(lambda: qwin.height() == 770, timeout=2_000)
+    assert qwin.width() == 1280
+
+    # a 1920x1200 screen: the detect panel has the height of all its rows
+    qwin, ours = docked(1170)
+    detect = ours[DETECT_WIDGET]
+    body = detect.widget().findChild(QScrollArea).widget()
+    assert detect.widget().minimumSizeHint().height() >= body.minimumSizeHint().height()
+    assert qwin.minimumSizeHint().height() <= 1170
+
+
+def test_long_image_names_stay_on_one_line(make_napari_viewer, qtbot, folder):
+    """A long image name wrapped inside a row one line high, cut off at the
+    top and bottom; it is one line now, shortened in the middle (full name:
+    the tooltip)."""
+    viewer, w = open_worklist(read_worklist(folder), viewer=make_napari_viewer())
+    assert not w.table.wordWrap() and w.table.textElideMode() == Qt.TextElideMode.ElideMiddle

@@ -186,6 +186,19 @@ def test_new_action_clears_redo_and_ids_are_never_reused():
     assert s.row(b)["row"] == 20
 
 
+def test_undo_and_redo_ids_name_the_candidates_they_act_on():
+    """What the panel shows after an undo: the candidate it changed back."""
+    s = ReviewSession(make_det(TRIO))
+    assert s.undo_ids == [] and s.redo_ids == []
+    s.accept(2)
+    s.set_labels([0, 1], morphology="punctate")
+    assert s.undo_ids == [0, 1]
+    s.undo()
+    assert s.undo_ids == [2] and s.redo_ids == [0, 1]
+    s.undo()
+    assert s.undo_ids == [] and s.redo_ids == [2]
+
+
 def test_rejecting_a_member_dissolves_a_three_cluster():
     s = ReviewSession(make_det(TRIO))
     assert [cid(s, i) for i in range(6)] == [0, 0, 0, -1, -1, -1]  # id 5 is below the threshold

@@ -648,6 +648,16 @@ class ReviewSession:
     def can_redo(self) -> bool:
         return bool(self._redo)
 
+    @property
+    def undo_ids(self) -> list[int]:
+        """calc_ids of the action :meth:`undo` would undo ([] when none)."""
+        return [int(i) for i in self._undo[-1].get("ids") or ()] if self._undo else []
+
+    @property
+    def redo_ids(self) -> list[int]:
+        """calc_ids of the action :meth:`redo` would redo ([] when none)."""
+        return [int(i) for i in self._redo[-1].get("ids") or ()] if self._redo else []
+
     def _lookup(self, df: pd.DataFrame):
         """(calc_id array, sorted?) of a frame, cached for the current one."""
         c = self._pos_cache

@@ -30,7 +30,9 @@ from qtpy.QtCore import QObject, Signal
 from ..core.detect import PRESETS, DetectionParams
 from ..core.errors import DetectionCancelled, NapariCalcError
 from ..core.image import MammoImage
-from .layers import layer_spacing, show_detections
+from ._elide import elide_combo
+from ._scroll import PanelScroll
+from .layers import find_result_layers, layer_spacing, show_detections
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -76,6 +78,11 @@ PARAM_SPECS = {
 MAIN_PARAMS = ("min_diameter_mm", "max_diameter_mm", "threshold", "nms_radius_mm")
 
 
+def _unwrap(obj):
+    """The object behind napari's PublicOnlyProxy (plugin widgets get proxies)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
 class _Relay(QObject):
     """Carries progress from the worker thread to the GUI thread (queued)."""
 
@@ -99,10 +106,11 @@ class DetectWidget(Container):
     """
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
-        super().__init__(labels=True)
+        super().__init__(labels=False)
         self.viewer = napari_viewer
         self.worker = None
         self._refusal = False  # the status line refuses the layer chosen
+        self._status_layer = None  # the layer the status line is about
         self.last_detections = None
         self._cancel_event = threading.Event()
         self._setting_preset = False
@@ -148,16 +156,23 @@ class DetectWidget(Container):
         main = [self.params[k] for k in MAIN_PARAMS]
         self.advanced = Container(widgets=[w for k, w in self.params.items() if k not in MAIN_PARAMS],
                                   labels=True)
-        self.extend([self.image_combo, self.spacing, self.slice_spacing, self.spacing_note, self.preset, *main])
+        #: the panel's rows, in a scroll area (the panel fits a short screen)
+        self.form = Container(labels=True)
+        self.form.extend([self.image_combo, self.spacing, self.slice_spacing, self.spacing_note, self.preset,
+                          *main])
         from superqt import QCollapsible
 
         self.advanced_box = QCollapsible("Advanced parameters")
         self.advanced_box.addWidget(self.advanced.native)
         self.advanced.native.setContentsMargins(0, 0, 0, 0)
-        self.native.layout().addWidget(self.advanced_box)
-        self.extend([self.buttons, self.progress, self.status])
+        self.form.native.layout().addWidget(self.advanced_box)
+        self.form.extend([self.buttons, self.progress, self.status])
+        self.form.native.layout().addStretch()  # rows at the top when there is room
+        self.margins = (0, 0, 0, 0)
+        self.native.layout().addWidget(PanelScroll(self.form.native))
         for w in (self.spacing_note, self.status):
             w.native.setWordWrap(True)
+        elide_combo(self.image_combo.native)
 
         self.preset.changed.connect(self._on_preset)
         self.image_combo.changed.connect(self._on_image_changed)
@@ -202,9 +217,11 @@ class DetectWidget(Container):
 
     def _on_image_changed(self, layer=None):
         layer = self.image_combo.value
-        if self.worker is None and self._refusal:  # it was about the layer chosen before
-            self.status.value = ""
+        if self.worker is None and (self._refusal or _unwrap(self._status_layer) is not _unwrap(layer)):
+            # it was about the layer chosen before: say what this one has
+            self.status.value = self._results_text(layer)
             self._refusal = False
+            self._status_layer = layer
         if layer is None:
             self.spacing.enabled = False
             self.slice_spacing.visible = False
@@ -242,6 +259,16 @@ class DetectWidget(Container):
             txt = " x ".join(f"{s:g}" for s in sp)
             self.spacing_note.value = f"Spacing {txt} mm (from {how})."
             self.spacing_note.native.setStyleSheet("")
+
+    def _results_text(self, layer) -> str:
+        """The status line for a layer just chosen: its results shown, if any."""
+        if layer is None:
+            return ""
+        pts, shp = find_result_layers(self.viewer, layer.name)
+        if pts is None:
+            return ""
+        k = f", {len(shp.data)} clusters" if shp is not None else ""
+        return f"'{layer.name}': {len(pts.data)} calcifications{k} in '{pts.name}' (Run replaces them)."
 
     # ---------------------------------------------------------------- params
     def _suggest_preset(self, layer) -> None:
@@ -400,6 +427,7 @@ class DetectWidget(Container):
         took = f" in {secs:.2f} s" if isinstance(secs, (int, float)) else ""
         self.status.value = (f"'{layer.name}': {n} candidates ({likely} with score ≥ 0.5), "
                              f"{k} clusters{took}.")
+        self._status_layer = layer
         self.progress.value = 100
 
     def _on_errored(self, exc):

@@ -8,7 +8,8 @@ every session change pushes the session's table into the Points layer
 (``features``, colours, ``shown``) and the clusters Shapes layer in bulk.
 
 Keyboard shortcuts (bound on the calcifications layer and on the viewer, so
-they work with the focus on the canvas):
+they work with the focus on the canvas; the panel's tables pass them on too,
+so they keep working after a click on a row):
 
 ==========================  =============================================
 A                           accept the current candidate
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, FloatSlider, LineEdit, PushButton
-from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
+from qtpy.QtCore import QAbstractTableModel, QEvent, QModelIndex, Qt, QTimer
 from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -44,12 +45,15 @@ from qtpy.QtWidgets import (
     QSizePolicy,
     QTableView,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from ..core.errors import NapariCalcError
 from ..core.review import DISTRIBUTIONS, MORPHOLOGIES, SUSPICION, ReviewSession, sidecar_path_for
+from ._elide import elide_combo
+from ._scroll import PanelScroll, screen_height
 from .layers import (
     STATUS_COLORS,
     detections_from_layers,
@@ -78,6 +82,33 @@ SHORTCUTS = [
     (("Delete",), "delete", "delete candidate"),
 ]
 
+_MODIFIERS = {"Control": Qt.KeyboardModifier.ControlModifier, "Shift": Qt.KeyboardModifier.ShiftModifier,
+              "Alt": Qt.KeyboardModifier.AltModifier, "Meta": Qt.KeyboardModifier.MetaModifier}
+
+
+def _flag(value) -> int:
+    """A Qt key or modifier as an int (PyQt6 enums are not ints)."""
+    return int(getattr(value, "value", value))
+
+
+_MODIFIER_MASK = 0
+for _m in _MODIFIERS.values():
+    _MODIFIER_MASK |= _flag(_m)
+
+
+def _shortcut_keys() -> dict[tuple[int, int], str]:
+    """(Qt key, modifiers) -> action name, from :data:`SHORTCUTS`."""
+    out = {}
+    for keys, action, _ in SHORTCUTS:
+        for k in keys:
+            *mods, name = k.split("-")
+            m = 0
+            for x in mods:
+                m |= _flag(_MODIFIERS[x])
+            out[(_flag(getattr(Qt.Key, f"Key_{name}")), m)] = action
+    return out
+
+
 CALC_TABLE_COLUMNS = ["calc_id", "slice", "score", "status", "diameter_mm", "cnr", "cluster_id", "morphology",
                       "suspicion"]
 #: Short column headers for the tables (keys are the feature columns).
@@ -88,6 +119,8 @@ CLUSTER_TABLE_COLUMNS = ["cluster_id", "slice", "n_calcifications", "max_extent_
 #: Field of view (mm) the view zooms to when jumping to a candidate.
 FOCUS_FIELD_MM = 12.0
 CLUSTER_MARGIN_MM = 4.0
+#: Screens at least this tall show the list of keyboard shortcuts unfolded.
+TALL_SCREEN_PX = 1000
 
 
 class DataFrameModel(QAbstractTableModel):
@@ -362,10 +395,20 @@ class ReviewWidget(QWidget):
         self.tabs.addTab(self.cluster_table, "Clusters")
 
         # ---- layout ----------------------------------------------------
-        lay = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        body = QWidget()
+        self.scroll = PanelScroll(body)  # fits a short screen: scrolls there
+        outer.addWidget(self.scroll)
+        lay = QVBoxLayout(body)
         lay.setContentsMargins(4, 4, 4, 4)
         form = QFormLayout()
-        form.addRow("Layer", self.layer_combo.native)
+        # the layer under review across the whole panel: its name, which
+        # ends in " calcifications", was cut off beside a label
+        combo = self.layer_combo.native
+        combo.setPlaceholderText("Calcifications layer to review")
+        elide_combo(combo)  # longer still: shortened in the middle
+        form.addRow(combo)
         form.addRow("Annotator", self.annotator.native)
         prow = QWidget()
         pl = QHBoxLayout(prow)
@@ -402,9 +445,23 @@ class ReviewWidget(QWidget):
         keys = QLabel(self._shortcut_text())
         keys.setWordWrap(True)
         keys.setTextFormat(Qt.RichText)
-        keys_box = QGroupBox("Keyboard shortcuts (with the image focused)")
+        keys_box = QGroupBox()
         kl = QVBoxLayout(keys_box)
         kl.setContentsMargins(4, 2, 4, 2)
+        # the list folds away, for a taller table on a short screen
+        self.keys_toggle = QToolButton()
+        self.keys_toggle.setText("Keyboard shortcuts")
+        self.keys_toggle.setToolTip("They work with the image or a table of this panel focused.")
+        self.keys_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.keys_toggle.setAutoRaise(True)
+        self.keys_toggle.setCheckable(True)
+        self._keys = keys
+        self.keys_toggle.toggled.connect(self._show_keys)
+        # folded on a short screen (a 1280x800 laptop): the table has the room
+        avail = screen_height()
+        self.keys_toggle.setChecked(avail is None or avail >= TALL_SCREEN_PX)
+        self._show_keys(self.keys_toggle.isChecked())
+        kl.addWidget(self.keys_toggle)
         kl.addWidget(keys)
         lay.addWidget(keys_box)
         lay.addWidget(self.info)
@@ -422,6 +479,9 @@ class ReviewWidget(QWidget):
         self.cluster_table.selectionModel().currentRowChanged.connect(self._on_cluster_row)
         self.calc_table.clicked.connect(lambda idx: self._on_calc_row(idx, None, force=True))
         self.cluster_table.clicked.connect(lambda idx: self._on_cluster_row(idx, None, force=True))
+        self._table_keys = _shortcut_keys()
+        for t in (self.calc_table, self.cluster_table):
+            t.installEventFilter(self)
         ev = self.viewer.layers.events
         ev.inserted.connect(self._on_layer_inserted)
         ev.removed.connect(self._on_layer_removed)
@@ -440,13 +500,19 @@ class ReviewWidget(QWidget):
         table._napari_calc_cols = key
         hdr = table.horizontalHeader()
         for i, c in enumerate(cols):
-            hdr.resizeSection(i, self._widths.get(c, 60))
+            # wide enough for its header and the sort arrow (cut off before: "scor▾", "clust")
+            hdr.resizeSection(i, max(self._widths.get(c, 60), hdr.sectionSizeHint(i)))
+
+    def _show_keys(self, on: bool) -> None:
+        """Unfold (or fold) the list of keyboard shortcuts."""
+        self._keys.setVisible(on)
+        self.keys_toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
 
     @staticmethod
     def _shortcut_text() -> str:
         items = [f"<b>{' / '.join(k.replace('Control', 'Ctrl') for k in keys)}</b>&nbsp;{desc}"
                  for keys, _, desc in SHORTCUTS]
-        return " &nbsp;·&nbsp; ".join(items) + \
+        return "With the image or a table focused: " + " &nbsp;·&nbsp; ".join(items) + \
             ". <br>Add mode: click on the image to add a missed calcification."
 
     def _layer_choices(self, *_):
@@ -648,6 +714,21 @@ class ReviewWidget(QWidget):
                 keys = keys[:1]  # Space / Backspace keep their napari meaning off the layer
             for k in keys:
                 self.viewer.bind_key(k, self._key_handler(action), overwrite=True)
+
+    def eventFilter(self, obj, event):
+        """The tables pass the review shortcuts on: a click on a row leaves
+        the focus there, and the table took A, N, Space... for itself (the
+        arrow keys still walk its rows)."""
+        kind = event.type()
+        if kind in (QEvent.Type.KeyPress, QEvent.Type.ShortcutOverride) and obj in (self.calc_table,
+                                                                                  self.cluster_table):
+            action = self._table_keys.get((_flag(event.key()), _flag(event.modifiers()) & _MODIFIER_MASK))
+            if action is not None:
+                event.accept()  # an override too: the key is ours, not an application shortcut's
+                if kind == QEvent.Type.KeyPress:
+                    self.do(action)
+                return True
+        return super().eventFilter(obj, event)
 
     def _key_handler(self, action):
         def handler(_parent):
@@ -872,10 +953,15 @@ class ReviewWidget(QWidget):
                 else:
                     self.viewer.status = (f"napari-calc: no {'next' if action == 'next_cluster' else 'previous'}"
                                           " cluster")
-            elif action == "undo":
-                s.undo()
-            elif action == "redo":
-                s.redo()
+            elif action in ("undo", "redo"):
+                # the candidate whose decision is undone (or redone) becomes
+                # the current one, to see what changed back
+                ids = s.undo_ids if action == "undo" else s.redo_ids
+                if getattr(s, action)():
+                    there = set(s.detections.calcifications["calc_id"].tolist())
+                    back = next((i for i in ids if i in there), None)  # not an undone add
+                    if back is not None:
+                        self.go_to(back)
             else:
                 raise ValueError(f"unknown review action {action!r}")
         except NapariCalcError as e:

@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 from ..core.errors import NapariCalcError, printable
 from ..core.review import ReviewSession
 from ..core.worklist import Progress, Worklist, holds_review, read_worklist
+from ._scroll import PanelScroll
 from .layers import find_result_layers
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,6 +87,7 @@ class WorklistWidget(QWidget):
         self._last_text = ""
         self._review = None
         self._saved_state = None  # (session id, journal length) last written
+        self._shown_state = None  # ... and last shown in the progress column
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)
         self._save_timer.setInterval(SAVE_DELAY_MS)
@@ -109,6 +111,10 @@ class WorklistWidget(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        # a long image name on one line, shortened in the middle (it wrapped
+        # into a cell one line high, cut off at both ends); in full: its tooltip
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         hh.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
@@ -120,7 +126,11 @@ class WorklistWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
-        lay = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        body = QWidget()
+        outer.addWidget(PanelScroll(body))  # fits a short screen: scrolls there
+        lay = QVBoxLayout(body)
         lay.setContentsMargins(4, 4, 4, 4)
         row = QHBoxLayout()
         row.addWidget(self.folder, stretch=1)
@@ -450,14 +460,18 @@ class WorklistWidget(QWidget):
             st = self._state()
         except RuntimeError:  # pragma: no cover - closing
             return
-        if st is not None and st != self._saved_state and not self._save_timer.isActive():
-            self._save_timer.start()
+        if st is None:
+            return
+        if st != self._shown_state:  # every change shows at once; the save waits for a quiet spell
             self._refresh_current()
+        if st != self._saved_state and not self._save_timer.isActive():
+            self._save_timer.start()
 
     def _refresh_current(self) -> None:
         s = self._session()
         if s is None:
             return
+        self._shown_state = self._state()
         self.progress[self.current] = self.worklist.progress(self.worklist.items[self.current], s)
         self._show_progress(self.current)
         self._update_summary()
