@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import numpy as np
 import pytest
 
@@ -103,6 +106,17 @@ def test_view_of_a_file_no_reader_takes_is_one_line(make_napari_viewer, tmp_path
                        ("empty", "no DICOM or TIFF images in this folder")):
         with pytest.raises(UnreadableImageError, match=f"{name}: {says}"):
             open_viewer([str(tmp_path / name)], viewer=make_napari_viewer())
+
+
+def test_view_of_a_missing_or_empty_input_says_which(make_napari_viewer, tmp_path):
+    """``napari-calc view nothere/`` said "file not found" for what is
+    clearly meant as a folder; an empty file said it was not an image."""
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    for name, says in ((f"nothere{os.sep}", "folder not found"),
+                       ("nothere.dcm", "file not found"),
+                       ("empty.dcm", "file is empty")):
+        with pytest.raises(UnreadableImageError, match=f"{re.escape(name)}: {says}$"):
+            open_viewer([str(tmp_path) + os.sep + name], viewer=make_napari_viewer())
 
 
 def test_view_of_an_exam_folder_opens_each_view(make_napari_viewer, tmp_path):

@@ -61,14 +61,14 @@ def open_viewer(inputs=(), *, viewer=None, show: bool = True):
     import napari
 
     from ..core.errors import UnreadableImageError
+    from ..core.read import check_input
 
     from .export_reader import get_detections_reader
     from .reader import get_reader
 
     for p in inputs:
         p = os.fspath(p)
-        if not os.path.exists(p):
-            raise UnreadableImageError("file not found", p)
+        check_input(p)  # missing ("scans/": folder not found), unreadable, empty
         if get_reader(p) is None and get_detections_reader(p) is None:
             # napari said only that the reader "refused the file", in a traceback
             raise UnreadableImageError(

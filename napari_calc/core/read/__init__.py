@@ -25,6 +25,7 @@ from ..image import MammoImage
 
 __all__ = [
     "read_image",
+    "check_input",
     "is_dicom",
     "is_tiff",
     "is_dicom_image",
@@ -125,7 +126,11 @@ def _means_folder(path: str) -> bool:
     return path.endswith(tuple(s for s in (os.sep, os.altsep) if s))
 
 
-def _check_file(path: str) -> None:
+def check_input(path: str) -> None:
+    """Raise :class:`UnreadableImageError` (one line naming ``path``) when
+    ``path`` cannot be an input: missing ("folder not found" when written
+    as a folder, ``scans/``), unreadable, or an empty file. A folder that
+    exists passes (what it holds is checked where it is read)."""
     if not os.path.exists(path):
         raise UnreadableImageError("folder not found" if _means_folder(path) else "file not found", path)
     if os.path.isdir(path):
@@ -171,7 +176,7 @@ def read_image(path: str | os.PathLike, *, spacing_mm=None) -> MammoImage:
         Bad ``spacing_mm``.
     """
     path = os.fspath(path)
-    _check_file(path)
+    check_input(path)
     fmt = sniff_format(path)
     if fmt == "folder":
         from .dicom import read_dicom_series
