@@ -382,6 +382,41 @@ def test_cli_evaluate_reads_spreadsheet_tables_by_the_export_rules(tmp_path, cap
     assert rc == 2 and not o and "not a truth file: truth is a *.truth.json" in err
 
 
+def test_cli_evaluate_reads_semicolon_decimal_comma_tables(tmp_path, capsys):
+    """A table a spreadsheet saved with semicolons and decimal commas (as
+    where the comma is the decimal separator; BOM and CRLF included) was
+    "missing column(s) y_mm, x_mm": it now evaluates as the original."""
+    from napari_calc.cli import main
+
+    det_dir, truth_dir, out = _cli_folders(tmp_path)
+    good = dets((48.0, 50.0, 0.9), (52.25, 50.0, 0.8), (70.5, 70.0, 0.6))
+    good["cluster_id"] = [0, 0, -1]
+    good.to_csv(det_dir / "a.calcifications.csv", index=False)
+    clus((50.0, 49.5, 0.9)).to_csv(det_dir / "a.clusters.csv", index=False)
+    args = [str(det_dir / "a.calcifications.csv"), str(truth_dir / "a.truth.json")]
+    assert main(["evaluate", *args, "--out", str(out / "plain")]) == 0
+    plain = capsys.readouterr().out
+
+    excel = tmp_path / "excel"
+    excel.mkdir()
+    good.to_csv(excel / "a.calcifications.csv", index=False, sep=";", decimal=",", encoding="utf-8-sig",
+                lineterminator="\r\n")
+    clus((50.0, 49.5, 0.9)).to_csv(excel / "a.clusters.csv", index=False, sep=";", decimal=",",
+                                   encoding="utf-8-sig", lineterminator="\r\n")
+    assert "0,9" in (excel / "a.calcifications.csv").read_text(encoding="utf-8-sig")
+    args = [str(excel / "a.calcifications.csv"), str(truth_dir / "a.truth.json")]
+    rc = main(["evaluate", *args, "--out", str(out / "excel")])
+    o, err = capsys.readouterr()
+    assert rc == 0, err
+    assert o.replace(str(out / "excel"), "OUT") == plain.replace(str(out / "plain"), "OUT")
+    assert (out / "excel" / "froc.csv").read_bytes() == (out / "plain" / "froc.csv").read_bytes()
+
+    (excel / "a.calcifications.csv").write_text("")
+    rc = main(["evaluate", *args, "--out", str(out / "excel")])
+    assert rc == 1
+    assert capsys.readouterr().err.splitlines() == [f"napari-calc: {excel / 'a.calcifications.csv'}: file is empty"]
+
+
 def test_cli_evaluate_says_what_it_guessed(tmp_path, capsys):
     """A pair of files of two different images, a missing cluster table and
     a blank score all gave figures without a word."""

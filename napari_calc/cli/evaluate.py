@@ -70,14 +70,14 @@ def _collect(path: Path, suffix: str) -> dict[str, Path] | None:
 
 
 def _read_csv(path: Path):
-    import pandas as pd
+    from ..core.export import ExportError
+    from ..core.export.csv_io import read_table
 
     try:
-        df = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise ValueError("empty file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not a CSV table ({str(exc).splitlines()[0]})") from None
+        # as written, or as a spreadsheet saved it (semicolons, decimal commas)
+        df = read_table(path)
+    except ExportError as exc:
+        raise ValueError(exc.reason) from None
     missing = [c for c in ("y_mm", "x_mm") if c not in df.columns]
     if missing:
         raise ValueError(f"missing column(s) {', '.join(missing)}")
