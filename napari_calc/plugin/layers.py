@@ -22,6 +22,7 @@ Both carry ``metadata["napari_calc"]`` = ``{"kind", "spacing_mm",
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -464,6 +465,7 @@ def show_detections(viewer, det: Detections, image_layer=None, *, image_name: st
         pts.metadata = _result_meta("calcifications", det, name, run)
         update_points_layer(pts, det.calcifications, det.spacing_mm, nd)
         pts.events.features()  # tell listeners (review panel) the table changed
+    _hide_placeholder_point(pts)
     if image_layer is not None and image_layer in viewer.layers:
         # layers kept from an earlier image of that name (removed, opened
         # again) lie under the new one: results go back on top, on its grid
@@ -475,6 +477,41 @@ def show_detections(viewer, det: Detections, image_layer=None, *, image_name: st
             for lay in (shp, pts):  # to the top, points over outlines, as when first added
                 viewer.layers.move(viewer.layers.index(lay), len(viewer.layers))
     return pts, shp
+
+
+#: Points layers whose placeholder point is kept hidden (see _hide_placeholder_point).
+_PLACEHOLDER_GUARDED: weakref.WeakSet = weakref.WeakSet()
+
+
+def _hide_placeholder_point(points) -> None:
+    """Keep napari's placeholder point off the image.
+
+    When none of a Points layer's points is in view (all hidden below the
+    score threshold, or none on this slice of a stack), napari draws one
+    placeholder point of size 0 at the data origin; the minimum screen size
+    of :data:`CANVAS_SIZE_LIMITS` turned it into a white disc at the
+    image's corner, like a marker that is not there. napari lifts the
+    minimum for an empty layer only (napari PR 8639); this lifts it while
+    no point is in view and puts it back when one is.
+    """
+    # plugin widgets get napari's public-only proxies: refer to the real layer
+    lay0 = getattr(points, "__wrapped__", points)
+    if lay0 in _PLACEHOLDER_GUARDED:
+        return
+    _PLACEHOLDER_GUARDED.add(lay0)
+    ref = weakref.ref(lay0)
+
+    def update(event=None):
+        lay = ref()
+        view = getattr(lay, "_view_indices", None)  # napari's points in view (private)
+        if view is None:
+            return
+        want = CANVAS_SIZE_LIMITS if len(view) else (0, CANVAS_SIZE_LIMITS[1])
+        if tuple(lay.canvas_size_limits) != tuple(want):
+            lay.canvas_size_limits = want
+
+    lay0.events.set_data.connect(update)  # after every slicing: new slice, shown, data
+    update()
 
 
 #: Cluster outlines are drawn this many screen pixels wide at any zoom.
@@ -491,7 +528,6 @@ def _keep_edges_visible(viewer, shapes) -> None:
     """Keep the clusters' outlines a constant screen width (napari's Shapes
     edge width is in data units, so it would vanish zoomed out and get
     thick zoomed in)."""
-    import weakref
 
     md = shapes.metadata.get("napari_calc") or {}
     if md.get("_zoom_tracked"):
