@@ -76,5 +76,20 @@ def test_no_dot_at_the_image_corner_when_no_candidate_is_in_view(make_napari_vie
         viewer.dims.set_current_step(0, 5)
     else:
         _hide_all(pts, det, hidden=False)
-    viewer.camera.zoom = viewer.camera.zoom / 20
+    cam = getattr(getattr(viewer, "scene", None), "camera", None) or viewer.camera  # napari >= 0.9: scene
+    cam.zoom = cam.zoom / 20
     assert _lit(viewer, qtbot) > 0
+
+
+def test_a_stack_slider_says_slice_and_results_share_the_axes(make_napari_viewer, tmp_path):
+    """A tomosynthesis stack's slider was labelled "-3"."""
+    from dicom_factory import make_series
+
+    vol = (np.arange(5 * 32 * 40, dtype=np.uint16).reshape(5, 32, 40) % 3000)
+    make_series(tmp_path / "dbt", vol, modality="MG")
+    viewer = make_napari_viewer()
+    img, = viewer.open(str(tmp_path / "dbt"), plugin="napari-calc")
+    assert viewer.dims.axis_labels == ("slice", "row", "col")
+    pts, shp = show_detections(viewer, _dets([(2, 10, 10)], shape=(5, 32, 40)), img)
+    assert tuple(pts.axis_labels) == tuple(shp.axis_labels) == tuple(img.axis_labels)
+    assert viewer.dims.axis_labels == ("slice", "row", "col")

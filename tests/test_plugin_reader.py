@@ -25,6 +25,7 @@ def test_dicom_layer_scale_units_window_and_name(tmp_path):
     assert kw["name"] == "RCC_patient"
     assert kw["scale"] == pytest.approx((0.08, 0.08))  # detector spacing / magnification
     assert kw["units"] == ("mm", "mm")
+    assert kw["axis_labels"] == ("row", "col")
     assert kw["contrast_limits"] == pytest.approx((1500.0, 2500.0))
     np.testing.assert_array_equal(np.asarray(data), px)  # the window is display only
 
@@ -110,6 +111,7 @@ def test_a_folder_of_a_series_is_still_one_volume_and_a_dataset_folder_is_refuse
     make_series(tmp_path / "dbt", vol, modality="MG")
     (data, kw, _), = get_reader(str(tmp_path / "dbt"))(str(tmp_path / "dbt"))
     np.testing.assert_array_equal(np.asarray(data), vol)
+    assert kw["axis_labels"] == ("slice", "row", "col")  # the slider says "slice", not "-3"
 
     (tmp_path / "many").mkdir()
     for k in range(reader_mod.MAX_FOLDER_IMAGES + 1):

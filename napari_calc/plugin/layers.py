@@ -79,6 +79,14 @@ CANVAS_SIZE_LIMITS = (10, 80)
 #: Ring size = diameter x this, so the ring surrounds the calcification.
 RING_FACTOR = 1.8
 CLUSTER_COLOR = "#ffbf00"
+#: napari axis names of our layers: a stack's slider says "slice" (it
+#: said "-3"), and the status bar names the axes.
+AXIS_LABELS = ("slice", "row", "col")
+
+
+def axis_labels(ndim: int) -> tuple[str, ...]:
+    """:data:`AXIS_LABELS` of a ``ndim``-D layer (2: row, col; 3: slice, row, col)."""
+    return AXIS_LABELS[-int(ndim):]
 
 
 def calc_layer_name(image_name: str) -> str:
@@ -226,6 +234,7 @@ def points_layer_kwargs(det: Detections, *, name: str, source_layer: str | None 
         canvas_size_limits=CANVAS_SIZE_LIMITS,
         scale=tuple(det.spacing_mm),
         units=("mm",) * nd,
+        axis_labels=axis_labels(nd),
         name=name,
         metadata=_result_meta("calcifications", det, source_layer, run),
         blending="translucent_no_depth",
@@ -388,6 +397,7 @@ def shapes_layer_kwargs(det: Detections, *, name: str, source_layer: str | None 
         text=dict(_TEXT),
         scale=tuple(det.spacing_mm),
         units=("mm",) * nd,
+        axis_labels=axis_labels(nd),
         name=name,
         metadata=_result_meta("clusters", det, source_layer, run),
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 
 from ..core.image import MammoImage
+from .layers import axis_labels
 
 __all__ = ["get_reader", "read_layers", "image_layer_data"]
 
@@ -102,6 +103,8 @@ def image_layer_data(image: MammoImage, name: str | None = None):
     if spacing is not None:
         kw["scale"] = spacing
         kw["units"] = ("mm",) * len(spacing)
+    if image.pixels.ndim in (2, 3):
+        kw["axis_labels"] = axis_labels(image.pixels.ndim)
     win = meta.get("voi_window")
     if win:
         c, w = float(win[0]), float(win[1])
