@@ -31,6 +31,18 @@ def _dets(positions, spacing=0.1, shape=(200, 200)):
     return Detections(calcifications=df[cols], clusters=clusters, spacing_mm=sp, image_shape=shape)
 
 
+def _clustered(det, members):
+    """``det`` with the candidates ``members`` (indices) in cluster 0 and
+    its cluster table."""
+    from napari_calc.core.cluster import cluster_table
+
+    calcs = det.calcifications.copy()
+    calcs.loc[list(members), "cluster_id"] = 0
+    det.calcifications = calcs
+    det.clusters = cluster_table(calcs, det.spacing_mm, ndim=det.ndim)
+    return det
+
+
 def _lit(viewer, qtbot):
     """Pixels of the canvas brighter than the (black) image."""
     qtbot.wait(50)
@@ -93,3 +105,62 @@ def test_a_stack_slider_says_slice_and_results_share_the_axes(make_napari_viewer
     pts, shp = show_detections(viewer, _dets([(2, 10, 10)], shape=(5, 32, 40)), img)
     assert tuple(pts.axis_labels) == tuple(shp.axis_labels) == tuple(img.axis_labels)
     assert viewer.dims.axis_labels == ("slice", "row", "col")
+
+
+def test_a_stack_cluster_outline_is_on_every_slice_it_spans(make_napari_viewer, qtbot, tmp_path):
+    """A tomosynthesis cluster's outline was drawn on its centroid's slice
+    only, so it vanished while scrolling through the cluster's members."""
+    import pandas as pd
+
+    from napari_calc.core.export import read_detections
+    from napari_calc.plugin.layers import detections_from_layers
+    from napari_calc.plugin.writers import write_clusters_csv, write_detections
+
+    viewer = make_napari_viewer(show=True)
+    shape = (8, 200, 200)
+    img = viewer.add_image(np.zeros(shape, np.float32), scale=(1.0, 0.1, 0.1), contrast_limits=(0, 1),
+                           name="img", units=("mm",) * 3, axis_labels=("slice", "row", "col"))
+    det = _clustered(_dets([(2, 100, 100), (4, 110, 95), (5, 105, 110), (7, 20, 20)], shape=shape), [0, 1, 2])
+    pts, shp = show_detections(viewer, det, img)
+    z = sorted(int(d[0, 0]) for d in shp.data)
+    assert z == [2, 3, 4, 5]  # first to last member, none beyond
+    assert all(np.all(d[:, 0] == d[0, 0]) for d in shp.data)
+    assert list(shp.features["cluster_id"]) == [0] * 4 and len(set(shp.features["label"])) == 1
+
+    pts.visible = False
+    viewer.reset_view()
+    for step, drawn in ((3, True), (5, True), (1, False), (6, False)):  # 3: no member there
+        viewer.dims.set_current_step(0, step)
+        assert (_lit(viewer, qtbot) > 0) == drawn, step
+
+    # the layers still hold one cluster: rebuilt, saved, reopened
+    back = detections_from_layers(pts, shp)
+    assert len(back.clusters) == 1
+    pd.testing.assert_frame_equal(back.clusters.reset_index(drop=True), det.clusters.reset_index(drop=True),
+                                  check_dtype=False)
+    out = write_detections(str(tmp_path / "s.detections.json"),
+                           [pts.as_layer_data_tuple(), shp.as_layer_data_tuple()])
+    assert len(read_detections(out[0]).clusters) == 1
+    data, attrs, _ = shp.as_layer_data_tuple()
+    csv, = write_clusters_csv(str(tmp_path / "s.clusters.csv"), data, attrs)
+    assert len(pd.read_csv(csv)) == 1
+
+    # a review edit that moves the cluster's last member redraws the span
+    from napari_calc.plugin.layers import update_shapes_layer
+
+    calcs = det.calcifications.copy()
+    calcs.loc[2, "cluster_id"] = -1
+    calcs.loc[3, "cluster_id"] = 0
+    from napari_calc.core.cluster import cluster_table
+
+    update_shapes_layer(shp, calcs, cluster_table(calcs, det.spacing_mm, ndim=3), det.spacing_mm, 3)
+    assert sorted(int(d[0, 0]) for d in shp.data) == [2, 3, 4, 5, 6, 7]
+    assert len(shp.features) == 6
+
+
+def test_a_2d_cluster_has_one_outline(make_napari_viewer):
+    viewer = make_napari_viewer()
+    img = viewer.add_image(np.zeros((200, 200), np.float32), scale=(0.1, 0.1), name="img")
+    det = _clustered(_dets([(100, 100), (110, 95), (105, 110)]), [0, 1, 2])
+    pts, shp = show_detections(viewer, det, img)
+    assert len(shp.data) == 1 and list(shp.features["cluster_id"]) == [0]

@@ -42,7 +42,8 @@ __all__ = [
     "point_sizes",
     "calc_features",
     "points_layer_kwargs",
-    "cluster_polygons",
+    "cluster_outlines",
+    "clusters_of_features",
     "cluster_features",
     "shapes_layer_kwargs",
     "update_points_layer",
@@ -325,23 +326,31 @@ def _hull(points: np.ndarray, pad: float) -> np.ndarray:
         return c + ring
 
 
-def cluster_polygons(calcs: pd.DataFrame, clusters: pd.DataFrame, spacing_mm, ndim: int) -> list[np.ndarray]:
-    """One outline per cluster row, in pixel coordinates.
+def cluster_outlines(calcs: pd.DataFrame, clusters: pd.DataFrame, spacing_mm,
+                     ndim: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """The clusters' outlines in pixel coordinates, and the row of
+    ``clusters`` each belongs to.
 
     The convex hull of the member calcifications, padded by a disc. A
     cluster without members in ``calcs`` (a cluster table opened without its
     calcification table) gets a circle of diameter ``max_extent_mm`` around
-    its centroid. 2-D: ``(k, 2)`` (row, col) vertices. 3-D: ``(k, 3)`` with
-    the slice of the cluster's centroid as the first coordinate.
+    its centroid. 2-D: one ``(k, 2)`` (row, col) outline per cluster. 3-D:
+    ``(k, 3)`` outlines, one on every slice from the cluster's first to its
+    last member (napari draws a shape only on the slice all its vertices
+    are on: one outline on the centroid's slice vanished while scrolling
+    through the cluster); on the centroid's slice for a cluster without
+    members.
     """
-    polys = []
+    polys, rows = [], []
     pad_mm = 0.6
     row_mm, col_mm = (float(s) for s in spacing_mm[-2:])
     px = min(row_mm, col_mm)
     cid = calcs["cluster_id"].to_numpy() if len(calcs) else np.zeros(0, dtype=int)
     rc = calcs[["row", "col"]].to_numpy(float) if len(calcs) else np.zeros((0, 2))
-    for _, cl in clusters.iterrows():
-        members = rc[cid == cl["cluster_id"]]
+    sl = calcs["slice"].to_numpy(float) if ndim == 3 and len(calcs) else np.zeros(0)
+    for k, (_, cl) in enumerate(clusters.iterrows()):
+        mine = cid == cl["cluster_id"]
+        members = rc[mine]
         if len(members) == 0:
             ext = pd.to_numeric(pd.Series([cl.get("max_extent_mm")]), errors="coerce").iloc[0]
             r_mm = max(float(ext) / 2 if np.isfinite(ext) else 0.0, pad_mm)
@@ -350,15 +359,23 @@ def cluster_polygons(calcs: pd.DataFrame, clusters: pd.DataFrame, spacing_mm, nd
                                     float(cl["col"]) + np.cos(ang) * r_mm / col_mm])
         else:
             poly = _hull(members, pad_mm / px)
-        if ndim == 3:
-            z = float(cl["slice"]) if "slice" in cl else float(calcs["slice"][cid == cl["cluster_id"]].mean())
-            poly = np.column_stack([np.full(len(poly), round(z)), poly])
-        polys.append(poly)
-    return polys
+        if ndim != 3:
+            polys.append(poly)
+            rows.append(k)
+            continue
+        if len(members):
+            z0, z1 = int(round(np.nanmin(sl[mine]))), int(round(np.nanmax(sl[mine])))
+        else:
+            z0 = z1 = int(round(float(cl["slice"])))
+        for z in range(z0, z1 + 1):
+            polys.append(np.column_stack([np.full(len(poly), float(z)), poly]))
+            rows.append(k)
+    return polys, np.asarray(rows, dtype=np.intp)
 
 
-def cluster_features(clusters: pd.DataFrame, ndim: int) -> pd.DataFrame:
-    """Cluster columns in contract order, plus a ``label`` ("n=5, 8.3 mm")."""
+def cluster_features(clusters: pd.DataFrame, ndim: int, rows=None) -> pd.DataFrame:
+    """Cluster columns in contract order, plus a ``label`` ("n=5, 8.3 mm");
+    with ``rows`` (:func:`cluster_outlines`), one row per outline."""
     cols = cluster_columns(ndim)
     feats = clusters[[c for c in cols if c in clusters.columns]].reset_index(drop=True).copy()
     if len(feats):
@@ -368,6 +385,18 @@ def cluster_features(clusters: pd.DataFrame, ndim: int) -> pd.DataFrame:
                           for i, a, b in zip(feats["cluster_id"], n, ext)]
     else:
         feats["label"] = pd.Series([], dtype=object)
+    if rows is not None:
+        feats = feats.iloc[np.asarray(rows, dtype=np.intp)].reset_index(drop=True)
+    return feats
+
+
+def clusters_of_features(features) -> pd.DataFrame:
+    """The cluster table a clusters layer's ``features`` hold: one row per
+    cluster (a stack's cluster has an outline, and so a row, on each of
+    its slices; the first is kept)."""
+    feats = pd.DataFrame(features).reset_index(drop=True)
+    if "cluster_id" in feats.columns and len(feats):
+        feats = feats[~feats["cluster_id"].duplicated()].reset_index(drop=True)
     return feats
 
 
@@ -384,12 +413,12 @@ def shapes_layer_kwargs(det: Detections, *, name: str, source_layer: str | None 
     nd = det.ndim
     calcs = det.calcifications if calcs is None else calcs
     clusters = det.clusters if clusters is None else clusters
-    polys = cluster_polygons(calcs, clusters, det.spacing_mm, nd)
+    polys, rows = cluster_outlines(calcs, clusters, det.spacing_mm, nd)
     kw = dict(
         data=polys,
         ndim=nd,
         shape_type="polygon",
-        features=cluster_features(clusters, nd),
+        features=cluster_features(clusters, nd, rows),
         edge_color=CLUSTER_COLOR,
         face_color="transparent",
         edge_width=0.4,
@@ -408,8 +437,8 @@ def shapes_layer_kwargs(det: Detections, *, name: str, source_layer: str | None 
 
 def update_shapes_layer(layer, calcs: pd.DataFrame, clusters: pd.DataFrame, spacing_mm, ndim: int) -> None:
     """Replace the outlines and features of an existing clusters layer."""
-    polys = cluster_polygons(calcs, clusters, spacing_mm, ndim)
-    feats = cluster_features(clusters, ndim)
+    polys, rows = cluster_outlines(calcs, clusters, spacing_mm, ndim)
+    feats = cluster_features(clusters, ndim, rows)
     layer.selected_data = set()
     if len(layer.data):
         layer.data = []
@@ -577,7 +606,8 @@ def detections_from_layers(points, shapes=None) -> Detections:
     rest = [c for c in feats.columns if c not in cols]
     extra = feats[rest].copy() if rest else None
     if shapes is not None and len(shapes.features):
-        cl = shapes.features[[c for c in cluster_columns(nd) if c in shapes.features.columns]].copy()
+        feats_cl = clusters_of_features(shapes.features)
+        cl = feats_cl[[c for c in cluster_columns(nd) if c in feats_cl.columns]].copy()
     else:
         cl = pd.DataFrame({c: [] for c in cluster_columns(nd)})
     shape = md.get("image_shape") or ()

@@ -45,6 +45,7 @@ import pandas as pd
 from ..core.columns import NO_CLUSTER, calc_columns, cluster_columns
 from ..core.detections import Detections
 from ..core.export import SUFFIXES, write_format
+from .layers import clusters_of_features
 
 __all__ = [
     "write_calcifications_csv",
@@ -154,7 +155,7 @@ def detections_from_layer_data(data, attributes: dict, shapes_attributes: dict |
     if shapes_attributes is not None:
         sf = shapes_attributes.get("features")
         if sf is not None and all(c in sf for c in cluster_columns(ndim)):
-            clusters = pd.DataFrame(sf)[cluster_columns(ndim)].reset_index(drop=True)
+            clusters = clusters_of_features(sf)[cluster_columns(ndim)]
     if clusters is None:
         from ..core.cluster import cluster_table
 
@@ -227,7 +228,7 @@ def write_clusters_csv(path: str, data: Any, attributes: dict) -> list[str]:
     from ..core.export._common import check_not_source, normalize_clusters
     from ..core.export.csv_io import frame_to_csv_text
 
-    feats = pd.DataFrame(attributes.get("features"))
+    feats = clusters_of_features(attributes.get("features"))
     ndim = 3 if "slice" in feats.columns else 2
     if not len(feats.columns):
         feats = pd.DataFrame({c: [] for c in cluster_columns(ndim)})
