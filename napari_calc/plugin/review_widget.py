@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, FloatSlider, LineEdit, PushButton
-from qtpy.QtCore import QAbstractTableModel, QEvent, QModelIndex, Qt, QTimer
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
 from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -53,6 +53,7 @@ from qtpy.QtWidgets import (
 from ..core.errors import NapariCalcError
 from ..core.review import DISTRIBUTIONS, MORPHOLOGIES, SUSPICION, ReviewSession, sidecar_path_for
 from ._elide import elide_combo
+from ._keys import pass_keys_on
 from ._scroll import PanelScroll, screen_height
 from .layers import (
     STATUS_COLORS,
@@ -81,33 +82,6 @@ SHORTCUTS = [
     (("Control-Shift-Z", "Control-Y"), "redo", "redo"),
     (("Delete",), "delete", "delete candidate"),
 ]
-
-_MODIFIERS = {"Control": Qt.KeyboardModifier.ControlModifier, "Shift": Qt.KeyboardModifier.ShiftModifier,
-              "Alt": Qt.KeyboardModifier.AltModifier, "Meta": Qt.KeyboardModifier.MetaModifier}
-
-
-def _flag(value) -> int:
-    """A Qt key or modifier as an int (PyQt6 enums are not ints)."""
-    return int(getattr(value, "value", value))
-
-
-_MODIFIER_MASK = 0
-for _m in _MODIFIERS.values():
-    _MODIFIER_MASK |= _flag(_m)
-
-
-def _shortcut_keys() -> dict[tuple[int, int], str]:
-    """(Qt key, modifiers) -> action name, from :data:`SHORTCUTS`."""
-    out = {}
-    for keys, action, _ in SHORTCUTS:
-        for k in keys:
-            *mods, name = k.split("-")
-            m = 0
-            for x in mods:
-                m |= _flag(_MODIFIERS[x])
-            out[(_flag(getattr(Qt.Key, f"Key_{name}")), m)] = action
-    return out
-
 
 CALC_TABLE_COLUMNS = ["calc_id", "slice", "score", "status", "diameter_mm", "cnr", "cluster_id", "morphology",
                       "suspicion"]
@@ -479,9 +453,10 @@ class ReviewWidget(QWidget):
         self.cluster_table.selectionModel().currentRowChanged.connect(self._on_cluster_row)
         self.calc_table.clicked.connect(lambda idx: self._on_calc_row(idx, None, force=True))
         self.cluster_table.clicked.connect(lambda idx: self._on_cluster_row(idx, None, force=True))
-        self._table_keys = _shortcut_keys()
-        for t in (self.calc_table, self.cluster_table):
-            t.installEventFilter(self)
+        # a click on a row leaves the focus in the table, which took A, N,
+        # Space... for itself: the tables pass the review shortcuts on
+        pass_keys_on((self.calc_table, self.cluster_table),
+                     {k: (lambda a=action: self.do(a)) for keys, action, _ in SHORTCUTS for k in keys}, self)
         ev = self.viewer.layers.events
         ev.inserted.connect(self._on_layer_inserted)
         ev.removed.connect(self._on_layer_removed)
@@ -759,21 +734,6 @@ class ReviewWidget(QWidget):
                 keys = keys[:1]  # Space / Backspace keep their napari meaning off the layer
             for k in keys:
                 self.viewer.bind_key(k, self._key_handler(action), overwrite=True)
-
-    def eventFilter(self, obj, event):
-        """The tables pass the review shortcuts on: a click on a row leaves
-        the focus there, and the table took A, N, Space... for itself (the
-        arrow keys still walk its rows)."""
-        kind = event.type()
-        if kind in (QEvent.Type.KeyPress, QEvent.Type.ShortcutOverride) and obj in (self.calc_table,
-                                                                                  self.cluster_table):
-            action = self._table_keys.get((_flag(event.key()), _flag(event.modifiers()) & _MODIFIER_MASK))
-            if action is not None:
-                event.accept()  # an override too: the key is ours, not an application shortcut's
-                if kind == QEvent.Type.KeyPress:
-                    self.do(action)
-                return True
-        return super().eventFilter(obj, event)
 
     def _key_handler(self, action):
         def handler(_parent):
