@@ -570,3 +570,58 @@ def test_headers_and_layer_name_are_not_cut_off(qtbot, make_napari_viewer):
     assert "…" in shown and shown.startswith("Calc-") and shown.endswith("calcifications")
     QApplication.sendEvent(combo, QHelpEvent(QEvent.Type.ToolTip, QPoint(5, 5), combo.mapToGlobal(QPoint(5, 5))))
     assert long in combo.toolTip()  # what hovering shows
+
+
+def _unwrapped(obj):
+    """The layer behind napari's PublicOnlyProxy (the panel may hold either)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def test_renaming_the_reviewed_layer_keeps_the_review(qtbot, reviewing):
+    """Renamed in the layer list, the layer under review dropped out of the
+    panel's layer combo at the next change of the layer list (a layer added
+    or removed): the combo went blank and the panel let go of the review.
+    The panel stays on the same layer under its new name, with its current
+    candidate and undo history."""
+    viewer, _, review_w, pts = reviewing
+    s = review_w.session
+    combo = review_w.layer_combo.native
+    press(qtbot, viewer, Qt.Key.Key_N)
+    first = review_w.current_id
+    press(qtbot, viewer, Qt.Key.Key_A)
+    current = review_w.current_id
+    assert _status(pts, first) == "accepted" and current != first
+
+    pts.name = "my calcifications"  # what the layer list does on a rename
+    extra = viewer.add_points(np.zeros((1, 2)), name="marks")  # the layer list changes
+    assert _unwrapped(review_w.layer) is pts and review_w.session is s and not s.closed
+    viewer.layers.remove(extra)
+    assert _unwrapped(review_w.layer) is pts and review_w.session is s and not s.closed
+    assert _unwrapped(review_w.layer_combo.value) is pts and combo.currentText() == "my calcifications"
+    pts.name = "mine"  # the combo shows a new name at once, not at the next change of the list
+    assert combo.currentText() == "mine" and _unwrapped(review_w.layer_combo.value) is pts
+    assert review_w.current_id == current and s.can_undo
+    press(qtbot, viewer, Qt.Key.Key_U)  # the undo history is the same
+    assert _status(pts, first) == "candidate" and review_w.current_id == first
+    press(qtbot, viewer, Qt.Key.Key_R)  # and the keys still act on the layer
+    assert _status(pts, first) == "rejected"
+
+    # the clusters and image layers renamed too: the review goes on with them
+    shapes = review_w.shapes
+    assert shapes is not None
+    shapes.name = "my clusters"
+    viewer.layers["sample-mammogram"].name = "my image"
+    viewer.layers.remove(viewer.add_points(np.zeros((1, 2)), name="marks"))
+    assert _unwrapped(review_w.layer) is pts and review_w.session is s
+    assert _unwrapped(review_w.shapes) is shapes and combo.currentText() == "mine"
+    n_clusters = len(s.detections.clusters)
+    if n_clusters:
+        press(qtbot, viewer, Qt.Key.Key_C)
+        assert review_w.current_cluster == s.next_cluster(None)
+    # opened again on the renamed layers (as a change of project folder
+    # does), the panel finds the renamed clusters layer, and the autosave
+    sidecar = s.sidecar
+    review_w.attach(pts)
+    assert _unwrapped(review_w.shapes) is shapes and review_w.session.sidecar == sidecar
+    assert len(review_w.session.detections.clusters) == n_clusters
+    assert review_w.session.row(first)["status"] == "rejected"  # restored from its autosave

@@ -268,3 +268,54 @@ def test_long_image_names_stay_on_one_line(make_napari_viewer, qtbot, folder):
     the tooltip)."""
     viewer, w = open_worklist(read_worklist(folder), viewer=make_napari_viewer())
     assert not w.table.wordWrap() and w.table.textElideMode() == Qt.TextElideMode.ElideMiddle
+
+
+def test_shift_n_and_shift_p_work_after_clicking_a_table_row(make_napari_viewer, qtbot, folder):
+    """After a click on a row of the list the focus stays in the table,
+    which took Shift-N and Shift-P for its keyboard search: nothing
+    happened. The table passes them on now (its arrow keys and typing still
+    walk and search its rows), and so do the Review panel's tables; with a
+    button focused they work as before, and the folder box still types."""
+    viewer, w = open_worklist(read_worklist(folder), viewer=make_napari_viewer())
+    table = w.table
+    assert w.current == 0
+    rect = table.visualItemRect(table.item(2, 1))
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    table.setFocus()
+    shift = Qt.KeyboardModifier.ShiftModifier
+    qtbot.keyClick(table, Qt.Key.Key_N, shift)
+    assert w.current == 1 and _names(viewer) == ["case2", "case2 calcifications", "case2 clusters"]
+    qtbot.keyClick(table, Qt.Key.Key_P, shift)
+    assert w.current == 0 and _names(viewer)[0] == "case1"
+
+    table.setCurrentCell(0, 1)
+    qtbot.keyClick(table, Qt.Key.Key_Down)  # the table's own keys still move through its rows
+    assert table.currentRow() == 1
+    qtbot.keyClicks(table, "case3")  # ... and typing still finds a row
+    assert table.currentRow() == 2 and w.current == 0  # (a row is opened by a double-click only)
+
+    # a candidate's row clicked in the Review panel: its keys and Shift-N work there
+    rv = w.review
+    calc = rv.calc_table
+    rect = calc.visualRect(rv.calc_model.index(0, 0))
+    qtbot.mouseClick(calc.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    calc.setFocus()
+    cid = rv.current_id
+    qtbot.keyClick(calc, Qt.Key.Key_A)
+    assert rv.session.row(cid)["status"] == "accepted"
+    qtbot.keyClick(calc, Qt.Key.Key_N, shift)
+    assert w.current == 1 and _names(viewer)[0] == "case2"
+    qtbot.keyClick(rv.calc_table, Qt.Key.Key_P, shift)
+    assert w.current == 0
+
+    # elsewhere in the panel: a button clicked last
+    w.next_btn.setFocus()
+    qtbot.keyClick(w.next_btn, Qt.Key.Key_N, shift)
+    assert w.current == 1
+    qtbot.keyClick(w.next_btn, Qt.Key.Key_P, shift)
+    assert w.current == 0
+    # typing a folder name is still typing
+    w.folder.setFocus()
+    w.folder.clear()
+    qtbot.keyClicks(w.folder, "NP")
+    assert w.folder.text() == "NP" and w.current == 0

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, FloatSlider, LineEdit, PushButton
-from qtpy.QtCore import QAbstractTableModel, QEvent, QModelIndex, Qt, QTimer
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
 from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -53,6 +53,7 @@ from qtpy.QtWidgets import (
 from ..core.errors import NapariCalcError
 from ..core.review import DISTRIBUTIONS, MORPHOLOGIES, SUSPICION, ReviewSession, sidecar_path_for
 from ._elide import elide_combo
+from ._keys import pass_keys_on
 from ._scroll import PanelScroll, screen_height
 from .layers import (
     STATUS_COLORS,
@@ -81,33 +82,6 @@ SHORTCUTS = [
     (("Control-Shift-Z", "Control-Y"), "redo", "redo"),
     (("Delete",), "delete", "delete candidate"),
 ]
-
-_MODIFIERS = {"Control": Qt.KeyboardModifier.ControlModifier, "Shift": Qt.KeyboardModifier.ShiftModifier,
-              "Alt": Qt.KeyboardModifier.AltModifier, "Meta": Qt.KeyboardModifier.MetaModifier}
-
-
-def _flag(value) -> int:
-    """A Qt key or modifier as an int (PyQt6 enums are not ints)."""
-    return int(getattr(value, "value", value))
-
-
-_MODIFIER_MASK = 0
-for _m in _MODIFIERS.values():
-    _MODIFIER_MASK |= _flag(_m)
-
-
-def _shortcut_keys() -> dict[tuple[int, int], str]:
-    """(Qt key, modifiers) -> action name, from :data:`SHORTCUTS`."""
-    out = {}
-    for keys, action, _ in SHORTCUTS:
-        for k in keys:
-            *mods, name = k.split("-")
-            m = 0
-            for x in mods:
-                m |= _flag(_MODIFIERS[x])
-            out[(_flag(getattr(Qt.Key, f"Key_{name}")), m)] = action
-    return out
-
 
 CALC_TABLE_COLUMNS = ["calc_id", "slice", "score", "status", "diameter_mm", "cnr", "cluster_id", "morphology",
                       "suspicion"]
@@ -479,9 +453,10 @@ class ReviewWidget(QWidget):
         self.cluster_table.selectionModel().currentRowChanged.connect(self._on_cluster_row)
         self.calc_table.clicked.connect(lambda idx: self._on_calc_row(idx, None, force=True))
         self.cluster_table.clicked.connect(lambda idx: self._on_cluster_row(idx, None, force=True))
-        self._table_keys = _shortcut_keys()
-        for t in (self.calc_table, self.cluster_table):
-            t.installEventFilter(self)
+        # a click on a row leaves the focus in the table, which took A, N,
+        # Space... for itself: the tables pass the review shortcuts on
+        pass_keys_on((self.calc_table, self.cluster_table),
+                     {k: (lambda a=action: self.do(a)) for keys, action, _ in SHORTCUTS for k in keys}, self)
         ev = self.viewer.layers.events
         ev.inserted.connect(self._on_layer_inserted)
         ev.removed.connect(self._on_layer_removed)
@@ -518,8 +493,52 @@ class ReviewWidget(QWidget):
     def _layer_choices(self, *_):
         return [(lay.name, lay) for lay in self.viewer.layers if is_calc_layer(lay)]
 
+    def _reset_layer_choices(self, *_) -> None:
+        """Rebuild the layer combo's choices, the layer under review still chosen.
+
+        The combo tells its choices apart by name: once the layer under
+        review was renamed, its old name was not among the new choices, so
+        magicgui chose "none" and said so, and the panel let go of the
+        review. The choice is kept by identity instead, under the new name.
+        """
+        combo = self.layer_combo
+        with combo.changed.blocked():
+            combo.reset_choices()
+            if self.layer is not None and not _same(combo.value, self.layer):
+                mine = next((c for c in combo.choices if c is not None and _same(c, self.layer)), None)
+                if mine is not None:
+                    combo.value = mine
+
+    def _on_layer_renamed(self, event=None) -> None:
+        """The layer under review was renamed: the combo shows the new name now."""
+        self._reset_layer_choices()
+
+    def _clusters_layer_of(self, points):
+        """The clusters (Shapes) layer of the calcifications layer ``points``.
+
+        Found by its name (``"<image> clusters"``) and, when the user renamed
+        it, as the clusters layer of the same image (of the same detection
+        run when there are several); None when there is none, or no telling.
+        """
+        def meta(lay):
+            return lay.metadata.get("napari_calc") or {}
+
+        src = meta(points).get("source_layer")
+        if not src:
+            return None
+        by_name = find_result_layers(self.viewer, src)[1]
+        if by_name is not None:
+            return by_name
+        mates = [lay for lay in self.viewer.layers if type(lay).__name__ == "Shapes"
+                 and meta(lay).get("kind") == "clusters" and meta(lay).get("source_layer") == src]
+        same_run = [lay for lay in mates if meta(lay).get("run") == meta(points).get("run")]
+        for found in (same_run, mates):
+            if len(found) == 1:
+                return found[0]
+        return None
+
     def _on_layer_inserted(self, event=None):
-        self.layer_combo.reset_choices()
+        self._reset_layer_choices()
         lay = getattr(event, "value", None)
         if lay is not None and is_calc_layer(lay):
             if _same(self.layer_combo.value, lay):
@@ -533,7 +552,7 @@ class ReviewWidget(QWidget):
             self.detach()
         elif lay is not None and _same(lay, self.shapes):
             self.shapes = None
-        self.layer_combo.reset_choices()
+        self._reset_layer_choices()
 
     def _on_layer_combo(self, lay):
         if not _same(lay, self.layer):
@@ -582,8 +601,7 @@ class ReviewWidget(QWidget):
         self.detach()
         self.layer = layer
         self._run = self._run_of(layer)
-        src_name = (layer.metadata.get("napari_calc") or {}).get("source_layer")
-        self.shapes = find_result_layers(self.viewer, src_name)[1] if src_name else None
+        self.shapes = self._clusters_layer_of(layer)
         det = detections_from_layers(layer, self.shapes)
         if det.extra is not None:
             for c in det.extra.columns:
@@ -688,13 +706,15 @@ class ReviewWidget(QWidget):
     def _connect_layer(self, layer) -> None:
         layer.events.data.connect(self._on_layer_data)
         layer.events.features.connect(self._on_layer_features)
+        layer.events.name.connect(self._on_layer_renamed)
         for keys, action, _ in SHORTCUTS:
             for k in keys:
                 layer.bind_key(k, self._key_handler(action), overwrite=True)
 
     def _disconnect_layer(self, layer) -> None:
         for ev, cb in ((layer.events.data, self._on_layer_data),
-                       (layer.events.features, self._on_layer_features)):
+                       (layer.events.features, self._on_layer_features),
+                       (layer.events.name, self._on_layer_renamed)):
             try:
                 ev.disconnect(cb)
             except (TypeError, ValueError, RuntimeError):
@@ -714,21 +734,6 @@ class ReviewWidget(QWidget):
                 keys = keys[:1]  # Space / Backspace keep their napari meaning off the layer
             for k in keys:
                 self.viewer.bind_key(k, self._key_handler(action), overwrite=True)
-
-    def eventFilter(self, obj, event):
-        """The tables pass the review shortcuts on: a click on a row leaves
-        the focus there, and the table took A, N, Space... for itself (the
-        arrow keys still walk its rows)."""
-        kind = event.type()
-        if kind in (QEvent.Type.KeyPress, QEvent.Type.ShortcutOverride) and obj in (self.calc_table,
-                                                                                  self.cluster_table):
-            action = self._table_keys.get((_flag(event.key()), _flag(event.modifiers()) & _MODIFIER_MASK))
-            if action is not None:
-                event.accept()  # an override too: the key is ours, not an application shortcut's
-                if kind == QEvent.Type.KeyPress:
-                    self.do(action)
-                return True
-        return super().eventFilter(obj, event)
 
     def _key_handler(self, action):
         def handler(_parent):
@@ -761,9 +766,7 @@ class ReviewWidget(QWidget):
                 update_points_layer(layer, calcs, det.spacing_mm, det.ndim, data_changed=data_changed,
                                     visible=s.visible_mask())
             if self.shapes is None:
-                src = (layer.metadata.get("napari_calc") or {}).get("source_layer")
-                if src:
-                    self.shapes = find_result_layers(self.viewer, src)[1]
+                self.shapes = self._clusters_layer_of(layer)
             if self.shapes is not None and not self._same_clusters(det):
                 update_shapes_layer(self.shapes, calcs, det.clusters, det.spacing_mm, det.ndim)
                 self._pushed_clusters = (det.clusters.copy(), calcs["cluster_id"].to_numpy().copy())

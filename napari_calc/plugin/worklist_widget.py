@@ -9,7 +9,9 @@ over the image's outputs two seconds after each change and when you move
 on, so the batch folder is the labelled dataset at every moment.
 
 Keyboard: Shift-N opens the next image still to review, Shift-P the
-previous image.
+previous image (bound on the viewer, so they work with the focus on the
+canvas; this panel's table and the Review panel's tables pass them on too,
+so they work after a click on a row).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from qtpy.QtWidgets import (
 from ..core.errors import NapariCalcError, printable
 from ..core.review import ReviewSession
 from ..core.worklist import Progress, Worklist, holds_review, read_worklist
+from ._keys import pass_keys_on
 from ._scroll import PanelScroll
 from .layers import find_result_layers
 
@@ -49,6 +52,8 @@ SAVE_DELAY_MS = 2000
 _COLUMNS = ["#", "image", "likely / all", "review"]
 _STATE_COLOURS = {"reviewed": "#3cb44b", "in progress": "#ffb000", "cannot open": "#e6194b"}
 _NO_LIST = "No worklist: choose the --out folder of a napari-calc detect run."
+#: Keyboard shortcuts: key -> direction of :meth:`WorklistWidget.go`.
+_NAV_KEYS = {"Shift-N": +1, "Shift-P": -1}
 
 
 def _reason(exc: BaseException) -> str:
@@ -149,13 +154,22 @@ class WorklistWidget(QWidget):
         lay.addWidget(hint)
         lay.addWidget(self.status)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
-        for key, direction in (("Shift-N", +1), ("Shift-P", -1)):
+        for key, direction in _NAV_KEYS.items():
             self.viewer.bind_key(key, self._key_handler(direction), overwrite=True)
+        # napari hands the keys a panel's widgets leave (a button's) to the
+        # viewer's keymap, but the table takes Shift-N and Shift-P for its
+        # keyboard search: after a click on the list they did nothing. The
+        # table passes them on (its arrow keys and search stay).
+        self._pass_nav_keys_on((self.table,))
         self._update_buttons()
 
     # ------------------------------------------------------------------ helpers
     def _loaded_text(self) -> str:
         return os.fspath(self.worklist.out_dir) if self.worklist is not None else ""
+
+    def _pass_nav_keys_on(self, widgets) -> None:
+        """Make ``widgets`` run Shift-N and Shift-P rather than take them."""
+        pass_keys_on(widgets, {k: (lambda d=d: self.go(d)) for k, d in _NAV_KEYS.items()}, self)
 
     def _key_handler(self, direction):
         def handler(_viewer):
@@ -213,6 +227,8 @@ class WorklistWidget(QWidget):
         rv = self.review
         if not getattr(rv, "_worklist_hooked", False):
             rv.annotator.changed.connect(lambda *_: self._say(self._last_text))
+            # a candidate's row clicked last: Shift-N still goes to the next image
+            self._pass_nav_keys_on((rv.calc_table, rv.cluster_table))
             rv._worklist_hooked = True
         rv.sidecar_resolver = self._sidecar_for_layer
         rv.project_dir.value = os.fspath(wl.out_dir)
