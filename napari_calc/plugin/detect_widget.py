@@ -7,6 +7,13 @@ bar and a Cancel button, and shows the results as
 The image layer is captured when Run is pressed, so results land on it even
 if the user selects another layer meanwhile; re-running updates those two
 layers in place instead of adding new ones.
+
+"Run on all images" does the same for every image layer open (the views of
+an exam), one after another in one worker: each image's results are shown
+as soon as it is done, exactly as a single Run shows them; an image that
+fails is named in the status line and the others go on; Cancel stops the
+run, keeping the images already done. An image whose results have been
+reviewed is left as it is (a single Run on it re-detects).
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ from magicgui.widgets import (
 from qtpy.QtCore import QObject, Signal
 
 from ..core.detect import PRESETS, DetectionParams
-from ..core.errors import DetectionCancelled, NapariCalcError
+from ..core.errors import DetectionCancelled, MissingSpacingError, NapariCalcError
 from ..core.image import MammoImage
+from ..core.review import REVIEW_COLUMNS
 from ._elide import elide_combo
 from ._scroll import PanelScroll
 from .layers import find_result_layers, layer_spacing, show_detections
@@ -83,10 +91,39 @@ def _unwrap(obj):
     return getattr(obj, "__wrapped__", obj)
 
 
+#: Review columns holding a reviewer's labels (the others are stamps).
+_LABEL_COLUMNS = tuple(REVIEW_COLUMNS[:3])
+
+
+def _review_count(layer) -> int:
+    """Rows of a calcifications layer a reviewer decided on or labelled.
+
+    The layer's features mirror the review (the review panel writes them),
+    so this holds whether or not the review panel is on the layer now.
+    """
+    if layer is None:
+        return 0
+    feats = layer.features
+    if not len(feats) or "status" not in feats:
+        return 0
+    done = feats["status"].astype(str).to_numpy() != "candidate"
+    for c in _LABEL_COLUMNS:
+        if c in feats:
+            done |= feats[c].fillna("").astype(str).to_numpy() != ""
+    return int(done.sum())
+
+
+def _error_text(exc: BaseException) -> str:
+    """One line for a failed detection: a user error's own text, else the type too."""
+    return str(exc) if isinstance(exc, NapariCalcError) else f"{type(exc).__name__}: {exc}"
+
+
 class _Relay(QObject):
     """Carries progress from the worker thread to the GUI thread (queued)."""
 
     progress = Signal(float, str)
+    #: all-images run: index, count, image name, fraction of that image, message
+    batch_progress = Signal(int, int, str, float, str)
 
 
 class DetectWidget(Container):
@@ -99,8 +136,8 @@ class DetectWidget(Container):
 
     Attributes
     ----------
-    worker : napari.qt.threading.FunctionWorker or None
-        The running detection, if any.
+    worker : napari.qt.threading.FunctionWorker or GeneratorWorker or None
+        The running detection (one image, or all of them), if any.
     last_detections : Detections or None
         The last successful result.
     """
@@ -116,6 +153,8 @@ class DetectWidget(Container):
         self._setting_preset = False
         self._relay = _Relay()
         self._relay.progress.connect(self._on_progress)
+        self._relay.batch_progress.connect(self._on_batch_progress)
+        self._batch = None  # the all-images run under way: its layers and outcomes
 
         self.image_combo = ComboBox(label="Image", choices=self._image_choices,
                                     tooltip="Image layer to detect on (captured when Run is pressed).")
@@ -147,11 +186,15 @@ class DetectWidget(Container):
             w.changed.connect(self._on_param_changed)
             self.params[name] = w
         self.run_button = PushButton(text="Run detection", tooltip="Detect on the chosen image layer.")
+        self.run_all_button = PushButton(
+            text="Run on all images",
+            tooltip="Detect on every image layer open (e.g. the views of an exam), one after another, "
+                    "with the parameters above. Images whose results are reviewed are left as they are.")
         self.cancel_button = PushButton(text="Cancel", enabled=False, tooltip="Stop the running detection.")
         self.progress = ProgressBar(label="Progress", min=0, max=100, value=0)
         self.status = Label(value="Choose an image layer and press Run.")
-        self.buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
-                                 labels=False)
+        self.buttons = Container(widgets=[self.run_button, self.run_all_button, self.cancel_button],
+                                 layout="horizontal", labels=False)
 
         main = [self.params[k] for k in MAIN_PARAMS]
         self.advanced = Container(widgets=[w for k, w in self.params.items() if k not in MAIN_PARAMS],
@@ -179,6 +222,7 @@ class DetectWidget(Container):
         self.spacing.changed.connect(self._on_spacing_changed)
         self.slice_spacing.changed.connect(self._on_spacing_changed)
         self.run_button.clicked.connect(self.run)
+        self.run_all_button.clicked.connect(self.run_all)
         self.cancel_button.clicked.connect(self.cancel)
         ev = self.viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.reordered):
@@ -330,9 +374,60 @@ class DetectWidget(Container):
         v = float(self.spacing.value)
         return ((float(self.slice_spacing.value), v, v) if layer.ndim == 3 else (v, v)), True
 
+    def _job_image(self, layer, *, entered_spacing: bool = True):
+        """The image to detect on ``layer``, and the spacing entered for it.
+
+        Parameters
+        ----------
+        layer : napari.layers.Image
+            A 2-D image or a 3-D stack.
+        entered_spacing : bool
+            Whether the spacing entered in the panel may stand in for a
+            spacing the layer lacks. Only for the layer chosen in the panel:
+            its note shows the value (an all-images run must not spread a
+            guess made for one image over the others).
+
+        Returns
+        -------
+        image : MammoImage
+        user_spacing : tuple of float or None
+            The spacing entered in the panel (applied to the layer with the
+            results), or None when the layer has its own.
+
+        Raises
+        ------
+        MissingSpacingError
+            The layer lacks a spacing and ``entered_spacing`` is False.
+        """
+        import numpy as np
+
+        spacing, user_spacing = self._spacing_for(layer)
+        if user_spacing and not entered_spacing:
+            what = ("no slice spacing" if self._known_in_plane(layer) is not None
+                    else "no physical pixel size")
+            raise MissingSpacingError(f"{what}; choose it as the Image above, enter it and press Run")
+        data = layer.data[0] if layer.multiscale else layer.data
+        pixels = np.asarray(data)
+        meta = dict(((layer.metadata.get("napari_calc") or {}).get("image_metadata")) or {})
+        meta.setdefault("name", layer.name)
+        if user_spacing:
+            meta["spacing_source"] = "user"
+        image = MammoImage(pixels=pixels, spacing_mm=spacing, metadata=meta)
+        return image, (spacing if user_spacing else None)
+
+    def _start(self, worker, text: str):
+        """Show ``worker`` as the running detection and start it."""
+        self.worker = worker
+        self.run_button.enabled = False
+        self.run_all_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress.value = 0
+        self.status.value = text
+        worker.start()
+        return worker
+
     def run(self):
         """Start detection on the chosen image layer; returns the worker."""
-        import numpy as np
         from napari.qt.threading import create_worker
 
         if self.worker is not None:
@@ -346,18 +441,11 @@ class DetectWidget(Container):
             self.status.value = f"'{layer.name}' is {layer.ndim}-D; need a 2-D image or a 3-D stack."
             self._refusal = True
             return None
-        spacing, user_spacing = self._spacing_for(layer)
-        data = layer.data[0] if layer.multiscale else layer.data
-        pixels = np.asarray(data)
-        meta = dict(((layer.metadata.get("napari_calc") or {}).get("image_metadata")) or {})
-        meta.setdefault("name", layer.name)
-        if user_spacing:
-            meta["spacing_source"] = "user"
-        image = MammoImage(pixels=pixels, spacing_mm=spacing, metadata=meta)
+        image, user_spacing = self._job_image(layer)
         params = self.get_params()
 
         self._target = layer
-        self._target_user_spacing = spacing if user_spacing else None
+        self._target_user_spacing = user_spacing
         self._cancel_event = threading.Event()
         cancel = self._cancel_event.is_set
         relay = self._relay
@@ -372,13 +460,139 @@ class DetectWidget(Container):
         worker = create_worker(job, _start_thread=False,
                                _connect={"returned": self._on_returned, "errored": self._on_errored,
                                          "finished": self._on_finished})
-        self.worker = worker
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.progress.value = 0
-        self.status.value = f"Detecting on '{layer.name}'…"
-        worker.start()
-        return worker
+        return self._start(worker, f"Detecting on '{layer.name}'…")
+
+    # ---------------------------------------------------------------- all images
+    def detectable_layers(self) -> list:
+        """The image layers "Run on all images" detects on, in layer-list order:
+        2-D images and 3-D stacks, not RGB, not napari-calc's own outputs."""
+        from napari.layers import Image
+
+        return [lay for lay in self.viewer.layers
+                if isinstance(lay, Image) and not lay.rgb and lay.ndim in (2, 3)
+                and not (lay.metadata.get("napari_calc") or {}).get("kind")]
+
+    def run_all(self):
+        """Detect on every image layer open, one after another, in one worker.
+
+        Each image's results are shown as soon as it is done, through the
+        same code as :meth:`run`. An image that cannot be detected on (no
+        pixel spacing, too small, ...) is reported at the end and the others
+        go on. An image whose results hold a review is left as it is: a
+        re-run would replace the reviewed table, and only the review panel
+        on that very layer carries a review over to a new run.
+
+        Returns
+        -------
+        napari.qt.threading.GeneratorWorker or None
+            The worker, or None when there is no image to detect on.
+        """
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            return self.worker
+        layers = self.detectable_layers()
+        if not layers:
+            self.status.value = "No image layer to detect on: open an image, an exam folder or the sample first."
+            self._refusal = True
+            return None
+        chosen = _unwrap(self.image_combo.value)
+        n = len(layers)
+        names = [lay.name for lay in layers]
+        outcomes = [None] * n  # per image: ("done", det) / ("failed", reason) / ("kept", reason)
+        images, user_spacing = [None] * n, [None] * n
+        for i, lay in enumerate(layers):
+            reviewed = _review_count(find_result_layers(self.viewer, lay.name)[0])
+            if reviewed:
+                outcomes[i] = ("kept", reviewed)
+                continue
+            try:
+                images[i], user_spacing[i] = self._job_image(lay, entered_spacing=_unwrap(lay) is chosen)
+            except Exception as exc:  # noqa: BLE001 - said at the end; the others go on
+                outcomes[i] = ("failed", _error_text(exc))
+        params = self.get_params()
+        self._batch = {"layers": layers, "names": names, "user_spacing": user_spacing,
+                       "outcomes": outcomes, "error": None}
+        self._cancel_event = threading.Event()
+        cancel = self._cancel_event.is_set
+        relay = self._relay
+
+        def job():
+            from ..core.detect import detect
+
+            for i, image in enumerate(images):
+                if image is None:  # failed or kept already (said at the end)
+                    continue
+                if cancel():
+                    return
+                relay.batch_progress.emit(i, n, names[i], 0.0, "starting")
+                try:
+                    det = detect(image, cancel=cancel, **params,
+                                 progress=lambda f, m, i=i: relay.batch_progress.emit(
+                                     i, n, names[i], float(f), str(m)))
+                except DetectionCancelled:
+                    return  # the image in flight leaves nothing
+                except Exception as exc:  # noqa: BLE001 - one bad image must not stop the others
+                    yield i, None, exc
+                    continue
+                yield i, det, None
+
+        worker = create_worker(job, _start_thread=False,
+                               _connect={"yielded": self._on_batch_yielded, "errored": self._on_errored,
+                                         "finished": self._on_finished})
+        return self._start(worker, f"Detecting on {n} images…")
+
+    def _on_batch_progress(self, index, count, name, fraction, message):
+        if self.worker is None or self._batch is None or self._cancel_event.is_set():
+            return  # "Cancelling…" stays until the worker stops
+        done = index + max(0.0, min(1.0, fraction))
+        self.progress.value = int(round(100 * done / count))
+        self.status.value = f"{index + 1} of {count}: {name} — {message}…"
+
+    def _on_batch_yielded(self, item):
+        """One image of an all-images run is done: show it as a single Run would."""
+        index, det, exc = item
+        b = self._batch
+        layer = b["layers"][index]
+        reviewed = _review_count(find_result_layers(self.viewer, layer.name)[0])
+        if exc is not None:
+            b["outcomes"][index] = ("failed", _error_text(exc))
+        elif self._cancel_event.is_set():
+            pass  # Cancel was pressed as it finished: like the one in flight, it adds nothing
+        elif reviewed:  # reviewed while the others ran: the review stays
+            b["outcomes"][index] = ("kept", reviewed)
+        elif self._show_result(layer, det, b["user_spacing"][index]) is None:
+            b["outcomes"][index] = ("failed", "the layer was removed during the run")
+        else:
+            b["outcomes"][index] = ("done", det)
+
+    def _batch_summary(self, b) -> str:
+        """The one status line an all-images run ends with."""
+        names, out = b["names"], b["outcomes"]
+        n = len(names)
+        done = [o[1] for o in out if o is not None and o[0] == "done"]
+        cands = sum(len(d.calcifications) for d in done)
+        clusters = sum(len(d.clusters) for d in done)
+        found = f"{cands} candidates, {clusters} clusters"
+        if self._cancel_event.is_set():
+            text = (f"Cancelled: {len(done)} of {n} images done ({found}); "
+                    "no results added for the others.")
+        elif len(done) == n:
+            text = f"All {n} images done: {found}."
+        else:
+            text = f"{len(done)} of {n} images done ({found})."
+        for name, o in zip(names, out):
+            if o is not None and o[0] == "failed":
+                text += f" '{name}' failed: {o[1]}."
+        kept = [f"'{name}'" for name, o in zip(names, out) if o is not None and o[0] == "kept"]
+        if len(kept) == 1:
+            text += f" {kept[0]} left as it is: its results are reviewed (Run on it alone to re-detect)."
+        elif kept:
+            text += (f" {', '.join(kept)} left as they are: their results are reviewed "
+                     "(Run on each alone to re-detect).")
+        if b["error"] is not None:
+            text += f" Stopped by an error: {b['error']}."
+        return text
 
     def cancel(self):
         """Ask the running detection to stop (it stops at the next check)."""
@@ -400,11 +614,27 @@ class DetectWidget(Container):
         if self._cancel_event.is_set():
             self.status.value = "Cancelled; no results added."
             return
-        if layer not in self.viewer.layers:
+        if self._show_result(layer, det, self._target_user_spacing, select=True) is None:
             self.status.value = f"Image layer '{layer.name}' was removed during the run; results discarded."
             return
-        if self._target_user_spacing is not None:
-            sp = self._target_user_spacing
+        self.progress.value = 100
+
+    def _show_result(self, layer, det, user_spacing=None, *, select: bool = False):
+        """Put the detections ``det`` of ``layer`` on screen (both kinds of run).
+
+        Adds or updates the layer's result layers (:func:`show_detections`),
+        applies a spacing entered in the panel to the image so that results
+        and image overlay, and says what was found in the status line.
+
+        Returns
+        -------
+        napari.layers.Points or None
+            The calcifications layer; None when ``layer`` is gone.
+        """
+        if layer not in self.viewer.layers:
+            return None
+        if user_spacing is not None:
+            sp = user_spacing
             layer.scale = sp
             try:
                 layer.units = ("mm",) * len(sp)
@@ -420,7 +650,8 @@ class DetectWidget(Container):
             self._on_image_changed()
         self.last_detections = det
         pts, _ = show_detections(self.viewer, det, layer)
-        self.viewer.layers.selection.active = pts
+        if select:  # not during an all-images run: the selection would jump under the user
+            self.viewer.layers.selection.active = pts
         n, k = len(det.calcifications), len(det.clusters)
         likely = int((det.calcifications["score"] >= 0.5).sum()) if n else 0
         secs = det.params.get("seconds")
@@ -428,14 +659,17 @@ class DetectWidget(Container):
         self.status.value = (f"'{layer.name}': {n} candidates ({likely} with score ≥ 0.5), "
                              f"{k} clusters{took}.")
         self._status_layer = layer
-        self.progress.value = 100
+        return pts
 
     def _on_errored(self, exc):
         if isinstance(exc, DetectionCancelled):
             self.status.value = "Cancelled; no results added."
             return
-        msg = str(exc) if isinstance(exc, NapariCalcError) else f"{type(exc).__name__}: {exc}"
-        self.status.value = f"Error: {msg}"
+        msg = _error_text(exc)
+        if self._batch is not None:  # not an image's failure (those are caught): said at the end
+            self._batch["error"] = msg
+        else:
+            self.status.value = f"Error: {msg}"
         try:
             from napari.utils.notifications import show_error
 
@@ -446,6 +680,22 @@ class DetectWidget(Container):
     def _on_finished(self):
         self.worker = None
         self.run_button.enabled = True
+        self.run_all_button.enabled = True
         self.cancel_button.enabled = False
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            self.status.value = self._batch_summary(batch)
+            # the summary stays until another layer is chosen
+            self._status_layer = self.image_combo.value
+            self._refusal = False
+            if not self._cancel_event.is_set():
+                self.progress.value = 100
+                if any(o is not None and o[0] == "failed" for o in batch["outcomes"]):
+                    try:  # also where napari shows errors: the panel may be scrolled or hidden
+                        from napari.utils.notifications import show_warning
+
+                        show_warning(f"napari-calc: {self.status.value}")
+                    except Exception:  # pragma: no cover
+                        pass
         if self._cancel_event.is_set():
             self.progress.value = 0
