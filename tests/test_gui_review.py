@@ -360,6 +360,32 @@ def test_rerunning_detection_keeps_the_review(qtbot, reviewing, tmp_path):
     assert s.sidecar == sidecar and sidecar.exists()
 
 
+def test_rerunning_detection_keeps_the_review_with_the_panel_elsewhere(qtbot, reviewing):
+    """Reviewed, then the review panel left the layer (another layer chosen,
+    or closed) and detection re-run on the image: every decision on the
+    layer was replaced by 'candidate'. Now the Detect panel carries the
+    review over itself and says so."""
+    viewer, detect_w, review_w, pts = reviewing
+    image = viewer.layers["sample-mammogram"]
+    s = review_w.session
+    best = s.detections.calcifications.sort_values("score", ascending=False)
+    a, b = (int(v) for v in best["calc_id"].iloc[:2])
+    s.accept([a])
+    s.reject([b])
+    calcs = s.detections.calcifications
+    where = {k: tuple(calcs.loc[calcs.calc_id == k, ["row", "col"]].iloc[0]) for k in (a, b)}
+    review_w.detach()
+    assert review_w.layer is None
+    detect_w.params["threshold"].value = 7.0
+    run_detection(qtbot, detect_w, image)
+    f = pts.features
+    for k, status in ((a, "accepted"), (b, "rejected")):
+        row = f[(f["row"] == where[k][0]) & (f["col"] == where[k][1])]
+        assert list(row["status"]) == [status]
+    assert (f["status"] != "candidate").sum() == 2
+    assert "The review (2 decisions) is carried over: 2 matched" in detect_w.status.value
+
+
 def test_removing_the_layer_closes_the_review(qtbot, reviewing):
     viewer, _, review_w, pts = reviewing
     session = review_w.session

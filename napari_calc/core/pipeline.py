@@ -35,13 +35,13 @@ def _holds_review(path: Path) -> bool:
     (or cannot be read as our table at all: then it is not ours to replace)."""
     from .errors import NapariCalcError
     from .export import read_detections
-    from .review import _reviewed
+    from .review import reviewed_mask
 
     try:
         calcs = read_detections(path).calcifications
     except (NapariCalcError, OSError, ValueError):
         return True
-    return bool(len(calcs)) and "status" in calcs.columns and bool(_reviewed(calcs).any())
+    return bool(len(calcs)) and "status" in calcs.columns and bool(reviewed_mask(calcs).any())
 
 
 def keep_edited_outputs(paths: dict[str, Path], written: dict[str, str] | None = None) -> dict[str, dict]:
@@ -52,7 +52,7 @@ def keep_edited_outputs(paths: dict[str, Path], written: dict[str, str] | None =
     when napari-calc wrote it) has it and its bytes changed since (edited in a
     spreadsheet, in 3D Slicer, by a script); or, for the files without a
     record, when it is a calcification table or JSON export holding a review
-    (:func:`napari_calc.core.review._reviewed`) or one that cannot be read.
+    (:func:`napari_calc.core.review.reviewed_mask`) or one that cannot be read.
     The copy goes to ``<name>.bak`` (``.bak.2``, ... when taken: a backup is
     never overwritten), written atomically.
 

@@ -71,6 +71,7 @@ __all__ = [
     "REVIEW_COLUMNS",
     "ACTIONS",
     "ReviewSession",
+    "reviewed_mask",
     "carry_over",
     "sidecar_path_for",
     "SidecarError",
@@ -122,7 +123,7 @@ def _params_of(params) -> DetectionParams:
 CARRY_OVER_MIN_MM = 0.2
 
 
-def _reviewed(calcs: pd.DataFrame) -> np.ndarray:
+def reviewed_mask(calcs: pd.DataFrame) -> np.ndarray:
     """Rows a reviewer decided on or labelled."""
     st = calcs["status"].astype(str).to_numpy()
     out = st != "candidate"
@@ -171,13 +172,13 @@ def carry_over(previous: pd.DataFrame, detections: Detections) -> tuple[Detectio
         new[c] = new[c].fillna("").astype(object)
     new["status"] = new["status"].astype(object)
     summary = {"matched": 0, "kept_as_added": 0, "dropped": 0}
-    if not len(previous) or not _reviewed(previous).any():
+    if not len(previous) or not reviewed_mask(previous).any():
         return _with_calcs(detections, new), summary
     # every earlier row is matched (reviewed ones first), so that clusters can
     # keep their numbers: a matched row's earlier cluster_id is the hint the
     # session names the new clusters after (see ReviewSession._stable_ids)
     old = previous.reset_index(drop=True)
-    rev = _reviewed(old)
+    rev = reviewed_mask(old)
     hint = pd.to_numeric(old["cluster_id"], errors="coerce").fillna(NO_CLUSTER).to_numpy(np.int64)
     new["cluster_id"] = NO_CLUSTER
     yx = ["y_mm", "x_mm"]

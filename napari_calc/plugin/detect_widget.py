@@ -13,7 +13,8 @@ an exam), one after another in one worker: each image's results are shown
 as soon as it is done, exactly as a single Run shows them; an image that
 fails is named in the status line and the others go on; Cancel stops the
 run, keeping the images already done. An image whose results have been
-reviewed is left as it is (a single Run on it re-detects).
+reviewed is left as it is (a single Run on it re-detects and carries the
+review over to the new candidates).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import threading
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
+import pandas as pd
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -35,12 +37,12 @@ from magicgui.widgets import (
 from qtpy.QtCore import QObject, Signal
 
 from ..core.detect import PRESETS, DetectionParams
-from ..core.errors import DetectionCancelled, MissingSpacingError, NapariCalcError
+from ..core.errors import DetectionCancelled, MissingSpacingError, NapariCalcError, counted
 from ..core.image import MammoImage
-from ..core.review import REVIEW_COLUMNS
+from ..core.review import carry_over, reviewed_mask
 from ._elide import elide_combo
 from ._scroll import PanelScroll
-from .layers import find_result_layers, layer_spacing, show_detections
+from .layers import detections_from_layers, find_result_layers, layer_spacing, show_detections
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -91,10 +93,6 @@ def _unwrap(obj):
     return getattr(obj, "__wrapped__", obj)
 
 
-#: Review columns holding a reviewer's labels (the others are stamps).
-_LABEL_COLUMNS = tuple(REVIEW_COLUMNS[:3])
-
-
 def _review_count(layer) -> int:
     """Rows of a calcifications layer a reviewer decided on or labelled.
 
@@ -106,11 +104,7 @@ def _review_count(layer) -> int:
     feats = layer.features
     if not len(feats) or "status" not in feats:
         return 0
-    done = feats["status"].astype(str).to_numpy() != "candidate"
-    for c in _LABEL_COLUMNS:
-        if c in feats:
-            done |= feats[c].fillna("").astype(str).to_numpy() != ""
-    return int(done.sum())
+    return int(reviewed_mask(feats).sum())
 
 
 def _error_text(exc: BaseException) -> str:
@@ -478,9 +472,9 @@ class DetectWidget(Container):
         Each image's results are shown as soon as it is done, through the
         same code as :meth:`run`. An image that cannot be detected on (no
         pixel spacing, too small, ...) is reported at the end and the others
-        go on. An image whose results hold a review is left as it is: a
-        re-run would replace the reviewed table, and only the review panel
-        on that very layer carries a review over to a new run.
+        go on. An image whose results hold a review is left as it is (a
+        single Run re-detects it and carries the review over, saying what
+        was matched, kept or dropped: for a reviewer to see, image by image).
 
         Returns
         -------
@@ -586,10 +580,10 @@ class DetectWidget(Container):
                 text += f" '{name}' failed: {o[1]}."
         kept = [f"'{name}'" for name, o in zip(names, out) if o is not None and o[0] == "kept"]
         if len(kept) == 1:
-            text += f" {kept[0]} left as it is: its results are reviewed (Run on it alone to re-detect)."
+            text += f" {kept[0]} left as it is: its results are reviewed (Run on it alone to re-detect; the review is carried over)."
         elif kept:
             text += (f" {', '.join(kept)} left as they are: their results are reviewed "
-                     "(Run on each alone to re-detect).")
+                     "(Run on each alone to re-detect; the review is carried over).")
         if b["error"] is not None:
             text += f" Stopped by an error: {b['error']}."
         return text
@@ -648,6 +642,20 @@ class DetectWidget(Container):
             layer.metadata = md
             self.viewer.reset_view()
             self._on_image_changed()
+        carried = ""
+        prev = find_result_layers(self.viewer, layer.name)[0]
+        n_reviewed = _review_count(prev)
+        if n_reviewed:
+            # a re-run replaces the layer's table: the review goes onto the
+            # new candidates (else it was lost unless the review panel was on
+            # this very layer, which does the same from its session)
+            old = detections_from_layers(prev)
+            previous = old.calcifications if old.extra is None else pd.concat(
+                [old.calcifications, old.extra], axis=1)
+            det, summary = carry_over(previous, det)
+            carried = (f" The review ({counted(n_reviewed, 'decision')}) is carried over: "
+                       f"{summary['matched']} matched, {summary['kept_as_added']} kept as added, "
+                       f"{summary['dropped']} dropped.")
         self.last_detections = det
         pts, _ = show_detections(self.viewer, det, layer)
         if select:  # not during an all-images run: the selection would jump under the user
@@ -657,7 +665,7 @@ class DetectWidget(Container):
         secs = det.params.get("seconds")
         took = f" in {secs:.2f} s" if isinstance(secs, (int, float)) else ""
         self.status.value = (f"'{layer.name}': {n} candidates ({likely} with score ≥ 0.5), "
-                             f"{k} clusters{took}.")
+                             f"{k} clusters{took}.{carried}")
         self._status_layer = layer
         return pts
 

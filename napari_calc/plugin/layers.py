@@ -44,6 +44,7 @@ __all__ = [
     "points_layer_kwargs",
     "cluster_outlines",
     "clusters_of_features",
+    "hide_placeholder_point",
     "cluster_features",
     "shapes_layer_kwargs",
     "update_points_layer",
@@ -504,7 +505,7 @@ def show_detections(viewer, det: Detections, image_layer=None, *, image_name: st
         pts.metadata = _result_meta("calcifications", det, name, run)
         update_points_layer(pts, det.calcifications, det.spacing_mm, nd)
         pts.events.features()  # tell listeners (review panel) the table changed
-    _hide_placeholder_point(pts)
+    hide_placeholder_point(pts)
     if image_layer is not None and image_layer in viewer.layers:
         # layers kept from an earlier image of that name (removed, opened
         # again) lie under the new one: results go back on top, on its grid
@@ -518,11 +519,11 @@ def show_detections(viewer, det: Detections, image_layer=None, *, image_name: st
     return pts, shp
 
 
-#: Points layers whose placeholder point is kept hidden (see _hide_placeholder_point).
+#: Points layers whose placeholder point is kept hidden (see hide_placeholder_point).
 _PLACEHOLDER_GUARDED: weakref.WeakSet = weakref.WeakSet()
 
 
-def _hide_placeholder_point(points) -> None:
+def hide_placeholder_point(points) -> None:
     """Keep napari's placeholder point off the image.
 
     When none of a Points layer's points is in view (all hidden below the

@@ -57,8 +57,10 @@ from ._keys import pass_keys_on
 from ._scroll import PanelScroll, screen_height
 from .layers import (
     STATUS_COLORS,
+    clusters_of_features,
     detections_from_layers,
     find_result_layers,
+    hide_placeholder_point,
     is_calc_layer,
     point_colors,
     update_points_layer,
@@ -600,6 +602,7 @@ class ReviewWidget(QWidget):
         """
         self.detach()
         self.layer = layer
+        hide_placeholder_point(layer)  # also for layers opened from exports
         self._run = self._run_of(layer)
         self.shapes = self._clusters_layer_of(layer)
         det = detections_from_layers(layer, self.shapes)
@@ -790,7 +793,7 @@ class ReviewWidget(QWidget):
         if shp is None or self.layer is None:
             return None
         det = session.detections
-        feats = shp.features
+        feats = clusters_of_features(shp.features)  # a stack's cluster: one outline per slice
         cols = [c for c in det.clusters.columns]
         if len(feats) != len(det.clusters) or not all(c in feats.columns for c in cols):
             return None
