@@ -164,3 +164,33 @@ def test_a_2d_cluster_has_one_outline(make_napari_viewer):
     det = _clustered(_dets([(100, 100), (110, 95), (105, 110)]), [0, 1, 2])
     pts, shp = show_detections(viewer, det, img)
     assert len(shp.data) == 1 and list(shp.features["cluster_id"]) == [0]
+
+
+def test_no_dot_on_an_empty_slice_of_a_stack_opened_from_its_export(make_napari_viewer, qtbot, tmp_path):
+    """Layers the plugin's reader makes from an export (not through
+    show_detections) get the same guard once the review panel is on them."""
+    from gui_helpers import dock_both
+
+    from napari_calc.plugin.writers import write_detections
+
+    shape = (8, 200, 200)
+    det = _dets([(5, 120, 80)], shape=shape)
+    viewer = make_napari_viewer(show=True)
+    img = viewer.add_image(np.zeros(shape, np.float32), scale=(1.0, 0.1, 0.1), contrast_limits=(0, 1),
+                           name="img", units=("mm",) * 3, axis_labels=("slice", "row", "col"))
+    pts, shp = show_detections(viewer, det, img)
+    out, = write_detections(str(tmp_path / "img.detections.json"), [pts.as_layer_data_tuple()])
+    viewer.layers.remove(pts)
+    viewer.layers.remove(shp)
+    opened = viewer.open(out, plugin="napari-calc")
+    pts = next(lay for lay in opened if type(lay).__name__ == "Points")
+    for lay in opened:
+        if lay is not pts:
+            lay.visible = False
+    _, review_w = dock_both(viewer)
+    review_w.attach(pts)
+    viewer.dims.set_current_step(0, 5)
+    viewer.reset_view()
+    assert _lit(viewer, qtbot) > 0
+    viewer.dims.set_current_step(0, 2)
+    assert _lit(viewer, qtbot) == 0
