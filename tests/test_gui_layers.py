@@ -189,8 +189,11 @@ def test_no_dot_on_an_empty_slice_of_a_stack_opened_from_its_export(make_napari_
             lay.visible = False
     _, review_w = dock_both(viewer)
     review_w.attach(pts)
+    qtbot.wait(300)  # the panel's own moves of the view first
     viewer.dims.set_current_step(0, 5)
     viewer.reset_view()
     assert _lit(viewer, qtbot) > 0
     viewer.dims.set_current_step(0, 2)
+    viewer.reset_view()
+    assert pts.canvas_size_limits[0] == 0  # no point in view: no minimum size
     assert _lit(viewer, qtbot) == 0
