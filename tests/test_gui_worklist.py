@@ -147,7 +147,7 @@ def test_panel_from_the_plugin_menu(make_napari_viewer, qtbot, folder, tmp_path,
     assert "Your name is not set" not in w.status.text()
 
 
-def test_cli_review_opens_the_start_image(qtbot, folder, monkeypatch, capsys):
+def test_cli_review_opens_the_start_image(make_napari_viewer, qtbot, folder, monkeypatch, capsys):
     import napari
 
     from napari_calc.cli import main
@@ -155,23 +155,25 @@ def test_cli_review_opens_the_start_image(qtbot, folder, monkeypatch, capsys):
     (folder / "case3.done.json").write_text("{")  # an unusable marker: one line, the rest opens
     seen = {}
     monkeypatch.setattr(napari, "run", lambda *a, **k: seen.setdefault("viewer", napari.current_viewer()))
+    # the CLI's viewer made by napari's test fixture (its own app model, closed
+    # at the end): made bare, it registered napari's plugins into the shared
+    # app model a second time after other tests had ("Command ... already
+    # registered"), depending on which tests ran before
+    monkeypatch.setattr(napari, "Viewer", make_napari_viewer)
     monkeypatch.delenv("NAPARI_CALC_ANNOTATOR", raising=False)
     assert main(["review", str(folder), "--start", "case2", "--annotator", "Dr Who"]) == 0
     viewer = seen["viewer"]
-    try:
-        assert _names(viewer) == ["case2", "case2 calcifications", "case2 clusters"]
-        w = viewer.window.add_plugin_dock_widget("napari-calc", "Review worklist")[1]
-        assert w.review.session.annotator == "Dr Who"
-        assert "Your name is not set" not in w.status.text()
-        w.review.session.accept(w.review.session.visible_ids()[:1])
-        w.save_current()
-        df = pd.read_csv(w.worklist.items[1].outputs["csv"], keep_default_na=False)
-        assert list(df.loc[df["status"] == "accepted", "annotator"]) == ["Dr Who"]
-        assert viewer.title.endswith(str(folder))
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "case3.done.json: cannot be used" in err[0]
-    finally:
-        viewer.close()
+    assert _names(viewer) == ["case2", "case2 calcifications", "case2 clusters"]
+    w = viewer.window.add_plugin_dock_widget("napari-calc", "Review worklist")[1]
+    assert w.review.session.annotator == "Dr Who"
+    assert "Your name is not set" not in w.status.text()
+    w.review.session.accept(w.review.session.visible_ids()[:1])
+    w.save_current()
+    df = pd.read_csv(w.worklist.items[1].outputs["csv"], keep_default_na=False)
+    assert list(df.loc[df["status"] == "accepted", "annotator"]) == ["Dr Who"]
+    assert viewer.title.endswith(str(folder))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "case3.done.json: cannot be used" in err[0]
 
 
 def test_a_review_carried_over_to_a_rerun_is_written(make_napari_viewer, qtbot, folder, batch):
