@@ -197,3 +197,22 @@ def test_no_dot_on_an_empty_slice_of_a_stack_opened_from_its_export(make_napari_
     viewer.reset_view()
     assert pts.canvas_size_limits[0] == 0  # no point in view: no minimum size
     assert _lit(viewer, qtbot) == 0
+
+
+def test_a_stack_cluster_without_usable_slices_keeps_one_outline():
+    """Every cluster row gets an outline (its features row is the cluster
+    table's): members without a slice, or no members, fall back to the
+    cluster's own slice, or slice 0."""
+    from napari_calc.plugin.layers import cluster_features, cluster_outlines, clusters_of_features
+
+    det = _clustered(_dets([(2, 100, 100), (4, 110, 95), (5, 105, 110)], shape=(8, 200, 200)), [0, 1, 2])
+    calcs = det.calcifications.astype({"slice": float})
+    calcs["slice"] = np.nan
+    clusters = det.clusters.copy()
+    clusters["slice"] = 3.6
+    polys, rows = cluster_outlines(calcs, clusters, det.spacing_mm, 3)
+    assert [int(p[0, 0]) for p in polys] == [4] and list(rows) == [0]
+    clusters["slice"] = np.nan
+    polys, rows = cluster_outlines(calcs.iloc[:0], clusters, det.spacing_mm, 3)
+    assert [int(p[0, 0]) for p in polys] == [0]
+    assert len(clusters_of_features(cluster_features(clusters, 3, rows))) == 1

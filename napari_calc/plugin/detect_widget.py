@@ -580,7 +580,8 @@ class DetectWidget(Container):
                 text += f" '{name}' failed: {o[1]}."
         kept = [f"'{name}'" for name, o in zip(names, out) if o is not None and o[0] == "kept"]
         if len(kept) == 1:
-            text += f" {kept[0]} left as it is: its results are reviewed (Run on it alone to re-detect; the review is carried over)."
+            text += (f" {kept[0]} left as it is: its results are reviewed "
+                     "(Run on it alone to re-detect; the review is carried over).")
         elif kept:
             text += (f" {', '.join(kept)} left as they are: their results are reviewed "
                      "(Run on each alone to re-detect; the review is carried over).")

@@ -364,10 +364,12 @@ def cluster_outlines(calcs: pd.DataFrame, clusters: pd.DataFrame, spacing_mm,
             polys.append(poly)
             rows.append(k)
             continue
-        if len(members):
-            z0, z1 = int(round(np.nanmin(sl[mine]))), int(round(np.nanmax(sl[mine])))
-        else:
-            z0 = z1 = int(round(float(cl["slice"])))
+        zs = sl[mine][np.isfinite(sl[mine])]
+        if not len(zs):  # no members (or no slice for them): the centroid's slice
+            centre = pd.to_numeric(pd.Series([cl.get("slice")]), errors="coerce").iloc[0]
+            zs = np.array([centre if np.isfinite(centre) else 0.0])
+        # every cluster keeps at least one outline: its features row is the cluster table's
+        z0, z1 = int(round(zs.min())), int(round(zs.max()))
         for z in range(z0, z1 + 1):
             polys.append(np.column_stack([np.full(len(poly), float(z)), poly]))
             rows.append(k)
@@ -526,8 +528,8 @@ _PLACEHOLDER_GUARDED: weakref.WeakSet = weakref.WeakSet()
 def hide_placeholder_point(points) -> None:
     """Keep napari's placeholder point off the image.
 
-    When none of a Points layer's points is in view (all hidden below the
-    score threshold, or none on this slice of a stack), napari draws one
+    When none of a Points layer's points is in view (none on this slice of
+    a stack, or all of them hidden below the score threshold), napari draws one
     placeholder point of size 0 at the data origin; the minimum screen size
     of :data:`CANVAS_SIZE_LIMITS` turned it into a white disc at the
     image's corner, like a marker that is not there. napari lifts the
