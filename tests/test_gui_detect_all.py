@@ -248,3 +248,37 @@ def _left():
     from qtpy.QtCore import Qt
 
     return Qt.MouseButton.LeftButton
+
+
+def test_a_stack_among_2d_views_gets_the_tomosynthesis_preset(qtbot, make_napari_viewer):
+    """One parameter set served every image: a tomosynthesis stack opened
+    with 2-D views was detected with the 2-D preset (a single Run on it
+    switches to the tomosynthesis one). Parameters set by hand still go to
+    every image as they are."""
+    from napari_calc.core.detect import PRESETS
+    from napari_calc.plugin.detect_widget import CUSTOM_PRESET
+
+    viewer = make_napari_viewer()
+    detect_w, _ = dock_both(viewer)
+    flat = _add(viewer, _view(21), "flat")
+    stack_img = _view(22)
+    stack = viewer.add_image(np.stack([stack_img.pixels] * 3), name="stack", scale=(1.0, 0.1, 0.1),
+                             metadata={"napari_calc": {"spacing_mm": (1.0, 0.1, 0.1), "image_metadata": {}}})
+    detect_w.image_combo.value = flat
+    two_d = detect_w.preset.value
+    assert "tomo" not in two_d.lower()
+    tomo = next(k for k in PRESETS if "tomo" in k.lower())
+    assert PRESETS[tomo]["threshold"] != PRESETS[two_d]["threshold"]
+    _run_all(qtbot, detect_w)
+    used = {lay.name: lay.metadata["napari_calc"]["params"]["threshold"]
+            for lay in viewer.layers if lay.name in ("flat calcifications", "stack calcifications")}
+    assert used == {"flat calcifications": PRESETS[two_d]["threshold"],
+                    "stack calcifications": PRESETS[tomo]["threshold"]}
+    assert detect_w.preset.value == two_d  # the panel itself is left as it was
+
+    detect_w.params["threshold"].value = 4.2
+    assert detect_w.preset.value == CUSTOM_PRESET
+    _run_all(qtbot, detect_w)
+    used = {lay.name: lay.metadata["napari_calc"]["params"]["threshold"]
+            for lay in viewer.layers if lay.name in ("flat calcifications", "stack calcifications")}
+    assert used == {"flat calcifications": 4.2, "stack calcifications": 4.2}

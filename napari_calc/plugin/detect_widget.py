@@ -183,7 +183,8 @@ class DetectWidget(Container):
         self.run_all_button = PushButton(
             text="Run on all images",
             tooltip="Detect on every image layer open (e.g. the views of an exam), one after another, "
-                    "with the parameters above. Images whose results are reviewed are left as they are.")
+                    "with the parameters above (with a preset chosen, stacks get the tomosynthesis preset and "
+                    "2-D images a 2-D one). Images whose results are reviewed are left as they are.")
         self.cancel_button = PushButton(text="Cancel", enabled=False, tooltip="Stop the running detection.")
         self.progress = ProgressBar(label="Progress", min=0, max=100, value=0)
         self.status = Label(value="Choose an image layer and press Run.")
@@ -309,18 +310,40 @@ class DetectWidget(Container):
         return f"'{layer.name}': {len(pts.data)} calcifications{k} in '{pts.name}' (Run replaces them)."
 
     # ---------------------------------------------------------------- params
+    @staticmethod
+    def _preset_for(ndim: int, current: str) -> str:
+        """The preset a ``ndim``-D layer gets when ``current`` is chosen:
+        stacks the tomosynthesis one, 2-D images a 2-D one (``current`` when
+        it fits, or when it is :data:`CUSTOM_PRESET`: parameters set by hand
+        are kept)."""
+        if current == CUSTOM_PRESET:
+            return current
+        tomo = [k for k in PRESETS if "tomo" in k.lower()]
+        flat = [k for k in PRESETS if "tomo" not in k.lower()]
+        if ndim == 3 and tomo and current not in tomo:
+            return tomo[0]
+        if ndim == 2 and flat and current not in flat:
+            return flat[0]
+        return current
+
     def _suggest_preset(self, layer) -> None:
         """Stacks get the tomosynthesis preset, 2-D images a 2-D one (unless
         the user has set the parameters by hand)."""
-        cur = self.preset.value
-        if cur == CUSTOM_PRESET:
-            return
-        tomo = [k for k in PRESETS if "tomo" in k.lower()]
-        flat = [k for k in PRESETS if "tomo" not in k.lower()]
-        if layer.ndim == 3 and tomo and cur not in tomo:
-            self.preset.value = tomo[0]
-        elif layer.ndim == 2 and flat and cur not in flat:
-            self.preset.value = flat[0]
+        name = self._preset_for(layer.ndim, self.preset.value)
+        if name != self.preset.value:
+            self.preset.value = name
+
+    def _params_for(self, layer) -> dict:
+        """The parameters an all-images run uses on ``layer``: the panel's,
+        except that with a preset chosen (not hand-set parameters) each
+        image gets the preset choosing it would give (a stack among 2-D
+        views: the tomosynthesis preset, as for a single Run on it)."""
+        params = self.get_params()
+        name = self._preset_for(layer.ndim, self.preset.value)
+        if name == self.preset.value or name not in PRESETS:
+            return params
+        defaults = DetectionParams()
+        return {k: PRESETS[name].get(k, getattr(defaults, k)) for k in params}
 
     def _on_preset(self, name):
         if name == CUSTOM_PRESET or name not in PRESETS:
@@ -470,7 +493,9 @@ class DetectWidget(Container):
         """Detect on every image layer open, one after another, in one worker.
 
         Each image's results are shown as soon as it is done, through the
-        same code as :meth:`run`. An image that cannot be detected on (no
+        same code as :meth:`run`, with the panel's parameters (with a preset
+        chosen, each image gets the preset a single Run on it would: see
+        :meth:`_params_for`). An image that cannot be detected on (no
         pixel spacing, too small, ...) is reported at the end and the others
         go on. An image whose results hold a review is left as it is (a
         single Run re-detects it and carries the review over, saying what
@@ -495,6 +520,7 @@ class DetectWidget(Container):
         names = [lay.name for lay in layers]
         outcomes = [None] * n  # per image: ("done", det) / ("failed", reason) / ("kept", reason)
         images, user_spacing = [None] * n, [None] * n
+        params = [self._params_for(lay) for lay in layers]
         for i, lay in enumerate(layers):
             reviewed = _review_count(find_result_layers(self.viewer, lay.name)[0])
             if reviewed:
@@ -504,7 +530,6 @@ class DetectWidget(Container):
                 images[i], user_spacing[i] = self._job_image(lay, entered_spacing=_unwrap(lay) is chosen)
             except Exception as exc:  # noqa: BLE001 - said at the end; the others go on
                 outcomes[i] = ("failed", _error_text(exc))
-        params = self.get_params()
         self._batch = {"layers": layers, "names": names, "user_spacing": user_spacing,
                        "outcomes": outcomes, "error": None}
         self._cancel_event = threading.Event()
@@ -521,7 +546,7 @@ class DetectWidget(Container):
                     return
                 relay.batch_progress.emit(i, n, names[i], 0.0, "starting")
                 try:
-                    det = detect(image, cancel=cancel, **params,
+                    det = detect(image, cancel=cancel, **params[i],
                                  progress=lambda f, m, i=i: relay.batch_progress.emit(
                                      i, n, names[i], float(f), str(m)))
                 except DetectionCancelled:
