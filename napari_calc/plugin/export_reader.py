@@ -15,7 +15,9 @@ Each file gives two layers, built with the same helpers as a detection run
   ``features`` = the calcification columns (then review columns);
 * Shapes ``"<stem> clusters"``: one polygon per cluster around its member
   calcifications (convex hull padded by a disc, so one- and two-member
-  clusters get a rounded outline), ``features`` = the cluster columns.
+  clusters get a rounded outline; in a stack, one on every slice from the
+  cluster's first to its last member), ``features`` = the cluster columns
+  (one row per polygon: a stack's cluster repeats on each of its slices).
 
 ``<stem>`` is the file name without the export suffix, i.e. the image's
 name, so the layers pair with the image layer of the same name.

@@ -14,7 +14,10 @@ Calcifications become a Points layer:
   all points at once (vectorised).
 
 Clusters become a Shapes layer of convex-hull outlines (padded by the
-calcification radius), labelled ``"n=5, 8.3 mm"``.
+calcification radius), labelled ``"n=5, 8.3 mm"``; in a stack a cluster has
+an outline (and a features row) on every slice from its first to its last
+member (:func:`cluster_outlines`; :func:`clusters_of_features` gives the
+table back, one row per cluster).
 
 Both carry ``metadata["napari_calc"]`` = ``{"kind", "spacing_mm",
 "image_metadata", "params", "source_layer", "image_shape"}``.
