@@ -386,6 +386,26 @@ def test_rerunning_detection_keeps_the_review_with_the_panel_elsewhere(qtbot, re
     assert "The review (2 decisions) is carried over: 2 matched" in detect_w.status.value
 
 
+def test_an_accepted_calcification_a_rerun_misses_stays_added_once(qtbot, reviewing):
+    """With the review panel on the layer, the Detect panel and the panel
+    both carried the review over: the accepted calcification the new run
+    missed came back 'accepted' (with the added row's score of 1), as if
+    the detector had found it. One carry-over now, by the panel."""
+    viewer, detect_w, review_w, pts = reviewing
+    image = viewer.layers["sample-mammogram"]
+    s = review_w.session
+    weak = s.detections.calcifications.sort_values("score").iloc[0]
+    s.accept([int(weak.calc_id)])
+    detect_w.params["threshold"].value = 8.0  # too high for it
+    run_detection(qtbot, detect_w, image)
+    qtbot.waitUntil(lambda: review_w.session is not None and review_w.session is not s)
+    f = pts.features
+    here = f[((f["y_mm"] - weak.y_mm).abs() < 0.3) & ((f["x_mm"] - weak.x_mm).abs() < 0.3)]
+    assert list(here["status"]) == ["added"]
+    assert "carried over" not in detect_w.status.value  # the review panel did it, and says so
+    assert "1 accepted calcification(s) it did not find kept as added" in review_w.autosave_label.text()
+
+
 def test_removing_the_layer_closes_the_review(qtbot, reviewing):
     viewer, _, review_w, pts = reviewing
     session = review_w.session

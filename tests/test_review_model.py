@@ -544,6 +544,27 @@ def test_carry_over_onto_a_new_run():
     assert (plain.calcifications["status"] == "candidate").all()
 
 
+def test_carry_over_onto_a_table_that_already_carries_it_keeps_added_rows_added():
+    """Carried over twice (the Detect panel carries a review over to a
+    re-run, then a review panel on the layer carries its session over
+    again): an accepted calcification the new run did not find was kept as
+    added, and the second pass made it 'accepted' with the added row's score
+    of 1, as if the detector had found it."""
+    from napari_calc.core.review import carry_over
+
+    s = ReviewSession(make_det(TRIO))
+    s.accept([0])
+    s.reject([1])
+    new = make_det([(300, 300, 0.5)])  # finds neither
+    once, first = carry_over(s.detections.calcifications, new)
+    assert first == {"matched": 0, "kept_as_added": 1, "dropped": 1}
+    twice, second = carry_over(s.detections.calcifications, once)
+    assert second["kept_as_added"] == 0 and second["matched"] == 1
+    c = twice.calcifications
+    assert list(c["status"]) == ["candidate", "added"]
+    pd.testing.assert_frame_equal(c, once.calcifications)
+
+
 def test_carry_over_in_a_stack_needs_the_same_or_next_slice():
     from napari_calc.core.review import carry_over
 

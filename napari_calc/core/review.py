@@ -141,7 +141,9 @@ def carry_over(previous: pd.DataFrame, detections: Detections) -> tuple[Detectio
     added or labelled) is matched to the nearest free candidate of the new
     run within max(:data:`CARRY_OVER_MIN_MM`, half its diameter), closest
     pairs first; the candidate takes its status (``added`` becomes
-    ``accepted``: the detector now finds it) and review columns. Accepted or
+    ``accepted``: the detector now finds it; but a row that is ``added`` in
+    the new table too stays ``added``: a reviewer's, not the detector's) and
+    review columns. Accepted or
     added calcifications without a match are kept as ``added`` (the reviewer
     said they are there); rejected or only labelled ones without a match are
     dropped, since the new run does not propose them. The unreviewed rows
@@ -205,11 +207,16 @@ def carry_over(previous: pd.DataFrame, detections: Detections) -> tuple[Detectio
         new.at[j, "cluster_id"] = hint[i]
         if not rev[i]:
             continue
+        was_added = new.at[j, "status"] == "added"
         for c in copy_cols:
             v = old[c].iloc[i] if c in old.columns else ""
             v = "" if not isinstance(v, str) else v
-            if c == "status" and v == "added" and new.at[j, "status"] != "added":
-                v = "accepted"  # the detector finds it now (an added row of the new table stays added)
+            if c == "status" and was_added and v in ("accepted", "added"):
+                v = "added"  # a reviewer's row in the new table too: not a detector finding
+            elif c == "status" and v == "added":
+                v = "accepted"  # the detector finds it now
+            elif c == "created_at" and was_added and not v:
+                continue  # an added row keeps its creation time
             new.at[j, c] = v
         if new.at[j, "status"] != "added":
             new.at[j, "created_at"] = ""  # a detector row: reset and accept keep it one

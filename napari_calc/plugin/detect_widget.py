@@ -43,6 +43,7 @@ from ..core.review import carry_over, reviewed_mask
 from ._elide import elide_combo
 from ._scroll import PanelScroll
 from .layers import detections_from_layers, find_result_layers, layer_spacing, show_detections
+from .review_widget import under_review
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -670,11 +671,11 @@ class DetectWidget(Container):
             self._on_image_changed()
         carried = ""
         prev = find_result_layers(self.viewer, layer.name)[0]
-        n_reviewed = _review_count(prev)
+        n_reviewed = 0 if under_review(prev) else _review_count(prev)
         if n_reviewed:
             # a re-run replaces the layer's table: the review goes onto the
-            # new candidates (else it was lost unless the review panel was on
-            # this very layer, which does the same from its session)
+            # new candidates (it was lost; a review panel on this very layer
+            # does it itself, from its session, and says so)
             old = detections_from_layers(prev)
             previous = old.calcifications if old.extra is None else pd.concat(
                 [old.calcifications, old.extra], axis=1)

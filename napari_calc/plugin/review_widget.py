@@ -26,6 +26,7 @@ Delete                      delete the current candidate
 from __future__ import annotations
 
 import os
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -70,7 +71,16 @@ from .layers import (
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["ReviewWidget", "SHORTCUTS", "DataFrameModel"]
+__all__ = ["ReviewWidget", "SHORTCUTS", "DataFrameModel", "under_review"]
+
+#: The calcifications layers a review panel is on now.
+_UNDER_REVIEW: weakref.WeakSet = weakref.WeakSet()
+
+
+def under_review(layer) -> bool:
+    """Whether a review panel is on ``layer`` now (it then carries its
+    review over to a new detection run on that layer itself)."""
+    return layer is not None and getattr(layer, "__wrapped__", layer) in _UNDER_REVIEW
 
 #: (keys, action name, description) shown in the panel and bound to the keymaps.
 SHORTCUTS = [
@@ -602,6 +612,7 @@ class ReviewWidget(QWidget):
         """
         self.detach()
         self.layer = layer
+        _UNDER_REVIEW.add(getattr(layer, "__wrapped__", layer))
         hide_placeholder_point(layer)  # also for layers opened from exports
         self._run = self._run_of(layer)
         self.shapes = self._clusters_layer_of(layer)
@@ -691,6 +702,7 @@ class ReviewWidget(QWidget):
             self.session.close()
         if self.layer is not None:
             self._disconnect_layer(self.layer)
+            _UNDER_REVIEW.discard(getattr(self.layer, "__wrapped__", self.layer))
         self.session = None
         self.layer = None
         self.shapes = None
