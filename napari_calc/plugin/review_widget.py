@@ -73,14 +73,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["ReviewWidget", "SHORTCUTS", "DataFrameModel", "under_review"]
 
-#: The calcifications layers a review panel is on now.
-_UNDER_REVIEW: weakref.WeakSet = weakref.WeakSet()
+#: The calcifications layers a review panel is on now: layer -> the panel (weak).
+_UNDER_REVIEW: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _real(layer):
+    """The layer behind napari's public-only proxy (plugin widgets get those)."""
+    return getattr(layer, "__wrapped__", layer)
 
 
 def under_review(layer) -> bool:
     """Whether a review panel is on ``layer`` now (it then carries its
     review over to a new detection run on that layer itself)."""
-    return layer is not None and getattr(layer, "__wrapped__", layer) in _UNDER_REVIEW
+    if layer is None:
+        return False
+    ref = _UNDER_REVIEW.get(_real(layer))
+    panel = ref() if ref is not None else None
+    return panel is not None and panel.layer is not None and _real(panel.layer) is _real(layer)
 
 #: (keys, action name, description) shown in the panel and bound to the keymaps.
 SHORTCUTS = [
@@ -612,7 +621,7 @@ class ReviewWidget(QWidget):
         """
         self.detach()
         self.layer = layer
-        _UNDER_REVIEW.add(getattr(layer, "__wrapped__", layer))
+        _UNDER_REVIEW[_real(layer)] = weakref.ref(self)
         hide_placeholder_point(layer)  # also for layers opened from exports
         self._run = self._run_of(layer)
         self.shapes = self._clusters_layer_of(layer)
@@ -702,7 +711,7 @@ class ReviewWidget(QWidget):
             self.session.close()
         if self.layer is not None:
             self._disconnect_layer(self.layer)
-            _UNDER_REVIEW.discard(getattr(self.layer, "__wrapped__", self.layer))
+            _UNDER_REVIEW.pop(_real(self.layer), None)
         self.session = None
         self.layer = None
         self.shapes = None
