@@ -216,3 +216,18 @@ def test_a_stack_cluster_without_usable_slices_keeps_one_outline():
     polys, rows = cluster_outlines(calcs.iloc[:0], clusters, det.spacing_mm, 3)
     assert [int(p[0, 0]) for p in polys] == [0]
     assert len(clusters_of_features(cluster_features(clusters, 3, rows))) == 1
+
+
+def test_is_calc_layer_sees_through_the_plugin_proxy(make_napari_viewer):
+    """napari hands plugins a proxy for ``viewer.layers[i]``; its type name
+    is not "Points", so the calcifications layer was not recognised there."""
+    from napari.utils._proxies import PublicOnlyProxy
+
+    from napari_calc.plugin.layers import is_calc_layer
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((200, 200), np.float32), name="img", scale=(0.1, 0.1))
+    pts, shp = show_detections(viewer, _dets([(50, 60), (120, 40)]), image)
+    assert is_calc_layer(pts) and is_calc_layer(PublicOnlyProxy(pts))
+    assert not is_calc_layer(shp) and not is_calc_layer(PublicOnlyProxy(shp))
+    assert not is_calc_layer(PublicOnlyProxy(viewer.add_points(np.zeros((1, 2)), name="plain")))

@@ -623,6 +623,33 @@ def _unwrapped(obj):
     return getattr(obj, "__wrapped__", obj)
 
 
+def test_renaming_another_calcifications_layer_shows_at_once(qtbot, reviewing):
+    """A calcifications layer that is not under review, renamed in the
+    layer list, kept its old name in the panel's layer combo until the
+    list next changed (only the reviewed layer's renames were followed).
+    The combo lists the new name at once, and the review stays where it is."""
+    viewer, detect_w, review_w, pts = reviewing
+    image = viewer.layers["sample-mammogram"]
+    second = viewer.add_image(image.data, name="second view", scale=image.scale, units=image.units,
+                              metadata=image.metadata)
+    run_detection(qtbot, detect_w, second)
+    qtbot.waitUntil(lambda: review_w.session is not None
+                    and review_w.layer is viewer.layers["second view calcifications"], timeout=10_000)
+    s, reviewed = review_w.session, review_w.layer
+    combo = review_w.layer_combo.native
+
+    def names():
+        return [combo.itemText(i) for i in range(combo.count())]
+
+    assert LAYER in names()
+    pts.name = "first view calcifications"  # pts is not under review
+    assert "first view calcifications" in names() and LAYER not in names()
+    assert review_w.layer is reviewed and review_w.session is s and not s.closed
+    assert combo.currentText() == "second view calcifications"
+    combo.setCurrentIndex(names().index("first view calcifications"))  # and it can be chosen by it
+    qtbot.waitUntil(lambda: _unwrapped(review_w.layer) is pts, timeout=5_000)
+
+
 def test_renaming_the_reviewed_layer_keeps_the_review(qtbot, reviewing):
     """Renamed in the layer list, the layer under review dropped out of the
     panel's layer combo at the next change of the layer list (a layer added

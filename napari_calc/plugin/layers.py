@@ -110,8 +110,10 @@ def _meta(layer) -> dict:
 
 
 def is_calc_layer(layer) -> bool:
-    """True for a Points layer holding napari-calc calcifications."""
-    return type(layer).__name__ == "Points" and _meta(layer).get("kind") == "calcifications"
+    """True for a Points layer holding napari-calc calcifications (also
+    behind the proxy napari hands plugins for ``viewer.layers[i]``)."""
+    kind = type(getattr(layer, "__wrapped__", layer)).__name__
+    return kind == "Points" and _meta(layer).get("kind") == "calcifications"
 
 
 def layer_spacing(layer) -> tuple[tuple[float, ...] | None, str]:

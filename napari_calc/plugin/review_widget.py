@@ -481,6 +481,7 @@ class ReviewWidget(QWidget):
         ev = self.viewer.layers.events
         ev.inserted.connect(self._on_layer_inserted)
         ev.removed.connect(self._on_layer_removed)
+        ev.renamed.connect(self._on_list_renamed)
         self._bind_viewer_keys()
         self._update_buttons()
         self.layer_combo.reset_choices()
@@ -533,6 +534,17 @@ class ReviewWidget(QWidget):
     def _on_layer_renamed(self, event=None) -> None:
         """The layer under review was renamed: the combo shows the new name now."""
         self._reset_layer_choices()
+
+    def _on_list_renamed(self, event=None) -> None:
+        """A layer in the viewer was renamed: when it is another
+        calcifications layer, the combo lists it under its new name now, not
+        at the next change of the layer list. (The layer under review has a
+        connection of its own, which also holds while it is out of the
+        viewer.)"""
+        # by iteration: indexing a plugin's viewer.layers gives a proxy
+        lay = next((x for i, x in enumerate(self.viewer.layers) if i == getattr(event, "index", None)), None)
+        if lay is not None and is_calc_layer(lay) and not _same(lay, self.layer):
+            self._reset_layer_choices()
 
     def _clusters_layer_of(self, points):
         """The clusters (Shapes) layer of the calcifications layer ``points``.
