@@ -605,15 +605,15 @@ int ncalc_dog_pyramid(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols
 #define NCALC_OCT_MIN_SIDE 32
 
 /* Merge row r of the bilinearly upsampled coarse response into resp/scale
- * (strictly larger wins, with scale cscale[r/2][c/2]) in two vectorisable
- * steps: row r of the upsampled response (urow, cols floats) and of the
- * coarse scale (us, cols bytes) first, then the blend. trow: ccols floats. fine >= 0: the
- * fine scale is that constant (sc is only written), else sc is read. */
+ * (strictly larger wins, with scale cscale[r/2][c/2]): each pair of columns
+ * (2 l, 2 l + 1) straight from coarse node l and the mean of nodes l and
+ * l + 1, in branch-free loops (masks) that the compiler vectorises. trow: ccols floats of scratch
+ * (odd rows: the mean of two coarse rows). fine >= 0: the fine scale is
+ * that constant (sc is only written), else sc is read. */
 NCALC_CLONES
 static void merge_up_row_v(ptrdiff_t r, ptrdiff_t cols, const float *cresp, const uint8_t *cscale,
                            ptrdiff_t crows, ptrdiff_t ccols, float *restrict trow,
-                           float *restrict urow, uint8_t *restrict us, float *restrict out,
-                           uint8_t *restrict sc, int fine)
+                           float *restrict out, uint8_t *restrict sc, int fine)
 {
     ptrdiff_t j0 = r >> 1;
     const float *restrict a = cresp + j0 * ccols;
@@ -625,32 +625,35 @@ static void merge_up_row_v(ptrdiff_t r, ptrdiff_t cols, const float *cresp, cons
     }
     const uint8_t *restrict cs = cscale + j0 * ccols;
     const ptrdiff_t inner = cols / 2 < ccols - 1 ? cols / 2 : ccols - 1;
-    for (ptrdiff_t l = 0; l < inner; l++) {
-        urow[2 * l] = t[l];
-        urow[2 * l + 1] = 0.5f * (t[l] + t[l + 1]);
-        us[2 * l] = cs[l];
-        us[2 * l + 1] = cs[l];
-    }
-    for (ptrdiff_t c = 2 * inner; c < cols; c++) { /* past the last node: that node */
-        urow[c] = t[c >> 1];
-        us[c] = cs[c >> 1];
-    }
-    /* branch-free (masks), so that the loops vectorise */
     if (fine >= 0) {
         const uint8_t f8 = (uint8_t)fine;
-        for (ptrdiff_t c = 0; c < cols; c++) {
-            const float u = urow[c], o = out[c];
-            const uint8_t m = (uint8_t)-(int)(u > o);
-            out[c] = u > o ? u : o;
-            sc[c] = (uint8_t)((us[c] & m) | (f8 & (uint8_t)~m));
+        for (ptrdiff_t l = 0; l < inner; l++) {
+            const float u0 = t[l], u1 = 0.5f * (t[l] + t[l + 1]);
+            const float o0 = out[2 * l], o1 = out[2 * l + 1];
+            const uint8_t c8 = cs[l];
+            out[2 * l] = u0 > o0 ? u0 : o0;
+            out[2 * l + 1] = u1 > o1 ? u1 : o1;
+            const uint8_t m0 = (uint8_t)-(int)(u0 > o0), m1 = (uint8_t)-(int)(u1 > o1);
+            sc[2 * l] = (uint8_t)((c8 & m0) | (f8 & (uint8_t)~m0));
+            sc[2 * l + 1] = (uint8_t)((c8 & m1) | (f8 & (uint8_t)~m1));
         }
     } else {
-        for (ptrdiff_t c = 0; c < cols; c++) {
-            const float u = urow[c], o = out[c];
-            const uint8_t m = (uint8_t)-(int)(u > o);
-            out[c] = u > o ? u : o;
-            sc[c] = (uint8_t)((us[c] & m) | (sc[c] & (uint8_t)~m));
+        for (ptrdiff_t l = 0; l < inner; l++) {
+            const float u0 = t[l], u1 = 0.5f * (t[l] + t[l + 1]);
+            const float o0 = out[2 * l], o1 = out[2 * l + 1];
+            const uint8_t c8 = cs[l];
+            out[2 * l] = u0 > o0 ? u0 : o0;
+            out[2 * l + 1] = u1 > o1 ? u1 : o1;
+            const uint8_t m0 = (uint8_t)-(int)(u0 > o0), m1 = (uint8_t)-(int)(u1 > o1);
+            sc[2 * l] = (uint8_t)((c8 & m0) | (sc[2 * l] & (uint8_t)~m0));
+            sc[2 * l + 1] = (uint8_t)((c8 & m1) | (sc[2 * l + 1] & (uint8_t)~m1));
         }
+    }
+    for (ptrdiff_t c = 2 * inner; c < cols; c++) { /* past the last node: that node */
+        const float u = t[c >> 1], o = out[c];
+        out[c] = u > o ? u : o;
+        if (u > o) sc[c] = cs[c >> 1];
+        else if (fine >= 0) sc[c] = (uint8_t)fine;
     }
 }
 
@@ -958,7 +961,7 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
     if (status == NCALC_OK) {
 #pragma omp parallel num_threads(nt)
         {
-            float *buf = malloc(sizeof(float) * (size_t)(ccols + cols) + (size_t)cols);
+            float *buf = malloc(sizeof(float) * (size_t)ccols);
             if (!buf) {
 #pragma omp atomic write
                 status = NCALC_ENOMEM;
@@ -966,8 +969,7 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
 #pragma omp for schedule(dynamic, 32)
             for (ptrdiff_t r = 0; r < rows; r++) {
                 if (!buf) continue;
-                merge_up_row_v(r, cols, cresp, cscale, crows, ccols, buf, buf + ccols,
-                               (uint8_t *)(buf + ccols + cols), resp + r * cols, scale + r * cols,
+                merge_up_row_v(r, cols, cresp, cscale, crows, ccols, buf, resp + r * cols, scale + r * cols,
                                fine);
             }
             free(buf);
