@@ -604,12 +604,34 @@ int ncalc_dog_pyramid(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols
 
 #define NCALC_OCT_MIN_SIDE 32
 
+/* The merge of merge_up_row_v at columns 2 l and 2 l + 1 for l < n: the
+ * coarse values t[l] and the mean of t[l] and t[l + 1], with scale cs[l],
+ * win where strictly larger. keep (a constant after inlining): where they
+ * do not win, sc keeps its value; else it becomes f8. Branch-free (masks),
+ * so that the loop vectorises. */
+NCALC_INLINE void merge_pairs(const float *restrict t, const uint8_t *restrict cs, ptrdiff_t n,
+                              float *restrict out, uint8_t *restrict sc, const int keep,
+                              const uint8_t f8)
+{
+    for (ptrdiff_t l = 0; l < n; l++) {
+        const float u0 = t[l], u1 = 0.5f * (t[l] + t[l + 1]);
+        const float o0 = out[2 * l], o1 = out[2 * l + 1];
+        const uint8_t c8 = cs[l];
+        const uint8_t k0 = keep ? sc[2 * l] : f8, k1 = keep ? sc[2 * l + 1] : f8;
+        const uint8_t m0 = (uint8_t)-(int)(u0 > o0), m1 = (uint8_t)-(int)(u1 > o1);
+        out[2 * l] = u0 > o0 ? u0 : o0;
+        out[2 * l + 1] = u1 > o1 ? u1 : o1;
+        sc[2 * l] = (uint8_t)((c8 & m0) | (k0 & (uint8_t)~m0));
+        sc[2 * l + 1] = (uint8_t)((c8 & m1) | (k1 & (uint8_t)~m1));
+    }
+}
+
 /* Merge row r of the bilinearly upsampled coarse response into resp/scale
- * (strictly larger wins, with scale cscale[r/2][c/2]): each pair of columns
- * (2 l, 2 l + 1) straight from coarse node l and the mean of nodes l and
- * l + 1, in branch-free loops (masks) that the compiler vectorises. trow: ccols floats of scratch
- * (odd rows: the mean of two coarse rows). fine >= 0: the fine scale is
- * that constant (sc is only written), else sc is read. */
+ * (strictly larger wins, with scale cscale[r/2][c/2]): each pair of
+ * columns straight from the coarse row (merge_pairs), without writing the
+ * upsampled row first. trow: ccols floats of scratch (odd rows: the mean
+ * of two coarse rows). fine >= 0: the fine scale is that constant (sc is
+ * only written), else sc is read. */
 NCALC_CLONES
 static void merge_up_row_v(ptrdiff_t r, ptrdiff_t cols, const float *cresp, const uint8_t *cscale,
                            ptrdiff_t crows, ptrdiff_t ccols, float *restrict trow,
@@ -625,30 +647,10 @@ static void merge_up_row_v(ptrdiff_t r, ptrdiff_t cols, const float *cresp, cons
     }
     const uint8_t *restrict cs = cscale + j0 * ccols;
     const ptrdiff_t inner = cols / 2 < ccols - 1 ? cols / 2 : ccols - 1;
-    if (fine >= 0) {
-        const uint8_t f8 = (uint8_t)fine;
-        for (ptrdiff_t l = 0; l < inner; l++) {
-            const float u0 = t[l], u1 = 0.5f * (t[l] + t[l + 1]);
-            const float o0 = out[2 * l], o1 = out[2 * l + 1];
-            const uint8_t c8 = cs[l];
-            out[2 * l] = u0 > o0 ? u0 : o0;
-            out[2 * l + 1] = u1 > o1 ? u1 : o1;
-            const uint8_t m0 = (uint8_t)-(int)(u0 > o0), m1 = (uint8_t)-(int)(u1 > o1);
-            sc[2 * l] = (uint8_t)((c8 & m0) | (f8 & (uint8_t)~m0));
-            sc[2 * l + 1] = (uint8_t)((c8 & m1) | (f8 & (uint8_t)~m1));
-        }
-    } else {
-        for (ptrdiff_t l = 0; l < inner; l++) {
-            const float u0 = t[l], u1 = 0.5f * (t[l] + t[l + 1]);
-            const float o0 = out[2 * l], o1 = out[2 * l + 1];
-            const uint8_t c8 = cs[l];
-            out[2 * l] = u0 > o0 ? u0 : o0;
-            out[2 * l + 1] = u1 > o1 ? u1 : o1;
-            const uint8_t m0 = (uint8_t)-(int)(u0 > o0), m1 = (uint8_t)-(int)(u1 > o1);
-            sc[2 * l] = (uint8_t)((c8 & m0) | (sc[2 * l] & (uint8_t)~m0));
-            sc[2 * l + 1] = (uint8_t)((c8 & m1) | (sc[2 * l + 1] & (uint8_t)~m1));
-        }
-    }
+    if (fine >= 0)
+        merge_pairs(t, cs, inner, out, sc, 0, (uint8_t)fine);
+    else
+        merge_pairs(t, cs, inner, out, sc, 1, 0);
     for (ptrdiff_t c = 2 * inner; c < cols; c++) { /* past the last node: that node */
         const float u = t[c >> 1], o = out[c];
         out[c] = u > o ? u : o;
