@@ -29,7 +29,8 @@ enum ncalc_dtype { NCALC_U16 = 0, NCALC_F32 = 1 };
 enum ncalc_status {
     NCALC_OK = 0,
     NCALC_EINVAL = -1, /* bad argument */
-    NCALC_ENOMEM = -2  /* allocation failed */
+    NCALC_ENOMEM = -2, /* allocation failed */
+    NCALC_EFALLBACK = -3 /* not computed here: use the functions named */
 };
 
 /* 1 when built with OpenMP, else 0. */
@@ -122,6 +123,41 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                        const uint8_t *mask, ptrdiff_t mask_ld, const float *grid, ptrdiff_t tile,
                        float k, int radius,
                        int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out, int nthreads);
+
+/*
+ * Local noise and non-maximum suppression in one pass: the same grid as
+ * ncalc_tile_noise_ld (tile, min_count) after the fix-up of
+ * napari_calc.core.detect, and the same peaks as ncalc_nms_ld with that
+ * grid. A tile is bad when its noise is not finite and > 0 (too few masked
+ * pixels, or flat); bad tiles take the median of the good ones (numpy's
+ * median of float32: the middle value, or the float32 mean of the two
+ * middle ones). Each band of tiles is scanned for peaks right after its
+ * noise is computed, while its rows are in cache; in a band's bad tiles
+ * the scan uses a threshold below any the median can give (0 for k > 0)
+ * and those peaks are filtered once the median is known. grid receives
+ * ceil(rows / tile) x ceil(cols / tile) floats; rows/cols as ncalc_nms.
+ * Returns the number of peaks, < 0 on error, or NCALC_EFALLBACK (grid and
+ * peaks not to be used) when no tile is good or resp holds a NaN: then
+ * call ncalc_tile_noise_ld and ncalc_nms_ld. Bands in parallel; the result
+ * does not depend on the thread count.
+ */
+ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
+                          const uint8_t *mask, ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t min_count,
+                          float k, int radius, float *grid,
+                          int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out, int nthreads);
+
+/*
+ * Between the kernel's files (noise.c, for nms.c): one thread's scratch
+ * for the tiles of one band, and row br of the grid of
+ * ncalc_tile_noise_strided computed with it.
+ */
+typedef struct ncalc_tile_scratch ncalc_tile_scratch;
+ncalc_tile_scratch *ncalc_tile_scratch_new(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t tile,
+                                           ptrdiff_t stride);
+void ncalc_tile_scratch_free(ncalc_tile_scratch *s);
+void ncalc_tile_band(const float *x, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
+                     ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t stride, ptrdiff_t min_count,
+                     ptrdiff_t br, float *grid_row, ncalc_tile_scratch *s);
 
 /*
  * Suppression across the slices of a stack: keep[p] = 0 when another point

@@ -34,6 +34,7 @@
  */
 #include "ncalc.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -715,6 +716,94 @@ ptrdiff_t ncalc_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                         max_out, 0);
 }
 
+/* One thread's scan: its threshold row and candidate lists. */
+typedef struct {
+    float *thr;
+    peaks_t above;
+    int avx2, failed;
+#ifdef NCALC_AVX2
+    cands_t cand;
+#endif
+} scanner_t;
+
+static void scanner_init(scanner_t *S, ptrdiff_t cols, int avx2)
+{
+    memset(S, 0, sizeof(*S));
+    S->avx2 = avx2;
+    S->thr = malloc(sizeof(float) * (size_t)cols);
+    S->failed = !S->thr;
+#ifdef NCALC_AVX2
+    if (avx2) {
+        const ptrdiff_t nw = (cols + 31) / 32;
+        S->cand.words = malloc(sizeof(uint32_t) * 2 * (size_t)nw);
+        S->cand.nzw = malloc(sizeof(int32_t) * 8 * (size_t)nw);
+        if (!S->cand.words || !S->cand.nzw) S->failed = 1;
+    }
+#endif
+}
+
+static void scanner_free(scanner_t *S)
+{
+    free(S->thr);
+    free(S->above.rc);
+#ifdef NCALC_AVX2
+    free(S->cand.col);
+    free(S->cand.words);
+    free(S->cand.nzw);
+#endif
+}
+
+/* The peaks of rows [ra, rb), ra < rb <= ra + NMS_CHUNK, into out (see
+ * scan_fast); 0 when out of memory. */
+static int scan_chunk(scanner_t *S, const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, peaks_t *out,
+                      uint8_t *nan_rows)
+{
+    if (S->failed) return 0;
+#ifdef NCALC_AVX2
+    if (S->avx2) {
+        scan_fast_avx2(A, ra, rb, S->thr, &S->cand, out, nan_rows);
+        S->failed |= S->cand.failed;
+        return !S->failed;
+    }
+#endif
+    scan_fast(A, ra, rb, S->thr, &S->above, out, nan_rows);
+    return 1;
+}
+
+static int use_avx2(void)
+{
+#ifdef NCALC_AVX2
+    return have_avx2();
+#else
+    return 0;
+#endif
+}
+
+/* Writes the peaks of chunks[0 .. nchunks - 1] in order (at most max_out)
+ * and frees their lists; the total, or NCALC_ENOMEM when failed or one
+ * failed. With keep (not NULL), only the peaks with keep(ctx, r, c) stay. */
+static ptrdiff_t gather_peaks(peaks_t *chunks, ptrdiff_t nchunks, int failed, int32_t *out_rows,
+                              int32_t *out_cols, ptrdiff_t max_out,
+                              int (*keep)(const void *, ptrdiff_t, ptrdiff_t), const void *ctx)
+{
+    ptrdiff_t n = 0;
+    for (ptrdiff_t ch = 0; ch < nchunks; ch++) {
+        const peaks_t *p = &chunks[ch];
+        failed |= p->failed;
+        for (ptrdiff_t i = 0; i < p->n; i++) {
+            const ptrdiff_t r = p->rc[2 * i], c = p->rc[2 * i + 1];
+            if (keep && !keep(ctx, r, c)) continue;
+            if (n < max_out) {
+                out_rows[n] = (int32_t)r;
+                out_cols[n] = (int32_t)c;
+            }
+            n++;
+        }
+        free(p->rc);
+    }
+    return failed ? NCALC_ENOMEM : n;
+}
+
 ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                        const uint8_t *mask, ptrdiff_t mask_ld, const float *grid, ptrdiff_t tile,
                        float k, int radius,
@@ -740,53 +829,18 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
     }
     const int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
-    int avx2 = 0;
-#ifdef NCALC_AVX2
-    avx2 = have_avx2();
-#endif
-    (void)avx2;
+    const int avx2 = use_avx2();
     int failed = 0;
 #pragma omp parallel num_threads(nt) reduction(| : failed)
     {
-        float *thr = malloc(sizeof(float) * (size_t)cols);
-        peaks_t above = {0};
-#ifdef NCALC_AVX2
-        cands_t cand;
-        cand.col = NULL;
-        cand.cap = 0;
-        cand.failed = 0;
-        cand.words = NULL;
-        cand.nzw = NULL;
-        if (avx2) {
-            const ptrdiff_t nw = (cols + 31) / 32;
-            cand.words = malloc(sizeof(uint32_t) * 2 * (size_t)nw);
-            cand.nzw = malloc(sizeof(int32_t) * 8 * (size_t)nw);
-            if (!cand.words || !cand.nzw) cand.failed = 1;
-        }
-#endif
+        scanner_t S;
+        scanner_init(&S, cols, avx2);
 #pragma omp for schedule(dynamic, 1)
         for (ptrdiff_t ch = 0; ch < nchunks; ch++) {
             const ptrdiff_t ra = ch * NMS_CHUNK, rb = ra + NMS_CHUNK < rows ? ra + NMS_CHUNK : rows;
-            if (!thr) {
-                failed = 1;
-                continue;
-            }
-#ifdef NCALC_AVX2
-            if (avx2) {
-                if (!cand.failed) scan_fast_avx2(&A, ra, rb, thr, &cand, &chunks[ch], nan_rows);
-                failed |= cand.failed;
-                continue;
-            }
-#endif
-            scan_fast(&A, ra, rb, thr, &above, &chunks[ch], nan_rows);
+            failed |= !scan_chunk(&S, &A, ra, rb, &chunks[ch], nan_rows);
         }
-        free(thr);
-        free(above.rc);
-#ifdef NCALC_AVX2
-        free(cand.col);
-        free(cand.words);
-        free(cand.nzw);
-#endif
+        scanner_free(&S);
     }
     /* the chunks whose windows reach a row holding a NaN: done again */
     ptrdiff_t nredo = 0;
@@ -812,21 +866,135 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
         scan_exact(&A, ra, rb, thr, &chunks[redo[i]]);
         free(thr);
     }
-    ptrdiff_t n = 0;
-    for (ptrdiff_t ch = 0; ch < nchunks; ch++) {
-        const peaks_t *p = &chunks[ch];
-        failed |= p->failed;
-        for (ptrdiff_t i = 0; i < p->n; i++, n++)
-            if (n < max_out) {
-                out_rows[n] = p->rc[2 * i];
-                out_cols[n] = p->rc[2 * i + 1];
-            }
-        free(p->rc);
-    }
+    const ptrdiff_t n = gather_peaks(chunks, nchunks, failed, out_rows, out_cols, max_out, NULL, NULL);
     free(chunks);
     free(nan_rows);
     free(redo);
-    return failed ? NCALC_ENOMEM : n;
+    return n;
+}
+
+/* ------------------------------------------------------------------------
+ * Local noise and suppression in one pass (ncalc_noise_nms).
+ * ------------------------------------------------------------------------ */
+
+/* A tile's noise is usable (detect's "good"): finite and > 0. */
+static inline int good_noise(float g) { return g > 0.0f && g <= FLT_MAX; }
+
+static int cmp_float(const void *a, const void *b)
+{
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* What gather_peaks keeps of the scan with the provisional thresholds: a
+ * peak in a good tile, or one in a bad tile above k times the median. */
+typedef struct {
+    const float *resp;
+    ptrdiff_t cols, tile, gw;
+    const uint8_t *bad;
+    float thr; /* k * median, as fill_thr computes it */
+} bad_filter_t;
+
+static int keep_peak(const void *ctx, ptrdiff_t r, ptrdiff_t c)
+{
+    const bad_filter_t *F = ctx;
+    return !F->bad[(r / F->tile) * F->gw + c / F->tile] || F->resp[r * F->cols + c] > F->thr;
+}
+
+ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
+                          const uint8_t *mask, ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t min_count,
+                          float k, int radius, float *grid,
+                          int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out, int nthreads)
+{
+    if (!resp || !grid || rows < 1 || cols < 1 || tile < 1 || radius < 0 || max_out < 0)
+        return NCALC_EINVAL;
+    if (mask && mask_ld < cols) return NCALC_EINVAL;
+    if (max_out > 0 && (!out_rows || !out_cols)) return NCALC_EINVAL;
+    ptrdiff_t big = rows > cols ? rows : cols;
+    if (radius > big) radius = (int)big;
+    const ptrdiff_t gh = (rows + tile - 1) / tile, gw = (cols + tile - 1) / tile;
+    const ptrdiff_t band = tile < rows ? tile : rows;
+    const ptrdiff_t per_band = (band + NMS_CHUNK - 1) / NMS_CHUNK; /* chunks of a band */
+    const ptrdiff_t nchunks = gh * per_band;
+    /* The scan's grid: a good tile's noise; in a bad one a value v with
+     * k v at or below k m for any median m > 0 (NaN only where k m is NaN
+     * or +inf too: nothing passes either way). */
+    const float low = k < 0.0f ? INFINITY : 0.0f;
+    float *scan_grid = malloc(sizeof(float) * (size_t)(gh * gw));
+    uint8_t *bad = malloc((size_t)(gh * gw));
+    peaks_t *chunks = calloc((size_t)nchunks, sizeof(peaks_t));
+    uint8_t *nan_rows = calloc((size_t)rows, 1);
+    if (!scan_grid || !bad || !chunks || !nan_rows) {
+        free(scan_grid);
+        free(bad);
+        free(chunks);
+        free(nan_rows);
+        return NCALC_ENOMEM;
+    }
+    const nms_args_t A = {resp, rows, cols, mask, mask_ld, scan_grid, tile, k, radius};
+    const int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+    const int avx2 = use_avx2();
+    int failed = 0;
+    /* a band's noise, then at once its peaks: its rows are still in cache */
+#pragma omp parallel num_threads(nt) reduction(| : failed)
+    {
+        scanner_t S;
+        scanner_init(&S, cols, avx2);
+        ncalc_tile_scratch *ts = ncalc_tile_scratch_new(rows, cols, tile, 1);
+        if (!ts) S.failed = 1;
+#pragma omp for schedule(dynamic, 1)
+        for (ptrdiff_t br = 0; br < gh; br++) {
+            if (S.failed) {
+                failed = 1;
+                continue;
+            }
+            float *g = grid + br * gw;
+            ncalc_tile_band(resp, rows, cols, mask, mask_ld, tile, 1, min_count, br, g, ts);
+            for (ptrdiff_t bc = 0; bc < gw; bc++) {
+                bad[br * gw + bc] = (uint8_t)!good_noise(g[bc]);
+                scan_grid[br * gw + bc] = bad[br * gw + bc] ? low : g[bc];
+            }
+            const ptrdiff_t r_end = br * tile + band < rows ? br * tile + band : rows;
+            for (ptrdiff_t j = 0; j < per_band; j++) {
+                const ptrdiff_t ra = br * tile + j * NMS_CHUNK;
+                if (ra >= r_end) break;
+                const ptrdiff_t rb = ra + NMS_CHUNK < r_end ? ra + NMS_CHUNK : r_end;
+                failed |= !scan_chunk(&S, &A, ra, rb, &chunks[br * per_band + j], nan_rows);
+            }
+        }
+        ncalc_tile_scratch_free(ts);
+        scanner_free(&S);
+    }
+    /* the median of the good tiles' noise, as numpy.median of float32 */
+    ptrdiff_t ngood = 0;
+    float med = 0.0f;
+    if (!failed) {
+        for (ptrdiff_t i = 0; i < gh * gw; i++)
+            if (!bad[i]) scan_grid[ngood++] = grid[i];
+        if (ngood) {
+            qsort(scan_grid, (size_t)ngood, sizeof(float), cmp_float);
+            const ptrdiff_t h = ngood / 2;
+            med = ngood % 2 ? 0.0f + scan_grid[h] : ((0.0f + scan_grid[h - 1]) + scan_grid[h]) / 2.0f;
+        }
+    }
+    ptrdiff_t n;
+    if (!failed && (ngood == 0 || memchr(nan_rows, 1, (size_t)rows))) {
+        /* no tile to take the median of, or NaNs (whose windows the exact
+         * scan of ncalc_nms_ld handles): the caller's two-step path */
+        n = gather_peaks(chunks, nchunks, 0, NULL, NULL, 0, NULL, NULL) < 0 ? NCALC_ENOMEM
+                                                                            : NCALC_EFALLBACK;
+    } else {
+        for (ptrdiff_t i = 0; i < gh * gw; i++)
+            if (bad[i]) grid[i] = med;
+        const bad_filter_t F = {resp, cols, tile, gw, bad, k * med};
+        n = gather_peaks(chunks, nchunks, failed, out_rows, out_cols, max_out, keep_peak, &F);
+    }
+    free(scan_grid);
+    free(bad);
+    free(chunks);
+    free(nan_rows);
+    return n;
 }
 
 int ncalc_peak_values(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const float *grid,

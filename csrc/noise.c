@@ -861,6 +861,80 @@ int ncalc_tile_noise_strided(const float *x, ptrdiff_t rows, ptrdiff_t cols,
     return tile_noise(x, rows, cols, mask, cols, tile, stride, min_count, grid, nthreads);
 }
 
+/* One thread's scratch for ncalc_tile_band: the gathered pixels of a band
+ * of tiles and the selection's buffers. */
+struct ncalc_tile_scratch {
+    float *buf, *mid, *tmp;
+    ptrdiff_t *cnt;
+    int *fin;
+    uint32_t *key;
+    size_t cap; /* pixels of one tile (sampled) */
+};
+
+void ncalc_tile_scratch_free(ncalc_tile_scratch *s)
+{
+    if (!s) return;
+    free(s->buf);
+    free(s->cnt);
+    free(s->fin);
+    free(s->mid);
+    free(s->tmp);
+    free(s->key);
+    free(s);
+}
+
+ncalc_tile_scratch *ncalc_tile_scratch_new(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t tile,
+                                           ptrdiff_t stride)
+{
+    if (rows < 1 || cols < 1 || tile < 1 || stride < 1) return NULL;
+    const ptrdiff_t gw = (cols + tile - 1) / tile;
+    const ptrdiff_t th = tile < rows ? tile : rows, tw = tile < cols ? tile : cols;
+    ncalc_tile_scratch *s = calloc(1, sizeof(*s));
+    if (!s) return NULL;
+    s->cap = (size_t)((th + stride - 1) / stride) * (size_t)((tw + stride - 1) / stride);
+    s->buf = malloc(sizeof(float) * s->cap * (size_t)gw);
+    s->cnt = malloc(sizeof(ptrdiff_t) * (size_t)gw);
+    s->fin = malloc(sizeof(int) * (size_t)gw);
+    s->mid = malloc(sizeof(float) * (s->cap + 4)); /* + 3: see bracket_pass */
+    s->tmp = malloc(sizeof(float) * (s->cap + 4));
+    s->key = malloc(sizeof(uint32_t) * s->cap);
+    if (!s->buf || !s->cnt || !s->fin || !s->mid || !s->tmp || !s->key) {
+        ncalc_tile_scratch_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Row br of the grid of ncalc_tile_noise_strided: the pixels of all the
+ * band's tiles gathered in one sweep down its rows (a streaming read, where
+ * tile by tile would read short runs of widely spaced rows), then each
+ * tile's noise. */
+void ncalc_tile_band(const float *x, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
+                     ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t stride, ptrdiff_t min_count,
+                     ptrdiff_t br, float *grid_row, ncalc_tile_scratch *s)
+{
+    if (min_count < 2) min_count = 2;
+    const ptrdiff_t gw = (cols + tile - 1) / tile;
+    const ptrdiff_t r0 = br * tile, r1 = r0 + tile < rows ? r0 + tile : rows;
+    for (ptrdiff_t bc = 0; bc < gw; bc++) {
+        s->cnt[bc] = 0;
+        s->fin[bc] = 1;
+    }
+    for (ptrdiff_t r = r0; r < r1; r += stride)
+        for (ptrdiff_t bc = 0; bc < gw; bc++) {
+            const ptrdiff_t c0 = bc * tile, c1 = c0 + tile < cols ? c0 + tile : cols;
+            int finite;
+            s->cnt[bc] += gather(x, cols, mask, mask_ld, r, r + 1, c0, c1, stride,
+                                 s->buf + (size_t)bc * s->cap + s->cnt[bc], &finite);
+            s->fin[bc] &= finite;
+        }
+    for (ptrdiff_t bc = 0; bc < gw; bc++)
+        grid_row[bc] = s->cnt[bc] >= min_count
+            ? (float)mad_of(s->buf + (size_t)bc * s->cap, s->cnt[bc], s->fin[bc], s->mid, s->tmp,
+                            s->key)
+            : NAN;
+}
+
 /* ncalc_tile_noise_strided with the mask's rows mask_ld bytes apart. */
 static int tile_noise(const float *x, ptrdiff_t rows, ptrdiff_t cols,
                       const uint8_t *mask, ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t stride,
@@ -868,56 +942,23 @@ static int tile_noise(const float *x, ptrdiff_t rows, ptrdiff_t cols,
 {
     if (!x || !grid || rows < 1 || cols < 1 || tile < 1 || stride < 1 || (mask && mask_ld < cols))
         return NCALC_EINVAL;
-    if (min_count < 2) min_count = 2;
-    ptrdiff_t gh = (rows + tile - 1) / tile, gw = (cols + tile - 1) / tile;
+    const ptrdiff_t gh = (rows + tile - 1) / tile, gw = (cols + tile - 1) / tile;
     int status = NCALC_OK;
     int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
-    const ptrdiff_t th = tile < rows ? tile : rows, tw = tile < cols ? tile : cols;
-    const size_t cap = (size_t)((th + stride - 1) / stride) * (size_t)((tw + stride - 1) / stride);
-    /* A thread takes a band of tiles (tile rows of the image) at a time and
-     * gathers the pixels of all its tiles in one sweep down the rows (a
-     * streaming read, where tile by tile would read short runs of widely
-     * spaced rows); then each tile's noise. */
+    /* a thread takes a band of tiles (tile rows of the image) at a time */
 #pragma omp parallel num_threads(nt)
     {
-        float *buf = malloc(sizeof(float) * cap * (size_t)gw);
-        ptrdiff_t *cnt = malloc(sizeof(ptrdiff_t) * (size_t)gw);
-        int *fin = malloc(sizeof(int) * (size_t)gw);
-        float *mid = malloc(sizeof(float) * (cap + 4)); /* + 3: see bracket_pass */
-        float *tmp = malloc(sizeof(float) * (cap + 4));
-        uint32_t *key = malloc(sizeof(uint32_t) * cap);
-        int ok = buf && cnt && fin && mid && tmp && key;
-        if (!ok) {
+        ncalc_tile_scratch *s = ncalc_tile_scratch_new(rows, cols, tile, stride);
+        if (!s) {
 #pragma omp atomic write
             status = NCALC_ENOMEM;
         }
 #pragma omp for schedule(dynamic, 1)
-        for (ptrdiff_t br = 0; br < gh; br++) {
-            if (!ok) continue;
-            const ptrdiff_t r0 = br * tile, r1 = r0 + tile < rows ? r0 + tile : rows;
-            for (ptrdiff_t bc = 0; bc < gw; bc++) {
-                cnt[bc] = 0;
-                fin[bc] = 1;
-            }
-            for (ptrdiff_t r = r0; r < r1; r += stride)
-                for (ptrdiff_t bc = 0; bc < gw; bc++) {
-                    const ptrdiff_t c0 = bc * tile, c1 = c0 + tile < cols ? c0 + tile : cols;
-                    int finite;
-                    cnt[bc] += gather(x, cols, mask, mask_ld, r, r + 1, c0, c1, stride,
-                                      buf + (size_t)bc * cap + cnt[bc], &finite);
-                    fin[bc] &= finite;
-                }
-            for (ptrdiff_t bc = 0; bc < gw; bc++)
-                grid[br * gw + bc] = cnt[bc] >= min_count
-                    ? (float)mad_of(buf + (size_t)bc * cap, cnt[bc], fin[bc], mid, tmp, key) : NAN;
-        }
-        free(buf);
-        free(cnt);
-        free(fin);
-        free(mid);
-        free(tmp);
-        free(key);
+        for (ptrdiff_t br = 0; br < gh; br++)
+            if (s) ncalc_tile_band(x, rows, cols, mask, mask_ld, tile, stride, min_count, br,
+                                   grid + br * gw, s);
+        ncalc_tile_scratch_free(s);
     }
     return status;
 }

@@ -35,6 +35,10 @@ cdef extern from "ncalc.h" nogil:
                             const uint8_t *mask, Py_ssize_t mask_ld, const float *grid,
                             Py_ssize_t tile, float k, int radius, int32_t *out_rows,
                             int32_t *out_cols, Py_ssize_t max_out, int nthreads)
+    Py_ssize_t ncalc_noise_nms(const float *resp, Py_ssize_t rows, Py_ssize_t cols,
+                               const uint8_t *mask, Py_ssize_t mask_ld, Py_ssize_t tile,
+                               Py_ssize_t min_count, float k, int radius, float *grid,
+                               int32_t *out_rows, int32_t *out_cols, Py_ssize_t max_out, int nthreads)
     int ncalc_candidate_features(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
                                  const int32_t *cand_rows, const int32_t *cand_cols,
                                  const float *radius, Py_ssize_t n,
@@ -228,6 +232,39 @@ def nms(cnp.float32_t[:, ::1] resp not None, float k, int radius,
             # views, not copies: the pages beyond n were never touched, so
             # they cost no memory, and a copy would fault in new ones
             return rr[:n], cc[:n]
+        cap = n
+
+
+def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
+              Py_ssize_t min_count=16, float k=3.0, int radius=1, int nthreads=0):
+    """tile_noise, its fix-up (bad tiles take the good ones' median) and
+    nms with that grid, in one pass: ``(grid, rows, cols)``, or None when
+    the kernel leaves it to those steps (no good tile, or NaNs in resp).
+    mask as in nms."""
+    cdef const uint8_t *m = NULL
+    cdef const uint8_t[:, :] mv
+    cdef Py_ssize_t ld = resp.shape[1]
+    cdef Py_ssize_t gh = (resp.shape[0] + tile - 1) // tile if tile > 0 else 0
+    cdef Py_ssize_t gw = (resp.shape[1] + tile - 1) // tile if tile > 0 else 0
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] grid = np.empty((max(gh, 1), max(gw, 1)), np.float32)
+    cdef Py_ssize_t cap = max(4096, resp.shape[0] * resp.shape[1] // 16 + 1), n
+    cdef cnp.ndarray[cnp.int32_t, ndim=1] rr, cc
+    if mask is not None:
+        mv = mask
+        ld = _mask_pitch(mv, resp.shape[0], resp.shape[1])
+        m = &mv[0, 0]
+    while True:
+        rr = np.empty(cap, np.int32)  # room as in nms
+        cc = np.empty(cap, np.int32)
+        with nogil:
+            n = ncalc_noise_nms(&resp[0, 0], resp.shape[0], resp.shape[1], m, ld, tile, min_count,
+                                k, radius, &grid[0, 0], &rr[0], &cc[0], cap, nthreads)
+        if n == -3:
+            return None
+        if n < 0:
+            _check(<int>n)
+        if n <= cap:
+            return grid, rr[:n], cc[:n]
         cap = n
 
 

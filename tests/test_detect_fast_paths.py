@@ -317,3 +317,35 @@ def test_frame_is_the_dataframe_of_the_columns(n):
             got.loc[:, got.columns[0]] = got.iloc[0, 0]
         for k, v in cols.items():
             np.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.parametrize("seed,spacing,kw", [(0, 0.07, dict()), (1, 0.14, dict(n_threads=1)),
+                                             (2, 0.2, dict(use_mask=False)), (3, 0.1, dict(n_slices=3))])
+def test_noise_and_peaks_in_one_pass_are_the_two_steps(monkeypatch, seed, spacing, kw):
+    # _kernel.noise_nms (local noise and peaks in one pass over the
+    # response) against tile_noise, detect's fix-up of the bad tiles and nms:
+    # every table identical, and the one-pass kernel really ran
+    kw = dict(kw)
+    n_slices = kw.pop("n_slices", None)
+    image = make_phantom(seed=seed, spacing_mm=spacing, n_slices=n_slices).image
+    from napari_calc import _kernel
+
+    calls = []
+    real = _kernel.noise_nms
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_kernel, "noise_nms", spy)
+    fused = napari_calc.detect(image, keep_min_score=0.0, **kw)
+    assert calls and all(calls)
+    n_calls = len(calls)
+    monkeypatch.setattr(D, "_NOISE_NMS_KERNEL", False)
+    steps = napari_calc.detect(image, keep_min_score=0.0, **kw)
+    assert len(fused.calcifications) > 10
+    for a, b in ((fused.calcifications, steps.calcifications), (fused.clusters, steps.clusters),
+                 (fused.extra, steps.extra)):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert len(calls) == n_calls  # the switch off: the two steps ran

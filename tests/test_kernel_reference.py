@@ -66,6 +66,9 @@ class SerialKernel:
                                             _P, _P, _P, _P, ctypes.c_int]
         lib.ncalc_block_mean.argtypes = [_P, ctypes.c_int, _SZ, _SZ, _SZ, _SZ, _P, ctypes.c_int]
         lib.ncalc_tile_noise_strided.argtypes = [_P, _SZ, _SZ, _P, _SZ, _SZ, _SZ, _P, ctypes.c_int]
+        lib.ncalc_noise_nms.argtypes = [_P, _SZ, _SZ, _P, _SZ, _SZ, _SZ, ctypes.c_float, ctypes.c_int, _P,
+                                        _P, _P, _SZ, ctypes.c_int]
+        lib.ncalc_noise_nms.restype = _SZ
         self.has_pyramid = hasattr(lib, "ncalc_dog_pyramid")
         if self.has_pyramid:
             lib.ncalc_dog_pyramid.argtypes = [_P, ctypes.c_int, _SZ, _SZ, _P, ctypes.c_int,
@@ -159,6 +162,23 @@ class SerialKernel:
                 self._check(n)
             if n <= cap:
                 return rr[:n].copy(), cc[:n].copy()
+            cap = n
+
+    def noise_nms(self, resp, tile, mask=None, min_count=16, k=3.0, radius=1, nthreads=0):
+        grid = np.empty((-(-resp.shape[0] // tile), -(-resp.shape[1] // tile)), np.float32)
+        ld = resp.shape[1] if mask is None else mask.strides[0]
+        cap = 4096
+        while True:
+            rr = np.empty(cap, np.int32)
+            cc = np.empty(cap, np.int32)
+            n = self.lib.ncalc_noise_nms(_ptr(resp), resp.shape[0], resp.shape[1], _ptr(mask), ld, tile,
+                                         min_count, k, radius, _ptr(grid), _ptr(rr), _ptr(cc), cap, nthreads)
+            if n == -3:
+                return None
+            if n < 0:
+                self._check(n)
+            if n <= cap:
+                return grid, rr[:n].copy(), cc[:n].copy()
             cap = n
 
     def candidate_features(self, img, rows, cols, radius, nthreads=0):
@@ -257,6 +277,21 @@ def ref_mad(values):
         return math.nan
     med = lower_median(v)
     return 1.4826 * float(lower_median(np.abs(v - med)))
+
+
+def ref_tile_mad(x, tile, mask, min_count):
+    """Per tile x tile block the MAD of its masked pixels (ref_mad), float32;
+    NaN with fewer than max(min_count, 2) of them."""
+    gh, gw = -(-x.shape[0] // tile), -(-x.shape[1] // tile)
+    grid = np.empty((gh, gw), np.float32)
+    for i in range(gh):
+        for j in range(gw):
+            blk = x[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile]
+            if mask is not None:
+                blk = blk[mask[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile] != 0]
+            blk = blk.ravel()
+            grid[i, j] = np.float32(ref_mad(blk)) if len(blk) >= max(min_count, 2) else np.nan
+    return grid
 
 
 def ref_features(img, rows, cols, radius):
@@ -802,18 +837,8 @@ def test_tile_noise_matches_numpy(kern, shape, tile):
     mask = (np.random.default_rng(1).random(shape) > 0.3).astype(np.uint8)
     for m, min_count in ((None, 2), (mask, 20)):
         grid = kern.tile_noise(x, tile, m, min_count, 0)
-        gh, gw = -(-shape[0] // tile), -(-shape[1] // tile)
-        assert grid.shape == (gh, gw)
-        for i in range(gh):
-            for j in range(gw):
-                blk = x[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile]
-                if m is not None:
-                    blk = blk[m[i * tile:(i + 1) * tile, j * tile:(j + 1) * tile] != 0]
-                blk = blk.ravel()
-                if len(blk) < max(min_count, 2):
-                    assert math.isnan(grid[i, j])
-                else:
-                    assert grid[i, j] == np.float32(ref_mad(blk))
+        assert grid.shape == (-(-shape[0] // tile), -(-shape[1] // tile))
+        np.testing.assert_array_equal(grid, ref_tile_mad(x, tile, m, min_count))  # NaNs where NaN
 
 
 def test_tile_noise_phantom_response(kern, phantom_img):
@@ -1018,6 +1043,103 @@ def test_nms_with_nans_keeps_the_separable_order(kern, radius):
     er, ec = ref_nms_separable(resp2, 10.0, radius)
     np.testing.assert_array_equal(rr, er)
     np.testing.assert_array_equal(cc, ec)
+
+
+# ----------------------------------------------------------------------------
+# local noise and suppression in one pass (noise_nms)
+# ----------------------------------------------------------------------------
+
+def ref_tile_grid(x, tile, mask, min_count):
+    """ref_tile_mad, then detect's fix-up: tiles whose noise is not finite
+    and > 0 take numpy.median of the others (None when there are none)."""
+    grid = ref_tile_mad(x, tile, mask, min_count)
+    bad = ~np.isfinite(grid) | (grid <= 0)
+    if bad.all():
+        return None
+    grid[bad] = np.median(grid[~bad])
+    return grid
+
+
+def _noise_nms_case(seed):
+    """A response (with ties, a flat region or a mask edge as the seed
+    picks), its mask (sometimes a crop of a wider one), tile, min_count,
+    k and radius."""
+    rng = np.random.default_rng(seed)
+    h, w = (int(v) for v in rng.integers(3, 160, 2))
+    resp = rng.normal(size=(h, w)).astype(np.float32)
+    if seed % 3 == 0:
+        resp = np.round(resp * 2).astype(np.float32)  # plateaus and ties
+    if seed % 5 == 0:
+        resp[: h // 3] = 1.0  # flat tiles: MAD 0
+    yy, xx = np.mgrid[:h, :w]
+    mask = ((yy - h / 2) ** 2 + xx ** 2 < (rng.uniform(0.3, 1.2) * max(h, w)) ** 2).astype(np.uint8)
+    if seed % 4 == 1:
+        wide = np.zeros((h, w + 5), np.uint8)
+        wide[:, :w] = mask
+        mask = wide[:, :w]  # rows mask_ld > cols bytes apart
+    elif seed % 4 == 2:
+        mask = None
+    tile = int(rng.integers(1, 70))
+    min_count = int(rng.integers(0, 120))
+    k = float(rng.choice([3.0, 1.5, 0.0, -2.0, np.inf]))
+    radius = int(rng.choice([0, 1, 2, 5, 9, 200]))
+    return resp, mask, tile, min_count, k, radius
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_noise_nms_is_tile_noise_fixup_and_nms(kern, seed):
+    # the grid as detect fixes it up and exactly the peaks of the
+    # max-filter definition with it, whatever the thread count
+    resp, mask, tile, min_count, k, radius = _noise_nms_case(seed)
+    grid = ref_tile_grid(resp, tile, mask, min_count)
+    for nt in (1, 2, 3):
+        got = kern.noise_nms(resp, tile, mask, min_count, k, radius, nt)
+        if grid is None:  # no valid tile: left to the two steps
+            assert got is None
+            continue
+        g, rr, cc = got
+        np.testing.assert_array_equal(g, grid)
+        er, ec = ref_nms(resp, k, radius, mask, grid, tile)
+        np.testing.assert_array_equal(rr, er)
+        np.testing.assert_array_equal(cc, ec)
+
+
+def test_noise_nms_peaks_in_sparse_edge_tiles(kern):
+    # tiles with a few breast pixels (too few for their own noise) that hold
+    # peaks above and below k times the median of the others: the kernel
+    # scans them with a provisional threshold and must keep exactly those
+    # above the final one
+    resp = _random_f32((130, 97), 30) - 100
+    mask = np.zeros(resp.shape, np.uint8)
+    mask[:, :60] = 1
+    mask[::7, 64:70] = 1  # sparse breast pixels in the tiles of columns 64..
+    resp[21, 66] = 500.0
+    resp[47:52, 65:70] = -50.0
+    resp[49, 67] = 0.5  # a window maximum above 0, below 3 x the median noise
+    grid = ref_tile_grid(resp, 32, mask, 200)
+    assert not np.isfinite(kern.tile_noise(resp, 32, mask, 200, 1)[0, 2])  # a bad tile
+    g, rr, cc = kern.noise_nms(resp, 32, mask, 200, 3.0, 2, 2)
+    np.testing.assert_array_equal(g, grid)
+    er, ec = ref_nms(resp, 3.0, 2, mask, grid, 32)
+    np.testing.assert_array_equal(rr, er)
+    np.testing.assert_array_equal(cc, ec)
+    found = set(zip(rr.tolist(), cc.tolist()))
+    assert (21, 66) in found and (49, 67) not in found
+
+
+def test_noise_nms_leaves_nans_and_empty_masks_to_the_steps(kern):
+    resp = _random_f32((90, 70), 31)
+    resp[40, 33] = np.nan
+    assert kern.noise_nms(resp, 16, None, 16, 3.0, 2, 2) is None
+    empty = np.zeros(resp.shape, np.uint8)
+    assert kern.noise_nms(_random_f32((90, 70), 32), 16, empty, 16, 3.0, 2, 2) is None
+
+
+def test_noise_nms_more_peaks_than_first_buffer(kern):
+    resp = _random_f32((100, 90), 33)
+    g, rr, cc = kern.noise_nms(resp, 16, None, 16, -1e9, 0, 2)  # every pixel a peak
+    assert len(rr) == resp.size > 4096
+    np.testing.assert_array_equal(rr, np.repeat(np.arange(100), 90))
 
 
 def test_nms_finite_reference_agrees_with_separable_one():

@@ -390,6 +390,10 @@ def _kernel_has(name: str) -> bool:
 #: it off to compare with the whole-image computation.
 _CROP_TO_MASK = True
 
+#: Compute the local noise and the peaks in one pass (``_kernel.noise_nms``);
+#: tests switch it off to compare with the two steps.
+_NOISE_NMS_KERNEL = True
+
 
 def _octave_plan(sig: np.ndarray, rows: int, cols: int, max_levels: int = 16) -> list[tuple[int, int, int]]:
     """The levels ``_kernel.dog_octaves`` uses on a ``rows`` x ``cols``
@@ -589,28 +593,20 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
                                       _dog_scratch(img_c.shape))
     check("dog")
 
-    grid = _kernel.tile_noise(resp, tile, m8_c, min_count=max(16, tile * tile // 8), nthreads=nthreads)
-    # tiles with too few breast pixels, or flat ones, take the median of the
-    # others (or, when no tile is valid, the robust noise of the whole image)
-    bad = ~np.isfinite(grid) | (grid <= 0)
-    if bad.any():
-        if bad.all():
-            # sampled as on the whole image: every stride-th pixel of every
-            # stride-th row of the image (none of the mask is outside the crop)
-            stride = max(1, int(math.sqrt(img.size / 1e6)))
-            sub = np.s_[(-r0) % stride:: stride, (-c0) % stride:: stride]
-            global_noise = _kernel.mad_noise(np.ascontiguousarray(resp[sub]),
-                                             None if m8_c is None else np.ascontiguousarray(m8_c[sub]), 1)
-            if not np.isfinite(global_noise) or global_noise <= 0:
-                full = resp if box is None else _kernel.dog_octaves(
-                    img, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads)[0]
-                global_noise = float(np.std(full)) or 1.0
-        else:
-            global_noise = _median_f32(grid[~bad])
-        grid[bad] = global_noise
-
-    check("noise")
-    rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8_c, grid, tile, nthreads)
+    min_count = max(16, tile * tile // 8)
+    fused = None
+    if _NOISE_NMS_KERNEL and _kernel_has("noise_nms"):
+        # the local noise, its fix-up below and the peaks in one pass over
+        # the response (each band's peaks while its rows are in cache); None
+        # where the kernel leaves it to the steps below (no valid tile, NaNs)
+        fused = _kernel.noise_nms(resp, tile, m8_c, min_count, float(p.threshold), radius, nthreads)
+    if fused is not None:
+        grid, rr, cc = fused
+        check("noise")
+    else:
+        grid = _noise_grid(img, resp, m8_c, sig, tile, min_count, (r0, c0), box is not None, nthreads)
+        check("noise")
+        rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8_c, grid, tile, nthreads)
     check("peaks")
     if _kernel_has("peak_values"):
         # the same gathers and division in one C pass
@@ -626,6 +622,40 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     if box is not None:
         rr, cc = rr + r0, cc + c0  # back to image coordinates
     return img, mask, sig, (rr, cc, snr, noise, r_at, s_idx)
+
+
+def _noise_grid(img, resp, m8_c, sig, tile: int, min_count: int, origin: tuple[int, int], cropped: bool,
+                nthreads: int) -> np.ndarray:
+    """The local noise of :func:`_plane_candidates`, per tile of ``resp``
+    (the response of ``img``'s crop at ``origin``, whole when not
+    ``cropped``): the tiles' robust noise, and where a tile has too few
+    breast pixels or is flat, the median of the others (or, when no tile
+    is valid, the robust noise of the whole image). ``_kernel.noise_nms``
+    gives the same grid."""
+    from .. import _kernel
+
+    r0, c0 = origin
+    grid = _kernel.tile_noise(resp, tile, m8_c, min_count=min_count, nthreads=nthreads)
+    # tiles with too few breast pixels, or flat ones, take the median of the
+    # others (or, when no tile is valid, the robust noise of the whole image)
+    bad = ~np.isfinite(grid) | (grid <= 0)
+    if bad.any():
+        if bad.all():
+            # sampled as on the whole image: every stride-th pixel of every
+            # stride-th row of the image (none of the mask is outside the crop)
+            stride = max(1, int(math.sqrt(img.size / 1e6)))
+            sub = np.s_[(-r0) % stride:: stride, (-c0) % stride:: stride]
+            global_noise = _kernel.mad_noise(np.ascontiguousarray(resp[sub]),
+                                             None if m8_c is None else np.ascontiguousarray(m8_c[sub]), 1)
+            if not np.isfinite(global_noise) or global_noise <= 0:
+                full = resp if not cropped else _kernel.dog_octaves(
+                    img, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads)[0]
+                global_noise = float(np.std(full)) or 1.0
+        else:
+            global_noise = _median_f32(grid[~bad])
+        grid[bad] = global_noise
+
+    return grid
 
 
 def _median_f32(a: np.ndarray) -> float:

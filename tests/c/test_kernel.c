@@ -746,6 +746,84 @@ static void buffer_pool(void)
 #endif
 }
 
+static int cmp_f32(const void *a, const void *b)
+{
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* ncalc_noise_nms against its two steps: ncalc_tile_noise_ld, the fix-up
+ * (bad tiles take numpy's median of the good ones) and ncalc_nms_ld, on
+ * shapes from 1x1 up, masks rows ld apart (sparse edge tiles), flat tiles,
+ * 1 to 3 threads and too little room for the peaks; NaNs and masks without
+ * a valid tile are left to the steps (NCALC_EFALLBACK). */
+static void noise_nms_steps(void)
+{
+    const ptrdiff_t shapes[][2] = {{1, 1}, {2, 9}, {9, 2}, {17, 13}, {70, 64}, {131, 67}, {3, 300}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const ptrdiff_t rows = shapes[s][0], cols = shapes[s][1], ld = cols + 3;
+        const size_t n = (size_t)(rows * cols);
+        float *x = malloc(n * 4);
+        uint8_t *m = malloc((size_t)(rows * ld));
+        for (size_t i = 0; i < n; i++) x[i] = (float)(rnd() % 200) / 8.0f - 12.0f;
+        for (ptrdiff_t i = 0; i < rows * cols / 3; i++) x[i] = 1.0f; /* flat tiles */
+        for (ptrdiff_t r = 0; r < rows; r++)
+            for (ptrdiff_t c = 0; c < ld; c++) /* dense on the left, sparse on the right */
+                m[r * ld + c] = (uint8_t)(c < cols / 2 ? 1 : rnd() % 9 == 0);
+        for (ptrdiff_t tile = 1; tile <= 40; tile += 13) {
+            const ptrdiff_t gn = ((rows + tile - 1) / tile) * ((cols + tile - 1) / tile);
+            float *g1 = malloc(sizeof(float) * (size_t)gn), *g2 = malloc(sizeof(float) * (size_t)gn);
+            float *good = malloc(sizeof(float) * (size_t)gn);
+            int32_t *a = malloc(sizeof(int32_t) * 4 * n);
+            for (int radius = 0; radius <= 5; radius += 2)
+                for (int use_mask = 0; use_mask <= 1; use_mask++) {
+                    const uint8_t *mk = use_mask ? m : NULL;
+                    const ptrdiff_t min_count = 6;
+                    CHECK(ncalc_tile_noise_ld(x, rows, cols, mk, ld, tile, min_count, g1, 1) == NCALC_OK,
+                          "tile ld");
+                    ptrdiff_t ng = 0;
+                    for (ptrdiff_t i = 0; i < gn; i++)
+                        if (g1[i] > 0.0f && g1[i] <= 3.4e38f) good[ng++] = g1[i];
+                    for (int t = 1; t <= 3; t++) {
+                        ptrdiff_t nf = ncalc_noise_nms(x, rows, cols, mk, ld, tile, min_count, 0.5f, radius, g2,
+                                                       a, a + n, (ptrdiff_t)n, t);
+                        if (ng == 0) {
+                            CHECK(nf == NCALC_EFALLBACK, "noise_nms no valid tile: %td", nf);
+                            continue;
+                        }
+                        qsort(good, (size_t)ng, sizeof(float), cmp_f32);
+                        const float med = ng % 2 ? good[ng / 2] : (good[ng / 2 - 1] + good[ng / 2]) / 2.0f;
+                        for (ptrdiff_t i = 0; i < gn; i++) {
+                            const float want = g1[i] > 0.0f && g1[i] <= 3.4e38f ? g1[i] : med;
+                            CHECK(g2[i] == want, "noise_nms grid %td: %g %g", i, (double)g2[i], (double)want);
+                        }
+                        ptrdiff_t ns = ncalc_nms_ld(x, rows, cols, mk, ld, g2, tile, 0.5f, radius, a + 2 * n,
+                                                    a + 3 * n, (ptrdiff_t)n, 1);
+                        CHECK(nf == ns && nf >= 0, "noise_nms count %td %td", nf, ns);
+                        for (ptrdiff_t i = 0; i < nf && nf == ns; i++)
+                            CHECK(a[i] == a[2 * n + i] && a[n + i] == a[3 * n + i], "noise_nms peak %td", i);
+                        /* room for one peak: the total still comes back */
+                        CHECK(ncalc_noise_nms(x, rows, cols, mk, ld, tile, min_count, 0.5f, radius, g2, a, a + n,
+                                              1, t) == ns, "noise_nms short buffer");
+                    }
+                }
+            CHECK(ncalc_noise_nms(x, rows, cols, m, cols - 1, tile, 2, 0.5f, 1, g2, a, a + n, (ptrdiff_t)n, 1)
+                  == NCALC_EINVAL, "noise_nms ld < cols");
+            x[n / 2] = NAN;
+            CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, tile, 2, 0.5f, 1, g2, a, a + n, (ptrdiff_t)n, 2)
+                  == NCALC_EFALLBACK, "noise_nms NaN");
+            x[n / 2] = 0.0f;
+            free(g1); free(g2); free(good); free(a);
+        }
+        CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, 0, 2, 0.5f, 1, x, NULL, NULL, 0, 1) == NCALC_EINVAL,
+              "noise_nms tile 0");
+        CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, 4, 2, 0.5f, -1, x, NULL, NULL, 0, 1) == NCALC_EINVAL,
+              "noise_nms radius");
+        free(x);
+        free(m);
+    }
+}
+
 int main(void)
 {
     const ptrdiff_t shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {2, 9}, {9, 2}, {3, 5}, {5, 3},
@@ -762,6 +840,7 @@ int main(void)
     serial_steps();
     stack_steps();
     neighbours();
+    noise_nms_steps();
     buffer_pool();
     ncalc_release_buffers(); /* nothing left for the leak checkers */
     if (failures) {
