@@ -128,13 +128,13 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
  * Local noise and non-maximum suppression in one pass: the same grid as
  * ncalc_tile_noise_ld (tile, min_count) after the fix-up of
  * napari_calc.core.detect, and the same peaks as ncalc_nms_ld with that
- * grid. A tile is bad when its noise is not finite and > 0 (too few masked
+ * grid. A tile is bad unless its noise is finite and > 0 (too few masked
  * pixels, or flat); bad tiles take the median of the good ones (numpy's
  * median of float32: the middle value, or the float32 mean of the two
  * middle ones). Each band of tiles is scanned for peaks right after its
  * noise is computed, while its rows are in cache; in a band's bad tiles
- * the scan uses a threshold below any the median can give (0 for k > 0)
- * and those peaks are filtered once the median is known. grid receives
+ * the scan uses a threshold at or below any the median can give (0 for
+ * k >= 0) and those peaks are filtered once the median is known. grid receives
  * ceil(rows / tile) x ceil(cols / tile) floats; rows/cols as ncalc_nms.
  * Returns the number of peaks, < 0 on error, or NCALC_EFALLBACK (grid and
  * peaks not to be used) when no tile is good or resp holds a NaN: then
