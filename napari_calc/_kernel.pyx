@@ -15,6 +15,7 @@ cnp.import_array()
 cdef extern from "ncalc.h" nogil:
     int NCALC_U16
     int NCALC_F32
+    int NCALC_EFALLBACK
     int ncalc_have_openmp()
     int ncalc_max_threads()
     int ncalc_gaussian_radius(double sigma, double truncate)
@@ -259,7 +260,7 @@ def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
         with nogil:
             n = ncalc_noise_nms(&resp[0, 0], resp.shape[0], resp.shape[1], m, ld, tile, min_count,
                                 k, radius, &grid[0, 0], &rr[0], &cc[0], cap, nthreads)
-        if n == -3:
+        if n == NCALC_EFALLBACK:
             return None
         if n < 0:
             _check(<int>n)
