@@ -985,8 +985,9 @@ ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
         n = gather_peaks(chunks, nchunks, 0, NULL, NULL, 0, NULL, NULL) < 0 ? NCALC_ENOMEM
                                                                             : NCALC_EFALLBACK;
     } else {
-        for (ptrdiff_t i = 0; i < gh * gw; i++)
-            if (bad[i]) grid[i] = med;
+        if (!failed) /* (after a failure some bands were never looked at) */
+            for (ptrdiff_t i = 0; i < gh * gw; i++)
+                if (bad[i]) grid[i] = med;
         const bad_filter_t F = {resp, cols, tile, gw, bad, k * med};
         n = gather_peaks(chunks, nchunks, failed, out_rows, out_cols, max_out, keep_peak, &F);
     }
