@@ -136,15 +136,19 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
  * the scan uses a threshold at or below any the median can give (0 for
  * k >= 0) and those peaks are filtered once the median is known. grid receives
  * ceil(rows / tile) x ceil(cols / tile) floats; rows/cols as ncalc_nms.
- * Returns the number of peaks, < 0 on error, or NCALC_EFALLBACK (grid and
- * peaks not to be used) when no tile is good or resp holds a NaN: then
- * call ncalc_tile_noise_ld and ncalc_nms_ld. Bands in parallel; the result
- * does not depend on the thread count.
+ * With out_value (not NULL), also the response at each peak written
+ * (read while the band is in cache; ncalc_peak_values with resp NULL gives
+ * the noise and SNR from them). Returns the number of
+ * peaks, < 0 on error, or NCALC_EFALLBACK (grid and peaks not to be used)
+ * when no tile is good or resp holds a NaN: then call ncalc_tile_noise_ld
+ * and ncalc_nms_ld. Bands in parallel; the result does not depend on the
+ * thread count.
  */
 ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                           const uint8_t *mask, ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t min_count,
                           float k, int radius, float *grid,
-                          int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out, int nthreads);
+                          int32_t *out_rows, int32_t *out_cols, float *out_value, ptrdiff_t max_out,
+                          int nthreads);
 
 /*
  * Between the kernel's files (noise.c, for nms.c): one thread's scratch
@@ -380,6 +384,8 @@ int ncalc_upscale_mask(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff
  *   value[i] = resp[r][c],  noise[i] = (double)grid[r / tile][c / tile],
  *   snr[i] = (double)value[i] / noise[i]   (IEEE double division),
  *   scale_out[i] = scale[r][c]             (only when scale is not NULL).
+ * With resp NULL (and scale NULL), value is an input, the response at the
+ * peaks (as ncalc_noise_nms gives it), and only noise and snr are written.
  * NCALC_EINVAL (nothing written) when a position is outside the image.
  */
 int ncalc_peak_values(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const float *grid,

@@ -73,6 +73,7 @@ typedef struct {
     int32_t *rc; /* interleaved (row, col) */
     ptrdiff_t n, cap;
     int failed;
+    float *val; /* NULL, or the response at each peak (peaks_values) */
 } peaks_t;
 
 static void push(peaks_t *p, ptrdiff_t r, ptrdiff_t c)
@@ -779,27 +780,41 @@ static int use_avx2(void)
 #endif
 }
 
+/* The response at each of p's peaks, read while the rows are in cache
+ * (into p->val); 0 when out of memory. */
+static int peaks_values(peaks_t *p, const float *resp, ptrdiff_t cols)
+{
+    if (p->failed || p->n == 0) return !p->failed;
+    p->val = malloc(sizeof(float) * (size_t)p->n);
+    if (!p->val) return 0;
+    for (ptrdiff_t i = 0; i < p->n; i++) p->val[i] = resp[(ptrdiff_t)p->rc[2 * i] * cols + p->rc[2 * i + 1]];
+    return 1;
+}
+
 /* Writes the peaks of chunks[0 .. nchunks - 1] in order (at most max_out)
  * and frees their lists; the total, or NCALC_ENOMEM when failed or one
- * failed. With keep (not NULL), only the peaks with keep(ctx, r, c) stay. */
+ * failed. With keep (not NULL), only the peaks with keep(ctx, r, c) stay.
+ * With out_val (not NULL), also the peaks' values (chunks' val). */
 static ptrdiff_t gather_peaks(peaks_t *chunks, ptrdiff_t nchunks, int failed, int32_t *out_rows,
-                              int32_t *out_cols, ptrdiff_t max_out,
+                              int32_t *out_cols, float *out_val, ptrdiff_t max_out,
                               int (*keep)(const void *, ptrdiff_t, ptrdiff_t), const void *ctx)
 {
     ptrdiff_t n = 0;
     for (ptrdiff_t ch = 0; ch < nchunks; ch++) {
         const peaks_t *p = &chunks[ch];
-        failed |= p->failed;
+        failed |= p->failed || (out_val && p->n && !p->val);
         for (ptrdiff_t i = 0; i < p->n; i++) {
             const ptrdiff_t r = p->rc[2 * i], c = p->rc[2 * i + 1];
             if (keep && !keep(ctx, r, c)) continue;
-            if (n < max_out) {
+            if (n < max_out && !failed) {
                 out_rows[n] = (int32_t)r;
                 out_cols[n] = (int32_t)c;
+                if (out_val) out_val[n] = p->val[i];
             }
             n++;
         }
         free(p->rc);
+        free(p->val);
     }
     return failed ? NCALC_ENOMEM : n;
 }
@@ -866,7 +881,7 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
         scan_exact(&A, ra, rb, thr, &chunks[redo[i]]);
         free(thr);
     }
-    const ptrdiff_t n = gather_peaks(chunks, nchunks, failed, out_rows, out_cols, max_out, NULL, NULL);
+    const ptrdiff_t n = gather_peaks(chunks, nchunks, failed, out_rows, out_cols, NULL, max_out, NULL, NULL);
     free(chunks);
     free(nan_rows);
     free(redo);
@@ -876,6 +891,18 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
 /* ------------------------------------------------------------------------
  * Local noise and suppression in one pass (ncalc_noise_nms).
  * ------------------------------------------------------------------------ */
+
+/* idx[i] = i / tile for i < n: the tile of each row (or column). */
+static void tile_index(int32_t *idx, ptrdiff_t n, ptrdiff_t tile)
+{
+    for (ptrdiff_t i = 0, t = 0, next = tile; i < n; i++) {
+        if (i == next) {
+            t++;
+            next += tile;
+        }
+        idx[i] = (int32_t)t;
+    }
+}
 
 /* A tile's noise is usable (detect's "good"): finite and > 0. */
 static inline int good_noise(float g) { return g > 0.0f && g <= FLT_MAX; }
@@ -890,7 +917,8 @@ static int cmp_float(const void *a, const void *b)
  * peak in a good tile, or one in a bad tile above k times the median. */
 typedef struct {
     const float *resp;
-    ptrdiff_t cols, tile, gw;
+    ptrdiff_t cols, gw;
+    const int32_t *trow, *tcol; /* each row's and column's tile (tile_index) */
     const uint8_t *bad;
     float thr; /* k * median, as fill_thr computes it */
 } bad_filter_t;
@@ -898,18 +926,20 @@ typedef struct {
 static int keep_peak(const void *ctx, ptrdiff_t r, ptrdiff_t c)
 {
     const bad_filter_t *F = ctx;
-    return !F->bad[(r / F->tile) * F->gw + c / F->tile] || F->resp[r * F->cols + c] > F->thr;
+    return !F->bad[(ptrdiff_t)F->trow[r] * F->gw + F->tcol[c]] || F->resp[r * F->cols + c] > F->thr;
 }
 
 ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                           const uint8_t *mask, ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t min_count,
                           float k, int radius, float *grid,
-                          int32_t *out_rows, int32_t *out_cols, ptrdiff_t max_out, int nthreads)
+                          int32_t *out_rows, int32_t *out_cols, float *out_value, ptrdiff_t max_out,
+                          int nthreads)
 {
     if (!resp || !grid || rows < 1 || cols < 1 || tile < 1 || radius < 0 || max_out < 0)
         return NCALC_EINVAL;
     if (mask && mask_ld < cols) return NCALC_EINVAL;
     if (max_out > 0 && (!out_rows || !out_cols)) return NCALC_EINVAL;
+    const int values = out_value != NULL;
     ptrdiff_t big = rows > cols ? rows : cols;
     if (radius > big) radius = (int)big;
     const ptrdiff_t gh = (rows + tile - 1) / tile, gw = (cols + tile - 1) / tile;
@@ -960,7 +990,9 @@ ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                 const ptrdiff_t ra = br * tile + j * NMS_CHUNK;
                 if (ra >= r_end) break;
                 const ptrdiff_t rb = ra + NMS_CHUNK < r_end ? ra + NMS_CHUNK : r_end;
-                failed |= !scan_chunk(&S, &A, ra, rb, &chunks[br * per_band + j], nan_rows);
+                peaks_t *p = &chunks[br * per_band + j];
+                failed |= !scan_chunk(&S, &A, ra, rb, p, nan_rows);
+                if (values) failed |= !peaks_values(p, resp, cols);
             }
         }
         ncalc_tile_scratch_free(ts);
@@ -982,14 +1014,24 @@ ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
     if (!failed && (ngood == 0 || memchr(nan_rows, 1, (size_t)rows))) {
         /* no tile to take the median of, or NaNs (whose windows the exact
          * scan of ncalc_nms_ld handles): the caller's two-step path */
-        n = gather_peaks(chunks, nchunks, 0, NULL, NULL, 0, NULL, NULL) < 0 ? NCALC_ENOMEM
-                                                                            : NCALC_EFALLBACK;
+        n = gather_peaks(chunks, nchunks, 0, NULL, NULL, NULL, 0, NULL, NULL) < 0 ? NCALC_ENOMEM
+                                                                                  : NCALC_EFALLBACK;
     } else {
         if (!failed) /* (after a failure some bands were never looked at) */
             for (ptrdiff_t i = 0; i < gh * gw; i++)
                 if (bad[i]) grid[i] = med;
-        const bad_filter_t F = {resp, cols, tile, gw, bad, k * med};
-        n = gather_peaks(chunks, nchunks, failed, out_rows, out_cols, max_out, keep_peak, &F);
+        /* (after a failure only the lists are freed: no filter) */
+        int32_t *trow = failed ? NULL : malloc(sizeof(int32_t) * (size_t)(rows + cols));
+        bad_filter_t F = {resp, cols, gw, NULL, NULL, bad, k * med};
+        if (trow) {
+            F.trow = trow;
+            F.tcol = trow + rows;
+            tile_index(trow, rows, tile);
+            tile_index(trow + rows, cols, tile);
+        }
+        n = gather_peaks(chunks, nchunks, failed || !trow, out_rows, out_cols, out_value, max_out,
+                         trow ? keep_peak : NULL, &F);
+        free(trow);
     }
     free(scan_grid);
     free(bad);
@@ -1003,24 +1045,32 @@ int ncalc_peak_values(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const f
                       ptrdiff_t n, float *value, double *noise, double *snr, int64_t *scale_out,
                       int nthreads)
 {
-    if (!resp || !grid || rows < 1 || cols < 1 || tile < 1 || n < 0) return NCALC_EINVAL;
+    if (!grid || rows < 1 || cols < 1 || tile < 1 || n < 0 || (!resp && scale)) return NCALC_EINVAL;
     if (n > 0 && (!pr || !pc || !value || !noise || !snr || (scale && !scale_out)))
         return NCALC_EINVAL;
     for (ptrdiff_t i = 0; i < n; i++)
         if (pr[i] < 0 || pr[i] >= rows || pc[i] < 0 || pc[i] >= cols) return NCALC_EINVAL;
     const ptrdiff_t gcols = (cols + tile - 1) / tile;
+    /* each row's and column's tile, looked up: a 64-bit division per peak
+     * took most of the time */
+    int32_t *trow = malloc(sizeof(int32_t) * (size_t)(rows + cols));
+    if (!trow) return NCALC_ENOMEM;
+    int32_t *tcol = trow + rows;
+    tile_index(trow, rows, tile);
+    tile_index(tcol, cols, tile);
     int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
 #pragma omp parallel for num_threads(nt) schedule(static) if (n > 16384)
     for (ptrdiff_t i = 0; i < n; i++) {
         const ptrdiff_t r = pr[i], c = pc[i];
-        const float v = resp[r * cols + c];
-        const double g = (double)grid[(r / tile) * gcols + c / tile];
+        const float v = resp ? resp[r * cols + c] : value[i];
+        const double g = (double)grid[(ptrdiff_t)trow[r] * gcols + tcol[c]];
         value[i] = v;
         noise[i] = g;
         snr[i] = (double)v / g;
         if (scale) scale_out[i] = scale[r * cols + c];
     }
+    free(trow);
     return NCALC_OK;
 }
 

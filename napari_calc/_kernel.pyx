@@ -39,7 +39,8 @@ cdef extern from "ncalc.h" nogil:
     Py_ssize_t ncalc_noise_nms(const float *resp, Py_ssize_t rows, Py_ssize_t cols,
                                const uint8_t *mask, Py_ssize_t mask_ld, Py_ssize_t tile,
                                Py_ssize_t min_count, float k, int radius, float *grid,
-                               int32_t *out_rows, int32_t *out_cols, Py_ssize_t max_out, int nthreads)
+                               int32_t *out_rows, int32_t *out_cols, float *out_value,
+                               Py_ssize_t max_out, int nthreads)
     int ncalc_candidate_features(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
                                  const int32_t *cand_rows, const int32_t *cand_cols,
                                  const float *radius, Py_ssize_t n,
@@ -237,11 +238,13 @@ def nms(cnp.float32_t[:, ::1] resp not None, float k, int radius,
 
 
 def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
-              Py_ssize_t min_count=16, float k=3.0, int radius=1, int nthreads=0):
+              Py_ssize_t min_count=16, float k=3.0, int radius=1, int nthreads=0, bint values=False):
     """tile_noise, its fix-up (bad tiles take the good ones' median) and
     nms with that grid, in one pass: ``(grid, rows, cols)``, or None when
     the kernel leaves it to those steps (no good tile, or NaNs in resp).
-    mask as in nms."""
+    mask as in nms. With ``values``: ``(grid, rows, cols, value, noise,
+    snr)``, the last three those of :func:`peak_values` (the values read
+    during the pass)."""
     cdef const uint8_t *m = NULL
     cdef const uint8_t[:, :] mv
     cdef Py_ssize_t ld = resp.shape[1]
@@ -250,6 +253,10 @@ def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
     cdef cnp.ndarray[cnp.float32_t, ndim=2] grid = np.empty((max(gh, 1), max(gw, 1)), np.float32)
     cdef Py_ssize_t cap = max(4096, resp.shape[0] * resp.shape[1] // 16 + 1), n
     cdef cnp.ndarray[cnp.int32_t, ndim=1] rr, cc
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] val
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] noise, snr
+    cdef float *pv = NULL
+    cdef int st
     if mask is not None:
         mv = mask
         ld = _mask_pitch(mv, resp.shape[0], resp.shape[1])
@@ -257,16 +264,30 @@ def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
     while True:
         rr = np.empty(cap, np.int32)  # room as in nms
         cc = np.empty(cap, np.int32)
+        if values:
+            val = np.empty(cap, np.float32)
+            pv = &val[0]
         with nogil:
             n = ncalc_noise_nms(&resp[0, 0], resp.shape[0], resp.shape[1], m, ld, tile, min_count,
-                                k, radius, &grid[0, 0], &rr[0], &cc[0], cap, nthreads)
+                                k, radius, &grid[0, 0], &rr[0], &cc[0], pv, cap, nthreads)
         if n == NCALC_EFALLBACK:
             return None
         if n < 0:
             _check(<int>n)
         if n <= cap:
-            return grid, rr[:n], cc[:n]
+            break
         cap = n
+    if not values:
+        return grid, rr[:n], cc[:n]
+    # (allocated at their size: more arrays of cap's size made glibc give
+    # memory back and fault it in again on every call)
+    noise = np.empty(max(n, 1), np.float64)
+    snr = np.empty(max(n, 1), np.float64)
+    with nogil:
+        st = ncalc_peak_values(NULL, resp.shape[0], resp.shape[1], &grid[0, 0], tile, NULL,
+                               &rr[0], &cc[0], n, &val[0], &noise[0], &snr[0], NULL, nthreads)
+    _check(st)
+    return grid, rr[:n], cc[:n], val[:n], noise[:n], snr[:n]
 
 
 def candidate_features(cnp.ndarray img not None, cnp.int32_t[::1] rows not None,
@@ -626,7 +647,7 @@ def peak_values(const cnp.float32_t[:, ::1] resp not None, const cnp.float32_t[:
     cdef cnp.ndarray[cnp.float32_t, ndim=1] value = np.empty(max(n, 1), np.float32)
     cdef cnp.ndarray[cnp.float64_t, ndim=1] noise = np.empty(max(n, 1), np.float64)
     cdef cnp.ndarray[cnp.float64_t, ndim=1] snr = np.empty(max(n, 1), np.float64)
-    cdef cnp.ndarray[cnp.int64_t, ndim=1] sc = np.empty(max(n, 1), np.int64)
+    cdef cnp.ndarray[cnp.int64_t, ndim=1] sc = np.empty(max(n, 1) if scale is not None else 1, np.int64)
     cdef const int32_t *pr = &rows[0] if n else NULL
     cdef const int32_t *pc = &cols[0] if n else NULL
     cdef int st

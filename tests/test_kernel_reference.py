@@ -67,8 +67,10 @@ class SerialKernel:
         lib.ncalc_block_mean.argtypes = [_P, ctypes.c_int, _SZ, _SZ, _SZ, _SZ, _P, ctypes.c_int]
         lib.ncalc_tile_noise_strided.argtypes = [_P, _SZ, _SZ, _P, _SZ, _SZ, _SZ, _P, ctypes.c_int]
         lib.ncalc_noise_nms.argtypes = [_P, _SZ, _SZ, _P, _SZ, _SZ, _SZ, ctypes.c_float, ctypes.c_int, _P,
-                                        _P, _P, _SZ, ctypes.c_int]
+                                        _P, _P, _P, _SZ, ctypes.c_int]
         lib.ncalc_noise_nms.restype = _SZ
+        lib.ncalc_peak_values.argtypes = [_P, _SZ, _SZ, _P, _SZ, _P, _P, _P, _SZ, _P, _P, _P, _P,
+                                          ctypes.c_int]
         self.has_pyramid = hasattr(lib, "ncalc_dog_pyramid")
         if self.has_pyramid:
             lib.ncalc_dog_pyramid.argtypes = [_P, ctypes.c_int, _SZ, _SZ, _P, ctypes.c_int,
@@ -164,22 +166,34 @@ class SerialKernel:
                 return rr[:n].copy(), cc[:n].copy()
             cap = n
 
-    def noise_nms(self, resp, tile, mask=None, min_count=16, k=3.0, radius=1, nthreads=0):
+    def noise_nms(self, resp, tile, mask=None, min_count=16, k=3.0, radius=1, nthreads=0, values=False):
         grid = np.empty((-(-resp.shape[0] // tile), -(-resp.shape[1] // tile)), np.float32)
         ld = resp.shape[1] if mask is None else mask.strides[0]
         cap = 4096
         while True:
             rr = np.empty(cap, np.int32)
             cc = np.empty(cap, np.int32)
+            val = np.empty(cap, np.float32) if values else None
             n = self.lib.ncalc_noise_nms(_ptr(resp), resp.shape[0], resp.shape[1], _ptr(mask), ld, tile,
-                                         min_count, k, radius, _ptr(grid), _ptr(rr), _ptr(cc), cap, nthreads)
+                                         min_count, k, radius, _ptr(grid), _ptr(rr), _ptr(cc), _ptr(val),
+                                         cap, nthreads)
             if n == -3:
                 return None
             if n < 0:
                 self._check(n)
             if n <= cap:
-                return grid, rr[:n].copy(), cc[:n].copy()
+                break
             cap = n
+        rr, cc = rr[:n].copy(), cc[:n].copy()
+        if not values:
+            return grid, rr, cc
+        val = val[:n].copy()
+        noise = np.empty(max(n, 1))
+        snr = np.empty(max(n, 1))
+        self._check(self.lib.ncalc_peak_values(None, resp.shape[0], resp.shape[1], _ptr(grid), tile, None,
+                                               _ptr(rr), _ptr(cc), n, _ptr(val), _ptr(noise), _ptr(snr),
+                                               None, nthreads))
+        return grid, rr, cc, val, noise[:n], snr[:n]
 
     def candidate_features(self, img, rows, cols, radius, nthreads=0):
         n = len(rows)
@@ -1102,6 +1116,27 @@ def test_noise_nms_is_tile_noise_fixup_and_nms(kern, seed):
         er, ec = ref_nms(resp, k, radius, mask, grid, tile)
         np.testing.assert_array_equal(rr, er)
         np.testing.assert_array_equal(cc, ec)
+        # with the values at the peaks: the same grid and peaks, and the
+        # values peak_values (and detect's NumPy path) gives
+        g2, r2, c2, val, noise, snr = kern.noise_nms(resp, tile, mask, min_count, k, radius, nt, values=True)
+        np.testing.assert_array_equal(g2, grid)
+        np.testing.assert_array_equal(r2, er)
+        np.testing.assert_array_equal(c2, ec)
+        _assert_peak_values(resp, grid, tile, er, ec, val, noise, snr)
+
+
+def _assert_peak_values(resp, grid, tile, rr, cc, val, noise, snr):
+    """val, noise, snr are what detect's NumPy path computes at the peaks
+    (rr, cc): the response, the tile's noise in float64 and their ratio,
+    bit for bit."""
+    ev = resp[rr, cc]
+    en = grid[rr // tile, cc // tile].astype(np.float64)
+    assert val.dtype == np.float32 and noise.dtype == np.float64 and snr.dtype == np.float64
+    np.testing.assert_array_equal(val.view(np.uint32), ev.view(np.uint32))
+    np.testing.assert_array_equal(noise.view(np.uint64), en.view(np.uint64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        es = ev.astype(np.float64) / en
+    np.testing.assert_array_equal(snr.view(np.uint64), es.view(np.uint64))
 
 
 def test_noise_nms_peaks_in_sparse_edge_tiles(kern):
@@ -1125,6 +1160,13 @@ def test_noise_nms_peaks_in_sparse_edge_tiles(kern):
     np.testing.assert_array_equal(cc, ec)
     found = set(zip(rr.tolist(), cc.tolist()))
     assert (21, 66) in found and (49, 67) not in found
+    # the kept peak in the bad tile takes the median's noise in its SNR
+    _, _, _, val, noise, snr = kern.noise_nms(resp, 32, mask, 200, 3.0, 2, 2, values=True)
+    _assert_peak_values(resp, grid, 32, rr, cc, val, noise, snr)
+    i = list(zip(rr.tolist(), cc.tolist())).index((21, 66))
+    raw = ref_tile_mad(resp, 32, mask, 200)
+    assert not np.isfinite(raw[21 // 32, 66 // 32])
+    assert noise[i] == np.median(raw[np.isfinite(raw) & (raw > 0)])
 
 
 def test_noise_nms_leaves_nans_and_empty_masks_to_the_steps(kern):
@@ -1140,6 +1182,9 @@ def test_noise_nms_more_peaks_than_first_buffer(kern):
     g, rr, cc = kern.noise_nms(resp, 16, None, 16, -1e9, 0, 2)  # every pixel a peak
     assert len(rr) == resp.size > 4096
     np.testing.assert_array_equal(rr, np.repeat(np.arange(100), 90))
+    g, rr, cc, val, noise, snr = kern.noise_nms(resp, 16, None, 16, -1e9, 0, 2, values=True)
+    assert len(val) == resp.size
+    _assert_peak_values(resp, g, 16, rr, cc, val, noise, snr)
 
 
 def test_nms_finite_reference_agrees_with_separable_one():

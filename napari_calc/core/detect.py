@@ -598,25 +598,28 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     min_count = max(16, tile * tile // 8)
     fused = None
     if _NOISE_NMS_KERNEL and _kernel_has("noise_nms"):
-        # the local noise, its fix-up below and the peaks in one pass over
-        # the response (each band's peaks while its rows are in cache); None
-        # where the kernel leaves it to the steps below (no valid tile, NaNs)
-        fused = _kernel.noise_nms(resp, tile, m8_c, min_count, float(p.threshold), radius, nthreads)
+        # the local noise, its fix-up below, the peaks and their values in
+        # one pass over the response (each band's peaks while its rows are
+        # in cache); None where the kernel leaves it to the steps below (no
+        # valid tile, NaNs)
+        fused = _kernel.noise_nms(resp, tile, m8_c, min_count, float(p.threshold), radius, nthreads,
+                                  values=True)
     if fused is not None:
-        grid, rr, cc = fused
+        grid, rr, cc, r_at, noise, snr = fused
         check("noise")
+        check("peaks")
     else:
         grid = _noise_grid(img, resp, m8_c, sig, tile, min_count, (r0, c0), box is not None, nthreads)
         check("noise")
         rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8_c, grid, tile, nthreads)
-    check("peaks")
-    if _kernel_has("peak_values"):
-        # the same gathers and division in one C pass
-        r_at, noise, snr, _ = _kernel.peak_values(resp, grid, tile, rr, cc, None, nthreads)
-    else:
-        noise = grid[rr // tile, cc // tile].astype(np.float64)
-        r_at = resp[rr, cc]
-        snr = r_at.astype(np.float64) / noise
+        check("peaks")
+        if _kernel_has("peak_values"):
+            # the same gathers and division in one C pass
+            r_at, noise, snr, _ = _kernel.peak_values(resp, grid, tile, rr, cc, None, nthreads)
+        else:
+            noise = grid[rr // tile, cc // tile].astype(np.float64)
+            r_at = resp[rr, cc]
+            snr = r_at.astype(np.float64) / noise
     if len(rr) > p.max_candidates:
         keep = _top_k(snr, p.max_candidates)
         rr, cc, snr, noise, r_at = rr[keep], cc[keep], snr[keep], noise[keep], r_at[keep]

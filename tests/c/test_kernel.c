@@ -775,6 +775,8 @@ static void noise_nms_steps(void)
             float *g1 = malloc(sizeof(float) * (size_t)gn), *g2 = malloc(sizeof(float) * (size_t)gn);
             float *good = malloc(sizeof(float) * (size_t)gn);
             int32_t *a = malloc(sizeof(int32_t) * 4 * n);
+            float *val = malloc(sizeof(float) * n);
+            double *noise = malloc(sizeof(double) * n), *snr = malloc(sizeof(double) * n);
             for (int radius = 0; radius <= 5; radius += 2)
                 for (int use_mask = 0; use_mask <= 1; use_mask++) {
                     const uint8_t *mk = use_mask ? m : NULL;
@@ -785,8 +787,9 @@ static void noise_nms_steps(void)
                     for (ptrdiff_t i = 0; i < gn; i++)
                         if (g1[i] > 0.0f && g1[i] <= 3.4e38f) good[ng++] = g1[i];
                     for (int t = 1; t <= 3; t++) {
+                        /* (the values asked for on the odd thread counts) */
                         ptrdiff_t nf = ncalc_noise_nms(x, rows, cols, mk, ld, tile, min_count, 0.5f, radius, g2,
-                                                       a, a + n, (ptrdiff_t)n, t);
+                                                       a, a + n, t % 2 ? val : NULL, (ptrdiff_t)n, t);
                         if (ng == 0) {
                             CHECK(nf == NCALC_EFALLBACK, "noise_nms no valid tile: %td", nf);
                             continue;
@@ -802,23 +805,38 @@ static void noise_nms_steps(void)
                         CHECK(nf == ns && nf >= 0, "noise_nms count %td %td", nf, ns);
                         for (ptrdiff_t i = 0; i < nf && nf == ns; i++)
                             CHECK(a[i] == a[2 * n + i] && a[n + i] == a[3 * n + i], "noise_nms peak %td", i);
+                        if (t % 2 && nf == ns && nf > 0) {
+                            /* the values read in the pass, and from them what
+                             * ncalc_peak_values gives reading resp itself */
+                            const ptrdiff_t gw = (cols + tile - 1) / tile;
+                            for (ptrdiff_t i = 0; i < nf; i++)
+                                CHECK(val[i] == x[a[i] * cols + a[n + i]], "noise_nms value %td", i);
+                            CHECK(ncalc_peak_values(NULL, rows, cols, g2, tile, NULL, a, a + n, nf, val, noise, snr,
+                                                    NULL, t) == NCALC_OK, "peak_values from values");
+                            for (ptrdiff_t i = 0; i < nf; i++) {
+                                const double g = (double)g2[(a[i] / tile) * gw + a[n + i] / tile];
+                                CHECK(noise[i] == g && snr[i] == (double)val[i] / g, "peak snr %td", i);
+                            }
+                        }
                         /* room for one peak: the total still comes back */
                         CHECK(ncalc_noise_nms(x, rows, cols, mk, ld, tile, min_count, 0.5f, radius, g2, a, a + n,
-                                              1, t) == ns, "noise_nms short buffer");
+                                              t % 2 ? val : NULL, 1, t) == ns, "noise_nms short buffer");
                     }
                 }
-            CHECK(ncalc_noise_nms(x, rows, cols, m, cols - 1, tile, 2, 0.5f, 1, g2, a, a + n, (ptrdiff_t)n, 1)
-                  == NCALC_EINVAL, "noise_nms ld < cols");
+            CHECK(ncalc_noise_nms(x, rows, cols, m, cols - 1, tile, 2, 0.5f, 1, g2, a, a + n, NULL, (ptrdiff_t)n,
+                                  1) == NCALC_EINVAL, "noise_nms ld < cols");
             x[n / 2] = NAN;
-            CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, tile, 2, 0.5f, 1, g2, a, a + n, (ptrdiff_t)n, 2)
+            CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, tile, 2, 0.5f, 1, g2, a, a + n, val, (ptrdiff_t)n, 2)
                   == NCALC_EFALLBACK, "noise_nms NaN");
             x[n / 2] = 0.0f;
-            free(g1); free(g2); free(good); free(a);
+            CHECK(ncalc_peak_values(NULL, rows, cols, g2, tile, (const uint8_t *)m, a, a + n, 0, val, noise, snr,
+                                    (int64_t *)a, 1) == NCALC_EINVAL, "peak_values scale without resp");
+            free(g1); free(g2); free(good); free(a); free(val); free(noise); free(snr);
         }
-        CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, 0, 2, 0.5f, 1, x, NULL, NULL, 0, 1) == NCALC_EINVAL,
-              "noise_nms tile 0");
-        CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, 4, 2, 0.5f, -1, x, NULL, NULL, 0, 1) == NCALC_EINVAL,
-              "noise_nms radius");
+        CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, 0, 2, 0.5f, 1, x, NULL, NULL, NULL, 0, 1)
+              == NCALC_EINVAL, "noise_nms tile 0");
+        CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, 4, 2, 0.5f, -1, x, NULL, NULL, NULL, 0, 1)
+              == NCALC_EINVAL, "noise_nms radius");
         free(x);
         free(m);
     }
