@@ -160,20 +160,23 @@ int ncalc_erode_l1(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t n
 }
 
 /* Flood fill from seed: every pixel 4-connected to it through pixels with
- * lab == from gets lab = to; returns their number. stack: rows cols words. */
-static ptrdiff_t flood(int32_t *lab, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t seed, int32_t from,
-                       int32_t to, ptrdiff_t *stack)
+ * lab == from gets lab = to; returns their number. lab is padded (row
+ * length w, a border that is neither from nor to), so no neighbour test
+ * needs the row and column (a division per pixel took most of the time).
+ * stack: room for every pixel. */
+static ptrdiff_t flood(int32_t *lab, ptrdiff_t w, ptrdiff_t seed, int32_t from, int32_t to,
+                       ptrdiff_t *stack)
 {
     ptrdiff_t top = 0, count = 0;
     lab[seed] = to;
     stack[top++] = seed;
     while (top > 0) {
-        const ptrdiff_t i = stack[--top], r = i / cols, c = i % cols;
+        const ptrdiff_t i = stack[--top];
         count++;
-        if (r > 0 && lab[i - cols] == from) { lab[i - cols] = to; stack[top++] = i - cols; }
-        if (r < rows - 1 && lab[i + cols] == from) { lab[i + cols] = to; stack[top++] = i + cols; }
-        if (c > 0 && lab[i - 1] == from) { lab[i - 1] = to; stack[top++] = i - 1; }
-        if (c < cols - 1 && lab[i + 1] == from) { lab[i + 1] = to; stack[top++] = i + 1; }
+        if (lab[i - w] == from) { lab[i - w] = to; stack[top++] = i - w; }
+        if (lab[i + w] == from) { lab[i + w] = to; stack[top++] = i + w; }
+        if (lab[i - 1] == from) { lab[i - 1] = to; stack[top++] = i - 1; }
+        if (lab[i + 1] == from) { lab[i + 1] = to; stack[top++] = i + 1; }
     }
     return count;
 }
@@ -181,9 +184,11 @@ static ptrdiff_t flood(int32_t *lab, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t s
 ptrdiff_t ncalc_largest_component(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, uint8_t *out)
 {
     if (!a || !out || rows < 1 || cols < 1 || rows > INT32_MAX / cols) return NCALC_EINVAL;
-    const ptrdiff_t n = rows * cols;
-    int32_t *lab = malloc(sizeof(int32_t) * (size_t)n);
-    ptrdiff_t *stack = malloc(sizeof(ptrdiff_t) * (size_t)n);
+    /* labels with a border of one pixel (PAD) around the image */
+    const int32_t PAD = -2;
+    const ptrdiff_t w = cols + 2, np = (rows + 2) * w;
+    int32_t *lab = malloc(sizeof(int32_t) * (size_t)np);
+    ptrdiff_t *stack = malloc(sizeof(ptrdiff_t) * (size_t)(rows * cols));
     if (!lab || !stack) {
         free(lab);
         free(stack);
@@ -191,27 +196,41 @@ ptrdiff_t ncalc_largest_component(const uint8_t *a, ptrdiff_t rows, ptrdiff_t co
     }
     /* -1: foreground not yet labelled, 0: background; components are
      * numbered from 1 in the raster order of their first pixel */
-    for (ptrdiff_t i = 0; i < n; i++) lab[i] = a[i] ? -1 : 0;
+    for (ptrdiff_t i = 0; i < w; i++) lab[i] = lab[np - w + i] = PAD;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        int32_t *l = lab + (r + 1) * w;
+        const uint8_t *ar = a + r * cols;
+        l[0] = l[cols + 1] = PAD;
+        for (ptrdiff_t c = 0; c < cols; c++) l[c + 1] = ar[c] ? -1 : 0;
+    }
     int32_t ncomp = 0, best = 0;
     ptrdiff_t best_size = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        if (lab[i] != -1) continue;
-        const ptrdiff_t size = flood(lab, rows, cols, i, -1, ++ncomp, stack);
-        if (size > best_size) { /* the first of the largest */
-            best_size = size;
-            best = ncomp;
+    for (ptrdiff_t r = 1; r <= rows; r++)
+        for (ptrdiff_t i = r * w + 1; i <= r * w + cols; i++) {
+            if (lab[i] != -1) continue;
+            const ptrdiff_t size = flood(lab, w, i, -1, ++ncomp, stack);
+            if (size > best_size) { /* the first of the largest */
+                best_size = size;
+                best = ncomp;
+            }
         }
-    }
     if (ncomp > 0) {
         /* background (everything but the kept component) reached from the
          * image border stays background; the rest (holes) is filled */
-        for (ptrdiff_t i = 0; i < n; i++) lab[i] = lab[i] == best ? 1 : 0;
-        for (ptrdiff_t i = 0; i < n; i++) {
-            const ptrdiff_t r = i / cols, c = i % cols;
-            if ((r == 0 || r == rows - 1 || c == 0 || c == cols - 1) && lab[i] == 0)
-                flood(lab, rows, cols, i, 0, 2, stack);
+        for (ptrdiff_t r = 1; r <= rows; r++)
+            for (ptrdiff_t i = r * w + 1; i <= r * w + cols; i++) lab[i] = lab[i] == best ? 1 : 0;
+        for (ptrdiff_t c = 1; c <= cols; c++) { /* the first and last rows */
+            if (lab[w + c] == 0) flood(lab, w, w + c, 0, 2, stack);
+            if (lab[rows * w + c] == 0) flood(lab, w, rows * w + c, 0, 2, stack);
         }
-        for (ptrdiff_t i = 0; i < n; i++) out[i] = lab[i] != 2;
+        for (ptrdiff_t r = 1; r <= rows; r++) { /* the first and last columns */
+            if (lab[r * w + 1] == 0) flood(lab, w, r * w + 1, 0, 2, stack);
+            if (lab[r * w + cols] == 0) flood(lab, w, r * w + cols, 0, 2, stack);
+        }
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            const int32_t *l = lab + (r + 1) * w + 1;
+            for (ptrdiff_t c = 0; c < cols; c++) out[r * cols + c] = l[c] != 2;
+        }
     }
     free(lab);
     free(stack);
