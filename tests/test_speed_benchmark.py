@@ -1,0 +1,34 @@
+"""``benchmarks/speed.py`` still runs: its quick mode (small images, one
+repeat, no stack, no scikit-image) end to end in a child process, the
+figures it writes, and the results it checks for 1 and 2 threads.
+
+No speed is asserted here: the targets are judged on the full-size run
+(docs/performance.md), never in the test suite.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_speed_benchmark_quick_run(tmp_path):
+    out = tmp_path / "speed.json"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick", "--no-stack",
+                          "--no-skimage", "--repeats", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    fig = json.loads(out.read_text())
+    for key in ("big.copy", "big.detect", "big.cv", "big.detect1", "big.detect2", "mid.detect",
+                "ratio:big: detect / OpenCV bare DoG", "ratio:detect speed-up 1 -> 2 threads"):
+        assert fig[key] > 0, key
+    assert fig["identical_1_2_threads"] is True
+    assert fig["n_calcifications"] > 0
+    # (NaN only where the child may not reset its peak RSS: /proc/self/clear_refs)
+    bpp = fig["big.bytes_per_pixel"]
+    assert bpp > 0 or (math.isnan(bpp) and not Path("/proc/self/clear_refs").exists())
+    assert fig["big.faults_per_call"] >= 0
+    assert "minor page faults per detect call" in res.stdout
