@@ -22,7 +22,8 @@ The pipeline, for each 2-D image (each slice of a stack):
    response exceeds ``threshold`` times the local noise (a deliberately
    low threshold: the score decides), at most ``max_candidates``. Steps 4
    and 5 run in one pass over the response (``_kernel.noise_nms``: each
-   band of tiles is searched for peaks while its rows are in cache).
+   band of tiles is searched for peaks, and their values read, while its
+   rows are in cache).
 6. **Candidate measurements** (C kernel, around each candidate only):
    contrast, ring background and its spread, peak, half-maximum area and
    elongation; the Gaussian-smoothed value and Hessian at the candidate's
