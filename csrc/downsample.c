@@ -272,3 +272,69 @@ int ncalc_plane_mean(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t pla
     }
     return NCALC_OK;
 }
+
+/* First nonzero byte of m[0 .. n-1], or n (eight bytes at a time). */
+static ptrdiff_t first_set(const uint8_t *m, ptrdiff_t n)
+{
+    ptrdiff_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+        uint64_t w;
+        memcpy(&w, m + c, 8);
+        if (w) break;
+    }
+    while (c < n && !m[c]) c++;
+    return c;
+}
+
+/* One past the last nonzero byte of m[0 .. n-1], or 0. */
+static ptrdiff_t last_set(const uint8_t *m, ptrdiff_t n)
+{
+    ptrdiff_t c = n;
+    for (; c >= 8; c -= 8) {
+        uint64_t w;
+        memcpy(&w, m + c - 8, 8);
+        if (w) break;
+    }
+    while (c > 0 && !m[c - 1]) c--;
+    return c;
+}
+
+int ncalc_mask_row_ranges(const uint8_t *mask, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t mask_ld,
+                          int pad, int32_t *lo, int32_t *hi, int nthreads)
+{
+    if (!mask || !lo || !hi || rows < 1 || cols < 1 || mask_ld < cols || pad < 0 || cols > INT32_MAX)
+        return NCALC_EINVAL;
+    int32_t *f = malloc(sizeof(int32_t) * 2 * (size_t)rows);
+    if (!f) return NCALC_ENOMEM;
+    int32_t *g = f + rows;
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+    /* each row's first and one-past-last set column ((cols, 0) when none) */
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const uint8_t *m = mask + r * mask_ld;
+        const ptrdiff_t a = first_set(m, cols);
+        f[r] = (int32_t)a;
+        g[r] = (int32_t)(a < cols ? last_set(m, cols) : 0);
+    }
+    const ptrdiff_t p = pad < rows ? pad : rows;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        ptrdiff_t a = cols, b = 0;
+        const ptrdiff_t r0 = r - p < 0 ? 0 : r - p, r1 = r + p >= rows ? rows - 1 : r + p;
+        for (ptrdiff_t q = r0; q <= r1; q++) {
+            if (f[q] < a) a = f[q];
+            if (g[q] > b) b = g[q];
+        }
+        if (a >= b) {
+            lo[r] = hi[r] = 0;
+        } else {
+            a -= pad;
+            b += pad;
+            lo[r] = (int32_t)(a < 0 ? 0 : a);
+            hi[r] = (int32_t)(b > cols ? cols : b);
+        }
+    }
+    free(f);
+    return NCALC_OK;
+}

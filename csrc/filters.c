@@ -627,31 +627,37 @@ NCALC_INLINE void merge_pairs(const float *restrict t, const uint8_t *restrict c
 }
 
 /* Merge row r of the bilinearly upsampled coarse response into resp/scale
- * (strictly larger wins, with scale cscale[r/2][c/2]): each pair of
- * columns straight from the coarse row (merge_pairs), without writing the
- * upsampled row first. trow: ccols floats of scratch (odd rows: the mean
- * of two coarse rows). fine >= 0: the fine scale is that constant (sc is
- * only written), else sc is read. */
+ * (strictly larger wins, with scale cscale[r/2][c/2]) at columns [a, b)
+ * (a even; b even or cols): each pair of columns straight from the coarse
+ * row (merge_pairs), without writing the upsampled row first. It reads
+ * the coarse nodes [a / 2, min(ccols, b / 2 + 1)) of row r / 2 (and of the
+ * next row when r is odd). trow: ccols floats of scratch (odd rows: the
+ * mean of two coarse rows). fine >= 0: the fine scale is that constant
+ * (sc is only written), else sc is read. */
 NCALC_CLONES
-static void merge_up_row_v(ptrdiff_t r, ptrdiff_t cols, const float *cresp, const uint8_t *cscale,
-                           ptrdiff_t crows, ptrdiff_t ccols, float *restrict trow,
-                           float *restrict out, uint8_t *restrict sc, int fine)
+static void merge_up_row_v(ptrdiff_t r, ptrdiff_t cols, ptrdiff_t a, ptrdiff_t b, const float *cresp,
+                           const uint8_t *cscale, ptrdiff_t crows, ptrdiff_t ccols,
+                           float *restrict trow, float *restrict out, uint8_t *restrict sc, int fine)
 {
     ptrdiff_t j0 = r >> 1;
-    const float *restrict a = cresp + j0 * ccols;
-    const float *restrict t = a;
+    const ptrdiff_t la = a >> 1, lb = (b >> 1) + 1 < ccols ? (b >> 1) + 1 : ccols;
+    const float *restrict ra = cresp + j0 * ccols;
+    const float *restrict t = ra;
     if ((r & 1) && j0 + 1 < crows) {
-        const float *restrict bb = a + ccols;
-        for (ptrdiff_t l = 0; l < ccols; l++) trow[l] = 0.5f * (a[l] + bb[l]);
+        const float *restrict rb = ra + ccols;
+        for (ptrdiff_t l = la; l < lb; l++) trow[l] = 0.5f * (ra[l] + rb[l]);
         t = trow;
     }
     const uint8_t *restrict cs = cscale + j0 * ccols;
     const ptrdiff_t inner = cols / 2 < ccols - 1 ? cols / 2 : ccols - 1;
-    if (fine >= 0)
-        merge_pairs(t, cs, inner, out, sc, 0, (uint8_t)fine);
-    else
-        merge_pairs(t, cs, inner, out, sc, 1, 0);
-    for (ptrdiff_t c = 2 * inner; c < cols; c++) { /* past the last node: that node */
+    const ptrdiff_t pe = inner < (b >> 1) ? inner : (b >> 1); /* the pairs [la, pe) */
+    if (pe > la) {
+        if (fine >= 0)
+            merge_pairs(t + la, cs + la, pe - la, out + 2 * la, sc + 2 * la, 0, (uint8_t)fine);
+        else
+            merge_pairs(t + la, cs + la, pe - la, out + 2 * la, sc + 2 * la, 1, 0);
+    }
+    for (ptrdiff_t c = 2 * pe > a ? 2 * pe : a; c < b; c++) { /* past the last node: that node */
         const float u = t[c >> 1], o = out[c];
         out[c] = u > o ? u : o;
         if (u > o) sc[c] = cs[c >> 1];
@@ -807,20 +813,57 @@ static void u16_to_float(const uint16_t *restrict src, ptrdiff_t n, float *restr
     for (ptrdiff_t c = 0; c < n; c++) d[c] = (float)src[c];
 }
 
-/* One row of a level of the octave DoG: rp[-rmax .. rmax] are the float
- * input rows around it (reflected at the borders). Writes resp/scale (pair
- * index + offset; scale may be NULL) over cols, and when lowrow is given
- * the last scale's values at even columns. */
-NCALC_CLONES
-static void oct_row(const float *const *rp, ptrdiff_t cols, const bank_t *b, work_t *t,
-                    float *resp, uint8_t *scale, int offset, float *lowrow)
+/* The columns [*va, *vb) of a row's vertical pass (radius R) that its
+ * outputs [a, b) (0 <= a < b <= cols) need: those the horizontal pass
+ * reads, and at an image edge those the reflection reads. */
+static void vert_range(ptrdiff_t a, ptrdiff_t b, int R, ptrdiff_t cols, ptrdiff_t *va, ptrdiff_t *vb)
 {
-    for (int i = 0; i < b->n; i++) {
-        oct_vert(rp, b->w[i], b->radius[i], cols, t->v[i]);
-        pad_row(t->v[i], cols, b->radius[i]);
+    ptrdiff_t lo = a - R, hi = b + R;
+    if (lo <= 0) {
+        lo = 0;
+        if (hi < R + 1) hi = R + 1;
     }
-    for (ptrdiff_t c0 = 0; c0 < cols; c0 += NCALC_BLK) {
-        ptrdiff_t nb = cols - c0 < NCALC_BLK ? cols - c0 : NCALC_BLK;
+    if (hi >= cols) {
+        hi = cols;
+        if (lo > cols - R - 1) lo = cols - R - 1 > 0 ? cols - R - 1 : 0;
+    }
+    *va = lo;
+    *vb = hi;
+}
+
+/* pad_row's two sides apart (the same values). */
+NCALC_INLINE void pad_left(float *v, ptrdiff_t cols, int radius)
+{
+    for (ptrdiff_t k = 1; k <= radius; k++) v[-k] = v[reflect_index(-k, cols)];
+}
+
+NCALC_INLINE void pad_right(float *v, ptrdiff_t cols, int radius)
+{
+    for (ptrdiff_t k = 1; k <= radius; k++) v[cols - 1 + k] = v[reflect_index(cols - 1 + k, cols)];
+}
+
+/* One row of a level of the octave DoG at columns [a, b) (a even, a < b <=
+ * cols): rp[-rmax .. rmax] (rmax <= 8) are the float input rows around it
+ * (reflected at the borders), read at the columns of vert_range. Writes
+ * resp/scale (pair index + offset; scale may be NULL) over [a, b), and when
+ * lowrow is given the last scale's values at the even columns there
+ * (lowrow[c / 2]). Each value is the same whatever [a, b). */
+NCALC_CLONES
+static void oct_row(const float *const *rp, ptrdiff_t cols, ptrdiff_t a, ptrdiff_t b_end, const bank_t *b,
+                    work_t *t, float *resp, uint8_t *scale, int offset, float *lowrow)
+{
+    const float *sh[2 * 8 + 1];
+    for (int i = 0; i < b->n; i++) {
+        const int R = b->radius[i];
+        ptrdiff_t va, vb;
+        vert_range(a, b_end, R, cols, &va, &vb);
+        for (int k = -R; k <= R; k++) sh[k + R] = rp[k] + va;
+        oct_vert(sh + R, b->w[i], R, vb - va, t->v[i] + va);
+        if (va == 0) pad_left(t->v[i], cols, R);
+        if (vb == cols) pad_right(t->v[i], cols, R);
+    }
+    for (ptrdiff_t c0 = a; c0 < b_end; c0 += NCALC_BLK) {
+        ptrdiff_t nb = b_end - c0 < NCALC_BLK ? b_end - c0 : NCALC_BLK;
         float *hp = t->h0;
         float *mx = t->m0, *mx2 = t->m1;
         int32_t *bi = t->bi, *bi2 = t->bi + NCALC_BLK;
@@ -854,49 +897,196 @@ static void oct_row(const float *const *rp, ptrdiff_t cols, const bank_t *b, wor
     }
 }
 
-/* One level of the octave DoG. x: the level image (rows x cols of dtype,
- * row r starting at x + r ld); o: its first pair; base: the full-resolution sigma x is already smoothed
- * with (0 at level 0); f: 2^level; levels: how many more levels may follow. */
-static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
-                     const double *s, int n, int o, double base, double f, double truncate,
-                     double split, int levels, float *resp, uint8_t *scale, int nt)
+/* A level of the octave DoG (see ncalc_dog_octaves in ncalc.h): its
+ * Gaussians o .. e, its size and its bank. With column ranges, per row r
+ * of the level, [nlo[r], nhi[r]) are the columns whose response must be
+ * exact once the coarser levels are merged (need), [olo[r], ohi[r]) those
+ * the row kernel computes (need, and at even rows the next level's input
+ * there), and [ilo[q], ihi[q]) the columns of input row q the vertical
+ * passes read. Empty ranges are (0, 0). */
+typedef struct {
+    int o, e, fused;
+    ptrdiff_t rows, cols;
+    bank_t b;
+    int32_t *nlo, *nhi, *olo, *ohi, *ilo, *ihi; /* one block; NULL without ranges */
+} oct_lvl_t;
+
+/* levels: at most max_levels (<= 16) + 1 */
+#define NCALC_OCT_LEVELS 17
+
+static void oct_free(oct_lvl_t *lv, int nlev)
 {
-    int e = n - 1;
-    if (levels > 0 && rows >= NCALC_OCT_MIN_SIDE && cols >= NCALC_OCT_MIN_SIDE)
-        for (int i = o + 1; i <= n - 2; i++)
-            if (s[i] >= split * f) { e = i; break; }
-    int ng = e - o + 1; /* Gaussians o .. e, pairs o .. e-1 */
-    double *t = malloc(sizeof(double) * (size_t)ng);
-    if (!t) return NCALC_ENOMEM;
-    for (int i = o; i <= e; i++) {
-        double d = s[i] * s[i] - base * base;
-        t[i - o] = i == o && o > 0 ? 0.0 : sqrt(d > 0 ? d : 0.0) / f;
+    for (int L = 0; L < nlev; L++) {
+        bank_free(&lv[L].b);
+        free(lv[L].nlo);
     }
-    bank_t b = {0, 0, NULL, NULL};
-    int status = bank_init(&b, t, ng, truncate);
-    free(t);
-    if (status != NCALC_OK) return status;
-    /* The fused row kernel (oct_row) has its tap loops unrolled for radii
-     * up to 8; beyond, its generic loop is up to 7x slower than dog_row's
-     * vertical bank (measured with truncate 4 at 0.035-0.1 mm; see
-     * docs/performance.md), so longer kernels take dog_row. Both give the
-     * same bits. */
-    const int fused = b.rmax <= 8;
+}
+
+/* The levels of the definition: sizes, Gaussians and banks (lv[0 ..
+ * *nlev - 1]; oct_free frees them, also after a failure). */
+static int oct_plan(const double *s, int n, ptrdiff_t rows, ptrdiff_t cols, double truncate,
+                    double split, int max_levels, oct_lvl_t *lv, int *nlev)
+{
+    int o = 0, levels = max_levels;
+    double base = 0.0, f = 1.0;
+    *nlev = 0;
+    for (int L = 0; L < NCALC_OCT_LEVELS; L++) {
+        oct_lvl_t *l = &lv[L];
+        memset(l, 0, sizeof(*l));
+        (*nlev)++;
+        int e = n - 1;
+        if (levels > 0 && rows >= NCALC_OCT_MIN_SIDE && cols >= NCALC_OCT_MIN_SIDE)
+            for (int i = o + 1; i <= n - 2; i++)
+                if (s[i] >= split * f) { e = i; break; }
+        const int ng = e - o + 1; /* Gaussians o .. e, pairs o .. e-1 */
+        double *t = malloc(sizeof(double) * (size_t)ng);
+        if (!t) return NCALC_ENOMEM;
+        for (int i = o; i <= e; i++) {
+            double d = s[i] * s[i] - base * base;
+            t[i - o] = i == o && o > 0 ? 0.0 : sqrt(d > 0 ? d : 0.0) / f;
+        }
+        int status = bank_init(&l->b, t, ng, truncate);
+        free(t);
+        if (status != NCALC_OK) return status;
+        l->o = o;
+        l->e = e;
+        l->rows = rows;
+        l->cols = cols;
+        /* The fused row kernel (oct_row) has its tap loops unrolled for radii
+         * up to 8; beyond, its generic loop is up to 7x slower than dog_row's
+         * vertical bank (measured with truncate 4 at 0.035-0.1 mm; see
+         * docs/performance.md), so longer kernels take dog_row. Both give the
+         * same bits. */
+        l->fused = l->b.rmax <= 8;
+        if (e == n - 1) return NCALC_OK;
+        rows = (rows + 1) / 2;
+        cols = (cols + 1) / 2;
+        o = e;
+        base = s[e];
+        f *= 2.0;
+        levels--;
+    }
+    return NCALC_EINVAL; /* not reached: levels <= 16 */
+}
+
+/* [lo, hi) grown to hold [a, b) (a < b); empty as (cols, 0) while building. */
+static inline void hull(int32_t *lo, int32_t *hi, ptrdiff_t a, ptrdiff_t b)
+{
+    if (a < *lo) *lo = (int32_t)a;
+    if (b > *hi) *hi = (int32_t)b;
+}
+
+/* A range made even at both ends (b may stay cols), or (0, 0) when empty. */
+static inline void even_out(int32_t *lo, int32_t *hi, ptrdiff_t cols)
+{
+    if (*lo >= *hi) {
+        *lo = *hi = 0;
+        return;
+    }
+    *lo &= ~1;
+    if ((*hi & 1) && *hi < cols) (*hi)++;
+}
+
+/* The ranges of every level from the caller's (lo, hi), clipped, at level 0. */
+static int oct_ranges(oct_lvl_t *lv, int nlev, const int32_t *lo, const int32_t *hi)
+{
+    for (int L = 0; L < nlev; L++) {
+        oct_lvl_t *l = &lv[L];
+        const size_t nr = (size_t)l->rows;
+        l->nlo = malloc(sizeof(int32_t) * 6 * nr);
+        if (!l->nlo) return NCALC_ENOMEM;
+        l->nhi = l->nlo + nr;
+        l->olo = l->nhi + nr;
+        l->ohi = l->olo + nr;
+        l->ilo = l->ohi + nr;
+        l->ihi = l->ilo + nr;
+    }
+    /* need, from the top: the merge at level L reads the coarse nodes of
+     * merge_up_row_v */
+    for (ptrdiff_t r = 0; r < lv[0].rows; r++) {
+        ptrdiff_t a = lo[r] < 0 ? 0 : lo[r], b = hi[r] > lv[0].cols ? lv[0].cols : hi[r];
+        lv[0].nlo[r] = (int32_t)a;
+        lv[0].nhi[r] = (int32_t)b;
+        even_out(&lv[0].nlo[r], &lv[0].nhi[r], lv[0].cols);
+    }
+    for (int L = 0; L + 1 < nlev; L++) {
+        const oct_lvl_t *l = &lv[L];
+        oct_lvl_t *c = &lv[L + 1];
+        for (ptrdiff_t j = 0; j < c->rows; j++) {
+            c->nlo[j] = (int32_t)c->cols;
+            c->nhi[j] = 0;
+        }
+        for (ptrdiff_t r = 0; r < l->rows; r++) {
+            if (l->nlo[r] >= l->nhi[r]) continue;
+            const ptrdiff_t a = l->nlo[r] >> 1;
+            const ptrdiff_t b = (l->nhi[r] >> 1) + 1 < c->cols ? (l->nhi[r] >> 1) + 1 : c->cols;
+            const ptrdiff_t j0 = r >> 1;
+            hull(&c->nlo[j0], &c->nhi[j0], a, b);
+            if ((r & 1) && j0 + 1 < c->rows) hull(&c->nlo[j0 + 1], &c->nhi[j0 + 1], a, b);
+        }
+        for (ptrdiff_t j = 0; j < c->rows; j++) even_out(&c->nlo[j], &c->nhi[j], c->cols);
+    }
+    /* out and in, from the bottom: a level computes its need and, at even
+     * rows, what the next level reads of its input there */
+    for (int L = nlev - 1; L >= 0; L--) {
+        oct_lvl_t *l = &lv[L];
+        const int rm = l->b.rmax;
+        for (ptrdiff_t r = 0; r < l->rows; r++) {
+            l->olo[r] = l->nlo[r] < l->nhi[r] ? l->nlo[r] : (int32_t)l->cols;
+            l->ohi[r] = l->nlo[r] < l->nhi[r] ? l->nhi[r] : 0;
+            if (L + 1 < nlev && !(r & 1)) {
+                const oct_lvl_t *c = &lv[L + 1];
+                const ptrdiff_t q = r >> 1;
+                if (c->ilo[q] < c->ihi[q])
+                    hull(&l->olo[r], &l->ohi[r], 2 * (ptrdiff_t)c->ilo[q],
+                         2 * (ptrdiff_t)c->ihi[q] < l->cols ? 2 * (ptrdiff_t)c->ihi[q] : l->cols);
+            }
+            even_out(&l->olo[r], &l->ohi[r], l->cols);
+            l->ilo[r] = (int32_t)l->cols;
+            l->ihi[r] = 0;
+        }
+        for (ptrdiff_t r = 0; r < l->rows; r++) {
+            if (l->olo[r] >= l->ohi[r]) continue;
+            ptrdiff_t va, vb;
+            vert_range(l->olo[r], l->ohi[r], rm, l->cols, &va, &vb);
+            for (int k = -rm; k <= rm; k++) {
+                const ptrdiff_t q = reflect_index(r + k, l->rows);
+                hull(&l->ilo[q], &l->ihi[q], va, vb);
+            }
+        }
+        for (ptrdiff_t q = 0; q < l->rows; q++)
+            if (l->ilo[q] >= l->ihi[q]) l->ilo[q] = l->ihi[q] = 0;
+    }
+    return NCALC_OK;
+}
+
+/* Level L of the octave DoG and, below it, the coarser ones. x: the level
+ * image (rows x cols of dtype, row r starting at x + r ld). With the
+ * levels' ranges (oct_ranges), only their columns are computed; the rest of
+ * resp and scale is left as it was. */
+static int oct_run(const oct_lvl_t *lv, int nlev, int L, const void *x, int dtype, ptrdiff_t ld,
+                   float *resp, uint8_t *scale, int nt)
+{
+    const oct_lvl_t *l = &lv[L];
+    const bank_t *bk = &l->b;
+    const ptrdiff_t rows = l->rows, cols = l->cols;
+    const int o = l->o, fused = l->fused, last = L == nlev - 1;
     /* a single pair here, and a coarser level to merge: the scale here is o
      * everywhere, written by the merge only */
-    const int fine = fused && ng == 2 && e < n - 1 ? o : -1;
+    const int fine = fused && l->e - o == 1 && !last ? o : -1;
+    int status = NCALC_OK;
 
     ptrdiff_t crows = (rows + 1) / 2, ccols = (cols + 1) / 2;
     float *low = NULL;
-    if (e < n - 1) {
+    if (!last) {
         low = ncalc_buffer_get(sizeof(float) * (size_t)crows * (size_t)ccols);
-        if (!low) { bank_free(&b); return NCALC_ENOMEM; }
+        if (!low) return NCALC_ENOMEM;
     }
     (void)nt;
 #pragma omp parallel num_threads(nt)
     {
         work_t w;
-        const int rm = b.rmax, nslots = 2 * b.rmax + 1;
+        const int rm = bk->rmax, nslots = 2 * bk->rmax + 1;
         /* row pointers rp[-rmax .. rmax]; uint16 rows converted to float once
          * each into nslots slots (slot = row % nslots: the rows one output
          * row needs lie within 2 rmax + 1 consecutive indices), tag = row */
@@ -907,7 +1097,7 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
             cache = malloc(sizeof(float) * (size_t)nslots * (size_t)cols);
             tag = malloc(sizeof(ptrdiff_t) * (size_t)nslots);
         }
-        int ok = work_init(&w, &b, cols);
+        int ok = work_init(&w, bk, cols);
         if (fused && (!rpm || (dtype == NCALC_U16 && (!cache || !tag)))) {
             if (ok) work_free(&w);
             ok = 0;
@@ -921,9 +1111,11 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
 #pragma omp for schedule(dynamic, 32)
         for (ptrdiff_t r = 0; r < rows; r++) {
             if (!ok) continue;
+            const ptrdiff_t a = l->olo ? l->olo[r] : 0, b = l->olo ? l->ohi[r] : cols;
+            if (a >= b) continue;
             float *lr = low && !(r & 1) ? low + (r >> 1) * ccols : NULL;
-            if (!fused) {
-                dog_row(x, dtype, rows, cols, ld, r, &b, &w, resp + r * cols, scale + r * cols, o, NULL,
+            if (!fused) { /* (no ranges: every level is fused when there are) */
+                dog_row(x, dtype, rows, cols, ld, r, bk, &w, resp + r * cols, scale + r * cols, o, NULL,
                         NULL, lr);
                 continue;
             }
@@ -933,7 +1125,8 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
                     const ptrdiff_t sl = q % nslots;
                     float *restrict d = cache + sl * cols;
                     if (tag[sl] != q) {
-                        u16_to_float((const uint16_t *)x + q * ld, cols, d);
+                        const ptrdiff_t ca = l->ilo ? l->ilo[q] : 0, cb = l->ilo ? l->ihi[q] : cols;
+                        u16_to_float((const uint16_t *)x + q * ld + ca, cb - ca, d + ca);
                         tag[sl] = q;
                     }
                     rpm[k + rm] = d;
@@ -941,7 +1134,7 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
                     rpm[k + rm] = (const float *)x + q * ld;
                 }
             }
-            oct_row(rpm + rm, cols, &b, &w, resp + r * cols, fine >= 0 ? NULL : scale + r * cols, o,
+            oct_row(rpm + rm, cols, a, b, bk, &w, resp + r * cols, fine >= 0 ? NULL : scale + r * cols, o,
                     lr);
         }
         if (ok) work_free(&w);
@@ -949,7 +1142,6 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
         free(cache);
         free(tag);
     }
-    bank_free(&b);
     if (status != NCALC_OK || !low) { ncalc_buffer_put(low); return status; }
 
     size_t cn = (size_t)crows * (size_t)ccols;
@@ -957,8 +1149,7 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
     uint8_t *cscale = ncalc_buffer_get(cn);
     if (!cresp || !cscale) status = NCALC_ENOMEM;
     if (status == NCALC_OK)
-        status = oct_level(low, NCALC_F32, crows, ccols, ccols, s, n, e, s[e], 2.0 * f, truncate, split,
-                           levels - 1, cresp, cscale, nt);
+        status = oct_run(lv, nlev, L + 1, low, NCALC_F32, ccols, cresp, cscale, nt);
     ncalc_buffer_put(low);
     if (status == NCALC_OK) {
 #pragma omp parallel num_threads(nt)
@@ -971,8 +1162,10 @@ static int oct_level(const void *x, int dtype, ptrdiff_t rows, ptrdiff_t cols, p
 #pragma omp for schedule(dynamic, 32)
             for (ptrdiff_t r = 0; r < rows; r++) {
                 if (!buf) continue;
-                merge_up_row_v(r, cols, cresp, cscale, crows, ccols, buf, resp + r * cols, scale + r * cols,
-                               fine);
+                const ptrdiff_t a = l->nlo ? l->nlo[r] : 0, b = l->nlo ? l->nhi[r] : cols;
+                if (a < b)
+                    merge_up_row_v(r, cols, a, b, cresp, cscale, crows, ccols, buf, resp + r * cols,
+                                   scale + r * cols, fine);
             }
             free(buf);
         }
@@ -994,17 +1187,35 @@ int ncalc_dog_octaves_ld(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t c
                          const double *sigmas, int nsigmas, double truncate, double split_sigma,
                          int max_levels, float *resp, uint8_t *scale, int nthreads)
 {
+    return ncalc_dog_octaves_rows(img, dtype, rows, cols, ld, sigmas, nsigmas, truncate, split_sigma,
+                                  max_levels, NULL, NULL, resp, scale, nthreads);
+}
+
+int ncalc_dog_octaves_rows(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                           const double *sigmas, int nsigmas, double truncate, double split_sigma,
+                           int max_levels, const int32_t *lo, const int32_t *hi, float *resp,
+                           uint8_t *scale, int nthreads)
+{
     if (!check_image(img, dtype, rows, cols) || ld < cols || !resp ||
         !check_sigmas(sigmas, nsigmas) || !(truncate > 0) || max_levels < 0 || max_levels > 16 ||
-        !(split_sigma > 0))
+        !(split_sigma > 0) || (!lo) != (!hi) || cols > INT32_MAX / 2)
         return NCALC_EINVAL;
+    const int nt = resolve_threads(nthreads);
     uint8_t *sc = scale;
     if (!sc) {
         sc = ncalc_buffer_get((size_t)rows * (size_t)cols);
         if (!sc) return NCALC_ENOMEM;
     }
-    int st = oct_level(img, dtype, rows, cols, ld, sigmas, nsigmas, 0, 0.0, 1.0, truncate,
-                       split_sigma, max_levels, resp, sc, resolve_threads(nthreads));
+    oct_lvl_t lv[NCALC_OCT_LEVELS];
+    int nlev = 0;
+    int st = oct_plan(sigmas, nsigmas, rows, cols, truncate, split_sigma, max_levels, lv, &nlev);
+    int fused = 1;
+    for (int L = 0; L < nlev; L++) fused &= lv[L].fused;
+    /* only the ranges' columns computed when every level has the fused row
+     * kernel (dog_row computes whole rows; then every pixel is written) */
+    if (st == NCALC_OK && lo && fused) st = oct_ranges(lv, nlev, lo, hi);
+    if (st == NCALC_OK) st = oct_run(lv, nlev, 0, img, dtype, ld, resp, sc, nt);
+    oct_free(lv, nlev);
     if (sc != scale) ncalc_buffer_put(sc);
     return st;
 }

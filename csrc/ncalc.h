@@ -303,6 +303,35 @@ int ncalc_dog_octaves_ld(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t c
                          int max_levels, float *resp, uint8_t *scale, int nthreads);
 
 /*
+ * ncalc_dog_octaves_ld where only some pixels are wanted: for each row r,
+ * the columns lo[r] <= c < hi[r] (clipped to [0, cols); lo[r] >= hi[r]:
+ * none). There resp and scale are exactly those of ncalc_dog_octaves_ld.
+ * Each level computes only the columns those pixels depend on (through
+ * the merges of the coarser levels and the decimated images), so the cost
+ * follows the wanted area rather than the rectangle. Elsewhere resp and
+ * scale may or may not be written: they hold what they held before, or
+ * the response, or (a column or two from a range) an unmerged value, and
+ * are not to be used. lo and hi both NULL: every pixel
+ * (ncalc_dog_octaves_ld). When some level's kernel is longer than the
+ * fused row kernel takes (radius > 8), every pixel is computed. Needs
+ * cols <= INT32_MAX / 2.
+ */
+int ncalc_dog_octaves_rows(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                           const double *sigmas, int nsigmas, double truncate, double split_sigma,
+                           int max_levels, const int32_t *lo, const int32_t *hi, float *resp,
+                           uint8_t *scale, int nthreads);
+
+/*
+ * The column ranges of a mask grown by pad pixels (a square of side
+ * 2 pad + 1): for each row r, [lo[r], hi[r]) is the smallest range holding
+ * every column c with mask[r'][c'] != 0 for some |r' - r| <= pad and
+ * |c' - c| <= pad, clipped to [0, cols); (0, 0) when there is none. Row r of
+ * the mask starts at mask + r mask_ld (mask_ld >= cols). Rows in parallel.
+ */
+int ncalc_mask_row_ranges(const uint8_t *mask, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t mask_ld,
+                          int pad, int32_t *lo, int32_t *hi, int nthreads);
+
+/*
  * Samples of the noise-level function (napari_calc.core.score.
  * noise_level_function), exactly NumPy's float32 arithmetic. img: planes
  * images of rows x cols (rows >= 3, cols >= 3) of dtype, row r of plane p

@@ -402,14 +402,35 @@ def dog_pyramid(cnp.ndarray img not None, sigmas, double truncate=4.0, double sp
 
 
 cdef extern from "ncalc.h" nogil:
-    int ncalc_dog_octaves_ld(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
-                             Py_ssize_t ld, const double *sigmas, int nsigmas, double truncate,
-                             double split_sigma, int max_levels, float *resp, uint8_t *scale,
-                             int nthreads)
+    int ncalc_dog_octaves_rows(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
+                               Py_ssize_t ld, const double *sigmas, int nsigmas, double truncate,
+                               double split_sigma, int max_levels, const int32_t *lo,
+                               const int32_t *hi, float *resp, uint8_t *scale, int nthreads)
+    int ncalc_mask_row_ranges(const uint8_t *mask, Py_ssize_t rows, Py_ssize_t cols,
+                              Py_ssize_t mask_ld, int pad, int32_t *lo, int32_t *hi, int nthreads)
+
+
+def mask_row_ranges(mask not None, int pad=0, int nthreads=0):
+    """Per row, the column range ``[lo, hi)`` of a 2-D uint8 mask (rows
+    contiguous) grown by ``pad`` pixels in every direction: ``(lo, hi)``,
+    two int32 arrays, (0, 0) for a row with nothing near it (see
+    ncalc_mask_row_ranges in csrc/ncalc.h)."""
+    cdef const uint8_t[:, :] mv = mask
+    cdef Py_ssize_t rows = mv.shape[0], cols = mv.shape[1]
+    if rows < 1 or cols < 1:
+        raise ValueError("napari-calc kernel: invalid argument")
+    cdef Py_ssize_t ld = _mask_pitch(mv, rows, cols)
+    cdef cnp.ndarray[cnp.int32_t, ndim=1] lo = np.empty(rows, np.int32)
+    cdef cnp.ndarray[cnp.int32_t, ndim=1] hi = np.empty(rows, np.int32)
+    cdef int st
+    with nogil:
+        st = ncalc_mask_row_ranges(&mv[0, 0], rows, cols, ld, pad, &lo[0], &hi[0], nthreads)
+    _check(st)
+    return lo, hi
 
 
 def dog_octaves(cnp.ndarray img not None, sigmas, double truncate=4.0, double split_sigma=1.9,
-                int max_levels=16, int nthreads=0, out=None):
+                int max_levels=16, int nthreads=0, out=None, ranges=None):
     """Multi-scale DoG on a SIFT-like octave pyramid: pair i is computed
     at level L (grid 2^L pixels) while sigmas[i] < split_sigma * 2^L, each
     level being the previous level's last Gaussian decimated 2x, and the
@@ -419,7 +440,11 @@ def dog_octaves(cnp.ndarray img not None, sigmas, double truncate=4.0, double sp
     C-contiguous image (rows contiguous, no copy): the result is that of a
     copy. out: an optional (resp, scale) pair of C-contiguous float32 and
     uint8 arrays of img's shape to write into (memory reused across calls
-    costs no page faults); they are returned."""
+    costs no page faults); they are returned. ranges: an optional (lo, hi)
+    pair of int32 arrays, one entry per row: only columns lo[r] <= c < hi[r]
+    of row r are wanted (the same values there), and only what they depend
+    on is computed; the rest of resp and scale is not to be used (it may
+    hold what out held before; see ncalc_dog_octaves_rows)."""
     cdef Py_ssize_t ld = _row_pitch(img)
     cdef int dt = _pixel_code(img)
     cdef Py_ssize_t rows = img.shape[0], cols = img.shape[1]
@@ -439,12 +464,20 @@ def dog_octaves(cnp.ndarray img not None, sigmas, double truncate=4.0, double sp
                 or not scale.flags.writeable):
             raise ValueError("napari-calc kernel: out must be writeable C-contiguous arrays of "
                              "the image's shape")
+    cdef const int32_t[::1] lov, hiv
+    cdef const int32_t *plo = NULL
+    cdef const int32_t *phi = NULL
+    if ranges is not None:
+        lov, hiv = ranges
+        if lov.shape[0] != rows or hiv.shape[0] != rows:
+            raise ValueError("napari-calc kernel: ranges must have one entry per row")
+        plo, phi = &lov[0], &hiv[0]
     cdef const void *src = cnp.PyArray_DATA(img)
     cdef int n = <int>sig.shape[0]
     cdef int st
     with nogil:
-        st = ncalc_dog_octaves_ld(src, dt, rows, cols, ld, &sig[0], n, truncate, split_sigma,
-                                  max_levels, &resp[0, 0], &scale[0, 0], nthreads)
+        st = ncalc_dog_octaves_rows(src, dt, rows, cols, ld, &sig[0], n, truncate, split_sigma,
+                                    max_levels, plo, phi, &resp[0, 0], &scale[0, 0], nthreads)
     _check(st)
     return resp, scale
 

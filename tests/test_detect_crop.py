@@ -1,6 +1,7 @@
-"""Detection on the mask's bounding box (``detect._crop_box``) gives exactly
-what the whole-image computation gives: the DoG, tile noise and NMS run on
-a crop, the candidates and their measurements must not change by one bit."""
+"""Detection on the mask's bounding box (``detect._crop_box``), with the DoG
+computed only on each row's part of the mask grown by the NMS radius
+(``detect._ROW_RANGES``), gives exactly what the whole-image computation
+gives: the candidates and their measurements must not change by one bit."""
 
 from __future__ import annotations
 
@@ -38,12 +39,15 @@ def crops(monkeypatch):
 
 
 def _both(monkeypatch, image, spacing, **kw):
-    """detect with and without the crop (every candidate kept)."""
+    """detect with the crop and the row ranges, and without either (every
+    candidate kept)."""
     kw.setdefault("keep_min_score", 0.0)
     cropped = napari_calc.detect(image, spacing, **kw)
     monkeypatch.setattr(D, "_CROP_TO_MASK", False)
+    monkeypatch.setattr(D, "_ROW_RANGES", False)
     whole = napari_calc.detect(image, spacing, **kw)
     monkeypatch.setattr(D, "_CROP_TO_MASK", True)
+    monkeypatch.setattr(D, "_ROW_RANGES", True)
     return cropped, whole
 
 
@@ -164,3 +168,99 @@ def test_stack_one_crop_for_all_slices(monkeypatch, crops):
     _cropped(crops[0], ph.image.pixels.shape[1:])
     assert len(cropped.calcifications) > 10
     _assert_same(cropped, whole)
+
+
+@pytest.fixture
+def dog_calls(monkeypatch):
+    """Records the image shape and the ranges of each dog_octaves call."""
+    seen = []
+    real = _kernel.dog_octaves
+
+    def spy(*a, **k):
+        seen.append((a[0].shape, k.get("ranges")))
+        return real(*a, **k)
+
+    monkeypatch.setattr(_kernel, "dog_octaves", spy)
+    return seen
+
+
+@pytest.mark.parametrize("shape", ["diagonal", "ring"])
+def test_row_ranges_are_exact_on_irregular_masks(monkeypatch, dog_calls, shape):
+    # masks whose rows are far from their box: a diagonal band (an MLO-like
+    # breast) and a ring (a hole: each row's range is its hull)
+    img = _blobs((520, 480), 9, n=150)
+    yy, xx = np.mgrid[:520, :480]
+    if shape == "diagonal":
+        mask = np.abs(yy - 1.1 * xx) < 90
+    else:
+        d2 = (yy - 260) ** 2 + (xx - 240) ** 2
+        mask = (d2 < 220 ** 2) & (d2 > 120 ** 2)
+    ranged, whole = _both(monkeypatch, img, 0.1, mask=mask)
+    (rows, cols), (lo, hi) = dog_calls[0]
+    assert (hi - lo).sum() < 0.75 * rows * cols  # the ranges leave a good part of the box out
+    assert len(ranged.calcifications) > 20
+    _assert_same(ranged, whole)
+
+
+@pytest.mark.parametrize("fill", [np.nan, 3.0e38, -1.0])
+def test_what_the_dog_leaves_unwritten_is_never_used(monkeypatch, dog_calls, fill):
+    # the response outside the ranges holds whatever the scratch held: NaN
+    # (the one-pass noise and peaks then leave it to the two steps, which
+    # get the whole response), or finite values above or below any threshold
+    ph = make_phantom(seed=4, spacing_mm=0.1)
+    monkeypatch.setattr(D, "_ROW_RANGES", False)
+    ref = napari_calc.detect(ph.image, keep_min_score=0.0)
+    monkeypatch.setattr(D, "_ROW_RANGES", True)
+    real = D._dog_scratch
+
+    def filled(shape):
+        resp, scale = real(shape)
+        resp.fill(fill)
+        scale.fill(200)
+        return resp, scale
+
+    monkeypatch.setattr(D, "_dog_scratch", filled)
+    dog_calls.clear()
+    got = napari_calc.detect(ph.image, keep_min_score=0.0)
+    assert len(got.calcifications) > 10
+    _assert_same(got, ref)
+    # with ranges; after NaN, once more for the two steps, on every pixel
+    assert dog_calls[0][1] is not None
+    assert [r is None for _, r in dog_calls[1:]] == ([True] if np.isnan(fill) else [])
+
+
+@pytest.mark.parametrize("seed,spacing", [(0, 0.05), (1, 0.07), (2, 0.1), (3, 0.14), (4, 0.2)])
+def test_crop_ranges_from_the_extents_are_the_masks(seed, spacing):
+    # the ranges detect derives from breast_mask_parts's row extents are
+    # those of ncalc_mask_row_ranges on the crop of the full-size mask
+    from napari_calc.core.mask import breast_mask_parts
+
+    img = make_phantom(seed=seed, spacing_mm=spacing).image.pixels
+    p = D.DetectionParams()
+    sig = D.dog_sigmas(spacing, p.min_diameter_mm, p.max_diameter_mm)
+    tile = max(8, int(round(p.noise_tile_mm / spacing)))
+    radius = int(round(p.nms_radius_mm / spacing))
+    for margin in (0.0, 1.5):
+        mask, bbox, extents = breast_mask_parts(img, spacing, skin_margin_mm=margin)
+        box = D._crop_box(img.shape, bbox, sig, tile, radius) or (0, img.shape[0], 0, img.shape[1])
+        r0, r1, c0, c1 = box
+        for pad in {0, 1, radius}:
+            got = D._crop_ranges(extents, box, pad)
+            want = _kernel.mask_row_ranges(np.ascontiguousarray(mask[r0:r1, c0:c1]).view(np.uint8), pad, 1)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_stack_with_a_user_mask(monkeypatch, dog_calls):
+    # a given mask for a stack: its row extents found once, every slice's
+    # ranges from them
+    ph = make_phantom(seed=5, n_slices=3, spacing_mm=0.2)
+    mask = np.zeros(ph.image.pixels.shape[1:], bool)
+    yy, xx = np.mgrid[:mask.shape[0], :mask.shape[1]]
+    mask[(yy - mask.shape[0] / 2) ** 2 + (xx / 1.3) ** 2 < (0.4 * mask.shape[0]) ** 2] = True
+    ranged, whole = _both(monkeypatch, ph.image, None, mask=mask)
+    ranges = [r for _, r in dog_calls[:3]]
+    assert all(r is not None for r in ranges)
+    assert all(np.array_equal(r[0], ranges[0][0]) and np.array_equal(r[1], ranges[0][1]) for r in ranges)
+    assert len(ranged.calcifications) > 5
+    _assert_same(ranged, whole)

@@ -82,6 +82,10 @@ class SerialKernel:
             lib.ncalc_dog_octaves.argtypes = [_P, ctypes.c_int, _SZ, _SZ, _P, ctypes.c_int,
                                               ctypes.c_double, ctypes.c_double, ctypes.c_int,
                                               _P, _P, ctypes.c_int]
+            lib.ncalc_dog_octaves_rows.argtypes = [_P, ctypes.c_int, _SZ, _SZ, _SZ, _P, ctypes.c_int,
+                                                   ctypes.c_double, ctypes.c_double, ctypes.c_int,
+                                                   _P, _P, _P, _P, ctypes.c_int]
+            lib.ncalc_mask_row_ranges.argtypes = [_P, _SZ, _SZ, _SZ, ctypes.c_int, _P, _P, ctypes.c_int]
 
     @staticmethod
     def _dt(img):
@@ -127,14 +131,29 @@ class SerialKernel:
                                                nthreads))
         return resp, scale
 
-    def dog_octaves(self, img, sigmas, truncate=4.0, split_sigma=1.9, max_levels=16, nthreads=0):
+    def dog_octaves(self, img, sigmas, truncate=4.0, split_sigma=1.9, max_levels=16, nthreads=0, out=None,
+                    ranges=None):
         sig = np.ascontiguousarray(sigmas, np.float64)
-        resp = np.empty(img.shape, np.float32)
-        scale = np.empty(img.shape, np.uint8)
-        self._check(self.lib.ncalc_dog_octaves(_ptr(img), self._dt(img), img.shape[0], img.shape[1],
-                                               _ptr(sig), len(sig), truncate, split_sigma, max_levels,
-                                               _ptr(resp), _ptr(scale), nthreads))
+        resp, scale = out if out is not None else (np.empty(img.shape, np.float32),
+                                                   np.empty(img.shape, np.uint8))
+        if ranges is None:
+            self._check(self.lib.ncalc_dog_octaves(_ptr(img), self._dt(img), img.shape[0], img.shape[1],
+                                                   _ptr(sig), len(sig), truncate, split_sigma, max_levels,
+                                                   _ptr(resp), _ptr(scale), nthreads))
+        else:
+            lo, hi = (np.ascontiguousarray(a, np.int32) for a in ranges)
+            self._check(self.lib.ncalc_dog_octaves_rows(_ptr(img), self._dt(img), img.shape[0], img.shape[1],
+                                                        img.shape[1], _ptr(sig), len(sig), truncate,
+                                                        split_sigma, max_levels, _ptr(lo), _ptr(hi),
+                                                        _ptr(resp), _ptr(scale), nthreads))
         return resp, scale
+
+    def mask_row_ranges(self, mask, pad=0, nthreads=0):
+        lo = np.empty(mask.shape[0], np.int32)
+        hi = np.empty(mask.shape[0], np.int32)
+        self._check(self.lib.ncalc_mask_row_ranges(_ptr(mask), mask.shape[0], mask.shape[1], mask.shape[1], pad,
+                                                   _ptr(lo), _ptr(hi), nthreads))
+        return lo, hi
 
     def mad_noise(self, x, mask=None, stride=1):
         s = self.lib.ncalc_mad_noise(_ptr(x), x.shape[0], x.shape[1], _ptr(mask), stride)
@@ -817,6 +836,133 @@ def test_octaves_identical_for_1_and_2_threads_and_serial(serial_kernel, phantom
     for x in (b, c, f):
         np.testing.assert_array_equal(a[0], x[0])
         np.testing.assert_array_equal(a[1], x[1])
+
+
+def ref_row_ranges(mask, pad):
+    """ncalc_mask_row_ranges by SciPy: the mask dilated by a square of side
+    2 pad + 1, then each row's first and one-past-last set column."""
+    grown = ndi.binary_dilation(mask != 0, np.ones((2 * pad + 1, 2 * pad + 1), bool)) if pad else mask != 0
+    lo = np.zeros(mask.shape[0], np.int32)
+    hi = np.zeros(mask.shape[0], np.int32)
+    for r, row in enumerate(grown):
+        c = np.flatnonzero(row)
+        if len(c):
+            lo[r], hi[r] = c[0], c[-1] + 1
+    return lo, hi
+
+
+@pytest.mark.parametrize("pad", [0, 1, 4, 9])
+def test_mask_row_ranges_match_scipy(kern, pad):
+    rng = np.random.default_rng(pad)
+    for shape in [(1, 1), (1, 40), (40, 1), (37, 29), (120, 203)]:
+        masks = [np.zeros(shape, np.uint8), np.ones(shape, np.uint8),
+                 (rng.random(shape) < 0.02).astype(np.uint8), (rng.random(shape) < 0.5).astype(np.uint8)]
+        yy, xx = np.mgrid[:shape[0], :shape[1]]
+        ring = ((yy - shape[0] / 2) ** 2 + (xx - shape[1] / 3) ** 2)
+        masks.append(((ring < (shape[0] / 2) ** 2) & (ring > (shape[0] / 5) ** 2)).astype(np.uint8))
+        for m in masks:
+            for nthreads in (1, 2):
+                lo, hi = kern.mask_row_ranges(m, pad, nthreads)
+                rlo, rhi = ref_row_ranges(m, pad)
+                np.testing.assert_array_equal(lo, rlo)
+                np.testing.assert_array_equal(hi, rhi)
+    # a crop of a larger mask (rows mask_ld apart), any nonzero byte
+    big = (rng.random((90, 140)) < 0.05).astype(np.uint8) * 7
+    lo, hi = _kernel.mask_row_ranges(big[10:80, 20:110], pad, 2)
+    rlo, rhi = ref_row_ranges(big[10:80, 20:110], pad)
+    np.testing.assert_array_equal(lo, rlo)
+    np.testing.assert_array_equal(hi, rhi)
+
+
+def _wanted(ranges, shape):
+    lo, hi = ranges
+    want = np.zeros(shape, bool)
+    for r in range(shape[0]):
+        a, b = max(int(lo[r]), 0), min(int(hi[r]), shape[1])
+        want[r, a:b] = True
+    return want
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_octaves_ranges_are_the_whole_response_where_wanted(kern, dtype):
+    # with per-row column ranges, the wanted pixels are the whole DoG's to
+    # the bit, whatever the output held before (NaN here), the shape (odd,
+    # even, under the 32-pixel level minimum), the levels (0: one level whose
+    # long kernels take dog_row, every pixel computed), the thread count;
+    # ranges may be empty, reversed or reach past the image
+    rng = np.random.default_rng(11 if dtype == np.uint16 else 12)
+    sigma_sets = [SIGMAS_007, PYR_SIGMAS, np.array([0.7, 1.0, 1.5, 2.3, 3.4, 5.1])]
+    n_ranged = 0
+    for trial in range(24):
+        shape = (int(rng.integers(20, 260)), int(rng.integers(20, 260)))
+        img = _random_u16(shape, trial) if dtype == np.uint16 else _random_f32(shape, trial)
+        sig = sigma_sets[trial % 3]
+        truncate, split = [(3.0, 1.2), (4.0, 1.9)][trial % 2]
+        levels = [0, 1, 2, 16][trial % 4]
+        if trial % 3 == 0:
+            lo = rng.integers(-5, shape[1] + 5, shape[0]).astype(np.int32)
+            hi = (lo + rng.integers(-4, shape[1], shape[0])).astype(np.int32)
+        else:
+            yy, xx = np.mgrid[:shape[0], :shape[1]]
+            d2 = (yy - rng.random() * shape[0]) ** 2 + (xx - rng.random() * shape[1]) ** 2
+            mask = (d2 < (rng.random() * max(shape)) ** 2).astype(np.uint8)
+            lo, hi = kern.mask_row_ranges(mask, int(rng.integers(0, 6)), 1)
+        nthreads = int(rng.integers(1, 4))
+        whole = kern.dog_octaves(img, sig, truncate, split, levels, nthreads)
+        out = (np.full(shape, np.nan, np.float32), np.full(shape, 255, np.uint8))
+        part = kern.dog_octaves(img, sig, truncate, split, levels, nthreads, out, (lo, hi))
+        want = _wanted((lo, hi), shape)
+        np.testing.assert_array_equal(part[0][want].view(np.uint32), whole[0][want].view(np.uint32))
+        np.testing.assert_array_equal(part[1][want], whole[1][want])
+        n_ranged += int(levels > 0 and not want.all() and np.isnan(part[0][~want]).any())
+    # some draws did leave pixels out. Most compute everything anyway: with
+    # random ranges the rows' supports cover the image, and a last level
+    # with a kernel over radius 8 (small images, truncate 4) takes dog_row.
+    # test_octaves_ranges_of_a_breast checks the saving itself.
+    assert n_ranged >= 2
+
+
+def test_octaves_ranges_of_a_breast(phantom_007):
+    # a phantom's breast mask grown by the NMS radius: the wanted pixels
+    # are exact, most of the rest is left alone, and the serial build agrees
+    from napari_calc.core.mask import breast_mask
+
+    img = phantom_007
+    mask = breast_mask(img, (0.07, 0.07)).view(np.uint8)
+    ranges = _kernel.mask_row_ranges(mask, 4, 2)
+    want = _wanted(ranges, img.shape)
+    assert 0.3 < want.mean() < 0.95
+    whole = _kernel.dog_octaves(img, SIGMAS_007, 3.0, 1.2, 16, 2)
+    out = (np.full(img.shape, np.nan, np.float32), np.zeros(img.shape, np.uint8))
+    part = _kernel.dog_octaves(img, SIGMAS_007, 3.0, 1.2, 16, 2, out, ranges)
+    np.testing.assert_array_equal(part[0][want], whole[0][want])
+    np.testing.assert_array_equal(part[1][want], whole[1][want])
+    assert np.isnan(part[0][~want]).mean() > 0.5
+
+
+def test_octaves_ranges_serial_and_threads_agree(serial_kernel, phantom_007):
+    img = phantom_007
+    mask = np.zeros(img.shape, np.uint8)
+    yy, xx = np.mgrid[:img.shape[0], :img.shape[1]]
+    mask[(yy - img.shape[0] / 2) ** 2 + xx ** 2 < (0.45 * img.shape[0]) ** 2] = 1
+    ranges = serial_kernel.mask_row_ranges(mask, 4, 0)
+    want = _wanted(ranges, img.shape)
+    got = [serial_kernel.dog_octaves(img, SIGMAS_007, 3.0, 1.2, 16, 0, None, ranges)]
+    got += [_kernel.dog_octaves(img, SIGMAS_007, 3.0, 1.2, 16, t, None, ranges) for t in (1, 2, 3)]
+    for resp, scale in got[1:]:
+        np.testing.assert_array_equal(resp[want], got[0][0][want])
+        np.testing.assert_array_equal(scale[want], got[0][1][want])
+
+
+def test_octaves_ranges_reject_bad_arguments():
+    img = _random_u16((40, 40))
+    lo = np.zeros(39, np.int32)
+    with pytest.raises(ValueError):
+        _kernel.dog_octaves(img, SIGMAS_007, 3.0, 1.2, 16, 1, None, (lo, lo))
+    with pytest.raises(ValueError):
+        _kernel.mask_row_ranges(np.zeros((0, 4), np.uint8), 1)
+    with pytest.raises(ValueError):
+        _kernel.mask_row_ranges(np.ones((4, 4), np.uint8), -1)
 
 
 # ----------------------------------------------------------------------------

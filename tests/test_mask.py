@@ -117,6 +117,16 @@ def test_fill_holes_and_erosion_match_scipy():
             np.testing.assert_array_equal(_erode_diamond(ones, n), ndi.binary_erosion(ones, iterations=n))
 
 
+def _working_resolution_cases(phantom):
+    """Images and spacings for the 1 mm mask's box and extents: any block
+    size, rows and columns left over, whole-image cases."""
+    return [(phantom, 0.25), (phantom[:-3, :-5].copy(), 0.1), (phantom[:, ::-1], (0.25, 0.2)),
+            (phantom[150:250, 50:150].copy(), 0.25), (phantom[:10, :10].copy(), 0.25),
+            (phantom[:, 200:].copy(), 0.07), (phantom[300:, :].copy(), 0.13),
+            # cut through the breast, with rows / columns left over by the blocks
+            (phantom[:250].copy(), 0.25), (phantom[:, :203].copy(), 0.25), (phantom[:, 130:].copy(), 0.25)]
+
+
 def test_mask_bbox_from_working_resolution_is_the_full_size_masks(phantom):
     """breast_mask_and_bbox's box (from the 1 mm mask) is the bounding box
     of the full-size mask, whatever the block size, the leftover rows and
@@ -126,13 +136,8 @@ def test_mask_bbox_from_working_resolution_is_the_full_size_masks(phantom):
     from napari_calc.core.mask import breast_mask_and_bbox
 
     mask_bbox = sys.modules["napari_calc.core.detect"]._mask_bbox
-    cases = [(phantom, 0.25), (phantom[:-3, :-5].copy(), 0.1), (phantom[:, ::-1], (0.25, 0.2)),
-             (phantom[150:250, 50:150].copy(), 0.25), (phantom[:10, :10].copy(), 0.25),
-             (phantom[:, 200:].copy(), 0.07), (phantom[300:, :].copy(), 0.13),
-             # cut through the breast, with rows / columns left over by the blocks
-             (phantom[:250].copy(), 0.25), (phantom[:, :203].copy(), 0.25), (phantom[:, 130:].copy(), 0.25)]
     seen_partial = 0
-    for img, sp in cases:
+    for img, sp in _working_resolution_cases(phantom):
         for margin in (0.0, 1.5, 4.0):
             mask, bbox = breast_mask_and_bbox(img, sp, skin_margin_mm=margin)
             np.testing.assert_array_equal(mask, breast_mask(img, sp, skin_margin_mm=margin))
@@ -144,3 +149,30 @@ def test_mask_bbox_from_working_resolution_is_the_full_size_masks(phantom):
     blob[28:32] = 1000
     mask, bbox = breast_mask_and_bbox(blob, 1.0, skin_margin_mm=3.0)
     assert not mask.any() and bbox is None
+
+
+def test_mask_row_extents_from_working_resolution_are_the_full_size_masks(phantom):
+    """breast_mask_parts's row extents (from the 1 mm mask) are each row's
+    first and one-past-last masked column of the full-size mask ((0, 0)
+    for an empty row), in the same cases as the box."""
+    from napari_calc.core.mask import breast_mask_parts
+
+    def ref(mask):
+        has = mask.any(axis=1)
+        return (np.where(has, mask.argmax(axis=1), 0),
+                np.where(has, mask.shape[1] - mask[:, ::-1].argmax(axis=1), 0))
+
+    seen_ragged = 0
+    for img, sp in _working_resolution_cases(phantom):
+        for margin in (0.0, 1.5, 4.0):
+            mask, bbox, (lo, hi) = breast_mask_parts(img, sp, skin_margin_mm=margin)
+            rlo, rhi = ref(mask)
+            np.testing.assert_array_equal(lo, rlo)
+            np.testing.assert_array_equal(hi, rhi)
+            assert lo.dtype == hi.dtype == np.int32
+            seen_ragged += len(set(zip(lo.tolist(), hi.tolist()))) > 3
+    assert seen_ragged >= 3  # rows of the breast's curved edge, not just boxes
+    blob = np.zeros((60, 60), np.uint16)
+    blob[28:32] = 1000
+    mask, bbox, (lo, hi) = breast_mask_parts(blob, 1.0, skin_margin_mm=3.0)
+    assert not lo.any() and not hi.any()

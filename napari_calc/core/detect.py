@@ -67,7 +67,7 @@ from .columns import NO_CLUSTER, calc_columns
 from .detections import Detections
 from .errors import DetectionCancelled, InvalidParameterError, MissingSpacingError, UnsupportedImageError
 from .image import MammoImage
-from .mask import breast_mask_and_bbox
+from .mask import breast_mask_parts
 from .score import candidate_feature_matrix, candidate_probability, load_model, noise_level_function
 
 __all__ = ["detect", "DetectionParams", "dog_sigmas", "PRESETS", "IN_PLANE_SPACING_RANGE_MM"]
@@ -393,6 +393,11 @@ def _kernel_has(name: str) -> bool:
 #: it off to compare with the whole-image computation.
 _CROP_TO_MASK = True
 
+#: Compute the DoG only where the mask, grown by the NMS radius, needs it
+#: (``_kernel.mask_row_ranges``, the ``ranges`` of ``_kernel.dog_octaves``);
+#: tests switch it off to compare with the whole box.
+_ROW_RANGES = True
+
 #: Compute the local noise and the peaks in one pass (``_kernel.noise_nms``);
 #: tests switch it off to compare with the two steps.
 _NOISE_NMS_KERNEL = True
@@ -489,6 +494,34 @@ def _crop_box(shape: tuple[int, int], bbox: tuple[int, int, int, int], sig: np.n
     return r0, r1, c0, c1
 
 
+def _crop_ranges(extents: tuple[np.ndarray, np.ndarray], box: tuple[int, int, int, int],
+                 pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_kernel.mask_row_ranges(mask[r0:r1, c0:c1], pad)`` from the mask's
+    row extents ``(lo, hi)`` (``mask[r]`` is False outside ``lo[r] <= c <
+    hi[r]`` and True at both ends; ``(0, 0)``: no mask) for a box holding
+    every masked pixel: per row of the box, the hull of the extents of the
+    rows within ``pad``, grown by ``pad`` and clipped to the box, in the
+    box's columns."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    lo, hi = (np.asarray(a, dtype=np.int64) for a in extents)
+    r0, r1, c0, c1 = box
+    rows = np.arange(r0 - pad, r1 + pad)
+    inside = (rows >= 0) & (rows < len(lo))
+    first = np.full(len(rows), np.iinfo(np.int32).max, dtype=np.int64)
+    end = np.full(len(rows), np.iinfo(np.int32).min, dtype=np.int64)
+    q = rows[inside]
+    has = lo[q] < hi[q]
+    first[inside] = np.where(has, lo[q], first[inside])
+    end[inside] = np.where(has, hi[q], end[inside])
+    a = np.clip(sliding_window_view(first, 2 * pad + 1).min(axis=1) - pad - c0, 0, c1 - c0)
+    b = np.clip(sliding_window_view(end, 2 * pad + 1).max(axis=1) + pad - c0, 0, c1 - c0)
+    empty = a >= b
+    a[empty] = 0
+    b[empty] = 0
+    return a.astype(np.int32), b.astype(np.int32)
+
+
 #: ``_detect_plane(bbox=...)`` default: compute the mask's bounding box.
 _UNKNOWN = object()
 
@@ -548,7 +581,7 @@ def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: Detecti
 
 def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,
                       nthreads: int, mask: np.ndarray | None, check: Callable[..., None] = lambda done=None: None,
-                      bbox: Any = _UNKNOWN):
+                      bbox: Any = _UNKNOWN, extents: tuple[np.ndarray, np.ndarray] | None = None):
     """The candidates of one 2-D plane before they are measured:
     ``(img, mask, sigmas, (rows, cols, snr, noise, response, pair))``, with
     ``img`` the plane as the kernel reads it, ``mask`` the mask used (None:
@@ -556,16 +589,19 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     pair int64, at most ``max_candidates`` (the highest SNR).
 
     The DoG, the local noise and the non-maximum suppression run on the
-    mask's bounding box plus a margin (:func:`_crop_box`), with the same
-    results as on the whole image."""
+    mask's bounding box plus a margin (:func:`_crop_box`), and the DoG only
+    on each row's part of the mask grown by the NMS radius
+    (:func:`_crop_ranges`), with the same results as on the whole image.
+    ``extents``: the mask's row extents (``breast_mask_parts``) when the
+    caller knows them (default: found here)."""
     from .. import _kernel
 
     img = _kernel_input(plane)
     sp = min(spacing_yx)
     sig = dog_sigmas(sp, p.min_diameter_mm, p.max_diameter_mm)
     if mask is None and p.use_mask:
-        mask, bbox = breast_mask_and_bbox(img, spacing_yx, skin_margin_mm=p.skin_margin_mm,
-                                          n_threads=nthreads)
+        mask, bbox, extents = breast_mask_parts(img, spacing_yx, skin_margin_mm=p.skin_margin_mm,
+                                                n_threads=nthreads)
         check("mask")
     if mask is None:
         m8 = None
@@ -591,9 +627,19 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     else:
         r0 = c0 = 0
         img_c, m8_c = img, m8
+    ranges = None
+    if m8_c is not None and _ROW_RANGES and _kernel_has("mask_row_ranges"):
+        # only the mask grown by the NMS radius is wanted of the response
+        # (noise_nms reads the rest but uses none of it): per row, the DoG
+        # computes just the columns that depends on (the breast's curved
+        # edge leaves about a fifth of its box out)
+        if extents is not None:
+            ranges = _crop_ranges(extents, (r0, r0 + img_c.shape[0], c0, c0 + img_c.shape[1]), radius)
+        else:
+            ranges = _kernel.mask_row_ranges(m8_c, radius, nthreads)
     # resp and scale are scratch (see _dog_scratch): nothing below keeps a view of them
     resp, scale = _kernel.dog_octaves(img_c, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads,
-                                      _dog_scratch(img_c.shape))
+                                      _dog_scratch(img_c.shape), ranges=ranges)
     check("dog")
 
     min_count = max(16, tile * tile // 8)
@@ -610,6 +656,10 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
         check("noise")
         check("peaks")
     else:
+        if ranges is not None:
+            # the steps below read every pixel of the response: all of it
+            resp, scale = _kernel.dog_octaves(img_c, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads,
+                                              (resp, scale))
         grid = _noise_grid(img, resp, m8_c, sig, tile, min_count, (r0, c0), box is not None, nthreads)
         check("noise")
         rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8_c, grid, tile, nthreads)
@@ -955,6 +1005,7 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     spacing_yx = spacing[-2:]
     shared_mask = mask
     shared_bbox = _UNKNOWN
+    shared_extents = None  # the shared mask's row extents (breast_mask_parts)
     def check(done=None):
         """Cancel here if asked; after a stage of a 2-D image (``done``), report progress."""
         if cancel is not None and cancel():
@@ -980,13 +1031,18 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
             some = planes[:: max(1, len(planes) // 8)]
             if shared_mask is None and p.use_mask:
                 proj = _mean_projection(some, n_threads)
-                shared_mask, shared_bbox = breast_mask_and_bbox(  # one crop for all slices
+                shared_mask, shared_bbox, shared_extents = breast_mask_parts(  # one crop for all slices
                     proj, spacing_yx, skin_margin_mm=p.skin_margin_mm, n_threads=n_threads)
             elif shared_mask is not None:
                 shared_bbox = _mask_bbox(shared_mask)
+                if _kernel_has("mask_row_ranges"):
+                    from .. import _kernel
+
+                    shared_extents = _kernel.mask_row_ranges(np.ascontiguousarray(shared_mask).view(np.uint8), 0,
+                                                             n_threads)
             stack_nlf = noise_level_function(some, shared_mask, n_threads=n_threads)
         _, mask_s, sig, cand = _plane_candidates(plane, spacing_yx, p, n_threads, shared_mask, check,
-                                                 shared_bbox)
+                                                 shared_bbox, shared_extents)
         pre.append((mask_s, cand))
     check()
     report(0.9 if nd == 3 else 0.95, "measuring" if nd == 3 else "clustering")

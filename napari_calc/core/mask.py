@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["block_mean", "breast_mask", "breast_mask_and_bbox", "otsu_threshold", "upscale_mask"]
+__all__ = ["block_mean", "breast_mask", "breast_mask_and_bbox", "breast_mask_parts", "otsu_threshold",
+           "upscale_mask"]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -154,6 +155,18 @@ def breast_mask_and_bbox(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: floa
     """:func:`breast_mask` and the mask's bounding box ``(r0, r1, c0, c1)``
     (half-open; None when the mask is empty), the box taken from the
     working-resolution mask rather than by scanning the full-size one."""
+    mask, bbox, _ = breast_mask_parts(pixels, spacing_mm, skin_margin_mm=skin_margin_mm, work_mm=work_mm,
+                                      n_threads=n_threads)
+    return mask, bbox
+
+
+def breast_mask_parts(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float = 1.5,
+                      work_mm: float = 1.0, n_threads: int = 0
+                      ) -> tuple[np.ndarray, tuple[int, int, int, int] | None, tuple[np.ndarray, np.ndarray]]:
+    """:func:`breast_mask_and_bbox`, and each row's extent: ``(lo, hi)``,
+    int32 arrays with ``mask[r, c]`` False for ``c < lo[r]`` and
+    ``c >= hi[r]`` and True at both ends (``(0, 0)`` for a row without
+    mask), taken from the working-resolution mask like the box."""
     pixels = np.asarray(pixels)
     sy, sx = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
     fy = max(1, int(round(work_mm / sy)))
@@ -161,14 +174,15 @@ def breast_mask_and_bbox(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: floa
     h, w = pixels.shape
     hh, ww = h // fy, w // fx
     whole = (0, h, 0, w) if h and w else None
+    every = (np.zeros(h, np.int32), np.full(h, w, np.int32))
     if hh < 4 or ww < 4:
-        return np.ones((h, w), dtype=bool), whole
+        return np.ones((h, w), dtype=bool), whole, every
     small = block_mean(pixels, fy, fx, n_threads)
     thr = otsu_threshold(small)
     tissue = small > thr
     frac_air = 1.0 - tissue.mean()
     if frac_air < 0.03 or frac_air > 0.97:
-        return np.ones((h, w), dtype=bool), whole
+        return np.ones((h, w), dtype=bool), whole, every
     kern = _kernel_with("largest_component")
     if kern is not None:
         # the same labelling, choice and hole filling in one C call
@@ -179,12 +193,13 @@ def breast_mask_and_bbox(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: floa
             sizes = ndi.sum_labels(tissue, labels, index=np.arange(1, n + 1))
             tissue = _fill_holes(labels == (1 + int(np.argmax(sizes))))
     if n == 0:
-        return np.ones((h, w), dtype=bool), whole
+        return np.ones((h, w), dtype=bool), whole, every
     margin = int(round(skin_margin_mm / work_mm))
     if margin > 0:
         # the image border is not skin: pad with tissue before eroding
         tissue = _erode_diamond(np.pad(tissue, margin, mode="edge"), margin)[margin:-margin, margin:-margin]
-    return upscale_mask(tissue, fy, fx, h, w, n_threads), _upscaled_bbox(tissue, fy, fx, h, w)
+    return (upscale_mask(tissue, fy, fx, h, w, n_threads), _upscaled_bbox(tissue, fy, fx, h, w),
+            _upscaled_extents(tissue, fy, fx, h, w))
 
 
 def upscale_mask(tissue: np.ndarray, fy: int, fx: int, h: int, w: int, n_threads: int = 0) -> np.ndarray:
@@ -240,3 +255,18 @@ def _upscaled_bbox(tissue: np.ndarray, fy: int, fx: int, h: int, w: int) -> tupl
     r1 = h if r[-1] == hh - 1 else (int(r[-1]) + 1) * fy
     c1 = w if c[-1] == ww - 1 else (int(c[-1]) + 1) * fx
     return int(r[0]) * fy, r1, int(c[0]) * fx, c1
+
+
+def _upscaled_extents(tissue: np.ndarray, fy: int, fx: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's extent ``(lo, hi)`` (see :func:`breast_mask_parts`) of
+    the ``h`` x ``w`` mask :func:`upscale_mask` makes of ``tissue``: a row
+    has its block row's blocks, the first one's first column to the last
+    one's end (the image's end for the last block column)."""
+    hh, ww = tissue.shape
+    has = tissue.any(axis=1)
+    first = np.argmax(tissue, axis=1)
+    last = ww - 1 - np.argmax(tissue[:, ::-1], axis=1)
+    lo = np.where(has, first * fx, 0).astype(np.int32)
+    hi = np.where(has, np.where(last == ww - 1, w, (last + 1) * fx), 0).astype(np.int32)
+    block_row = np.minimum(np.arange(h) // fy, hh - 1)
+    return lo[block_row], hi[block_row]

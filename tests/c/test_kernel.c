@@ -842,6 +842,87 @@ static void noise_nms_steps(void)
     }
 }
 
+/* ncalc_dog_octaves_rows: the wanted pixels as ncalc_dog_octaves_ld's, bit
+ * for bit, with ranges from ncalc_mask_row_ranges (checked against a brute
+ * force) and random ones, crops (ld > cols), 1 and 2 threads. The outputs
+ * are left uninitialised and the scratch pool emptied first, so that
+ * valgrind sees any read of a pixel no level wrote. */
+static void row_ranges(void)
+{
+    const ptrdiff_t shapes[][2] = {{1, 1}, {2, 3}, {5, 40}, {33, 32}, {40, 90}, {67, 131}, {131, 67}, {150, 140}};
+    const double sig[] = {0.758, 1.212, 1.939, 3.103, 4.965, 7.944, 12.71};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const ptrdiff_t rows = shapes[s][0], cols = shapes[s][1], ld = cols + 3;
+        const size_t n = (size_t)rows * (size_t)cols, big = (size_t)(rows - 1) * (size_t)ld + (size_t)cols;
+        uint8_t *mask = calloc(n, 1);
+        const double cy = (double)(rnd() % (unsigned)rows), cx = (double)(rnd() % (unsigned)cols);
+        const double rad = 0.6 * (double)(rows > cols ? rows : cols);
+        for (ptrdiff_t r = 0; r < rows; r++)
+            for (ptrdiff_t c = 0; c < cols; c++)
+                mask[r * cols + c] = (uint8_t)((r - cy) * (r - cy) + (c - cx) * (c - cx) < rad * rad);
+        int32_t *lo = malloc(sizeof(int32_t) * (size_t)rows), *hi = malloc(sizeof(int32_t) * (size_t)rows);
+        for (int pad = 0; pad <= 5; pad += 5) {
+            CHECK(ncalc_mask_row_ranges(mask, rows, cols, cols, pad, lo, hi, 2) == NCALC_OK, "row ranges");
+            for (ptrdiff_t r = 0; r < rows; r++) { /* brute force */
+                ptrdiff_t a = cols, b = 0;
+                for (ptrdiff_t q = r - pad; q <= r + pad; q++)
+                    for (ptrdiff_t c = 0; q >= 0 && q < rows && c < cols; c++)
+                        if (mask[q * cols + c]) {
+                            if (c - pad < a) a = c - pad;
+                            if (c + pad + 1 > b) b = c + pad + 1;
+                        }
+                if (a >= b) a = b = 0;
+                if (a < 0) a = 0;
+                if (b > cols) b = cols;
+                CHECK(lo[r] == a && hi[r] == b, "row ranges %tdx%td row %td: %d %d, not %td %td", rows, cols,
+                      r, lo[r], hi[r], a, b);
+            }
+        }
+        CHECK(ncalc_mask_row_ranges(mask, rows, cols, cols - 1, 0, lo, hi, 1) == NCALC_EINVAL, "ranges ld");
+        for (int dtype = 0; dtype < 2; dtype++) {
+            const size_t item = dtype == NCALC_U16 ? 2 : 4;
+            unsigned char *wide = malloc(big * item);
+            for (size_t i = 0; i < big; i++) {
+                if (dtype == NCALC_U16) ((uint16_t *)wide)[i] = (uint16_t)(rnd() % 4096);
+                else ((float *)wide)[i] = (float)(rnd() % 10000) / 7.0f;
+            }
+            float *r1 = malloc(n * 4), *r2 = malloc(n * 4);
+            uint8_t *s1 = malloc(n), *s2 = malloc(n);
+            for (int k = 0; k < 2; k++) {
+                if (k == 1) /* random ranges, some empty or past the edges */
+                    for (ptrdiff_t r = 0; r < rows; r++) {
+                        lo[r] = (int32_t)(rnd() % (unsigned)(cols + 6)) - 3;
+                        hi[r] = lo[r] + (int32_t)(rnd() % (unsigned)(cols + 1)) - 2;
+                    }
+                for (int t = 1; t <= 2; t++) {
+                    CHECK(ncalc_dog_octaves_ld(wide, dtype, rows, cols, ld, sig, 7, 3.0, 1.2, 16, r1, s1, t)
+                          == NCALC_OK, "octaves ld");
+                    ncalc_release_buffers(); /* fresh (uninitialised) coarse levels */
+                    CHECK(ncalc_dog_octaves_rows(wide, dtype, rows, cols, ld, sig, 7, 3.0, 1.2, 16, lo, hi, r2,
+                                                 s2, t) == NCALC_OK, "octaves rows");
+                    for (ptrdiff_t r = 0; r < rows; r++) {
+                        const ptrdiff_t a = lo[r] < 0 ? 0 : lo[r], b = hi[r] > cols ? cols : hi[r];
+                        if (a < b)
+                            CHECK(memcmp(r1 + r * cols + a, r2 + r * cols + a, (size_t)(b - a) * 4) == 0 &&
+                                  memcmp(s1 + r * cols + a, s2 + r * cols + a, (size_t)(b - a)) == 0,
+                                  "octaves rows = ld %tdx%td row %td", rows, cols, r);
+                    }
+                }
+            }
+            CHECK(ncalc_dog_octaves_rows(wide, dtype, rows, cols, ld, sig, 7, 3.0, 1.2, 16, lo, NULL, r2, s2, 1)
+                  == NCALC_EINVAL, "octaves rows: lo without hi");
+            free(wide);
+            free(r1);
+            free(r2);
+            free(s1);
+            free(s2);
+        }
+        free(mask);
+        free(lo);
+        free(hi);
+    }
+}
+
 int main(void)
 {
     const ptrdiff_t shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {2, 9}, {9, 2}, {3, 5}, {5, 3},
@@ -855,6 +936,7 @@ int main(void)
     bad_arguments();
     stage_paths();
     crops_and_nlf();
+    row_ranges();
     serial_steps();
     stack_steps();
     neighbours();
