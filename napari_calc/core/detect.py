@@ -502,8 +502,6 @@ def _crop_ranges(extents: tuple[np.ndarray, np.ndarray], box: tuple[int, int, in
     every masked pixel: per row of the box, the hull of the extents of the
     rows within ``pad``, grown by ``pad`` and clipped to the box, in the
     box's columns."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
     lo, hi = (np.asarray(a, dtype=np.int64) for a in extents)
     r0, r1, c0, c1 = box
     rows = np.arange(r0 - pad, r1 + pad)
@@ -514,8 +512,13 @@ def _crop_ranges(extents: tuple[np.ndarray, np.ndarray], box: tuple[int, int, in
     has = lo[q] < hi[q]
     first[inside] = np.where(has, lo[q], first[inside])
     end[inside] = np.where(has, hi[q], end[inside])
-    a = np.clip(sliding_window_view(first, 2 * pad + 1).min(axis=1) - pad - c0, 0, c1 - c0)
-    b = np.clip(sliding_window_view(end, 2 * pad + 1).max(axis=1) + pad - c0, 0, c1 - c0)
+    n = r1 - r0
+    a, b = first[:n].copy(), end[:n].copy()
+    for k in range(1, 2 * pad + 1):  # the window's rows, a whole column at a time
+        np.minimum(a, first[k:k + n], out=a)
+        np.maximum(b, end[k:k + n], out=b)
+    a = np.clip(a - pad - c0, 0, c1 - c0)
+    b = np.clip(b + pad - c0, 0, c1 - c0)
     empty = a >= b
     a[empty] = 0
     b[empty] = 0
