@@ -634,7 +634,7 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     if m8_c is not None and _ROW_RANGES and _kernel_has("mask_row_ranges"):
         # only the mask grown by the NMS radius is wanted of the response
         # (noise_nms reads the rest but uses none of it): per row, the DoG
-        # computes just the columns that depends on (the breast's curved
+        # computes just the columns those pixels depend on (the breast's curved
         # edge leaves about a fifth of its box out)
         if extents is not None:
             ranges = _crop_ranges(extents, (r0, r0 + img_c.shape[0], c0, c0 + img_c.shape[1]), radius)
