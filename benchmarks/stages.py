@@ -31,9 +31,9 @@ from napari_calc.core.phantom import make_phantom  # noqa: E402
 DETECT_MOD = sys.modules["napari_calc.core.detect"]
 KERNEL_STAGES = ("dog_octaves", "dog_response", "tile_noise", "mad_noise", "nms", "noise_nms", "candidate_features",
                  "local_hessian", "local_hessian3", "mask_row_ranges")
-PY_STAGES = ("breast_mask", "breast_mask_and_bbox", "breast_mask_parts", "_crop_ranges", "noise_level_function",
-             "_score", "_cluster_table", "assign_clusters", "_merge_slices", "_detect_plane", "_plane_candidates",
-             "_measure", "_merge_and_measure")
+PY_STAGES = ("breast_mask", "breast_mask_and_bbox", "breast_mask_parts", "breast_mask_blocks", "_crop_ranges",
+             "noise_level_function", "_score", "_cluster_table", "assign_clusters", "_merge_slices", "_detect_plane",
+             "_plane_candidates", "_measure", "_merge_and_measure")
 
 
 def main(argv=None):

@@ -151,17 +151,34 @@ ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                           int nthreads);
 
 /*
+ * ncalc_noise_nms with the mask given as blocks, as ncalc_upscale_mask
+ * would make it: mask[r][c] = (small[i][j] != 0) with
+ * i = min((row0 + r) / fy, hh - 1) and j = min((col0 + c) / fx, ww - 1),
+ * small hh x ww (hh, ww, fy, fx >= 1; row0, col0 >= 0: where resp sits in
+ * the image the blocks cover). The same grid and peaks as ncalc_noise_nms
+ * with that mask, without a full-size mask: each thread writes a band's
+ * rows of it into its own buffer (in cache) just before the band is read.
+ */
+ptrdiff_t ncalc_noise_nms_blocks(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
+                                 const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t fy,
+                                 ptrdiff_t fx, ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t tile,
+                                 ptrdiff_t min_count, float k, int radius, float *grid,
+                                 int32_t *out_rows, int32_t *out_cols, float *out_value,
+                                 ptrdiff_t max_out, int nthreads);
+
+/*
  * Between the kernel's files (noise.c, for nms.c): one thread's scratch
  * for the tiles of one band, and row br of the grid of
- * ncalc_tile_noise_strided computed with it.
+ * ncalc_tile_noise_strided computed with it. Mask row r is at
+ * mask + (r - mask_r0) mask_ld (mask_r0: the row mask points at).
  */
 typedef struct ncalc_tile_scratch ncalc_tile_scratch;
 ncalc_tile_scratch *ncalc_tile_scratch_new(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t tile,
                                            ptrdiff_t stride);
 void ncalc_tile_scratch_free(ncalc_tile_scratch *s);
 void ncalc_tile_band(const float *x, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
-                     ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t stride, ptrdiff_t min_count,
-                     ptrdiff_t br, float *grid_row, ncalc_tile_scratch *s);
+                     ptrdiff_t mask_ld, ptrdiff_t mask_r0, ptrdiff_t tile, ptrdiff_t stride,
+                     ptrdiff_t min_count, ptrdiff_t br, float *grid_row, ncalc_tile_scratch *s);
 
 /*
  * Suppression across the slices of a stack: keep[p] = 0 when another point
@@ -390,10 +407,12 @@ int ncalc_plane_mean(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t pla
  * Sort: out = x[0..n-1] in increasing order (n >= 0; x and out may be the
  * same array). Exactly the values of numpy.sort(x), in its order, except
  * that -0 is placed before +0 (numpy.sort leaves equal values in any
- * order). NCALC_EINVAL when x holds a NaN. A radix sort on the float
- * bits (three stable passes); serial.
+ * order). NCALC_EINVAL when x holds a NaN (out is not written). A radix
+ * sort on the float bits (three stable passes), on nthreads (<= 0: the
+ * OpenMP default) for 32768 values or more; the result does not depend
+ * on nthreads.
  */
-int ncalc_sort_f32(const float *x, ptrdiff_t n, float *out);
+int ncalc_sort_f32(const float *x, ptrdiff_t n, float *out, int nthreads);
 
 /*
  * Upscaling of a working-resolution mask (napari_calc.core.mask.
@@ -429,9 +448,11 @@ int ncalc_peak_values(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const f
  * With t = numpy.partition(v, n - k)[n - k] (k < n), that is every i with
  * v[i] > t, then the first k - (their number) with v[i] == t, merged in
  * index order (-0 == +0). Returns k, or < 0 on error (NCALC_EINVAL when v
- * holds a NaN). A radix selection on the float bits; serial.
+ * holds a NaN). A radix selection on the float bits, on nthreads (<= 0:
+ * the OpenMP default) for 32768 values or more; the result does not
+ * depend on nthreads.
  */
-ptrdiff_t ncalc_top_k(const double *v, ptrdiff_t n, ptrdiff_t k, int64_t *idx);
+ptrdiff_t ncalc_top_k(const double *v, ptrdiff_t n, ptrdiff_t k, int64_t *idx, int nthreads);
 
 /*
  * Standardised basis of the score model (napari_calc.core.score: ramp_basis,

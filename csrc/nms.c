@@ -255,12 +255,13 @@ static void fill_thr(float *thr, ptrdiff_t cols, const float *grid, ptrdiff_t ti
 typedef struct {
     const float *resp;
     ptrdiff_t rows, cols;
-    const uint8_t *mask;
+    const uint8_t *mask; /* mask row r at mask + (r - mask_r0) mask_ld */
     ptrdiff_t mask_ld;
     const float *grid;
     ptrdiff_t tile;
     float k;
     int radius;
+    ptrdiff_t mask_r0;
 } nms_args_t;
 
 /* The peaks of rows [ra, rb) into out (emptied first), for data whose
@@ -284,7 +285,7 @@ static void scan_fast(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, float *th
     for (ptrdiff_t r = ra; r < rb + radius; r++) {
         if (r < rb) {
             const float *row = resp + r * cols;
-            const uint8_t *mrow = A->mask ? A->mask + r * A->mask_ld : NULL;
+            const uint8_t *mrow = A->mask ? A->mask + (r - A->mask_r0) * A->mask_ld : NULL;
             const ptrdiff_t gr = A->grid ? r / A->tile : 0;
             int bad = 0;
             if (gr != thr_row) {
@@ -611,7 +612,7 @@ static void scan_fast_avx2(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, floa
     for (ptrdiff_t r = ra; r < rend; r++) {
         if (r < rb) {
             const float *row = resp + r * cols;
-            const uint8_t *mrow = A->mask ? A->mask + r * A->mask_ld : NULL;
+            const uint8_t *mrow = A->mask ? A->mask + (r - A->mask_r0) * A->mask_ld : NULL;
             const ptrdiff_t gr = A->grid ? r / A->tile : 0;
             uint32_t *words = cand->words + (r & 1) * nw;
             int32_t *nzw = cand->nzw + (r & 1) * 4 * nw;
@@ -695,7 +696,7 @@ static void scan_exact(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, float *t
     out->n = 0;
     for (ptrdiff_t r = ra; r < rb; r++) {
         const float *row = A->resp + r * cols;
-        const uint8_t *mrow = A->mask ? A->mask + r * A->mask_ld : NULL;
+        const uint8_t *mrow = A->mask ? A->mask + (r - A->mask_r0) * A->mask_ld : NULL;
         const ptrdiff_t gr = A->grid ? r / A->tile : 0;
         if (gr != thr_row) {
             fill_thr(thr, cols, A->grid, A->tile, A->k, gr);
@@ -831,7 +832,7 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
     /* a window wider than the image sees all of it */
     ptrdiff_t big = rows > cols ? rows : cols;
     if (radius > big) radius = (int)big;
-    const nms_args_t A = {resp, rows, cols, mask, mask_ld, grid, tile, k, radius};
+    const nms_args_t A = {resp, rows, cols, mask, mask_ld, grid, tile, k, radius, 0};
     const ptrdiff_t nchunks = (rows + NMS_CHUNK - 1) / NMS_CHUNK;
     peaks_t *chunks = calloc((size_t)nchunks, sizeof(peaks_t));
     uint8_t *nan_rows = calloc((size_t)rows, 1);
@@ -929,15 +930,80 @@ static int keep_peak(const void *ctx, ptrdiff_t r, ptrdiff_t c)
     return !F->bad[(ptrdiff_t)F->trow[r] * F->gw + F->tcol[c]] || F->resp[r * F->cols + c] > F->thr;
 }
 
+/* A mask given as blocks (ncalc_noise_nms_blocks). */
+typedef struct {
+    const uint8_t *small;
+    ptrdiff_t hh, ww, fy, fx, row0, col0;
+} blocks_t;
+
+/* Rows [ra, rb) of the mask of B into out ((rb - ra) x cols bytes): as
+ * ncalc_upscale_mask writes them; the rows of one block row are copies. */
+static void block_rows(const blocks_t *B, ptrdiff_t ra, ptrdiff_t rb, ptrdiff_t cols, uint8_t *out)
+{
+    const uint8_t *prev = NULL;
+    ptrdiff_t prev_i = -1;
+    for (ptrdiff_t r = ra; r < rb; r++) {
+        uint8_t *o = out + (r - ra) * cols;
+        ptrdiff_t i = (B->row0 + r) / B->fy;
+        if (i > B->hh - 1) i = B->hh - 1;
+        if (i == prev_i) {
+            memcpy(o, prev, (size_t)cols);
+            continue;
+        }
+        const uint8_t *s = B->small + i * B->ww;
+        for (ptrdiff_t c = 0; c < cols;) {
+            ptrdiff_t j = (B->col0 + c) / B->fx, end = cols; /* the last block: to the end */
+            if (j < B->ww - 1) {
+                end = (j + 1) * B->fx - B->col0;
+                if (end > cols) end = cols;
+            } else {
+                j = B->ww - 1;
+            }
+            memset(o + c, s[j] != 0, (size_t)(end - c));
+            c = end;
+        }
+        prev = o;
+        prev_i = i;
+    }
+}
+
+static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
+                           ptrdiff_t mask_ld, const blocks_t *B, ptrdiff_t tile, ptrdiff_t min_count,
+                           float k, int radius, float *grid, int32_t *out_rows, int32_t *out_cols,
+                           float *out_value, ptrdiff_t max_out, int nthreads);
+
 ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                           const uint8_t *mask, ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t min_count,
                           float k, int radius, float *grid,
                           int32_t *out_rows, int32_t *out_cols, float *out_value, ptrdiff_t max_out,
                           int nthreads)
 {
+    if (mask && mask_ld < cols) return NCALC_EINVAL;
+    return noise_nms(resp, rows, cols, mask, mask_ld, NULL, tile, min_count, k, radius, grid, out_rows,
+                     out_cols, out_value, max_out, nthreads);
+}
+
+ptrdiff_t ncalc_noise_nms_blocks(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
+                                 const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t fy,
+                                 ptrdiff_t fx, ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t tile,
+                                 ptrdiff_t min_count, float k, int radius, float *grid,
+                                 int32_t *out_rows, int32_t *out_cols, float *out_value,
+                                 ptrdiff_t max_out, int nthreads)
+{
+    if (!small || hh < 1 || ww < 1 || fy < 1 || fx < 1 || row0 < 0 || col0 < 0) return NCALC_EINVAL;
+    const blocks_t B = {small, hh, ww, fy, fx, row0, col0};
+    return noise_nms(resp, rows, cols, NULL, 0, &B, tile, min_count, k, radius, grid, out_rows,
+                     out_cols, out_value, max_out, nthreads);
+}
+
+/* mask (mask_ld bytes a row), the blocks B, or neither (no mask). */
+static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
+                           ptrdiff_t mask_ld, const blocks_t *B, ptrdiff_t tile, ptrdiff_t min_count,
+                           float k, int radius, float *grid, int32_t *out_rows, int32_t *out_cols,
+                           float *out_value, ptrdiff_t max_out, int nthreads)
+{
     if (!resp || !grid || rows < 1 || cols < 1 || tile < 1 || radius < 0 || max_out < 0)
         return NCALC_EINVAL;
-    if (mask && mask_ld < cols) return NCALC_EINVAL;
     if (max_out > 0 && (!out_rows || !out_cols)) return NCALC_EINVAL;
     const int values = out_value != NULL;
     ptrdiff_t big = rows > cols ? rows : cols;
@@ -961,7 +1027,7 @@ ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
         free(nan_rows);
         return NCALC_ENOMEM;
     }
-    const nms_args_t A = {resp, rows, cols, mask, mask_ld, scan_grid, tile, k, radius};
+    const nms_args_t A = {resp, rows, cols, mask, mask_ld, scan_grid, tile, k, radius, 0};
     const int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
     const int avx2 = use_avx2();
@@ -972,7 +1038,10 @@ ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
         scanner_t S;
         scanner_init(&S, cols, avx2);
         ncalc_tile_scratch *ts = ncalc_tile_scratch_new(rows, cols, tile, 1);
-        if (!ts) S.failed = 1;
+        /* with blocks: this thread's band of the mask */
+        uint8_t *bm = B ? ncalc_buffer_get((size_t)(band * cols)) : NULL;
+        if (!ts || (B && !bm)) S.failed = 1;
+        nms_args_t Ab = A;
 #pragma omp for schedule(dynamic, 1)
         for (ptrdiff_t br = 0; br < gh; br++) {
             if (S.failed) {
@@ -980,21 +1049,28 @@ ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                 continue;
             }
             float *g = grid + br * gw;
-            ncalc_tile_band(resp, rows, cols, mask, mask_ld, tile, 1, min_count, br, g, ts);
+            const ptrdiff_t r_end = br * tile + band < rows ? br * tile + band : rows;
+            if (B) {
+                block_rows(B, br * tile, r_end, cols, bm);
+                Ab.mask = bm;
+                Ab.mask_ld = cols;
+                Ab.mask_r0 = br * tile;
+            }
+            ncalc_tile_band(resp, rows, cols, Ab.mask, Ab.mask_ld, Ab.mask_r0, tile, 1, min_count, br, g, ts);
             for (ptrdiff_t bc = 0; bc < gw; bc++) {
                 bad[br * gw + bc] = (uint8_t)!good_noise(g[bc]);
                 scan_grid[br * gw + bc] = bad[br * gw + bc] ? low : g[bc];
             }
-            const ptrdiff_t r_end = br * tile + band < rows ? br * tile + band : rows;
             for (ptrdiff_t j = 0; j < per_band; j++) {
                 const ptrdiff_t ra = br * tile + j * NMS_CHUNK;
                 if (ra >= r_end) break;
                 const ptrdiff_t rb = ra + NMS_CHUNK < r_end ? ra + NMS_CHUNK : r_end;
                 peaks_t *p = &chunks[br * per_band + j];
-                failed |= !scan_chunk(&S, &A, ra, rb, p, nan_rows);
+                failed |= !scan_chunk(&S, &Ab, ra, rb, p, nan_rows);
                 if (values) failed |= !peaks_values(p, resp, cols);
             }
         }
+        ncalc_buffer_put(bm);
         ncalc_tile_scratch_free(ts);
         scanner_free(&S);
     }
@@ -1082,77 +1158,143 @@ static inline uint64_t d2key(double x)
     return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
 }
 
-ptrdiff_t ncalc_top_k(const double *v, ptrdiff_t n, ptrdiff_t k, int64_t *idx)
+static inline double key2d(uint64_t k)
+{
+    uint64_t u = (k & 0x8000000000000000ull) ? (k & 0x7fffffffffffffffull) : ~k;
+    double x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* From this many values ncalc_top_k shares its passes between threads. */
+#define TOPK_PAR_MIN 32768
+#define TOPK_MAX_THREADS 64
+
+ptrdiff_t ncalc_top_k(const double *v, ptrdiff_t n, ptrdiff_t k, int64_t *idx, int nthreads)
 {
     if (n < 0 || k < 0 || k > n || (n > 0 && !v) || (k > 0 && !idx)) return NCALC_EINVAL;
-    for (ptrdiff_t i = 0; i < n; i++)
-        if (isnan(v[i])) return NCALC_EINVAL;
-    if (k == 0) return 0;
-    if (k == n) {
-        for (ptrdiff_t i = 0; i < n; i++) idx[i] = i;
+    if (k == 0 || k == n) {
+        for (ptrdiff_t i = 0; i < n; i++)
+            if (isnan(v[i])) return NCALC_EINVAL;
+        for (ptrdiff_t i = 0; i < k; i++) idx[i] = i;
         return k;
     }
-    /* the value t of ascending rank n - k (numpy.partition(v, n - k)[n - k])
-     * by a radix selection on the keys, 11 bits a digit from the top */
-    uint64_t *key = malloc(sizeof(uint64_t) * (size_t)n);
-    ptrdiff_t *hist = malloc(sizeof(ptrdiff_t) * 4 * 2048);
-    if (!key || !hist) {
-        free(key);
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    if (nt > TOPK_MAX_THREADS) nt = TOPK_MAX_THREADS;
+    if (n < TOPK_PAR_MIN || nt < 1) nt = 1;
+    /* The value t of ascending rank n - k (numpy.partition(v, n - k)[n - k])
+     * by a radix selection on the keys, 11 bits a digit from the top. Each
+     * thread keeps the candidates of its own contiguous share of v at the
+     * front of that share of key (the order of the candidates does not
+     * matter to the selection); the digit is chosen from all threads'
+     * counts, the same in every thread. Four counts per digit and thread:
+     * the values are often in a few bins, and one counter incremented back
+     * to back waits on itself. */
+    /* (the keys from the pool: their fresh pages would be faulted in on every call) */
+    uint64_t *key = ncalc_buffer_get(sizeof(uint64_t) * (size_t)n);
+    ptrdiff_t *hist = malloc(sizeof(ptrdiff_t) * 4 * 2048 * (size_t)nt);
+    ptrdiff_t *cnt = malloc(sizeof(ptrdiff_t) * 2 * (size_t)nt);
+    if (!key || !hist || !cnt) {
+        ncalc_buffer_put(key);
         free(hist);
+        free(cnt);
         return NCALC_ENOMEM;
     }
-    for (ptrdiff_t i = 0; i < n; i++) key[i] = d2key(v[i]);
-    ptrdiff_t m = n, rank = n - k;
-    uint64_t prefix = 0;
-    for (int shift = 53; shift > -11 && m > 0; shift -= 11) {
-        const int sh = shift < 0 ? 0 : shift;
-        const uint64_t mask = shift < 0 ? (1u << (11 + shift)) - 1 : 0x7ff;
-        /* four histograms, added up: the values are often in a few bins,
-         * and one counter incremented back to back waits on itself */
-        memset(hist, 0, sizeof(ptrdiff_t) * 4 * 2048);
-        ptrdiff_t i = 0;
-        for (; i + 4 <= m; i += 4) {
-            hist[(key[i] >> sh) & mask]++;
-            hist[2048 + ((key[i + 1] >> sh) & mask)]++;
-            hist[4096 + ((key[i + 2] >> sh) & mask)]++;
-            hist[6144 + ((key[i + 3] >> sh) & mask)]++;
+    int bad = 0;
+    (void)nt;
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        const int T = omp_get_num_threads(), th = omp_get_thread_num();
+#else
+        const int T = 1, th = 0;
+#endif
+        const ptrdiff_t lo = n * th / T, hi = n * (th + 1) / T;
+        int nan_here = 0;
+        for (ptrdiff_t i = lo; i < hi; i++) {
+            nan_here |= isnan(v[i]) != 0;
+            key[i] = d2key(v[i]);
         }
-        for (; i < m; i++) hist[(key[i] >> sh) & mask]++;
-        for (int b = 0; b < 2048; b++) hist[b] += hist[2048 + b] + hist[4096 + b] + hist[6144 + b];
-        uint64_t d = 0;
-        ptrdiff_t before = 0;
-        while (before + hist[d] <= rank) before += hist[d++];
-        rank -= before;
-        ptrdiff_t kept = 0;
-        for (ptrdiff_t j = 0; j < m; j++) { /* branch-free: the test is a coin toss */
-            const uint64_t kj = key[j];
-            key[kept] = kj;
-            kept += ((kj >> sh) & mask) == d;
+        if (nan_here) {
+#pragma omp atomic write
+            bad = 1;
         }
-        m = kept;
-        prefix |= d << sh;
+#pragma omp barrier
+        int stop;
+#pragma omp atomic read
+        stop = bad;
+        ptrdiff_t mine = hi - lo, rank = n - k;
+        uint64_t prefix = 0;
+        ptrdiff_t *h = hist + (size_t)4 * 2048 * th;
+        for (int shift = 53; shift > -11 && !stop; shift -= 11) {
+            const int sh = shift < 0 ? 0 : shift;
+            const uint64_t mask = shift < 0 ? (1u << (11 + shift)) - 1 : 0x7ff;
+            uint64_t *kk = key + lo;
+            memset(h, 0, sizeof(ptrdiff_t) * 4 * 2048);
+            ptrdiff_t i = 0;
+            for (; i + 4 <= mine; i += 4) {
+                h[(kk[i] >> sh) & mask]++;
+                h[2048 + ((kk[i + 1] >> sh) & mask)]++;
+                h[4096 + ((kk[i + 2] >> sh) & mask)]++;
+                h[6144 + ((kk[i + 3] >> sh) & mask)]++;
+            }
+            for (; i < mine; i++) h[(kk[i] >> sh) & mask]++;
+            for (int b = 0; b < 2048; b++) h[b] += h[2048 + b] + h[4096 + b] + h[6144 + b];
+#pragma omp barrier
+            uint64_t d = 0;
+            ptrdiff_t before = 0;
+            for (;; d++) {
+                ptrdiff_t c = 0;
+                for (int u = 0; u < T; u++) c += hist[(size_t)4 * 2048 * u + d];
+                if (before + c > rank) break;
+                before += c;
+            }
+            rank -= before;
+            ptrdiff_t kept = 0;
+            for (ptrdiff_t j = 0; j < mine; j++) { /* branch-free: the test is a coin toss */
+                const uint64_t kj = kk[j];
+                kk[kept] = kj;
+                kept += ((kj >> sh) & mask) == d;
+            }
+            mine = kept;
+            prefix |= d << sh;
+#pragma omp barrier /* every count read before the next pass's */
+        }
+        if (!stop) {
+            /* t is the value of that key; the values above it, and the
+             * earliest of those equal to it (-0 == +0 here, as in numpy's
+             * comparisons), in index order: each share's counts give where
+             * its indices go and how many of its equal values are taken */
+            const double t = key2d(prefix);
+            ptrdiff_t above = 0, equal = 0;
+            for (ptrdiff_t i = lo; i < hi; i++) {
+                above += v[i] > t;
+                equal += v[i] == t;
+            }
+            cnt[2 * th] = above;
+            cnt[2 * th + 1] = equal;
+#pragma omp barrier
+            ptrdiff_t all_above = 0;
+            for (int u = 0; u < T; u++) all_above += cnt[2 * u];
+            ptrdiff_t need = k - all_above, out = 0;
+            for (int u = 0; u < th; u++) {
+                const ptrdiff_t take = cnt[2 * u + 1] < need ? cnt[2 * u + 1] : need;
+                need -= take;
+                out += cnt[2 * u] + take;
+            }
+            for (ptrdiff_t i = lo; i < hi; i++) {
+                if (v[i] > t) idx[out++] = i;
+                else if (v[i] == t && need > 0) {
+                    idx[out++] = i;
+                    need--;
+                }
+            }
+        }
     }
-    free(key);
+    ncalc_buffer_put(key);
     free(hist);
-    double t = 0.0; /* the value whose key that is */
-    for (ptrdiff_t i = 0; i < n; i++)
-        if (d2key(v[i]) == prefix) {
-            t = v[i];
-            break;
-        }
-    /* the values above t, and the earliest of those equal to t (-0 == +0
-     * here, as in numpy's comparisons), in index order */
-    ptrdiff_t above = 0;
-    for (ptrdiff_t i = 0; i < n; i++) above += v[i] > t;
-    ptrdiff_t need = k - above, out = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        if (v[i] > t) idx[out++] = i;
-        else if (v[i] == t && need > 0) {
-            idx[out++] = i;
-            need--;
-        }
-    }
-    return out;
+    free(cnt);
+    return bad ? NCALC_EINVAL : k;
 }
 
 /* ------------------------------------------------------------------------

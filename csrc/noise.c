@@ -37,6 +37,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
 #include <emmintrin.h>
 #define NCALC_SSE2 1
@@ -212,50 +216,103 @@ static inline float key2f(uint32_t k)
     return x;
 }
 
-int ncalc_sort_f32(const float *x, ptrdiff_t n, float *out)
+/* Radix digits of the sort: 11 + 11 + 10 bits. Below SORT_PAR_MIN values
+ * one thread sorts (a parallel region costs more than it saves). */
+#define SORT_BINS 2048
+#define SORT_PAR_MIN 32768
+#define SORT_MAX_THREADS 64
+
+int ncalc_sort_f32(const float *x, ptrdiff_t n, float *out, int nthreads)
 {
     if (n < 0 || (n > 0 && (!x || !out))) return NCALC_EINVAL;
-    for (ptrdiff_t i = 0; i < n; i++)
-        if (isnan(x[i])) return NCALC_EINVAL;
     if (n < 2) {
-        if (n == 1) out[0] = x[0];
+        if (n == 1) {
+            if (isnan(x[0])) return NCALC_EINVAL;
+            out[0] = x[0];
+        }
         return NCALC_OK;
     }
-    uint32_t *a = malloc(sizeof(uint32_t) * (size_t)n), *b = malloc(sizeof(uint32_t) * (size_t)n);
-    ptrdiff_t *hist = calloc(3 * 2048, sizeof(ptrdiff_t));
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    if (nt > SORT_MAX_THREADS) nt = SORT_MAX_THREADS;
+    if (n < SORT_PAR_MIN || nt < 1) nt = 1;
+    /* (the keys from the pool: their fresh pages would be faulted in on every call) */
+    uint32_t *a = ncalc_buffer_get(sizeof(uint32_t) * (size_t)n);
+    uint32_t *b = ncalc_buffer_get(sizeof(uint32_t) * (size_t)n);
+    /* per thread, the counts of each digit in its share of the keys */
+    ptrdiff_t *hist = malloc(sizeof(ptrdiff_t) * SORT_BINS * (size_t)nt);
     if (!a || !b || !hist) {
-        free(a); free(b); free(hist);
+        ncalc_buffer_put(a);
+        ncalc_buffer_put(b);
+        free(hist);
         return NCALC_ENOMEM;
     }
-    /* least significant digit first (11 + 11 + 10 bits of the keys), each
-     * pass a stable counting sort; the three histograms in one read */
-    for (ptrdiff_t i = 0; i < n; i++) {
-        const uint32_t k = f2key(x[i]);
-        a[i] = k;
-        hist[k & 0x7ff]++;
-        hist[2048 + ((k >> 11) & 0x7ff)]++;
-        hist[4096 + (k >> 22)]++;
-    }
-    for (int pass = 0; pass < 3; pass++) {
-        ptrdiff_t *h = hist + 2048 * pass;
-        const int shift = 11 * pass;
-        if (h[(a[0] >> shift) & 0x7ff] == n) continue; /* one digit value: nothing moves */
-        ptrdiff_t sum = 0;
-        for (int d = 0; d < 2048; d++) {
-            const ptrdiff_t c = h[d];
-            h[d] = sum;
-            sum += c;
+    int bad = 0;
+    /* least significant digit first, each pass a stable counting sort: each
+     * thread counts its contiguous share of the keys, then moves them to
+     * the places all threads' counts give it (before its share come the
+     * smaller digits of every share and its own digit in the shares before
+     * it). The order is a stable sort's whatever the number of threads. */
+    (void)nt;
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        const int T = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+        const int T = 1, t = 0;
+#endif
+        const ptrdiff_t lo = n * t / T, hi = n * (t + 1) / T;
+        int nan_here = 0;
+        for (ptrdiff_t i = lo; i < hi; i++) {
+            nan_here |= isnan(x[i]) != 0;
+            a[i] = f2key(x[i]);
         }
-        for (ptrdiff_t i = 0; i < n; i++) b[h[(a[i] >> shift) & 0x7ff]++] = a[i];
-        uint32_t *t = a;
-        a = b;
-        b = t;
+        if (nan_here) {
+#pragma omp atomic write
+            bad = 1;
+        }
+        uint32_t *src = a, *dst = b;
+        ptrdiff_t *h = hist + (size_t)SORT_BINS * t, off[SORT_BINS];
+#pragma omp barrier
+        int stop;
+#pragma omp atomic read
+        stop = bad;
+        for (int pass = 0; pass < 3 && !stop; pass++) {
+            const int shift = 11 * pass;
+            memset(h, 0, sizeof(ptrdiff_t) * SORT_BINS);
+            for (ptrdiff_t i = lo; i < hi; i++) h[(src[i] >> shift) & 0x7ff]++;
+#pragma omp barrier
+            /* one digit value everywhere: nothing moves (the same test in every thread) */
+            const uint32_t d0 = (src[0] >> shift) & 0x7ff;
+            ptrdiff_t c0 = 0;
+            for (int u = 0; u < T; u++) c0 += hist[(size_t)SORT_BINS * u + d0];
+            if (c0 != n) {
+                ptrdiff_t base = 0;
+                for (int d = 0; d < SORT_BINS; d++) {
+                    ptrdiff_t mine = base;
+                    for (int u = 0; u < T; u++) {
+                        const ptrdiff_t c = hist[(size_t)SORT_BINS * u + d];
+                        if (u < t) mine += c;
+                        base += c;
+                    }
+                    off[d] = mine;
+                }
+                for (ptrdiff_t i = lo; i < hi; i++) {
+                    const uint32_t k = src[i];
+                    dst[off[(k >> shift) & 0x7ff]++] = k;
+                }
+                uint32_t *tmp = src;
+                src = dst;
+                dst = tmp;
+            }
+#pragma omp barrier /* the pass is complete, and every count read, before the next */
+        }
+        if (!stop)
+            for (ptrdiff_t i = lo; i < hi; i++) out[i] = key2f(src[i]);
     }
-    for (ptrdiff_t i = 0; i < n; i++) out[i] = key2f(a[i]);
-    free(a);
-    free(b);
+    ncalc_buffer_put(a);
+    ncalc_buffer_put(b);
     free(hist);
-    return NCALC_OK;
+    return bad ? NCALC_EINVAL : NCALC_OK;
 }
 
 /* Keep the keys whose digit (key >> shift) & mask is the one holding rank
@@ -769,7 +826,7 @@ static inline void mask_run(const uint8_t *restrict m, ptrdiff_t n, int *all, in
 /* Gather the masked pixels of block [r0,r1) x [c0,c1) at the given stride
  * (branch-free); *finite gets 0 if one of them is NaN or infinite. */
 static ptrdiff_t gather(const float *x, ptrdiff_t cols, const uint8_t *mask, ptrdiff_t mask_ld,
-                        ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t c0, ptrdiff_t c1,
+                        ptrdiff_t mask_r0, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t c0, ptrdiff_t c1,
                         ptrdiff_t stride, float *buf, int *finite)
 {
     ptrdiff_t m = 0;
@@ -790,7 +847,7 @@ static ptrdiff_t gather(const float *x, ptrdiff_t cols, const uint8_t *mask, ptr
                 }
             }
         } else {
-            const uint8_t *restrict mrow = mask + r * mask_ld;
+            const uint8_t *restrict mrow = mask + (r - mask_r0) * mask_ld;
             int all = 0, none = 0;
             /* runs inside or outside the mask (most): a copy, or nothing */
             if (stride == 1) mask_run(mrow + c0, c1 - c0, &all, &none);
@@ -827,7 +884,7 @@ double ncalc_mad_noise(const float *x, ptrdiff_t rows, ptrdiff_t cols,
     uint32_t *key = malloc(sizeof(uint32_t) * (size_t)cap);
     if (!buf || !mid || !tmp || !key) { free(buf); free(mid); free(tmp); free(key); return -1.0; }
     int finite;
-    ptrdiff_t m = gather(x, cols, mask, cols, 0, rows, 0, cols, stride, buf, &finite);
+    ptrdiff_t m = gather(x, cols, mask, cols, 0, 0, rows, 0, cols, stride, buf, &finite);
     double s = m >= 2 ? mad_of(buf, m, finite, mid, tmp, key) : NAN;
     free(buf);
     free(mid);
@@ -874,7 +931,7 @@ struct ncalc_tile_scratch {
 void ncalc_tile_scratch_free(ncalc_tile_scratch *s)
 {
     if (!s) return;
-    free(s->buf);
+    ncalc_buffer_put(s->buf);
     free(s->cnt);
     free(s->fin);
     free(s->mid);
@@ -892,7 +949,9 @@ ncalc_tile_scratch *ncalc_tile_scratch_new(ptrdiff_t rows, ptrdiff_t cols, ptrdi
     ncalc_tile_scratch *s = calloc(1, sizeof(*s));
     if (!s) return NULL;
     s->cap = (size_t)((th + stride - 1) / stride) * (size_t)((tw + stride - 1) / stride);
-    s->buf = malloc(sizeof(float) * s->cap * (size_t)gw);
+    /* (from the pool: about a megabyte a thread, whose fresh pages would
+     * be faulted in on every call) */
+    s->buf = ncalc_buffer_get(sizeof(float) * s->cap * (size_t)gw);
     s->cnt = malloc(sizeof(ptrdiff_t) * (size_t)gw);
     s->fin = malloc(sizeof(int) * (size_t)gw);
     s->mid = malloc(sizeof(float) * (s->cap + 4)); /* + 3: see bracket_pass */
@@ -910,8 +969,8 @@ ncalc_tile_scratch *ncalc_tile_scratch_new(ptrdiff_t rows, ptrdiff_t cols, ptrdi
  * tile by tile would read short runs of widely spaced rows), then each
  * tile's noise. */
 void ncalc_tile_band(const float *x, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
-                     ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t stride, ptrdiff_t min_count,
-                     ptrdiff_t br, float *grid_row, ncalc_tile_scratch *s)
+                     ptrdiff_t mask_ld, ptrdiff_t mask_r0, ptrdiff_t tile, ptrdiff_t stride,
+                     ptrdiff_t min_count, ptrdiff_t br, float *grid_row, ncalc_tile_scratch *s)
 {
     if (min_count < 2) min_count = 2;
     const ptrdiff_t gw = (cols + tile - 1) / tile;
@@ -924,7 +983,7 @@ void ncalc_tile_band(const float *x, ptrdiff_t rows, ptrdiff_t cols, const uint8
         for (ptrdiff_t bc = 0; bc < gw; bc++) {
             const ptrdiff_t c0 = bc * tile, c1 = c0 + tile < cols ? c0 + tile : cols;
             int finite;
-            s->cnt[bc] += gather(x, cols, mask, mask_ld, r, r + 1, c0, c1, stride,
+            s->cnt[bc] += gather(x, cols, mask, mask_ld, mask_r0, r, r + 1, c0, c1, stride,
                                  s->buf + (size_t)bc * s->cap + s->cnt[bc], &finite);
             s->fin[bc] &= finite;
         }
@@ -956,7 +1015,7 @@ static int tile_noise(const float *x, ptrdiff_t rows, ptrdiff_t cols,
         }
 #pragma omp for schedule(dynamic, 1)
         for (ptrdiff_t br = 0; br < gh; br++)
-            if (s) ncalc_tile_band(x, rows, cols, mask, mask_ld, tile, stride, min_count, br,
+            if (s) ncalc_tile_band(x, rows, cols, mask, mask_ld, 0, tile, stride, min_count, br,
                                    grid + br * gw, s);
         ncalc_tile_scratch_free(s);
     }

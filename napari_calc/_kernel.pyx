@@ -41,6 +41,13 @@ cdef extern from "ncalc.h" nogil:
                                Py_ssize_t min_count, float k, int radius, float *grid,
                                int32_t *out_rows, int32_t *out_cols, float *out_value,
                                Py_ssize_t max_out, int nthreads)
+    Py_ssize_t ncalc_noise_nms_blocks(const float *resp, Py_ssize_t rows, Py_ssize_t cols,
+                                      const uint8_t *small, Py_ssize_t hh, Py_ssize_t ww,
+                                      Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t row0,
+                                      Py_ssize_t col0, Py_ssize_t tile, Py_ssize_t min_count,
+                                      float k, int radius, float *grid, int32_t *out_rows,
+                                      int32_t *out_cols, float *out_value, Py_ssize_t max_out,
+                                      int nthreads)
     int ncalc_candidate_features(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
                                  const int32_t *cand_rows, const int32_t *cand_cols,
                                  const float *radius, Py_ssize_t n,
@@ -238,15 +245,24 @@ def nms(cnp.float32_t[:, ::1] resp not None, float k, int radius,
 
 
 def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
-              Py_ssize_t min_count=16, float k=3.0, int radius=1, int nthreads=0, bint values=False):
+              Py_ssize_t min_count=16, float k=3.0, int radius=1, int nthreads=0, bint values=False,
+              blocks=None):
     """tile_noise, its fix-up (bad tiles take the good ones' median) and
     nms with that grid, in one pass: ``(grid, rows, cols)``, or None when
     the kernel leaves it to those steps (no good tile, or NaNs in resp).
     mask as in nms. With ``values``: ``(grid, rows, cols, value, noise,
     snr)``, the last three those of :func:`peak_values` (the values read
-    during the pass)."""
+    during the pass).
+
+    ``blocks=(small, fy, fx, row0, col0)`` instead of ``mask``: the mask
+    upscale_mask would make of ``small`` (2-D bool or uint8), at rows
+    ``row0 ...`` and columns ``col0 ...`` of it (see
+    ncalc_noise_nms_blocks in csrc/ncalc.h), never made in full."""
     cdef const uint8_t *m = NULL
     cdef const uint8_t[:, :] mv
+    cdef const uint8_t[:, ::1] sv
+    cdef const uint8_t *ps = NULL
+    cdef Py_ssize_t hh = 0, ww = 0, fy = 0, fx = 0, row0 = 0, col0 = 0
     cdef Py_ssize_t ld = resp.shape[1]
     cdef Py_ssize_t gh = (resp.shape[0] + tile - 1) // tile if tile > 0 else 0
     cdef Py_ssize_t gw = (resp.shape[1] + tile - 1) // tile if tile > 0 else 0
@@ -257,19 +273,34 @@ def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
     cdef cnp.ndarray[cnp.float64_t, ndim=1] noise, snr
     cdef float *pv = NULL
     cdef int st
+    if mask is not None and blocks is not None:
+        raise ValueError("noise_nms takes a mask or blocks, not both")
     if mask is not None:
         mv = mask
         ld = _mask_pitch(mv, resp.shape[0], resp.shape[1])
         m = &mv[0, 0]
+    if blocks is not None:
+        small, fy, fx, row0, col0 = blocks
+        sv = np.ascontiguousarray(small).view(np.uint8)
+        hh, ww = sv.shape[0], sv.shape[1]
+        if hh < 1 or ww < 1 or fy < 1 or fx < 1 or row0 < 0 or col0 < 0:
+            raise ValueError("blocks: need a non-empty mask, block sizes >= 1 and offsets >= 0")
+        ps = &sv[0, 0]
     while True:
         rr = np.empty(cap, np.int32)  # room as in nms
         cc = np.empty(cap, np.int32)
         if values:
             val = np.empty(cap, np.float32)
             pv = &val[0]
-        with nogil:
-            n = ncalc_noise_nms(&resp[0, 0], resp.shape[0], resp.shape[1], m, ld, tile, min_count,
-                                k, radius, &grid[0, 0], &rr[0], &cc[0], pv, cap, nthreads)
+        if ps != NULL:
+            with nogil:
+                n = ncalc_noise_nms_blocks(&resp[0, 0], resp.shape[0], resp.shape[1], ps, hh, ww, fy,
+                                           fx, row0, col0, tile, min_count, k, radius, &grid[0, 0],
+                                           &rr[0], &cc[0], pv, cap, nthreads)
+        else:
+            with nogil:
+                n = ncalc_noise_nms(&resp[0, 0], resp.shape[0], resp.shape[1], m, ld, tile, min_count,
+                                    k, radius, &grid[0, 0], &rr[0], &cc[0], pv, cap, nthreads)
         if n == NCALC_EFALLBACK:
             return None
         if n < 0:
@@ -615,7 +646,7 @@ def nlf_bins(cnp.float32_t[::1] level not None, cnp.float32_t[::1] resid not Non
 
 
 cdef extern from "ncalc.h" nogil:
-    int ncalc_sort_f32(const float *x, Py_ssize_t n, float *out)
+    int ncalc_sort_f32(const float *x, Py_ssize_t n, float *out, int nthreads)
     int ncalc_upscale_mask(const uint8_t *small, Py_ssize_t hh, Py_ssize_t ww, Py_ssize_t fy,
                            Py_ssize_t fx, Py_ssize_t rows, Py_ssize_t cols, uint8_t *out,
                            int nthreads)
@@ -623,18 +654,19 @@ cdef extern from "ncalc.h" nogil:
                           Py_ssize_t tile, const uint8_t *scale, const int32_t *pr,
                           const int32_t *pc, Py_ssize_t n, float *value, double *noise,
                           double *snr, int64_t *scale_out, int nthreads)
-    Py_ssize_t ncalc_top_k(const double *v, Py_ssize_t n, Py_ssize_t k, int64_t *idx)
+    Py_ssize_t ncalc_top_k(const double *v, Py_ssize_t n, Py_ssize_t k, int64_t *idx, int nthreads)
 
 
-def sort_f32(const cnp.float32_t[::1] x not None):
+def sort_f32(const cnp.float32_t[::1] x not None, int nthreads=0):
     """A sorted copy of a 1-D float32 array (see ncalc_sort_f32 in
-    csrc/ncalc.h): the values of numpy.sort. ValueError when x holds a NaN."""
+    csrc/ncalc.h): the values of numpy.sort, whatever nthreads (0: the
+    OpenMP default). ValueError when x holds a NaN."""
     cdef Py_ssize_t n = x.shape[0]
     cdef cnp.ndarray[cnp.float32_t, ndim=1] out = np.empty(n, np.float32)
     cdef int st = 0
     if n:
         with nogil:
-            st = ncalc_sort_f32(&x[0], n, &out[0])
+            st = ncalc_sort_f32(&x[0], n, &out[0], nthreads)
     _check(st)
     return out
 
@@ -723,11 +755,11 @@ def merge_slices(const int64_t[::1] slice not None, const int64_t[::1] row not N
     return keep[:n].view(bool)
 
 
-def top_k(const cnp.float64_t[::1] values not None, Py_ssize_t k):
+def top_k(const cnp.float64_t[::1] values not None, Py_ssize_t k, int nthreads=0):
     """Indices (increasing, int64) of the k largest values, the earliest
     among those equal to the k-th largest (see ncalc_top_k in
-    csrc/ncalc.h); all of them when k >= len(values). ValueError when
-    values holds a NaN."""
+    csrc/ncalc.h); all of them when k >= len(values), whatever nthreads
+    (0: the OpenMP default). ValueError when values holds a NaN."""
     cdef Py_ssize_t n = values.shape[0]
     if k < 0:
         raise ValueError("k must be >= 0")
@@ -737,7 +769,7 @@ def top_k(const cnp.float64_t[::1] values not None, Py_ssize_t k):
     cdef const double *pv = &values[0] if n else NULL
     cdef Py_ssize_t got
     with nogil:
-        got = ncalc_top_k(pv, n, k, <int64_t *>&idx[0])
+        got = ncalc_top_k(pv, n, k, <int64_t *>&idx[0], nthreads)
     if got < 0:
         _check(<int>got)
     return idx[:k]

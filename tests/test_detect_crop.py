@@ -264,3 +264,26 @@ def test_stack_with_a_user_mask(monkeypatch, dog_calls):
     assert all(np.array_equal(r[0], ranges[0][0]) and np.array_equal(r[1], ranges[0][1]) for r in ranges)
     assert len(ranged.calcifications) > 5
     _assert_same(ranged, whole)
+
+
+@pytest.mark.parametrize("seed,spacing", [(0, 0.07), (5, 0.1), (6, 0.2)])
+def test_automatic_mask_as_blocks_is_the_full_mask(monkeypatch, seed, spacing):
+    # the automatic mask reaches noise_nms as its 1 mm blocks (no full-size
+    # mask is made); the same mask given in full gives the same tables
+    from napari_calc.core.mask import breast_mask
+
+    ph = make_phantom(seed=seed, spacing_mm=spacing)
+    calls = []
+    real = _kernel.noise_nms
+
+    def spy(resp, tile, mask=None, *a, blocks=None, **k):
+        calls.append((mask is None, blocks is None))
+        return real(resp, tile, mask, *a, blocks=blocks, **k)
+
+    monkeypatch.setattr(_kernel, "noise_nms", spy)
+    auto = napari_calc.detect(ph.image, keep_min_score=0.0)
+    given = napari_calc.detect(ph.image, mask=breast_mask(ph.image.pixels, ph.image.spacing_mm),
+                               keep_min_score=0.0)
+    assert calls == [(True, False), (False, True)]
+    assert len(auto.calcifications) > 10
+    _assert_same(auto, given)

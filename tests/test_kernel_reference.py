@@ -69,6 +69,10 @@ class SerialKernel:
         lib.ncalc_noise_nms.argtypes = [_P, _SZ, _SZ, _P, _SZ, _SZ, _SZ, ctypes.c_float, ctypes.c_int, _P,
                                         _P, _P, _P, _SZ, ctypes.c_int]
         lib.ncalc_noise_nms.restype = _SZ
+        lib.ncalc_noise_nms_blocks.argtypes = [_P, _SZ, _SZ, _P, _SZ, _SZ, _SZ, _SZ, _SZ, _SZ, _SZ, _SZ,
+                                               ctypes.c_float, ctypes.c_int, _P, _P, _P, _P, _SZ,
+                                               ctypes.c_int]
+        lib.ncalc_noise_nms_blocks.restype = _SZ
         lib.ncalc_peak_values.argtypes = [_P, _SZ, _SZ, _P, _SZ, _P, _P, _P, _SZ, _P, _P, _P, _P,
                                           ctypes.c_int]
         self.has_pyramid = hasattr(lib, "ncalc_dog_pyramid")
@@ -185,17 +189,27 @@ class SerialKernel:
                 return rr[:n].copy(), cc[:n].copy()
             cap = n
 
-    def noise_nms(self, resp, tile, mask=None, min_count=16, k=3.0, radius=1, nthreads=0, values=False):
+    def noise_nms(self, resp, tile, mask=None, min_count=16, k=3.0, radius=1, nthreads=0, values=False,
+                  blocks=None):
         grid = np.empty((-(-resp.shape[0] // tile), -(-resp.shape[1] // tile)), np.float32)
         ld = resp.shape[1] if mask is None else mask.strides[0]
+        if blocks is not None:
+            small, fy, fx, row0, col0 = blocks
+            small = np.ascontiguousarray(small, dtype=np.uint8)
         cap = 4096
         while True:
             rr = np.empty(cap, np.int32)
             cc = np.empty(cap, np.int32)
             val = np.empty(cap, np.float32) if values else None
-            n = self.lib.ncalc_noise_nms(_ptr(resp), resp.shape[0], resp.shape[1], _ptr(mask), ld, tile,
-                                         min_count, k, radius, _ptr(grid), _ptr(rr), _ptr(cc), _ptr(val),
-                                         cap, nthreads)
+            if blocks is not None:
+                n = self.lib.ncalc_noise_nms_blocks(
+                    _ptr(resp), resp.shape[0], resp.shape[1], _ptr(small), small.shape[0], small.shape[1],
+                    fy, fx, row0, col0, tile, min_count, k, radius, _ptr(grid), _ptr(rr), _ptr(cc),
+                    _ptr(val), cap, nthreads)
+            else:
+                n = self.lib.ncalc_noise_nms(_ptr(resp), resp.shape[0], resp.shape[1], _ptr(mask), ld, tile,
+                                             min_count, k, radius, _ptr(grid), _ptr(rr), _ptr(cc), _ptr(val),
+                                             cap, nthreads)
             if n == -3:
                 return None
             if n < 0:
@@ -1269,6 +1283,45 @@ def test_noise_nms_is_tile_noise_fixup_and_nms(kern, seed):
         np.testing.assert_array_equal(r2, er)
         np.testing.assert_array_equal(c2, ec)
         _assert_peak_values(resp, grid, tile, er, ec, val, noise, snr)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_noise_nms_with_blocks_is_noise_nms_with_their_mask(kern, seed):
+    # the mask as blocks (each thread writing a band's rows of it) gives
+    # the grid and peaks of the full-size mask upscale_mask makes of them,
+    # at any offset of the response in the image, with bands of one row to
+    # more than the image
+    from napari_calc.core.mask import upscale_mask
+
+    rng = np.random.default_rng(seed)
+    fy, fx = (int(v) for v in rng.integers(1, 9, 2))
+    hh, ww = (int(v) for v in rng.integers(1, 24, 2))
+    h, w = hh * fy + int(rng.integers(0, fy + 3)), ww * fx + int(rng.integers(0, fx + 3))
+    small = rng.random((hh, ww)) < rng.choice([0.3, 0.8, 1.0])
+    full = upscale_mask(small, fy, fx, h, w).view(np.uint8)
+    r0, c0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+    r1, c1 = int(rng.integers(r0 + 1, h + 1)), int(rng.integers(c0 + 1, w + 1))
+    resp = rng.normal(size=(r1 - r0, c1 - c0)).astype(np.float32)
+    resp += 6 * (rng.random(resp.shape) < 0.02)
+    tile = int(rng.choice([1, 3, int(rng.integers(4, 40)), 500]))
+    min_count = int(rng.integers(0, 30))
+    radius = int(rng.choice([0, 1, 3]))
+    crop = np.ascontiguousarray(full[r0:r1, c0:c1])
+    for nt in (1, 2, 3):
+        want = kern.noise_nms(resp, tile, crop, min_count, 3.0, radius, nt, values=True)
+        got = kern.noise_nms(resp, tile, None, min_count, 3.0, radius, nt, values=True,
+                             blocks=(small, fy, fx, r0, c0))
+        assert (got is None) == (want is None)
+        for a, b in zip(got or (), want or ()):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_noise_nms_blocks_refuses_bad_blocks(kern):
+    resp = np.zeros((8, 8), np.float32)
+    small = np.ones((2, 2), bool)
+    for bad in [(small[:0], 1, 1, 0, 0), (small, 0, 1, 0, 0), (small, 1, 1, -1, 0)]:
+        with pytest.raises((ValueError, RuntimeError)):
+            kern.noise_nms(resp, 4, None, 2, 3.0, 1, 1, blocks=bad)
 
 
 def _assert_peak_values(resp, grid, tile, rr, cc, val, noise, snr):

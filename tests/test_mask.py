@@ -176,3 +176,39 @@ def test_mask_row_extents_from_working_resolution_are_the_full_size_masks(phanto
     blob[28:32] = 1000
     mask, bbox, (lo, hi) = breast_mask_parts(blob, 1.0, skin_margin_mm=3.0)
     assert not lo.any() and not hi.any()
+
+
+def test_block_mask_is_the_upscaled_mask(phantom):
+    """breast_mask_blocks's BlockMask: made in full, the mask of
+    breast_mask_parts (whole-image cases included); sampled at every k-th
+    row and column from any start, the same pixels of it."""
+    from napari_calc.core.mask import BlockMask, breast_mask_blocks, breast_mask_parts
+
+    for img, sp in _working_resolution_cases(phantom) + [(phantom[:0, :5], 0.1)]:
+        blocks, bbox, ext = breast_mask_blocks(img, sp, skin_margin_mm=1.5)
+        mask, bbox2, ext2 = breast_mask_parts(img, sp, skin_margin_mm=1.5)
+        assert isinstance(blocks, BlockMask) and blocks.shape == img.shape
+        assert bbox == bbox2
+        np.testing.assert_array_equal(ext[0], ext2[0])
+        full = blocks.full()
+        assert full.dtype == bool and full.shape == img.shape
+        np.testing.assert_array_equal(full, mask)
+        for rs, cs in [(slice(1, -1, 3), slice(1, -1, 5)), (slice(None), slice(None)), (slice(2, 9, 1), slice(0, 0))]:
+            got = blocks.sample(rs, cs)
+            assert got.flags.c_contiguous
+            np.testing.assert_array_equal(got, mask[rs, cs])
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_noise_level_function_same_with_the_block_mask(phantom, monkeypatch, kernel):
+    import importlib
+
+    from napari_calc.core.mask import breast_mask_blocks
+
+    S = importlib.import_module("napari_calc.core.score")
+    monkeypatch.setattr(S, "_NLF_KERNEL", kernel)
+    img = phantom
+    blocks, _, _ = breast_mask_blocks(img, 0.25, skin_margin_mm=1.5)
+    for kw in (dict(), dict(max_samples=5000)):
+        for a, b in zip(S.noise_level_function(img, blocks, **kw), S.noise_level_function(img, blocks.full(), **kw)):
+            np.testing.assert_array_equal(a, b)

@@ -29,26 +29,36 @@ def _bits_equal_or_both_zero(a, b):
 
 # --- sort and quantiles ---------------------------------------------------
 
-@pytest.mark.parametrize("n", [0, 1, 2, 3, 17, 1000, 70_001])
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 17, 1000, 32_767, 32_768, 70_001])
 def test_sort_f32_is_numpy_sort(n):
+    """On 1, 2 and 3 threads (from 32768 values the passes are shared)."""
     rng = np.random.default_rng(n)
     for x in (rng.normal(0, 300, n), rng.integers(0, 4, n), rng.exponential(1e-30, n),
-              rng.uniform(1000, 4000, n)):
+              rng.uniform(1000, 4000, n), np.full(n, 7.0)):
         x = x.astype(np.float32)
         if n > 4:
             x[:3] = (np.inf, -np.inf, np.float32(1e-45))
-        got = _kernel.sort_f32(x)
-        assert got.dtype == np.float32 and got.shape == (n,)
-        np.testing.assert_array_equal(got.view(np.uint32), np.sort(x).view(np.uint32))
+        want = np.sort(x).view(np.uint32)
+        for nt in (1, 2, 3):
+            got = _kernel.sort_f32(x, nt)
+            assert got.dtype == np.float32 and got.shape == (n,)
+            np.testing.assert_array_equal(got.view(np.uint32), want)
 
 
-def test_sort_f32_signed_zeros_and_nan():
-    x = np.array([0.0, -0.0, 1.0, -0.0, 0.0, -1.0], np.float32)
-    got = _kernel.sort_f32(x)
-    np.testing.assert_array_equal(got, np.sort(x))           # the same values
-    assert list(np.signbit(got[1:5])) == [True, True, False, False]  # -0 before +0
-    with pytest.raises(ValueError):
-        _kernel.sort_f32(np.array([1.0, np.nan, 0.0], np.float32))
+@pytest.mark.parametrize("n", [6, 50_000])
+def test_sort_f32_signed_zeros_and_nan(n):
+    rng = np.random.default_rng(n)
+    x = np.resize(np.array([0.0, -0.0, 1.0, -0.0, 0.0, -1.0], np.float32), n)
+    rng.shuffle(x)
+    for nt in (1, 2, 3):
+        got = _kernel.sort_f32(x, nt)
+        np.testing.assert_array_equal(got, np.sort(x))           # the same values
+        zeros = np.signbit(got[got == 0])
+        assert zeros[: (zeros).sum()].all() and not zeros[zeros.sum():].any()  # -0 before +0
+        y = x.copy()
+        y[rng.integers(n)] = np.nan  # anywhere, in any thread's share
+        with pytest.raises(ValueError):
+            _kernel.sort_f32(y, nt)
     with pytest.raises(ValueError):
         _kernel.sort_f32(np.zeros((2, 2), np.float32))       # 1-D only
 
@@ -83,13 +93,24 @@ def test_quantiles_with_nan_fall_back_to_numpy():
     np.testing.assert_array_equal(S._quantiles(x, q, _kernel), np.quantile(np.sort(x), q))
 
 
+def test_running_median3_is_numpy_median_of_the_triples():
+    rng = np.random.default_rng(3)
+    for n in [1, 2, 3, 4, 24] * 40:
+        x = rng.choice([rng.random(n), rng.integers(0, 3, n).astype(float)])
+        if rng.random() < 0.2:
+            x[rng.integers(n)] = np.nan
+        padded = np.concatenate([x[:1], x, x[-1:]])
+        want = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
+        np.testing.assert_array_equal(S._running_median3(x).view(np.uint64), want.view(np.uint64))
+
+
 def test_noise_level_function_same_with_numpy_quantiles(monkeypatch):
     """The whole NLF with the C sort and with numpy.quantile (the kernel's
     other steps in place)."""
     img = make_phantom(seed=3, spacing_mm=0.1).image.pixels
     mask = M.breast_mask(img, 0.1)
     got = S.noise_level_function(img, mask)
-    monkeypatch.setattr(S, "_quantiles", lambda x, q, kern=None: np.quantile(np.sort(x), q))
+    monkeypatch.setattr(S, "_quantiles", lambda x, q, kern=None, n_threads=0: np.quantile(np.sort(x), q))
     ref = S.noise_level_function(img, mask)
     for a, b in zip(got, ref):
         np.testing.assert_array_equal(a.view(np.uint64), b.view(np.uint64))
@@ -180,8 +201,9 @@ def _top_k_numpy(monkeypatch, values, k):
     return _numpy_path(monkeypatch, D, "_PEAK_KERNEL", D._top_k, values, k)
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 10, 5000, 83_000])
+@pytest.mark.parametrize("n", [0, 1, 2, 10, 5000, 32_768, 83_000])
 def test_top_k_kernel_matches_numpy_path(monkeypatch, n):
+    """On 1, 2 and 3 threads (from 32768 values the passes are shared)."""
     rng = np.random.default_rng(n + 1)
     cases = [rng.normal(size=n), rng.integers(0, 5, n).astype(float), rng.exponential(3, n) + 3,
              np.where(rng.random(n) < 0.5, -0.0, 0.0), np.full(n, 2.5)]
@@ -190,18 +212,24 @@ def test_top_k_kernel_matches_numpy_path(monkeypatch, n):
     for vals in cases:
         assert len(_kernel.top_k(vals, 0)) == 0   # (k >= 1 in detect: max_candidates)
         for k in sorted({1, n // 3, n - 1, n, n + 5} - {-1, 0}):
-            got = D._top_k(vals, k)
             want = _top_k_numpy(monkeypatch, vals, k)
-            assert got.dtype == np.int64 == want.dtype
-            np.testing.assert_array_equal(got, want)
-            np.testing.assert_array_equal(got, np.sort(np.argsort(-vals, kind="stable")[:k]))
+            np.testing.assert_array_equal(want, np.sort(np.argsort(-vals, kind="stable")[:k]))
+            for nt in (1, 2, 3):
+                got = D._top_k(vals, k, nt)
+                assert got.dtype == np.int64 == want.dtype
+                np.testing.assert_array_equal(got, want)
 
 
-def test_top_k_with_nan_falls_back_to_numpy(monkeypatch):
-    vals = np.array([1.0, np.nan, 3.0, 2.0, np.nan])
-    with pytest.raises(ValueError):
-        _kernel.top_k(vals, 2)
-    np.testing.assert_array_equal(D._top_k(vals, 2), _top_k_numpy(monkeypatch, vals, 2))
+@pytest.mark.parametrize("n", [5, 40_000])
+def test_top_k_with_nan_falls_back_to_numpy(monkeypatch, n):
+    rng = np.random.default_rng(n)
+    vals = rng.normal(size=n)
+    vals[[1, rng.integers(n)]] = np.nan  # anywhere, in any thread's share
+    for nt in (1, 2, 3):
+        for k in (0, 2, n):
+            with pytest.raises(ValueError):
+                _kernel.top_k(vals, k, nt)
+        np.testing.assert_array_equal(D._top_k(vals, 2, nt), _top_k_numpy(monkeypatch, vals, 2))
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(max_candidates=40), dict(max_candidates=40, use_mask=False)])

@@ -67,7 +67,7 @@ from .columns import NO_CLUSTER, calc_columns
 from .detections import Detections
 from .errors import DetectionCancelled, InvalidParameterError, MissingSpacingError, UnsupportedImageError
 from .image import MammoImage
-from .mask import breast_mask_parts
+from .mask import BlockMask, breast_mask_blocks, breast_mask_parts
 from .score import candidate_feature_matrix, candidate_probability, load_model, noise_level_function
 
 __all__ = ["detect", "DetectionParams", "dog_sigmas", "PRESETS", "IN_PLANE_SPACING_RANGE_MM"]
@@ -350,19 +350,19 @@ def _kernel_input(plane: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(plane, dtype=np.float32)
 
 
-def _top_k(values: np.ndarray, k: int) -> np.ndarray:
+def _top_k(values: np.ndarray, k: int, n_threads: int = 0) -> np.ndarray:
     """Indices (increasing) of the ``k`` largest values; among equal values
     at the cut the earlier ones win (as a stable sort would choose).
     O(n) selection instead of a full sort: in C (``_kernel.top_k``) for
-    NaN-free float64 values, else with ``numpy.partition`` (the same
-    indices)."""
+    NaN-free float64 values (on ``n_threads``), else with
+    ``numpy.partition`` (the same indices)."""
     n = len(values)
     if k >= n:
         return np.arange(n)
     if values.dtype == np.float64 and _kernel_has("top_k"):
         from .. import _kernel
         try:
-            return _kernel.top_k(np.ascontiguousarray(values), int(k))
+            return _kernel.top_k(np.ascontiguousarray(values), int(k), int(n_threads))
         except ValueError:  # NaNs: NumPy below
             pass
     cut = np.partition(values, n - k)[n - k]  # the k-th largest value
@@ -603,11 +603,15 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     sp = min(spacing_yx)
     sig = dog_sigmas(sp, p.min_diameter_mm, p.max_diameter_mm)
     if mask is None and p.use_mask:
-        mask, bbox, extents = breast_mask_parts(img, spacing_yx, skin_margin_mm=p.skin_margin_mm,
-                                                n_threads=nthreads)
+        # the automatic mask stays as its 1 mm blocks: noise_nms reads it so
+        mask, bbox, extents = breast_mask_blocks(img, spacing_yx, skin_margin_mm=p.skin_margin_mm,
+                                                 n_threads=nthreads)
         check("mask")
+    blocks = mask if isinstance(mask, BlockMask) else None
     if mask is None:
         m8 = None
+    elif blocks is not None:
+        m8 = blocks  # (made in full only for the two-step path below)
     elif mask.dtype == bool and mask.flags.c_contiguous:
         m8 = mask.view(np.uint8)  # no copy
     else:
@@ -626,12 +630,14 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
             box = _crop_box(img.shape, bbox, sig, tile, radius)
     if box is not None:
         r0, r1, c0, c1 = box
-        img_c, m8_c = img[r0:r1, c0:c1], m8[r0:r1, c0:c1]  # views: the kernel reads crops
+        img_c = img[r0:r1, c0:c1]  # a view: the kernel reads crops
     else:
-        r0 = c0 = 0
-        img_c, m8_c = img, m8
+        r0, r1, c0, c1 = 0, img.shape[0], 0, img.shape[1]
+        img_c = img
+    # the mask's crop (blocks: none, noise_nms reads them)
+    m8_c = None if m8 is None or blocks is not None else m8[r0:r1, c0:c1]
     ranges = None
-    if m8_c is not None and _ROW_RANGES and _kernel_has("mask_row_ranges"):
+    if m8 is not None and _ROW_RANGES and _kernel_has("mask_row_ranges"):
         # only the mask grown by the NMS radius is wanted of the response
         # (noise_nms reads the rest but uses none of it): per row, the DoG
         # computes just the columns those pixels depend on (the breast's curved
@@ -653,7 +659,8 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
         # in cache); None where the kernel leaves it to the steps below (no
         # valid tile, NaNs)
         fused = _kernel.noise_nms(resp, tile, m8_c, min_count, float(p.threshold), radius, nthreads,
-                                  values=True)
+                                  values=True, blocks=None if blocks is None else (
+                                      blocks.tissue, blocks.fy, blocks.fx, r0, c0))
     if fused is not None:
         grid, rr, cc, r_at, noise, snr = fused
         check("noise")
@@ -663,6 +670,8 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
             # the steps below read every pixel of the response: all of it
             resp, scale = _kernel.dog_octaves(img_c, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads,
                                               (resp, scale))
+        if blocks is not None:  # and the mask in full
+            m8_c = blocks.full(nthreads)[r0:r1, c0:c1].view(np.uint8)
         grid = _noise_grid(img, resp, m8_c, sig, tile, min_count, (r0, c0), box is not None, nthreads)
         check("noise")
         rr, cc = _kernel.nms(resp, float(p.threshold), radius, m8_c, grid, tile, nthreads)
@@ -675,7 +684,7 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
             r_at = resp[rr, cc]
             snr = r_at.astype(np.float64) / noise
     if len(rr) > p.max_candidates:
-        keep = _top_k(snr, p.max_candidates)
+        keep = _top_k(snr, p.max_candidates, nthreads)
         rr, cc, snr, noise, r_at = rr[keep], cc[keep], snr[keep], noise[keep], r_at[keep]
     s_idx = scale[rr, cc].astype(np.int64)  # the kept ones only: a cache miss each
     if box is not None:
@@ -909,7 +918,7 @@ def _merge_and_measure(planes, pre: list[tuple], spacing_yx, p: DetectionParams,
             for s, (_, (rr, cc, snr, *_rest)) in enumerate(pre)]
     m = _merge_slices(lite, p.nms_radius_mm / min(spacing_yx), nthreads)
     if len(m["row"]) > p.max_candidates:
-        keep = _top_k(m["snr"], p.max_candidates)
+        keep = _top_k(m["snr"], p.max_candidates, nthreads)
         m = {key: v[keep] for key, v in m.items()}
     parts = []
     for s in np.unique(m["slice"]):  # increasing: the merged order is by slice
@@ -1053,7 +1062,7 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
         c = _merge_and_measure(planes, pre, spacing_yx, p, n_threads, sig, stack_nlf, check)
         report(0.95, "clustering")
     if len(c["row"]) > p.max_candidates:
-        keep = _top_k(c["snr"], p.max_candidates)
+        keep = _top_k(c["snr"], p.max_candidates, n_threads)
         c = {k: v[keep] for k, v in c.items()}
     score = _score(c, spacing, n_threads)
     # order: by slice, then row, col (deterministic, independent of threads);

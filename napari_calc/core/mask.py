@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["block_mean", "breast_mask", "breast_mask_and_bbox", "breast_mask_parts", "otsu_threshold",
-           "upscale_mask"]
+__all__ = ["BlockMask", "block_mean", "breast_mask", "breast_mask_and_bbox", "breast_mask_blocks",
+           "breast_mask_parts", "otsu_threshold", "upscale_mask"]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -167,6 +167,61 @@ def breast_mask_parts(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float =
     int32 arrays with ``mask[r, c]`` False for ``c < lo[r]`` and
     ``c >= hi[r]`` and True at both ends (``(0, 0)`` for a row without
     mask), taken from the working-resolution mask like the box."""
+    blocks, bbox, extents = breast_mask_blocks(pixels, spacing_mm, skin_margin_mm=skin_margin_mm,
+                                               work_mm=work_mm, n_threads=n_threads)
+    return blocks.full(n_threads), bbox, extents
+
+
+class BlockMask:
+    """A full-size mask kept as its working-resolution blocks: block
+    ``(i, j)`` of ``tissue`` covers rows ``i fy`` to ``(i + 1) fy`` and
+    columns ``j fx`` to ``(j + 1) fx`` of an image of ``shape``, the last
+    block row and column also the rows and columns left over (the mask
+    :func:`upscale_mask` makes). Detection reads it block-wise
+    (``_kernel.noise_nms(blocks=...)``) and never makes it in full.
+
+    Attributes
+    ----------
+    tissue : ndarray of bool, 2-D, at least 1 x 1
+    fy, fx : int
+        Block height and width (>= 1).
+    shape : (int, int)
+        The full size, at least ``tissue``'s times the blocks'.
+    """
+
+    __slots__ = ("tissue", "fy", "fx", "shape")
+
+    def __init__(self, tissue: np.ndarray, fy: int, fx: int, shape: tuple[int, int]):
+        self.tissue = np.ascontiguousarray(tissue, dtype=bool)
+        self.fy, self.fx = int(fy), int(fx)
+        self.shape = (int(shape[0]), int(shape[1]))
+
+    @classmethod
+    def whole(cls, shape: tuple[int, int]) -> "BlockMask":
+        """Every pixel of an image of ``shape``."""
+        return cls(np.ones((1, 1), dtype=bool), max(1, shape[0]), max(1, shape[1]), shape)
+
+    def full(self, n_threads: int = 0) -> np.ndarray:
+        """The full-size bool mask."""
+        h, w = self.shape
+        if self.tissue.all():
+            return np.ones((h, w), dtype=bool)
+        return upscale_mask(self.tissue, self.fy, self.fx, h, w, n_threads)
+
+    def sample(self, rows: slice, cols: slice) -> np.ndarray:
+        """``self.full()[rows, cols]`` (a C-contiguous copy), made from the
+        blocks."""
+        hh, ww = self.tissue.shape
+        i = np.minimum(np.arange(self.shape[0])[rows] // self.fy, hh - 1)
+        j = np.minimum(np.arange(self.shape[1])[cols] // self.fx, ww - 1)
+        return np.ascontiguousarray(self.tissue[i][:, j])
+
+
+def breast_mask_blocks(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float = 1.5,
+                       work_mm: float = 1.0, n_threads: int = 0
+                       ) -> tuple[BlockMask, tuple[int, int, int, int] | None, tuple[np.ndarray, np.ndarray]]:
+    """:func:`breast_mask_parts` with the mask as a :class:`BlockMask`
+    (the working-resolution mask, not upscaled)."""
     pixels = np.asarray(pixels)
     sy, sx = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
     fy = max(1, int(round(work_mm / sy)))
@@ -175,14 +230,15 @@ def breast_mask_parts(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float =
     hh, ww = h // fy, w // fx
     whole = (0, h, 0, w) if h and w else None
     every = (np.zeros(h, np.int32), np.full(h, w, np.int32))
+    all_of_it = BlockMask.whole((h, w))
     if hh < 4 or ww < 4:
-        return np.ones((h, w), dtype=bool), whole, every
+        return all_of_it, whole, every
     small = block_mean(pixels, fy, fx, n_threads)
     thr = otsu_threshold(small)
     tissue = small > thr
     frac_air = 1.0 - tissue.mean()
     if frac_air < 0.03 or frac_air > 0.97:
-        return np.ones((h, w), dtype=bool), whole, every
+        return all_of_it, whole, every
     kern = _kernel_with("largest_component")
     if kern is not None:
         # the same labelling, choice and hole filling in one C call
@@ -193,12 +249,12 @@ def breast_mask_parts(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float =
             sizes = ndi.sum_labels(tissue, labels, index=np.arange(1, n + 1))
             tissue = _fill_holes(labels == (1 + int(np.argmax(sizes))))
     if n == 0:
-        return np.ones((h, w), dtype=bool), whole, every
+        return all_of_it, whole, every
     margin = int(round(skin_margin_mm / work_mm))
     if margin > 0:
         # the image border is not skin: pad with tissue before eroding
         tissue = _erode_diamond(np.pad(tissue, margin, mode="edge"), margin)[margin:-margin, margin:-margin]
-    return (upscale_mask(tissue, fy, fx, h, w, n_threads), _upscaled_bbox(tissue, fy, fx, h, w),
+    return (BlockMask(tissue, fy, fx, (h, w)), _upscaled_bbox(tissue, fy, fx, h, w),
             _upscaled_extents(tissue, fy, fx, h, w))
 
 

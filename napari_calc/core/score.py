@@ -109,7 +109,7 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
         The image (any grey-level units), or planes sharing one detector
         and noise (e.g. slices of a tomosynthesis stack): the samples of
         all planes are pooled.
-    mask : ndarray of bool, optional
+    mask : ndarray of bool or :class:`~napari_calc.core.mask.BlockMask`, optional
         Where to measure (the breast; one plane's shape).
     n_bins : int
         Number of quantile bins of the local mean.
@@ -141,7 +141,7 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
         # the same samples from C (the same float32 arithmetic, no temporaries)
         m = None
         if mask is not None:
-            sm = np.ascontiguousarray(np.asarray(mask, dtype=bool)[rs, cs])
+            sm = _mask_sample(mask, rs, cs)
             if n_planes * int(np.count_nonzero(sm)) >= 1000:
                 m = sm.view(np.uint8)
         planes = img if img.ndim == 3 else img[None]
@@ -158,7 +158,7 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
         resid = (c - nb).ravel()
         level = ((c + 4 * nb) * np.float32(0.2)).ravel()
         if mask is not None:
-            m = np.broadcast_to(np.asarray(mask, dtype=bool)[rs, cs], c.shape).ravel()
+            m = np.broadcast_to(_mask_sample(mask, rs, cs), c.shape).ravel()
             if m.sum() >= 1000:
                 resid, level = resid[m], level[m]
     if resid.size < 50:
@@ -167,7 +167,7 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
     n_bins = int(max(1, min(n_bins, resid.size // 500)))
     # quantile bins of the level; the quantiles depend on the values only:
     # from a sorted copy (a radix sort in C when there is the kernel)
-    edges = _quantiles(level, np.arange(1, n_bins) / n_bins, kern)
+    edges = _quantiles(level, np.arange(1, n_bins) / n_bins, kern, n_threads)
     binned = None
     if kern is not None and level.dtype == np.float32 and resid.dtype == np.float32:
         try:
@@ -195,8 +195,7 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
             lev[i] = float(np.median(level[idx]))
             sd[i] = 1.4826 * float(np.median(np.abs(r - np.median(r)))) / math.sqrt(1.25)
     if n_bins >= 3:
-        padded = np.concatenate([[sd[0]], sd, [sd[-1]]])
-        sd = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
+        sd = _running_median3(sd)
     pos = sd[sd > 0]
     floor = float(pos.min()) if pos.size else 1.0
     sd = np.maximum(sd, floor)
@@ -205,17 +204,37 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
     return lev, sd[keep]
 
 
-def _quantiles(x: np.ndarray, q: np.ndarray, kern=None) -> np.ndarray:
+def _mask_sample(mask, rs: slice, cs: slice) -> np.ndarray:
+    """``mask[rs, cs]`` as a C-contiguous bool array (from the blocks of a
+    :class:`~napari_calc.core.mask.BlockMask`, without the full mask)."""
+    from .mask import BlockMask
+
+    if isinstance(mask, BlockMask):
+        return mask.sample(rs, cs)
+    return np.ascontiguousarray(np.asarray(mask, dtype=bool)[rs, cs])
+
+
+def _running_median3(x: np.ndarray) -> np.ndarray:
+    """The median of each value and its two neighbours (the end values
+    repeated past the ends): ``numpy.median`` of the triples, whose middle
+    value it is, as max(min(a, b), min(max(a, b), c)) without numpy.median's
+    stack and partition (NaN where a triple holds one, as there)."""
+    a = np.concatenate([x[:1], x[:-1]])
+    c = np.concatenate([x[1:], x[-1:]])
+    return np.maximum(np.minimum(a, x), np.minimum(np.maximum(a, x), c))
+
+
+def _quantiles(x: np.ndarray, q: np.ndarray, kern=None, n_threads: int = 0) -> np.ndarray:
     """``numpy.quantile(x, q)`` (method "linear") of a 1-D float array.
 
     With the kernel (``kern``, not None) and NaN-free float32 ``x``, ``x``
-    is sorted in C (``_kernel.sort_f32``, a radix sort) and the quantiles
+    is sorted in C (``_kernel.sort_f32``, a radix sort on ``n_threads``) and the quantiles
     are :func:`_quantiles_of_sorted` of that; otherwise
     ``numpy.quantile(numpy.sort(x), q)``. The same floats either way.
     """
     if kern is not None and x.dtype == np.float32 and x.ndim == 1 and len(x):
         try:
-            return _quantiles_of_sorted(kern.sort_f32(np.ascontiguousarray(x)), q)
+            return _quantiles_of_sorted(kern.sort_f32(np.ascontiguousarray(x), int(n_threads)), q)
         except ValueError:  # NaNs: NumPy below
             pass
     return np.quantile(np.sort(x), q)
@@ -421,18 +440,44 @@ def _basis_z(X: np.ndarray, part: dict, n_threads: int = 0) -> np.ndarray | None
     if not hasattr(_kernel, "ramp_z"):
         return None
     X = np.asarray(X)
-    knots = [np.asarray(k, float).ravel() for k in part["knots"]]
-    inter = [tuple(int(v) for v in t) for t in part.get("interactions", [])]
-    mu = np.ascontiguousarray(part["mean"], dtype=float)
-    sc = np.ascontiguousarray(part["scale"], dtype=float)
-    if (X.ndim != 2 or X.dtype != np.float64 or X.shape[1] != len(knots) or (mu == 0).any()
-            or any((k == 0).any() or (np.diff(k) <= 0).any() for k in knots)):
+    prepared = _ramp_args(part)
+    if prepared is None or X.ndim != 2 or X.dtype != np.float64 or X.shape[1] != len(prepared[0]):
         return None
+    knots, inter, mu, sc = prepared
     out = np.empty((len(X), len(mu)))  # as X - mu would be: the same layout for the product
     try:
         return _kernel.ramp_z(np.ascontiguousarray(X), knots, inter, mu, sc, out, int(n_threads))
     except ValueError:  # non-finite knots, sizes that do not fit: NumPy decides
         return None
+
+
+#: _ramp_args of the model parts seen, by id (each with the objects it was
+#: made from, which keeps their ids from being reused): the shipped model is
+#: one long-lived dict (load_model is cached), and this saves re-reading
+#: it per image.
+_RAMP_ARGS: dict = {}
+
+
+def _ramp_args(part: dict):
+    """``(knots, interactions, mean, scale)`` of a model part as
+    ``_kernel.ramp_z`` takes them, or None when the kernel must not take
+    the part (see :func:`_basis_z`). Remembered for the part and the very
+    lists it holds: a list replaced is read anew (one changed in place,
+    element by element, is not)."""
+    src = (part, part["knots"], part.get("interactions"), part["mean"], part["scale"])
+    got = _RAMP_ARGS.get(id(part))
+    if got is not None and all(a is b for a, b in zip(got[0], src)):
+        return got[1]
+    knots = [np.asarray(k, float).ravel() for k in part["knots"]]
+    inter = [tuple(int(v) for v in t) for t in part.get("interactions", [])]
+    mu = np.ascontiguousarray(part["mean"], dtype=float)
+    sc = np.ascontiguousarray(part["scale"], dtype=float)
+    ok = not ((mu == 0).any() or any((k == 0).any() or (np.diff(k) <= 0).any() for k in knots))
+    args = (knots, inter, mu, sc) if ok else None
+    if len(_RAMP_ARGS) >= 16:
+        _RAMP_ARGS.clear()
+    _RAMP_ARGS[id(part)] = (src, args)
+    return args
 
 
 def _logistic_logit(X: np.ndarray, part: dict, n_threads: int = 0) -> np.ndarray:

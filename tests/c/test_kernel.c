@@ -353,7 +353,9 @@ static int cmp_float(const void *a, const void *b)
 
 static void serial_steps(void)
 {
-    for (ptrdiff_t n = 0; n <= 300; n += (n < 20 ? 1 : 37)) {
+    /* (from 32768 values the sort and the top k share their passes between threads) */
+    for (ptrdiff_t n = 0; n <= 70001; n = n < 20 ? n + 1 : n < 300 ? n + 37 : n < 32768 ? 32768 : n + 37233) {
+        const int nt = 1 + (int)(n % 3);
         float *x = malloc(sizeof(float) * (size_t)(n ? n : 1));
         float *o = malloc(sizeof(float) * (size_t)(n ? n : 1));
         float *r = malloc(sizeof(float) * (size_t)(n ? n : 1));
@@ -361,13 +363,13 @@ static void serial_steps(void)
         if (n > 3) { x[0] = INFINITY; x[1] = -INFINITY; x[2] = 1e-45f; }
         memcpy(r, x, sizeof(float) * (size_t)n);
         qsort(r, (size_t)n, sizeof(float), cmp_float);
-        CHECK(ncalc_sort_f32(x, n, o) == NCALC_OK, "sort");
+        CHECK(ncalc_sort_f32(x, n, o, nt) == NCALC_OK, "sort");
         for (ptrdiff_t i = 0; i < n; i++) CHECK(o[i] == r[i], "sort %td at %td", n, i);
-        CHECK(ncalc_sort_f32(x, n, x) == NCALC_OK, "sort in place"); /* x and out the same */
+        CHECK(ncalc_sort_f32(x, n, x, 4 - nt) == NCALC_OK, "sort in place"); /* x and out the same */
         for (ptrdiff_t i = 0; i < n; i++) CHECK(x[i] == r[i], "sort in place %td at %td", n, i);
         if (n) {
             x[n / 2] = NAN;
-            CHECK(ncalc_sort_f32(x, n, o) == NCALC_EINVAL, "sort NaN");
+            CHECK(ncalc_sort_f32(x, n, o, nt) == NCALC_EINVAL, "sort NaN");
         }
         /* top k of doubles with ties, k = 0 .. n */
         double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
@@ -375,7 +377,7 @@ static void serial_steps(void)
         for (ptrdiff_t i = 0; i < n; i++) v[i] = (double)(rnd() % 7) - 3.0;
         if (n > 2) { v[0] = -0.0; v[1] = 0.0; }
         for (ptrdiff_t k = 0; k <= n; k += 1 + n / 7) {
-            CHECK(ncalc_top_k(v, n, k, idx) == k, "top k count");
+            CHECK(ncalc_top_k(v, n, k, idx, 1 + (int)(k % 3)) == k, "top k count");
             /* every index taken has a value >= every one not taken, the
              * indices increase, and of equal values the earliest are taken */
             ptrdiff_t j = 0, last_lo = -1;
@@ -394,9 +396,9 @@ static void serial_steps(void)
         }
         if (n) {
             v[n - 1] = NAN;
-            CHECK(ncalc_top_k(v, n, n / 2, idx) == NCALC_EINVAL, "top k NaN");
+            CHECK(ncalc_top_k(v, n, n / 2, idx, nt) == NCALC_EINVAL, "top k NaN");
         }
-        CHECK(ncalc_top_k(v, n, n + 1, idx) == NCALC_EINVAL, "top k k > n");
+        CHECK(ncalc_top_k(v, n, n + 1, idx, nt) == NCALC_EINVAL, "top k k > n");
         free(x); free(o); free(r); free(v); free(idx);
     }
     /* mask upscaling, with rows and columns left over */
@@ -842,6 +844,49 @@ static void noise_nms_steps(void)
     }
 }
 
+/* ncalc_noise_nms_blocks: the grid, peaks and values of ncalc_noise_nms
+ * with the mask ncalc_upscale_mask makes of the blocks, for crops at any
+ * offset (rows and columns left over by the blocks included), bands of
+ * one row to more than the image, 1 to 3 threads; bad blocks refused. */
+static void noise_nms_blocks(void)
+{
+    for (int t = 0; t < 60; t++) {
+        const ptrdiff_t fy = 1 + rnd() % 7, fx = 1 + rnd() % 7, hh = 1 + rnd() % 12, ww = 1 + rnd() % 12;
+        const ptrdiff_t H = hh * fy + rnd() % (fy + 2), W = ww * fx + rnd() % (fx + 2);
+        const ptrdiff_t r0 = rnd() % H, c0 = rnd() % W;
+        const ptrdiff_t rows = 1 + rnd() % (H - r0), cols = 1 + rnd() % (W - c0);
+        const ptrdiff_t tile = t % 5 == 0 ? 1000 : 1 + rnd() % 20, n = rows * cols;
+        uint8_t *small = malloc((size_t)(hh * ww)), *full = malloc((size_t)(H * W));
+        float *x = malloc(sizeof(float) * (size_t)n);
+        const ptrdiff_t gn = ((rows + tile - 1) / tile) * ((cols + tile - 1) / tile);
+        float *g1 = malloc(sizeof(float) * (size_t)gn), *g2 = malloc(sizeof(float) * (size_t)gn);
+        int32_t *a = malloc(sizeof(int32_t) * 4 * (size_t)n);
+        float *v1 = malloc(sizeof(float) * (size_t)n), *v2 = malloc(sizeof(float) * (size_t)n);
+        for (ptrdiff_t i = 0; i < hh * ww; i++) small[i] = (uint8_t)(rnd() % 4 != 0);
+        for (ptrdiff_t i = 0; i < n; i++) x[i] = (float)(rnd() % 400) / 16.0f;
+        CHECK(ncalc_upscale_mask(small, hh, ww, fy, fx, H, W, full, 1) == NCALC_OK, "blocks upscale");
+        for (int nt = 1; nt <= 3; nt++) {
+            const int radius = nt - 1;
+            const ptrdiff_t k1 = ncalc_noise_nms(x, rows, cols, full + r0 * W + c0, W, tile, 4, 1.0f, radius, g1,
+                                                 a, a + n, v1, n, nt);
+            const ptrdiff_t k2 = ncalc_noise_nms_blocks(x, rows, cols, small, hh, ww, fy, fx, r0, c0, tile, 4, 1.0f,
+                                                        radius, g2, a + 2 * n, a + 3 * n, v2, n, nt);
+            CHECK(k1 == k2, "blocks count %td %td", k1, k2);
+            if (k1 < 0 || k1 != k2) continue;
+            CHECK(memcmp(g1, g2, sizeof(float) * (size_t)gn) == 0, "blocks grid");
+            for (ptrdiff_t i = 0; i < k1; i++)
+                CHECK(a[i] == a[2 * n + i] && a[n + i] == a[3 * n + i] && v1[i] == v2[i], "blocks peak %td", i);
+        }
+        CHECK(ncalc_noise_nms_blocks(x, rows, cols, small, 0, ww, fy, fx, 0, 0, tile, 4, 1.0f, 1, g2, a, a + n,
+                                     NULL, n, 1) == NCALC_EINVAL, "blocks hh 0");
+        CHECK(ncalc_noise_nms_blocks(x, rows, cols, small, hh, ww, fy, 0, 0, 0, tile, 4, 1.0f, 1, g2, a, a + n,
+                                     NULL, n, 1) == NCALC_EINVAL, "blocks fx 0");
+        CHECK(ncalc_noise_nms_blocks(x, rows, cols, small, hh, ww, fy, fx, 0, -1, tile, 4, 1.0f, 1, g2, a, a + n,
+                                     NULL, n, 1) == NCALC_EINVAL, "blocks col0 < 0");
+        free(small); free(full); free(x); free(g1); free(g2); free(a); free(v1); free(v2);
+    }
+}
+
 /* ncalc_dog_octaves_rows: the wanted pixels as ncalc_dog_octaves_ld's, bit
  * for bit, with ranges from ncalc_mask_row_ranges (checked against a brute
  * force) and random ones, crops (ld > cols), 1 and 2 threads. The outputs
@@ -941,6 +986,7 @@ int main(void)
     stack_steps();
     neighbours();
     noise_nms_steps();
+    noise_nms_blocks();
     buffer_pool();
     ncalc_release_buffers(); /* nothing left for the leak checkers */
     if (failures) {
