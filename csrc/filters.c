@@ -70,6 +70,32 @@ int ncalc_max_threads(void)
 #endif
 }
 
+void ncalc_thread_share(ptrdiff_t n, int *team, int *me, ptrdiff_t *lo, ptrdiff_t *hi)
+{
+#ifdef _OPENMP
+    const int T = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+    const int T = 1, t = 0;
+#endif
+    *team = T;
+    *me = t;
+    *lo = n * t / T;
+    *hi = n * (t + 1) / T;
+}
+
+int ncalc_team_any(int mine, int *flag)
+{
+    if (mine) {
+#pragma omp atomic write
+        *flag = 1;
+    }
+#pragma omp barrier
+    int any;
+#pragma omp atomic read
+    any = *flag;
+    return any;
+}
+
 int ncalc_gaussian_radius(double sigma, double truncate)
 {
     return (int)(truncate * sigma + 0.5);

@@ -39,6 +39,17 @@ int ncalc_have_openmp(void);
 /* Threads OpenMP would use by default (1 for a serial build). */
 int ncalc_max_threads(void);
 
+/* Between the kernel's files: called in an OpenMP parallel region, the
+ * team's size (*team), this thread's number (*me) and its contiguous share
+ * [*lo, *hi) of n items (the shares in thread order); outside a region,
+ * or without OpenMP, one thread and all of them. */
+void ncalc_thread_share(ptrdiff_t n, int *team, int *me, ptrdiff_t *lo, ptrdiff_t *hi);
+
+/* Between the kernel's files: called by every thread of an OpenMP parallel
+ * region (a barrier), 1 in all of them when mine is nonzero in any; *flag
+ * is shared and 0 before the first call (it is set to 1 then). */
+int ncalc_team_any(int mine, int *flag);
+
 /* Radius in pixels of the sampled Gaussian of standard deviation sigma:
  * (int)(truncate * sigma + 0.5), as scipy.ndimage.gaussian_filter. */
 int ncalc_gaussian_radius(double sigma, double truncate);

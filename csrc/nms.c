@@ -1204,25 +1204,15 @@ ptrdiff_t ncalc_top_k(const double *v, ptrdiff_t n, ptrdiff_t k, int64_t *idx, i
     (void)nt;
 #pragma omp parallel num_threads(nt)
     {
-#ifdef _OPENMP
-        const int T = omp_get_num_threads(), th = omp_get_thread_num();
-#else
-        const int T = 1, th = 0;
-#endif
-        const ptrdiff_t lo = n * th / T, hi = n * (th + 1) / T;
+        int T, th;
+        ptrdiff_t lo, hi;
+        ncalc_thread_share(n, &T, &th, &lo, &hi);
         int nan_here = 0;
         for (ptrdiff_t i = lo; i < hi; i++) {
             nan_here |= isnan(v[i]) != 0;
             key[i] = d2key(v[i]);
         }
-        if (nan_here) {
-#pragma omp atomic write
-            bad = 1;
-        }
-#pragma omp barrier
-        int stop;
-#pragma omp atomic read
-        stop = bad;
+        const int stop = ncalc_team_any(nan_here, &bad);
         ptrdiff_t mine = hi - lo, rank = n - k;
         uint64_t prefix = 0;
         ptrdiff_t *h = hist + (size_t)4 * 2048 * th;

@@ -37,10 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
 #include <emmintrin.h>
 #define NCALC_SSE2 1
@@ -255,27 +251,17 @@ int ncalc_sort_f32(const float *x, ptrdiff_t n, float *out, int nthreads)
     (void)nt;
 #pragma omp parallel num_threads(nt)
     {
-#ifdef _OPENMP
-        const int T = omp_get_num_threads(), t = omp_get_thread_num();
-#else
-        const int T = 1, t = 0;
-#endif
-        const ptrdiff_t lo = n * t / T, hi = n * (t + 1) / T;
+        int T, t;
+        ptrdiff_t lo, hi;
+        ncalc_thread_share(n, &T, &t, &lo, &hi);
         int nan_here = 0;
         for (ptrdiff_t i = lo; i < hi; i++) {
             nan_here |= isnan(x[i]) != 0;
             a[i] = f2key(x[i]);
         }
-        if (nan_here) {
-#pragma omp atomic write
-            bad = 1;
-        }
+        const int stop = ncalc_team_any(nan_here, &bad);
         uint32_t *src = a, *dst = b;
         ptrdiff_t *h = hist + (size_t)SORT_BINS * t, off[SORT_BINS];
-#pragma omp barrier
-        int stop;
-#pragma omp atomic read
-        stop = bad;
         for (int pass = 0; pass < 3 && !stop; pass++) {
             const int shift = 11 * pass;
             memset(h, 0, sizeof(ptrdiff_t) * SORT_BINS);
