@@ -9,7 +9,9 @@ The pipeline, for each 2-D image (each slice of a stack):
    skin line are excluded. Steps 3-5 run on the mask's bounding box plus a
    margin (the DoG's support and the NMS radius), aligned to the noise
    tiles and the pyramid's coarsest grid, which gives exactly what they give
-   on the whole image (:func:`_crop_box`); no mask, no crop.
+   on the whole image (:func:`_crop_box`); no mask, no crop. The automatic
+   mask is kept as its 1 mm blocks (:class:`~.mask.BlockMask`): the kernel
+   reads it block-wise and no full-size mask is made.
 3. **Multi-scale DoG** (C kernel): the maximum over scales of
    ``G(s_i) - G(s_i+1)``, so bright spots of the right size stand out. The
    coarse scales are computed on an octave pyramid (each level the last
@@ -588,8 +590,9 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     """The candidates of one 2-D plane before they are measured:
     ``(img, mask, sigmas, (rows, cols, snr, noise, response, pair))``, with
     ``img`` the plane as the kernel reads it, ``mask`` the mask used (None:
-    the whole plane), rows and cols int32, the response float32, the DoG
-    pair int64, at most ``max_candidates`` (the highest SNR).
+    the whole plane; the automatic one as a :class:`~.mask.BlockMask`, which
+    the noise-level function also takes), rows and cols int32, the response
+    float32, the DoG pair int64, at most ``max_candidates`` (the highest SNR).
 
     The DoG, the local noise and the non-maximum suppression run on the
     mask's bounding box plus a margin (:func:`_crop_box`), and the DoG only
