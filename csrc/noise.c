@@ -1083,6 +1083,27 @@ static float np_median(const float *a, ptrdiff_t n, int dev, float center, float
     return ((0.0f + lo) + hi) / 2.0f;
 }
 
+/* target_clones needs GCC >= 6 and ifunc support (glibc on x86-64 Linux). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    defined(__GLIBC__) && (__GNUC__ >= 6) && !defined(NCALC_NO_CLONES)
+#define NCALC_BIN_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define NCALC_BIN_CLONES
+#endif
+
+/* bin[i] = the number of thr[0 .. nedges) that lv[i] reaches (>=), i < n:
+ * edge by edge over the chunk, so that the compares vectorise. */
+NCALC_BIN_CLONES
+static void bin_chunk(const float *restrict lv, ptrdiff_t n, const float *thr, int nedges,
+                      uint8_t *restrict bin)
+{
+    for (ptrdiff_t i = 0; i < n; i++) bin[i] = 0;
+    for (int e = 0; e < nedges; e++) {
+        const float te = thr[e];
+        for (ptrdiff_t i = 0; i < n; i++) bin[i] += (uint8_t)(lv[i] >= te);
+    }
+}
+
 int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const double *edges,
                    int nedges, ptrdiff_t *count, float *lev_median, float *resid_mad, int nthreads)
 {
@@ -1092,45 +1113,82 @@ int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const do
     for (int e = 1; e < nedges; e++)
         if (!(edges[e] >= edges[e - 1])) return NCALC_EINVAL;
     const int nb = nedges + 1;
-    for (ptrdiff_t i = 0; i < n; i++)
-        if (!(fabsf(level[i]) <= FLT_MAX) || !(fabsf(resid[i]) <= FLT_MAX)) return NCALC_EINVAL;
+    /* edges[e] <= (double)v  <=>  v >= thr[e], the smallest float >= edges[e]
+     * (for finite v; a NaN edge gives a NaN threshold, never reached) */
+    float thr[254];
+    for (int e = 0; e < nedges; e++) {
+        float f = (float)edges[e];
+        if ((double)f < edges[e]) f = nextafterf(f, INFINITY);
+        thr[e] = f;
+    }
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    if (nt > SORT_MAX_THREADS) nt = SORT_MAX_THREADS;
+    if (n <= 16384 || nt < 1) nt = 1;
     uint8_t *bin = malloc((size_t)(n ? n : 1));
-    float *gl = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    float *gr = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    float *gl = ncalc_buffer_get(sizeof(float) * (size_t)(n ? n : 1));
+    float *gr = ncalc_buffer_get(sizeof(float) * (size_t)(n ? n : 1));
     ptrdiff_t *off = malloc(sizeof(ptrdiff_t) * (size_t)(nb + 1));
-    if (!bin || !gl || !gr || !off) {
-        free(bin); free(gl); free(gr); free(off);
+    /* per thread, the counts of each bin in its share of the samples */
+    ptrdiff_t *tc = malloc(sizeof(ptrdiff_t) * (size_t)nb * (size_t)nt);
+    if (!bin || !gl || !gr || !off || !tc) {
+        free(bin); ncalc_buffer_put(gl); ncalc_buffer_put(gr); free(off); free(tc);
         return NCALC_ENOMEM;
     }
+    int bad = 0;
     /* bin = number of edges <= level (numpy.searchsorted(edges, level,
-     * side="right") for sorted edges; counted without branches, which
-     * beats a bisection over a few dozen edges), in parallel; then a
-     * stable counting sort by bin */
-    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+     * side="right") for sorted edges), counted edge by edge over chunks of
+     * the thread's share (float compares the compiler vectorises); then a
+     * stable counting sort by bin, each thread moving its share to the
+     * places all threads' counts give it (the serial order) */
     (void)nt;
-#pragma omp parallel for num_threads(nt) schedule(static) if (n > 16384)
-    for (ptrdiff_t i = 0; i < n; i++) {
-        const double v = (double)level[i];
-        int b = 0;
-        for (int e = 0; e < nedges; e++) b += edges[e] <= v;
-        bin[i] = (uint8_t)b;
-    }
-    for (int b = 0; b < nb; b++) count[b] = 0;
-    for (ptrdiff_t i = 0; i < n; i++) count[bin[i]]++;
-    off[0] = 0;
-    for (int b = 0; b < nb; b++) off[b + 1] = off[b] + count[b];
+#pragma omp parallel num_threads(nt)
     {
-        ptrdiff_t *pos = malloc(sizeof(ptrdiff_t) * (size_t)nb);
-        if (!pos) { free(bin); free(gl); free(gr); free(off); return NCALC_ENOMEM; }
-        memcpy(pos, off, sizeof(ptrdiff_t) * (size_t)nb);
-        for (ptrdiff_t i = 0; i < n; i++) {
-            const ptrdiff_t q = pos[bin[i]]++;
-            gl[q] = level[i];
-            gr[q] = resid[i];
+        int T, t;
+        ptrdiff_t lo, hi;
+        ncalc_thread_share(n, &T, &t, &lo, &hi);
+        int bad_here = 0;
+        for (ptrdiff_t i = lo; i < hi; i++)
+            bad_here |= !(fabsf(level[i]) <= FLT_MAX) | !(fabsf(resid[i]) <= FLT_MAX);
+        const int stop = ncalc_team_any(bad_here, &bad);
+        ptrdiff_t *c = tc + (size_t)nb * (size_t)t;
+        if (!stop) {
+            for (ptrdiff_t i0 = lo; i0 < hi; i0 += 4096)
+                bin_chunk(level + i0, hi - i0 < 4096 ? hi - i0 : 4096, thr, nedges, bin + i0);
+            for (int b = 0; b < nb; b++) c[b] = 0;
+            for (ptrdiff_t i = lo; i < hi; i++) c[bin[i]]++;
         }
-        free(pos);
+#pragma omp barrier
+        if (!stop) {
+            ptrdiff_t pos[255], base = 0;
+            for (int b = 0; b < nb; b++) {
+                ptrdiff_t mine = base;
+                for (int u = 0; u < T; u++) {
+                    const ptrdiff_t cu = tc[(size_t)nb * (size_t)u + (size_t)b];
+                    if (u < t) mine += cu;
+                    base += cu;
+                }
+                pos[b] = mine;
+                if (t == 0) {
+                    off[b] = mine;
+                    count[b] = 0;
+                    for (int u = 0; u < T; u++) count[b] += tc[(size_t)nb * (size_t)u + (size_t)b];
+                }
+            }
+            if (t == 0) off[nb] = n;
+            for (ptrdiff_t i = lo; i < hi; i++) {
+                const ptrdiff_t q = pos[bin[i]]++;
+                gl[q] = level[i];
+                gr[q] = resid[i];
+            }
+        }
     }
     free(bin);
+    free(tc);
+    if (bad) {
+        ncalc_buffer_put(gl); ncalc_buffer_put(gr); free(off);
+        return NCALC_EINVAL;
+    }
+    nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     ptrdiff_t cap = 1;
     for (int b = 0; b < nb; b++) cap = count[b] > cap ? count[b] : cap;
     int status = NCALC_OK;
@@ -1161,8 +1219,8 @@ int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const do
         free(tmp);
         free(key);
     }
-    free(gl);
-    free(gr);
+    ncalc_buffer_put(gl);
+    ncalc_buffer_put(gr);
     free(off);
     return status;
 }

@@ -124,3 +124,43 @@ def test_nlf_bins_are_numpy_medians():
             assert mad[i].tobytes() == np.median(np.abs(r - np.median(r))).tobytes()
     with pytest.raises(ValueError):  # decreasing edges
         _kernel.nlf_bins(np.ones(3, np.float32), np.ones(3, np.float32), np.array([2.0, 1.0]))
+
+
+def test_nlf_bins_edges_between_floats_and_threads():
+    """The bins are numpy.searchsorted(edges, level, side="right") for
+    float64 edges that no float32 equals (just above, just below and on a
+    level), beyond the float range, signed zeros, on 1-3 threads and on
+    both sides of the parallel threshold."""
+    rng = np.random.default_rng(11)
+    for n in (7, 16_384, 16_385, 50_001):
+        level = rng.integers(-20, 20, n).astype(np.float32)
+        level[: n // 3] = np.float32(0.1) * level[: n // 3]  # values no double edge hits exactly
+        level[n // 2] = -0.0
+        resid = rng.normal(0, 2, n).astype(np.float32)
+        f = float(np.float32(0.1))  # a level's exact value as a double
+        edges = np.array([-1e300, -3.0, np.nextafter(-1.0, -2.0), -0.0, 0.0,
+                          np.nextafter(f, 0.0), f, np.nextafter(f, 1.0), 0.15,
+                          5.0 + 1e-12, 1e300])
+        b = np.searchsorted(edges, level, side="right")
+        want_count = np.bincount(b, minlength=len(edges) + 1)
+        for nt in (1, 2, 3):
+            count, lev, mad = _kernel.nlf_bins(level, resid, edges, nt)
+            np.testing.assert_array_equal(count, want_count)
+            for i in range(len(edges) + 1):
+                sel = b == i
+                if not sel.any():
+                    assert np.isnan(lev[i]) and np.isnan(mad[i])
+                    continue
+                r = resid[sel]
+                assert lev[i].tobytes() == np.median(level[sel]).tobytes()
+                assert mad[i].tobytes() == np.median(np.abs(r - np.median(r))).tobytes()
+        for where in (0, n - 1):  # a non-finite sample in the first or the last thread's share
+            bad = level.copy()
+            bad[where] = np.nan
+            for nt in (1, 2, 3):
+                with pytest.raises(ValueError):
+                    _kernel.nlf_bins(bad, resid, edges, nt)
+            bad_r = resid.copy()
+            bad_r[where] = -np.inf
+            with pytest.raises(ValueError):
+                _kernel.nlf_bins(level, bad_r, edges, 2)
