@@ -13,6 +13,21 @@
 #include <omp.h>
 #endif
 
+/* target_clones needs GCC >= 6 and ifunc support (glibc on x86-64 Linux). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    defined(__GLIBC__) && (__GNUC__ >= 6) && !defined(NCALC_NO_CLONES)
+#define NCALC_SUM_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define NCALC_SUM_CLONES
+#endif
+
+/* s[c] += row[c] for c < n (exact: the caller keeps s below 2^32). */
+NCALC_SUM_CLONES
+static void add_u16_row(uint32_t *restrict s, const uint16_t *restrict row, ptrdiff_t n)
+{
+    for (ptrdiff_t c = 0; c < n; c++) s[c] += row[c];
+}
+
 int ncalc_block_mean(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                      ptrdiff_t fy, ptrdiff_t fx, double *out, int nthreads)
 {
@@ -50,10 +65,8 @@ int ncalc_block_mean(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                     const ptrdiff_t r1 = r0 + 65537 < (i + 1) * fy ? r0 + 65537 : (i + 1) * fy;
                     uint32_t *restrict s = s32;
                     memset(s, 0, sizeof(uint32_t) * (size_t)wc);
-                    for (ptrdiff_t r = r0; r < r1; r++) {
-                        const uint16_t *restrict row = (const uint16_t *)img + r * cols;
-                        for (ptrdiff_t c = 0; c < wc; c++) s[c] += row[c];
-                    }
+                    for (ptrdiff_t r = r0; r < r1; r++)
+                        add_u16_row(s, (const uint16_t *)img + r * cols, wc);
                     for (ptrdiff_t c = 0; c < wc; c++) isum[c] += s[c];
                 }
                 for (ptrdiff_t j = 0; j < ww; j++) {

@@ -1531,7 +1531,8 @@ def test_local_hessian_serial_identical_to_extension(serial_kernel, phantom_img)
 
 
 @pytest.mark.parametrize("shape,fy,fx", [((57, 43), 14, 14), ((56, 42), 14, 14), ((57, 43), 1, 1),
-                                         ((57, 43), 3, 7), ((5, 9), 5, 9), ((5, 9), 6, 2)])
+                                         ((57, 43), 3, 7), ((5, 9), 5, 9), ((5, 9), 6, 2),
+                                         ((71, 1003), 14, 14), ((33, 517), 3, 1)])  # long rows: vector loops
 def test_block_mean_matches_numpy(kern, shape, fy, fx):
     u = np.random.default_rng(51).integers(0, 65536, shape, dtype=np.uint16)
     f = _random_f32(shape, 52) * 1000
