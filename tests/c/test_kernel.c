@@ -341,6 +341,38 @@ static void crops_and_nlf(void)
           md[0] == 0.5f, "nlf bins one bin");
     CHECK(ncalc_nlf_bins(v, v, 2, e2, 2, cnt, lm, md, 1) == NCALC_EINVAL, "nlf bins decreasing edges");
     CHECK(ncalc_nlf_bins(inf, v, 2, NULL, 0, cnt, lm, md, 1) == NCALC_EINVAL, "nlf bins non-finite");
+
+    /* many samples (the bins found on the threads): each bin's count is
+     * the number of levels with that many edges at or below them, and the
+     * results do not depend on the thread count; a NaN in the last share */
+    {
+        const ptrdiff_t n = 70001;
+        float *lev = malloc(sizeof(float) * (size_t)n), *res = malloc(sizeof(float) * (size_t)n);
+        for (ptrdiff_t i = 0; i < n; i++) {
+            lev[i] = (float)(rnd() % 2001) * 0.1f - 50.0f;
+            res[i] = (float)(rnd() % 1000) * 0.01f;
+        }
+        const double ed[6] = {-1e300, -20.0, -0.1, 0.1 + 1e-12, 7.3, 1e300};
+        ptrdiff_t want[7] = {0}, c1[7], cn[7];
+        float l1[7], m1[7], ln[7], mn[7];
+        for (ptrdiff_t i = 0; i < n; i++) {
+            int b = 0;
+            for (int e = 0; e < 6; e++) b += ed[e] <= (double)lev[i];
+            want[b]++;
+        }
+        CHECK(ncalc_nlf_bins(lev, res, n, ed, 6, c1, l1, m1, 1) == NCALC_OK, "nlf bins large");
+        for (int b = 0; b < 7; b++) CHECK(c1[b] == want[b], "nlf bins large count %d", b);
+        for (int nt = 2; nt <= 3; nt++) {
+            CHECK(ncalc_nlf_bins(lev, res, n, ed, 6, cn, ln, mn, nt) == NCALC_OK, "nlf bins large threads");
+            for (int b = 0; b < 7; b++)
+                CHECK(cn[b] == c1[b] && memcmp(&ln[b], &l1[b], sizeof(float)) == 0 &&
+                      memcmp(&mn[b], &m1[b], sizeof(float)) == 0, "nlf bins threads %d bin %d", nt, b);
+        }
+        lev[n - 1] = NAN;
+        CHECK(ncalc_nlf_bins(lev, res, n, ed, 6, cn, ln, mn, 3) == NCALC_EINVAL, "nlf bins large NaN");
+        free(lev);
+        free(res);
+    }
 }
 
 /* The entry points of the serial steps of detect: sort, mask upscaling,
