@@ -32,3 +32,26 @@ def test_speed_benchmark_quick_run(tmp_path):
     assert bpp > 0 or (math.isnan(bpp) and not Path("/proc/self/clear_refs").exists())
     assert fig["big.faults_per_call"] >= 0
     assert "minor page faults per detect call" in res.stdout
+
+
+def test_ab_kernel_runs_two_builds_side_by_side():
+    """``benchmarks/ab_kernel.py`` loads two extension files at once (here
+    the same build twice) and times detect, and one kernel alone, with
+    each in turn; a missing file is one clear line."""
+    import napari_calc._kernel as kern
+
+    script = str(ROOT / "benchmarks" / "ab_kernel.py")
+    so = kern.__file__
+    small = ["--shape", "400", "320", "--spacing", "0.1", "--seed", "3", "--rounds", "2", "--threads", "1", "2"]
+    for extra in ([], ["--kernel", "noise_nms"], ["--kernel", "dog_octaves"]):
+        res = subprocess.run([sys.executable, script, so, so, *small, *extra],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        what = extra[1] if extra else "detect"
+        for nt in (1, 2):
+            assert f"{what} threads={nt}: A median" in res.stdout, res.stdout
+        assert "A - B paired median" in res.stdout
+    res = subprocess.run([sys.executable, script, so, str(ROOT / "no-such.so")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert "no-such.so: no such file" in res.stderr and "Traceback" not in res.stderr
