@@ -105,23 +105,30 @@ def test_nlf_samples_match_numpy_expression():
         _kernel.nlf_samples(img[0].astype(np.int32), 2)
 
 
+def _assert_numpy_bins(binned, level, resid, edges):
+    """``nlf_bins``'s output is, bin by bin, the count, numpy.median of the
+    levels and numpy.median of |resid - median| of the samples whose bin
+    is numpy.searchsorted(edges, level, side="right") (NaN when empty)."""
+    count, lev, mad = binned
+    b = np.searchsorted(edges, level, side="right")
+    np.testing.assert_array_equal(count, np.bincount(b, minlength=len(edges) + 1))
+    for i in range(len(edges) + 1):
+        sel = b == i
+        if not sel.any():
+            assert np.isnan(lev[i]) and np.isnan(mad[i])
+            continue
+        r = resid[sel]
+        assert lev[i].tobytes() == np.median(level[sel]).tobytes()
+        assert mad[i].tobytes() == np.median(np.abs(r - np.median(r))).tobytes()
+
+
 def test_nlf_bins_are_numpy_medians():
     rng = np.random.default_rng(6)
     for n in (0, 1, 2, 3, 10, 1001, 5000, 40_000):  # 40000: the bins are found in parallel
         level = rng.integers(0, 50, n).astype(np.float32)
         resid = rng.normal(0, 2, n).astype(np.float32)
         edges = np.sort(rng.integers(0, 50, 5)).astype(np.float64)
-        count, lev, mad = _kernel.nlf_bins(level, resid, edges, 2)
-        b = np.searchsorted(edges, level, side="right")
-        for i in range(6):
-            sel = b == i
-            assert count[i] == sel.sum()
-            if not sel.any():
-                assert np.isnan(lev[i]) and np.isnan(mad[i])
-                continue
-            r = resid[sel]
-            assert lev[i].tobytes() == np.median(level[sel]).tobytes()
-            assert mad[i].tobytes() == np.median(np.abs(r - np.median(r))).tobytes()
+        _assert_numpy_bins(_kernel.nlf_bins(level, resid, edges, 2), level, resid, edges)
     with pytest.raises(ValueError):  # decreasing edges
         _kernel.nlf_bins(np.ones(3, np.float32), np.ones(3, np.float32), np.array([2.0, 1.0]))
 
@@ -141,19 +148,8 @@ def test_nlf_bins_edges_between_floats_and_threads():
         edges = np.array([-1e300, -3.0, np.nextafter(-1.0, -2.0), -0.0, 0.0,
                           np.nextafter(f, 0.0), f, np.nextafter(f, 1.0), 0.15,
                           5.0 + 1e-12, 1e300])
-        b = np.searchsorted(edges, level, side="right")
-        want_count = np.bincount(b, minlength=len(edges) + 1)
         for nt in (1, 2, 3):
-            count, lev, mad = _kernel.nlf_bins(level, resid, edges, nt)
-            np.testing.assert_array_equal(count, want_count)
-            for i in range(len(edges) + 1):
-                sel = b == i
-                if not sel.any():
-                    assert np.isnan(lev[i]) and np.isnan(mad[i])
-                    continue
-                r = resid[sel]
-                assert lev[i].tobytes() == np.median(level[sel]).tobytes()
-                assert mad[i].tobytes() == np.median(np.abs(r - np.median(r))).tobytes()
+            _assert_numpy_bins(_kernel.nlf_bins(level, resid, edges, nt), level, resid, edges)
         for where in (0, n - 1):  # a non-finite sample in the first or the last thread's share
             bad = level.copy()
             bad[where] = np.nan
