@@ -1114,11 +1114,21 @@ int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const do
         if (!(edges[e] >= edges[e - 1])) return NCALC_EINVAL;
     const int nb = nedges + 1;
     /* edges[e] <= (double)v  <=>  v >= thr[e], the smallest float >= edges[e]
-     * (for finite v; a NaN edge gives a NaN threshold, never reached) */
+     * (for finite v; beyond the float range +inf or -FLT_MAX, so that no
+     * double out of range is converted; a NaN edge gives a NaN threshold,
+     * never reached) */
     float thr[254];
     for (int e = 0; e < nedges; e++) {
-        float f = (float)edges[e];
-        if ((double)f < edges[e]) f = nextafterf(f, INFINITY);
+        const double d = edges[e];
+        float f;
+        if (d > FLT_MAX) {
+            f = INFINITY;
+        } else if (d < -FLT_MAX) {
+            f = -FLT_MAX;
+        } else {
+            f = (float)d; /* the nearest float: d's lower or upper neighbour */
+            if ((double)f < d) f = nextafterf(f, INFINITY);
+        }
         thr[e] = f;
     }
     int nt = nthreads > 0 ? nthreads : ncalc_max_threads();

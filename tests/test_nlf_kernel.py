@@ -136,7 +136,7 @@ def test_nlf_bins_are_numpy_medians():
 def test_nlf_bins_edges_between_floats_and_threads():
     """The bins are numpy.searchsorted(edges, level, side="right") for
     float64 edges that no float32 equals (just above, just below and on a
-    level), beyond the float range, signed zeros, on 1-3 threads and on
+    level), beyond the float range and infinite, signed zeros, on 1-3 threads and on
     both sides of the parallel threshold."""
     rng = np.random.default_rng(11)
     for n in (7, 16_384, 16_385, 50_001):
@@ -145,9 +145,9 @@ def test_nlf_bins_edges_between_floats_and_threads():
         level[n // 2] = -0.0
         resid = rng.normal(0, 2, n).astype(np.float32)
         f = float(np.float32(0.1))  # a level's exact value as a double
-        edges = np.array([-1e300, -3.0, np.nextafter(-1.0, -2.0), -0.0, 0.0,
+        edges = np.array([-np.inf, -1e300, -3.0, np.nextafter(-1.0, -2.0), -0.0, 0.0,
                           np.nextafter(f, 0.0), f, np.nextafter(f, 1.0), 0.15,
-                          5.0 + 1e-12, 1e300])
+                          5.0 + 1e-12, 1e300, np.inf])
         for nt in (1, 2, 3):
             _assert_numpy_bins(_kernel.nlf_bins(level, resid, edges, nt), level, resid, edges)
         for where in (0, n - 1):  # a non-finite sample in the first or the last thread's share
