@@ -99,6 +99,9 @@ def main(argv=None):
     if args.kernel:
         names = ["dog_octaves", "noise_nms"] if args.kernel == "noise_nms" else ["dog_octaves"]
         seen = captured_args(img, args.spacing, names)
+        missing = [n for n in names if n not in seen]
+        if missing:
+            raise SystemExit(f"ab_kernel: detect did not call {', '.join(missing)} on this image")
     print(f"# A = {args.a}\n# B = {args.b}\n# {args.shape[0]}x{args.shape[1]} at {args.spacing} mm, "
           f"{args.rounds} rounds; ms per call")
     for nt in args.threads:
