@@ -152,14 +152,30 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
  * the noise and SNR from them). Returns the number of
  * peaks, < 0 on error, or NCALC_EFALLBACK (grid and peaks not to be used)
  * when no tile is good or resp holds a NaN: then call ncalc_tile_noise_ld
- * and ncalc_nms_ld. Bands in parallel; the result does not depend on the
- * thread count.
+ * and ncalc_nms_ld. Bands in parallel; the result does not
+ * depend on the thread count.
+ *
+ * top > 0: only the peaks that can be among the top highest SNRs are
+ * wanted (the SNR of a peak at (r, c) is resp[r][c] / grid[r / tile][c /
+ * tile] in double, as ncalc_peak_values gives it). Let B be the lower
+ * edge of the highest bin, of bins 32 an octave ([(1 + j / 32) 2^e,
+ * (1 + (j + 1) / 32) 2^e), e >= -10; all SNRs from 2^21 up in the last
+ * one), at or above which lie the SNRs of top peaks of good tiles (B = 0
+ * when there are fewer). Then the peaks of good tiles with an SNR below B
+ * are left out, and no others: the list is the full one (top = 0) without
+ * them, in the same order, and it does not depend on the thread count
+ * either. B is at most the top-th largest SNR, so ncalc_top_k(snr, top)
+ * of the list selects the very peaks it selects of the full list. The
+ * threads count the SNRs of the peaks of good tiles as they find them;
+ * the bound this count gives (at most B) raises the scan's threshold in
+ * good tiles to just under bound x noise, so most of the peaks below B
+ * are never listed.
  */
 ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                           const uint8_t *mask, ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t min_count,
                           float k, int radius, float *grid,
                           int32_t *out_rows, int32_t *out_cols, float *out_value, ptrdiff_t max_out,
-                          int nthreads);
+                          ptrdiff_t top, int nthreads);
 
 /*
  * ncalc_noise_nms with the mask given as blocks, as ncalc_upscale_mask
@@ -175,7 +191,7 @@ ptrdiff_t ncalc_noise_nms_blocks(const float *resp, ptrdiff_t rows, ptrdiff_t co
                                  ptrdiff_t fx, ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t tile,
                                  ptrdiff_t min_count, float k, int radius, float *grid,
                                  int32_t *out_rows, int32_t *out_cols, float *out_value,
-                                 ptrdiff_t max_out, int nthreads);
+                                 ptrdiff_t max_out, ptrdiff_t top, int nthreads);
 
 /*
  * Between the kernel's files (noise.c, for nms.c): one thread's scratch

@@ -237,16 +237,37 @@ static inline unsigned no_larger3(const float *resp, ptrdiff_t rows, ptrdiff_t c
 }
 
 
+/* A tile's noise is usable (detect's "good"): finite and > 0. */
+static inline int good_noise(float g) { return g > 0.0f && g <= FLT_MAX; }
+
+/* A float t with (double)v / (double)g < bound for every float v <= t
+ * (bound > 0 and finite, g a good noise): bound g less a relative 1e-6,
+ * rounded down to a float. Then v / g <= bound (1 - 1e-6) (1 + 2^-52),
+ * and its double quotient, off by at most 2^-53 relative, stays below
+ * bound: a pixel at or below t has an SNR below the bound, exactly. */
+static float top_thr(double bound, float g)
+{
+    const double x = bound * (double)g * (1.0 - 1e-6);
+    float t = (float)x;
+    if ((double)t > x) t = nextafterf(t, -INFINITY);
+    return t;
+}
+
 /* thr[c] = the threshold of column c in the row of tiles gr (k without a
- * grid). NaN thresholds compare false: nothing passes there. */
+ * grid); with bound > 0, in a good tile at least top_thr(bound, noise).
+ * NaN thresholds compare false: nothing passes there. */
 static void fill_thr(float *thr, ptrdiff_t cols, const float *grid, ptrdiff_t tile, float k,
-                     ptrdiff_t gr)
+                     ptrdiff_t gr, double bound)
 {
     const ptrdiff_t gw = grid ? (cols + tile - 1) / tile : 0;
     const ptrdiff_t seg = grid ? tile : cols;
     for (ptrdiff_t s0 = 0, g = 0; s0 < cols; s0 += seg, g++) {
         const ptrdiff_t s1 = s0 + seg < cols ? s0 + seg : cols;
-        const float t = grid ? k * grid[gr * gw + g] : k;
+        float t = grid ? k * grid[gr * gw + g] : k;
+        if (grid && bound > 0.0 && good_noise(grid[gr * gw + g])) {
+            const float tb = top_thr(bound, grid[gr * gw + g]);
+            if (tb > t) t = tb;
+        }
         for (ptrdiff_t c = s0; c < s1; c++) thr[c] = t;
     }
 }
@@ -262,6 +283,7 @@ typedef struct {
     float k;
     int radius;
     ptrdiff_t mask_r0;
+    double bound; /* > 0: an SNR no peak below which is wanted (see top_thr) */
 } nms_args_t;
 
 /* The peaks of rows [ra, rb) into out (emptied first), for data whose
@@ -289,7 +311,7 @@ static void scan_fast(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, float *th
             const ptrdiff_t gr = A->grid ? r / A->tile : 0;
             int bad = 0;
             if (gr != thr_row) {
-                fill_thr(thr, cols, A->grid, A->tile, A->k, gr);
+                fill_thr(thr, cols, A->grid, A->tile, A->k, gr, A->bound);
                 thr_row = gr;
             }
             for (ptrdiff_t c = 0; c < cols; c += 16) {
@@ -618,7 +640,7 @@ static void scan_fast_avx2(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, floa
             int32_t *nzw = cand->nzw + (r & 1) * 4 * nw;
             ptrdiff_t nz = 0;
             if (gr != thr_row) {
-                fill_thr(thr, cols, A->grid, A->tile, A->k, gr);
+                fill_thr(thr, cols, A->grid, A->tile, A->k, gr, A->bound);
                 thr_row = gr;
             }
             __m256 un = _mm256_setzero_ps();
@@ -699,7 +721,7 @@ static void scan_exact(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, float *t
         const uint8_t *mrow = A->mask ? A->mask + (r - A->mask_r0) * A->mask_ld : NULL;
         const ptrdiff_t gr = A->grid ? r / A->tile : 0;
         if (gr != thr_row) {
-            fill_thr(thr, cols, A->grid, A->tile, A->k, gr);
+            fill_thr(thr, cols, A->grid, A->tile, A->k, gr, A->bound);
             thr_row = gr;
         }
         for (ptrdiff_t c = 0; c < cols; c++)
@@ -794,11 +816,13 @@ static int peaks_values(peaks_t *p, const float *resp, ptrdiff_t cols)
 
 /* Writes the peaks of chunks[0 .. nchunks - 1] in order (at most max_out)
  * and frees their lists; the total, or NCALC_ENOMEM when failed or one
- * failed. With keep (not NULL), only the peaks with keep(ctx, r, c) stay.
+ * failed. With keep (not NULL), only the peaks with keep(ctx, r, c, v) stay
+ * (v: the peak's value when the chunks have them, else NULL).
  * With out_val (not NULL), also the peaks' values (chunks' val). */
 static ptrdiff_t gather_peaks(peaks_t *chunks, ptrdiff_t nchunks, int failed, int32_t *out_rows,
                               int32_t *out_cols, float *out_val, ptrdiff_t max_out,
-                              int (*keep)(const void *, ptrdiff_t, ptrdiff_t), const void *ctx)
+                              int (*keep)(const void *, ptrdiff_t, ptrdiff_t, const float *),
+                              const void *ctx)
 {
     ptrdiff_t n = 0;
     for (ptrdiff_t ch = 0; ch < nchunks; ch++) {
@@ -806,7 +830,7 @@ static ptrdiff_t gather_peaks(peaks_t *chunks, ptrdiff_t nchunks, int failed, in
         failed |= p->failed || (out_val && p->n && !p->val);
         for (ptrdiff_t i = 0; i < p->n; i++) {
             const ptrdiff_t r = p->rc[2 * i], c = p->rc[2 * i + 1];
-            if (keep && !keep(ctx, r, c)) continue;
+            if (keep && !keep(ctx, r, c, p->val ? &p->val[i] : NULL)) continue;
             if (n < max_out && !failed) {
                 out_rows[n] = (int32_t)r;
                 out_cols[n] = (int32_t)c;
@@ -832,7 +856,7 @@ ptrdiff_t ncalc_nms_ld(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
     /* a window wider than the image sees all of it */
     ptrdiff_t big = rows > cols ? rows : cols;
     if (radius > big) radius = (int)big;
-    const nms_args_t A = {resp, rows, cols, mask, mask_ld, grid, tile, k, radius, 0};
+    const nms_args_t A = {resp, rows, cols, mask, mask_ld, grid, tile, k, radius, 0, 0.0};
     const ptrdiff_t nchunks = (rows + NMS_CHUNK - 1) / NMS_CHUNK;
     peaks_t *chunks = calloc((size_t)nchunks, sizeof(peaks_t));
     uint8_t *nan_rows = calloc((size_t)rows, 1);
@@ -905,29 +929,10 @@ static void tile_index(int32_t *idx, ptrdiff_t n, ptrdiff_t tile)
     }
 }
 
-/* A tile's noise is usable (detect's "good"): finite and > 0. */
-static inline int good_noise(float g) { return g > 0.0f && g <= FLT_MAX; }
-
 static int cmp_float(const void *a, const void *b)
 {
     const float x = *(const float *)a, y = *(const float *)b;
     return (x > y) - (x < y);
-}
-
-/* What gather_peaks keeps of the scan with the provisional thresholds: a
- * peak in a good tile, or one in a bad tile above k times the median. */
-typedef struct {
-    const float *resp;
-    ptrdiff_t cols, gw;
-    const int32_t *trow, *tcol; /* each row's and column's tile (tile_index) */
-    const uint8_t *bad;
-    float thr; /* k * median, as fill_thr computes it */
-} bad_filter_t;
-
-static int keep_peak(const void *ctx, ptrdiff_t r, ptrdiff_t c)
-{
-    const bad_filter_t *F = ctx;
-    return !F->bad[(ptrdiff_t)F->trow[r] * F->gw + F->tcol[c]] || F->resp[r * F->cols + c] > F->thr;
 }
 
 /* A mask given as blocks (ncalc_noise_nms_blocks). */
@@ -986,20 +991,122 @@ static void prefetch_share(const float *resp, ptrdiff_t rows, ptrdiff_t cols, pt
 #endif
 }
 
+/* ------------------------------------------------------------------------
+ * Top: the peaks that cannot be among the `top` highest SNRs (ncalc.h).
+ *
+ * A peak of a good tile has its final SNR, v / g in double, as soon as it
+ * is found. The threads count these SNRs (the witnesses) in a shared
+ * histogram of fine bins (32 an octave, each bin's lower edge an exact
+ * double); the lower edge of the highest bin at or above which `top`
+ * witnesses lie is a bound: every peak of the whole list that ranks in
+ * the top has an SNR at or above it (at least `top` peaks do). Peaks
+ * below the bound are not wanted, so the scan raises its threshold in good
+ * tiles to just under bound x noise (top_thr), and the list drops the rest
+ * at the end. The peaks at or above the final bin edge B of ncalc.h are
+ * never left out by the scan (every bound on the way is at most B), so
+ * they are all counted by the end and the last bound is B: the list,
+ * those peaks and the bad tiles' ones, is the same for any timing.
+ * ------------------------------------------------------------------------ */
+
+#define TOP_SUB 32                 /* bins an octave */
+#define TOP_EMIN (-10)             /* the lowest octave: [2^-10, 2^-9) */
+#define TOP_NB (31 * TOP_SUB)      /* up to 2^21 (the top bin takes all above) */
+
+/* The bin of an SNR x > 0 (-1 below 2^TOP_EMIN, where no bound is of use):
+ * its exponent and first 5 bits of mantissa, from the double's bits. */
+static inline int top_bin(double x)
+{
+    if (!(x >= 0x1p-10)) return -1;
+    if (!(x < 0x1p21)) return TOP_NB - 1;
+    uint64_t u;
+    memcpy(&u, &x, sizeof u);
+    const int e = (int)(u >> 52) - 1023;
+    return (e - TOP_EMIN) * TOP_SUB + (int)((u >> 47) & (TOP_SUB - 1));
+}
+
+/* The lower edge of bin i: (1 + sub / 32) 2^e, exactly. */
+static inline double top_edge(int i)
+{
+    return ldexp(1.0 + (double)(i % TOP_SUB) / TOP_SUB, i / TOP_SUB + TOP_EMIN);
+}
+
+/* The shared count of the witnesses and the bound it gives. */
+typedef struct {
+    int64_t hist[TOP_NB];
+    ptrdiff_t top;
+    double bound; /* 0: none yet */
+} witness_t;
+
+/* Counts the SNRs of p's peaks in good tiles (values: p->val, or resp)
+ * into W and raises its bound; bins: p->n ints of scratch (the thread's).
+ * g: the noise of the band's tiles (the band holds p's rows). */
+static void witness_add(witness_t *W, const peaks_t *p, const float *resp, ptrdiff_t cols, const float *g,
+                        ptrdiff_t tile, int *bins)
+{
+    ptrdiff_t m = 0;
+    for (ptrdiff_t i = 0; i < p->n; i++) {
+        const ptrdiff_t r = p->rc[2 * i], c = p->rc[2 * i + 1];
+        const float noise = g[c / tile];
+        if (!good_noise(noise)) continue;
+        const float v = p->val ? p->val[i] : resp[r * cols + c];
+        const int b = top_bin((double)v / (double)noise);
+        if (b >= 0) bins[m++] = b;
+    }
+    if (!m) return;
+#pragma omp critical(ncalc_noise_nms_top)
+    {
+        for (ptrdiff_t i = 0; i < m; i++) W->hist[bins[i]]++;
+        int64_t above = 0;
+        for (int b = TOP_NB - 1; b >= 0; b--) {
+            above += W->hist[b];
+            if (above >= W->top) {
+                const double e = top_edge(b);
+                if (e > W->bound) {
+#pragma omp atomic write
+                    W->bound = e;
+                }
+                break;
+            }
+        }
+    }
+}
+
+/* What gather_peaks keeps of the scan: a peak in a good tile (at or above
+ * the bound, when there is one), or one in a bad tile above k times the
+ * median. */
+typedef struct {
+    const float *resp;
+    ptrdiff_t cols, gw;
+    const int32_t *trow, *tcol; /* each row's and column's tile (tile_index) */
+    const uint8_t *bad;
+    float thr;       /* k * median, as fill_thr computes it */
+    const float *grid;
+    double bound;    /* 0: none */
+} bad_filter_t;
+
+static int keep_peak(const void *ctx, ptrdiff_t r, ptrdiff_t c, const float *value)
+{
+    const bad_filter_t *F = ctx;
+    const ptrdiff_t t = (ptrdiff_t)F->trow[r] * F->gw + F->tcol[c];
+    const float v = value ? *value : F->resp[r * F->cols + c]; /* (the same float) */
+    if (F->bad[t]) return v > F->thr;
+    return !(F->bound > 0.0) || (double)v / (double)F->grid[t] >= F->bound;
+}
+
 static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
                            ptrdiff_t mask_ld, const blocks_t *B, ptrdiff_t tile, ptrdiff_t min_count,
                            float k, int radius, float *grid, int32_t *out_rows, int32_t *out_cols,
-                           float *out_value, ptrdiff_t max_out, int nthreads);
+                           float *out_value, ptrdiff_t max_out, ptrdiff_t top, int nthreads);
 
 ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                           const uint8_t *mask, ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t min_count,
                           float k, int radius, float *grid,
                           int32_t *out_rows, int32_t *out_cols, float *out_value, ptrdiff_t max_out,
-                          int nthreads)
+                          ptrdiff_t top, int nthreads)
 {
     if (mask && mask_ld < cols) return NCALC_EINVAL;
     return noise_nms(resp, rows, cols, mask, mask_ld, NULL, tile, min_count, k, radius, grid, out_rows,
-                     out_cols, out_value, max_out, nthreads);
+                     out_cols, out_value, max_out, top, nthreads);
 }
 
 ptrdiff_t ncalc_noise_nms_blocks(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
@@ -1007,21 +1114,21 @@ ptrdiff_t ncalc_noise_nms_blocks(const float *resp, ptrdiff_t rows, ptrdiff_t co
                                  ptrdiff_t fx, ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t tile,
                                  ptrdiff_t min_count, float k, int radius, float *grid,
                                  int32_t *out_rows, int32_t *out_cols, float *out_value,
-                                 ptrdiff_t max_out, int nthreads)
+                                 ptrdiff_t max_out, ptrdiff_t top, int nthreads)
 {
     if (!small || hh < 1 || ww < 1 || fy < 1 || fx < 1 || row0 < 0 || col0 < 0) return NCALC_EINVAL;
     const blocks_t B = {small, hh, ww, fy, fx, row0, col0};
     return noise_nms(resp, rows, cols, NULL, 0, &B, tile, min_count, k, radius, grid, out_rows,
-                     out_cols, out_value, max_out, nthreads);
+                     out_cols, out_value, max_out, top, nthreads);
 }
 
 /* mask (mask_ld bytes a row), the blocks B, or neither (no mask). */
 static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
                            ptrdiff_t mask_ld, const blocks_t *B, ptrdiff_t tile, ptrdiff_t min_count,
                            float k, int radius, float *grid, int32_t *out_rows, int32_t *out_cols,
-                           float *out_value, ptrdiff_t max_out, int nthreads)
+                           float *out_value, ptrdiff_t max_out, ptrdiff_t top, int nthreads)
 {
-    if (!resp || !grid || rows < 1 || cols < 1 || tile < 1 || radius < 0 || max_out < 0)
+    if (!resp || !grid || rows < 1 || cols < 1 || tile < 1 || radius < 0 || max_out < 0 || top < 0)
         return NCALC_EINVAL;
     if (max_out > 0 && (!out_rows || !out_cols)) return NCALC_EINVAL;
     const int values = out_value != NULL;
@@ -1046,14 +1153,25 @@ static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, co
         free(nan_rows);
         return NCALC_ENOMEM;
     }
-    const nms_args_t A = {resp, rows, cols, mask, mask_ld, scan_grid, tile, k, radius, 0};
+    const nms_args_t A = {resp, rows, cols, mask, mask_ld, scan_grid, tile, k, radius, 0, 0.0};
     const int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
     const int avx2 = use_avx2();
     int failed = 0;
+    witness_t *W = top > 0 ? calloc(1, sizeof(witness_t)) : NULL;
+    if (top > 0 && !W) {
+        free(scan_grid);
+        free(bad);
+        free(chunks);
+        free(nan_rows);
+        return NCALC_ENOMEM;
+    }
+    if (W) W->top = top;
     /* a band's noise, then at once its peaks: its rows are still in cache */
 #pragma omp parallel num_threads(nt) reduction(| : failed)
     {
+        int *bins = NULL; /* witness_add's scratch */
+        ptrdiff_t nbins = 0;
         scanner_t S;
         scanner_init(&S, cols, avx2);
         ncalc_tile_scratch *ts = ncalc_tile_scratch_new(rows, cols, tile, 1);
@@ -1093,10 +1211,24 @@ static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, co
                 prefetch_share(resp, rows, cols, br * tile + ahead, band, j, per_band);
                 const ptrdiff_t rb = ra + NMS_CHUNK < r_end ? ra + NMS_CHUNK : r_end;
                 peaks_t *p = &chunks[br * per_band + j];
+                if (W) {
+#pragma omp atomic read
+                    Ab.bound = W->bound;
+                }
                 failed |= !scan_chunk(&S, &Ab, ra, rb, p, nan_rows);
                 if (values) failed |= !peaks_values(p, resp, cols);
+                if (W && !p->failed && p->n) {
+                    if (p->n > nbins) {
+                        free(bins);
+                        nbins = p->n;
+                        bins = malloc(sizeof(int) * (size_t)nbins);
+                    }
+                    if (bins) witness_add(W, p, resp, cols, g, tile, bins);
+                    else failed = 1;
+                }
             }
         }
+        free(bins);
         ncalc_buffer_put(bm);
         ncalc_tile_scratch_free(ts);
         scanner_free(&S);
@@ -1125,7 +1257,7 @@ static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, co
                 if (bad[i]) grid[i] = med;
         /* (after a failure only the lists are freed: no filter) */
         int32_t *trow = failed ? NULL : malloc(sizeof(int32_t) * (size_t)(rows + cols));
-        bad_filter_t F = {resp, cols, gw, NULL, NULL, bad, k * med};
+        bad_filter_t F = {resp, cols, gw, NULL, NULL, bad, k * med, grid, W ? W->bound : 0.0};
         if (trow) {
             F.trow = trow;
             F.tcol = trow + rows;
@@ -1140,6 +1272,7 @@ static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, co
     free(bad);
     free(chunks);
     free(nan_rows);
+    free(W);
     return n;
 }
 

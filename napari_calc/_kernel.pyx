@@ -40,14 +40,14 @@ cdef extern from "ncalc.h" nogil:
                                const uint8_t *mask, Py_ssize_t mask_ld, Py_ssize_t tile,
                                Py_ssize_t min_count, float k, int radius, float *grid,
                                int32_t *out_rows, int32_t *out_cols, float *out_value,
-                               Py_ssize_t max_out, int nthreads)
+                               Py_ssize_t max_out, Py_ssize_t top, int nthreads)
     Py_ssize_t ncalc_noise_nms_blocks(const float *resp, Py_ssize_t rows, Py_ssize_t cols,
                                       const uint8_t *small, Py_ssize_t hh, Py_ssize_t ww,
                                       Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t row0,
                                       Py_ssize_t col0, Py_ssize_t tile, Py_ssize_t min_count,
                                       float k, int radius, float *grid, int32_t *out_rows,
                                       int32_t *out_cols, float *out_value, Py_ssize_t max_out,
-                                      int nthreads)
+                                      Py_ssize_t top, int nthreads)
     int ncalc_candidate_features(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
                                  const int32_t *cand_rows, const int32_t *cand_cols,
                                  const float *radius, Py_ssize_t n,
@@ -246,7 +246,7 @@ def nms(cnp.float32_t[:, ::1] resp not None, float k, int radius,
 
 def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
               Py_ssize_t min_count=16, float k=3.0, int radius=1, int nthreads=0, bint values=False,
-              blocks=None):
+              blocks=None, Py_ssize_t top=0):
     """tile_noise, its fix-up (bad tiles take the good ones' median) and
     nms with that grid, in one pass: ``(grid, rows, cols)``, or None when
     the kernel leaves it to those steps (no good tile, or NaNs in resp).
@@ -257,7 +257,15 @@ def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
     ``blocks=(small, fy, fx, row0, col0)`` instead of ``mask``: the mask
     upscale_mask would make of ``small`` (2-D bool or uint8), at rows
     ``row0 ...`` and columns ``col0 ...`` of it (see
-    ncalc_noise_nms_blocks in csrc/ncalc.h), never made in full."""
+    ncalc_noise_nms_blocks in csrc/ncalc.h), never made in full.
+
+    ``top > 0``: the peaks of good tiles (noise finite and > 0 before the
+    fix-up) whose SNR is below a bound B are left out, B at most the
+    ``top``-th largest SNR (the lower edge of a bin, 32 an octave, that
+    ``top`` such peaks reach; see ncalc_noise_nms in csrc/ncalc.h). The
+    rest of the list is the same, in the same order, for any thread count,
+    and :func:`top_k` of its SNRs selects the very peaks it selects of the
+    full list."""
     cdef const uint8_t *m = NULL
     cdef const uint8_t[:, :] mv
     cdef const uint8_t[:, ::1] sv
@@ -296,11 +304,11 @@ def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
             with nogil:
                 n = ncalc_noise_nms_blocks(&resp[0, 0], resp.shape[0], resp.shape[1], ps, hh, ww, fy,
                                            fx, row0, col0, tile, min_count, k, radius, &grid[0, 0],
-                                           &rr[0], &cc[0], pv, cap, nthreads)
+                                           &rr[0], &cc[0], pv, cap, top, nthreads)
         else:
             with nogil:
                 n = ncalc_noise_nms(&resp[0, 0], resp.shape[0], resp.shape[1], m, ld, tile, min_count,
-                                    k, radius, &grid[0, 0], &rr[0], &cc[0], pv, cap, nthreads)
+                                    k, radius, &grid[0, 0], &rr[0], &cc[0], pv, cap, top, nthreads)
         if n == NCALC_EFALLBACK:
             return None
         if n < 0:

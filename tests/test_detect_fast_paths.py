@@ -349,3 +349,43 @@ def test_noise_and_peaks_in_one_pass_are_the_two_steps(monkeypatch, seed, spacin
                  (fused.extra, steps.extra)):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert len(calls) == n_calls  # the switch off: the two steps ran
+
+
+@pytest.mark.parametrize("seed,spacing,kw", [(0, 0.07, dict(max_candidates=40)),
+                                             (1, 0.14, dict(max_candidates=300, n_threads=1)),
+                                             (2, 0.2, dict(max_candidates=25, use_mask=False)),
+                                             (3, 0.1, dict(max_candidates=60, n_slices=3)),
+                                             (4, 0.1, dict())])
+def test_peaks_below_the_top_left_out_change_nothing(monkeypatch, seed, spacing, kw):
+    # noise_nms's top (the peaks that cannot be among the max_candidates
+    # highest SNRs left out of its list): every table identical to the
+    # full list's, and the list really was shorter where there were more
+    # peaks than max_candidates
+    kw = dict(kw)
+    n_slices = kw.pop("n_slices", None)
+    image = make_phantom(seed=seed, spacing_mm=spacing, n_slices=n_slices).image
+    from napari_calc import _kernel
+
+    sizes = []
+    real = _kernel.noise_nms
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        sizes.append((k.get("top", 0), len(out[1])))
+        return out
+
+    monkeypatch.setattr(_kernel, "noise_nms", spy)
+    with_top = napari_calc.detect(image, keep_min_score=0.0, **kw)
+    monkeypatch.setattr(D, "_NOISE_NMS_TOP", False)
+    full = napari_calc.detect(image, keep_min_score=0.0, **kw)
+    for a, b in ((with_top.calcifications, full.calcifications), (with_top.clusters, full.clusters),
+                 (with_top.extra, full.extra)):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    half = len(sizes) // 2
+    top = kw.get("max_candidates", D.DetectionParams().max_candidates)
+    assert all(t == top for t, _ in sizes[:half]) and all(t == 0 for t, _ in sizes[half:])
+    for (_, n_top), (_, n_full) in zip(sizes[:half], sizes[half:]):
+        assert n_top <= n_full
+        if "max_candidates" in kw:  # (the default 3000 is more than these phantoms have)
+            assert n_full > 4 * top
+            assert top <= n_top < n_full / 2  # most of the weak peaks left out

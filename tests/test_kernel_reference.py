@@ -67,10 +67,10 @@ class SerialKernel:
         lib.ncalc_block_mean.argtypes = [_P, ctypes.c_int, _SZ, _SZ, _SZ, _SZ, _P, ctypes.c_int]
         lib.ncalc_tile_noise_strided.argtypes = [_P, _SZ, _SZ, _P, _SZ, _SZ, _SZ, _P, ctypes.c_int]
         lib.ncalc_noise_nms.argtypes = [_P, _SZ, _SZ, _P, _SZ, _SZ, _SZ, ctypes.c_float, ctypes.c_int, _P,
-                                        _P, _P, _P, _SZ, ctypes.c_int]
+                                        _P, _P, _P, _SZ, _SZ, ctypes.c_int]
         lib.ncalc_noise_nms.restype = _SZ
         lib.ncalc_noise_nms_blocks.argtypes = [_P, _SZ, _SZ, _P, _SZ, _SZ, _SZ, _SZ, _SZ, _SZ, _SZ, _SZ,
-                                               ctypes.c_float, ctypes.c_int, _P, _P, _P, _P, _SZ,
+                                               ctypes.c_float, ctypes.c_int, _P, _P, _P, _P, _SZ, _SZ,
                                                ctypes.c_int]
         lib.ncalc_noise_nms_blocks.restype = _SZ
         lib.ncalc_peak_values.argtypes = [_P, _SZ, _SZ, _P, _SZ, _P, _P, _P, _SZ, _P, _P, _P, _P,
@@ -190,7 +190,7 @@ class SerialKernel:
             cap = n
 
     def noise_nms(self, resp, tile, mask=None, min_count=16, k=3.0, radius=1, nthreads=0, values=False,
-                  blocks=None):
+                  blocks=None, top=0):
         grid = np.empty((-(-resp.shape[0] // tile), -(-resp.shape[1] // tile)), np.float32)
         ld = resp.shape[1] if mask is None else mask.strides[0]
         if blocks is not None:
@@ -205,11 +205,11 @@ class SerialKernel:
                 n = self.lib.ncalc_noise_nms_blocks(
                     _ptr(resp), resp.shape[0], resp.shape[1], _ptr(small), small.shape[0], small.shape[1],
                     fy, fx, row0, col0, tile, min_count, k, radius, _ptr(grid), _ptr(rr), _ptr(cc),
-                    _ptr(val), cap, nthreads)
+                    _ptr(val), cap, top, nthreads)
             else:
                 n = self.lib.ncalc_noise_nms(_ptr(resp), resp.shape[0], resp.shape[1], _ptr(mask), ld, tile,
                                              min_count, k, radius, _ptr(grid), _ptr(rr), _ptr(cc), _ptr(val),
-                                             cap, nthreads)
+                                             cap, top, nthreads)
             if n == -3:
                 return None
             if n < 0:
@@ -1336,6 +1336,113 @@ def _assert_peak_values(resp, grid, tile, rr, cc, val, noise, snr):
     with np.errstate(divide="ignore", invalid="ignore"):
         es = ev.astype(np.float64) / en
     np.testing.assert_array_equal(snr.view(np.uint64), es.view(np.uint64))
+
+
+def _top_bin_edge(x: float) -> float:
+    """The lower edge of the bin of an SNR ``x`` for ``noise_nms``'s
+    ``top``: 32 bins an octave from 2**-10 (0 below), every SNR from 2**21
+    up in the last bin (computed with frexp, not from the bits as the
+    kernel does)."""
+    if not x >= 2.0 ** -10:
+        return 0.0
+    x = min(x, math.nextafter(2.0 ** 21, 0.0))
+    m, e = math.frexp(x)  # x = m 2**e, 0.5 <= m < 1
+    return math.ldexp(1.0 + math.floor((2.0 * m - 1.0) * 32.0) / 32.0, e - 1)
+
+
+def _top_case(seed):
+    """Noise with isolated spikes whose SNRs sit on bin edges of the top's
+    count and a float either side of them, many equal: the response, its
+    mask (or None), tile, min_count, k and radius."""
+    rng = np.random.default_rng(seed)
+    rows, cols = (int(v) for v in rng.integers(90, 240, 2))
+    tile, radius, k, min_count = int(rng.integers(10, 40)), int(rng.integers(1, 4)), 3.0, 16
+    resp = rng.normal(size=(rows, cols)).astype(np.float32)
+    mask = None
+    if seed % 2:
+        yy, xx = np.mgrid[:rows, :cols]
+        mask = ((yy - rows / 2) ** 2 + xx ** 2 < (0.8 * max(rows, cols)) ** 2).astype(np.uint8)
+    if seed % 3 == 0:
+        resp[: rows // 4] = 0.5  # flat tiles: bad, their peaks never left out
+    step = 2 * radius + 2
+    pr, pc = (a.ravel() for a in np.meshgrid(np.arange(radius, rows - radius, step),
+                                            np.arange(radius, cols - radius, step), indexing="ij"))
+    take = rng.random(len(pr)) < 0.6
+    pr, pc = pr[take], pc[take]
+    resp[pr, pc] = 1e3  # outliers: each tile's median and MAD no longer depend on their values
+    grid = ref_tile_mad(resp, tile, mask, min_count)
+    g = grid[pr // tile, pc // tile]
+    # the tiles' medians: a spike moved to edge x noise must stay above the
+    # median plus two MADs, so that the tile's median and MAD do not move
+    m = np.ones(resp.shape, bool) if mask is None else mask.astype(bool)
+    med = np.array([np.median(resp[a:a + tile, b:b + tile][m[a:a + tile, b:b + tile]])
+                    if m[a:a + tile, b:b + tile].any() else np.nan
+                    for a, b in zip(pr // tile * tile, pc // tile * tile)])
+    edges = np.array([3.25, 4.0, 4.125, 5.0, 6.5, 8.0, 8.25, 11.0, 16.0, 23.0])
+    with np.errstate(invalid="ignore"):
+        target = rng.choice(edges, len(pr)) * g
+        ok = np.isfinite(g) & (g > 0) & (target > med + 2 * g / 1.4826)
+    v = target[ok].astype(np.float32)
+    nudge = rng.integers(-1, 2, len(v))  # a float below, on, above
+    v = np.where(nudge < 0, np.nextafter(v, np.float32(-np.inf)),
+                 np.where(nudge > 0, np.nextafter(v, np.float32(np.inf)), v)).astype(np.float32)
+    resp[pr[ok], pc[ok]] = v
+    assert ok.mean() > 0.5
+    assert np.array_equal(ref_tile_mad(resp, tile, mask, min_count), grid, equal_nan=True)
+    return resp, mask, tile, min_count, k, radius
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_noise_nms_top_leaves_out_only_peaks_below_the_bound(kern, seed):
+    # with a top, the list is the full one without the good tiles' peaks
+    # whose SNR is below B (the edge of the bin of the top-th largest SNR
+    # of good tiles' peaks), in the same order, for any thread count; the
+    # top-k of both lists picks the same peaks
+    resp, mask, tile, min_count, k, radius = _top_case(seed)
+    raw = ref_tile_mad(resp, tile, mask, min_count)
+    full = kern.noise_nms(resp, tile, mask, min_count, k, radius, 1, values=True)
+    assert full is not None
+    g, rr, cc, val, noise, snr = full
+    good = (np.isfinite(raw) & (raw > 0))[rr // tile, cc // tile]
+    ranked = np.sort(snr[good])[::-1]
+    assert len(ranked) > 50
+    # SNRs on an edge, just below and just above one (what the bound must split exactly)
+    assert any(float(s) == _top_bin_edge(float(s)) for s in ranked)
+    for top in (1, 7, len(ranked) // 5, len(ranked) // 2, len(ranked) - 1, len(ranked), len(ranked) + 3):
+        bound = _top_bin_edge(float(ranked[top - 1])) if top <= len(ranked) else 0.0
+        keep = ~(good & (snr < bound))
+        for nt in (1, 2, 3):
+            got = kern.noise_nms(resp, tile, mask, min_count, k, radius, nt, values=True, top=top)
+            np.testing.assert_array_equal(got[0], g)
+            for a, b in zip(got[1:], (rr, cc, val, noise, snr)):
+                np.testing.assert_array_equal(a, b[keep])
+            if top < len(rr):
+                want = _kernel.top_k(snr, top, 1)
+                pick = _kernel.top_k(got[5], top, nt)
+                np.testing.assert_array_equal(got[1][pick], rr[want])
+                np.testing.assert_array_equal(got[2][pick], cc[want])
+        # the left-out peaks were most of them, not a few at the end
+        if top == len(ranked) // 5:
+            assert keep.sum() < 0.5 * len(rr)
+
+
+def test_noise_nms_top_with_blocks_and_arguments(kern):
+    # the blocks' path leaves out the same peaks; a negative top is refused
+    from napari_calc.core.mask import upscale_mask
+
+    resp, _, tile, min_count, k, radius = _top_case(0)
+    small = np.ones((5, 4), bool)
+    small[0, 0] = small[4, 3] = False
+    fy, fx = resp.shape[0] // 5, resp.shape[1] // 4
+    full = np.ascontiguousarray(upscale_mask(small, fy, fx, resp.shape[0], resp.shape[1]).view(np.uint8))
+    for top in (1, 40, 300):
+        want = kern.noise_nms(resp, tile, full, min_count, k, radius, 2, values=True, top=top)
+        got = kern.noise_nms(resp, tile, None, min_count, k, radius, 2, values=True, top=top,
+                             blocks=(small, fy, fx, 0, 0))
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError):
+        kern.noise_nms(resp, tile, None, min_count, k, radius, 1, top=-1)
 
 
 def test_noise_nms_peaks_in_sparse_edge_tiles(kern):

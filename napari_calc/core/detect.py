@@ -25,7 +25,10 @@ The pipeline, for each 2-D image (each slice of a stack):
    low threshold: the score decides), at most ``max_candidates``. Steps 4
    and 5 run in one pass over the response (``_kernel.noise_nms``: each
    band of tiles is searched for peaks, and their values read, while its
-   rows are in cache).
+   rows are in cache). As the pass finds peaks it counts their SNRs, and
+   the peaks that can no longer be among the ``max_candidates`` highest
+   are never listed (its ``top``): the same candidates, without testing
+   and keeping tens of thousands of weak ones.
 6. **Candidate measurements** (C kernel, around each candidate only):
    contrast, ring background and its spread, peak, half-maximum area and
    elongation; the Gaussian-smoothed value and Hessian at the candidate's
@@ -126,7 +129,9 @@ class DetectionParams:
     use_mask : bool
         Segment the breast and detect inside it only.
     max_candidates : int
-        At most this many candidates per image (the highest scores).
+        At most this many candidates per image (per slice of a stack, and
+        again after the slices are merged): those of highest detection SNR
+        (response over local noise), before scoring.
     cluster_radius_mm : float
         Neighbourhood radius for clustering (default: a disc of 1 cm²).
     min_cluster_size : int
@@ -403,6 +408,11 @@ _ROW_RANGES = True
 #: Compute the local noise and the peaks in one pass (``_kernel.noise_nms``);
 #: tests switch it off to compare with the two steps.
 _NOISE_NMS_KERNEL = True
+#: Let noise_nms leave out peaks that cannot be among the ``max_candidates``
+#: highest SNRs (its ``top``): the same candidates after the top-k
+#: selection, without listing and testing the tens of thousands of weak
+#: peaks (tests switch it off to compare).
+_NOISE_NMS_TOP = True
 
 
 def _octave_plan(sig: np.ndarray, rows: int, cols: int, max_levels: int = 16) -> list[tuple[int, int, int]]:
@@ -663,7 +673,8 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
         # valid tile, NaNs)
         fused = _kernel.noise_nms(resp, tile, m8_c, min_count, float(p.threshold), radius, nthreads,
                                   values=True, blocks=None if blocks is None else (
-                                      blocks.tissue, blocks.fy, blocks.fx, r0, c0))
+                                      blocks.tissue, blocks.fy, blocks.fx, r0, c0),
+                                  top=int(p.max_candidates) if _NOISE_NMS_TOP else 0)
     if fused is not None:
         grid, rr, cc, r_at, noise, snr = fused
         check("noise")

@@ -823,7 +823,7 @@ static void noise_nms_steps(void)
                     for (int t = 1; t <= 3; t++) {
                         /* (the values asked for on the odd thread counts) */
                         ptrdiff_t nf = ncalc_noise_nms(x, rows, cols, mk, ld, tile, min_count, 0.5f, radius, g2,
-                                                       a, a + n, t % 2 ? val : NULL, (ptrdiff_t)n, t);
+                                                       a, a + n, t % 2 ? val : NULL, (ptrdiff_t)n, 0, t);
                         if (ng == 0) {
                             CHECK(nf == NCALC_EFALLBACK, "noise_nms no valid tile: %td", nf);
                             continue;
@@ -854,25 +854,133 @@ static void noise_nms_steps(void)
                         }
                         /* room for one peak: the total still comes back */
                         CHECK(ncalc_noise_nms(x, rows, cols, mk, ld, tile, min_count, 0.5f, radius, g2, a, a + n,
-                                              t % 2 ? val : NULL, 1, t) == ns, "noise_nms short buffer");
+                                              t % 2 ? val : NULL, 1, 0, t) == ns, "noise_nms short buffer");
                     }
                 }
             CHECK(ncalc_noise_nms(x, rows, cols, m, cols - 1, tile, 2, 0.5f, 1, g2, a, a + n, NULL, (ptrdiff_t)n,
-                                  1) == NCALC_EINVAL, "noise_nms ld < cols");
+                                  0, 1) == NCALC_EINVAL, "noise_nms ld < cols");
             x[n / 2] = NAN;
-            CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, tile, 2, 0.5f, 1, g2, a, a + n, val, (ptrdiff_t)n, 2)
+            CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, tile, 2, 0.5f, 1, g2, a, a + n, val, (ptrdiff_t)n, 0, 2)
                   == NCALC_EFALLBACK, "noise_nms NaN");
+            CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, tile, 2, 0.5f, 1, g2, a, a + n, val, (ptrdiff_t)n, 5, 2)
+                  == NCALC_EFALLBACK, "noise_nms NaN, top");
             x[n / 2] = 0.0f;
             CHECK(ncalc_peak_values(NULL, rows, cols, g2, tile, (const uint8_t *)m, a, a + n, 0, val, noise, snr,
                                     (int64_t *)a, 1) == NCALC_EINVAL, "peak_values scale without resp");
             free(g1); free(g2); free(good); free(a); free(val); free(noise); free(snr);
         }
-        CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, 0, 2, 0.5f, 1, x, NULL, NULL, NULL, 0, 1)
+        CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, 0, 2, 0.5f, 1, x, NULL, NULL, NULL, 0, 0, 1)
               == NCALC_EINVAL, "noise_nms tile 0");
-        CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, 4, 2, 0.5f, -1, x, NULL, NULL, NULL, 0, 1)
+        CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, 4, 2, 0.5f, -1, x, NULL, NULL, NULL, 0, 0, 1)
               == NCALC_EINVAL, "noise_nms radius");
+        CHECK(ncalc_noise_nms(x, rows, cols, NULL, cols, 4, 2, 0.5f, 1, x, NULL, NULL, NULL, 0, -1, 1)
+              == NCALC_EINVAL, "noise_nms top < 0");
         free(x);
         free(m);
+    }
+}
+
+/* The lower edge of the bin of x of ncalc_noise_nms's top (32 bins an
+ * octave from 2^-10; from 2^21 up the last one), found another way than
+ * the kernel does (frexp, not the bits); 0 below 2^-10. */
+static double top_bin_edge(double x)
+{
+    if (!(x >= 0x1p-10)) return 0.0;
+    if (!(x < 0x1p21)) x = 0x1.fffffffffffffp20;
+    int e;
+    const double m = 2.0 * frexp(x, &e); /* x = m 2^(e - 1), 1 <= m < 2 */
+    return ldexp(1.0 + floor((m - 1.0) * 32.0) / 32.0, e - 1);
+}
+
+static int cmp_f64_desc(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+/* ncalc_noise_nms with a top: the full list (top 0) without the peaks of
+ * good tiles whose SNR is below B, the edge of the bin of the top-th
+ * largest SNR of good tiles' peaks (0 with fewer), in the same order, on
+ * 1 to 3 threads, with and without values; ncalc_top_k of both lists
+ * picks the same peaks. Responses of many peaks of spread heights, some
+ * tiles bad (masked out, or flat). */
+static void noise_nms_top(void)
+{
+    for (int t = 0; t < 40; t++) {
+        const ptrdiff_t rows = 20 + rnd() % 150, cols = 20 + rnd() % 150, n = rows * cols;
+        const ptrdiff_t tile = 4 + rnd() % 24;
+        const int radius = (int)(rnd() % 4);
+        float *x = malloc(sizeof(float) * (size_t)n);
+        uint8_t *m = malloc((size_t)n);
+        for (ptrdiff_t i = 0; i < n; i++) {
+            /* heights over decades (SNRs from below 1 to thousands), a
+             * flat block (a bad tile: zero noise), some masked out */
+            x[i] = (float)(rnd() % 1000) * (float)(1u << (rnd() % 12)) / 64.0f;
+            m[i] = (uint8_t)(rnd() % 7 != 0);
+        }
+        for (ptrdiff_t r = 0; r < rows / 3; r++)
+            for (ptrdiff_t c = 0; c < cols / 3; c++) x[r * cols + c] = 5.0f;
+        const ptrdiff_t gn = ((rows + tile - 1) / tile) * ((cols + tile - 1) / tile);
+        const ptrdiff_t gw = (cols + tile - 1) / tile;
+        float *g0 = malloc(sizeof(float) * (size_t)gn), *g1 = malloc(sizeof(float) * (size_t)gn);
+        float *g2 = malloc(sizeof(float) * (size_t)gn);
+        int32_t *a = malloc(sizeof(int32_t) * 4 * (size_t)n);
+        float *v1 = malloc(sizeof(float) * (size_t)n), *v2 = malloc(sizeof(float) * (size_t)n);
+        double *snr = malloc(sizeof(double) * (size_t)n);
+        int64_t *i1 = malloc(sizeof(int64_t) * (size_t)n), *i2 = malloc(sizeof(int64_t) * (size_t)n);
+        const uint8_t *mk = t % 3 ? m : NULL;
+        const float k = t % 2 ? 0.5f : 2.0f;
+        /* the raw noise says which tiles are good */
+        CHECK(ncalc_tile_noise_ld(x, rows, cols, mk, cols, tile, 8, g0, 1) == NCALC_OK, "top raw grid");
+        const ptrdiff_t full = ncalc_noise_nms(x, rows, cols, mk, cols, tile, 8, k, radius, g1, a, a + n, v1, n,
+                                               0, 1);
+        if (full == NCALC_EFALLBACK) goto next; /* no good tile */
+        CHECK(full >= 0, "top full list %td", full);
+        if (full < 0) goto next;
+        ptrdiff_t ngood = 0;
+        for (ptrdiff_t i = 0; i < full; i++) {
+            const ptrdiff_t gi = (a[i] / tile) * gw + a[n + i] / tile;
+            if (g0[gi] > 0.0f && g0[gi] <= 3.4e38f) snr[ngood++] = (double)v1[i] / (double)g1[gi];
+        }
+        qsort(snr, (size_t)ngood, sizeof(double), cmp_f64_desc);
+        const ptrdiff_t tops[] = {1, 2, 1 + full / 10, 1 + full / 2, full, full + 5};
+        for (int q = 0; q < 6; q++) {
+            const ptrdiff_t top = tops[q];
+            const double B = top <= ngood ? top_bin_edge(snr[top - 1]) : 0.0;
+            for (int nt = 1; nt <= 3; nt++) {
+                const ptrdiff_t got = ncalc_noise_nms(x, rows, cols, mk, cols, tile, 8, k, radius, g2, a + 2 * n,
+                                                      a + 3 * n, nt == 2 ? NULL : v2, n, top, nt);
+                CHECK(memcmp(g1, g2, sizeof(float) * (size_t)gn) == 0, "top grid");
+                ptrdiff_t j = 0, bad = 0;
+                for (ptrdiff_t i = 0; i < full; i++) {
+                    const ptrdiff_t gi = (a[i] / tile) * gw + a[n + i] / tile;
+                    const int good = g0[gi] > 0.0f && g0[gi] <= 3.4e38f;
+                    if (good && (double)v1[i] / (double)g1[gi] < B) continue; /* left out */
+                    if (j >= got || a[2 * n + j] != a[i] || a[3 * n + j] != a[n + i] ||
+                        (nt != 2 && v2[j] != v1[i]))
+                        bad++;
+                    j++;
+                }
+                CHECK(got == j && bad == 0, "top %td of %td (B %g), %d threads: %td peaks, want %td, %td differ",
+                      top, full, B, nt, got, j, bad);
+                if (got != j || bad || top > got) continue;
+                /* the same top k, by position in each list */
+                double *s1 = malloc(sizeof(double) * (size_t)full), *s2 = malloc(sizeof(double) * (size_t)got);
+                for (ptrdiff_t i = 0; i < full; i++)
+                    s1[i] = (double)v1[i] / (double)g1[(a[i] / tile) * gw + a[n + i] / tile];
+                for (ptrdiff_t i = 0; i < got; i++)
+                    s2[i] = (double)x[a[2 * n + i] * cols + a[3 * n + i]] /
+                            (double)g2[(a[2 * n + i] / tile) * gw + a[3 * n + i] / tile];
+                CHECK(ncalc_top_k(s1, full, top, i1, 1) == top && ncalc_top_k(s2, got, top, i2, nt) == top,
+                      "top_k of the lists");
+                for (ptrdiff_t i = 0; i < top; i++)
+                    CHECK(a[i1[i]] == a[2 * n + i2[i]] && a[n + i1[i]] == a[3 * n + i2[i]], "top %td pick %td", top, i);
+                free(s1);
+                free(s2);
+            }
+        }
+    next:
+        free(x); free(m); free(g0); free(g1); free(g2); free(a); free(v1); free(v2); free(snr); free(i1); free(i2);
     }
 }
 
@@ -899,10 +1007,12 @@ static void noise_nms_blocks(void)
         CHECK(ncalc_upscale_mask(small, hh, ww, fy, fx, H, W, full, 1) == NCALC_OK, "blocks upscale");
         for (int nt = 1; nt <= 3; nt++) {
             const int radius = nt - 1;
+            /* (with a top on the third pass: the same list either way) */
+            const ptrdiff_t top = nt == 3 ? 1 + rnd() % 8 : 0;
             const ptrdiff_t k1 = ncalc_noise_nms(x, rows, cols, full + r0 * W + c0, W, tile, 4, 1.0f, radius, g1,
-                                                 a, a + n, v1, n, nt);
+                                                 a, a + n, v1, n, top, nt);
             const ptrdiff_t k2 = ncalc_noise_nms_blocks(x, rows, cols, small, hh, ww, fy, fx, r0, c0, tile, 4, 1.0f,
-                                                        radius, g2, a + 2 * n, a + 3 * n, v2, n, nt);
+                                                        radius, g2, a + 2 * n, a + 3 * n, v2, n, top, nt);
             CHECK(k1 == k2, "blocks count %td %td", k1, k2);
             if (k1 < 0 || k1 != k2) continue;
             CHECK(memcmp(g1, g2, sizeof(float) * (size_t)gn) == 0, "blocks grid");
@@ -910,11 +1020,11 @@ static void noise_nms_blocks(void)
                 CHECK(a[i] == a[2 * n + i] && a[n + i] == a[3 * n + i] && v1[i] == v2[i], "blocks peak %td", i);
         }
         CHECK(ncalc_noise_nms_blocks(x, rows, cols, small, 0, ww, fy, fx, 0, 0, tile, 4, 1.0f, 1, g2, a, a + n,
-                                     NULL, n, 1) == NCALC_EINVAL, "blocks hh 0");
+                                     NULL, n, 0, 1) == NCALC_EINVAL, "blocks hh 0");
         CHECK(ncalc_noise_nms_blocks(x, rows, cols, small, hh, ww, fy, 0, 0, 0, tile, 4, 1.0f, 1, g2, a, a + n,
-                                     NULL, n, 1) == NCALC_EINVAL, "blocks fx 0");
+                                     NULL, n, 0, 1) == NCALC_EINVAL, "blocks fx 0");
         CHECK(ncalc_noise_nms_blocks(x, rows, cols, small, hh, ww, fy, fx, 0, -1, tile, 4, 1.0f, 1, g2, a, a + n,
-                                     NULL, n, 1) == NCALC_EINVAL, "blocks col0 < 0");
+                                     NULL, n, 0, 1) == NCALC_EINVAL, "blocks col0 < 0");
         free(small); free(full); free(x); free(g1); free(g2); free(a); free(v1); free(v2);
     }
 }
@@ -1019,6 +1129,7 @@ int main(void)
     neighbours();
     noise_nms_steps();
     noise_nms_blocks();
+    noise_nms_top();
     buffer_pool();
     ncalc_release_buffers(); /* nothing left for the leak checkers */
     if (failures) {
