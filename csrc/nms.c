@@ -31,6 +31,12 @@
  * maximum reduced in the exact order of a separable max filter. So the
  * peaks (ties and NaNs included) are those of
  * (resp > thr) & (resp >= max_filter(resp)) & mask.
+ *
+ * ncalc_noise_nms with a top (detect's max_candidates) lists only the
+ * peaks that can be among the top highest SNRs: the pass counts the SNRs
+ * of the peaks it finds, and the threshold of the scan rises with the bound
+ * that count gives (see "Top" below). On the full-field phantom it returns
+ * 3,361 peaks instead of 76,230.
  */
 #include "ncalc.h"
 
