@@ -12,7 +12,8 @@ of the paired differences (A - B), which is what to read.
 
 Only the kernel differs: the Python code is this checkout's, and it finds
 the kernel as ``napari_calc._kernel`` at each call. Both builds must
-therefore offer what this checkout's Python calls.
+therefore offer what this checkout's Python calls; one that does not (an
+older kernel interface) is refused with one line.
 
 Usage::
 
@@ -60,6 +61,18 @@ def use(mod) -> None:
     sys.modules["napari_calc._kernel"] = mod
 
 
+def check_build(path: str, mod, img, spacing) -> None:
+    """One ``detect`` with ``mod``; a build whose functions do not take
+    what this checkout's Python passes (an older kernel interface) is one
+    line naming the file, not a traceback."""
+    use(mod)
+    try:
+        napari_calc.detect(img, spacing, n_threads=1)
+    except (TypeError, AttributeError) as e:
+        raise SystemExit(f"ab_kernel: {path}: this build does not offer what this checkout's detect "
+                         f"calls ({e}); build both from checkouts with the same kernel interface")
+
+
 def captured_args(img, spacing, names):
     """The arguments ``detect`` gives the kernel functions ``names``."""
     seen = {}
@@ -95,6 +108,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     builds = {"A": load_kernel(args.a), "B": load_kernel(args.b)}
     img = make_phantom(seed=args.seed, spacing_mm=args.spacing, shape=tuple(args.shape)).image.pixels
+    for key, path in (("A", args.a), ("B", args.b)):
+        check_build(path, builds[key], img, args.spacing)
     use(builds["A"])
     if args.kernel:
         names = ["dog_octaves", "noise_nms"] if args.kernel == "noise_nms" else ["dog_octaves"]

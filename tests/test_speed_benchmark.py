@@ -55,3 +55,25 @@ def test_ab_kernel_runs_two_builds_side_by_side():
                          capture_output=True, text=True, timeout=120)
     assert res.returncode != 0
     assert "no-such.so: no such file" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_ab_kernel_refuses_a_build_of_another_interface(tmp_path):
+    """A build whose functions do not take what this checkout's detect
+    passes (here a stand-in whose noise_nms has no ``top``, as the builds
+    before it) is one line naming the file, not a traceback."""
+    import napari_calc._kernel as kern
+
+    old = tmp_path / "old_kernel.py"
+    old.write_text(
+        "from napari_calc._kernel import *  # noqa: F401,F403\n"
+        "from napari_calc import _kernel as _k\n"
+        "def noise_nms(resp, tile, mask=None, min_count=16, k=3.0, radius=1, nthreads=0, values=False,\n"
+        "              blocks=None):\n"
+        "    return _k.noise_nms(resp, tile, mask, min_count, k, radius, nthreads, values, blocks)\n")
+    script = str(ROOT / "benchmarks" / "ab_kernel.py")
+    res = subprocess.run([sys.executable, script, kern.__file__, str(old), "--shape", "400", "320",
+                          "--spacing", "0.1", "--rounds", "1", "--threads", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert f"{old}: this build does not offer" in res.stderr and "'top'" in res.stderr
+    assert "Traceback" not in res.stderr
