@@ -319,12 +319,11 @@ def test_frame_is_the_dataframe_of_the_columns(n):
             np.testing.assert_array_equal(v, before[k])
 
 
-@pytest.mark.parametrize("seed,spacing,kw", [(0, 0.07, dict()), (1, 0.14, dict(n_threads=1)),
-                                             (2, 0.2, dict(use_mask=False)), (3, 0.1, dict(n_slices=3))])
-def test_noise_and_peaks_in_one_pass_are_the_two_steps(monkeypatch, seed, spacing, kw):
-    # _kernel.noise_nms (local noise and peaks in one pass over the
-    # response) against tile_noise, detect's fix-up of the bad tiles and nms:
-    # every table identical, and the one-pass kernel really ran
+def _detect_with_and_without(monkeypatch, seed, spacing, kw, switch):
+    """``detect`` of a phantom (``kw`` may hold ``n_slices``) with the
+    switch ``D.<switch>`` on, then off, spying on ``_kernel.noise_nms``:
+    ``(on, off, calls)``, each call ``(its keyword arguments, its result)``,
+    after asserting that every table of the two is identical."""
     kw = dict(kw)
     n_slices = kw.pop("n_slices", None)
     image = make_phantom(seed=seed, spacing_mm=spacing, n_slices=n_slices).image
@@ -335,20 +334,29 @@ def test_noise_and_peaks_in_one_pass_are_the_two_steps(monkeypatch, seed, spacin
 
     def spy(*a, **k):
         out = real(*a, **k)
-        calls.append(out is not None)
+        calls.append((k, out))
         return out
 
     monkeypatch.setattr(_kernel, "noise_nms", spy)
-    fused = napari_calc.detect(image, keep_min_score=0.0, **kw)
-    assert calls and all(calls)
-    n_calls = len(calls)
-    monkeypatch.setattr(D, "_NOISE_NMS_KERNEL", False)
-    steps = napari_calc.detect(image, keep_min_score=0.0, **kw)
-    assert len(fused.calcifications) > 10
-    for a, b in ((fused.calcifications, steps.calcifications), (fused.clusters, steps.clusters),
-                 (fused.extra, steps.extra)):
+    on = napari_calc.detect(image, keep_min_score=0.0, **kw)
+    n_on = len(calls)
+    monkeypatch.setattr(D, switch, False)
+    off = napari_calc.detect(image, keep_min_score=0.0, **kw)
+    for a, b in ((on.calcifications, off.calcifications), (on.clusters, off.clusters), (on.extra, off.extra)):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
-    assert len(calls) == n_calls  # the switch off: the two steps ran
+    return on, off, (calls[:n_on], calls[n_on:])
+
+
+@pytest.mark.parametrize("seed,spacing,kw", [(0, 0.07, dict()), (1, 0.14, dict(n_threads=1)),
+                                             (2, 0.2, dict(use_mask=False)), (3, 0.1, dict(n_slices=3))])
+def test_noise_and_peaks_in_one_pass_are_the_two_steps(monkeypatch, seed, spacing, kw):
+    # _kernel.noise_nms (local noise and peaks in one pass over the
+    # response) against tile_noise, detect's fix-up of the bad tiles and nms:
+    # every table identical, and the one-pass kernel really ran
+    fused, _, (calls, after) = _detect_with_and_without(monkeypatch, seed, spacing, kw, "_NOISE_NMS_KERNEL")
+    assert calls and all(out is not None for _, out in calls)
+    assert len(fused.calcifications) > 10
+    assert not after  # the switch off: the two steps ran
 
 
 @pytest.mark.parametrize("seed,spacing,kw", [(0, 0.07, dict(max_candidates=40)),
@@ -361,30 +369,12 @@ def test_peaks_below_the_top_left_out_change_nothing(monkeypatch, seed, spacing,
     # highest SNRs left out of its list): every table identical to the
     # full list's, and the list really was shorter where there were more
     # peaks than max_candidates
-    kw = dict(kw)
-    n_slices = kw.pop("n_slices", None)
-    image = make_phantom(seed=seed, spacing_mm=spacing, n_slices=n_slices).image
-    from napari_calc import _kernel
-
-    sizes = []
-    real = _kernel.noise_nms
-
-    def spy(*a, **k):
-        out = real(*a, **k)
-        sizes.append((k.get("top", 0), len(out[1])))
-        return out
-
-    monkeypatch.setattr(_kernel, "noise_nms", spy)
-    with_top = napari_calc.detect(image, keep_min_score=0.0, **kw)
-    monkeypatch.setattr(D, "_NOISE_NMS_TOP", False)
-    full = napari_calc.detect(image, keep_min_score=0.0, **kw)
-    for a, b in ((with_top.calcifications, full.calcifications), (with_top.clusters, full.clusters),
-                 (with_top.extra, full.extra)):
-        pd.testing.assert_frame_equal(a, b, check_exact=True)
-    half = len(sizes) // 2
+    _, _, (with_top, full) = _detect_with_and_without(monkeypatch, seed, spacing, kw, "_NOISE_NMS_TOP")
     top = kw.get("max_candidates", D.DetectionParams().max_candidates)
-    assert all(t == top for t, _ in sizes[:half]) and all(t == 0 for t, _ in sizes[half:])
-    for (_, n_top), (_, n_full) in zip(sizes[:half], sizes[half:]):
+    assert len(with_top) == len(full) > 0
+    assert all(k.get("top") == top for k, _ in with_top) and all(k.get("top") == 0 for k, _ in full)
+    for (_, a), (_, b) in zip(with_top, full):
+        n_top, n_full = len(a[1]), len(b[1])
         assert n_top <= n_full
         if "max_candidates" in kw:  # (the default 3000 is more than these phantoms have)
             assert n_full > 4 * top
