@@ -18,7 +18,9 @@
  * all its rows (column_sums_*_avx2); the weights are recomputed only when
  * sigma changes from one candidate to the next (per thread and scale); the
  * next candidate's window is prefetched; ncalc_local_hessian3 does the
- * three scales of a candidate together, its window read once.
+ * three scales of a candidate together, its window read once; a scale
+ * whose cross derivative is not asked for skips its sums (a third of the
+ * column sums' work: detect needs it only for the candidates it keeps).
  */
 #include "ncalc.h"
 
@@ -74,32 +76,43 @@ static void column_sums(const void *img, int dtype, const ptrdiff_t *rowoff, con
         const double a = wk[R];
         if (dtype == NCALC_U16) {
             const uint16_t *row = (const uint16_t *)img + rowoff[R];
-            if (!ci) for (ptrdiff_t j = 0; j < W; j++) { C0[j] = a * ((double)row[c0 + j] - v0); C1[j] = 0; C2[j] = 0; }
-            else for (ptrdiff_t j = 0; j < W; j++) { C0[j] = a * ((double)row[ci[j]] - v0); C1[j] = 0; C2[j] = 0; }
+            if (!ci) for (ptrdiff_t j = 0; j < W; j++) { C0[j] = a * ((double)row[c0 + j] - v0); C2[j] = 0; }
+            else for (ptrdiff_t j = 0; j < W; j++) { C0[j] = a * ((double)row[ci[j]] - v0); C2[j] = 0; }
         } else {
             const float *row = (const float *)img + rowoff[R];
-            if (!ci) for (ptrdiff_t j = 0; j < W; j++) { C0[j] = a * ((double)row[c0 + j] - v0); C1[j] = 0; C2[j] = 0; }
-            else for (ptrdiff_t j = 0; j < W; j++) { C0[j] = a * ((double)row[ci[j]] - v0); C1[j] = 0; C2[j] = 0; }
+            if (!ci) for (ptrdiff_t j = 0; j < W; j++) { C0[j] = a * ((double)row[c0 + j] - v0); C2[j] = 0; }
+            else for (ptrdiff_t j = 0; j < W; j++) { C0[j] = a * ((double)row[ci[j]] - v0); C2[j] = 0; }
         }
+        if (C1)
+            for (ptrdiff_t j = 0; j < W; j++) C1[j] = 0;
     }
     for (ptrdiff_t d = 1; d <= R; d++) {
         const double a = wk[R + d], b = a * (double)d, c = a * (double)(d * d);
-#define PAIR_LOOP(T, IDX)                                                          \
+        /* CROSS: also C1 (a compile-time constant in each loop) */
+#define PAIR_LOOP(T, IDX, CROSS)                                                   \
         {                                                                          \
             const T *restrict up = (const T *)img + rowoff[R - d];                 \
             const T *restrict dn = (const T *)img + rowoff[R + d];                 \
             for (ptrdiff_t j = 0; j < W; j++) {                                    \
                 const double p = (double)dn[IDX] - v0, m = (double)up[IDX] - v0;   \
-                const double sum = p + m, dif = p - m;                             \
+                const double sum = p + m;                                          \
                 C0[j] += a * sum;                                                  \
-                C1[j] += b * dif;                                                  \
+                if (CROSS) C1[j] += b * (p - m);                                   \
                 C2[j] += c * sum;                                                  \
             }                                                                      \
         }
         if (dtype == NCALC_U16) {
-            if (!ci) PAIR_LOOP(uint16_t, c0 + j) else PAIR_LOOP(uint16_t, ci[j])
+            if (C1) {
+                if (!ci) PAIR_LOOP(uint16_t, c0 + j, 1) else PAIR_LOOP(uint16_t, ci[j], 1)
+            } else {
+                if (!ci) PAIR_LOOP(uint16_t, c0 + j, 0) else PAIR_LOOP(uint16_t, ci[j], 0)
+            }
         } else {
-            if (!ci) PAIR_LOOP(float, c0 + j) else PAIR_LOOP(float, ci[j])
+            if (C1) {
+                if (!ci) PAIR_LOOP(float, c0 + j, 1) else PAIR_LOOP(float, ci[j], 1)
+            } else {
+                if (!ci) PAIR_LOOP(float, c0 + j, 0) else PAIR_LOOP(float, ci[j], 0)
+            }
         }
 #undef PAIR_LOOP
     }
@@ -132,11 +145,12 @@ static inline int have_avx2(void) { return __builtin_cpu_supports("avx2"); }
         acc##h = _mm256_add_pd(acc##h, _mm256_mul_pd(w, hi));                  \
     } while (0)
 
-NCALC_TARGET_AVX2
-static void column_sums_u16_avx2(const uint16_t *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
-                                 ptrdiff_t R, double v0, const double *wk, const double *wb,
-                                 const double *wc, double *restrict C0, double *restrict C1,
-                                 double *restrict C2)
+/* cross: also C1 (a constant in each caller below; C1 untouched without) */
+NCALC_TARGET_AVX2 __attribute__((always_inline))
+static inline void column_sums_u16_body(const uint16_t *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
+                                        ptrdiff_t R, double v0, const double *wk, const double *wb,
+                                        const double *wc, double *restrict C0, double *restrict C1,
+                                        double *restrict C2, const int cross)
 {
     const ptrdiff_t W = 2 * R + 1;
     const int iv0 = (int)v0;
@@ -159,17 +173,19 @@ static void column_sums_u16_avx2(const uint16_t *img, const ptrdiff_t *rowoff, p
                 const __m256i p = _mm256_cvtepu16_epi32(
                     _mm_loadu_si128((const __m128i *)(base + rowoff[R + d])));
                 const __m256i si = _mm256_sub_epi32(_mm256_add_epi32(p, m), vv0x2);
-                const __m256i di = _mm256_sub_epi32(p, m);
                 const __m256d sl = _mm256_cvtepi32_pd(_mm256_castsi256_si128(si));
                 const __m256d sh = _mm256_cvtepi32_pd(_mm256_extracti128_si256(si, 1));
-                const __m256d dl = _mm256_cvtepi32_pd(_mm256_castsi256_si128(di));
-                const __m256d dh = _mm256_cvtepi32_pd(_mm256_extracti128_si256(di, 1));
                 ACC2(s0, a, sl, sh);
-                ACC2(s1, b, dl, dh);
+                if (cross) {
+                    const __m256i di = _mm256_sub_epi32(p, m);
+                    const __m256d dl = _mm256_cvtepi32_pd(_mm256_castsi256_si128(di));
+                    const __m256d dh = _mm256_cvtepi32_pd(_mm256_extracti128_si256(di, 1));
+                    ACC2(s1, b, dl, dh);
+                }
                 ACC2(s2, c, sl, sh);
             }
             _mm256_storeu_pd(C0 + j0, s0l); _mm256_storeu_pd(C0 + j0 + 4, s0h);
-            _mm256_storeu_pd(C1 + j0, s1l); _mm256_storeu_pd(C1 + j0 + 4, s1h);
+            if (cross) { _mm256_storeu_pd(C1 + j0, s1l); _mm256_storeu_pd(C1 + j0 + 4, s1h); }
             _mm256_storeu_pd(C2 + j0, s2l); _mm256_storeu_pd(C2 + j0 + 4, s2h);
         }
     } else { /* 4 <= W < 8 */
@@ -187,21 +203,31 @@ static void column_sums_u16_avx2(const uint16_t *img, const ptrdiff_t *rowoff, p
                 const __m128i m = _mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)(base + rowoff[R - d])));
                 const __m128i p = _mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)(base + rowoff[R + d])));
                 const __m256d sd = _mm256_cvtepi32_pd(_mm_sub_epi32(_mm_add_epi32(p, m), v4x2));
-                const __m256d dd = _mm256_cvtepi32_pd(_mm_sub_epi32(p, m));
                 s0 = _mm256_add_pd(s0, _mm256_mul_pd(a, sd));
-                s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, dd));
+                if (cross) s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, _mm256_cvtepi32_pd(_mm_sub_epi32(p, m))));
                 s2 = _mm256_add_pd(s2, _mm256_mul_pd(c, sd));
             }
-            _mm256_storeu_pd(C0 + j0, s0); _mm256_storeu_pd(C1 + j0, s1); _mm256_storeu_pd(C2 + j0, s2);
+            _mm256_storeu_pd(C0 + j0, s0);
+            if (cross) _mm256_storeu_pd(C1 + j0, s1);
+            _mm256_storeu_pd(C2 + j0, s2);
         }
     }
 }
 
 NCALC_TARGET_AVX2
-static void column_sums_f32_avx2(const float *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
+static void column_sums_u16_avx2(const uint16_t *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
                                  ptrdiff_t R, double v0, const double *wk, const double *wb,
-                                 const double *wc, double *restrict C0, double *restrict C1,
-                                 double *restrict C2)
+                                 const double *wc, double *C0, double *C1, double *C2)
+{
+    if (C1) column_sums_u16_body(img, rowoff, c0, R, v0, wk, wb, wc, C0, C1, C2, 1);
+    else column_sums_u16_body(img, rowoff, c0, R, v0, wk, wb, wc, C0, C1, C2, 0);
+}
+
+NCALC_TARGET_AVX2 __attribute__((always_inline))
+static inline void column_sums_f32_body(const float *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
+                                        ptrdiff_t R, double v0, const double *wk, const double *wb,
+                                        const double *wc, double *restrict C0, double *restrict C1,
+                                        double *restrict C2, const int cross)
 {
     const ptrdiff_t W = 2 * R + 1;
     const __m256d vv0 = _mm256_set1_pd(v0), aR = _mm256_set1_pd(wk[R]);
@@ -215,13 +241,24 @@ static void column_sums_f32_avx2(const float *img, const ptrdiff_t *rowoff, ptrd
                           c = _mm256_set1_pd(wc[d]);
             const __m256d p = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(base + rowoff[R + d])), vv0);
             const __m256d m = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(base + rowoff[R - d])), vv0);
-            const __m256d sd = _mm256_add_pd(p, m), dd = _mm256_sub_pd(p, m);
+            const __m256d sd = _mm256_add_pd(p, m);
             s0 = _mm256_add_pd(s0, _mm256_mul_pd(a, sd));
-            s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, dd));
+            if (cross) s1 = _mm256_add_pd(s1, _mm256_mul_pd(b, _mm256_sub_pd(p, m)));
             s2 = _mm256_add_pd(s2, _mm256_mul_pd(c, sd));
         }
-        _mm256_storeu_pd(C0 + j0, s0); _mm256_storeu_pd(C1 + j0, s1); _mm256_storeu_pd(C2 + j0, s2);
+        _mm256_storeu_pd(C0 + j0, s0);
+        if (cross) _mm256_storeu_pd(C1 + j0, s1);
+        _mm256_storeu_pd(C2 + j0, s2);
     }
+}
+
+NCALC_TARGET_AVX2
+static void column_sums_f32_avx2(const float *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
+                                 ptrdiff_t R, double v0, const double *wk, const double *wb,
+                                 const double *wc, double *C0, double *C1, double *C2)
+{
+    if (C1) column_sums_f32_body(img, rowoff, c0, R, v0, wk, wb, wc, C0, C1, C2, 1);
+    else column_sums_f32_body(img, rowoff, c0, R, v0, wk, wb, wc, C0, C1, C2, 0);
 }
 #undef ACC2
 #endif
@@ -264,12 +301,12 @@ typedef struct {
  * (validated): out = smooth, lrr, lrc, lcc. */
 static void hess_one(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t cr,
                      ptrdiff_t cc, float sigma, double truncate, hess_weights *hw,
-                     const hess_scratch *sc, int avx2, float out[4])
+                     const hess_scratch *sc, int avx2, int cross, float out[4])
 {
     const double s = sigma, s2 = s * s, s4 = s2 * s2;
     const ptrdiff_t R = window_radius(s, truncate), W = 2 * R + 1;
     double *wk = hw->wk, *wd = hw->wd, *wh = hw->wh, *wb = hw->wb, *wc = hw->wc;
-    double *C0 = sc->C0, *C1 = sc->C1, *C2 = sc->C2;
+    double *C0 = sc->C0, *C1 = cross ? sc->C1 : NULL, *C2 = sc->C2;
     ptrdiff_t *ci = sc->ci, *rowoff = sc->rowoff;
     (void)avx2; (void)wb; (void)wc;
     if (sigma != hw->sigma) {
@@ -324,8 +361,9 @@ static void hess_one(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
             sv += wk[j] * C0[j];           /* sum w (v - v0) */
             t2 += wk[j] * C2[j];           /* sum w dr^2 (v - v0) */
             tc += wh[j] * C0[j];           /* sum w (dc^2/s^4 - 1/s^2) (v - v0) */
-            tx += wd[j] * C1[j];           /* sum w dr dc (v - v0) */
         }
+        if (cross)
+            for (ptrdiff_t j = 0; j < W; j++) tx += wd[j] * C1[j]; /* sum w dr dc (v - v0) */
         /* A NaN in float32 input: the sums are NaN alike, but which NaN
          * (its sign) an add returns depends on its operand order, which
          * the compiler chooses; redo them with column_sums so that even
@@ -343,12 +381,14 @@ static void hess_one(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
     const double hrc = tx / s4 - gd * swd * swd / s4;
     out[0] = (float)(v0 + gd);
     out[1] = (float)(hrr / sw);
-    out[2] = (float)(hrc / sw);
+    out[2] = cross ? (float)(hrc / sw) : NAN;
     out[3] = (float)(hcc / sw);
 }
 
 /* The candidates of ncalc_local_hessian at nscales scales each: sigma[k]
- * (n values) and out[k] (4 arrays of n, any may be NULL) for scale k. */
+ * (n values) and out[k] (4 arrays of n, any may be NULL) for scale k.
+ * Without out[k][2] the cross term's sums of that scale are skipped (the
+ * other values do not use them). */
 static int local_hessian_scales(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                                 const int32_t *cand_rows, const int32_t *cand_cols,
                                 const float *const *sigma, int nscales, ptrdiff_t n,
@@ -416,7 +456,7 @@ static int local_hessian_scales(const void *img, int dtype, ptrdiff_t rows, ptrd
             for (int k = 0; k < nscales; k++) {
                 float o[4];
                 hess_one(img, dtype, rows, cols, cand_rows[i], cand_cols[i], sigma[k][i], truncate,
-                         &hw[k], &sc, avx2, o);
+                         &hw[k], &sc, avx2, out[k][2] != NULL, o);
                 for (int m = 0; m < 4; m++)
                     if (out[k][m]) out[k][m][i] = o[m];
             }
@@ -443,11 +483,21 @@ int ncalc_local_hessian3(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t c
                          const float *sigma1, const float *sigma2, const float *sigma3,
                          double truncate, float *out, int nthreads)
 {
-    if (n > 0 && (!sigma1 || !sigma2 || !sigma3 || !out)) return NCALC_EINVAL;
+    static const int all[3] = {1, 1, 1};
+    return ncalc_local_hessian3_cross(img, dtype, rows, cols, cand_rows, cand_cols, n, sigma1,
+                                      sigma2, sigma3, truncate, all, out, nthreads);
+}
+
+int ncalc_local_hessian3_cross(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                               const int32_t *cand_rows, const int32_t *cand_cols, ptrdiff_t n,
+                               const float *sigma1, const float *sigma2, const float *sigma3,
+                               double truncate, const int cross[3], float *out, int nthreads)
+{
+    if (n > 0 && (!sigma1 || !sigma2 || !sigma3 || !out || !cross)) return NCALC_EINVAL;
     const float *const sig[3] = {sigma1, sigma2, sigma3};
-    float *const o[3][4] = {{out, out + n, out + 2 * n, out + 3 * n},
-                            {out + 4 * n, out + 5 * n, out + 6 * n, out + 7 * n},
-                            {out + 8 * n, out + 9 * n, out + 10 * n, out + 11 * n}};
+    float *const o[3][4] = {{out, out + n, cross[0] ? out + 2 * n : NULL, out + 3 * n},
+                            {out + 4 * n, out + 5 * n, cross[1] ? out + 6 * n : NULL, out + 7 * n},
+                            {out + 8 * n, out + 9 * n, cross[2] ? out + 10 * n : NULL, out + 11 * n}};
     return local_hessian_scales(img, dtype, rows, cols, cand_rows, cand_cols, sig, 3, n, truncate,
                                 o, nthreads);
 }

@@ -256,7 +256,8 @@ int ncalc_candidate_features(const void *img, int dtype, ptrdiff_t rows, ptrdiff
  *   lcc[i] = sum(w (img - g) (dc^2 / s^4 - 1 / s^2)) / sum(w)
  *   lrc[i] = sum(w (img - g) dr dc / s^4) / sum(w)
  * i.e. the Hessian of the Gaussian-smoothed image (not scale-normalised).
- * Any output pointer may be NULL.
+ * Any output pointer may be NULL (without lrc, the sums of the cross term
+ * are skipped; the other values are the same).
  */
 int ncalc_local_hessian(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                         const int32_t *cand_rows, const int32_t *cand_cols,
@@ -275,6 +276,17 @@ int ncalc_local_hessian3(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t c
                          const int32_t *cand_rows, const int32_t *cand_cols, ptrdiff_t n,
                          const float *sigma1, const float *sigma2, const float *sigma3,
                          double truncate, float *out, int nthreads);
+
+/*
+ * ncalc_local_hessian3 with the cross derivative (lrc) of scale k computed
+ * only where cross[k] is nonzero: where it is zero, out[(4 k + 2) n + i] is
+ * left as it was and the cross term's sums are skipped (faster); every
+ * other value is bit for bit as ncalc_local_hessian3 writes it.
+ */
+int ncalc_local_hessian3_cross(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                               const int32_t *cand_rows, const int32_t *cand_cols, ptrdiff_t n,
+                               const float *sigma1, const float *sigma2, const float *sigma3,
+                               double truncate, const int cross[3], float *out, int nthreads);
 
 /*
  * Octave-pyramid multi-scale DoG: the DoG of ncalc_dog_response with the

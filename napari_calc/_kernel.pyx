@@ -379,33 +379,43 @@ def local_hessian(cnp.ndarray img not None, cnp.int32_t[::1] rows not None,
 
 
 cdef extern from "ncalc.h" nogil:
-    int ncalc_local_hessian3(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
-                             const int32_t *cand_rows, const int32_t *cand_cols, Py_ssize_t n,
-                             const float *sigma1, const float *sigma2, const float *sigma3,
-                             double truncate, float *out, int nthreads)
+    int ncalc_local_hessian3_cross(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
+                                   const int32_t *cand_rows, const int32_t *cand_cols, Py_ssize_t n,
+                                   const float *sigma1, const float *sigma2, const float *sigma3,
+                                   double truncate, const int *cross, float *out, int nthreads)
 
 
 def local_hessian3(cnp.ndarray img not None, cnp.int32_t[::1] rows not None,
                    cnp.int32_t[::1] cols not None, cnp.float32_t[::1] sigma1 not None,
                    cnp.float32_t[::1] sigma2 not None, cnp.float32_t[::1] sigma3 not None,
-                   double truncate=3.5, int nthreads=0):
+                   double truncate=3.5, int nthreads=0, cross=(True, True, True)):
     """:func:`local_hessian` at three scales per candidate in one pass:
     a (3, 4, n) float32 array, [k] the same as ``local_hessian`` at the
-    k-th sigma."""
+    k-th sigma. ``cross[k]`` false: the cross derivative ``[k, 2]`` of that
+    scale is not computed (NaN; the others are the same, sooner)."""
     cdef int dt = _dtype_code(img)
     cdef Py_ssize_t n = rows.shape[0]
     if cols.shape[0] != n or sigma1.shape[0] != n or sigma2.shape[0] != n or sigma3.shape[0] != n:
         raise ValueError("rows, cols and the sigmas must have the same length")
+    if len(cross) != 3:
+        raise ValueError("cross must have three values, one per scale")
+    cdef int cr[3]
+    cdef int k
+    for k in range(3):
+        cr[k] = 1 if cross[k] else 0
     cdef cnp.ndarray[cnp.float32_t, ndim=3] out = np.zeros((3, 4, max(n, 1)), np.float32)
+    for k in range(3):
+        if not cr[k]:
+            out[k, 2, :] = np.nan
     cdef const void *src = cnp.PyArray_DATA(img)
     cdef int st = 0
     if not img.flags['C_CONTIGUOUS'] or img.ndim != 2:
         raise ValueError("kernel input must be a C-contiguous 2-D array")
     if n:
         with nogil:
-            st = ncalc_local_hessian3(src, dt, img.shape[0], img.shape[1], &rows[0], &cols[0], n,
-                                      &sigma1[0], &sigma2[0], &sigma3[0], truncate,
-                                      &out[0, 0, 0], nthreads)
+            st = ncalc_local_hessian3_cross(src, dt, img.shape[0], img.shape[1], &rows[0], &cols[0], n,
+                                            &sigma1[0], &sigma2[0], &sigma3[0], truncate, cr,
+                                            &out[0, 0, 0], nthreads)
     _check(st)
     return out[:, :, :n]
 

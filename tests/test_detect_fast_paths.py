@@ -6,6 +6,7 @@ then stage 2 as documented."""
 from __future__ import annotations
 
 import importlib
+import sys
 
 import numpy as np
 import pandas as pd
@@ -319,29 +320,31 @@ def test_frame_is_the_dataframe_of_the_columns(n):
             np.testing.assert_array_equal(v, before[k])
 
 
-def _detect_with_and_without(monkeypatch, seed, spacing, kw, switch):
-    """``detect`` of a phantom (``kw`` may hold ``n_slices``) with the
-    switch ``D.<switch>`` on, then off, spying on ``_kernel.noise_nms``:
-    ``(on, off, calls)``, each call ``(its keyword arguments, its result)``,
-    after asserting that every table of the two is identical."""
+def _detect_with_and_without(monkeypatch, seed, spacing, kw, switch, spied="noise_nms"):
+    """``detect`` of a phantom (``kw`` may hold ``n_slices``; every
+    candidate kept unless it sets ``keep_min_score``) with the switch
+    ``D.<switch>`` on, then off, spying on ``_kernel.<spied>``: ``(on, off,
+    calls)``, each call ``(its keyword arguments, its result)``, after
+    asserting that every table of the two is identical."""
     kw = dict(kw)
     n_slices = kw.pop("n_slices", None)
+    kw.setdefault("keep_min_score", 0.0)
     image = make_phantom(seed=seed, spacing_mm=spacing, n_slices=n_slices).image
     from napari_calc import _kernel
 
     calls = []
-    real = _kernel.noise_nms
+    real = getattr(_kernel, spied)
 
     def spy(*a, **k):
         out = real(*a, **k)
         calls.append((k, out))
         return out
 
-    monkeypatch.setattr(_kernel, "noise_nms", spy)
-    on = napari_calc.detect(image, keep_min_score=0.0, **kw)
+    monkeypatch.setattr(_kernel, spied, spy)
+    on = napari_calc.detect(image, **kw)
     n_on = len(calls)
     monkeypatch.setattr(D, switch, False)
-    off = napari_calc.detect(image, keep_min_score=0.0, **kw)
+    off = napari_calc.detect(image, **kw)
     for a, b in ((on.calcifications, off.calcifications), (on.clusters, off.clusters), (on.extra, off.extra)):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
     return on, off, (calls[:n_on], calls[n_on:])
@@ -379,3 +382,42 @@ def test_peaks_below_the_top_left_out_change_nothing(monkeypatch, seed, spacing,
         if "max_candidates" in kw:  # (the default 3000 is more than these phantoms have)
             assert n_full > 4 * top
             assert top <= n_top < n_full / 2  # most of the weak peaks left out
+
+
+@pytest.mark.parametrize("seed,spacing,kw", [(0, 0.07, dict()), (1, 0.14, dict(n_threads=1, keep_min_score=0.3)),
+                                             (2, 0.2, dict(use_mask=False)), (3, 0.1, dict(n_slices=3)),
+                                             (4, 0.1, dict(dtype="float32")), (5, 0.1, dict(keep_min_score=0.0))])
+def test_large_cross_term_measured_for_the_kept_only_changes_nothing(monkeypatch, seed, spacing, kw):
+    # the large scale's cross derivative (h3_rc, reported, not scored) left
+    # out of local_hessian3 and measured after scoring for the kept
+    # candidates: every table identical (h3_rc included) to measuring it for
+    # all, and it really was left out -- but not when every candidate is kept
+    kw = dict(kw)
+    kw.setdefault("keep_min_score", D.DetectionParams().keep_min_score)  # (the helper's default keeps all)
+    dtype = kw.pop("dtype", None)
+    if dtype is not None:  # a float32 image (also goes to the kernel as it is)
+        real_phantom = make_phantom
+
+        def as_float(*a, **k):
+            ph = real_phantom(*a, **k)
+            ph.image.pixels = ph.image.pixels.astype(dtype)
+            return ph
+
+        monkeypatch.setattr(sys.modules[__name__], "make_phantom", as_float)
+    from napari_calc import _kernel
+
+    late = []
+    real = _kernel.local_hessian
+    monkeypatch.setattr(_kernel, "local_hessian", lambda *a, **k: late.append(len(a[1])) or real(*a, **k))
+    on, off, (calls_on, calls_off) = _detect_with_and_without(monkeypatch, seed, spacing, kw,
+                                                              "_LATE_LARGE_CROSS", spied="local_hessian3")
+    n_on = len(on.calcifications)
+    assert n_on > 5 and not on.extra["h3_rc"].isna().any()
+    assert calls_off and all(k.get("cross") == (True, True, True) for k, _ in calls_off)
+    if kw["keep_min_score"] > 0:
+        assert calls_on and all(k.get("cross") == (True, True, False) for k, _ in calls_on)
+        assert all(np.isnan(out[2, 2]).all() for _, out in calls_on)
+        measured = sum(out.shape[-1] for _, out in calls_on)
+        assert sum(late) == n_on < measured / 3  # the kept only, a few of those measured
+    else:
+        assert all(k.get("cross") == (True, True, True) for k, _ in calls_on) and not late

@@ -8,7 +8,8 @@ against three ``local_hessian`` calls. ``candidate_features``: the row-span
 path (radius tables, integer sums for uint16) against the definition in
 csrc/ncalc.h evaluated in Python with the C code's float64 operations in
 its order (Python floats are IEEE doubles, math.sqrt is correctly rounded),
-so equality is exact, not within a tolerance.
+so equality is exact, not within a tolerance. ``local_hessian3`` without a
+scale's cross derivative: the other values the same bits.
 """
 
 from __future__ import annotations
@@ -91,8 +92,21 @@ def test_local_hessian3_is_three_calls(name):
         assert got.shape == (3, 4, len(rows))
         for k, s in enumerate((s1, s2, s3)):
             np.testing.assert_array_equal(_bits(got[k]), _bits(_kernel.local_hessian(img, rows, cols, s, 3.5, nt)))
+        # a scale's cross derivative left out: NaN there, every other value
+        # the same bits (windows inside the image: AVX2 sums; on its
+        # borders: the plain ones)
+        for cross in ((True, True, False), (False, True, True), (False, False, False)):
+            part = _kernel.local_hessian3(img, rows, cols, s1, s2, s3, 3.5, nt, cross=cross)
+            for k in range(3):
+                for m in range(4):
+                    if m == 2 and not cross[k]:
+                        assert np.isnan(part[k, m]).all()
+                    else:
+                        np.testing.assert_array_equal(_bits(part[k, m]), _bits(got[k, m]))
     empty = np.zeros(0, np.int32)
     assert _kernel.local_hessian3(img, empty, empty, *(np.zeros(0, np.float32),) * 3).shape == (3, 4, 0)
+    with pytest.raises(ValueError):
+        _kernel.local_hessian3(img, rows, cols, s1, s2, s3, cross=(True, False))
     with pytest.raises(ValueError):
         _kernel.local_hessian3(img, rows, cols, s1, s2, s3[:-1])
     bad = s3.copy()

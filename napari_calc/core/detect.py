@@ -33,7 +33,9 @@ The pipeline, for each 2-D image (each slice of a stack):
    contrast, ring background and its spread, peak, half-maximum area and
    elongation; the Gaussian-smoothed value and Hessian at the candidate's
    scale, at twice that scale and at a fixed 2 mm object scale
-   (:data:`LARGE_OBJECT_SIGMA_MM`).
+   (:data:`LARGE_OBJECT_SIGMA_MM`; the score needs only its trace, so its
+   cross derivative, which is reported, is measured after step 8 for the
+   candidates kept).
 7. **Signal-dependent noise**: a noise-level function (pixel noise against
    local mean signal) measured on the image (once per stack, pooled over
    up to 8 slices)
@@ -413,6 +415,11 @@ _NOISE_NMS_KERNEL = True
 #: selection, without listing and testing the tens of thousands of weak
 #: peaks (tests switch it off to compare).
 _NOISE_NMS_TOP = True
+#: Measure the cross derivative of the fixed large scale (``h3_rc``) for the
+#: candidates detect keeps only, after scoring (the score uses that scale's
+#: trace alone; its window is the largest, and the cross term is a third
+#: of its sums). Tests switch it off to compare.
+_LATE_LARGE_CROSS = True
 
 
 def _octave_plan(sig: np.ndarray, rows: int, cols: int, max_levels: int = 16) -> list[tuple[int, int, int]]:
@@ -580,18 +587,19 @@ def release_buffers() -> None:
 
 def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,
                   nthreads: int, mask: np.ndarray | None, check: Callable[..., None] = lambda done=None: None,
-                  nlf: tuple[np.ndarray, np.ndarray] | None = None, bbox: Any = _UNKNOWN):
+                  nlf: tuple[np.ndarray, np.ndarray] | None = None, bbox: Any = _UNKNOWN,
+                  large_cross: bool = True):
     """Candidates of one 2-D plane as a dict of arrays (raw measurements and
     the model features, see :mod:`napari_calc.core.score`). ``check`` is
     called between the stages (it raises to cancel). ``nlf``: the
     noise-level function to use (default: measured on this plane).
     ``bbox``: the mask's bounding box (:func:`_mask_bbox`) when the caller
-    knows it (default: computed here).
+    knows it (default: computed here). ``large_cross``: as :func:`_measure`.
 
     :func:`_plane_candidates`, then :func:`_measure`."""
     img, mask, sig, cand = _plane_candidates(plane, spacing_yx, p, nthreads, mask, check, bbox)
     check("candidates")
-    return _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, *cand)
+    return _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, *cand, large_cross=large_cross)
 
 
 def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,
@@ -775,12 +783,14 @@ def _no_candidates() -> tuple:
     return empty, empty, np.empty(0), np.empty(0), np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64)
 
 
-def _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, rr, cc, snr, noise, r_at, s_idx) -> dict:
+def _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, rr, cc, snr, noise, r_at, s_idx,
+             large_cross: bool = True) -> dict:
     """The candidate measurements and model features of
     :func:`_detect_plane` at image positions ``rr``, ``cc`` (int32), with
     their SNR, noise, DoG response ``r_at`` and DoG pair ``s_idx`` (see
     :func:`_plane_candidates`). Each candidate's values depend on the
-    image and on it alone."""
+    image and on it alone. ``large_cross`` false: ``h3_rc`` is left NaN,
+    for :func:`_large_cross` to measure on the candidates kept."""
     from .. import _kernel
 
     sp = min(spacing_yx)
@@ -795,7 +805,8 @@ def _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, rr, cc, snr, noise, r
     sL = np.full(len(rr), LARGE_OBJECT_SIGMA_MM / sp, dtype=np.float32)
     # the three scales in one pass (each the same as local_hessian at that sigma)
     h1, h2, h3 = _kernel.local_hessian3(img, r32, c32, s32, np.ascontiguousarray(2 * s32), sL,
-                                        HESSIAN_TRUNCATE, nthreads).astype(np.float64)
+                                        HESSIAN_TRUNCATE, nthreads, cross=(True, True, large_cross)
+                                        ).astype(np.float64)
     lev, nsd = nlf if nlf is not None else noise_level_function(img, mask, n_threads=nthreads)
     nlf_sd = np.interp(h2[0], lev, nsd)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -811,6 +822,23 @@ def _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, rr, cc, snr, noise, r
         out["h3_" + name] = h3[k]
     out["sigma_large_px"] = sL.astype(np.float64)
     return out
+
+
+def _large_cross(c: dict, planes: np.ndarray, nthreads: int) -> None:
+    """Set ``c["h3_rc"]``, the large scale's cross derivative that
+    :func:`_measure` left out (``large_cross=False``), for the candidates
+    in ``c`` (the kept ones), on their planes: the very values
+    ``_measure`` gives (``local_hessian3`` computes each scale as
+    ``local_hessian`` does)."""
+    from .. import _kernel
+
+    sl = c["slice"]
+    for s in np.unique(sl):
+        at = np.flatnonzero(sl == s)
+        h = _kernel.local_hessian(_kernel_input(planes[s]), c["row"][at].astype(np.int32),
+                                  c["col"][at].astype(np.int32),
+                                  c["sigma_large_px"][at].astype(np.float32), HESSIAN_TRUNCATE, nthreads)
+        c["h3_rc"][at] = h[2]
 
 
 def _score(c: dict, spacing: tuple[float, ...], n_threads: int = 0) -> np.ndarray:
@@ -918,7 +946,7 @@ def _merge_slices(per_slice: list[dict], radius_px: float, nthreads: int = 0) ->
 
 
 def _merge_and_measure(planes, pre: list[tuple], spacing_yx, p: DetectionParams, nthreads: int,
-                       sig: np.ndarray, nlf, check: Callable[[], None]) -> dict:
+                       sig: np.ndarray, nlf, check: Callable[[], None], large_cross: bool = True) -> dict:
     """The candidates of a stack: the slices' candidates (``pre``: for each
     slice its mask and candidates from :func:`_plane_candidates`) merged
     across slices (:func:`_merge_slices`),
@@ -940,7 +968,7 @@ def _merge_and_measure(planes, pre: list[tuple], spacing_yx, p: DetectionParams,
         k = m["k"][m["slice"] == s]
         mask, cand = pre[s]
         d = _measure(_kernel_input(planes[s]), mask, spacing_yx, p, nthreads, sig, nlf,
-                     *(a[k] for a in cand))
+                     *(a[k] for a in cand), large_cross=large_cross)
         d["slice"] = np.full(len(k), s, dtype=np.int64)
         parts.append(d)
     if not parts:  # nothing anywhere: the empty columns, as measured
@@ -1040,6 +1068,11 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
             report(*_STAGES[done])
 
     nd = pixels.ndim
+    # the large scale's cross derivative for the kept candidates only, when
+    # the planes go to the kernel as they are (a second conversion would
+    # cost more than it saves) and not every candidate is kept
+    late_cross = (_LATE_LARGE_CROSS and p.keep_min_score > 0 and planes.dtype in (np.uint16, np.float32)
+                  and planes.flags.c_contiguous)
     pre = []
     stack_nlf = None  # a stack of one slice: that slice's own mask and NLF
     for s, plane in enumerate(planes):
@@ -1047,7 +1080,7 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
         report(s / len(planes), f"detecting slice {s + 1}/{len(planes)}" if len(planes) > 1
                else "finding the breast" if shared_mask is None and p.use_mask else "filtering")
         if nd == 2:
-            c = _detect_plane(plane, spacing_yx, p, n_threads, shared_mask, check)
+            c = _detect_plane(plane, spacing_yx, p, n_threads, shared_mask, check, large_cross=not late_cross)
             c["slice"] = np.zeros(len(c["row"]), dtype=np.int64)
             break
         if s == 0 and len(planes) > 1:
@@ -1073,7 +1106,8 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     check()
     report(0.9 if nd == 3 else 0.95, "measuring" if nd == 3 else "clustering")
     if nd == 3:
-        c = _merge_and_measure(planes, pre, spacing_yx, p, n_threads, sig, stack_nlf, check)
+        c = _merge_and_measure(planes, pre, spacing_yx, p, n_threads, sig, stack_nlf, check,
+                               large_cross=not late_cross)
         report(0.95, "clustering")
     if len(c["row"]) > p.max_candidates:
         keep = _top_k(c["snr"], p.max_candidates, n_threads)
@@ -1089,6 +1123,8 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     c = {k: v[order] for k, v in c.items()}
     score = score[order]
     n = len(c["row"])
+    if late_cross and n:
+        _large_cross(c, planes, n_threads)
     y_mm, x_mm = c["row"] * spacing_yx[0], c["col"] * spacing_yx[1]
     # clusters as assign_clusters() sets them (every status is "candidate"),
     # from the arrays rather than through the DataFrame

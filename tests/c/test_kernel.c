@@ -139,6 +139,32 @@ static void run_shape(ptrdiff_t rows, ptrdiff_t cols, int dtype)
                 CHECK(memcmp(h1, h3 + 4 * k * nc, sizeof(float) * 4 * (size_t)nc) == 0,
                       "local hessian3 scale %d as a separate call", k);
             }
+            /* without some scales' cross derivative: those rows untouched,
+             * every other value the same bits */
+            {
+                float *hx = malloc(sizeof(float) * 12 * n);
+                for (int mask = 0; mask < 8; mask++) {
+                    const int cross[3] = {mask & 1, (mask >> 1) & 1, (mask >> 2) & 1};
+                    for (ptrdiff_t i = 0; i < 12 * nc; i++) hx[i] = -12345.0f;
+                    CHECK(ncalc_local_hessian3_cross(img, dtype, rows, cols, rr, cc, nc, rad, s2, s3, 3.5,
+                                                     cross, hx, t) == NCALC_OK, "local hessian3 cross");
+                    for (int k = 0; k < 3; k++)
+                        for (int m = 0; m < 4; m++) {
+                            const float *got = hx + (4 * k + m) * nc, *want = h3 + (4 * k + m) * nc;
+                            if (m == 2 && !cross[k]) {
+                                int untouched = 1;
+                                for (ptrdiff_t i = 0; i < nc; i++) untouched &= got[i] == -12345.0f;
+                                CHECK(untouched, "cross %d: scale %d's cross term untouched", mask, k);
+                            } else {
+                                CHECK(memcmp(got, want, sizeof(float) * (size_t)nc) == 0,
+                                      "cross %d: scale %d output %d as local hessian3", mask, k, m);
+                            }
+                        }
+                }
+                CHECK(ncalc_local_hessian3_cross(img, dtype, rows, cols, rr, cc, nc, rad, s2, s3, 3.5,
+                                                 NULL, hx, t) == NCALC_EINVAL, "local hessian3 cross NULL");
+                free(hx);
+            }
             free(s2); free(s3); free(h3); free(h1);
         }
         free(f); free(rad); free(rr); free(cc); free(grid);
