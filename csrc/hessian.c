@@ -145,13 +145,14 @@ static inline int have_avx2(void) { return __builtin_cpu_supports("avx2"); }
         acc##h = _mm256_add_pd(acc##h, _mm256_mul_pd(w, hi));                  \
     } while (0)
 
-/* cross: also C1 (a constant in each caller below; C1 untouched without) */
-NCALC_TARGET_AVX2 __attribute__((always_inline))
-static inline void column_sums_u16_body(const uint16_t *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
-                                        ptrdiff_t R, double v0, const double *wk, const double *wb,
-                                        const double *wc, double *restrict C0, double *restrict C1,
-                                        double *restrict C2, const int cross)
+/* C1 NULL: no cross sums (C1 untouched; the loops are unswitched at -O3) */
+NCALC_TARGET_AVX2
+static void column_sums_u16_avx2(const uint16_t *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
+                                 ptrdiff_t R, double v0, const double *wk, const double *wb,
+                                 const double *wc, double *restrict C0, double *restrict C1,
+                                 double *restrict C2)
 {
+    const int cross = C1 != NULL;
     const ptrdiff_t W = 2 * R + 1;
     const int iv0 = (int)v0;
     const __m256i vv0 = _mm256_set1_epi32(iv0), vv0x2 = _mm256_set1_epi32(2 * iv0);
@@ -215,20 +216,12 @@ static inline void column_sums_u16_body(const uint16_t *img, const ptrdiff_t *ro
 }
 
 NCALC_TARGET_AVX2
-static void column_sums_u16_avx2(const uint16_t *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
+static void column_sums_f32_avx2(const float *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
                                  ptrdiff_t R, double v0, const double *wk, const double *wb,
-                                 const double *wc, double *C0, double *C1, double *C2)
+                                 const double *wc, double *restrict C0, double *restrict C1,
+                                 double *restrict C2)
 {
-    if (C1) column_sums_u16_body(img, rowoff, c0, R, v0, wk, wb, wc, C0, C1, C2, 1);
-    else column_sums_u16_body(img, rowoff, c0, R, v0, wk, wb, wc, C0, C1, C2, 0);
-}
-
-NCALC_TARGET_AVX2 __attribute__((always_inline))
-static inline void column_sums_f32_body(const float *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
-                                        ptrdiff_t R, double v0, const double *wk, const double *wb,
-                                        const double *wc, double *restrict C0, double *restrict C1,
-                                        double *restrict C2, const int cross)
-{
+    const int cross = C1 != NULL;
     const ptrdiff_t W = 2 * R + 1;
     const __m256d vv0 = _mm256_set1_pd(v0), aR = _mm256_set1_pd(wk[R]);
     for (ptrdiff_t jb = 0; jb < W; jb += 4) {
@@ -250,15 +243,6 @@ static inline void column_sums_f32_body(const float *img, const ptrdiff_t *rowof
         if (cross) _mm256_storeu_pd(C1 + j0, s1);
         _mm256_storeu_pd(C2 + j0, s2);
     }
-}
-
-NCALC_TARGET_AVX2
-static void column_sums_f32_avx2(const float *img, const ptrdiff_t *rowoff, ptrdiff_t c0,
-                                 ptrdiff_t R, double v0, const double *wk, const double *wb,
-                                 const double *wc, double *C0, double *C1, double *C2)
-{
-    if (C1) column_sums_f32_body(img, rowoff, c0, R, v0, wk, wb, wc, C0, C1, C2, 1);
-    else column_sums_f32_body(img, rowoff, c0, R, v0, wk, wb, wc, C0, C1, C2, 0);
 }
 #undef ACC2
 #endif
