@@ -215,8 +215,8 @@ class DetectionParams:
 
 #: Parameter presets by acquisition type (spacing still comes from the image).
 PRESETS: dict[str, dict[str, Any]] = {
-    "Full-field digital (70 µm)": dict(min_diameter_mm=0.15, max_diameter_mm=1.0, threshold=3.0,
-                                       nms_radius_mm=0.3, noise_tile_mm=6.0),
+    "Full-field digital (50-100 µm)": dict(min_diameter_mm=0.15, max_diameter_mm=1.0, threshold=3.0,
+                                           nms_radius_mm=0.3, noise_tile_mm=6.0),
     "Scanned film / CR (100-200 µm)": dict(min_diameter_mm=0.15, max_diameter_mm=1.0, threshold=3.0,
                                            nms_radius_mm=0.4, noise_tile_mm=8.0),
     "Tomosynthesis": dict(min_diameter_mm=0.15, max_diameter_mm=1.0, threshold=3.5,
