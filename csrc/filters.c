@@ -1090,8 +1090,23 @@ static int oct_ranges(oct_lvl_t *lv, int nlev, const int32_t *lo, const int32_t 
  * image (rows x cols of dtype, row r starting at x + r ld). With the
  * levels' ranges (oct_ranges), only their columns are computed; the rest of
  * resp and scale is left as it was. */
+/* What ncalc_dog_octaves_defer leaves of level 0 for later: the coarser
+ * levels' response and scale, to merge row by row (ncalc_dog_defer_rows). */
+struct ncalc_dog_defer {
+    oct_lvl_t lv[NCALC_OCT_LEVELS];
+    int nlev;
+    ptrdiff_t rows, cols;
+    float *resp;
+    uint8_t *scale, *own_scale; /* own_scale: the scratch used when scale was NULL */
+    float *cresp;               /* NULL: one level, nothing to merge */
+    uint8_t *cscale;
+    ptrdiff_t crows, ccols;
+    int fine;
+    int *state; /* per row: 0 to merge, 1 being merged, 2 done */
+};
+
 static int oct_run(const oct_lvl_t *lv, int nlev, int L, const void *x, int dtype, ptrdiff_t ld,
-                   float *resp, uint8_t *scale, int nt)
+                   float *resp, uint8_t *scale, int nt, ncalc_dog_defer *defer)
 {
     const oct_lvl_t *l = &lv[L];
     const bank_t *bk = &l->b;
@@ -1175,8 +1190,17 @@ static int oct_run(const oct_lvl_t *lv, int nlev, int L, const void *x, int dtyp
     uint8_t *cscale = ncalc_buffer_get(cn);
     if (!cresp || !cscale) status = NCALC_ENOMEM;
     if (status == NCALC_OK)
-        status = oct_run(lv, nlev, L + 1, low, NCALC_F32, ccols, cresp, cscale, nt);
+        status = oct_run(lv, nlev, L + 1, low, NCALC_F32, ccols, cresp, cscale, nt, NULL);
     ncalc_buffer_put(low);
+    if (status == NCALC_OK && defer) {
+        /* the merge is the caller's, row by row (ncalc_dog_defer_rows) */
+        defer->cresp = cresp;
+        defer->cscale = cscale;
+        defer->crows = crows;
+        defer->ccols = ccols;
+        defer->fine = fine;
+        return NCALC_OK;
+    }
     if (status == NCALC_OK) {
 #pragma omp parallel num_threads(nt)
         {
@@ -1240,8 +1264,136 @@ int ncalc_dog_octaves_rows(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t
     /* only the ranges' columns computed when every level has the fused row
      * kernel (dog_row computes whole rows; then every pixel is written) */
     if (st == NCALC_OK && lo && fused) st = oct_ranges(lv, nlev, lo, hi);
-    if (st == NCALC_OK) st = oct_run(lv, nlev, 0, img, dtype, ld, resp, sc, nt);
+    if (st == NCALC_OK) st = oct_run(lv, nlev, 0, img, dtype, ld, resp, sc, nt, NULL);
     oct_free(lv, nlev);
     if (sc != scale) ncalc_buffer_put(sc);
     return st;
+}
+
+int ncalc_dog_octaves_defer(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                            const double *sigmas, int nsigmas, double truncate, double split_sigma,
+                            int max_levels, const int32_t *lo, const int32_t *hi, float *resp,
+                            uint8_t *scale, int nthreads, ncalc_dog_defer **out)
+{
+    if (!out) return NCALC_EINVAL;
+    *out = NULL;
+    if (!check_image(img, dtype, rows, cols) || ld < cols || !resp ||
+        !check_sigmas(sigmas, nsigmas) || !(truncate > 0) || max_levels < 0 || max_levels > 16 ||
+        !(split_sigma > 0) || (!lo) != (!hi) || cols > INT32_MAX / 2)
+        return NCALC_EINVAL;
+    const int nt = resolve_threads(nthreads);
+    ncalc_dog_defer *d = calloc(1, sizeof(ncalc_dog_defer));
+    int *state = calloc((size_t)rows, sizeof(int));
+    uint8_t *sc = scale ? scale : ncalc_buffer_get((size_t)rows * (size_t)cols);
+    if (!d || !state || !sc) {
+        free(d);
+        free(state);
+        if (sc != scale) ncalc_buffer_put(sc);
+        return NCALC_ENOMEM;
+    }
+    d->rows = rows;
+    d->cols = cols;
+    d->resp = resp;
+    d->scale = sc;
+    d->own_scale = sc != scale ? sc : NULL;
+    d->state = state;
+    int st = oct_plan(sigmas, nsigmas, rows, cols, truncate, split_sigma, max_levels, d->lv, &d->nlev);
+    int fused = 1;
+    for (int L = 0; L < d->nlev; L++) fused &= d->lv[L].fused;
+    if (st == NCALC_OK && lo && fused) st = oct_ranges(d->lv, d->nlev, lo, hi);
+    if (st == NCALC_OK) st = oct_run(d->lv, d->nlev, 0, img, dtype, ld, resp, sc, nt, d);
+    if (st != NCALC_OK) {
+        ncalc_dog_defer_free(d);
+        return st;
+    }
+    *out = d;
+    return NCALC_OK;
+}
+
+/* Merge row r of d (its state is 1: this thread's). */
+static void defer_merge_row(const ncalc_dog_defer *d, ptrdiff_t r, float *trow)
+{
+    const oct_lvl_t *l = &d->lv[0];
+    const ptrdiff_t a = l->nlo ? l->nlo[r] : 0, b = l->nlo ? l->nhi[r] : d->cols;
+    if (a < b)
+        merge_up_row_v(r, d->cols, a, b, d->cresp, d->cscale, d->crows, d->ccols, trow,
+                       d->resp + r * d->cols, d->scale + r * d->cols, d->fine);
+}
+
+int ncalc_dog_defer_rows(ncalc_dog_defer *d, ptrdiff_t r0, ptrdiff_t r1)
+{
+    if (!d) return NCALC_EINVAL;
+    if (r0 < 0) r0 = 0;
+    if (r1 > d->rows) r1 = d->rows;
+    if (r0 >= r1 || !d->cresp) return NCALC_OK;
+    float *trow = malloc(sizeof(float) * (size_t)d->ccols);
+    if (!trow) return NCALC_ENOMEM;
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        int *s = &d->state[r];
+#if defined(__GNUC__) || defined(__clang__)
+        /* the first thread to claim the row (0 -> 1) merges it (-> 2); the
+         * others wait for that, a row's work */
+        if (__atomic_load_n(s, __ATOMIC_ACQUIRE) == 2) continue;
+        int expected = 0;
+        if (__atomic_compare_exchange_n(s, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            defer_merge_row(d, r, trow);
+            __atomic_store_n(s, 2, __ATOMIC_RELEASE);
+        } else {
+            while (__atomic_load_n(s, __ATOMIC_ACQUIRE) != 2) {
+#if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+#endif
+            }
+        }
+#else
+        /* (no atomics: one merge at a time) */
+#ifdef _OPENMP
+#pragma omp critical(ncalc_dog_defer)
+#endif
+        {
+            if (*s != 2) {
+                defer_merge_row(d, r, trow);
+                *s = 2;
+            }
+        }
+#endif
+    }
+    free(trow);
+    return NCALC_OK;
+}
+
+int ncalc_dog_defer_finish(ncalc_dog_defer *d, int nthreads)
+{
+    if (!d) return NCALC_EINVAL;
+    if (!d->cresp) return NCALC_OK;
+    const int nt = resolve_threads(nthreads);
+    int status = NCALC_OK;
+    (void)nt;
+#pragma omp parallel num_threads(nt)
+    {
+        float *trow = malloc(sizeof(float) * (size_t)d->ccols);
+        if (!trow) {
+#pragma omp atomic write
+            status = NCALC_ENOMEM;
+        }
+#pragma omp for schedule(dynamic, 32)
+        for (ptrdiff_t r = 0; r < d->rows; r++)
+            if (trow && d->state[r] != 2) { /* (no other thread merges now) */
+                defer_merge_row(d, r, trow);
+                d->state[r] = 2;
+            }
+        free(trow);
+    }
+    return status;
+}
+
+void ncalc_dog_defer_free(ncalc_dog_defer *d)
+{
+    if (!d) return;
+    ncalc_buffer_put(d->cresp);
+    ncalc_buffer_put(d->cscale);
+    ncalc_buffer_put(d->own_scale);
+    oct_free(d->lv, d->nlev);
+    free(d->state);
+    free(d);
 }

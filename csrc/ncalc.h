@@ -194,6 +194,51 @@ ptrdiff_t ncalc_noise_nms_blocks(const float *resp, ptrdiff_t rows, ptrdiff_t co
                                  ptrdiff_t max_out, ptrdiff_t top, int nthreads);
 
 /*
+ * The octave DoG and the noise pass in one call: ncalc_dog_octaves_rows
+ * (img .. nthreads as there), then ncalc_noise_nms on its response (mask
+ * and mask_ld as there, or the mask as blocks when small is not NULL,
+ * as ncalc_noise_nms_blocks; tile .. top as there). The same resp, scale,
+ * grid and peaks as those two calls, and the same return value as the
+ * second. The difference is when the coarser levels' response is merged
+ * into the full-resolution one: not in a pass of its own over resp and
+ * scale, but band by band just before the noise pass reads the band (and
+ * the rows its windows reach), so that the band is read from memory once,
+ * not twice. On return every row is merged, as after
+ * ncalc_dog_octaves_rows, also when the second step returns
+ * NCALC_EFALLBACK or more peaks than max_out. Bands in parallel as in
+ * ncalc_noise_nms; a row that two bands need is merged once, by the
+ * first thread to reach it (GCC/Clang atomics; other compilers merge
+ * one row at a time). The result does not depend on the thread count.
+ */
+ptrdiff_t ncalc_dog_noise_nms(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                              const double *sigmas, int nsigmas, double truncate, double split_sigma,
+                              int max_levels, const int32_t *lo, const int32_t *hi, float *resp,
+                              uint8_t *scale, const uint8_t *mask, ptrdiff_t mask_ld,
+                              const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t fy,
+                              ptrdiff_t fx, ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t tile,
+                              ptrdiff_t min_count, float k, int radius, float *grid,
+                              int32_t *out_rows, int32_t *out_cols, float *out_value,
+                              ptrdiff_t max_out, ptrdiff_t top, int nthreads);
+
+/*
+ * Between the kernel's files (filters.c, for nms.c): ncalc_dog_octaves_rows
+ * without its last step, the merge of the coarser levels into level 0.
+ * *out (on NCALC_OK) holds what that merge needs; ncalc_dog_defer_rows
+ * merges the rows [r0, r1) not merged yet (each row exactly once, whatever
+ * threads call it at the same time: the others wait for a row being
+ * merged), ncalc_dog_defer_finish merges every row left (not while other
+ * threads call ncalc_dog_defer_rows), ncalc_dog_defer_free frees it.
+ */
+typedef struct ncalc_dog_defer ncalc_dog_defer;
+int ncalc_dog_octaves_defer(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                            const double *sigmas, int nsigmas, double truncate, double split_sigma,
+                            int max_levels, const int32_t *lo, const int32_t *hi, float *resp,
+                            uint8_t *scale, int nthreads, ncalc_dog_defer **out);
+int ncalc_dog_defer_rows(ncalc_dog_defer *d, ptrdiff_t r0, ptrdiff_t r1);
+int ncalc_dog_defer_finish(ncalc_dog_defer *d, int nthreads);
+void ncalc_dog_defer_free(ncalc_dog_defer *d);
+
+/*
  * Between the kernel's files (noise.c, for nms.c): one thread's scratch
  * for the tiles of one band, and row br of the grid of
  * ncalc_tile_noise_strided computed with it. Mask row r is at

@@ -1102,7 +1102,8 @@ static int keep_peak(const void *ctx, ptrdiff_t r, ptrdiff_t c, const float *val
 static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
                            ptrdiff_t mask_ld, const blocks_t *B, ptrdiff_t tile, ptrdiff_t min_count,
                            float k, int radius, float *grid, int32_t *out_rows, int32_t *out_cols,
-                           float *out_value, ptrdiff_t max_out, ptrdiff_t top, int nthreads);
+                           float *out_value, ptrdiff_t max_out, ptrdiff_t top, int nthreads,
+                           ncalc_dog_defer *defer);
 
 ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
                           const uint8_t *mask, ptrdiff_t mask_ld, ptrdiff_t tile, ptrdiff_t min_count,
@@ -1112,7 +1113,7 @@ ptrdiff_t ncalc_noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
 {
     if (mask && mask_ld < cols) return NCALC_EINVAL;
     return noise_nms(resp, rows, cols, mask, mask_ld, NULL, tile, min_count, k, radius, grid, out_rows,
-                     out_cols, out_value, max_out, top, nthreads);
+                     out_cols, out_value, max_out, top, nthreads, NULL);
 }
 
 ptrdiff_t ncalc_noise_nms_blocks(const float *resp, ptrdiff_t rows, ptrdiff_t cols,
@@ -1125,14 +1126,41 @@ ptrdiff_t ncalc_noise_nms_blocks(const float *resp, ptrdiff_t rows, ptrdiff_t co
     if (!small || hh < 1 || ww < 1 || fy < 1 || fx < 1 || row0 < 0 || col0 < 0) return NCALC_EINVAL;
     const blocks_t B = {small, hh, ww, fy, fx, row0, col0};
     return noise_nms(resp, rows, cols, NULL, 0, &B, tile, min_count, k, radius, grid, out_rows,
-                     out_cols, out_value, max_out, top, nthreads);
+                     out_cols, out_value, max_out, top, nthreads, NULL);
+}
+
+ptrdiff_t ncalc_dog_noise_nms(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                              const double *sigmas, int nsigmas, double truncate, double split_sigma,
+                              int max_levels, const int32_t *lo, const int32_t *hi, float *resp,
+                              uint8_t *scale, const uint8_t *mask, ptrdiff_t mask_ld,
+                              const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t fy,
+                              ptrdiff_t fx, ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t tile,
+                              ptrdiff_t min_count, float k, int radius, float *grid,
+                              int32_t *out_rows, int32_t *out_cols, float *out_value,
+                              ptrdiff_t max_out, ptrdiff_t top, int nthreads)
+{
+    if (small ? (mask || hh < 1 || ww < 1 || fy < 1 || fx < 1 || row0 < 0 || col0 < 0)
+              : (mask && mask_ld < cols))
+        return NCALC_EINVAL;
+    const blocks_t B = {small, hh, ww, fy, fx, row0, col0};
+    ncalc_dog_defer *d = NULL;
+    int st = ncalc_dog_octaves_defer(img, dtype, rows, cols, ld, sigmas, nsigmas, truncate, split_sigma,
+                                     max_levels, lo, hi, resp, scale, nthreads, &d);
+    if (st != NCALC_OK) return st;
+    ptrdiff_t n = noise_nms(resp, rows, cols, mask, mask_ld, small ? &B : NULL, tile, min_count, k,
+                            radius, grid, out_rows, out_cols, out_value, max_out, top, nthreads, d);
+    /* the rows no band reached (after an error): merged now */
+    st = ncalc_dog_defer_finish(d, nthreads);
+    ncalc_dog_defer_free(d);
+    return st != NCALC_OK ? st : n;
 }
 
 /* mask (mask_ld bytes a row), the blocks B, or neither (no mask). */
 static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const uint8_t *mask,
                            ptrdiff_t mask_ld, const blocks_t *B, ptrdiff_t tile, ptrdiff_t min_count,
                            float k, int radius, float *grid, int32_t *out_rows, int32_t *out_cols,
-                           float *out_value, ptrdiff_t max_out, ptrdiff_t top, int nthreads)
+                           float *out_value, ptrdiff_t max_out, ptrdiff_t top, int nthreads,
+                           ncalc_dog_defer *defer)
 {
     if (!resp || !grid || rows < 1 || cols < 1 || tile < 1 || radius < 0 || max_out < 0 || top < 0)
         return NCALC_EINVAL;
@@ -1200,6 +1228,13 @@ static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, co
             }
             float *g = grid + br * gw;
             const ptrdiff_t r_end = br * tile + band < rows ? br * tile + band : rows;
+            /* with the DoG's merge deferred: the band's rows and those its
+             * windows reach merged first (each row once, by whichever
+             * thread comes first) */
+            if (defer && ncalc_dog_defer_rows(defer, br * tile - radius - 2, r_end + radius + 2) != NCALC_OK) {
+                failed = 1;
+                continue;
+            }
             if (B) {
                 block_rows(B, br * tile, r_end, cols, bm);
                 Ab.mask = bm;

@@ -48,6 +48,15 @@ cdef extern from "ncalc.h" nogil:
                                       float k, int radius, float *grid, int32_t *out_rows,
                                       int32_t *out_cols, float *out_value, Py_ssize_t max_out,
                                       Py_ssize_t top, int nthreads)
+    Py_ssize_t ncalc_dog_noise_nms(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
+                                   Py_ssize_t ld, const double *sigmas, int nsigmas, double truncate,
+                                   double split_sigma, int max_levels, const int32_t *lo,
+                                   const int32_t *hi, float *resp, uint8_t *scale, const uint8_t *mask,
+                                   Py_ssize_t mask_ld, const uint8_t *small, Py_ssize_t hh,
+                                   Py_ssize_t ww, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t row0,
+                                   Py_ssize_t col0, Py_ssize_t tile, Py_ssize_t min_count, float k,
+                                   int radius, float *grid, int32_t *out_rows, int32_t *out_cols,
+                                   float *out_value, Py_ssize_t max_out, Py_ssize_t top, int nthreads)
     int ncalc_candidate_features(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
                                  const int32_t *cand_rows, const int32_t *cand_cols,
                                  const float *radius, Py_ssize_t n,
@@ -318,12 +327,22 @@ def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
         cap = n
     if not values:
         return grid, rr[:n], cc[:n]
+    return _with_values(resp.shape[0], resp.shape[1], grid, tile, rr, cc, val, n, nthreads)
+
+
+cdef tuple _with_values(Py_ssize_t rows, Py_ssize_t cols, cnp.ndarray[cnp.float32_t, ndim=2] grid,
+                        Py_ssize_t tile, cnp.ndarray[cnp.int32_t, ndim=1] rr,
+                        cnp.ndarray[cnp.int32_t, ndim=1] cc, cnp.ndarray[cnp.float32_t, ndim=1] val,
+                        Py_ssize_t n, int nthreads):
+    """noise_nms's result with values: the noise and SNR of the n peaks
+    from their values (ncalc_peak_values without resp)."""
     # (allocated at their size: more arrays of cap's size made glibc give
     # memory back and fault it in again on every call)
-    noise = np.empty(max(n, 1), np.float64)
-    snr = np.empty(max(n, 1), np.float64)
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] noise = np.empty(max(n, 1), np.float64)
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] snr = np.empty(max(n, 1), np.float64)
+    cdef int st
     with nogil:
-        st = ncalc_peak_values(NULL, resp.shape[0], resp.shape[1], &grid[0, 0], tile, NULL,
+        st = ncalc_peak_values(NULL, rows, cols, &grid[0, 0], tile, NULL,
                                &rr[0], &cc[0], n, &val[0], &noise[0], &snr[0], NULL, nthreads)
     _check(st)
     return grid, rr[:n], cc[:n], val[:n], noise[:n], snr[:n]
@@ -529,6 +548,88 @@ def dog_octaves(cnp.ndarray img not None, sigmas, double truncate=4.0, double sp
                                     max_levels, plo, phi, &resp[0, 0], &scale[0, 0], nthreads)
     _check(st)
     return resp, scale
+
+
+def dog_noise_nms(cnp.ndarray img not None, sigmas, double truncate, double split_sigma, int max_levels,
+                  int nthreads, out, ranges, Py_ssize_t tile, mask=None, Py_ssize_t min_count=16,
+                  float k=3.0, int radius=1, blocks=None, Py_ssize_t top=0):
+    """``dog_octaves(img, sigmas, truncate, split_sigma, max_levels,
+    nthreads, out, ranges)`` and then ``noise_nms(resp, tile, mask,
+    min_count, k, radius, nthreads, values=True, blocks=blocks, top=top)``
+    in one call: ``(resp, scale, fused)``, ``fused`` what that noise_nms
+    returns (None: use the two-step path). The same values as the two
+    calls; the coarser levels' response is merged into ``resp`` band by
+    band as the noise pass reaches it, instead of in a pass of its own
+    (see ncalc_dog_noise_nms in csrc/ncalc.h). ``out`` and ``ranges`` as
+    in dog_octaves (None: new arrays, every pixel)."""
+    cdef Py_ssize_t ld = _row_pitch(img)
+    cdef int dt = _pixel_code(img)
+    cdef Py_ssize_t rows = img.shape[0], cols = img.shape[1]
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] sig = np.ascontiguousarray(sigmas, dtype=np.float64)
+    if sig.ndim != 1 or sig.shape[0] < 2:
+        raise ValueError("napari-calc kernel: invalid argument")
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] resp
+    cdef cnp.ndarray[cnp.uint8_t, ndim=2] scale
+    if out is None:
+        resp = np.empty((rows, cols), np.float32)
+        scale = np.empty((rows, cols), np.uint8)
+    else:
+        resp, scale = out
+    if (resp.shape[0] != rows or resp.shape[1] != cols or scale.shape[0] != rows
+            or scale.shape[1] != cols or not resp.flags.c_contiguous
+            or not scale.flags.c_contiguous or not resp.flags.writeable
+            or not scale.flags.writeable):
+        raise ValueError("napari-calc kernel: out must be writeable C-contiguous arrays of "
+                         "the image's shape")
+    cdef const int32_t[::1] lov, hiv
+    cdef const int32_t *plo = NULL
+    cdef const int32_t *phi = NULL
+    if ranges is not None:
+        lov, hiv = ranges
+        if lov.shape[0] != rows or hiv.shape[0] != rows:
+            raise ValueError("napari-calc kernel: ranges must have one entry per row")
+        plo, phi = &lov[0], &hiv[0]
+    cdef const uint8_t *m = NULL
+    cdef const uint8_t[:, :] mv
+    cdef const uint8_t[:, ::1] sv
+    cdef const uint8_t *ps = NULL
+    cdef Py_ssize_t hh = 0, ww = 0, fy = 0, fx = 0, row0 = 0, col0 = 0
+    cdef Py_ssize_t mld = cols
+    if mask is not None and blocks is not None:
+        raise ValueError("dog_noise_nms takes a mask or blocks, not both")
+    if mask is not None:
+        mv = mask
+        mld = _mask_pitch(mv, rows, cols)
+        m = &mv[0, 0]
+    if blocks is not None:
+        small, fy, fx, row0, col0 = blocks
+        sv = np.ascontiguousarray(small).view(np.uint8)
+        hh, ww = sv.shape[0], sv.shape[1]
+        if hh < 1 or ww < 1 or fy < 1 or fx < 1 or row0 < 0 or col0 < 0:
+            raise ValueError("blocks: need a non-empty mask, block sizes >= 1 and offsets >= 0")
+        ps = &sv[0, 0]
+    cdef Py_ssize_t gh = (rows + tile - 1) // tile if tile > 0 else 0
+    cdef Py_ssize_t gw = (cols + tile - 1) // tile if tile > 0 else 0
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] grid = np.empty((max(gh, 1), max(gw, 1)), np.float32)
+    cdef Py_ssize_t cap = max(4096, rows * cols // 16 + 1), n
+    cdef cnp.ndarray[cnp.int32_t, ndim=1] rr = np.empty(cap, np.int32)
+    cdef cnp.ndarray[cnp.int32_t, ndim=1] cc = np.empty(cap, np.int32)
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] val = np.empty(cap, np.float32)
+    cdef const void *src = cnp.PyArray_DATA(img)
+    cdef int ns = <int>sig.shape[0]
+    with nogil:
+        n = ncalc_dog_noise_nms(src, dt, rows, cols, ld, &sig[0], ns, truncate, split_sigma,
+                                max_levels, plo, phi, &resp[0, 0], &scale[0, 0], m, mld, ps, hh, ww,
+                                fy, fx, row0, col0, tile, min_count, k, radius, &grid[0, 0], &rr[0],
+                                &cc[0], &val[0], cap, top, nthreads)
+    if n == NCALC_EFALLBACK:
+        return resp, scale, None
+    if n < 0:
+        _check(<int>n)
+    if n > cap:  # more peaks than room: the noise pass again, on the merged response
+        return resp, scale, noise_nms(resp, tile, mask, min_count, k, radius, nthreads, values=True,
+                                      blocks=blocks, top=top)
+    return resp, scale, _with_values(rows, cols, grid, tile, rr, cc, val, n, nthreads)
 
 
 cdef extern from "ncalc.h" nogil:

@@ -172,15 +172,21 @@ def test_stack_one_crop_for_all_slices(monkeypatch, crops):
 
 @pytest.fixture
 def dog_calls(monkeypatch):
-    """Records the image shape and the ranges of each dog_octaves call."""
+    """Records the image shape and the ranges of each DoG call
+    (dog_octaves, or dog_noise_nms: the DoG and the noise pass in one)."""
     seen = []
-    real = _kernel.dog_octaves
+    real, real_one = _kernel.dog_octaves, _kernel.dog_noise_nms
 
     def spy(*a, **k):
         seen.append((a[0].shape, k.get("ranges")))
         return real(*a, **k)
 
+    def spy_one(*a, **k):
+        seen.append((a[0].shape, a[7]))
+        return real_one(*a, **k)
+
     monkeypatch.setattr(_kernel, "dog_octaves", spy)
+    monkeypatch.setattr(_kernel, "dog_noise_nms", spy_one)
     return seen
 
 
@@ -274,13 +280,18 @@ def test_automatic_mask_as_blocks_is_the_full_mask(monkeypatch, seed, spacing):
 
     ph = make_phantom(seed=seed, spacing_mm=spacing)
     calls = []
-    real = _kernel.noise_nms
+    real, real_one = _kernel.noise_nms, _kernel.dog_noise_nms
 
     def spy(resp, tile, mask=None, *a, blocks=None, **k):
         calls.append((mask is None, blocks is None))
         return real(resp, tile, mask, *a, blocks=blocks, **k)
 
+    def spy_one(*a, blocks=None, **k):  # the DoG and the noise pass in one call
+        calls.append((a[9] is None, blocks is None))
+        return real_one(*a, blocks=blocks, **k)
+
     monkeypatch.setattr(_kernel, "noise_nms", spy)
+    monkeypatch.setattr(_kernel, "dog_noise_nms", spy_one)
     auto = napari_calc.detect(ph.image, keep_min_score=0.0)
     given = napari_calc.detect(ph.image, mask=breast_mask(ph.image.pixels, ph.image.spacing_mm),
                                keep_min_score=0.0)

@@ -355,11 +355,28 @@ def _detect_with_and_without(monkeypatch, seed, spacing, kw, switch, spied="nois
 def test_noise_and_peaks_in_one_pass_are_the_two_steps(monkeypatch, seed, spacing, kw):
     # _kernel.noise_nms (local noise and peaks in one pass over the
     # response) against tile_noise, detect's fix-up of the bad tiles and nms:
-    # every table identical, and the one-pass kernel really ran
+    # every table identical, and the one-pass kernel really ran (called on
+    # its own: not with the DoG in one call)
+    monkeypatch.setattr(D, "_DOG_NOISE_KERNEL", False)
     fused, _, (calls, after) = _detect_with_and_without(monkeypatch, seed, spacing, kw, "_NOISE_NMS_KERNEL")
     assert calls and all(out is not None for _, out in calls)
     assert len(fused.calcifications) > 10
     assert not after  # the switch off: the two steps ran
+
+
+@pytest.mark.parametrize("seed,spacing,kw", [(0, 0.07, dict()), (1, 0.14, dict(n_threads=1)),
+                                             (2, 0.2, dict(use_mask=False)), (3, 0.1, dict(n_slices=3)),
+                                             (4, 0.05, dict(max_candidates=40, keep_min_score=0.5))])
+def test_dog_and_noise_pass_in_one_call_are_the_two_calls(monkeypatch, seed, spacing, kw):
+    # _kernel.dog_noise_nms (the coarser levels merged into the response
+    # band by band as the noise pass reads it) against dog_octaves then
+    # noise_nms: every table identical, and the one call really ran, with a
+    # result (not left to the two steps), once per slice
+    one, _, (calls, after) = _detect_with_and_without(monkeypatch, seed, spacing, kw, "_DOG_NOISE_KERNEL",
+                                                      spied="dog_noise_nms")
+    assert len(calls) == kw.get("n_slices", 1) and all(out[2] is not None for _, out in calls)
+    assert len(one.calcifications) > 10
+    assert not after  # the switch off: the two calls ran
 
 
 @pytest.mark.parametrize("seed,spacing,kw", [(0, 0.07, dict(max_candidates=40)),
@@ -372,6 +389,7 @@ def test_peaks_below_the_top_left_out_change_nothing(monkeypatch, seed, spacing,
     # highest SNRs left out of its list): every table identical to the
     # full list's, and the list really was shorter where there were more
     # peaks than max_candidates
+    monkeypatch.setattr(D, "_DOG_NOISE_KERNEL", False)  # (noise_nms on its own)
     _, _, (with_top, full) = _detect_with_and_without(monkeypatch, seed, spacing, kw, "_NOISE_NMS_TOP")
     top = kw.get("max_candidates", D.DetectionParams().max_candidates)
     assert len(with_top) == len(full) > 0

@@ -90,6 +90,14 @@ class SerialKernel:
                                                    ctypes.c_double, ctypes.c_double, ctypes.c_int,
                                                    _P, _P, _P, _P, ctypes.c_int]
             lib.ncalc_mask_row_ranges.argtypes = [_P, _SZ, _SZ, _SZ, ctypes.c_int, _P, _P, ctypes.c_int]
+        self.has_dog_noise = hasattr(lib, "ncalc_dog_noise_nms")
+        if self.has_dog_noise:
+            lib.ncalc_dog_noise_nms.argtypes = [_P, ctypes.c_int, _SZ, _SZ, _SZ, _P, ctypes.c_int,
+                                                ctypes.c_double, ctypes.c_double, ctypes.c_int, _P, _P, _P,
+                                                _P, _P, _SZ, _P, _SZ, _SZ, _SZ, _SZ, _SZ, _SZ, _SZ, _SZ,
+                                                ctypes.c_float, ctypes.c_int, _P, _P, _P, _P, _SZ, _SZ,
+                                                ctypes.c_int]
+            lib.ncalc_dog_noise_nms.restype = _SZ
 
     @staticmethod
     def _dt(img):
@@ -227,6 +235,45 @@ class SerialKernel:
                                                _ptr(rr), _ptr(cc), n, _ptr(val), _ptr(noise), _ptr(snr),
                                                None, nthreads))
         return grid, rr, cc, val, noise[:n], snr[:n]
+
+    def dog_noise_nms(self, img, sigmas, truncate, split_sigma, max_levels, nthreads, out, ranges, tile,
+                      mask=None, min_count=16, k=3.0, radius=1, blocks=None, top=0, cap=4096):
+        """As ``_kernel.dog_noise_nms``; ``cap``: the peaks' room of the
+        combined call (more peaks: noise_nms again on the merged response,
+        as the extension does)."""
+        sig = np.ascontiguousarray(sigmas, np.float64)
+        resp, scale = out
+        lo = hi = None
+        if ranges is not None:
+            lo, hi = (np.ascontiguousarray(a, np.int32) for a in ranges)
+        small, hh, ww, fy, fx, row0, col0 = None, 0, 0, 0, 0, 0, 0
+        if blocks is not None:
+            small, fy, fx, row0, col0 = blocks
+            small = np.ascontiguousarray(small, dtype=np.uint8)
+            hh, ww = small.shape
+        ld = img.shape[1] if mask is None else mask.strides[0]
+        grid = np.empty((-(-img.shape[0] // tile), -(-img.shape[1] // tile)), np.float32)
+        rr = np.empty(cap, np.int32)
+        cc = np.empty(cap, np.int32)
+        val = np.empty(cap, np.float32)
+        n = self.lib.ncalc_dog_noise_nms(
+            _ptr(img), self._dt(img), img.shape[0], img.shape[1], img.shape[1], _ptr(sig), len(sig), truncate,
+            split_sigma, max_levels, _ptr(lo), _ptr(hi), _ptr(resp), _ptr(scale), _ptr(mask), ld, _ptr(small),
+            hh, ww, fy, fx, row0, col0, tile, min_count, k, radius, _ptr(grid), _ptr(rr), _ptr(cc), _ptr(val),
+            cap, top, nthreads)
+        if n == -3:
+            return resp, scale, None
+        if n < 0:
+            self._check(n)
+        if n > cap:
+            return resp, scale, self.noise_nms(resp, tile, mask, min_count, k, radius, nthreads, values=True,
+                                               blocks=blocks, top=top)
+        noise = np.empty(max(n, 1))
+        snr = np.empty(max(n, 1))
+        self._check(self.lib.ncalc_peak_values(None, resp.shape[0], resp.shape[1], _ptr(grid), tile, None,
+                                               _ptr(rr), _ptr(cc), n, _ptr(val), _ptr(noise), _ptr(snr),
+                                               None, nthreads))
+        return resp, scale, (grid, rr[:n].copy(), cc[:n].copy(), val[:n].copy(), noise[:n], snr[:n])
 
     def candidate_features(self, img, rows, cols, radius, nthreads=0):
         n = len(rows)
@@ -1314,6 +1361,124 @@ def test_noise_nms_with_blocks_is_noise_nms_with_their_mask(kern, seed):
         assert (got is None) == (want is None)
         for a, b in zip(got or (), want or ()):
             np.testing.assert_array_equal(a, b)
+
+
+def _dog_noise_case(seed):
+    """An image (uint16 or float32, with blobs), the DoG sigmas of a
+    spacing (one to four octave levels), and the noise pass's mask (none,
+    full, a crop of a wider one, or blocks) with or without the DoG's row
+    ranges, tile, min_count, k, radius and top."""
+    import importlib
+
+    from napari_calc.core.mask import upscale_mask
+
+    D = importlib.import_module("napari_calc.core.detect")
+    rng = np.random.default_rng(seed)
+    h, w = (int(v) for v in rng.integers(40, 260, 2))
+    yy, xx = np.mgrid[:h, :w]
+    img = 1000 + 300 * np.exp(-((yy - h / 2) ** 2 + (xx - w / 3) ** 2) / (0.3 * max(h, w)) ** 2)
+    img = img + rng.normal(0, 20, (h, w))
+    for _ in range(int(rng.integers(0, 40))):
+        y, x, s = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.7, 4)
+        img += rng.uniform(20, 200) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * s * s))
+    img = img.astype(np.uint16) if seed % 2 else img.astype(np.float32)
+    sig = D.dog_sigmas(float(rng.choice([0.05, 0.07, 0.1, 0.14, 0.2])), 0.15, 1.0)
+    radius = int(rng.choice([0, 1, 2, 4, 7]))
+    mask = blocks = ranges = None
+    kind = seed % 4
+    if kind in (1, 2):
+        mask = ((yy - h / 2) ** 2 + xx ** 2 < (rng.uniform(0.4, 1.1) * max(h, w)) ** 2).astype(np.uint8)
+        if kind == 2:  # rows mask_ld > cols bytes apart
+            wide = np.zeros((h, w + 7), np.uint8)
+            wide[:, :w] = mask
+            mask = wide[:, :w]
+        if seed % 3:
+            ranges = _kernel.mask_row_ranges(np.ascontiguousarray(mask), radius, 1)
+    elif kind == 3:
+        fy, fx = (int(v) for v in rng.integers(2, 12, 2))
+        small = rng.random((max(1, h // fy), max(1, w // fx))) < 0.7
+        blocks = (small, fy, fx, 0, 0)
+        if seed % 3:
+            full = upscale_mask(small, fy, fx, h, w).view(np.uint8)
+            ranges = _kernel.mask_row_ranges(np.ascontiguousarray(full), radius, 1)
+    tile = int(rng.integers(4, 80))
+    min_count = int(rng.integers(0, 60))
+    k = float(rng.choice([3.0, 1.5, 0.0]))
+    top = int(rng.choice([0, 0, 25]))
+    return img, sig, mask, blocks, ranges, tile, min_count, k, radius, top
+
+
+def _dog_then_noise(kern, img, sig, nt, ranges, tile, mask, min_count, k, radius, blocks, top):
+    """dog_octaves, then noise_nms: the two calls dog_noise_nms does in one."""
+    import importlib
+
+    D = importlib.import_module("napari_calc.core.detect")
+    out = (np.zeros(img.shape, np.float32), np.zeros(img.shape, np.uint8))
+    resp, scale = kern.dog_octaves(img, sig, D.TRUNCATE, D.OCTAVE_SPLIT_SIGMA, 16, nt, out, ranges=ranges)
+    return resp, scale, kern.noise_nms(resp, tile, mask, min_count, k, radius, nt, values=True, blocks=blocks,
+                                       top=top)
+
+
+def _assert_same_dog_noise(got, want):
+    np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))  # resp, every pixel
+    np.testing.assert_array_equal(got[1], want[1])  # scale
+    assert (got[2] is None) == (want[2] is None)
+    for a, b in zip(got[2] or (), want[2] or ()):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("seed", range(32))
+def test_dog_noise_nms_is_dog_octaves_then_noise_nms(kern, seed):
+    # the coarser levels merged band by band as the noise pass reads them
+    # (each row once, by whichever thread needs it first) give the response,
+    # scale, grid, peaks and values of the two calls, bit for bit
+    import importlib
+
+    D = importlib.import_module("napari_calc.core.detect")
+    img, sig, mask, blocks, ranges, tile, min_count, k, radius, top = _dog_noise_case(seed)
+    for nt in (1, 2, 3):
+        want = _dog_then_noise(kern, img, sig, nt, ranges, tile, mask, min_count, k, radius, blocks, top)
+        out = (np.zeros(img.shape, np.float32), np.zeros(img.shape, np.uint8))
+        got = kern.dog_noise_nms(img, sig, D.TRUNCATE, D.OCTAVE_SPLIT_SIGMA, 16, nt, out, ranges, tile, mask,
+                                 min_count, k, radius, blocks=blocks, top=top)
+        assert got[0] is out[0] and got[1] is out[1]
+        _assert_same_dog_noise(got, want)
+
+
+@pytest.mark.parametrize("case", ["nan", "more peaks than room", "one level"])
+def test_dog_noise_nms_fallback_and_retry(kern, case):
+    # NaNs: the noise pass leaves it to the two steps (None), with the
+    # response merged in full; more peaks than the call has room for: the
+    # noise pass again on the merged response; one octave level: nothing
+    # to merge
+    import importlib
+
+    D = importlib.import_module("napari_calc.core.detect")
+    rng = np.random.default_rng(7)
+    img = (1000 + rng.normal(0, 30, (100, 120))).astype(np.float32)
+    sig, k, radius, levels = D.dog_sigmas(0.07, 0.15, 1.0), 3.0, 2, 16
+    if case == "nan":
+        img[40, 50] = np.nan
+    elif case == "more peaks than room":
+        k, radius = -np.inf, 0  # every pixel is a peak
+    else:
+        levels = 0
+    for nt in (1, 2):
+        want = _dog_then_noise(kern, img, sig, nt, None, 16, None, 16, k, radius, None, 0)
+        if levels == 0:
+            out = (np.zeros(img.shape, np.float32), np.zeros(img.shape, np.uint8))
+            want = kern.dog_octaves(img, sig, D.TRUNCATE, D.OCTAVE_SPLIT_SIGMA, 0, nt, out)
+            want = (*want, kern.noise_nms(want[0], 16, None, 16, k, radius, nt, values=True))
+        kw = dict(cap=64) if kern is not _kernel else {}
+        out = (np.zeros(img.shape, np.float32), np.zeros(img.shape, np.uint8))
+        got = kern.dog_noise_nms(img, sig, D.TRUNCATE, D.OCTAVE_SPLIT_SIGMA, levels, nt, out, None, 16, None,
+                                 16, k, radius, **kw)
+        _assert_same_dog_noise(got, want)
+        if case == "nan":
+            assert got[2] is None
+        if case == "more peaks than room":
+            assert len(got[2][1]) == img.size
 
 
 def test_noise_nms_blocks_refuses_bad_blocks(kern):

@@ -43,7 +43,7 @@ def test_ab_kernel_runs_two_builds_side_by_side():
     script = str(ROOT / "benchmarks" / "ab_kernel.py")
     so = kern.__file__
     small = ["--shape", "400", "320", "--spacing", "0.1", "--seed", "3", "--rounds", "2", "--threads", "1", "2"]
-    for extra in ([], ["--kernel", "noise_nms"], ["--kernel", "dog_octaves"]):
+    for extra in ([], ["--kernel", "noise_nms"], ["--kernel", "dog_octaves"], ["--kernel", "dog_noise_nms"]):
         res = subprocess.run([sys.executable, script, so, so, *small, *extra],
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr[-2000:]
@@ -59,8 +59,9 @@ def test_ab_kernel_runs_two_builds_side_by_side():
 
 def test_ab_kernel_refuses_a_build_of_another_interface(tmp_path):
     """A build whose functions do not take what this checkout's detect
-    passes (here a stand-in whose noise_nms has no ``top``, as the builds
-    before it) is one line naming the file, not a traceback."""
+    passes (here a stand-in whose noise_nms and dog_noise_nms have no
+    ``top``, as the builds before it) is one line naming the file, not a
+    traceback."""
     import napari_calc._kernel as kern
 
     old = tmp_path / "old_kernel.py"
@@ -69,7 +70,11 @@ def test_ab_kernel_refuses_a_build_of_another_interface(tmp_path):
         "from napari_calc import _kernel as _k\n"
         "def noise_nms(resp, tile, mask=None, min_count=16, k=3.0, radius=1, nthreads=0, values=False,\n"
         "              blocks=None):\n"
-        "    return _k.noise_nms(resp, tile, mask, min_count, k, radius, nthreads, values, blocks)\n")
+        "    return _k.noise_nms(resp, tile, mask, min_count, k, radius, nthreads, values, blocks)\n"
+        "def dog_noise_nms(img, sigmas, truncate, split_sigma, max_levels, nthreads, out, ranges, tile,\n"
+        "                  mask=None, min_count=16, k=3.0, radius=1, blocks=None):\n"
+        "    return _k.dog_noise_nms(img, sigmas, truncate, split_sigma, max_levels, nthreads, out, ranges,\n"
+        "                            tile, mask, min_count, k, radius, blocks=blocks)\n")
     script = str(ROOT / "benchmarks" / "ab_kernel.py")
     res = subprocess.run([sys.executable, script, kern.__file__, str(old), "--shape", "400", "320",
                           "--spacing", "0.1", "--rounds", "1", "--threads", "1"],

@@ -28,7 +28,11 @@ The pipeline, for each 2-D image (each slice of a stack):
    rows are in cache). As the pass finds peaks it counts their SNRs, and
    the peaks that can no longer be among the ``max_candidates`` highest
    are never listed (its ``top``): the same candidates, without testing
-   and keeping tens of thousands of weak ones.
+   and keeping tens of thousands of weak ones. Steps 3 to 5 are one kernel
+   call (``_kernel.dog_noise_nms``): the coarse scales are merged into the
+   full-resolution response band by band, just before the pass reads the
+   band, rather than in a pass of their own, so the response is read from
+   memory once less.
 6. **Candidate measurements** (C kernel, around each candidate only):
    contrast, ring background and its spread, peak, half-maximum area and
    elongation; the Gaussian-smoothed value and Hessian at the candidate's
@@ -410,6 +414,11 @@ _ROW_RANGES = True
 #: Compute the local noise and the peaks in one pass (``_kernel.noise_nms``);
 #: tests switch it off to compare with the two steps.
 _NOISE_NMS_KERNEL = True
+
+#: Run the octave DoG and that pass in one kernel call
+#: (``_kernel.dog_noise_nms``: the coarser levels merged band by band as the
+#: pass reads them); tests switch it off to compare with the two calls.
+_DOG_NOISE_KERNEL = True
 #: Let noise_nms leave out peaks that cannot be among the ``max_candidates``
 #: highest SNRs (its ``top``): the same candidates after the top-k
 #: selection, without listing and testing the tens of thousands of weak
@@ -667,22 +676,30 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
             ranges = _crop_ranges(extents, (r0, r0 + img_c.shape[0], c0, c0 + img_c.shape[1]), radius)
         else:
             ranges = _kernel.mask_row_ranges(m8_c, radius, nthreads)
-    # resp and scale are scratch (see _dog_scratch): nothing below keeps a view of them
-    resp, scale = _kernel.dog_octaves(img_c, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads,
-                                      _dog_scratch(img_c.shape), ranges=ranges)
-    check("dog")
-
     min_count = max(16, tile * tile // 8)
     fused = None
-    if _NOISE_NMS_KERNEL and _kernel_has("noise_nms"):
-        # the local noise, its fix-up below, the peaks and their values in
-        # one pass over the response (each band's peaks while its rows are
-        # in cache); None where the kernel leaves it to the steps below (no
-        # valid tile, NaNs)
-        fused = _kernel.noise_nms(resp, tile, m8_c, min_count, float(p.threshold), radius, nthreads,
-                                  values=True, blocks=None if blocks is None else (
-                                      blocks.tissue, blocks.fy, blocks.fx, r0, c0),
-                                  top=int(p.max_candidates) if _NOISE_NMS_TOP else 0)
+    noise_args = dict(blocks=None if blocks is None else (blocks.tissue, blocks.fy, blocks.fx, r0, c0),
+                      top=int(p.max_candidates) if _NOISE_NMS_TOP else 0)
+    # resp and scale are scratch (see _dog_scratch): nothing below keeps a view of them
+    if _NOISE_NMS_KERNEL and _DOG_NOISE_KERNEL and _kernel_has("dog_noise_nms"):
+        # the DoG and the noise pass below in one call: the coarser levels
+        # are merged into the response band by band as the noise pass
+        # reaches it (the same values, one read of the response less)
+        resp, scale, fused = _kernel.dog_noise_nms(img_c, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads,
+                                                   _dog_scratch(img_c.shape), ranges, tile, m8_c, min_count,
+                                                   float(p.threshold), radius, **noise_args)
+        check("dog")
+    else:
+        resp, scale = _kernel.dog_octaves(img_c, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads,
+                                          _dog_scratch(img_c.shape), ranges=ranges)
+        check("dog")
+        if _NOISE_NMS_KERNEL and _kernel_has("noise_nms"):
+            # the local noise, its fix-up below, the peaks and their values
+            # in one pass over the response (each band's peaks while its
+            # rows are in cache); None where the kernel leaves it to the
+            # steps below (no valid tile, NaNs)
+            fused = _kernel.noise_nms(resp, tile, m8_c, min_count, float(p.threshold), radius, nthreads,
+                                      values=True, **noise_args)
     if fused is not None:
         grid, rr, cc, r_at, noise, snr = fused
         check("noise")

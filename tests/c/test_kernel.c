@@ -1136,6 +1136,86 @@ static void row_ranges(void)
     }
 }
 
+/* ncalc_dog_noise_nms: the coarser levels merged band by band as the noise
+ * pass reads them give the response, scale, grid, peaks and values of
+ * ncalc_dog_octaves_rows then ncalc_noise_nms (or _blocks), bit for bit:
+ * small and odd shapes, both dtypes, no mask, a full mask (with the DoG's
+ * row ranges or without), blocks, bands of 1 row to the whole image, 1-3
+ * threads, too little room for the peaks. */
+static void dog_noise_one_call(void)
+{
+    const ptrdiff_t shapes[][2] = {{1, 1}, {2, 3}, {5, 40}, {33, 32}, {40, 90}, {67, 131}, {131, 67}, {150, 140}};
+    const double sig[] = {0.758, 1.212, 1.939, 3.103, 4.965, 7.944, 12.71};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const ptrdiff_t rows = shapes[s][0], cols = shapes[s][1], n = rows * cols;
+        const ptrdiff_t fy = 1 + rnd() % (rows < 6 ? rows : 6), fx = 1 + rnd() % (cols < 6 ? cols : 6);
+        const ptrdiff_t hh = rows / fy, ww = cols / fx;
+        uint8_t *small = malloc((size_t)(hh * ww)), *mask = malloc((size_t)n);
+        for (ptrdiff_t i = 0; i < hh * ww; i++) small[i] = (uint8_t)(rnd() % 5 != 0);
+        CHECK(ncalc_upscale_mask(small, hh, ww, fy, fx, rows, cols, mask, 1) == NCALC_OK, "one call upscale");
+        int32_t *lo = malloc(sizeof(int32_t) * (size_t)rows), *hi = malloc(sizeof(int32_t) * (size_t)rows);
+        for (int dtype = 0; dtype < 2; dtype++) {
+            void *img = malloc((size_t)n * (dtype == NCALC_U16 ? 2 : 4));
+            for (ptrdiff_t i = 0; i < n; i++) {
+                const unsigned v = rnd() % 4096 + (rnd() % 50 == 0 ? 3000 : 0); /* noise and spikes */
+                if (dtype == NCALC_U16) ((uint16_t *)img)[i] = (uint16_t)v;
+                else ((float *)img)[i] = (float)v / 3.0f;
+            }
+            float *r1 = malloc(sizeof(float) * (size_t)n), *r2 = malloc(sizeof(float) * (size_t)n);
+            uint8_t *s1 = malloc((size_t)n), *s2 = malloc((size_t)n);
+            for (int variant = 0; variant < 4; variant++) {
+                /* 0: no mask; 1: mask; 2: mask and its row ranges; 3: blocks and ranges */
+                const int radius = variant, nt = 1 + variant % 3;
+                const ptrdiff_t tile = variant == 0 ? 1 : variant == 3 ? 1000 : 2 + rnd() % 30;
+                const ptrdiff_t gn = ((rows + tile - 1) / tile) * ((cols + tile - 1) / tile);
+                const ptrdiff_t room = variant == 1 ? 3 : n; /* variant 1: too little room */
+                const ptrdiff_t top = variant == 2 ? 5 : 0;
+                float *g1 = malloc(sizeof(float) * (size_t)gn), *g2 = malloc(sizeof(float) * (size_t)gn);
+                int32_t *a = malloc(sizeof(int32_t) * 4 * (size_t)n);
+                float *v1 = malloc(sizeof(float) * (size_t)n), *v2 = malloc(sizeof(float) * (size_t)n);
+                const int ranged = variant >= 2;
+                if (ranged) CHECK(ncalc_mask_row_ranges(mask, rows, cols, cols, radius, lo, hi, 1) == NCALC_OK,
+                                  "one call ranges");
+                const uint8_t *mk = variant == 1 || variant == 2 ? mask : NULL;
+                const uint8_t *sm = variant == 3 ? small : NULL;
+                memset(r1, 0, sizeof(float) * (size_t)n);
+                memset(r2, 0, sizeof(float) * (size_t)n);
+                memset(s1, 0, (size_t)n);
+                memset(s2, 0, (size_t)n);
+                CHECK(ncalc_dog_octaves_rows(img, dtype, rows, cols, cols, sig, 7, 3.0, 1.2, 16, ranged ? lo : NULL,
+                                             ranged ? hi : NULL, r1, s1, nt) == NCALC_OK, "one call: dog");
+                const ptrdiff_t k1 = sm ? ncalc_noise_nms_blocks(r1, rows, cols, sm, hh, ww, fy, fx, 0, 0, tile, 4,
+                                                                 1.5f, radius, g1, a, a + n, v1, room, top, nt)
+                                        : ncalc_noise_nms(r1, rows, cols, mk, cols, tile, 4, 1.5f, radius, g1, a,
+                                                          a + n, v1, room, top, nt);
+                ncalc_release_buffers(); /* fresh coarse levels */
+                const ptrdiff_t k2 = ncalc_dog_noise_nms(img, dtype, rows, cols, cols, sig, 7, 3.0, 1.2, 16,
+                                                         ranged ? lo : NULL, ranged ? hi : NULL, r2, s2, mk, cols,
+                                                         sm, hh, ww, fy, fx, 0, 0, tile, 4, 1.5f, radius, g2,
+                                                         a + 2 * n, a + 3 * n, v2, room, top, nt);
+                CHECK(k1 == k2, "one call %tdx%td variant %d: count %td %td", rows, cols, variant, k1, k2);
+                CHECK(memcmp(r1, r2, sizeof(float) * (size_t)n) == 0 && memcmp(s1, s2, (size_t)n) == 0,
+                      "one call %tdx%td variant %d: response", rows, cols, variant);
+                if (k1 >= 0 && k1 == k2) {
+                    CHECK(memcmp(g1, g2, sizeof(float) * (size_t)gn) == 0, "one call grid");
+                    for (ptrdiff_t i = 0; i < (k1 < room ? k1 : room); i++)
+                        CHECK(a[i] == a[2 * n + i] && a[n + i] == a[3 * n + i] && v1[i] == v2[i],
+                              "one call peak %td", i);
+                }
+                CHECK(ncalc_dog_noise_nms(img, dtype, rows, cols, cols, sig, 7, 3.0, 1.2, 16, NULL, NULL, r2, s2,
+                                          mask, cols, small, hh, ww, fy, fx, 0, 0, tile, 4, 1.5f, radius, g2, a,
+                                          a + n, v2, room, 0, nt) == NCALC_EINVAL, "one call: mask and blocks");
+                CHECK(ncalc_dog_noise_nms(img, dtype, rows, cols, cols, sig, 7, 3.0, 1.2, 16, NULL, NULL, r2, s2,
+                                          mask, cols - 1, NULL, 0, 0, 0, 0, 0, 0, tile, 4, 1.5f, radius, g2, a,
+                                          a + n, v2, room, 0, nt) == NCALC_EINVAL, "one call: mask_ld < cols");
+                free(g1); free(g2); free(a); free(v1); free(v2);
+            }
+            free(img); free(r1); free(r2); free(s1); free(s2);
+        }
+        free(small); free(mask); free(lo); free(hi);
+    }
+}
+
 int main(void)
 {
     const ptrdiff_t shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {2, 9}, {9, 2}, {3, 5}, {5, 3},
@@ -1156,6 +1236,7 @@ int main(void)
     noise_nms_steps();
     noise_nms_blocks();
     noise_nms_top();
+    dog_noise_one_call();
     buffer_pool();
     ncalc_release_buffers(); /* nothing left for the leak checkers */
     if (failures) {
