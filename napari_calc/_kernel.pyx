@@ -253,6 +253,55 @@ def nms(cnp.float32_t[:, ::1] resp not None, float k, int radius,
         cap = n
 
 
+cdef tuple _dog_buffers(Py_ssize_t rows, Py_ssize_t cols, sigmas, out):
+    """The sigmas of dog_octaves and dog_noise_nms as float64, and their
+    resp and scale: ``out`` checked, or new arrays."""
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] sig = np.ascontiguousarray(sigmas, dtype=np.float64)
+    if sig.ndim != 1 or sig.shape[0] < 2:
+        raise ValueError("napari-calc kernel: invalid argument")
+    cdef cnp.ndarray[cnp.float32_t, ndim=2] resp
+    cdef cnp.ndarray[cnp.uint8_t, ndim=2] scale
+    if out is None:
+        return sig, np.empty((rows, cols), np.float32), np.empty((rows, cols), np.uint8)
+    resp, scale = out
+    if (resp.shape[0] != rows or resp.shape[1] != cols or scale.shape[0] != rows
+            or scale.shape[1] != cols or not resp.flags.c_contiguous
+            or not scale.flags.c_contiguous or not resp.flags.writeable
+            or not scale.flags.writeable):
+        raise ValueError("napari-calc kernel: out must be writeable C-contiguous arrays of "
+                         "the image's shape")
+    return sig, resp, scale
+
+
+cdef tuple _row_ranges(ranges, Py_ssize_t rows):
+    """The DoG's ``ranges`` (lo, hi), checked: contiguous int32, one entry a row."""
+    cdef const int32_t[::1] lov, hiv
+    lov, hiv = ranges
+    if lov.shape[0] != rows or hiv.shape[0] != rows:
+        raise ValueError("napari-calc kernel: ranges must have one entry per row")
+    return lov, hiv
+
+
+cdef tuple _noise_mask(mask, blocks, Py_ssize_t rows, Py_ssize_t cols, str who):
+    """The noise pass's mask (rows x cols, its row pitch) or blocks
+    ``(small, fy, fx, row0, col0)``, checked: ``(mask, ld, small uint8,
+    hh, ww, fy, fx, row0, col0)`` with None for the one not given."""
+    cdef const uint8_t[:, :] mv
+    cdef Py_ssize_t ld = cols, fy = 0, fx = 0, row0 = 0, col0 = 0
+    if mask is not None and blocks is not None:
+        raise ValueError(f"{who} takes a mask or blocks, not both")
+    if mask is not None:
+        mv = mask
+        ld = _mask_pitch(mv, rows, cols)
+    if blocks is None:
+        return mask, ld, None, 0, 0, 0, 0, 0, 0
+    small, fy, fx, row0, col0 = blocks
+    small = np.ascontiguousarray(small).view(np.uint8)
+    if small.ndim != 2 or small.shape[0] < 1 or small.shape[1] < 1 or fy < 1 or fx < 1 or row0 < 0 or col0 < 0:
+        raise ValueError("blocks: need a non-empty mask, block sizes >= 1 and offsets >= 0")
+    return None, ld, small, small.shape[0], small.shape[1], fy, fx, row0, col0
+
+
 def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
               Py_ssize_t min_count=16, float k=3.0, int radius=1, int nthreads=0, bint values=False,
               blocks=None, Py_ssize_t top=0):
@@ -279,8 +328,15 @@ def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
     cdef const uint8_t[:, :] mv
     cdef const uint8_t[:, ::1] sv
     cdef const uint8_t *ps = NULL
-    cdef Py_ssize_t hh = 0, ww = 0, fy = 0, fx = 0, row0 = 0, col0 = 0
-    cdef Py_ssize_t ld = resp.shape[1]
+    cdef Py_ssize_t hh, ww, fy, fx, row0, col0, ld
+    mask, ld, small, hh, ww, fy, fx, row0, col0 = _noise_mask(mask, blocks, resp.shape[0], resp.shape[1],
+                                                             "noise_nms")
+    if mask is not None:
+        mv = mask
+        m = &mv[0, 0]
+    if small is not None:
+        sv = small
+        ps = &sv[0, 0]
     cdef Py_ssize_t gh = (resp.shape[0] + tile - 1) // tile if tile > 0 else 0
     cdef Py_ssize_t gw = (resp.shape[1] + tile - 1) // tile if tile > 0 else 0
     cdef cnp.ndarray[cnp.float32_t, ndim=2] grid = np.empty((max(gh, 1), max(gw, 1)), np.float32)
@@ -289,20 +345,6 @@ def noise_nms(cnp.float32_t[:, ::1] resp not None, Py_ssize_t tile, mask=None,
     cdef cnp.ndarray[cnp.float32_t, ndim=1] val
     cdef cnp.ndarray[cnp.float64_t, ndim=1] noise, snr
     cdef float *pv = NULL
-    cdef int st
-    if mask is not None and blocks is not None:
-        raise ValueError("noise_nms takes a mask or blocks, not both")
-    if mask is not None:
-        mv = mask
-        ld = _mask_pitch(mv, resp.shape[0], resp.shape[1])
-        m = &mv[0, 0]
-    if blocks is not None:
-        small, fy, fx, row0, col0 = blocks
-        sv = np.ascontiguousarray(small).view(np.uint8)
-        hh, ww = sv.shape[0], sv.shape[1]
-        if hh < 1 or ww < 1 or fy < 1 or fx < 1 or row0 < 0 or col0 < 0:
-            raise ValueError("blocks: need a non-empty mask, block sizes >= 1 and offsets >= 0")
-        ps = &sv[0, 0]
     while True:
         rr = np.empty(cap, np.int32)  # room as in nms
         cc = np.empty(cap, np.int32)
@@ -516,29 +558,15 @@ def dog_octaves(cnp.ndarray img not None, sigmas, double truncate=4.0, double sp
     cdef Py_ssize_t ld = _row_pitch(img)
     cdef int dt = _pixel_code(img)
     cdef Py_ssize_t rows = img.shape[0], cols = img.shape[1]
-    cdef cnp.ndarray[cnp.float64_t, ndim=1] sig = np.ascontiguousarray(sigmas, dtype=np.float64)
-    if sig.ndim != 1 or sig.shape[0] < 2:
-        raise ValueError("napari-calc kernel: invalid argument")
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] sig
     cdef cnp.ndarray[cnp.float32_t, ndim=2] resp
     cdef cnp.ndarray[cnp.uint8_t, ndim=2] scale
-    if out is None:
-        resp = np.empty((rows, cols), np.float32)
-        scale = np.empty((rows, cols), np.uint8)
-    else:
-        resp, scale = out
-        if (resp.shape[0] != rows or resp.shape[1] != cols or scale.shape[0] != rows
-                or scale.shape[1] != cols or not resp.flags.c_contiguous
-                or not scale.flags.c_contiguous or not resp.flags.writeable
-                or not scale.flags.writeable):
-            raise ValueError("napari-calc kernel: out must be writeable C-contiguous arrays of "
-                             "the image's shape")
+    sig, resp, scale = _dog_buffers(rows, cols, sigmas, out)
     cdef const int32_t[::1] lov, hiv
     cdef const int32_t *plo = NULL
     cdef const int32_t *phi = NULL
     if ranges is not None:
-        lov, hiv = ranges
-        if lov.shape[0] != rows or hiv.shape[0] != rows:
-            raise ValueError("napari-calc kernel: ranges must have one entry per row")
+        lov, hiv = _row_ranges(ranges, rows)
         plo, phi = &lov[0], &hiv[0]
     cdef const void *src = cnp.PyArray_DATA(img)
     cdef int n = <int>sig.shape[0]
@@ -565,48 +593,27 @@ def dog_noise_nms(cnp.ndarray img not None, sigmas, double truncate, double spli
     cdef Py_ssize_t ld = _row_pitch(img)
     cdef int dt = _pixel_code(img)
     cdef Py_ssize_t rows = img.shape[0], cols = img.shape[1]
-    cdef cnp.ndarray[cnp.float64_t, ndim=1] sig = np.ascontiguousarray(sigmas, dtype=np.float64)
-    if sig.ndim != 1 or sig.shape[0] < 2:
-        raise ValueError("napari-calc kernel: invalid argument")
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] sig
     cdef cnp.ndarray[cnp.float32_t, ndim=2] resp
     cdef cnp.ndarray[cnp.uint8_t, ndim=2] scale
-    if out is None:
-        resp = np.empty((rows, cols), np.float32)
-        scale = np.empty((rows, cols), np.uint8)
-    else:
-        resp, scale = out
-    if (resp.shape[0] != rows or resp.shape[1] != cols or scale.shape[0] != rows
-            or scale.shape[1] != cols or not resp.flags.c_contiguous
-            or not scale.flags.c_contiguous or not resp.flags.writeable
-            or not scale.flags.writeable):
-        raise ValueError("napari-calc kernel: out must be writeable C-contiguous arrays of "
-                         "the image's shape")
+    sig, resp, scale = _dog_buffers(rows, cols, sigmas, out)
     cdef const int32_t[::1] lov, hiv
     cdef const int32_t *plo = NULL
     cdef const int32_t *phi = NULL
     if ranges is not None:
-        lov, hiv = ranges
-        if lov.shape[0] != rows or hiv.shape[0] != rows:
-            raise ValueError("napari-calc kernel: ranges must have one entry per row")
+        lov, hiv = _row_ranges(ranges, rows)
         plo, phi = &lov[0], &hiv[0]
     cdef const uint8_t *m = NULL
     cdef const uint8_t[:, :] mv
     cdef const uint8_t[:, ::1] sv
     cdef const uint8_t *ps = NULL
-    cdef Py_ssize_t hh = 0, ww = 0, fy = 0, fx = 0, row0 = 0, col0 = 0
-    cdef Py_ssize_t mld = cols
-    if mask is not None and blocks is not None:
-        raise ValueError("dog_noise_nms takes a mask or blocks, not both")
+    cdef Py_ssize_t hh, ww, fy, fx, row0, col0, mld
+    mask, mld, small, hh, ww, fy, fx, row0, col0 = _noise_mask(mask, blocks, rows, cols, "dog_noise_nms")
     if mask is not None:
         mv = mask
-        mld = _mask_pitch(mv, rows, cols)
         m = &mv[0, 0]
-    if blocks is not None:
-        small, fy, fx, row0, col0 = blocks
-        sv = np.ascontiguousarray(small).view(np.uint8)
-        hh, ww = sv.shape[0], sv.shape[1]
-        if hh < 1 or ww < 1 or fy < 1 or fx < 1 or row0 < 0 or col0 < 0:
-            raise ValueError("blocks: need a non-empty mask, block sizes >= 1 and offsets >= 0")
+    if small is not None:
+        sv = small
         ps = &sv[0, 0]
     cdef Py_ssize_t gh = (rows + tile - 1) // tile if tile > 0 else 0
     cdef Py_ssize_t gw = (cols + tile - 1) // tile if tile > 0 else 0
