@@ -1086,10 +1086,6 @@ static int oct_ranges(oct_lvl_t *lv, int nlev, const int32_t *lo, const int32_t 
     return NCALC_OK;
 }
 
-/* Level L of the octave DoG and, below it, the coarser ones. x: the level
- * image (rows x cols of dtype, row r starting at x + r ld). With the
- * levels' ranges (oct_ranges), only their columns are computed; the rest of
- * resp and scale is left as it was. */
 /* What ncalc_dog_octaves_defer leaves of level 0 for later: the coarser
  * levels' response and scale, to merge row by row (ncalc_dog_defer_rows). */
 struct ncalc_dog_defer {
@@ -1105,6 +1101,11 @@ struct ncalc_dog_defer {
     int *state; /* per row: 0 to merge, 1 being merged, 2 done */
 };
 
+/* Level L of the octave DoG and, below it, the coarser ones. x: the level
+ * image (rows x cols of dtype, row r starting at x + r ld). With the
+ * levels' ranges (oct_ranges), only their columns are computed; the rest of
+ * resp and scale is left as it was. defer (level 0 only, else NULL): the
+ * coarser levels' result is left in it, not merged into resp and scale. */
 static int oct_run(const oct_lvl_t *lv, int nlev, int L, const void *x, int dtype, ptrdiff_t ld,
                    float *resp, uint8_t *scale, int nt, ncalc_dog_defer *defer)
 {
