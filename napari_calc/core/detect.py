@@ -419,6 +419,7 @@ _NOISE_NMS_KERNEL = True
 #: (``_kernel.dog_noise_nms``: the coarser levels merged band by band as the
 #: pass reads them); tests switch it off to compare with the two calls.
 _DOG_NOISE_KERNEL = True
+
 #: Let noise_nms leave out peaks that cannot be among the ``max_candidates``
 #: highest SNRs (its ``top``): the same candidates after the top-k
 #: selection, without listing and testing the tens of thousands of weak
