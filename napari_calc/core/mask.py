@@ -177,8 +177,9 @@ class BlockMask:
     ``(i, j)`` of ``tissue`` covers rows ``i fy`` to ``(i + 1) fy`` and
     columns ``j fx`` to ``(j + 1) fx`` of an image of ``shape``, the last
     block row and column also the rows and columns left over (the mask
-    :func:`upscale_mask` makes). Detection reads it block-wise
-    (``_kernel.noise_nms(blocks=...)``) and never makes it in full.
+    :func:`upscale_mask` makes). Detection reads it block-wise (the
+    ``blocks`` of ``_kernel.dog_noise_nms`` and ``_kernel.noise_nms``)
+    and never makes it in full.
 
     Attributes
     ----------
