@@ -1107,7 +1107,7 @@ struct ncalc_dog_defer {
  * resp and scale is left as it was. defer (level 0 only, else NULL): the
  * coarser levels' result is left in it, not merged into resp and scale. */
 static int oct_run(const oct_lvl_t *lv, int nlev, int L, const void *x, int dtype, ptrdiff_t ld,
-                   float *resp, uint8_t *scale, int nt, ncalc_dog_defer *defer)
+                   float *resp, uint8_t *scale, int nt, ncalc_dog_defer *defer, ncalc_side *side)
 {
     const oct_lvl_t *l = &lv[L];
     const bank_t *bk = &l->b;
@@ -1150,6 +1150,15 @@ static int oct_run(const oct_lvl_t *lv, int nlev, int L, const void *x, int dtyp
         } else if (tag) {
             for (int j = 0; j < nslots; j++) tag[j] = -1;
         }
+        if (side) {
+            /* the caller's work on one thread; the others take the rows
+             * meanwhile (dynamic), and so does this one after it */
+#pragma omp single nowait
+            {
+                side->fn(side->arg);
+                side->done = 1;
+            }
+        }
 #pragma omp for schedule(dynamic, 32)
         for (ptrdiff_t r = 0; r < rows; r++) {
             if (!ok) continue;
@@ -1191,7 +1200,7 @@ static int oct_run(const oct_lvl_t *lv, int nlev, int L, const void *x, int dtyp
     uint8_t *cscale = ncalc_buffer_get(cn);
     if (!cresp || !cscale) status = NCALC_ENOMEM;
     if (status == NCALC_OK)
-        status = oct_run(lv, nlev, L + 1, low, NCALC_F32, ccols, cresp, cscale, nt, NULL);
+        status = oct_run(lv, nlev, L + 1, low, NCALC_F32, ccols, cresp, cscale, nt, NULL, NULL);
     ncalc_buffer_put(low);
     if (status == NCALC_OK && defer) {
         /* the merge is the caller's, row by row (ncalc_dog_defer_rows) */
@@ -1265,7 +1274,7 @@ int ncalc_dog_octaves_rows(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t
     /* only the ranges' columns computed when every level has the fused row
      * kernel (dog_row computes whole rows; then every pixel is written) */
     if (st == NCALC_OK && lo && fused) st = oct_ranges(lv, nlev, lo, hi);
-    if (st == NCALC_OK) st = oct_run(lv, nlev, 0, img, dtype, ld, resp, sc, nt, NULL);
+    if (st == NCALC_OK) st = oct_run(lv, nlev, 0, img, dtype, ld, resp, sc, nt, NULL, NULL);
     oct_free(lv, nlev);
     if (sc != scale) ncalc_buffer_put(sc);
     return st;
@@ -1274,7 +1283,7 @@ int ncalc_dog_octaves_rows(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t
 int ncalc_dog_octaves_defer(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
                             const double *sigmas, int nsigmas, double truncate, double split_sigma,
                             int max_levels, const int32_t *lo, const int32_t *hi, float *resp,
-                            uint8_t *scale, int nthreads, ncalc_dog_defer **out)
+                            uint8_t *scale, int nthreads, ncalc_side *side, ncalc_dog_defer **out)
 {
     if (!out) return NCALC_EINVAL;
     *out = NULL;
@@ -1302,7 +1311,7 @@ int ncalc_dog_octaves_defer(const void *img, int dtype, ptrdiff_t rows, ptrdiff_
     int fused = 1;
     for (int L = 0; L < d->nlev; L++) fused &= d->lv[L].fused;
     if (st == NCALC_OK && lo && fused) st = oct_ranges(d->lv, d->nlev, lo, hi);
-    if (st == NCALC_OK) st = oct_run(d->lv, d->nlev, 0, img, dtype, ld, resp, sc, nt, d);
+    if (st == NCALC_OK) st = oct_run(d->lv, d->nlev, 0, img, dtype, ld, resp, sc, nt, d, side);
     if (st != NCALC_OK) {
         ncalc_dog_defer_free(d);
         return st;

@@ -221,6 +221,37 @@ ptrdiff_t ncalc_dog_noise_nms(const void *img, int dtype, ptrdiff_t rows, ptrdif
                               ptrdiff_t max_out, ptrdiff_t top, int nthreads);
 
 /*
+ * Work of the caller to run on one of a kernel's threads while the others
+ * compute (ncalc_dog_noise_nms_side): fn(arg), called once; done is set
+ * to 1 when it has returned. fn must read and write none of the kernel's
+ * arrays, and its own OpenMP regions (if any) run on its thread alone.
+ */
+typedef struct ncalc_side {
+    void (*fn)(void *arg);
+    void *arg;
+    int done;
+} ncalc_side;
+
+/*
+ * ncalc_dog_noise_nms, and side->fn (side may be NULL) run once on one
+ * of its threads: at the start of the DoG's full-resolution pass, whose
+ * rows the other threads share out meanwhile (and that thread too when
+ * side->fn returns), so that independent work costs the call about its
+ * time divided by the threads. When the DoG stops before that pass (an
+ * error), side->fn runs on the calling thread before the return. With one
+ * thread it runs first. The same results as ncalc_dog_noise_nms.
+ */
+ptrdiff_t ncalc_dog_noise_nms_side(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
+                                   ptrdiff_t ld, const double *sigmas, int nsigmas, double truncate,
+                                   double split_sigma, int max_levels, const int32_t *lo,
+                                   const int32_t *hi, float *resp, uint8_t *scale, const uint8_t *mask,
+                                   ptrdiff_t mask_ld, const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww,
+                                   ptrdiff_t fy, ptrdiff_t fx, ptrdiff_t row0, ptrdiff_t col0,
+                                   ptrdiff_t tile, ptrdiff_t min_count, float k, int radius, float *grid,
+                                   int32_t *out_rows, int32_t *out_cols, float *out_value,
+                                   ptrdiff_t max_out, ptrdiff_t top, int nthreads, ncalc_side *side);
+
+/*
  * Between the kernel's files (filters.c, for nms.c): ncalc_dog_octaves_rows
  * without its last step, the merge of the coarser levels into level 0.
  * *out (on NCALC_OK) holds what that merge needs; ncalc_dog_defer_rows
@@ -228,12 +259,14 @@ ptrdiff_t ncalc_dog_noise_nms(const void *img, int dtype, ptrdiff_t rows, ptrdif
  * threads call it at the same time: the others wait for a row being
  * merged), ncalc_dog_defer_finish merges every row left (not while other
  * threads call ncalc_dog_defer_rows), ncalc_dog_defer_free frees it.
+ * side (may be NULL): run in level 0's pass as ncalc_dog_noise_nms_side
+ * says (not run when the DoG stops before it: side->done tells).
  */
 typedef struct ncalc_dog_defer ncalc_dog_defer;
 int ncalc_dog_octaves_defer(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
                             const double *sigmas, int nsigmas, double truncate, double split_sigma,
                             int max_levels, const int32_t *lo, const int32_t *hi, float *resp,
-                            uint8_t *scale, int nthreads, ncalc_dog_defer **out);
+                            uint8_t *scale, int nthreads, ncalc_side *side, ncalc_dog_defer **out);
 int ncalc_dog_defer_rows(ncalc_dog_defer *d, ptrdiff_t r0, ptrdiff_t r1);
 int ncalc_dog_defer_finish(ncalc_dog_defer *d, int nthreads);
 void ncalc_dog_defer_free(ncalc_dog_defer *d);
@@ -464,6 +497,25 @@ ptrdiff_t ncalc_nlf_samples(const void *img, int dtype, ptrdiff_t planes, ptrdif
  */
 int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const double *edges,
                    int nedges, ptrdiff_t *count, float *lev_median, float *resid_mad, int nthreads);
+
+/*
+ * The noise-level function's C steps in one call (napari_calc.core.score.
+ * noise_level_function with the kernel): ncalc_nlf_samples (img .. smask
+ * as there) into resid and level (room for planes nr nc each), their
+ * number in *n_out; when it is 50 or more, nb = max(1, min(max_bins,
+ * *n_out / 500)) bins (max_bins <= 255): level sorted into sorted (room
+ * as resid) by ncalc_sort_f32, the nb - 1 edges numpy.quantile(level,
+ * i / nb), i = 1 .. nb - 1 (method "linear", NumPy 2's arithmetic, bit
+ * for bit), and ncalc_nlf_bins with them into count, lev_median and
+ * resid_mad (room for max_bins each); *nbins_out = nb. Below 50 samples
+ * *nbins_out = 0 and no bins are made. NCALC_EINVAL for a NaN level, or a
+ * non-finite level or residual (the caller's NumPy code decides those).
+ * nthreads as those functions; the result does not depend on it.
+ */
+int ncalc_nlf_fit(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_ld, ptrdiff_t rows,
+                  ptrdiff_t cols, ptrdiff_t ld, ptrdiff_t k, const uint8_t *smask, int max_bins,
+                  float *resid, float *level, float *sorted, ptrdiff_t *n_out, int *nbins_out,
+                  ptrdiff_t *count, float *lev_median, float *resid_mad, int nthreads);
 
 /*
  * Block means: out[i][j] = mean of img over rows [i fy, (i + 1) fy) and

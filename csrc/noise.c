@@ -1234,3 +1234,55 @@ int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const do
     free(off);
     return status;
 }
+
+/* ------------------------------------------------------------------------
+ * The noise-level function's C steps in one call: the samples, the
+ * quantile edges of their levels (from a sorted copy, with numpy.quantile's
+ * arithmetic) and the binned medians. Run by detect on one of the DoG's
+ * threads while the others filter (ncalc_dog_noise_nms_side).
+ * ------------------------------------------------------------------------ */
+
+int ncalc_nlf_fit(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_ld, ptrdiff_t rows,
+                  ptrdiff_t cols, ptrdiff_t ld, ptrdiff_t k, const uint8_t *smask, int max_bins,
+                  float *resid, float *level, float *sorted, ptrdiff_t *n_out, int *nbins_out,
+                  ptrdiff_t *count, float *lev_median, float *resid_mad, int nthreads)
+{
+    if (!sorted || !n_out || !nbins_out || max_bins < 1 || max_bins > 255 || !count || !lev_median ||
+        !resid_mad)
+        return NCALC_EINVAL;
+    *n_out = 0;
+    *nbins_out = 0;
+    const ptrdiff_t n = ncalc_nlf_samples(img, dtype, planes, plane_ld, rows, cols, ld, k, smask, resid,
+                                          level, nthreads);
+    if (n < 0) return (int)n;
+    *n_out = n;
+    if (n < 50) return NCALC_OK; /* too few for bins: the caller's own estimate */
+    const ptrdiff_t by_count = n / 500;
+    const int nb = (int)(by_count < 1 ? 1 : by_count < max_bins ? by_count : max_bins);
+    int st = ncalc_sort_f32(level, n, sorted, nthreads);
+    if (st != NCALC_OK) return st;
+    /* numpy.quantile(sorted, i / nb) for i = 1 .. nb - 1, method "linear"
+     * (NumPy 2): v = (n - 1) q, i = floor(v), j = i + 1, both the last
+     * index where v >= n - 1 (the weight then v + 1, from index -1),
+     * g = v - i, d = b - a in float32; a + d g where g < 0.5, else
+     * b - d (1 - g), in float64 */
+    double edges[254];
+    for (int e = 1; e < nb; e++) {
+        const double q = (double)e / (double)nb;
+        const double v = (double)(n - 1) * q;
+        double fi = floor(v);
+        ptrdiff_t i = (ptrdiff_t)fi, j = i + 1;
+        if (v >= (double)(n - 1)) {
+            fi = -1.0;
+            i = j = n - 1;
+        }
+        const double g = v - fi;
+        const float a = sorted[i], b = sorted[j];
+        const float d = b - a;
+        edges[e - 1] = g < 0.5 ? (double)a + (double)d * g : (double)b - (double)d * (1.0 - g);
+    }
+    st = ncalc_nlf_bins(level, resid, n, edges, nb - 1, count, lev_median, resid_mad, nthreads);
+    if (st != NCALC_OK) return st;
+    *nbins_out = nb;
+    return NCALC_OK;
+}

@@ -16,6 +16,7 @@ cdef extern from "ncalc.h" nogil:
     int NCALC_U16
     int NCALC_F32
     int NCALC_EFALLBACK
+    int NCALC_EINVAL
     int ncalc_have_openmp()
     int ncalc_max_threads()
     int ncalc_gaussian_radius(double sigma, double truncate)
@@ -57,6 +58,26 @@ cdef extern from "ncalc.h" nogil:
                                    Py_ssize_t col0, Py_ssize_t tile, Py_ssize_t min_count, float k,
                                    int radius, float *grid, int32_t *out_rows, int32_t *out_cols,
                                    float *out_value, Py_ssize_t max_out, Py_ssize_t top, int nthreads)
+    ctypedef struct ncalc_side:
+        void (*fn)(void *arg) noexcept nogil
+        void *arg
+        int done
+    Py_ssize_t ncalc_dog_noise_nms_side(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
+                                        Py_ssize_t ld, const double *sigmas, int nsigmas,
+                                        double truncate, double split_sigma, int max_levels,
+                                        const int32_t *lo, const int32_t *hi, float *resp,
+                                        uint8_t *scale, const uint8_t *mask, Py_ssize_t mask_ld,
+                                        const uint8_t *small, Py_ssize_t hh, Py_ssize_t ww,
+                                        Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t row0,
+                                        Py_ssize_t col0, Py_ssize_t tile, Py_ssize_t min_count,
+                                        float k, int radius, float *grid, int32_t *out_rows,
+                                        int32_t *out_cols, float *out_value, Py_ssize_t max_out,
+                                        Py_ssize_t top, int nthreads, ncalc_side *side)
+    int ncalc_nlf_fit(const void *img, int dtype, Py_ssize_t planes, Py_ssize_t plane_ld,
+                      Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, Py_ssize_t k,
+                      const uint8_t *smask, int max_bins, float *resid, float *level, float *sorted,
+                      Py_ssize_t *n_out, int *nbins_out, Py_ssize_t *count, float *lev_median,
+                      float *resid_mad, int nthreads)
     int ncalc_candidate_features(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
                                  const int32_t *cand_rows, const int32_t *cand_cols,
                                  const float *radius, Py_ssize_t n,
@@ -580,7 +601,7 @@ def dog_octaves(cnp.ndarray img not None, sigmas, double truncate=4.0, double sp
 
 def dog_noise_nms(cnp.ndarray img not None, sigmas, double truncate, double split_sigma, int max_levels,
                   int nthreads, out, ranges, Py_ssize_t tile, mask=None, Py_ssize_t min_count=16,
-                  float k=3.0, int radius=1, blocks=None, Py_ssize_t top=0):
+                  float k=3.0, int radius=1, blocks=None, Py_ssize_t top=0, nlf=None):
     """``dog_octaves(img, sigmas, truncate, split_sigma, max_levels,
     nthreads, out, ranges)`` and then ``noise_nms(resp, tile, mask,
     min_count, k, radius, nthreads, values=True, blocks=blocks, top=top)``
@@ -589,7 +610,12 @@ def dog_noise_nms(cnp.ndarray img not None, sigmas, double truncate, double spli
     calls; the coarser levels' response is merged into ``resp`` band by
     band as the noise pass reaches it, instead of in a pass of its own
     (see ncalc_dog_noise_nms in csrc/ncalc.h). ``out`` and ``ranges`` as
-    in dog_octaves (None: new arrays, every pixel)."""
+    in dog_octaves (None: new arrays, every pixel).
+
+    ``nlf``: ``(planes, k, smask, max_bins)``, the arguments of
+    :func:`nlf_fit` (its own image, any size): that fit is made too, on
+    one of the threads while the others filter (ncalc_dog_noise_nms_side),
+    and what it returns is a fourth item, ``(resp, scale, fused, fit)``."""
     cdef Py_ssize_t ld = _row_pitch(img)
     cdef int dt = _pixel_code(img)
     cdef Py_ssize_t rows = img.shape[0], cols = img.shape[1]
@@ -624,19 +650,33 @@ def dog_noise_nms(cnp.ndarray img not None, sigmas, double truncate, double spli
     cdef cnp.ndarray[cnp.float32_t, ndim=1] val = np.empty(cap, np.float32)
     cdef const void *src = cnp.PyArray_DATA(img)
     cdef int ns = <int>sig.shape[0]
+    cdef _NlfJob job = None
+    cdef ncalc_side side
+    cdef ncalc_side *pside = NULL
+    if nlf is not None:
+        job = _NlfJob(*nlf)
+        side.fn = _nlf_job_run
+        side.arg = &job.a
+        side.done = 0
+        pside = &side
     with nogil:
-        n = ncalc_dog_noise_nms(src, dt, rows, cols, ld, &sig[0], ns, truncate, split_sigma,
-                                max_levels, plo, phi, &resp[0, 0], &scale[0, 0], m, mld, ps, hh, ww,
-                                fy, fx, row0, col0, tile, min_count, k, radius, &grid[0, 0], &rr[0],
-                                &cc[0], &val[0], cap, top, nthreads)
+        n = ncalc_dog_noise_nms_side(src, dt, rows, cols, ld, &sig[0], ns, truncate, split_sigma,
+                                     max_levels, plo, phi, &resp[0, 0], &scale[0, 0], m, mld, ps, hh,
+                                     ww, fy, fx, row0, col0, tile, min_count, k, radius, &grid[0, 0],
+                                     &rr[0], &cc[0], &val[0], cap, top, nthreads, pside)
     if n == NCALC_EFALLBACK:
-        return resp, scale, None
-    if n < 0:
-        _check(<int>n)
-    if n > cap:  # more peaks than room: the noise pass again, on the merged response
-        return resp, scale, noise_nms(resp, tile, mask, min_count, k, radius, nthreads, values=True,
-                                      blocks=blocks, top=top)
-    return resp, scale, _with_values(rows, cols, grid, tile, rr, cc, val, n, nthreads)
+        fused = None
+    else:
+        if n < 0:
+            _check(<int>n)
+        if n > cap:  # more peaks than room: the noise pass again, on the merged response
+            fused = noise_nms(resp, tile, mask, min_count, k, radius, nthreads, values=True,
+                              blocks=blocks, top=top)
+        else:
+            fused = _with_values(rows, cols, grid, tile, rr, cc, val, n, nthreads)
+    if job is None:
+        return resp, scale, fused
+    return resp, scale, fused, job.result()
 
 
 cdef extern from "ncalc.h" nogil:
@@ -700,14 +740,10 @@ cdef extern from "ncalc.h" nogil:
                        int nthreads)
 
 
-def nlf_samples(cnp.ndarray img not None, Py_ssize_t k, smask=None, int nthreads=0):
-    """Noise-level-function samples (see ncalc_nlf_samples in csrc/ncalc.h)
-    of a 2-D image or a 3-D stack of uint16/float32 planes, each plane
-    C-contiguous (planes may be any number of planes apart): (resid,
-    level), float32, of the samples every k-th row and column from (1, 1)
-    where smask (uint8, C-contiguous, one per sample of a plane) is
-    non-zero, in (plane, row, col) order."""
-    cdef int dt = _pixel_code(img)
+def _nlf_geometry(cnp.ndarray img, Py_ssize_t k, smask):
+    """The checks of nlf_samples: (planes, plane_ld, rows, cols, samples
+    per plane, smask as C-contiguous uint8 or None)."""
+    _pixel_code(img)
     if img.ndim not in (2, 3):
         raise ValueError("kernel input must be a 2-D image or a 3-D stack")
     cdef Py_ssize_t item = img.itemsize
@@ -724,14 +760,30 @@ def nlf_samples(cnp.ndarray img not None, Py_ssize_t k, smask=None, int nthreads
         plane_ld = img.strides[0] // item
     cdef Py_ssize_t nr = (rows - 2 + k - 1) // k, nc = (cols - 2 + k - 1) // k
     cdef const uint8_t[:, ::1] mv
-    cdef const uint8_t *m = NULL
     if smask is not None:
         mv = smask
         if mv.shape[0] != nr or mv.shape[1] != nc:
             raise ValueError(f"sample mask must be {nr}x{nc}")
+    return planes, plane_ld, rows, cols, nr * nc, smask
+
+
+def nlf_samples(cnp.ndarray img not None, Py_ssize_t k, smask=None, int nthreads=0):
+    """Noise-level-function samples (see ncalc_nlf_samples in csrc/ncalc.h)
+    of a 2-D image or a 3-D stack of uint16/float32 planes, each plane
+    C-contiguous (planes may be any number of planes apart): (resid,
+    level), float32, of the samples every k-th row and column from (1, 1)
+    where smask (uint8, C-contiguous, one per sample of a plane) is
+    non-zero, in (plane, row, col) order."""
+    cdef Py_ssize_t planes, plane_ld, rows, cols, per_plane
+    planes, plane_ld, rows, cols, per_plane, smask = _nlf_geometry(img, k, smask)
+    cdef int dt = _pixel_code(img)
+    cdef const uint8_t[:, ::1] mv
+    cdef const uint8_t *m = NULL
+    if smask is not None:
+        mv = smask
         m = &mv[0, 0]
-    cdef cnp.ndarray[cnp.float32_t, ndim=1] resid = np.empty(max(1, planes * nr * nc), np.float32)
-    cdef cnp.ndarray[cnp.float32_t, ndim=1] level = np.empty(max(1, planes * nr * nc), np.float32)
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] resid = np.empty(max(1, planes * per_plane), np.float32)
+    cdef cnp.ndarray[cnp.float32_t, ndim=1] level = np.empty(max(1, planes * per_plane), np.float32)
     cdef const void *src = cnp.PyArray_DATA(img)
     cdef Py_ssize_t n
     with nogil:
@@ -740,6 +792,95 @@ def nlf_samples(cnp.ndarray img not None, Py_ssize_t k, smask=None, int nthreads
     if n < 0:
         _check(<int>n)
     return resid[:n], level[:n]
+
+
+cdef struct nlf_job_args:
+    const void *img
+    int dtype
+    Py_ssize_t planes, plane_ld, rows, cols, k
+    const uint8_t *smask
+    int max_bins
+    float *resid
+    float *level
+    float *sorted
+    Py_ssize_t *count
+    float *lev
+    float *mad
+    int nthreads
+    Py_ssize_t n
+    int nbins
+    int status
+
+
+cdef void _nlf_job_run(void *arg) noexcept nogil:
+    cdef nlf_job_args *a = <nlf_job_args *>arg
+    a.status = ncalc_nlf_fit(a.img, a.dtype, a.planes, a.plane_ld, a.rows, a.cols, a.cols, a.k,
+                             a.smask, a.max_bins, a.resid, a.level, a.sorted, &a.n, &a.nbins,
+                             a.count, a.lev, a.mad, a.nthreads)
+
+
+cdef class _NlfJob:
+    """The arguments and outputs of one call of ncalc_nlf_fit: the arrays it
+    reads and writes are held here."""
+    cdef nlf_job_args a
+    cdef object keep
+
+    def __init__(self, cnp.ndarray img not None, Py_ssize_t k, smask=None, int max_bins=24,
+                 int nthreads=1):
+        if max_bins < 1 or max_bins > 255:
+            raise ValueError("max_bins must be 1 to 255")
+        cdef Py_ssize_t planes, plane_ld, rows, cols, per_plane
+        planes, plane_ld, rows, cols, per_plane, smask = _nlf_geometry(img, k, smask)
+        cdef Py_ssize_t size = max(1, planes * per_plane)
+        cdef cnp.ndarray[cnp.float32_t, ndim=1] resid = np.empty(size, np.float32)
+        cdef cnp.ndarray[cnp.float32_t, ndim=1] level = np.empty(size, np.float32)
+        cdef cnp.ndarray[cnp.float32_t, ndim=1] srt = np.empty(size, np.float32)
+        cdef cnp.ndarray[cnp.int64_t, ndim=1] count = np.zeros(max_bins, np.int64)
+        cdef cnp.ndarray[cnp.float32_t, ndim=1] lev = np.zeros(max_bins, np.float32)
+        cdef cnp.ndarray[cnp.float32_t, ndim=1] mad = np.zeros(max_bins, np.float32)
+        cdef const uint8_t[:, ::1] mv
+        self.a.smask = NULL
+        if smask is not None:
+            mv = smask
+            self.a.smask = &mv[0, 0]
+        self.keep = (img, smask, resid, level, srt, count, lev, mad)
+        self.a.img = cnp.PyArray_DATA(img)
+        self.a.dtype = _pixel_code(img)
+        self.a.planes, self.a.plane_ld, self.a.rows, self.a.cols, self.a.k = planes, plane_ld, rows, cols, k
+        self.a.max_bins = max_bins
+        self.a.resid, self.a.level, self.a.sorted = &resid[0], &level[0], &srt[0]
+        self.a.count, self.a.lev, self.a.mad = <Py_ssize_t *>&count[0], &lev[0], &mad[0]
+        self.a.nthreads = nthreads
+        self.a.n, self.a.nbins, self.a.status = 0, 0, NCALC_EINVAL
+
+    def run(self):
+        with nogil:
+            _nlf_job_run(&self.a)
+
+    def result(self):
+        """What nlf_fit returns of the run."""
+        if self.a.status == NCALC_EINVAL:
+            return None
+        _check(self.a.status)
+        cdef Py_ssize_t n = self.a.n
+        cdef int nb = self.a.nbins
+        _, _, resid, level, _, count, lev, mad = self.keep
+        if nb == 0:
+            return resid[:n], level[:n], None, None, None
+        return resid[:n], level[:n], count[:nb], lev[:nb], mad[:nb]
+
+
+def nlf_fit(cnp.ndarray img not None, Py_ssize_t k, smask=None, int max_bins=24, int nthreads=0):
+    """The noise-level function's C steps in one call (see ncalc_nlf_fit
+    in csrc/ncalc.h): ``nlf_samples(img, k, smask)``, the quantile edges
+    of the levels and ``nlf_bins`` with them, for
+    ``max(1, min(max_bins, n // 500))`` bins of the ``n`` samples.
+    Returns ``(resid, level, count, lev_median, resid_mad)``; the last
+    three are None below 50 samples. None when a sample is not finite
+    (the caller's NumPy code decides then)."""
+    job = _NlfJob(img, k, smask, max_bins, nthreads)
+    job.run()
+    return job.result()
 
 
 def nlf_bins(cnp.float32_t[::1] level not None, cnp.float32_t[::1] resid not None,

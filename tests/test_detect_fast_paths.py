@@ -379,6 +379,49 @@ def test_dog_and_noise_pass_in_one_call_are_the_two_calls(monkeypatch, seed, spa
     assert not after  # the switch off: the two calls ran
 
 
+@pytest.mark.parametrize("seed,spacing,kw", [(0, 0.07, dict()), (1, 0.14, dict(n_threads=1)),
+                                             (2, 0.2, dict(use_mask=False, n_threads=3)),
+                                             (4, 0.05, dict(max_candidates=40, keep_min_score=0.5))])
+def test_noise_level_function_on_the_dogs_thread_is_the_same(monkeypatch, seed, spacing, kw):
+    # the noise-level function made inside the DoG's call (dog_noise_nms's
+    # nlf: on one of its threads while the others filter) against the
+    # function called on its own after the measurements: every table
+    # identical, and the fit really came from the DoG's call
+    own = []  # noise_level_function called on its own: with the switch on or off
+    real_nlf = D.noise_level_function
+
+    def counted(*a, **k):
+        own.append(D._SIDE_NLF)
+        return real_nlf(*a, **k)
+
+    monkeypatch.setattr(D, "noise_level_function", counted)
+    one, _, (calls, after) = _detect_with_and_without(monkeypatch, seed, spacing, kw, "_SIDE_NLF",
+                                                      spied="dog_noise_nms")
+    assert own == [False]  # the DoG's fit was used; the switch off: the function on its own
+    assert len(calls) == 1 and "nlf" in calls[0][0] and calls[0][1][3] is not None
+    assert calls[0][1][3][2] is not None  # bins, not the few-samples estimate
+    assert len(one.calcifications) > 10
+    assert after and all("nlf" not in k for k, _ in after)
+
+
+def test_noise_level_function_of_a_stack_is_not_made_per_slice(monkeypatch):
+    # a stack has one noise-level function for all its slices: no slice's
+    # DoG call makes one
+    image = make_phantom(seed=3, spacing_mm=0.1, n_slices=3).image
+    from napari_calc import _kernel
+
+    calls = []
+    real = _kernel.dog_noise_nms
+
+    def spy(*a, **k):
+        calls.append(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(_kernel, "dog_noise_nms", spy)
+    napari_calc.detect(image)
+    assert len(calls) == 3 and all("nlf" not in k for k in calls)
+
+
 @pytest.mark.parametrize("seed,spacing,kw", [(0, 0.07, dict(max_candidates=40)),
                                              (1, 0.14, dict(max_candidates=300, n_threads=1)),
                                              (2, 0.2, dict(max_candidates=25, use_mask=False)),

@@ -160,3 +160,86 @@ def test_nlf_bins_edges_between_floats_and_threads():
             bad_r[where] = -np.inf
             with pytest.raises(ValueError):
                 _kernel.nlf_bins(level, bad_r, edges, 2)
+
+
+def _planes_and_mask(rng, kind):
+    h, w = (int(v) for v in rng.integers(3, 260, 2))
+    img = _image(rng, kind, h, w)
+    if rng.random() < 0.3:
+        img = np.stack([img, img[::-1].copy()])
+    k = int(rng.integers(1, 6))
+    nr, nc = (h - 2 + k - 1) // k, (w - 2 + k - 1) // k
+    sm = np.ascontiguousarray(rng.random((nr, nc)) < rng.random()).view(np.uint8) if rng.random() < 0.6 else None
+    return (img if img.ndim == 3 else img[None]), k, sm
+
+
+@pytest.mark.parametrize("kind", ["u16", "u16-ties", "f32", "f32-zeros", "f32-negzero"])
+def test_nlf_fit_is_samples_quantiles_and_bins(kind):
+    """``nlf_fit`` (one C call) gives the samples of ``nlf_samples``, and
+    the bins ``nlf_bins`` makes with ``numpy.quantile``'s own edges of the
+    sorted levels, for the number of bins the function chooses; below 50
+    samples, the samples and no bins."""
+    rng = np.random.default_rng(100 + len(kind))
+    seen_bins = set()
+    for case in range(30):
+        planes, k, sm = _planes_and_mask(rng, kind)
+        max_bins = int(rng.choice([1, 2, 7, 24, 255]))
+        nt = int(rng.integers(1, 4))
+        fit = _kernel.nlf_fit(planes, k, sm, max_bins, nt)
+        resid, level = _kernel.nlf_samples(planes, k, sm, 1)
+        assert fit is not None
+        for got, ref in zip(fit[:2], (resid, level)):
+            np.testing.assert_array_equal(got.view(np.uint8), ref.view(np.uint8))
+        n = len(level)
+        if n < 50:
+            assert fit[2:] == (None, None, None)
+            continue
+        nb = max(1, min(max_bins, n // 500))
+        seen_bins.add(nb)
+        edges = np.quantile(np.sort(level), np.arange(1, nb) / nb)
+        want = _kernel.nlf_bins(level, resid, edges, 1)
+        assert len(fit[2]) == nb
+        for got, ref in zip(fit[2:], want):
+            np.testing.assert_array_equal(got.view(np.uint8), ref.view(np.uint8))
+    assert len(seen_bins) >= 2  # more than one bin count was checked
+
+
+def test_nlf_fit_refusals():
+    rng = np.random.default_rng(8)
+    img = rng.normal(100, 5, (1, 120, 110)).astype(np.float32)
+    assert _kernel.nlf_fit(img, 1, None, 24, 2)[2] is not None
+    for bad in (np.nan, np.inf):  # a non-finite sample: left to the NumPy code
+        x = img.copy()
+        x[0, 50, 51] = bad
+        assert _kernel.nlf_fit(x, 1, None, 24, 2) is None
+    for max_bins in (0, 256):
+        with pytest.raises(ValueError):
+            _kernel.nlf_fit(img, 1, None, max_bins)
+    with pytest.raises(ValueError):
+        _kernel.nlf_fit(img, 2, np.ones((3, 3), np.uint8))  # wrong sample-mask shape
+
+
+def test_noise_level_function_takes_the_one_call(monkeypatch):
+    """With the kernel, noise_level_function makes its samples and bins in
+    one nlf_fit call (and gives the NumPy path's result); with more than
+    255 bins asked, the separate steps."""
+    from napari_calc.core.phantom import make_phantom
+
+    img = make_phantom(seed=2, spacing_mm=0.2).image.pixels
+    calls = []
+    real = _kernel.nlf_fit
+
+    def spy(*a):
+        calls.append(a)
+        return real(*a)
+
+    monkeypatch.setattr(_kernel, "nlf_fit", spy)
+    ref = _nlf_both(monkeypatch, img, n_bins=30)
+    _same(*ref)
+    assert len(calls) == 1 and calls[0][3] == 30
+    many = _nlf_both(monkeypatch, img, n_bins=300, max_samples=10**6)
+    _same(*many)
+    assert len(calls) == 1  # 300 bins: not through nlf_fit
+    job = S.nlf_job(img, None, n_bins=30)
+    _same(S.nlf_of_fit(real(*job[:3], job[3], 1)), ref[1])
+    assert S.nlf_of_fit(None) is None

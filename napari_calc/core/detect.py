@@ -79,7 +79,8 @@ from .detections import Detections
 from .errors import DetectionCancelled, InvalidParameterError, MissingSpacingError, UnsupportedImageError
 from .image import MammoImage
 from .mask import BlockMask, breast_mask_blocks, breast_mask_parts
-from .score import candidate_feature_matrix, candidate_probability, load_model, noise_level_function
+from .score import (candidate_feature_matrix, candidate_probability, load_model, nlf_job, nlf_of_fit,
+                    noise_level_function)
 
 __all__ = ["detect", "DetectionParams", "dog_sigmas", "PRESETS", "IN_PLANE_SPACING_RANGE_MM"]
 
@@ -430,6 +431,12 @@ _NOISE_NMS_TOP = True
 #: trace alone; its window is the largest, and the cross term is a third
 #: of its sums). Tests switch it off to compare.
 _LATE_LARGE_CROSS = True
+#: Make a 2-D image's noise-level function inside the DoG's kernel call, on
+#: one of its threads while the others filter (``dog_noise_nms(nlf=...)``),
+#: rather than on its own after the candidates are measured (its sort and
+#: bins hardly gain from a second thread, so the other core sat idle).
+#: Tests switch it off to compare.
+_SIDE_NLF = True
 
 
 def _octave_plan(sig: np.ndarray, rows: int, cols: int, max_levels: int = 16) -> list[tuple[int, int, int]]:
@@ -607,16 +614,19 @@ def _detect_plane(plane: np.ndarray, spacing_yx: tuple[float, float], p: Detecti
     knows it (default: computed here). ``large_cross``: as :func:`_measure`.
 
     :func:`_plane_candidates`, then :func:`_measure`."""
-    img, mask, sig, cand = _plane_candidates(plane, spacing_yx, p, nthreads, mask, check, bbox)
+    img, mask, sig, cand, side_nlf = _plane_candidates(plane, spacing_yx, p, nthreads, mask, check, bbox,
+                                                       with_nlf=nlf is None)
     check("candidates")
-    return _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, *cand, large_cross=large_cross)
+    return _measure(img, mask, spacing_yx, p, nthreads, sig, nlf if nlf is not None else side_nlf, *cand,
+                    large_cross=large_cross)
 
 
 def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: DetectionParams,
                       nthreads: int, mask: np.ndarray | None, check: Callable[..., None] = lambda done=None: None,
-                      bbox: Any = _UNKNOWN, extents: tuple[np.ndarray, np.ndarray] | None = None):
+                      bbox: Any = _UNKNOWN, extents: tuple[np.ndarray, np.ndarray] | None = None,
+                      with_nlf: bool = False):
     """The candidates of one 2-D plane before they are measured:
-    ``(img, mask, sigmas, (rows, cols, snr, noise, response, pair))``, with
+    ``(img, mask, sigmas, (rows, cols, snr, noise, response, pair), nlf)``, with
     ``img`` the plane as the kernel reads it, ``mask`` the mask used (None:
     the whole plane; the automatic one as a :class:`~.mask.BlockMask`, which
     the noise-level function also takes), rows and cols int32, the response
@@ -627,7 +637,12 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     on each row's part of the mask grown by the NMS radius
     (:func:`_crop_ranges`), with the same results as on the whole image.
     ``extents``: the mask's row extents (``breast_mask_parts``) when the
-    caller knows them (default: found here)."""
+    caller knows them (default: found here). ``with_nlf``: ``nlf`` is the
+    plane's :func:`~.score.noise_level_function` within ``mask``, made in
+    the DoG's call on one of its threads while the others filter (the
+    function's C steps need neither the DoG nor the candidates); None
+    when it was not made so (not asked, another code path, or left to the
+    NumPy code), for the caller to make."""
     from .. import _kernel
 
     img = _kernel_input(plane)
@@ -656,7 +671,7 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
             bbox = _mask_bbox(mask)
         if bbox is None:
             # an empty mask: no candidates (whatever the response)
-            return img, mask, sig, _no_candidates()
+            return img, mask, sig, _no_candidates(), None
         if _CROP_TO_MASK:
             box = _crop_box(img.shape, bbox, sig, tile, radius)
     if box is not None:
@@ -679,6 +694,7 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
             ranges = _kernel.mask_row_ranges(m8_c, radius, nthreads)
     min_count = max(16, tile * tile // 8)
     fused = None
+    side_nlf = None
     noise_args = dict(blocks=None if blocks is None else (blocks.tissue, blocks.fy, blocks.fx, r0, c0),
                       top=int(p.max_candidates) if _NOISE_NMS_TOP else 0)
     # resp and scale are scratch (see _dog_scratch): nothing below keeps a view of them
@@ -686,9 +702,16 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
         # the DoG and the noise pass below in one call: the coarser levels
         # are merged into the response band by band as the noise pass
         # reaches it (the same values, one read of the response less)
-        resp, scale, fused = _kernel.dog_noise_nms(img_c, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads,
-                                                   _dog_scratch(img_c.shape), ranges, tile, m8_c, min_count,
-                                                   float(p.threshold), radius, **noise_args)
+        job = nlf_job(img, mask) if with_nlf and _SIDE_NLF else None
+        if job is not None:
+            # and the noise-level function's C steps on one of its threads
+            noise_args["nlf"] = job
+        got = _kernel.dog_noise_nms(img_c, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads,
+                                    _dog_scratch(img_c.shape), ranges, tile, m8_c, min_count,
+                                    float(p.threshold), radius, **noise_args)
+        resp, scale, fused = got[:3]
+        if job is not None:
+            side_nlf = nlf_of_fit(got[3])
         check("dog")
     else:
         resp, scale = _kernel.dog_octaves(img_c, sig, TRUNCATE, OCTAVE_SPLIT_SIGMA, 16, nthreads,
@@ -729,7 +752,7 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     s_idx = scale[rr, cc].astype(np.int64)  # the kept ones only: a cache miss each
     if box is not None:
         rr, cc = rr + r0, cc + c0  # back to image coordinates
-    return img, mask, sig, (rr, cc, snr, noise, r_at, s_idx)
+    return img, mask, sig, (rr, cc, snr, noise, r_at, s_idx), side_nlf
 
 
 def _noise_grid(img, resp, m8_c, sig, tile: int, min_count: int, origin: tuple[int, int], cropped: bool,
@@ -1118,8 +1141,8 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
                     shared_extents = _kernel.mask_row_ranges(np.ascontiguousarray(shared_mask).view(np.uint8), 0,
                                                              n_threads)
             stack_nlf = noise_level_function(some, shared_mask, n_threads=n_threads)
-        _, mask_s, sig, cand = _plane_candidates(plane, spacing_yx, p, n_threads, shared_mask, check,
-                                                 shared_bbox, shared_extents)
+        _, mask_s, sig, cand, _ = _plane_candidates(plane, spacing_yx, p, n_threads, shared_mask, check,
+                                                    shared_bbox, shared_extents)
         pre.append((mask_s, cand))
     check()
     report(0.9 if nd == 3 else 0.95, "measuring" if nd == 3 else "clustering")

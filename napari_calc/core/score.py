@@ -134,21 +134,18 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
     n_planes = 1 if img.ndim == 2 else img.shape[0]
     if h < 3 or w < 3 or n_planes == 0:
         return np.array([0.0]), np.array([1.0])
-    k = max(1, int(math.ceil(math.sqrt(n_planes * (h - 2) * (w - 2) / max_samples))))
+    k = _nlf_step(n_planes, h, w, max_samples)
     rs, cs = slice(1, h - 1, k), slice(1, w - 1, k)
     kern = _nlf_kernel()
-    if kern is not None and img.dtype in (np.uint16, np.float32):
+    args = _nlf_kernel_args(img, mask, k) if kern is not None else None
+    if args is not None and n_bins <= 255:
+        # samples, quantile edges and binned medians in one C call
+        got = nlf_of_fit(kern.nlf_fit(*args, max(1, n_bins), n_threads))
+        if got is not None:
+            return got
+    if args is not None:
         # the same samples from C (the same float32 arithmetic, no temporaries)
-        m = None
-        if mask is not None:
-            sm = _mask_sample(mask, rs, cs)
-            if n_planes * int(np.count_nonzero(sm)) >= 1000:
-                m = sm.view(np.uint8)
-        planes = img if img.ndim == 3 else img[None]
-        if planes.strides[-1] != planes.itemsize or planes.strides[-2] != w * planes.itemsize or (
-                n_planes > 1 and planes.strides[0] < h * w * planes.itemsize):
-            planes = np.ascontiguousarray(planes)
-        resid, level = kern.nlf_samples(planes, k, m, n_threads)
+        resid, level = kern.nlf_samples(*args, n_threads)
     else:
         rs_up, rs_dn = slice(0, h - 2, k), slice(2, h, k)
         cs_lf, cs_rt = slice(0, w - 2, k), slice(2, w, k)
@@ -162,8 +159,7 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
             if m.sum() >= 1000:
                 resid, level = resid[m], level[m]
     if resid.size < 50:
-        sd = float(1.4826 * np.median(np.abs(resid - np.median(resid)))) / math.sqrt(1.25) if resid.size else 1.0
-        return np.array([float(np.median(level)) if level.size else 0.0]), np.array([max(sd, _EPS)])
+        return _nlf_few(resid, level)
     n_bins = int(max(1, min(n_bins, resid.size // 500)))
     # quantile bins of the level; the quantiles depend on the values only:
     # from a sorted copy (a radix sort in C when there is the kernel)
@@ -177,29 +173,101 @@ def noise_level_function(img: np.ndarray, mask: np.ndarray | None = None, *, n_b
         except ValueError:  # non-finite samples (or unordered edges): NumPy below
             binned = None
     if binned is not None:
-        count, lev32, mad32 = binned
-        full = count > 0
-        n_bins = int(full.sum())
-        lev = lev32[full].astype(np.float64)
-        sd = 1.4826 * mad32[full].astype(np.float64) / math.sqrt(1.25)
-    else:
-        # the samples grouped by bin with a stable integer (radix) sort
-        b = np.searchsorted(edges, level, side="right").astype(np.uint8)
-        order = np.argsort(b, kind="stable")
-        chunks = [c for c in np.split(order, np.cumsum(np.bincount(b, minlength=n_bins))[:-1]) if len(c)]
-        n_bins = len(chunks)
-        lev = np.empty(n_bins)
-        sd = np.empty(n_bins)
-        for i, idx in enumerate(chunks):  # n_bins (<= 24) iterations, vectorised inside
-            r = resid[idx]
-            lev[i] = float(np.median(level[idx]))
-            sd[i] = 1.4826 * float(np.median(np.abs(r - np.median(r)))) / math.sqrt(1.25)
-    if n_bins >= 3:
+        return _nlf_of_bins(*binned)
+    # the samples grouped by bin with a stable integer (radix) sort
+    b = np.searchsorted(edges, level, side="right").astype(np.uint8)
+    order = np.argsort(b, kind="stable")
+    chunks = [c for c in np.split(order, np.cumsum(np.bincount(b, minlength=n_bins))[:-1]) if len(c)]
+    lev = np.empty(len(chunks))
+    sd = np.empty(len(chunks))
+    for i, idx in enumerate(chunks):  # n_bins (<= 24) iterations, vectorised inside
+        r = resid[idx]
+        lev[i] = float(np.median(level[idx]))
+        sd[i] = 1.4826 * float(np.median(np.abs(r - np.median(r)))) / math.sqrt(1.25)
+    return _nlf_smooth(lev, sd)
+
+
+def _nlf_step(n_planes: int, h: int, w: int, max_samples: int) -> int:
+    """The sample grid's step: every k-th row and column, at most
+    ``max_samples`` samples."""
+    return max(1, int(math.ceil(math.sqrt(n_planes * (h - 2) * (w - 2) / max_samples))))
+
+
+def _nlf_kernel_args(img: np.ndarray, mask, k: int):
+    """``(planes, k, smask)`` of ``_kernel.nlf_samples`` / ``nlf_fit`` for
+    the samples of :func:`noise_level_function`, or None when the kernel
+    does not take ``img`` (dtype): the planes as a 3-D array, the mask's
+    samples (None: all, as when fewer than 1000 samples are in it)."""
+    if img.dtype not in (np.uint16, np.float32):
+        return None
+    h, w = img.shape[-2:]
+    n_planes = 1 if img.ndim == 2 else img.shape[0]
+    m = None
+    if mask is not None:
+        sm = _mask_sample(mask, slice(1, h - 1, k), slice(1, w - 1, k))
+        if n_planes * int(np.count_nonzero(sm)) >= 1000:
+            m = sm.view(np.uint8)
+    planes = img if img.ndim == 3 else img[None]
+    if planes.strides[-1] != planes.itemsize or planes.strides[-2] != w * planes.itemsize or (
+            n_planes > 1 and planes.strides[0] < h * w * planes.itemsize):
+        planes = np.ascontiguousarray(planes)
+    return planes, k, m
+
+
+def nlf_job(img: np.ndarray, mask=None, *, n_bins: int = 24, max_samples: int = 150_000):
+    """The ``nlf`` argument of ``_kernel.dog_noise_nms`` (the arguments of
+    ``_kernel.nlf_fit``) that makes the C steps of
+    :func:`noise_level_function` with those parameters, or None when the kernel cannot take them
+    (no kernel, another dtype, fewer than 3 rows or columns, more than 255
+    bins); :func:`nlf_of_fit` turns what it returns into the function's
+    result."""
+    kern = _nlf_kernel()
+    img = np.asarray(img)
+    if kern is None or img.ndim not in (2, 3) or n_bins > 255:
+        return None
+    h, w = img.shape[-2:]
+    n_planes = 1 if img.ndim == 2 else img.shape[0]
+    if h < 3 or w < 3 or n_planes == 0:
+        return None
+    args = _nlf_kernel_args(img, mask, _nlf_step(n_planes, h, w, max_samples))
+    return None if args is None else (*args, max(1, n_bins))
+
+
+def nlf_of_fit(fit) -> tuple[np.ndarray, np.ndarray] | None:
+    """The result of :func:`noise_level_function` from what
+    ``_kernel.nlf_fit`` returned, or None when that is None (the kernel
+    left it to the NumPy code, which the caller then runs)."""
+    if fit is None:
+        return None
+    resid, level, count, lev32, mad32 = fit
+    if count is None:
+        return _nlf_few(resid, level)
+    return _nlf_of_bins(count, lev32, mad32)
+
+
+def _nlf_few(resid: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fewer than 50 samples: one level, one robust noise."""
+    sd = float(1.4826 * np.median(np.abs(resid - np.median(resid)))) / math.sqrt(1.25) if resid.size else 1.0
+    return np.array([float(np.median(level)) if level.size else 0.0]), np.array([max(sd, _EPS)])
+
+
+def _nlf_of_bins(count: np.ndarray, lev32: np.ndarray, mad32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The result from ``_kernel.nlf_bins``' count, median level and MAD
+    per bin (empty bins left out)."""
+    full = count > 0
+    lev = lev32[full].astype(np.float64)
+    sd = 1.4826 * mad32[full].astype(np.float64) / math.sqrt(1.25)
+    return _nlf_smooth(lev, sd)
+
+
+def _nlf_smooth(lev: np.ndarray, sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The bins' noise smoothed by a running median of 3 and made
+    positive; the levels strictly increasing (for interp)."""
+    if len(sd) >= 3:
         sd = _running_median3(sd)
     pos = sd[sd > 0]
     floor = float(pos.min()) if pos.size else 1.0
     sd = np.maximum(sd, floor)
-    # strictly increasing levels for interp
     lev, keep = np.unique(lev, return_index=True)
     return lev, sd[keep]
 
@@ -282,7 +350,7 @@ def _nlf_kernel():
         from .. import _kernel
     except ImportError:
         return None
-    return _kernel if hasattr(_kernel, "nlf_bins") else None
+    return _kernel if hasattr(_kernel, "nlf_fit") else None
 
 
 def _eig_sorted(hrr, hrc, hcc):

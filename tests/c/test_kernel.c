@@ -1142,6 +1142,8 @@ static void row_ranges(void)
  * small and odd shapes, both dtypes, no mask, a full mask (with the DoG's
  * row ranges or without), blocks, bands of 1 row to the whole image, 1-3
  * threads, too little room for the peaks. */
+static void count_call(void *arg) { ++*(int *)arg; }
+
 static void dog_noise_one_call(void)
 {
     const ptrdiff_t shapes[][2] = {{1, 1}, {2, 3}, {5, 40}, {33, 32}, {40, 90}, {67, 131}, {131, 67}, {150, 140}};
@@ -1194,6 +1196,39 @@ static void dog_noise_one_call(void)
                                                          sm, hh, ww, fy, fx, 0, 0, tile, 4, 1.5f, radius, g2,
                                                          a + 2 * n, a + 3 * n, v2, room, top, nt);
                 CHECK(k1 == k2, "one call %tdx%td variant %d: count %td %td", rows, cols, variant, k1, k2);
+                {
+                    /* with a side job: called once, the same results */
+                    float *r3 = malloc(sizeof(float) * (size_t)n), *g3 = malloc(sizeof(float) * (size_t)gn);
+                    float *v3 = malloc(sizeof(float) * (size_t)n);
+                    uint8_t *s3 = malloc((size_t)n);
+                    int32_t *a3 = malloc(sizeof(int32_t) * 2 * (size_t)n);
+                    int calls = 0;
+                    ncalc_side side = {count_call, &calls, 0};
+                    memset(r3, 0, sizeof(float) * (size_t)n);
+                    memset(s3, 0, (size_t)n);
+                    const ptrdiff_t k3 = ncalc_dog_noise_nms_side(
+                        img, dtype, rows, cols, cols, sig, 7, 3.0, 1.2, 16, ranged ? lo : NULL, ranged ? hi : NULL,
+                        r3, s3, mk, cols, sm, hh, ww, fy, fx, 0, 0, tile, 4, 1.5f, radius, g3, a3, a3 + n, v3, room,
+                        top, nt, &side);
+                    CHECK(calls == 1 && side.done == 1, "side job: called %d times", calls);
+                    CHECK(k3 == k1 && memcmp(r1, r3, sizeof(float) * (size_t)n) == 0 &&
+                              memcmp(s1, s3, (size_t)n) == 0,
+                          "side job %tdx%td variant %d: results", rows, cols, variant);
+                    if (k1 >= 0 && k3 == k1) {
+                        CHECK(memcmp(g1, g3, sizeof(float) * (size_t)gn) == 0, "side job grid");
+                        for (ptrdiff_t i = 0; i < (k1 < room ? k1 : room); i++)
+                            CHECK(a[i] == a3[i] && a[n + i] == a3[n + i] && v1[i] == v3[i], "side job peak %td", i);
+                    }
+                    /* a refused call runs it too, once */
+                    calls = 0;
+                    CHECK(ncalc_dog_noise_nms_side(img, dtype, rows, cols, cols, sig, 7, 3.0, 1.2, 16, NULL, NULL,
+                                                   r3, s3, mask, cols, small, hh, ww, fy, fx, 0, 0, tile, 4, 1.5f,
+                                                   radius, g3, a3, a3 + n, v3, room, 0, nt,
+                                                   &side) == NCALC_EINVAL &&
+                              calls == 1 && side.done == 1,
+                          "side job on a refused call: called %d times", calls);
+                    free(r3); free(g3); free(v3); free(s3); free(a3);
+                }
                 CHECK(memcmp(r1, r2, sizeof(float) * (size_t)n) == 0 && memcmp(s1, s2, (size_t)n) == 0,
                       "one call %tdx%td variant %d: response", rows, cols, variant);
                 if (k1 >= 0 && k1 == k2) {
