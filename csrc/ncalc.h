@@ -518,6 +518,20 @@ int ncalc_nlf_fit(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_
                   ptrdiff_t *count, float *lev_median, float *resid_mad, int nthreads);
 
 /*
+ * The noise-level function's curve from its bins (count, lev_median,
+ * resid_mad of ncalc_nlf_bins, nbins of them), as noise_level_function
+ * makes it: for the bins with samples, the level and the noise
+ * sd = 1.4826 MAD / sqrt(1.25) (float64); with three bins or more, sd's
+ * running median of 3 (the end values repeated); sd at least its
+ * smallest positive value (1 if none); then numpy.unique of the levels
+ * (increasing, the first of equal levels kept, with its sd). lev and sd
+ * (room for nbins each) get the *m_out points. NaN as numpy.minimum and
+ * numpy.maximum treat it.
+ */
+int ncalc_nlf_curve(const ptrdiff_t *count, const float *lev_median, const float *resid_mad, int nbins,
+                    double *lev, double *sd, int *m_out);
+
+/*
  * Block means: out[i][j] = mean of img over rows [i fy, (i + 1) fy) and
  * columns [j fx, (j + 1) fx), for i < rows / fy and j < cols / fx (the
  * remainder rows and columns are left out). out: (rows / fy) x (cols / fx)

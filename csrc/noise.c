@@ -1286,3 +1286,59 @@ int ncalc_nlf_fit(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_
     *nbins_out = nb;
     return NCALC_OK;
 }
+
+/* numpy.minimum / numpy.maximum of two doubles: NaN if either is NaN. */
+static inline double np_min(double a, double b) { return isnan(a) ? a : isnan(b) ? b : a < b ? a : b; }
+static inline double np_max(double a, double b) { return isnan(a) ? a : isnan(b) ? b : a > b ? a : b; }
+
+int ncalc_nlf_curve(const ptrdiff_t *count, const float *lev_median, const float *resid_mad, int nbins,
+                    double *lev, double *sd, int *m_out)
+{
+    if (nbins < 0 || !m_out || (nbins > 0 && (!count || !lev_median || !resid_mad || !lev || !sd)))
+        return NCALC_EINVAL;
+    /* the bins with samples: level and sd = 1.4826 MAD / sqrt(1.25) */
+    const double root = sqrt(1.25);
+    int m = 0;
+    for (int b = 0; b < nbins; b++)
+        if (count[b] > 0) {
+            lev[m] = (double)lev_median[b];
+            sd[m] = 1.4826 * (double)resid_mad[b] / root;
+            m++;
+        }
+    if (m >= 3) { /* running median of 3, the ends repeated */
+        double prev = sd[0];
+        for (int i = 0; i < m; i++) {
+            const double a = prev, x = sd[i], c = sd[i + 1 < m ? i + 1 : m - 1];
+            prev = x;
+            sd[i] = np_max(np_min(a, x), np_min(np_max(a, x), c));
+        }
+    }
+    /* positive: at least the smallest positive value (1 if none) */
+    double floor_ = 1.0;
+    int any = 0;
+    for (int i = 0; i < m; i++)
+        if (sd[i] > 0 && (!any || sd[i] < floor_)) { floor_ = sd[i]; any = 1; }
+    for (int i = 0; i < m; i++) sd[i] = np_max(sd[i], floor_);
+    /* numpy.unique(lev, return_index=True): increasing, the first of equal
+     * levels kept with its sd (a stable insertion sort: m <= 255) */
+    for (int i = 1; i < m; i++) {
+        const double lv = lev[i], sv = sd[i];
+        int j = i;
+        while (j > 0 && lev[j - 1] > lv) {
+            lev[j] = lev[j - 1];
+            sd[j] = sd[j - 1];
+            j--;
+        }
+        lev[j] = lv;
+        sd[j] = sv;
+    }
+    int u = 0;
+    for (int i = 0; i < m; i++)
+        if (u == 0 || lev[i] != lev[u - 1]) {
+            lev[u] = lev[i];
+            sd[u] = sd[i];
+            u++;
+        }
+    *m_out = u;
+    return NCALC_OK;
+}

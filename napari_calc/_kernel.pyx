@@ -78,6 +78,8 @@ cdef extern from "ncalc.h" nogil:
                       const uint8_t *smask, int max_bins, float *resid, float *level, float *sorted,
                       Py_ssize_t *n_out, int *nbins_out, Py_ssize_t *count, float *lev_median,
                       float *resid_mad, int nthreads)
+    int ncalc_nlf_curve(const Py_ssize_t *count, const float *lev_median, const float *resid_mad,
+                        int nbins, double *lev, double *sd, int *m_out)
     int ncalc_candidate_features(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
                                  const int32_t *cand_rows, const int32_t *cand_cols,
                                  const float *radius, Py_ssize_t n,
@@ -806,9 +808,12 @@ cdef struct nlf_job_args:
     Py_ssize_t *count
     float *lev
     float *mad
+    double *curve_lev
+    double *curve_sd
     int nthreads
     Py_ssize_t n
     int nbins
+    int m
     int status
 
 
@@ -817,6 +822,8 @@ cdef void _nlf_job_run(void *arg) noexcept nogil:
     a.status = ncalc_nlf_fit(a.img, a.dtype, a.planes, a.plane_ld, a.rows, a.cols, a.cols, a.k,
                              a.smask, a.max_bins, a.resid, a.level, a.sorted, &a.n, &a.nbins,
                              a.count, a.lev, a.mad, a.nthreads)
+    if a.status == 0 and a.nbins > 0:
+        a.status = ncalc_nlf_curve(a.count, a.lev, a.mad, a.nbins, a.curve_lev, a.curve_sd, &a.m)
 
 
 cdef class _NlfJob:
@@ -838,20 +845,23 @@ cdef class _NlfJob:
         cdef cnp.ndarray[cnp.int64_t, ndim=1] count = np.zeros(max_bins, np.int64)
         cdef cnp.ndarray[cnp.float32_t, ndim=1] lev = np.zeros(max_bins, np.float32)
         cdef cnp.ndarray[cnp.float32_t, ndim=1] mad = np.zeros(max_bins, np.float32)
+        cdef cnp.ndarray[cnp.float64_t, ndim=1] clev = np.zeros(max_bins, np.float64)
+        cdef cnp.ndarray[cnp.float64_t, ndim=1] csd = np.zeros(max_bins, np.float64)
         cdef const uint8_t[:, ::1] mv
         self.a.smask = NULL
         if smask is not None:
             mv = smask
             self.a.smask = &mv[0, 0]
-        self.keep = (img, smask, resid, level, srt, count, lev, mad)
+        self.keep = (img, smask, resid, level, srt, count, lev, mad, clev, csd)
         self.a.img = cnp.PyArray_DATA(img)
         self.a.dtype = _pixel_code(img)
         self.a.planes, self.a.plane_ld, self.a.rows, self.a.cols, self.a.k = planes, plane_ld, rows, cols, k
         self.a.max_bins = max_bins
         self.a.resid, self.a.level, self.a.sorted = &resid[0], &level[0], &srt[0]
         self.a.count, self.a.lev, self.a.mad = <Py_ssize_t *>&count[0], &lev[0], &mad[0]
+        self.a.curve_lev, self.a.curve_sd = &clev[0], &csd[0]
         self.a.nthreads = nthreads
-        self.a.n, self.a.nbins, self.a.status = 0, 0, NCALC_EINVAL
+        self.a.n, self.a.nbins, self.a.m, self.a.status = 0, 0, 0, NCALC_EINVAL
 
     def run(self):
         with nogil:
@@ -863,21 +873,44 @@ cdef class _NlfJob:
             return None
         _check(self.a.status)
         cdef Py_ssize_t n = self.a.n
-        cdef int nb = self.a.nbins
-        _, _, resid, level, _, count, lev, mad = self.keep
+        cdef int nb = self.a.nbins, m = self.a.m
+        _, _, resid, level, _, count, lev, mad, clev, csd = self.keep
         if nb == 0:
-            return resid[:n], level[:n], None, None, None
-        return resid[:n], level[:n], count[:nb], lev[:nb], mad[:nb]
+            return resid[:n], level[:n], None, None, None, None
+        return resid[:n], level[:n], count[:nb], lev[:nb], mad[:nb], (clev[:m], csd[:m])
+
+
+def nlf_curve(cnp.int64_t[::1] count not None, cnp.float32_t[::1] lev_median not None,
+              cnp.float32_t[::1] resid_mad not None):
+    """The noise-level function's curve ``(lev, sd)`` (float64) from its
+    bins (``nlf_bins``' count, median level and MAD), as
+    noise_level_function makes it (see ncalc_nlf_curve in csrc/ncalc.h)."""
+    cdef Py_ssize_t nb = count.shape[0]
+    if lev_median.shape[0] != nb or resid_mad.shape[0] != nb or nb > 255:
+        raise ValueError("count, lev_median and resid_mad must have one length, at most 255")
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] lev = np.empty(max(nb, 1), np.float64)
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] sd = np.empty(max(nb, 1), np.float64)
+    cdef int m = 0, st = 0
+    cdef int64_t zero = 0
+    cdef float fzero = 0
+    cdef const Py_ssize_t *pc = <const Py_ssize_t *>&count[0] if nb else <const Py_ssize_t *>&zero
+    cdef const float *pl = &lev_median[0] if nb else &fzero
+    cdef const float *pm = &resid_mad[0] if nb else &fzero
+    with nogil:
+        st = ncalc_nlf_curve(pc, pl, pm, <int>nb, &lev[0], &sd[0], &m)
+    _check(st)
+    return lev[:m], sd[:m]
 
 
 def nlf_fit(cnp.ndarray img not None, Py_ssize_t k, smask=None, int max_bins=24, int nthreads=0):
     """The noise-level function's C steps in one call (see ncalc_nlf_fit
     in csrc/ncalc.h): ``nlf_samples(img, k, smask)``, the quantile edges
     of the levels and ``nlf_bins`` with them, for
-    ``max(1, min(max_bins, n // 500))`` bins of the ``n`` samples.
-    Returns ``(resid, level, count, lev_median, resid_mad)``; the last
-    three are None below 50 samples. None when a sample is not finite
-    (the caller's NumPy code decides then)."""
+    ``max(1, min(max_bins, n // 500))`` bins of the ``n`` samples, and
+    the curve ``nlf_curve`` makes of those. Returns ``(resid, level,
+    count, lev_median, resid_mad, (lev, sd))``; the last four are None
+    below 50 samples. None when a sample is not finite (the caller's
+    NumPy code decides then)."""
     job = _NlfJob(img, k, smask, max_bins, nthreads)
     job.run()
     return job.result()

@@ -16,12 +16,16 @@ PYX = Path(__file__).resolve().parents[1] / "napari_calc" / "_kernel.pyx"
 
 
 def _opener(src, i):
-    """The line opening the block that holds line i."""
-    indent = len(src[i]) - len(src[i].lstrip())
-    j = i - 1
-    while j >= 0 and (not src[j].strip() or len(src[j]) - len(src[j].lstrip()) >= indent):
-        j -= 1
-    return src[j].strip()
+    """The line opening the block that holds line i, through any if, elif,
+    else, for or while blocks in between."""
+    while True:
+        indent = len(src[i]) - len(src[i].lstrip())
+        j = i - 1
+        while j >= 0 and (not src[j].strip() or len(src[j]) - len(src[j].lstrip()) >= indent):
+            j -= 1
+        if not re.match(r"(if|elif|else|for|while)\b", src[j].strip()):
+            return src[j].strip()
+        i = j
 
 
 def test_every_c_call_is_inside_with_nogil():

@@ -192,15 +192,16 @@ def test_nlf_fit_is_samples_quantiles_and_bins(kind):
             np.testing.assert_array_equal(got.view(np.uint8), ref.view(np.uint8))
         n = len(level)
         if n < 50:
-            assert fit[2:] == (None, None, None)
+            assert fit[2:] == (None, None, None, None)
             continue
         nb = max(1, min(max_bins, n // 500))
         seen_bins.add(nb)
         edges = np.quantile(np.sort(level), np.arange(1, nb) / nb)
         want = _kernel.nlf_bins(level, resid, edges, 1)
         assert len(fit[2]) == nb
-        for got, ref in zip(fit[2:], want):
+        for got, ref in zip(fit[2:5], want):
             np.testing.assert_array_equal(got.view(np.uint8), ref.view(np.uint8))
+        _same(fit[5], S._nlf_of_bins(*want))  # the curve, as the NumPy code makes it
     assert len(seen_bins) >= 2  # more than one bin count was checked
 
 
@@ -243,3 +244,27 @@ def test_noise_level_function_takes_the_one_call(monkeypatch):
     job = S.nlf_job(img, None, n_bins=30)
     _same(S.nlf_of_fit(real(*job[:3], job[3], 1)), ref[1])
     assert S.nlf_of_fit(None) is None
+
+
+def test_nlf_curve_is_the_numpy_steps():
+    """``nlf_curve`` (C) gives the curve ``_nlf_of_bins`` makes with NumPy,
+    bit for bit: empty bins left out, the running median, the floor
+    (1 when no value is positive), and numpy.unique of levels that tie,
+    come unsorted, or are -0.0 and +0.0."""
+    rng = np.random.default_rng(21)
+    for case in range(400):
+        nb = int(rng.choice([0, 1, 2, 3, 4, 7, 24, 255]))
+        count = rng.integers(0, 3, nb).astype(np.int64) * int(rng.integers(0, 2) or rng.random() < 0.8)
+        lev = rng.choice(np.array([-1.5, -0.0, 0.0, 0.25, 3.0, 7.5, 100.0], np.float32), nb)
+        if rng.random() < 0.5:
+            lev = np.sort(rng.normal(50, 20, nb).astype(np.float32))
+        mad = (rng.integers(0, 4, nb) * rng.random(nb)).astype(np.float32)
+        if rng.random() < 0.2:
+            mad[:] = 0  # no positive noise: the floor is 1
+        got = _kernel.nlf_curve(count, lev, mad)
+        if not (count > 0).any():
+            assert len(got[0]) == 0 and len(got[1]) == 0
+            continue
+        _same(got, S._nlf_of_bins(count, lev, mad))
+    with pytest.raises(ValueError):
+        _kernel.nlf_curve(np.ones(2, np.int64), np.ones(3, np.float32), np.ones(2, np.float32))

@@ -239,10 +239,10 @@ def nlf_of_fit(fit) -> tuple[np.ndarray, np.ndarray] | None:
     left it to the NumPy code, which the caller then runs)."""
     if fit is None:
         return None
-    resid, level, count, lev32, mad32 = fit
+    resid, level, count, lev32, mad32, curve = fit
     if count is None:
         return _nlf_few(resid, level)
-    return _nlf_of_bins(count, lev32, mad32)
+    return curve  # _nlf_of_bins(count, lev32, mad32), made in C
 
 
 def _nlf_few(resid: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -367,6 +367,23 @@ static void crops_and_nlf(void)
           md[0] == 0.5f, "nlf bins one bin");
     CHECK(ncalc_nlf_bins(v, v, 2, e2, 2, cnt, lm, md, 1) == NCALC_EINVAL, "nlf bins decreasing edges");
     CHECK(ncalc_nlf_bins(inf, v, 2, NULL, 0, cnt, lm, md, 1) == NCALC_EINVAL, "nlf bins non-finite");
+    {
+        /* the curve: empty bins out, running median, floor, unique levels */
+        const ptrdiff_t c5[5] = {3, 0, 2, 4, 1};
+        const float l5[5] = {1.0f, 9.0f, 2.0f, 2.0f, 0.5f}, m5[5] = {0.0f, 5.0f, 2.0f, 1.0f, 4.0f};
+        double lv[5], sd[5];
+        int m = -1;
+        CHECK(ncalc_nlf_curve(c5, l5, m5, 5, lv, sd, &m) == NCALC_OK && m == 3, "nlf curve count %d", m);
+        /* sd before: k (0, 2, 1, 4), k = 1.4826 / sqrt(1.25); running median
+         * (0, 1, 2, 4) k; floor k: (1, 1, 2, 4) k; levels (1, 2, 2, 0.5)
+         * sorted: 0.5 (4k), 1 (k), 2 (the first: k) */
+        const double k = 1.4826 / sqrt(1.25);
+        CHECK(m == 3 && lv[0] == 0.5 && lv[1] == 1.0 && lv[2] == 2.0 && sd[0] == 4.0 * k && sd[1] == 1.0 * k &&
+                  sd[2] == 1.0 * k,
+              "nlf curve values");
+        CHECK(ncalc_nlf_curve(c5, l5, m5, 0, NULL, NULL, &m) == NCALC_OK && m == 0, "nlf curve empty");
+        CHECK(ncalc_nlf_curve(c5, l5, m5, -1, lv, sd, &m) == NCALC_EINVAL, "nlf curve bad count");
+    }
 
     /* many samples (the bins found on the threads): each bin's count is
      * the number of levels with that many edges at or below them, and the
