@@ -44,7 +44,9 @@ The pipeline, for each 2-D image (each slice of a stack):
    local mean signal) measured on the image (once per stack, pooled over
    up to 8 slices)
    (:func:`napari_calc.core.score.noise_level_function`) gives the quantum
-   noise at each candidate's background level.
+   noise at each candidate's background level. It needs neither the DoG
+   nor the candidates: for a 2-D image it is made inside the call of
+   steps 3 to 5, on one of its threads while the others filter.
 8. **Calibrated score** (:mod:`napari_calc.core.score`): the probability of
    a true microcalcification from noise-normalised, dimensionless features
    (matched SNR, CNR, Hessian eigenvalue ratios that suppress vessels and
