@@ -1145,16 +1145,6 @@ ptrdiff_t ncalc_dog_noise_nms(const void *img, int dtype, ptrdiff_t rows, ptrdif
                                     out_value, max_out, top, nthreads, NULL);
 }
 
-static ptrdiff_t dog_noise_nms(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
-                               const double *sigmas, int nsigmas, double truncate, double split_sigma,
-                               int max_levels, const int32_t *lo, const int32_t *hi, float *resp,
-                               uint8_t *scale, const uint8_t *mask, ptrdiff_t mask_ld,
-                               const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t fy,
-                               ptrdiff_t fx, ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t tile,
-                               ptrdiff_t min_count, float k, int radius, float *grid,
-                               int32_t *out_rows, int32_t *out_cols, float *out_value,
-                               ptrdiff_t max_out, ptrdiff_t top, int nthreads, ncalc_side *side);
-
 ptrdiff_t ncalc_dog_noise_nms_side(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
                                    ptrdiff_t ld, const double *sigmas, int nsigmas, double truncate,
                                    double split_sigma, int max_levels, const int32_t *lo,
@@ -1167,41 +1157,29 @@ ptrdiff_t ncalc_dog_noise_nms_side(const void *img, int dtype, ptrdiff_t rows, p
 {
     if (side && (!side->fn)) return NCALC_EINVAL;
     if (side) side->done = 0;
-    const ptrdiff_t n = dog_noise_nms(img, dtype, rows, cols, ld, sigmas, nsigmas, truncate, split_sigma,
-                                      max_levels, lo, hi, resp, scale, mask, mask_ld, small, hh, ww, fy,
-                                      fx, row0, col0, tile, min_count, k, radius, grid, out_rows, out_cols,
-                                      out_value, max_out, top, nthreads, side);
+    ptrdiff_t n = NCALC_EINVAL;
+    if (small ? !(mask || hh < 1 || ww < 1 || fy < 1 || fx < 1 || row0 < 0 || col0 < 0)
+              : !(mask && mask_ld < cols)) {
+        const blocks_t B = {small, hh, ww, fy, fx, row0, col0};
+        ncalc_dog_defer *d = NULL;
+        int st = ncalc_dog_octaves_defer(img, dtype, rows, cols, ld, sigmas, nsigmas, truncate,
+                                         split_sigma, max_levels, lo, hi, resp, scale, nthreads, side, &d);
+        if (st != NCALC_OK) {
+            n = st;
+        } else {
+            n = noise_nms(resp, rows, cols, mask, mask_ld, small ? &B : NULL, tile, min_count, k, radius,
+                          grid, out_rows, out_cols, out_value, max_out, top, nthreads, d);
+            /* the rows no band reached (after an error): merged now */
+            st = ncalc_dog_defer_finish(d, nthreads);
+            ncalc_dog_defer_free(d);
+            if (st != NCALC_OK) n = st;
+        }
+    }
     if (side && !side->done) { /* the DoG stopped before its pass: run it here */
         side->fn(side->arg);
         side->done = 1;
     }
     return n;
-}
-
-static ptrdiff_t dog_noise_nms(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
-                               const double *sigmas, int nsigmas, double truncate, double split_sigma,
-                               int max_levels, const int32_t *lo, const int32_t *hi, float *resp,
-                               uint8_t *scale, const uint8_t *mask, ptrdiff_t mask_ld,
-                               const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t fy,
-                               ptrdiff_t fx, ptrdiff_t row0, ptrdiff_t col0, ptrdiff_t tile,
-                               ptrdiff_t min_count, float k, int radius, float *grid,
-                               int32_t *out_rows, int32_t *out_cols, float *out_value,
-                               ptrdiff_t max_out, ptrdiff_t top, int nthreads, ncalc_side *side)
-{
-    if (small ? (mask || hh < 1 || ww < 1 || fy < 1 || fx < 1 || row0 < 0 || col0 < 0)
-              : (mask && mask_ld < cols))
-        return NCALC_EINVAL;
-    const blocks_t B = {small, hh, ww, fy, fx, row0, col0};
-    ncalc_dog_defer *d = NULL;
-    int st = ncalc_dog_octaves_defer(img, dtype, rows, cols, ld, sigmas, nsigmas, truncate, split_sigma,
-                                     max_levels, lo, hi, resp, scale, nthreads, side, &d);
-    if (st != NCALC_OK) return st;
-    ptrdiff_t n = noise_nms(resp, rows, cols, mask, mask_ld, small ? &B : NULL, tile, min_count, k,
-                            radius, grid, out_rows, out_cols, out_value, max_out, top, nthreads, d);
-    /* the rows no band reached (after an error): merged now */
-    st = ncalc_dog_defer_finish(d, nthreads);
-    ncalc_dog_defer_free(d);
-    return st != NCALC_OK ? st : n;
 }
 
 /* mask (mask_ld bytes a row), the blocks B, or neither (no mask). */
