@@ -351,3 +351,32 @@ int ncalc_mask_row_ranges(const uint8_t *mask, ptrdiff_t rows, ptrdiff_t cols, p
     free(f);
     return NCALC_OK;
 }
+
+int ncalc_extent_ranges(const int32_t *lo, const int32_t *hi, ptrdiff_t n, ptrdiff_t r0, ptrdiff_t r1,
+                        ptrdiff_t c0, ptrdiff_t c1, int pad, int32_t *out_lo, int32_t *out_hi)
+{
+    if (!lo || !hi || !out_lo || !out_hi || n < 0 || r0 > r1 || c0 > c1 || c1 - c0 > INT32_MAX || pad < 0)
+        return NCALC_EINVAL;
+    const ptrdiff_t width = c1 - c0;
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        /* the hull of the extents of rows r - pad .. r + pad that have one */
+        const ptrdiff_t qa = r - pad < 0 ? 0 : r - pad, qb = r + pad >= n ? n - 1 : r + pad;
+        int64_t a = INT64_MAX, b = INT64_MIN;
+        for (ptrdiff_t q = qa; q <= qb; q++)
+            if (lo[q] < hi[q]) {
+                if (lo[q] < a) a = lo[q];
+                if (hi[q] > b) b = hi[q];
+            }
+        int64_t ga = 0, gb = 0;
+        if (a <= b) { /* some row has one: grown by pad, in the box's columns */
+            ga = a - pad - c0;
+            gb = b + pad - c0;
+            ga = ga < 0 ? 0 : ga > width ? width : ga;
+            gb = gb < 0 ? 0 : gb > width ? width : gb;
+            if (ga >= gb) ga = gb = 0;
+        }
+        out_lo[r - r0] = (int32_t)ga;
+        out_hi[r - r0] = (int32_t)gb;
+    }
+    return NCALC_OK;
+}

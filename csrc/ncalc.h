@@ -466,6 +466,19 @@ int ncalc_mask_row_ranges(const uint8_t *mask, ptrdiff_t rows, ptrdiff_t cols, p
                           int pad, int32_t *lo, int32_t *hi, int nthreads);
 
 /*
+ * ncalc_mask_row_ranges of a mask given by its rows' extents and cropped:
+ * the mask of n rows has row q set exactly within [lo[q], hi[q]) (nothing
+ * when lo[q] >= hi[q]); for each row r of [r0, r1), the hull of the
+ * extents of rows r - pad .. r + pad (those within [0, n)), grown by pad
+ * columns each side, in the columns of [c0, c1) and counted from c0
+ * (clipped to [0, c1 - c0]), into out_lo[r - r0], out_hi[r - r0]; (0, 0)
+ * when there is nothing. For a crop that holds every set pixel, this is
+ * ncalc_mask_row_ranges of the crop, without the mask in full.
+ */
+int ncalc_extent_ranges(const int32_t *lo, const int32_t *hi, ptrdiff_t n, ptrdiff_t r0, ptrdiff_t r1,
+                        ptrdiff_t c0, ptrdiff_t c1, int pad, int32_t *out_lo, int32_t *out_hi);
+
+/*
  * Samples of the noise-level function (napari_calc.core.score.
  * noise_level_function), exactly NumPy's float32 arithmetic. img: planes
  * images of rows x cols (rows >= 3, cols >= 3) of dtype, row r of plane p

@@ -543,6 +543,35 @@ cdef extern from "ncalc.h" nogil:
                               Py_ssize_t mask_ld, int pad, int32_t *lo, int32_t *hi, int nthreads)
 
 
+cdef extern from "ncalc.h" nogil:
+    int ncalc_extent_ranges(const int32_t *lo, const int32_t *hi, Py_ssize_t n, Py_ssize_t r0,
+                            Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1, int pad, int32_t *out_lo,
+                            int32_t *out_hi)
+
+
+def extent_ranges(lo not None, hi not None, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t c0, Py_ssize_t c1,
+                  int pad=0):
+    """``mask_row_ranges`` of the crop ``[r0, r1) x [c0, c1)`` of a mask
+    given by its rows' extents ``[lo[q], hi[q])`` (int32; empty where
+    ``lo >= hi``), ``pad`` as there: ``(lo, hi)`` for the crop's rows, in
+    its columns (see ncalc_extent_ranges in csrc/ncalc.h)."""
+    cdef const int32_t[::1] lv = np.ascontiguousarray(lo, dtype=np.int32)
+    cdef const int32_t[::1] hv = np.ascontiguousarray(hi, dtype=np.int32)
+    cdef Py_ssize_t n = lv.shape[0]
+    if hv.shape[0] != n or r0 > r1 or c0 > c1 or pad < 0:
+        raise ValueError("napari-calc kernel: invalid argument")
+    cdef cnp.ndarray[cnp.int32_t, ndim=1] a = np.empty(max(r1 - r0, 1), np.int32)
+    cdef cnp.ndarray[cnp.int32_t, ndim=1] b = np.empty(max(r1 - r0, 1), np.int32)
+    cdef int32_t dummy = 0
+    cdef const int32_t *pl = &lv[0] if n else &dummy
+    cdef const int32_t *ph = &hv[0] if n else &dummy
+    cdef int st
+    with nogil:
+        st = ncalc_extent_ranges(pl, ph, n, r0, r1, c0, c1, pad, &a[0], &b[0])
+    _check(st)
+    return a[:r1 - r0], b[:r1 - r0]
+
+
 def mask_row_ranges(mask not None, int pad=0, int nthreads=0):
     """Per row, the column range ``[lo, hi)`` of a 2-D uint8 mask (rows
     contiguous) grown by ``pad`` pixels in every direction: ``(lo, hi)``,

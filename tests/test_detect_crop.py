@@ -235,6 +235,34 @@ def test_what_the_dog_leaves_unwritten_is_never_used(monkeypatch, dog_calls, fil
     assert [r is None for _, r in dog_calls[1:]] == ([True] if np.isnan(fill) else [])
 
 
+def test_crop_ranges_in_c_are_the_numpy_code(monkeypatch):
+    # _kernel.extent_ranges against _crop_ranges' NumPy code: random
+    # extents with empty rows, boxes at the edges and inside, pads from 0
+    # to more than the image
+    rng = np.random.default_rng(7)
+    for case in range(300):
+        n = int(rng.integers(1, 60))
+        w = int(rng.integers(1, 80))
+        lo = rng.integers(0, w, n).astype(np.int32)
+        hi = np.minimum(lo + rng.integers(-3, w, n), w).astype(np.int32)  # some empty (lo >= hi)
+        if rng.random() < 0.1:
+            hi[:] = 0  # no row at all
+        r0 = int(rng.integers(0, n))
+        r1 = int(rng.integers(r0, n + 1))
+        c0 = int(rng.integers(0, w))
+        c1 = int(rng.integers(c0, w + 1))
+        pad = int(rng.choice([0, 1, 2, 5, n + 3]))
+        monkeypatch.setattr(D, "_CROP_RANGES_KERNEL", True)
+        got = D._crop_ranges((lo, hi), (r0, r1, c0, c1), pad)
+        monkeypatch.setattr(D, "_CROP_RANGES_KERNEL", False)
+        want = D._crop_ranges((lo, hi), (r0, r1, c0, c1), pad)
+        for g, x in zip(got, want):
+            assert g.dtype == x.dtype == np.int32
+            np.testing.assert_array_equal(g, x)
+    with pytest.raises(ValueError):
+        _kernel.extent_ranges(np.zeros(3, np.int32), np.zeros(2, np.int32), 0, 1, 0, 1)
+
+
 @pytest.mark.parametrize("seed,spacing", [(0, 0.05), (1, 0.07), (2, 0.1), (3, 0.14), (4, 0.2)])
 def test_crop_ranges_from_the_extents_are_the_masks(seed, spacing):
     # the ranges detect derives from breast_mask_parts's row extents are

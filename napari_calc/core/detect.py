@@ -439,6 +439,9 @@ _LATE_LARGE_CROSS = True
 #: bins hardly gain from a second thread, so the other core sat idle).
 #: Tests switch it off to compare.
 _SIDE_NLF = True
+#: Make the DoG's row ranges from the mask's extents in C (tests switch it
+#: off to compare with the NumPy code).
+_CROP_RANGES_KERNEL = True
 
 
 def _octave_plan(sig: np.ndarray, rows: int, cols: int, max_levels: int = 16) -> list[tuple[int, int, int]]:
@@ -539,9 +542,14 @@ def _crop_ranges(extents: tuple[np.ndarray, np.ndarray], box: tuple[int, int, in
     hi[r]`` and True at both ends; ``(0, 0)``: no mask) for a box holding
     every masked pixel: per row of the box, the hull of the extents of the
     rows within ``pad``, grown by ``pad`` and clipped to the box, in the
-    box's columns."""
-    lo, hi = (np.asarray(a, dtype=np.int64) for a in extents)
+    box's columns. In C (``_kernel.extent_ranges``) when there is the
+    kernel, else NumPy (the same values)."""
     r0, r1, c0, c1 = box
+    if _CROP_RANGES_KERNEL and _kernel_has("extent_ranges"):
+        from .. import _kernel
+
+        return _kernel.extent_ranges(extents[0], extents[1], r0, r1, c0, c1, int(pad))
+    lo, hi = (np.asarray(a, dtype=np.int64) for a in extents)
     rows = np.arange(r0 - pad, r1 + pad)
     inside = (rows >= 0) & (rows < len(lo))
     first = np.full(len(rows), np.iinfo(np.int32).max, dtype=np.int64)

@@ -1159,6 +1159,39 @@ static void row_ranges(void)
  * small and odd shapes, both dtypes, no mask, a full mask (with the DoG's
  * row ranges or without), blocks, bands of 1 row to the whole image, 1-3
  * threads, too little room for the peaks. */
+/* ncalc_extent_ranges of a whole mask given by its extents: those of
+ * ncalc_mask_row_ranges on the mask; then a crop, checked by hand. */
+static void extent_ranges(void)
+{
+    for (int t = 0; t < 200; t++) {
+        const ptrdiff_t n = 1 + rnd() % 40, w = 1 + rnd() % 50;
+        const int pad = (int)(rnd() % 6);
+        int32_t *lo = malloc(sizeof(int32_t) * 4 * (size_t)n), *hi = lo + n, *a = hi + n, *b = a + n;
+        int32_t *ra = malloc(sizeof(int32_t) * 2 * (size_t)n), *rb = ra + n;
+        uint8_t *mask = calloc((size_t)(n * w), 1);
+        for (ptrdiff_t q = 0; q < n; q++) {
+            lo[q] = (int32_t)(rnd() % w);
+            hi[q] = (int32_t)(rnd() % 4 == 0 ? lo[q] : lo[q] + 1 + rnd() % (w - lo[q]));
+            for (ptrdiff_t c = lo[q]; c < hi[q]; c++) mask[q * w + c] = 1;
+        }
+        CHECK(ncalc_extent_ranges(lo, hi, n, 0, n, 0, w, pad, a, b) == NCALC_OK, "extent ranges");
+        CHECK(ncalc_mask_row_ranges(mask, n, w, w, pad, ra, rb, 1) == NCALC_OK, "extent ranges: mask");
+        for (ptrdiff_t r = 0; r < n; r++)
+            CHECK(a[r] == ra[r] && b[r] == rb[r], "extent ranges row %td: %d %d against %d %d", r, a[r], b[r],
+                  ra[r], rb[r]);
+        free(lo); free(ra); free(mask);
+    }
+    const int32_t lo1[3] = {5, 0, 2}, hi1[3] = {9, 0, 4};
+    int32_t a[2], b[2];
+    /* rows 1 and 2 of columns [3, 8), pad 1: row 1 sees rows 0-2 (2..9 grown
+     * to 1..10, in the crop 0..5), row 2 sees rows 1-2 (2..4 grown to 1..5:
+     * 0..2) */
+    CHECK(ncalc_extent_ranges(lo1, hi1, 3, 1, 3, 3, 8, 1, a, b) == NCALC_OK && a[0] == 0 && b[0] == 5 &&
+              a[1] == 0 && b[1] == 2,
+          "extent ranges crop: %d %d %d %d", a[0], b[0], a[1], b[1]);
+    CHECK(ncalc_extent_ranges(lo1, hi1, 3, 2, 1, 0, 1, 0, a, b) == NCALC_EINVAL, "extent ranges refusal");
+}
+
 static void count_call(void *arg) { ++*(int *)arg; }
 
 static void dog_noise_one_call(void)
@@ -1289,6 +1322,7 @@ int main(void)
     noise_nms_blocks();
     noise_nms_top();
     dog_noise_one_call();
+    extent_ranges();
     buffer_pool();
     ncalc_release_buffers(); /* nothing left for the leak checkers */
     if (failures) {
