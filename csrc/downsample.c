@@ -142,6 +142,69 @@ int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbin
     return NCALC_OK;
 }
 
+int ncalc_otsu(const double *x, ptrdiff_t n, int nbins, double *thr)
+{
+    if (n < 1 || !x || nbins < 1 || !thr) return NCALC_EINVAL;
+    double lo = x[0], hi = x[0];
+    for (ptrdiff_t k = 0; k < n; k++) {
+        if (isnan(x[k])) return NCALC_EINVAL;
+        if (x[k] < lo) lo = x[k];
+        if (x[k] > hi) hi = x[k];
+    }
+    if (hi <= lo) {
+        *thr = lo;
+        return NCALC_OK;
+    }
+    if (!isfinite(lo) || !isfinite(hi)) return NCALC_EINVAL;
+    double *e = malloc(sizeof(double) * (size_t)(4 * nbins + 1));
+    int64_t *count = malloc(sizeof(int64_t) * (size_t)nbins);
+    if (!e || !count) {
+        free(e);
+        free(count);
+        return NCALC_ENOMEM;
+    }
+    double *centre = e + nbins + 1, *mu0 = centre + nbins, *mu1 = mu0 + nbins;
+    /* numpy.linspace(lo, hi, nbins + 1): i step + lo, the last one hi */
+    const double delta = hi - lo, step = delta / (double)nbins;
+    for (int i = 0; i <= nbins; i++)
+        e[i] = (step == 0.0 ? (double)i / (double)nbins * delta : (double)i * step) + lo;
+    e[nbins] = hi;
+    int st = ncalc_histogram(x, n, lo, hi, nbins, e, count);
+    if (st == NCALC_OK) {
+        /* w0, m0: cumulative count and count x centre (in order, as
+         * numpy.cumsum); mu0 = m0 / w0, mu1 = (m0[-1] - m0) / (w0[-1] - w0)
+         * (0 where the count is 0); the first largest w0 w1 (mu0 - mu1)^2 */
+        int64_t w0 = 0;
+        double m0 = 0.0;
+        for (int i = 0; i < nbins; i++) {
+            centre[i] = 0.5 * (e[i] + e[i + 1]);
+            const double prod = (double)count[i] * centre[i];
+            w0 += count[i];
+            m0 = i == 0 ? prod : m0 + prod; /* numpy.cumsum starts from the first term (-0.0 stays) */
+            mu0[i] = m0;       /* m0 so far; divided below */
+            mu1[i] = (double)w0; /* w0 so far */
+        }
+        const int64_t wt = w0;
+        const double mt = m0;
+        int best = 0;
+        double top = 0.0;
+        for (int i = 0; i < nbins; i++) {
+            const int64_t a = (int64_t)mu1[i], b = wt - a;
+            const double u0 = a > 0 ? mu0[i] / (double)a : 0.0, u1 = b > 0 ? (mt - mu0[i]) / (double)b : 0.0;
+            const double d = u0 - u1;
+            const double between = (double)(a * b) * (d * d);
+            if (i == 0 || between > top || (isnan(between) && !isnan(top))) {
+                top = between;
+                best = i;
+            }
+        }
+        *thr = centre[best];
+    }
+    free(e);
+    free(count);
+    return st;
+}
+
 int ncalc_erode_l1(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t n, uint8_t *out)
 {
     if (!a || !out || rows < 1 || cols < 1 || n < 0) return NCALC_EINVAL;

@@ -680,6 +680,19 @@ int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbin
                     int64_t *count);
 
 /*
+ * Otsu's threshold of x[0 .. n-1] (n >= 1) as
+ * napari_calc.core.mask.otsu_threshold computes it, bit for bit: lo, hi
+ * the extremes (*thr = lo when hi <= lo); else nbins bins with
+ * numpy.linspace's edges and numpy.histogram's counts (ncalc_histogram),
+ * the bins' centres, the cumulative counts w0 and sums m0 of count x
+ * centre (numpy.cumsum), mu0 = m0 / w0 and mu1 = (m0[-1] - m0) /
+ * (w0[-1] - w0) (0 where the count is 0), and *thr = the centre of the
+ * first bin with the largest w0 (w0[-1] - w0) (mu0 - mu1)^2.
+ * NCALC_EINVAL for a NaN or, unless hi <= lo, an infinite value. Serial.
+ */
+int ncalc_otsu(const double *x, ptrdiff_t n, int nbins, double *thr);
+
+/*
  * Erosion by the city-block ball of radius n (n >= 0): out[p] = 1 when the
  * city-block distance from p to the nearest pixel with a == 0, or to the
  * nearest pixel outside the rows x cols image, exceeds n; else 0. For

@@ -1165,6 +1165,25 @@ def histogram(const cnp.float64_t[::1] x not None, double lo, double hi,
     return count
 
 
+cdef extern from "ncalc.h" nogil:
+    int ncalc_otsu(const double *x, Py_ssize_t n, int nbins, double *thr)
+
+
+def otsu(const cnp.float64_t[::1] x not None, int nbins=256):
+    """Otsu's threshold of a non-empty 1-D float64 array with ``nbins``
+    histogram bins, as ``napari_calc.core.mask.otsu_threshold`` computes
+    it (see ncalc_otsu in csrc/ncalc.h); ValueError for NaN or infinite
+    values (unless all are equal)."""
+    if x.shape[0] < 1 or nbins < 1:
+        raise ValueError("napari-calc kernel: invalid argument")
+    cdef double thr = 0
+    cdef int st
+    with nogil:
+        st = ncalc_otsu(&x[0], x.shape[0], nbins, &thr)
+    _check(st)
+    return thr
+
+
 def erode_l1(a not None, Py_ssize_t n):
     """Erosion of a 2-D boolean array by the city-block ball of radius n,
     the outside counting as background (see ncalc_erode_l1 in

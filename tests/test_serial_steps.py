@@ -379,6 +379,49 @@ def test_otsu_threshold_same_with_and_without_kernel(monkeypatch):
     assert got == [M.otsu_threshold(v) for v in samples]
 
 
+def test_otsu_in_c_is_the_numpy_code(monkeypatch):
+    # _kernel.otsu (the whole threshold in C) against the NumPy code with
+    # numpy.histogram, bit for bit: random samples of many shapes and
+    # scales, negative values and signed zeros, few distinct values, bin
+    # counts 1 to 300; NaN and infinite values go to the NumPy code
+    rng = np.random.default_rng(9)
+    calls = []
+    real = _kernel.otsu
+
+    def spy(*a):
+        calls.append(a)
+        return real(*a)
+
+    monkeypatch.setattr(_kernel, "otsu", spy)
+    for case in range(300):
+        n = int(rng.integers(1, 3000))
+        kind = case % 5
+        if kind == 0:
+            v = rng.normal(rng.normal(0, 100), rng.uniform(1e-6, 50), n)
+        elif kind == 1:
+            v = np.concatenate([rng.normal(100, 5, n), rng.normal(900, 50, n // 2 + 1)])
+        elif kind == 2:
+            v = np.round(rng.uniform(-4, 4, n)) * rng.choice([1.0, 0.1, 1e-3])
+            v[v == 0] = rng.choice([0.0, -0.0], int((v == 0).sum()))
+        elif kind == 3:
+            v = np.full(n, rng.normal())  # one value
+        else:
+            v = rng.uniform(0, 1, n) ** 8 * 1e4  # skewed
+        bins = int(rng.choice([1, 2, 3, 17, 256, 300]))
+        monkeypatch.setattr(M, "_MASK_KERNEL", True)
+        got = M.otsu_threshold(v, bins)
+        monkeypatch.setattr(M, "_MASK_KERNEL", False)
+        want = M.otsu_threshold(v, bins)
+        assert float(got).hex() == float(want).hex(), (case, got, want)
+    assert len(calls) == 300
+    for bad in (np.array([1.0, np.nan, 2.0]), np.array([0.0, np.inf])):
+        with pytest.raises(ValueError):
+            real(bad, 256)
+    monkeypatch.setattr(M, "_MASK_KERNEL", True)
+    with np.errstate(all="ignore"):
+        assert M.otsu_threshold(np.array([np.inf, np.inf])) == np.inf  # all equal: no bins
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (2, 2), (13, 11), (64, 90)])
 def test_erode_l1_is_the_numpy_scipy_erosion(monkeypatch, shape):
     from scipy import ndimage as ndi

@@ -12,6 +12,12 @@ __all__ = ["BlockMask", "block_mean", "breast_mask", "breast_mask_and_bbox", "br
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     """Otsu's threshold of a 1-D sample (between-class variance maximum)."""
     values = np.asarray(values, dtype=np.float64).ravel()
+    kern = _kernel_with("otsu")
+    if kern is not None and values.size:
+        try:
+            return kern.otsu(np.ascontiguousarray(values), int(bins))  # all of the below, in C
+        except ValueError:  # NaN or infinite values: as below
+            pass
     lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
         return lo

@@ -1192,6 +1192,21 @@ static void extent_ranges(void)
     CHECK(ncalc_extent_ranges(lo1, hi1, 3, 2, 1, 0, 1, 0, a, b) == NCALC_EINVAL, "extent ranges refusal");
 }
 
+/* ncalc_otsu: two groups, one value, refusals. */
+static void otsu(void)
+{
+    double x[10] = {1, 1, 1, 1, 1, 9, 9, 9, 9, 9}, thr = -1;
+    /* 4 bins of [1, 9]: centres 2, 4, 6, 8; any split between the groups
+     * is best, the first (after bin 0) wins */
+    CHECK(ncalc_otsu(x, 10, 4, &thr) == NCALC_OK && thr == 2.0, "otsu two groups: %g", thr);
+    CHECK(ncalc_otsu(x, 3, 4, &thr) == NCALC_OK && thr == 1.0, "otsu one value: %g", thr);
+    x[3] = NAN;
+    CHECK(ncalc_otsu(x, 10, 4, &thr) == NCALC_EINVAL, "otsu NaN");
+    x[3] = INFINITY;
+    CHECK(ncalc_otsu(x, 10, 4, &thr) == NCALC_EINVAL, "otsu inf");
+    CHECK(ncalc_otsu(x, 0, 4, &thr) == NCALC_EINVAL && ncalc_otsu(x, 10, 0, &thr) == NCALC_EINVAL, "otsu args");
+}
+
 static void count_call(void *arg) { ++*(int *)arg; }
 
 static void dog_noise_one_call(void)
@@ -1323,6 +1338,7 @@ int main(void)
     noise_nms_top();
     dog_noise_one_call();
     extent_ranges();
+    otsu();
     buffer_pool();
     ncalc_release_buffers(); /* nothing left for the leak checkers */
     if (failures) {
