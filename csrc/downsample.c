@@ -443,3 +443,22 @@ int ncalc_extent_ranges(const int32_t *lo, const int32_t *hi, ptrdiff_t n, ptrdi
     }
     return NCALC_OK;
 }
+
+ptrdiff_t ncalc_block_sample(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t fy, ptrdiff_t fx,
+                             ptrdiff_t k, ptrdiff_t nr, ptrdiff_t nc, uint8_t *out)
+{
+    if (!small || !out || hh < 1 || ww < 1 || fy < 1 || fx < 1 || k < 1 || nr < 0 || nc < 0)
+        return NCALC_EINVAL;
+    ptrdiff_t set = 0;
+    for (ptrdiff_t i = 0; i < nr; i++) {
+        const ptrdiff_t bi = (1 + i * k) / fy;
+        const uint8_t *row = small + (bi < hh ? bi : hh - 1) * ww;
+        for (ptrdiff_t j = 0; j < nc; j++) {
+            const ptrdiff_t bj = (1 + j * k) / fx;
+            const uint8_t v = row[bj < ww ? bj : ww - 1] != 0;
+            out[i * nc + j] = v;
+            set += v;
+        }
+    }
+    return set;
+}

@@ -693,6 +693,16 @@ int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbin
 int ncalc_otsu(const double *x, ptrdiff_t n, int nbins, double *thr);
 
 /*
+ * The noise-level function's sample mask from a mask given as blocks (as
+ * ncalc_upscale_mask would make it: small hh x ww, blocks fy x fx, the
+ * last block row and column also covering what is left over): out[i][j]
+ * (nr x nc) = 1 where the pixel (1 + i k, 1 + j k) is in the mask, else 0.
+ * Returns the number of 1s, < 0 on error.
+ */
+ptrdiff_t ncalc_block_sample(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t fy, ptrdiff_t fx,
+                             ptrdiff_t k, ptrdiff_t nr, ptrdiff_t nc, uint8_t *out);
+
+/*
  * Erosion by the city-block ball of radius n (n >= 0): out[p] = 1 when the
  * city-block distance from p to the nearest pixel with a == 0, or to the
  * nearest pixel outside the rows x cols image, exceeds n; else 0. For

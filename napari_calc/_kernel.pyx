@@ -80,6 +80,9 @@ cdef extern from "ncalc.h" nogil:
                       float *resid_mad, int nthreads)
     int ncalc_nlf_curve(const Py_ssize_t *count, const float *lev_median, const float *resid_mad,
                         int nbins, double *lev, double *sd, int *m_out)
+    Py_ssize_t ncalc_block_sample(const uint8_t *small, Py_ssize_t hh, Py_ssize_t ww, Py_ssize_t fy,
+                                  Py_ssize_t fx, Py_ssize_t k, Py_ssize_t nr, Py_ssize_t nc,
+                                  uint8_t *out)
     int ncalc_candidate_features(const void *img, int dtype, Py_ssize_t rows, Py_ssize_t cols,
                                  const int32_t *cand_rows, const int32_t *cand_cols,
                                  const float *radius, Py_ssize_t n,
@@ -830,6 +833,9 @@ cdef struct nlf_job_args:
     int dtype
     Py_ssize_t planes, plane_ld, rows, cols, k
     const uint8_t *smask
+    const uint8_t *small
+    Py_ssize_t hh, ww, fy, fx, nr, nc, min_masked
+    uint8_t *bsample
     int max_bins
     float *resid
     float *level
@@ -848,6 +854,13 @@ cdef struct nlf_job_args:
 
 cdef void _nlf_job_run(void *arg) noexcept nogil:
     cdef nlf_job_args *a = <nlf_job_args *>arg
+    cdef Py_ssize_t set
+    if a.small != NULL:  # the sample mask from the blocks; all samples when it holds too few
+        set = ncalc_block_sample(a.small, a.hh, a.ww, a.fy, a.fx, a.k, a.nr, a.nc, a.bsample)
+        if set < 0:
+            a.status = <int>set
+            return
+        a.smask = a.bsample if a.planes * set >= a.min_masked else NULL
     a.status = ncalc_nlf_fit(a.img, a.dtype, a.planes, a.plane_ld, a.rows, a.cols, a.cols, a.k,
                              a.smask, a.max_bins, a.resid, a.level, a.sorted, &a.n, &a.nbins,
                              a.count, a.lev, a.mad, a.nthreads)
@@ -862,11 +875,27 @@ cdef class _NlfJob:
     cdef object keep
 
     def __init__(self, cnp.ndarray img not None, Py_ssize_t k, smask=None, int max_bins=24,
-                 int nthreads=1):
+                 int nthreads=1, blocks=None, Py_ssize_t min_masked=1000):
         if max_bins < 1 or max_bins > 255:
             raise ValueError("max_bins must be 1 to 255")
         cdef Py_ssize_t planes, plane_ld, rows, cols, per_plane
         planes, plane_ld, rows, cols, per_plane, smask = _nlf_geometry(img, k, smask)
+        cdef const uint8_t[:, ::1] bv
+        cdef cnp.ndarray[cnp.uint8_t, ndim=1] bsample = None
+        self.a.small = NULL
+        if blocks is not None:
+            if smask is not None:
+                raise ValueError("a sample mask or blocks, not both")
+            small, fy, fx = blocks
+            small = np.ascontiguousarray(small).view(np.uint8)
+            bv = small
+            if bv.shape[0] < 1 or bv.shape[1] < 1 or fy < 1 or fx < 1:
+                raise ValueError("napari-calc kernel: invalid argument")
+            bsample = np.empty(max(1, per_plane), np.uint8)
+            self.a.small, self.a.hh, self.a.ww, self.a.fy, self.a.fx = &bv[0, 0], bv.shape[0], bv.shape[1], fy, fx
+            self.a.nr, self.a.nc = (rows - 2 + k - 1) // k, (cols - 2 + k - 1) // k
+            self.a.bsample, self.a.min_masked = &bsample[0], min_masked
+            blocks = (small, bsample)
         cdef Py_ssize_t size = max(1, planes * per_plane)
         cdef cnp.ndarray[cnp.float32_t, ndim=1] resid = np.empty(size, np.float32)
         cdef cnp.ndarray[cnp.float32_t, ndim=1] level = np.empty(size, np.float32)
@@ -881,7 +910,7 @@ cdef class _NlfJob:
         if smask is not None:
             mv = smask
             self.a.smask = &mv[0, 0]
-        self.keep = (img, smask, resid, level, srt, count, lev, mad, clev, csd)
+        self.keep = (img, smask, resid, level, srt, count, lev, mad, clev, csd, blocks)
         self.a.img = cnp.PyArray_DATA(img)
         self.a.dtype = _pixel_code(img)
         self.a.planes, self.a.plane_ld, self.a.rows, self.a.cols, self.a.k = planes, plane_ld, rows, cols, k
@@ -903,7 +932,7 @@ cdef class _NlfJob:
         _check(self.a.status)
         cdef Py_ssize_t n = self.a.n
         cdef int nb = self.a.nbins, m = self.a.m
-        _, _, resid, level, _, count, lev, mad, clev, csd = self.keep
+        _, _, resid, level, _, count, lev, mad, clev, csd, _ = self.keep
         if nb == 0:
             return resid[:n], level[:n], None, None, None, None
         return resid[:n], level[:n], count[:nb], lev[:nb], mad[:nb], (clev[:m], csd[:m])
@@ -931,7 +960,8 @@ def nlf_curve(cnp.int64_t[::1] count not None, cnp.float32_t[::1] lev_median not
     return lev[:m], sd[:m]
 
 
-def nlf_fit(cnp.ndarray img not None, Py_ssize_t k, smask=None, int max_bins=24, int nthreads=0):
+def nlf_fit(cnp.ndarray img not None, Py_ssize_t k, smask=None, int max_bins=24, int nthreads=0,
+            blocks=None, Py_ssize_t min_masked=1000):
     """The noise-level function's C steps in one call (see ncalc_nlf_fit
     in csrc/ncalc.h): ``nlf_samples(img, k, smask)``, the quantile edges
     of the levels and ``nlf_bins`` with them, for
@@ -939,8 +969,12 @@ def nlf_fit(cnp.ndarray img not None, Py_ssize_t k, smask=None, int max_bins=24,
     the curve ``nlf_curve`` makes of those. Returns ``(resid, level,
     count, lev_median, resid_mad, (lev, sd))``; the last four are None
     below 50 samples. None when a sample is not finite (the caller's
-    NumPy code decides then)."""
-    job = _NlfJob(img, k, smask, max_bins, nthreads)
+    NumPy code decides then).
+
+    ``blocks``: ``(small, fy, fx)``, a mask as blocks (see
+    ``upscale_mask``) instead of ``smask``: the samples in it, or all
+    samples when fewer than ``min_masked`` (over all planes) are."""
+    job = _NlfJob(img, k, smask, max_bins, nthreads, blocks, min_masked)
     job.run()
     return job.result()
 

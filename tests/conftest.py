@@ -25,6 +25,23 @@ if str(ROOT) not in sys.path:  # run from a source tree without installing
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+@pytest.fixture
+def spy(monkeypatch):
+    """``spy(obj, name)`` replaces ``obj.name`` by a wrapper that records
+    each call's positional arguments in the list it returns, and calls the
+    real one."""
+    def install(obj, name):
+        calls, real = [], getattr(obj, name)
+
+        def wrapper(*a, **k):
+            calls.append(a)
+            return real(*a, **k)
+
+        monkeypatch.setattr(obj, name, wrapper)
+        return calls
+    return install
+
+
 def _save_failure_screenshots(item) -> list[str]:
     if "napari" not in sys.modules:
         return []

@@ -220,21 +220,15 @@ def test_nlf_fit_refusals():
         _kernel.nlf_fit(img, 2, np.ones((3, 3), np.uint8))  # wrong sample-mask shape
 
 
-def test_noise_level_function_takes_the_one_call(monkeypatch):
+def test_noise_level_function_takes_the_one_call(monkeypatch, spy):
     """With the kernel, noise_level_function makes its samples and bins in
     one nlf_fit call (and gives the NumPy path's result); with more than
     255 bins asked, the separate steps."""
     from napari_calc.core.phantom import make_phantom
 
     img = make_phantom(seed=2, spacing_mm=0.2).image.pixels
-    calls = []
     real = _kernel.nlf_fit
-
-    def spy(*a):
-        calls.append(a)
-        return real(*a)
-
-    monkeypatch.setattr(_kernel, "nlf_fit", spy)
+    calls = spy(_kernel, "nlf_fit")
     ref = _nlf_both(monkeypatch, img, n_bins=30)
     _same(*ref)
     assert len(calls) == 1 and calls[0][3] == 30
@@ -242,7 +236,7 @@ def test_noise_level_function_takes_the_one_call(monkeypatch):
     _same(*many)
     assert len(calls) == 1  # 300 bins: not through nlf_fit
     job = S.nlf_job(img, None, n_bins=30)
-    _same(S.nlf_of_fit(real(*job[:3], job[3], 1)), ref[1])
+    _same(S.nlf_of_fit(real(*job)), ref[1])
     assert S.nlf_of_fit(None) is None
 
 
@@ -268,3 +262,39 @@ def test_nlf_curve_is_the_numpy_steps():
         _same(got, S._nlf_of_bins(count, lev, mad))
     with pytest.raises(ValueError):
         _kernel.nlf_curve(np.ones(2, np.int64), np.ones(3, np.float32), np.ones(2, np.float32))
+
+
+def test_nlf_fit_with_the_mask_as_blocks():
+    """``nlf_fit(blocks=...)`` makes the sample mask from a BlockMask's
+    blocks as ``BlockMask.sample`` does (all samples when fewer than
+    ``min_masked`` are in it): the same fit as with that sample mask, and
+    the job ``nlf_job`` makes for a BlockMask takes that way."""
+    from napari_calc.core.mask import BlockMask, breast_mask_blocks
+    from napari_calc.core.phantom import make_phantom
+
+    rng = np.random.default_rng(12)
+    img = make_phantom(seed=1, spacing_mm=0.2).image.pixels
+    h, w = img.shape
+    masks = [breast_mask_blocks(img, 0.2)[0], BlockMask.whole((h, w))]
+    for _ in range(6):  # random blocks, sizes that do not divide the image
+        fy, fx = (int(v) for v in rng.integers(1, 12, 2))
+        masks.append(BlockMask(rng.random((h // fy, w // fx)) < rng.random(), fy, fx, (h, w)))
+    for mask in masks:
+        for k in (1, 3, 7):
+            nr, nc = (h - 2 + k - 1) // k, (w - 2 + k - 1) // k
+            sm = mask.sample(slice(1, h - 1, k), slice(1, w - 1, k))
+            for min_masked in (1, 1000, 10**9):
+                want = _kernel.nlf_fit(img[None], k, sm.view(np.uint8) if sm.sum() >= min_masked else None, 24, 1)
+                got = _kernel.nlf_fit(img[None], k, None, 24, 1, (mask.tissue, mask.fy, mask.fx), min_masked)
+                for a, b in zip(got[:5], want[:5]):
+                    if a is None:
+                        assert b is None
+                    else:
+                        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+        job = S.nlf_job(img, mask)
+        assert job[2] is None and job[5][0] is mask.tissue
+        _same(S.nlf_of_fit(_kernel.nlf_fit(*job)), S.noise_level_function(img, mask))
+    both = np.ones(((h - 2 + 1) // 2, (w - 2 + 1) // 2), np.uint8)
+    _kernel.nlf_fit(img[None], 2, both, 24, 1)  # the right shape
+    with pytest.raises(ValueError):  # but not with blocks too
+        _kernel.nlf_fit(img[None], 2, both, 24, 1, (masks[0].tissue, 1, 1))

@@ -379,20 +379,14 @@ def test_otsu_threshold_same_with_and_without_kernel(monkeypatch):
     assert got == [M.otsu_threshold(v) for v in samples]
 
 
-def test_otsu_in_c_is_the_numpy_code(monkeypatch):
+def test_otsu_in_c_is_the_numpy_code(monkeypatch, spy):
     # _kernel.otsu (the whole threshold in C) against the NumPy code with
     # numpy.histogram, bit for bit: random samples of many shapes and
     # scales, negative values and signed zeros, few distinct values, bin
     # counts 1 to 300; NaN and infinite values go to the NumPy code
     rng = np.random.default_rng(9)
-    calls = []
     real = _kernel.otsu
-
-    def spy(*a):
-        calls.append(a)
-        return real(*a)
-
-    monkeypatch.setattr(_kernel, "otsu", spy)
+    calls = spy(_kernel, "otsu")
     for case in range(300):
         n = int(rng.integers(1, 3000))
         kind = case % 5

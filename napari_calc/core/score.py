@@ -193,30 +193,43 @@ def _nlf_step(n_planes: int, h: int, w: int, max_samples: int) -> int:
     return max(1, int(math.ceil(math.sqrt(n_planes * (h - 2) * (w - 2) / max_samples))))
 
 
-def _nlf_kernel_args(img: np.ndarray, mask, k: int):
+def _nlf_kernel_args(img: np.ndarray, mask, k: int, blocks: bool = False):
     """``(planes, k, smask)`` of ``_kernel.nlf_samples`` / ``nlf_fit`` for
     the samples of :func:`noise_level_function`, or None when the kernel
     does not take ``img`` (dtype): the planes as a 3-D array, the mask's
-    samples (None: all, as when fewer than 1000 samples are in it)."""
+    samples (None: all, as when fewer than 1000 samples are in it). With
+    ``blocks`` and a :class:`~.mask.BlockMask`: ``(planes, k, None,
+    (tissue, fy, fx))``, for ``nlf_fit`` to make those samples itself."""
+    from .mask import BlockMask
+
     if img.dtype not in (np.uint16, np.float32):
         return None
     h, w = img.shape[-2:]
     n_planes = 1 if img.ndim == 2 else img.shape[0]
     m = None
+    if blocks and isinstance(mask, BlockMask) and mask.shape == (h, w):
+        return _nlf_planes(img), k, None, (mask.tissue, mask.fy, mask.fx)
     if mask is not None:
         sm = _mask_sample(mask, slice(1, h - 1, k), slice(1, w - 1, k))
         if n_planes * int(np.count_nonzero(sm)) >= 1000:
             m = sm.view(np.uint8)
+    return _nlf_planes(img), k, m
+
+
+def _nlf_planes(img: np.ndarray) -> np.ndarray:
+    """``img`` as the 3-D stack of C-contiguous planes the kernel reads
+    (a copy only when its planes are not so)."""
+    h, w = img.shape[-2:]
     planes = img if img.ndim == 3 else img[None]
     if planes.strides[-1] != planes.itemsize or planes.strides[-2] != w * planes.itemsize or (
-            n_planes > 1 and planes.strides[0] < h * w * planes.itemsize):
+            len(planes) > 1 and planes.strides[0] < h * w * planes.itemsize):
         planes = np.ascontiguousarray(planes)
-    return planes, k, m
+    return planes
 
 
 def nlf_job(img: np.ndarray, mask=None, *, n_bins: int = 24, max_samples: int = 150_000):
-    """The ``nlf`` argument of ``_kernel.dog_noise_nms`` (the arguments of
-    ``_kernel.nlf_fit``) that makes the C steps of
+    """The ``nlf`` argument of ``_kernel.dog_noise_nms`` (the positional
+    arguments of ``_kernel.nlf_fit``) that makes the C steps of
     :func:`noise_level_function` with those parameters, or None when the kernel cannot take them
     (no kernel, another dtype, fewer than 3 rows or columns, more than 255
     bins); :func:`nlf_of_fit` turns what it returns into the function's
@@ -229,8 +242,13 @@ def nlf_job(img: np.ndarray, mask=None, *, n_bins: int = 24, max_samples: int = 
     n_planes = 1 if img.ndim == 2 else img.shape[0]
     if h < 3 or w < 3 or n_planes == 0:
         return None
-    args = _nlf_kernel_args(img, mask, _nlf_step(n_planes, h, w, max_samples))
-    return None if args is None else (*args, max(1, n_bins))
+    args = _nlf_kernel_args(img, mask, _nlf_step(n_planes, h, w, max_samples), blocks=True)
+    if args is None:
+        return None
+    planes, k, m = args[:3]
+    # nlf_fit's arguments: one thread (it runs on one of the DoG's), and
+    # the mask's blocks when it is a BlockMask (their samples made there)
+    return planes, k, m, max(1, n_bins), 1, args[3] if len(args) == 4 else None
 
 
 def nlf_of_fit(fit) -> tuple[np.ndarray, np.ndarray] | None:

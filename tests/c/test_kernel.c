@@ -1192,6 +1192,32 @@ static void extent_ranges(void)
     CHECK(ncalc_extent_ranges(lo1, hi1, 3, 2, 1, 0, 1, 0, a, b) == NCALC_EINVAL, "extent ranges refusal");
 }
 
+/* ncalc_block_sample: the samples of the mask ncalc_upscale_mask makes. */
+static void block_sample(void)
+{
+    for (int t = 0; t < 100; t++) {
+        const ptrdiff_t rows = 3 + rnd() % 60, cols = 3 + rnd() % 60;
+        const ptrdiff_t fy = 1 + rnd() % 9, fx = 1 + rnd() % 9, k = 1 + rnd() % 5;
+        const ptrdiff_t hh = rows / fy > 0 ? rows / fy : 1, ww = cols / fx > 0 ? cols / fx : 1;
+        if (hh * fy > rows || ww * fx > cols) continue;
+        const ptrdiff_t nr = (rows - 2 + k - 1) / k, nc = (cols - 2 + k - 1) / k;
+        uint8_t *small = malloc((size_t)(hh * ww)), *full = malloc((size_t)(rows * cols));
+        uint8_t *got = malloc((size_t)(nr * nc + 1));
+        for (ptrdiff_t i = 0; i < hh * ww; i++) small[i] = (uint8_t)(rnd() % 3 == 0);
+        CHECK(ncalc_upscale_mask(small, hh, ww, fy, fx, rows, cols, full, 1) == NCALC_OK, "block sample: upscale");
+        ptrdiff_t set = 0;
+        for (ptrdiff_t i = 0; i < nr; i++)
+            for (ptrdiff_t j = 0; j < nc; j++) set += full[(1 + i * k) * cols + 1 + j * k] != 0;
+        CHECK(ncalc_block_sample(small, hh, ww, fy, fx, k, nr, nc, got) == set, "block sample count");
+        for (ptrdiff_t i = 0; i < nr; i++)
+            for (ptrdiff_t j = 0; j < nc; j++)
+                CHECK(got[i * nc + j] == (full[(1 + i * k) * cols + 1 + j * k] != 0), "block sample %td %td", i, j);
+        free(small); free(full); free(got);
+    }
+    uint8_t one = 1, out = 0;
+    CHECK(ncalc_block_sample(&one, 1, 1, 0, 1, 1, 1, 1, &out) == NCALC_EINVAL, "block sample refusal");
+}
+
 /* ncalc_otsu: two groups, one value, refusals. */
 static void otsu(void)
 {
@@ -1339,6 +1365,7 @@ int main(void)
     dog_noise_one_call();
     extent_ranges();
     otsu();
+    block_sample();
     buffer_pool();
     ncalc_release_buffers(); /* nothing left for the leak checkers */
     if (failures) {
