@@ -284,7 +284,8 @@ def test_nlf_fit_with_the_mask_as_blocks():
             nr, nc = (h - 2 + k - 1) // k, (w - 2 + k - 1) // k
             sm = mask.sample(slice(1, h - 1, k), slice(1, w - 1, k))
             for min_masked in (1, 1000, 10**9):
-                want = _kernel.nlf_fit(img[None], k, sm.view(np.uint8) if sm.sum() >= min_masked else None, 24, 1)
+                smask = sm.view(np.uint8) if sm.sum() >= min_masked else None
+                want = _kernel.nlf_fit(img[None], k, smask, 24, 1)
                 got = _kernel.nlf_fit(img[None], k, None, 24, 1, (mask.tissue, mask.fy, mask.fx), min_masked)
                 for a, b in zip(got[:5], want[:5]):
                     if a is None:

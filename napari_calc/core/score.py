@@ -230,10 +230,10 @@ def _nlf_planes(img: np.ndarray) -> np.ndarray:
 def nlf_job(img: np.ndarray, mask=None, *, n_bins: int = 24, max_samples: int = 150_000):
     """The ``nlf`` argument of ``_kernel.dog_noise_nms`` (the positional
     arguments of ``_kernel.nlf_fit``) that makes the C steps of
-    :func:`noise_level_function` with those parameters, or None when the kernel cannot take them
-    (no kernel, another dtype, fewer than 3 rows or columns, more than 255
-    bins); :func:`nlf_of_fit` turns what it returns into the function's
-    result."""
+    :func:`noise_level_function` with those parameters, or None when the
+    kernel cannot take them (no kernel, another dtype, fewer than 3 rows
+    or columns, more than 255 bins); :func:`nlf_of_fit` turns what it
+    returns into the function's result."""
     kern = _nlf_kernel()
     img = np.asarray(img)
     if kern is None or img.ndim not in (2, 3) or n_bins > 255:
