@@ -571,3 +571,30 @@ def test_stack_detect_same_with_and_without_the_kernels(monkeypatch):
     assert got.calcifications.equals(ref.calcifications)
     assert got.clusters.equals(ref.clusters)
     assert got.extra.equals(ref.extra)
+
+
+def test_model_arrays_remembered_follow_the_model():
+    """_logistic_logit converts a part's coefficients and calibration once
+    (_logit_args): the same log-odds as from the lists themselves, and a
+    list or calibration replaced is read anew."""
+    import copy
+
+    S = importlib.import_module("napari_calc.core.score")
+    part = copy.deepcopy(S.load_model()["calcification"])
+    X = np.random.default_rng(3).normal(0, 1, (200, len(part["features"])))
+
+    def by_hand(part):
+        Z = (S.ramp_basis(X, part["knots"], [tuple(t) for t in part.get("interactions", [])])
+             - np.asarray(part["mean"], float)) / np.asarray(part["scale"], float)
+        z = Z @ np.asarray(part["coef"], float) + float(part["intercept"])
+        return np.interp(z, np.asarray(part["calibration"]["z"], float),
+                         np.asarray(part["calibration"]["logit"], float))
+
+    first = S._logistic_logit(X, part)
+    np.testing.assert_allclose(first, by_hand(part), rtol=0, atol=1e-12)
+    assert S._logistic_logit(X, part).tobytes() == first.tobytes()  # remembered: the same
+    part["coef"] = [2 * c for c in part["coef"]]  # replaced lists are read anew
+    part["calibration"] = {"z": [-50.0, 50.0], "logit": [-50.0, 50.0]}
+    second = S._logistic_logit(X, part)
+    assert second.tobytes() != first.tobytes()
+    np.testing.assert_allclose(second, by_hand(part), rtol=0, atol=1e-12)

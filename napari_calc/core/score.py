@@ -575,12 +575,35 @@ def _logistic_logit(X: np.ndarray, part: dict, n_threads: int = 0) -> np.ndarray
         sc = np.asarray(part["scale"], float)
         Z = X - mu  # in place from here: the same values, no more temporaries
         Z /= sc
-    w = np.asarray(part["coef"], float)
-    z = Z @ w + float(part["intercept"])
-    if "calibration" in part:  # monotone recalibration of the log-odds
-        cal = part["calibration"]
-        z = np.interp(z, np.asarray(cal["z"], float), np.asarray(cal["logit"], float))
+    w, b, cal = _logit_args(part)
+    z = Z @ w + b
+    if cal is not None:  # monotone recalibration of the log-odds
+        z = np.interp(z, *cal)
     return z
+
+
+#: _logit_args of the model parts seen, by id (as _RAMP_ARGS).
+_LOGIT_ARGS: dict = {}
+
+
+def _logit_args(part: dict):
+    """``(coef, intercept, calibration)`` of a model part as arrays (the
+    calibration ``(z, logit)``, or None): the same values
+    :func:`_logistic_logit` would convert from the part's lists at every
+    call, remembered for the part and the very objects it holds (as
+    :func:`_ramp_args`)."""
+    cal = part.get("calibration")
+    src = (part, part["coef"], part["intercept"], cal, None if cal is None else cal["z"],
+           None if cal is None else cal["logit"])
+    got = _LOGIT_ARGS.get(id(part))
+    if got is not None and all(a is b for a, b in zip(got[0], src)):
+        return got[1]
+    args = (np.asarray(part["coef"], float), float(part["intercept"]),
+            None if cal is None else (np.asarray(cal["z"], float), np.asarray(cal["logit"], float)))
+    if len(_LOGIT_ARGS) >= 16:
+        _LOGIT_ARGS.clear()
+    _LOGIT_ARGS[id(part)] = (src, args)
+    return args
 
 
 def _sigmoid(z):
