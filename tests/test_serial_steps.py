@@ -598,3 +598,11 @@ def test_model_arrays_remembered_follow_the_model():
     second = S._logistic_logit(X, part)
     assert second.tobytes() != first.tobytes()
     np.testing.assert_allclose(second, by_hand(part), rtol=0, atol=1e-12)
+    # a part without knots (the cluster model's kind): its mean and scale too
+    clu = copy.deepcopy(S.load_model()["cluster"])
+    Xc = np.random.default_rng(4).normal(0, 1, (50, len(clu["features"])))
+    a = S._logistic_logit(Xc, clu)
+    clu["mean"] = [m + 1.0 for m in clu["mean"]]
+    b = S._logistic_logit(Xc, clu)
+    want = (Xc - np.asarray(clu["mean"])) / np.asarray(clu["scale"]) @ np.asarray(clu["coef"]) + clu["intercept"]
+    assert a.tobytes() != b.tobytes() and b.tobytes() == want.tobytes()

@@ -568,14 +568,12 @@ def _ramp_args(part: dict):
 
 def _logistic_logit(X: np.ndarray, part: dict, n_threads: int = 0) -> np.ndarray:
     Z = _basis_z(X, part, n_threads) if "knots" in part else None
+    w, b, cal, mu, sc = _logit_args(part)
     if Z is None:
         if "knots" in part:
             X = ramp_basis(X, part["knots"], [tuple(t) for t in part.get("interactions", [])])
-        mu = np.asarray(part["mean"], float)
-        sc = np.asarray(part["scale"], float)
         Z = X - mu  # in place from here: the same values, no more temporaries
         Z /= sc
-    w, b, cal = _logit_args(part)
     z = Z @ w + b
     if cal is not None:  # monotone recalibration of the log-odds
         z = np.interp(z, *cal)
@@ -587,19 +585,20 @@ _LOGIT_ARGS: dict = {}
 
 
 def _logit_args(part: dict):
-    """``(coef, intercept, calibration)`` of a model part as arrays (the
-    calibration ``(z, logit)``, or None): the same values
+    """``(coef, intercept, calibration, mean, scale)`` of a model part as
+    arrays (the calibration ``(z, logit)``, or None): the same values
     :func:`_logistic_logit` would convert from the part's lists at every
     call, remembered for the part and the very objects it holds (as
     :func:`_ramp_args`)."""
     cal = part.get("calibration")
-    src = (part, part["coef"], part["intercept"], cal, None if cal is None else cal["z"],
-           None if cal is None else cal["logit"])
+    src = (part, part["coef"], part["intercept"], part["mean"], part["scale"], cal,
+           None if cal is None else cal["z"], None if cal is None else cal["logit"])
     got = _LOGIT_ARGS.get(id(part))
     if got is not None and all(a is b for a, b in zip(got[0], src)):
         return got[1]
     args = (np.asarray(part["coef"], float), float(part["intercept"]),
-            None if cal is None else (np.asarray(cal["z"], float), np.asarray(cal["logit"], float)))
+            None if cal is None else (np.asarray(cal["z"], float), np.asarray(cal["logit"], float)),
+            np.asarray(part["mean"], float), np.asarray(part["scale"], float))
     if len(_LOGIT_ARGS) >= 16:
         _LOGIT_ARGS.clear()
     _LOGIT_ARGS[id(part)] = (src, args)
