@@ -646,10 +646,11 @@ def dog_noise_nms(cnp.ndarray img not None, sigmas, double truncate, double spli
     (see ncalc_dog_noise_nms in csrc/ncalc.h). ``out`` and ``ranges`` as
     in dog_octaves (None: new arrays, every pixel).
 
-    ``nlf``: ``(planes, k, smask, max_bins)``, the arguments of
-    :func:`nlf_fit` (its own image, any size): that fit is made too, on
-    one of the threads while the others filter (ncalc_dog_noise_nms_side),
-    and what it returns is a fourth item, ``(resp, scale, fused, fit)``."""
+    ``nlf``: positional arguments of :func:`nlf_fit` (``planes, k, smask,
+    max_bins[, nthreads[, blocks[, min_masked]]]``; its own image, any
+    size): that fit is made too, on one of the threads while the others
+    filter (ncalc_dog_noise_nms_side), and what it returns is a fourth
+    item, ``(resp, scale, fused, fit)``."""
     cdef Py_ssize_t ld = _row_pitch(img)
     cdef int dt = _pixel_code(img)
     cdef Py_ssize_t rows = img.shape[0], cols = img.shape[1]
