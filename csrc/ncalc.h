@@ -618,6 +618,35 @@ int ncalc_peak_values(const float *resp, ptrdiff_t rows, ptrdiff_t cols, const f
 ptrdiff_t ncalc_top_k(const double *v, ptrdiff_t n, ptrdiff_t k, int64_t *idx, int nthreads);
 
 /*
+ * The candidates' model features (napari_calc.core.score.
+ * candidate_feature_matrix) but for their logarithms, which the caller
+ * takes (numpy's log, whose last bits differ from the C library's).
+ * in: NCALC_FEATURE_INPUTS arrays of n doubles, in this order: snr,
+ * contrast, peak, bg_std, nlf_sd, sigma_px, h1_rr, h1_rc, h1_cc, h2_rr,
+ * h2_rc, h2_cc, elongation, diameter_mm, area_px, sigma_large_px, h3_rr,
+ * h3_cc. X: n x NCALC_FEATURES, row-major; columns 5, 6, 9 and 11 are
+ * written (the two eigenvalue ratios and the two clipped scale ratios),
+ * the others left as they are. logarg: 8 x n, row-major, the arguments of
+ * the logs of columns 0, 1, 2, 3, 4, 7, 8 and 10 in that order. With
+ * sd = max(nlf_sd, 1e-6), s = sigma_px, b1 = -(s s)(h1_rr + h1_cc),
+ * b2 = -((2s)(2s))(h2_rr + h2_cc), bL = -(sL sL)(h3_rr + h3_cc) and
+ * slog(x) = log(max(x, 0) + 1):
+ *   0 slog(snr)   1 slog(contrast / sd)   2 slog(peak / sd)
+ *   3 slog(b1 s sqrt(2 pi) / sd)   4 slog(contrast / max(bg_std, 1e-6)
+ *     where bg_std > 0, else 0)   5, 6 the eigenvalue ratio of the h1, h2
+ *     Hessians (score._eig_ratio)   7 log(clip(elongation, 1, 20))
+ *   8 log(diameter_mm / 0.3)   9 clip(b2 / b1 where b1 > 0, else 2; -2, 2)
+ *   10 log((area_px + 1) / (pi (s sqrt 2)^2 + 1))   11 clip(bL / b1 where
+ *     b1 > 0, else 2; -2, 2)
+ * in double, each operation in numpy's order, max, min and clip keeping a
+ * NaN (as numpy's): bit for bit the NumPy code's values. Rows in parallel
+ * for more than 4096 of them.
+ */
+#define NCALC_FEATURE_INPUTS 18
+#define NCALC_FEATURES 12
+int ncalc_feature_parts(const double *const *in, ptrdiff_t n, double *X, double *logarg, int nthreads);
+
+/*
  * Standardised basis of the score model (napari_calc.core.score: ramp_basis,
  * then minus the mean and over the scale). X: n x nfeat float64, row-major.
  * Feature j has nknots[j] >= 0 finite knots k_1 < ... < k_K, the next ones

@@ -13,12 +13,11 @@
 /* numpy.minimum / numpy.maximum / numpy.clip of x with finite bounds: a NaN
  * x stays NaN. (Where x equals a bound the value is the same either way,
  * but for the sign of a zero: the caller has no zero bound.) */
-static inline double min_nan(double x, double k) { return isnan(x) || x < k ? x : k; }
-static inline double max_nan(double x, double k) { return isnan(x) || x > k ? x : k; }
-static inline double clip_nan(double x, double a, double b)
-{
-    return isnan(x) ? x : (x < a ? a : (x > b ? b : x));
-}
+/* (One comparison each, which a NaN fails: no branch, so loops of them
+ * vectorise.) */
+static inline double min_nan(double x, double k) { return !(x >= k) ? x : k; }
+static inline double max_nan(double x, double k) { return !(x <= k) ? x : k; }
+static inline double clip_nan(double x, double a, double b) { return min_nan(max_nan(x, a), b); }
 
 int ncalc_ramp_z(const double *X, ptrdiff_t n, int nfeat, const int *nknots, const double *knots,
                  int ninter, const int *inter, const double *mean, const double *scale, double *out,
@@ -67,6 +66,73 @@ int ncalc_ramp_z(const double *X, ptrdiff_t n, int nfeat, const int *nknots, con
             const double a = clip_nan(x[inter[2 * t + 1]], -1.0, 1.0) + 1.0;
             o[c] = (a * max_nan(x[inter[2 * t]], 0.0) - mean[c]) / scale[c];
         }
+    }
+    return NCALC_OK;
+}
+
+/* The eigenvalue ratio of score._eig_ratio: l1 <= l2 the eigenvalues of
+ * [[rr, rc], [rc, cc]], clip(l2 / l1, -1, 1) where l1 < 0, else -1. */
+static inline double eig_ratio(double rr, double rc, double cc)
+{
+    const double tr = 0.5 * (rr + cc);
+    const double d = 0.5 * (rr - cc);
+    const double disc = sqrt(max_nan(d * d + rc * rc, 0.0));
+    const double l1 = tr - disc, l2 = tr + disc;
+    const double q = l2 / (l1 < 0 ? l1 : -1.0); /* as numpy: divide everywhere, then select */
+    return clip_nan(l1 < 0 ? q : -1.0, -1.0, 1.0);
+}
+
+int ncalc_feature_parts(const double *const *in, ptrdiff_t n, double *X, double *logarg, int nthreads)
+{
+    if (n < 0 || !in) return NCALC_EINVAL;
+    if (n == 0) return NCALC_OK;
+    if (!X || !logarg) return NCALC_EINVAL;
+    for (int k = 0; k < NCALC_FEATURE_INPUTS; k++)
+        if (!in[k]) return NCALC_EINVAL;
+    const double *snr = in[0], *contrast = in[1], *peak = in[2], *bg_std = in[3], *nlf_sd = in[4],
+                 *sigma = in[5], *h1rr = in[6], *h1rc = in[7], *h1cc = in[8], *h2rr = in[9],
+                 *h2rc = in[10], *h2cc = in[11], *elong = in[12], *diam = in[13], *area = in[14],
+                 *sigma_l = in[15], *h3rr = in[16], *h3cc = in[17];
+    const double eps = 1e-6;
+    const double sqrt_2pi = 2.5066282746310002; /* math.sqrt(2 * math.pi) */
+    const double sqrt2 = 1.4142135623730951;    /* math.sqrt(2.0) */
+    const double pi = 3.141592653589793;        /* math.pi */
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+#pragma omp parallel for num_threads(nt) schedule(static) if (n > 4096)
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const double sd = max_nan(nlf_sd[i], eps);
+        const double s1 = sigma[i];
+        const double s2 = 2.0 * s1;
+        const double b1 = -(s1 * s1) * (h1rr[i] + h1cc[i]);
+        const double b2 = -(s2 * s2) * (h2rr[i] + h2cc[i]);
+        const double blob_snr = b1 * s1 * sqrt_2pi / sd;
+        const double u = s1 * sqrt2;
+        const double expected_area = pi * (u * u);
+        /* each quotient everywhere, then the selection, as numpy does it
+         * (and so that the loop has no branch) */
+        const double rq = contrast[i] / max_nan(bg_std[i], eps);
+        const double ring_cnr = bg_std[i] > 0 ? rq : 0.0;
+        const double b1d = b1 > 0 ? b1 : 1.0;
+        const double srq = b2 / b1d;
+        const double sr = b1 > 0 ? srq : 2.0;
+        const double sl = sigma_l[i];
+        const double bl = -(sl * sl) * (h3rr[i] + h3cc[i]);
+        const double blq = bl / b1d;
+        const double bl_ratio = b1 > 0 ? blq : 2.0;
+        double *x = X + i * NCALC_FEATURES;
+        x[5] = eig_ratio(h1rr[i], h1rc[i], h1cc[i]);
+        x[6] = eig_ratio(h2rr[i], h2rc[i], h2cc[i]);
+        x[9] = clip_nan(sr, -2.0, 2.0);
+        x[11] = clip_nan(bl_ratio, -2.0, 2.0);
+        logarg[0 * n + i] = max_nan(snr[i], 0.0) + 1.0;
+        logarg[1 * n + i] = max_nan(contrast[i] / sd, 0.0) + 1.0;
+        logarg[2 * n + i] = max_nan(peak[i] / sd, 0.0) + 1.0;
+        logarg[3 * n + i] = max_nan(blob_snr, 0.0) + 1.0;
+        logarg[4 * n + i] = max_nan(ring_cnr, 0.0) + 1.0;
+        logarg[5 * n + i] = clip_nan(elong[i], 1.0, 20.0);
+        logarg[6 * n + i] = diam[i] / 0.3;
+        logarg[7 * n + i] = (area[i] + 1.0) / (expected_area + 1.0);
     }
     return NCALC_OK;
 }

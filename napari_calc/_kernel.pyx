@@ -1177,6 +1177,43 @@ def ramp_z(const cnp.float64_t[:, ::1] X not None, knots, interactions,
 
 
 cdef extern from "ncalc.h" nogil:
+    enum:
+        NCALC_FEATURE_INPUTS
+        NCALC_FEATURES
+    int ncalc_feature_parts(const double **inp, Py_ssize_t n, double *X, double *logarg, int nthreads)
+
+
+def feature_parts(inputs, int nthreads=0):
+    """The candidates' model features but for their logs, see
+    ncalc_feature_parts in csrc/ncalc.h: inputs its 18 float64 arrays
+    (1-D, C-contiguous, of one length n), in its order. Returns ``(X,
+    logarg)``: X (n x 12, the non-log columns filled, the others
+    uninitialised) and logarg (8 x n, the logs' arguments)."""
+    if len(inputs) != NCALC_FEATURE_INPUTS:
+        raise ValueError(f"need {NCALC_FEATURE_INPUTS} input arrays")
+    cdef const double *ptrs[NCALC_FEATURE_INPUTS]
+    cdef const cnp.float64_t[::1] v
+    cdef Py_ssize_t n = -1
+    cdef int k
+    for k in range(NCALC_FEATURE_INPUTS):
+        v = inputs[k]
+        if n < 0:
+            n = v.shape[0]
+        elif v.shape[0] != n:
+            raise ValueError("the input arrays differ in length")
+        ptrs[k] = &v[0] if n else NULL
+    cdef cnp.ndarray[cnp.float64_t, ndim=2] X = np.empty((n, NCALC_FEATURES), np.float64)
+    cdef cnp.ndarray[cnp.float64_t, ndim=2] logarg = np.empty((8, n), np.float64)
+    cdef double *px = &X[0, 0] if n else NULL
+    cdef double *pl = &logarg[0, 0] if n else NULL
+    cdef int st
+    with nogil:
+        st = ncalc_feature_parts(ptrs, n, px, pl, nthreads)
+    _check(st)
+    return X, logarg
+
+
+cdef extern from "ncalc.h" nogil:
     int ncalc_histogram(const double *x, Py_ssize_t n, double lo, double hi, int nbins,
                         const double *edges, int64_t *count)
     int ncalc_erode_l1(const uint8_t *a, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t n,

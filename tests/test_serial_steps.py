@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import napari_calc
@@ -606,3 +607,89 @@ def test_model_arrays_remembered_follow_the_model():
     b = S._logistic_logit(Xc, clu)
     want = (Xc - np.asarray(clu["mean"])) / np.asarray(clu["scale"]) @ np.asarray(clu["coef"]) + clu["intercept"]
     assert a.tobytes() != b.tobytes() and b.tobytes() == want.tobytes()
+
+
+# --- the candidates' model features ----------------------------------------
+
+def _feature_raw(rng, n):
+    """Raw measurements as detect makes them, with the awkward values mixed
+    in: NaN, infinities, signed zeros, values on the clip bounds, a zero
+    blob strength, a zero ring deviation and a zero smaller eigenvalue."""
+    raw = {k: rng.normal(0, 3, n) for k in S._FEATURE_INPUTS + ("h1_g", "h2_g")}
+    raw["sigma_px"] = rng.uniform(0.3, 6, n)
+    raw["sigma_large_px"] = rng.uniform(3, 20, n)
+    raw["nlf_sd"] = rng.uniform(-1e-6, 40, n)
+    raw["bg_std"] = rng.exponential(10, n) * rng.choice([0.0, 1.0], n, p=[0.1, 0.9])
+    raw["elongation"] = rng.uniform(0.5, 25, n)
+    raw["diameter_mm"] = rng.uniform(0.05, 1.0, n)
+    raw["area_px"] = rng.uniform(0, 400, n)
+    odd = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-300, -1e-300, 1.0, 20.0, 1e-6, 5e-324, 1e300])
+    for k in raw:
+        hit = rng.random(n) < 0.04
+        raw[k][hit] = rng.choice(odd, hit.sum())
+    if n >= 4:
+        raw["h1_rr"][0], raw["h1_cc"][0] = 2.0, -2.0      # b1 = 0
+        raw["h1_rr"][1], raw["h1_rc"][1], raw["h1_cc"][1] = 0.0, 0.0, 1.0  # l1 = 0
+        raw["h2_rr"][2], raw["h2_rc"][2], raw["h2_cc"][2] = -1.0, 0.0, -1.0  # an isotropic blob
+        raw["bg_std"][3], raw["nlf_sd"][3] = 0.0, 0.0
+    return raw
+
+
+def _same_bits_or_both_nan(a, b):
+    """Equal to the bit where not NaN, NaN at the same places (a NaN's
+    payload may come from either operand)."""
+    assert a.dtype == b.dtype and a.shape == b.shape
+    nan = np.isnan(a)
+    np.testing.assert_array_equal(nan, np.isnan(b))
+    np.testing.assert_array_equal(a[~nan].view(np.uint64), b[~nan].view(np.uint64))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered", "ignore:divide by zero",
+                            "ignore:overflow encountered")
+@pytest.mark.parametrize("n", [1, 4, 9, 3000, 5000])
+def test_feature_kernel_is_the_numpy_feature_matrix(monkeypatch, n):
+    """``candidate_feature_matrix`` from ``_kernel.feature_parts`` (then
+    numpy's log) against its NumPy code, on 1 to 3 threads (rows in
+    parallel above 4096), and on the dtypes and containers it is given."""
+    for seed in range(4):
+        raw = _feature_raw(np.random.default_rng(seed * 100 + n), n)
+        monkeypatch.setattr(S, "_FEATURE_KERNEL", False)
+        want = S.candidate_feature_matrix(raw)
+        monkeypatch.setattr(S, "_FEATURE_KERNEL", True)
+        got = S.candidate_feature_matrix(raw)
+        assert got.flags.c_contiguous and got.shape == (n, len(S.FEATURE_NAMES))
+        _same_bits_or_both_nan(got, want)
+        if seed == 0:
+            if n >= 3000:   # the odd values reached the features
+                assert np.isnan(want).any() and np.isinf(want).any()
+            as32 = {k: v.astype(np.float32) for k, v in raw.items()}   # converted as NumPy converts
+            monkeypatch.setattr(S, "_FEATURE_KERNEL", False)
+            want32 = S.candidate_feature_matrix(pd.DataFrame(as32))
+            monkeypatch.setattr(S, "_FEATURE_KERNEL", True)
+            _same_bits_or_both_nan(S.candidate_feature_matrix(pd.DataFrame(as32)), want32)
+        args = [np.ascontiguousarray(raw[k]) for k in S._FEATURE_INPUTS]
+        for nt in (1, 2, 3):
+            X, logarg = _kernel.feature_parts(args, nt)
+            np.log(logarg, out=logarg)
+            X[:, S._LOG_COLUMNS] = logarg.T
+            _same_bits_or_both_nan(X, want)
+
+
+def test_feature_kernel_used_and_its_refusals(monkeypatch, spy):
+    raw = _feature_raw(np.random.default_rng(1), 50)
+    calls = spy(_kernel, "feature_parts")
+    with np.errstate(all="ignore"):
+        S.candidate_feature_matrix(raw)
+    assert len(calls) == 1
+    assert S.candidate_feature_matrix({k: v[:0] for k, v in raw.items()}).shape == (0, len(S.FEATURE_NAMES))
+    assert len(calls) == 1   # no candidates: nothing to compute
+    args = [np.ascontiguousarray(raw[k]) for k in S._FEATURE_INPUTS]
+    with pytest.raises(ValueError):
+        _kernel.feature_parts(args[:-1])          # one array short
+    with pytest.raises(ValueError):
+        _kernel.feature_parts(args[:-1] + [args[-1][:10]])   # lengths differ
+    for bad in (np.resize(args[-1], 100)[::2], args[-1].astype(np.float32)):   # strided; not float64
+        with pytest.raises(ValueError):
+            _kernel.feature_parts(args[:-1] + [bad])
+    X, logarg = _kernel.feature_parts([a[:0] for a in args])
+    assert X.shape == (0, 12) and logarg.shape == (8, 0)

@@ -389,6 +389,33 @@ def _eig_ratio(h):
     return np.clip(r, -1.0, 1.0)
 
 
+#: Use the C kernel in candidate_feature_matrix (tests switch it off to
+#: compare with the NumPy code path).
+_FEATURE_KERNEL = True
+
+#: The raw measurements ``_kernel.feature_parts`` takes, in its order
+#: (ncalc_feature_parts in csrc/ncalc.h).
+_FEATURE_INPUTS = ("snr", "contrast", "peak", "bg_std", "nlf_sd", "sigma_px", "h1_rr", "h1_rc", "h1_cc",
+                   "h2_rr", "h2_rc", "h2_cc", "elongation", "diameter_mm", "area_px", "sigma_large_px",
+                   "h3_rr", "h3_cc")
+
+#: The columns of the feature matrix that are logarithms, in the order of
+#: ``feature_parts``' log arguments.
+_LOG_COLUMNS = np.array([0, 1, 2, 3, 4, 7, 8, 10])
+
+
+def _feature_kernel():
+    """The compiled kernel module when it has ``feature_parts``, else None
+    (not built, or switched off by :data:`_FEATURE_KERNEL`)."""
+    if not _FEATURE_KERNEL:
+        return None
+    try:
+        from .. import _kernel
+    except ImportError:
+        return None
+    return _kernel if hasattr(_kernel, "feature_parts") else None
+
+
 def candidate_feature_matrix(raw) -> np.ndarray:
     """Model features (columns in :data:`FEATURE_NAMES` order) from the raw
     per-candidate measurements of the detector.
@@ -407,6 +434,12 @@ def candidate_feature_matrix(raw) -> np.ndarray:
     n = len(a("snr"))
     if n == 0:
         return np.zeros((0, len(FEATURE_NAMES)))
+    kern = _feature_kernel()
+    if kern is not None:
+        X, logarg = kern.feature_parts([np.ascontiguousarray(raw[k], dtype=float) for k in _FEATURE_INPUTS])
+        np.log(logarg, out=logarg)
+        X[:, _LOG_COLUMNS] = logarg.T
+        return X
     sd = np.maximum(a("nlf_sd"), _EPS)
     s1 = a("sigma_px")
     h1 = np.stack([a("h1_g"), a("h1_rr"), a("h1_rc"), a("h1_cc")])
