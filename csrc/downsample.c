@@ -444,6 +444,43 @@ int ncalc_extent_ranges(const int32_t *lo, const int32_t *hi, ptrdiff_t n, ptrdi
     return NCALC_OK;
 }
 
+int ncalc_block_extents(const uint8_t *tissue, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t ld, ptrdiff_t fy,
+                        ptrdiff_t fx, ptrdiff_t h, ptrdiff_t w, int32_t *lo, int32_t *hi, int64_t *bbox)
+{
+    if (!tissue || !lo || !hi || !bbox || hh < 1 || ww < 1 || ld < ww || fy < 1 || fx < 1 || h < hh * fy ||
+        w < ww * fx || w > INT32_MAX)
+        return NCALC_EINVAL;
+    int64_t br0 = -1, br1 = -1, bc0 = INT64_MAX, bc1 = -1; /* the set blocks' box, in blocks */
+    ptrdiff_t r = 0;
+    for (ptrdiff_t i = 0; i < hh; i++) {
+        const uint8_t *row = tissue + i * ld;
+        ptrdiff_t first = 0, last = ww - 1;
+        while (first < ww && !row[first]) first++;
+        int32_t a = 0, b = 0;
+        if (first < ww) {
+            while (!row[last]) last--;
+            a = (int32_t)(first * fx);
+            b = (int32_t)(last == ww - 1 ? w : (last + 1) * fx);
+            if (br0 < 0) br0 = i;
+            br1 = i;
+            if (first < bc0) bc0 = first;
+            if (last > bc1) bc1 = last;
+        }
+        /* this block row's image rows; the last one also those left over */
+        const ptrdiff_t end = i == hh - 1 ? h : (i + 1) * fy;
+        for (; r < end; r++) {
+            lo[r] = a;
+            hi[r] = b;
+        }
+    }
+    if (br0 < 0) return 0;
+    bbox[0] = br0 * fy;
+    bbox[1] = br1 == hh - 1 ? h : (br1 + 1) * fy;
+    bbox[2] = bc0 * fx;
+    bbox[3] = bc1 == ww - 1 ? w : (bc1 + 1) * fx;
+    return 1;
+}
+
 ptrdiff_t ncalc_block_sample(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t fy, ptrdiff_t fx,
                              ptrdiff_t k, ptrdiff_t nr, ptrdiff_t nc, uint8_t *out)
 {

@@ -479,6 +479,21 @@ int ncalc_extent_ranges(const int32_t *lo, const int32_t *hi, ptrdiff_t n, ptrdi
                         ptrdiff_t c0, ptrdiff_t c1, int pad, int32_t *out_lo, int32_t *out_hi);
 
 /*
+ * The bounding box and the rows' extents of the h x w mask that upscaling a
+ * working-resolution mask makes (napari_calc.core.mask.upscale_mask: block
+ * (i, j) covers rows i fy .. (i + 1) fy - 1 and columns j fx .. (j + 1) fx
+ * - 1, the last block row and column also the rows and columns left over).
+ * tissue: hh x ww bytes (non-zero: set), row i at tissue + i ld; h >= hh fy,
+ * w >= ww fx. Row r of the mask (r < h) has the extent [lo[r], hi[r]) of its
+ * block row min(r / fy, hh - 1): from its first set block's first column to
+ * its last set block's end, (0, 0) when it has none. bbox: (r0, r1, c0, c1),
+ * half-open, of all set pixels. Returns 1, or 0 when nothing is set (bbox
+ * then untouched), NCALC_EINVAL for a bad argument.
+ */
+int ncalc_block_extents(const uint8_t *tissue, ptrdiff_t hh, ptrdiff_t ww, ptrdiff_t ld, ptrdiff_t fy,
+                        ptrdiff_t fx, ptrdiff_t h, ptrdiff_t w, int32_t *lo, int32_t *hi, int64_t *bbox);
+
+/*
  * Samples of the noise-level function (napari_calc.core.score.
  * noise_level_function), exactly NumPy's float32 arithmetic. img: planes
  * images of rows x cols (rows >= 3, cols >= 3) of dtype, row r of plane p

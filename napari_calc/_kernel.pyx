@@ -575,6 +575,36 @@ def extent_ranges(lo not None, hi not None, Py_ssize_t r0, Py_ssize_t r1, Py_ssi
     return a[:r1 - r0], b[:r1 - r0]
 
 
+cdef extern from "ncalc.h" nogil:
+    int ncalc_block_extents(const uint8_t *tissue, Py_ssize_t hh, Py_ssize_t ww, Py_ssize_t ld,
+                            Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t h, Py_ssize_t w, int32_t *lo,
+                            int32_t *hi, int64_t *bbox)
+
+
+def block_extents(tissue not None, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t h, Py_ssize_t w):
+    """The bounding box ``(r0, r1, c0, c1)`` (None when nothing is set) and
+    the rows' extents ``(lo, hi)`` (int32, h each) of the h x w mask that
+    upscaling the working-resolution mask ``tissue`` (2-D bool or uint8,
+    rows contiguous) by blocks of fy x fx makes, see ncalc_block_extents
+    in csrc/ncalc.h."""
+    cdef const uint8_t[:, :] mv = tissue.view(np.uint8) if tissue.dtype == np.bool_ else tissue
+    cdef Py_ssize_t hh = mv.shape[0], ww = mv.shape[1]
+    if hh < 1 or ww < 1:
+        raise ValueError("napari-calc kernel: invalid argument")
+    cdef Py_ssize_t ld = _mask_pitch(mv, hh, ww)
+    cdef cnp.ndarray[cnp.int32_t, ndim=1] lo = np.empty(max(h, 1), np.int32)
+    cdef cnp.ndarray[cnp.int32_t, ndim=1] hi = np.empty(max(h, 1), np.int32)
+    cdef int64_t box[4]
+    cdef int st
+    with nogil:
+        st = ncalc_block_extents(&mv[0, 0], hh, ww, ld, fy, fx, h, w, <int32_t *>&lo[0],
+                                 <int32_t *>&hi[0], box)
+    if st < 0:
+        _check(st)
+    bbox = (int(box[0]), int(box[1]), int(box[2]), int(box[3])) if st else None
+    return bbox, (lo[:h], hi[:h])
+
+
 def mask_row_ranges(mask not None, int pad=0, int nthreads=0):
     """Per row, the column range ``[lo, hi)`` of a 2-D uint8 mask (rows
     contiguous) grown by ``pad`` pixels in every direction: ``(lo, hi)``,

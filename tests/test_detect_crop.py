@@ -326,3 +326,45 @@ def test_automatic_mask_as_blocks_is_the_full_mask(monkeypatch, seed, spacing):
     assert calls == [(True, False), (False, True)]
     assert len(auto.calcifications) > 10
     _assert_same(auto, given)
+
+
+def test_block_extents_in_c_are_the_numpy_code(monkeypatch, spy):
+    """The mask's bounding box and row extents from ``_kernel.block_extents``
+    are ``_upscaled_bbox`` and ``_upscaled_extents``: random working masks
+    (sparse, dense, empty, full, one block, a view with a row pitch), image
+    sizes with rows and columns left over."""
+    M = importlib.import_module("napari_calc.core.mask")
+    rng = np.random.default_rng(11)
+    cases = []
+    for _ in range(300):
+        hh, ww = rng.integers(1, 40, 2)
+        fy, fx = rng.integers(1, 16, 2)
+        h, w = hh * fy + rng.integers(0, fy), ww * fx + rng.integers(0, fx)
+        t = rng.random((hh, ww)) < rng.choice([0.0, 0.02, 0.3, 0.9, 1.0])
+        cases.append((t, fy, fx, h, w))
+    one = np.zeros((5, 6), bool)
+    one[4, 5] = True                                 # the last block: to the image's end
+    cases.append((one, 3, 2, 17, 13))
+    big = rng.random((30, 40)) < 0.5
+    cases.append((big[2:-3, 4:-1], 7, 5, 25 * 7 + 6, 35 * 5 + 4))   # a view: rows not adjacent
+    for t, fy, fx, h, w in cases:
+        want_box, want = M._upscaled_bbox(t, fy, fx, h, w), M._upscaled_extents(t, fy, fx, h, w)
+        box, got = _kernel.block_extents(t, fy, fx, h, w)
+        assert box == want_box
+        for a, b in zip(got, want):
+            assert a.dtype == np.int32 and a.shape == (h,)
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError):
+        _kernel.block_extents(np.ones((4, 4), bool), 2, 2, 7, 8)    # fewer rows than the blocks cover
+    with pytest.raises(ValueError):
+        _kernel.block_extents(np.ones((4, 8), bool)[:, ::2], 2, 2, 8, 8)   # columns not contiguous
+    calls = spy(_kernel, "block_extents")
+    img = make_phantom(seed=3, spacing_mm=0.1).image.pixels
+    parts = M.breast_mask_blocks(img, 0.1)
+    assert len(calls) == 1
+    monkeypatch.setattr(M, "_MASK_KERNEL", False)
+    again = M.breast_mask_blocks(img, 0.1)
+    assert parts[1] == again[1] and parts[1] is not None
+    for a, b in zip(parts[2], again[2]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(parts[0].tissue, again[0].tissue)

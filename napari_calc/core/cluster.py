@@ -224,7 +224,8 @@ def _cluster_features(cid: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, n
     if not take.any():
         return np.zeros(0, dtype=np.int64), np.zeros((0, 3))
     cid = cid[take]
-    sc = np.clip(np.nan_to_num(score[take], nan=0.0), 0.0, 1.0)
+    sc = np.clip(score[take], 0.0, 1.0)  # (+-inf to 1 and 0, as from nan_to_num)
+    sc[np.isnan(sc)] = 0.0
     order = np.lexsort((-sc, cid))  # by cluster, best score first
     cid, sc = cid[order], sc[order]
     ids, start, n = np.unique(cid, return_index=True, return_counts=True)

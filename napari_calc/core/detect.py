@@ -850,7 +850,7 @@ def _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, rr, cc, snr, noise, r
     blob_radius_px = (sigma_eff * math.sqrt(2)).astype(np.float32)
     r32, c32 = rr.astype(np.int32), cc.astype(np.int32)
     feats = _kernel.candidate_features(img, r32, c32, np.ascontiguousarray(blob_radius_px), nthreads)
-    contrast, bg_std, peak, area, elong = (feats[i].astype(np.float64) for i in range(5))
+    contrast, bg_std, peak, area, elong = feats.astype(np.float64)  # one conversion, five rows
     s32 = np.ascontiguousarray(sigma_eff, dtype=np.float32)
     # a fixed physical scale beyond any MC: large (benign) objects respond there
     sL = np.full(len(rr), LARGE_OBJECT_SIGMA_MM / sp, dtype=np.float32)

@@ -262,8 +262,12 @@ def breast_mask_blocks(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float 
     if margin > 0:
         # the image border is not skin: pad with tissue before eroding
         tissue = _erode_diamond(np.pad(tissue, margin, mode="edge"), margin)[margin:-margin, margin:-margin]
-    return (BlockMask(tissue, fy, fx, (h, w)), _upscaled_bbox(tissue, fy, fx, h, w),
-            _upscaled_extents(tissue, fy, fx, h, w))
+    kern = _kernel_with("block_extents")
+    if kern is not None:  # the box and the extents in one C call
+        bbox, extents = kern.block_extents(tissue, fy, fx, h, w)
+    else:
+        bbox, extents = _upscaled_bbox(tissue, fy, fx, h, w), _upscaled_extents(tissue, fy, fx, h, w)
+    return BlockMask(tissue, fy, fx, (h, w)), bbox, extents
 
 
 def upscale_mask(tissue: np.ndarray, fy: int, fx: int, h: int, w: int, n_threads: int = 0) -> np.ndarray:

@@ -1342,6 +1342,94 @@ static void dog_noise_one_call(void)
     }
 }
 
+/* ncalc_block_extents against the upscaled mask (ncalc_upscale_mask): the
+ * extents are its rows' ncalc_mask_row_ranges (pad 0), the box that of its
+ * set pixels; a view with a row pitch; nothing set; refusals. */
+static void block_extents(void)
+{
+    for (int it = 0; it < 200; it++) {
+        const ptrdiff_t hh = 1 + rnd() % 12, ww = 1 + rnd() % 12, fy = 1 + rnd() % 5, fx = 1 + rnd() % 5;
+        const ptrdiff_t h = hh * fy + rnd() % fy, w = ww * fx + rnd() % fx, ld = ww + rnd() % 3;
+        const unsigned dens = rnd() % 4; /* none, sparse, half, all */
+        uint8_t *small = malloc((size_t)(hh * ld)), *packed = malloc((size_t)(hh * ww)),
+                *mask = malloc((size_t)(h * w));
+        int any = 0;
+        for (ptrdiff_t i = 0; i < hh; i++)
+            for (ptrdiff_t j = 0; j < ld; j++) {
+                const uint8_t v = j >= ww ? 7 : (uint8_t)(dens == 3 || (dens == 1 && rnd() % 9 == 0) ||
+                                                          (dens == 2 && rnd() % 2));
+                small[i * ld + j] = v; /* (beyond ww: the pitch's padding, never read as mask) */
+                if (j < ww) { packed[i * ww + j] = v; any |= v; }
+            }
+        CHECK(ncalc_upscale_mask(packed, hh, ww, fy, fx, h, w, mask, 1) == NCALC_OK, "block extents upscale");
+        int32_t *lo = malloc(sizeof(int32_t) * (size_t)h), *hi = malloc(sizeof(int32_t) * (size_t)h);
+        int32_t *wlo = malloc(sizeof(int32_t) * (size_t)h), *whi = malloc(sizeof(int32_t) * (size_t)h);
+        int64_t box[4] = {-9, -9, -9, -9};
+        const int got = ncalc_block_extents(small, hh, ww, ld, fy, fx, h, w, lo, hi, box);
+        CHECK(got == any, "block extents: any %d, got %d", any, got);
+        CHECK(ncalc_mask_row_ranges(mask, h, w, w, 0, wlo, whi, 1) == NCALC_OK, "block extents ranges");
+        ptrdiff_t r0 = h, r1 = 0, c0 = w, c1 = 0;
+        for (ptrdiff_t r = 0; r < h; r++) {
+            CHECK(lo[r] == wlo[r] && hi[r] == whi[r], "block extents row %td: (%d, %d) for (%d, %d)", r, lo[r],
+                  hi[r], wlo[r], whi[r]);
+            for (ptrdiff_t c = 0; c < w; c++)
+                if (mask[r * w + c]) {
+                    if (r < r0) r0 = r;
+                    if (r + 1 > r1) r1 = r + 1;
+                    if (c < c0) c0 = c;
+                    if (c + 1 > c1) c1 = c + 1;
+                }
+        }
+        if (any)
+            CHECK(box[0] == r0 && box[1] == r1 && box[2] == c0 && box[3] == c1, "block extents box");
+        else
+            CHECK(box[0] == -9 && box[3] == -9, "block extents: box untouched");
+        free(small); free(packed); free(mask); free(lo); free(hi); free(wlo); free(whi);
+    }
+    uint8_t one = 1;
+    int32_t a[4], b[4];
+    int64_t box[4];
+    CHECK(ncalc_block_extents(&one, 1, 1, 1, 2, 2, 1, 2, a, b, box) == NCALC_EINVAL, "block extents: h < hh fy");
+    CHECK(ncalc_block_extents(&one, 1, 2, 1, 1, 1, 1, 2, a, b, box) == NCALC_EINVAL, "block extents: ld < ww");
+    CHECK(ncalc_block_extents(&one, 1, 1, 1, 1, 1, 1, 1, NULL, b, box) == NCALC_EINVAL, "block extents: NULL");
+}
+
+/* ncalc_feature_parts on rows worked by hand. */
+static void feature_parts(void)
+{
+    /* snr, contrast, peak, bg_std, nlf_sd, sigma, h1 rr rc cc, h2 rr rc cc, elongation, diameter,
+     * area, sigma_large, h3 rr cc; row 1: no blob (b1 = 0), a NaN SNR, a zero ring deviation, a
+     * saddle at the blob scale */
+    const double v[NCALC_FEATURE_INPUTS][2] = {
+        {3, NAN}, {2, 2}, {4, 4}, {0.5, 0}, {0.5, 0.5}, {1, 1}, {-1, 1}, {0, 0}, {-1, -1},
+        {-0.25, -1}, {0, 0}, {-0.25, -1}, {1.5, 30}, {0.3, 0.3}, {2, 2}, {10, 10}, {-0.002, 0}, {-0.002, 0}};
+    const double *in[NCALC_FEATURE_INPUTS];
+    for (int k = 0; k < NCALC_FEATURE_INPUTS; k++) in[k] = v[k];
+    double X[2 * NCALC_FEATURES], la[8 * 2];
+    CHECK(ncalc_feature_parts(in, 2, X, la, 1) == NCALC_OK, "feature parts");
+    const double pi = 3.141592653589793, blob = 2.0 * 2.5066282746310002 / 0.5;
+    const double want0[8] = {4, 5, 9, blob + 1, 5, 1.5, 1, 3 / (2 * pi + 1)};
+    const double want1[8] = {NAN, 5, 9, 1, 1, 20, 1, 3 / (2 * pi + 1)};
+    for (int k = 0; k < 8; k++) {
+        CHECK(fabs(la[k * 2] - want0[k]) < 1e-12, "feature parts row 0 log %d: %g", k, la[k * 2]);
+        CHECK(isnan(want1[k]) ? isnan(la[k * 2 + 1]) : fabs(la[k * 2 + 1] - want1[k]) < 1e-12,
+              "feature parts row 1 log %d: %g", k, la[k * 2 + 1]);
+    }
+    /* row 0: an isotropic blob at both scales (ratios 1), b2 / b1 = 2 / 2, bL / b1 = 0.4 / 2;
+     * row 1: h1 a saddle (l1 = -1, l2 = 1: -1), h2 isotropic, b1 = 0 (both scale ratios 2) */
+    const double x0[4] = {1, 1, 1, 0.2}, x1[4] = {-1, 1, 2, 2};
+    const int col[4] = {5, 6, 9, 11};
+    for (int k = 0; k < 4; k++) {
+        CHECK(fabs(X[col[k]] - x0[k]) < 1e-12, "feature parts row 0 column %d: %g", col[k], X[col[k]]);
+        CHECK(fabs(X[NCALC_FEATURES + col[k]] - x1[k]) < 1e-12, "feature parts row 1 column %d: %g", col[k],
+              X[NCALC_FEATURES + col[k]]);
+    }
+    CHECK(ncalc_feature_parts(in, 0, NULL, NULL, 1) == NCALC_OK, "feature parts: none");
+    CHECK(ncalc_feature_parts(in, 2, NULL, la, 1) == NCALC_EINVAL, "feature parts: no X");
+    in[3] = NULL;
+    CHECK(ncalc_feature_parts(in, 2, X, la, 1) == NCALC_EINVAL, "feature parts: an input missing");
+}
+
 int main(void)
 {
     const ptrdiff_t shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {2, 9}, {9, 2}, {3, 5}, {5, 3},
@@ -1366,6 +1454,8 @@ int main(void)
     extent_ranges();
     otsu();
     block_sample();
+    block_extents();
+    feature_parts();
     buffer_pool();
     ncalc_release_buffers(); /* nothing left for the leak checkers */
     if (failures) {
