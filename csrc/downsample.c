@@ -122,6 +122,36 @@ int ncalc_upscale_mask(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, ptrdiff
     return NCALC_OK;
 }
 
+/* GCC: the value's division (and subtraction) may be done for every value
+ * and the result selected -- what numpy's own loops do -- which lets the
+ * loop vectorise (it changes no value, only when floating-point exception
+ * flags may be raised). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NCALC_NO_TRAPS __attribute__((optimize("no-trapping-math")))
+#else
+#define NCALC_NO_TRAPS
+#endif
+
+/* The values ncalc_histogram counts per chunk of this many. */
+#define HIST_CHUNK 1024
+
+/* numpy.histogram's first guess of each value's bin, ((v - lo) / denom)
+ * num truncated, or -1 for a value outside [lo, hi] (NaN too); every value
+ * divided, so that the loop has no branch and vectorises (a quarter less
+ * time for the histogram of a full-field image's 1 mm blocks). */
+NCALC_SUM_CLONES NCALC_NO_TRAPS
+static void hist_first_index(const double *restrict x, ptrdiff_t m, double lo, double hi, double denom,
+                             double num, int32_t *restrict idx)
+{
+    for (ptrdiff_t j = 0; j < m; j++) {
+        const double v = x[j];
+        const int in = (v >= lo) & (v <= hi);
+        const double q = ((v - lo) / denom) * num; /* (in [0, num] when in) */
+        const double qc = in ? q : -1.0;
+        idx[j] = (int32_t)qc;
+    }
+}
+
 int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbins, const double *edges,
                     int64_t *count)
 {
@@ -130,14 +160,19 @@ int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbin
         return NCALC_EINVAL;
     const double denom = hi - lo, num = (double)nbins;
     for (int b = 0; b < nbins; b++) count[b] = 0;
-    for (ptrdiff_t k = 0; k < n; k++) {
-        const double v = x[k];
-        if (!(v >= lo && v <= hi)) continue;
-        ptrdiff_t i = (ptrdiff_t)(((v - lo) / denom) * num);
-        if (i == nbins) i--;
-        if (v < edges[i]) i--;
-        if (v >= edges[i + 1] && i != nbins - 1) i++;
-        count[i]++;
+    int32_t idx[HIST_CHUNK];
+    for (ptrdiff_t k0 = 0; k0 < n; k0 += HIST_CHUNK) {
+        const ptrdiff_t m = n - k0 < HIST_CHUNK ? n - k0 : HIST_CHUNK;
+        hist_first_index(x + k0, m, lo, hi, denom, num, idx);
+        for (ptrdiff_t j = 0; j < m; j++) {
+            ptrdiff_t i = idx[j];
+            if (i < 0) continue;
+            const double v = x[k0 + j];
+            if (i == nbins) i--;
+            if (v < edges[i]) i--;
+            if (v >= edges[i + 1] && i != nbins - 1) i++;
+            count[i]++;
+        }
     }
     return NCALC_OK;
 }
@@ -205,9 +240,49 @@ int ncalc_otsu(const double *x, ptrdiff_t n, int nbins, double *thr)
     return st;
 }
 
+/* One erosion by the 3 x 3 cross, the outside as background: dst = 1 where
+ * src and its 4 neighbours are all non-zero, else 0 (byte loops that
+ * vectorise). */
+static void erode_cross(const uint8_t *src, ptrdiff_t rows, ptrdiff_t cols, uint8_t *dst)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        uint8_t *restrict o = dst + r * cols;
+        if (r == 0 || r == rows - 1 || cols < 3) {
+            memset(o, 0, (size_t)cols);
+            continue;
+        }
+        const uint8_t *s = src + r * cols, *u = s - cols, *d = s + cols;
+        o[0] = o[cols - 1] = 0;
+        for (ptrdiff_t c = 1; c < cols - 1; c++)
+            o[c] = (uint8_t)((s[c] != 0) & (u[c] != 0) & (d[c] != 0) & (s[c - 1] != 0) & (s[c + 1] != 0));
+    }
+}
+
+/* Up to this radius ncalc_erode_l1 erodes by the cross n times (each pass
+ * a few byte operations per pixel); above, the distance transform's two
+ * passes (serial, but independent of n). */
+#define ERODE_CROSS_MAX 8
+
 int ncalc_erode_l1(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t n, uint8_t *out)
 {
     if (!a || !out || rows < 1 || cols < 1 || n < 0) return NCALC_EINVAL;
+    if (n == 0) {
+        for (ptrdiff_t i = 0; i < rows * cols; i++) out[i] = a[i] != 0;
+        return NCALC_OK;
+    }
+    if (n <= ERODE_CROSS_MAX) {
+        uint8_t *t = n > 1 ? malloc((size_t)(rows * cols)) : NULL;
+        if (n > 1 && !t) return NCALC_ENOMEM;
+        /* pass k into out or t, alternately, so that the last is into out */
+        const uint8_t *src = a;
+        for (ptrdiff_t k = 0; k < n; k++) {
+            uint8_t *dst = (n - 1 - k) % 2 == 0 ? out : t;
+            erode_cross(src, rows, cols, dst);
+            src = dst;
+        }
+        free(t);
+        return NCALC_OK;
+    }
     int32_t *d = malloc(sizeof(int32_t) * (size_t)(rows * cols));
     if (!d) return NCALC_ENOMEM;
     /* city-block distance to the nearest background pixel, the outside

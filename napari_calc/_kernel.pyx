@@ -1169,6 +1169,64 @@ def top_k(const cnp.float64_t[::1] values not None, Py_ssize_t k, int nthreads=0
     return idx[:k]
 
 
+def top_peaks(rr not None, cc not None, val not None, noise not None, snr not None, scale not None,
+              Py_ssize_t k, int nthreads=0):
+    """The peaks of a ``dog_noise_nms`` result that ``detect`` keeps and
+    each one's DoG pair: of the peaks ``rr``, ``cc`` (int32), ``val``
+    (float32), ``noise``, ``snr`` (float64), the k with the highest SNR,
+    the earliest among equal ones, in their order (:func:`top_k`; all of
+    them when k >= their number), as ``(rr, cc, val, noise, snr, s_idx)``
+    with ``s_idx`` (int64) the value of ``scale`` (uint8, rows x cols, any
+    strides) at each. ValueError when snr holds a NaN or a peak lies
+    outside scale."""
+    cdef const int32_t[::1] r = rr
+    cdef const int32_t[::1] c = cc
+    cdef const float[::1] v = val
+    cdef const double[::1] nz = noise
+    cdef const double[::1] s = snr
+    cdef const uint8_t[:, :] sc = scale
+    cdef Py_ssize_t n = r.shape[0], i, j, m
+    if c.shape[0] != n or v.shape[0] != n or nz.shape[0] != n or s.shape[0] != n or k < 0:
+        raise ValueError("napari-calc kernel: invalid argument")
+    for i in range(n):
+        if r[i] < 0 or r[i] >= sc.shape[0] or c[i] < 0 or c[i] >= sc.shape[1]:
+            raise ValueError("a peak lies outside the scale array")
+    cdef cnp.ndarray[cnp.int64_t, ndim=1] idx
+    cdef Py_ssize_t got
+    if k >= n:
+        m = n
+        out = [rr, cc, val, noise, snr]
+    else:
+        m = k
+        idx = np.empty(max(k, 1), np.int64)
+        with nogil:
+            got = ncalc_top_k(&s[0], n, k, <int64_t *>&idx[0], nthreads)
+        if got < 0:
+            _check(<int>got)
+        out = [np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m, np.float32), np.empty(m, np.float64),
+               np.empty(m, np.float64)]
+    cdef cnp.ndarray[cnp.int64_t, ndim=1] s_idx = np.empty(m, np.int64)
+    cdef int32_t[::1] r2, c2
+    cdef float[::1] v2
+    cdef double[::1] nz2, s2
+    if k >= n:
+        with nogil:
+            for i in range(m):
+                s_idx[i] = sc[r[i], c[i]]
+    else:
+        r2, c2, v2, nz2, s2 = out
+        with nogil:
+            for i in range(m):
+                j = idx[i]
+                r2[i] = r[j]
+                c2[i] = c[j]
+                v2[i] = v[j]
+                nz2[i] = nz[j]
+                s2[i] = s[j]
+                s_idx[i] = sc[r[j], c[j]]
+    return (*out, s_idx)
+
+
 cdef extern from "ncalc.h" nogil:
     int ncalc_ramp_z(const double *X, Py_ssize_t n, int nfeat, const int *nknots,
                      const double *knots, int ninter, const int *inter, const double *mean,

@@ -424,7 +424,7 @@ def test_erode_l1_is_the_numpy_scipy_erosion(monkeypatch, shape):
     rng = np.random.default_rng(shape[0] * 31 + shape[1])
     cases = [np.ones(shape, bool), np.zeros(shape, bool)] + [rng.random(shape) < p for p in (0.5, 0.9, 0.99)]
     for a in cases:
-        for n in range(0, 6):
+        for n in range(0, 12):   # (the kernel erodes by the cross up to 8 times, above by distances)
             got = M._erode_diamond(a, n)
             assert got.dtype == bool and got.shape == a.shape
             ref = _numpy_path(monkeypatch, M, "_MASK_KERNEL", M._erode_diamond, a, n)
@@ -693,3 +693,50 @@ def test_feature_kernel_used_and_its_refusals(monkeypatch, spy):
             _kernel.feature_parts(args[:-1] + [bad])
     X, logarg = _kernel.feature_parts([a[:0] for a in args])
     assert X.shape == (0, 12) and logarg.shape == (8, 0)
+
+
+@pytest.mark.parametrize("n,k", [(0, 5), (1, 1), (7, 3), (7, 7), (7, 20), (5000, 3000), (70_000, 3000)])
+def test_top_peaks_is_top_k_then_the_gathers(n, k, spy):
+    """``_kernel.top_peaks``: the peaks ``_top_k`` keeps (ties at the cut
+    included), in their order, and the scale under each, as the NumPy
+    indexing gives them; refusals."""
+    rng = np.random.default_rng(n + k)
+    rows, cols = 300, 250
+    scale = rng.integers(0, 7, (rows, 2 * cols), dtype=np.uint8)[:, ::2]   # a strided view, as any
+    rr = rng.integers(0, rows, n).astype(np.int32)
+    cc = rng.integers(0, cols, n).astype(np.int32)
+    val = rng.normal(0, 5, n).astype(np.float32)
+    noise = rng.uniform(0.5, 2, n)
+    snr = np.round(rng.normal(3, 2, n), 1)   # many ties
+    got = _kernel.top_peaks(rr, cc, val, noise, snr, scale, k, 2)
+    keep = D._top_k(snr, k) if n > k else np.arange(n)
+    want = (rr[keep], cc[keep], val[keep], noise[keep], snr[keep], scale[rr[keep], cc[keep]].astype(np.int64))
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    if n:
+        bad = snr.copy()
+        bad[n // 2] = np.nan
+        if n > k:
+            with pytest.raises(ValueError):
+                _kernel.top_peaks(rr, cc, val, noise, bad, scale, k)
+        off = rr.copy()
+        off[-1] = rows
+        with pytest.raises(ValueError):
+            _kernel.top_peaks(off, cc, val, noise, snr, scale, k)
+        with pytest.raises(ValueError):
+            _kernel.top_peaks(rr, cc[:-1], val, noise, snr, scale, k)
+
+
+def test_detect_takes_its_peaks_from_top_peaks(monkeypatch, spy):
+    """One ``top_peaks`` call per plane, and the same tables without it
+    (the noise pass listing every peak: the selection is top_peaks')."""
+    img = make_phantom(seed=4, spacing_mm=0.1).image
+    monkeypatch.setattr(D, "_NOISE_NMS_TOP", False)
+    calls = spy(_kernel, "top_peaks")
+    got = napari_calc.detect(img, max_candidates=60)
+    assert len(calls) == 1 and len(calls[0][0]) > 60 and calls[0][6] == 60
+    monkeypatch.delattr(_kernel, "top_peaks")
+    want = napari_calc.detect(img, max_candidates=60)
+    for f in ("calcifications", "clusters", "extra"):
+        pd.testing.assert_frame_equal(getattr(got, f), getattr(want, f), check_exact=True)

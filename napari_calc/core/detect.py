@@ -756,10 +756,20 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
             noise = grid[rr // tile, cc // tile].astype(np.float64)
             r_at = resp[rr, cc]
             snr = r_at.astype(np.float64) / noise
-    if len(rr) > p.max_candidates:
-        keep = _top_k(snr, p.max_candidates, nthreads)
-        rr, cc, snr, noise, r_at = rr[keep], cc[keep], snr[keep], noise[keep], r_at[keep]
-    s_idx = scale[rr, cc].astype(np.int64)  # the kept ones only: a cache miss each
+    top = None
+    if (_PEAK_KERNEL and _kernel_has("top_peaks") and rr.dtype == cc.dtype == np.int32 and r_at.dtype == np.float32
+            and noise.dtype == snr.dtype == np.float64):
+        try:  # the selection and the gathers below in one C call
+            top = _kernel.top_peaks(rr, cc, r_at, noise, snr, scale, int(p.max_candidates), nthreads)
+        except ValueError:  # NaNs: as below
+            pass
+    if top is not None:
+        rr, cc, r_at, noise, snr, s_idx = top
+    else:
+        if len(rr) > p.max_candidates:
+            keep = _top_k(snr, p.max_candidates, nthreads)
+            rr, cc, snr, noise, r_at = rr[keep], cc[keep], snr[keep], noise[keep], r_at[keep]
+        s_idx = scale[rr, cc].astype(np.int64)  # the kept ones only: a cache miss each
     if box is not None:
         rr, cc = rr + r0, cc + c0  # back to image coordinates
     return img, mask, sig, (rr, cc, snr, noise, r_at, s_idx), side_nlf
