@@ -1170,14 +1170,15 @@ def top_k(const cnp.float64_t[::1] values not None, Py_ssize_t k, int nthreads=0
 
 
 def top_peaks(rr not None, cc not None, val not None, noise not None, snr not None, scale not None,
-              Py_ssize_t k, int nthreads=0):
+              Py_ssize_t k, int nthreads=0, int32_t r0=0, int32_t c0=0):
     """The peaks of a ``dog_noise_nms`` result that ``detect`` keeps and
     each one's DoG pair: of the peaks ``rr``, ``cc`` (int32), ``val``
     (float32), ``noise``, ``snr`` (float64), the k with the highest SNR,
     the earliest among equal ones, in their order (:func:`top_k`; all of
     them when k >= their number), as ``(rr, cc, val, noise, snr, s_idx)``
     with ``s_idx`` (int64) the value of ``scale`` (uint8, rows x cols, any
-    strides) at each. ValueError when snr holds a NaN or a peak lies
+    strides) at each; the rows and columns returned plus ``r0`` and ``c0``
+    (a crop's origin). ValueError when snr holds a NaN or a peak lies
     outside scale."""
     cdef const int32_t[::1] r = rr
     cdef const int32_t[::1] c = cc
@@ -1195,7 +1196,7 @@ def top_peaks(rr not None, cc not None, val not None, noise not None, snr not No
     cdef Py_ssize_t got
     if k >= n:
         m = n
-        out = [rr, cc, val, noise, snr]
+        out = [np.empty(m, np.int32), np.empty(m, np.int32), val, noise, snr]
     else:
         m = k
         idx = np.empty(max(k, 1), np.int64)
@@ -1210,16 +1211,19 @@ def top_peaks(rr not None, cc not None, val not None, noise not None, snr not No
     cdef float[::1] v2
     cdef double[::1] nz2, s2
     if k >= n:
+        r2, c2 = out[0], out[1]
         with nogil:
             for i in range(m):
+                r2[i] = r[i] + r0
+                c2[i] = c[i] + c0
                 s_idx[i] = sc[r[i], c[i]]
     else:
         r2, c2, v2, nz2, s2 = out
         with nogil:
             for i in range(m):
                 j = idx[i]
-                r2[i] = r[j]
-                c2[i] = c[j]
+                r2[i] = r[j] + r0
+                c2[i] = c[j] + c0
                 v2[i] = v[j]
                 nz2[i] = nz[j]
                 s2[i] = s[j]

@@ -708,12 +708,13 @@ def test_top_peaks_is_top_k_then_the_gathers(n, k, spy):
     val = rng.normal(0, 5, n).astype(np.float32)
     noise = rng.uniform(0.5, 2, n)
     snr = np.round(rng.normal(3, 2, n), 1)   # many ties
-    got = _kernel.top_peaks(rr, cc, val, noise, snr, scale, k, 2)
     keep = D._top_k(snr, k) if n > k else np.arange(n)
     want = (rr[keep], cc[keep], val[keep], noise[keep], snr[keep], scale[rr[keep], cc[keep]].astype(np.int64))
-    for a, b in zip(got, want):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a, b)
+    for origin in ((0, 0), (40, 3)):   # (a crop's origin: added to the rows and columns returned)
+        got = _kernel.top_peaks(rr, cc, val, noise, snr, scale, k, 2, *origin)
+        for a, b, add in zip(got, want, origin + (0, 0, 0, 0)):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b + add)
     if n:
         bad = snr.copy()
         bad[n // 2] = np.nan

@@ -760,18 +760,19 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     if (_PEAK_KERNEL and _kernel_has("top_peaks") and rr.dtype == cc.dtype == np.int32 and r_at.dtype == np.float32
             and noise.dtype == snr.dtype == np.float64):
         try:  # the selection and the gathers below in one C call
-            top = _kernel.top_peaks(rr, cc, r_at, noise, snr, scale, int(p.max_candidates), nthreads)
+            top = _kernel.top_peaks(rr, cc, r_at, noise, snr, scale, int(p.max_candidates), nthreads,
+                                    *((r0, c0) if box is not None else (0, 0)))
         except ValueError:  # NaNs: as below
             pass
     if top is not None:
-        rr, cc, r_at, noise, snr, s_idx = top
+        rr, cc, r_at, noise, snr, s_idx = top  # (rr, cc in image coordinates)
     else:
         if len(rr) > p.max_candidates:
             keep = _top_k(snr, p.max_candidates, nthreads)
             rr, cc, snr, noise, r_at = rr[keep], cc[keep], snr[keep], noise[keep], r_at[keep]
         s_idx = scale[rr, cc].astype(np.int64)  # the kept ones only: a cache miss each
-    if box is not None:
-        rr, cc = rr + r0, cc + c0  # back to image coordinates
+        if box is not None:
+            rr, cc = rr + r0, cc + c0  # back to image coordinates
     return img, mask, sig, (rr, cc, snr, noise, r_at, s_idx), side_nlf
 
 
@@ -858,7 +859,7 @@ def _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, rr, cc, snr, noise, r
     sigma_eff = sig[s_idx] * math.sqrt(SCALE_RATIO)  # geometric mean of the pair
     diameter_mm = np.clip(2 * math.sqrt(2) * sigma_eff * sp, p.min_diameter_mm, p.max_diameter_mm)
     blob_radius_px = (sigma_eff * math.sqrt(2)).astype(np.float32)
-    r32, c32 = rr.astype(np.int32), cc.astype(np.int32)
+    r32, c32 = np.ascontiguousarray(rr, dtype=np.int32), np.ascontiguousarray(cc, dtype=np.int32)
     feats = _kernel.candidate_features(img, r32, c32, np.ascontiguousarray(blob_radius_px), nthreads)
     contrast, bg_std, peak, area, elong = feats.astype(np.float64)  # one conversion, five rows
     s32 = np.ascontiguousarray(sigma_eff, dtype=np.float32)
