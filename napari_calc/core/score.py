@@ -360,15 +360,21 @@ def _quantiles_of_sorted(s: np.ndarray, q: np.ndarray) -> np.ndarray:
 _NLF_KERNEL = True
 
 
-def _nlf_kernel():
-    """The compiled kernel module, or None (not built, or switched off)."""
-    if not _NLF_KERNEL:
+def _kernel_if(on: bool, name: str):
+    """The compiled kernel module when ``on`` and it has ``name``, else
+    None (not built, or switched off)."""
+    if not on:
         return None
     try:
         from .. import _kernel
     except ImportError:
         return None
-    return _kernel if hasattr(_kernel, "nlf_fit") else None
+    return _kernel if hasattr(_kernel, name) else None
+
+
+def _nlf_kernel():
+    """The compiled kernel module for the NLF, or None (:func:`_kernel_if`)."""
+    return _kernel_if(_NLF_KERNEL, "nlf_fit")
 
 
 def _eig_sorted(hrr, hrc, hcc):
@@ -404,18 +410,6 @@ _FEATURE_INPUTS = ("snr", "contrast", "peak", "bg_std", "nlf_sd", "sigma_px", "h
 _LOG_COLUMNS = np.array([0, 1, 2, 3, 4, 7, 8, 10])
 
 
-def _feature_kernel():
-    """The compiled kernel module when it has ``feature_parts``, else None
-    (not built, or switched off by :data:`_FEATURE_KERNEL`)."""
-    if not _FEATURE_KERNEL:
-        return None
-    try:
-        from .. import _kernel
-    except ImportError:
-        return None
-    return _kernel if hasattr(_kernel, "feature_parts") else None
-
-
 def candidate_feature_matrix(raw) -> np.ndarray:
     """Model features (columns in :data:`FEATURE_NAMES` order) from the raw
     per-candidate measurements of the detector.
@@ -434,7 +428,7 @@ def candidate_feature_matrix(raw) -> np.ndarray:
     n = len(a("snr"))
     if n == 0:
         return np.zeros((0, len(FEATURE_NAMES)))
-    kern = _feature_kernel()
+    kern = _kernel_if(_FEATURE_KERNEL, "feature_parts")
     if kern is not None:
         X, logarg = kern.feature_parts([np.ascontiguousarray(raw[k], dtype=float) for k in _FEATURE_INPUTS])
         np.log(logarg, out=logarg)
