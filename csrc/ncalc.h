@@ -752,7 +752,7 @@ ptrdiff_t ncalc_block_sample(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, p
  * nearest pixel outside the rows x cols image, exceeds n; else 0. For
  * n >= 1 that is n erosions by the 3 x 3 cross with the outside as
  * background (scipy.ndimage.binary_erosion(a, iterations=n)); n = 0 gives
- * a != 0. Serial.
+ * a != 0. a and out must not overlap. Serial.
  */
 int ncalc_erode_l1(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t n, uint8_t *out);
 

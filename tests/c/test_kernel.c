@@ -500,8 +500,9 @@ static void serial_steps(void)
     for (ptrdiff_t rows = 1; rows <= 9; rows += 4)
         for (ptrdiff_t cols = 1; cols <= 10; cols += 3) {
             uint8_t *a = malloc((size_t)(rows * cols)), *out = malloc((size_t)(rows * cols));
-            for (ptrdiff_t i = 0; i < rows * cols; i++) a[i] = rnd() % 5 != 0;
-            for (ptrdiff_t n = 0; n <= 3; n++) {
+            /* (any non-zero byte is set; radii up to 8 are eroded by the cross, above by distances) */
+            for (ptrdiff_t i = 0; i < rows * cols; i++) a[i] = rnd() % 5 != 0 ? (uint8_t)(1 + rnd() % 255) : 0;
+            for (ptrdiff_t n = 0; n <= 10; n++) {
                 CHECK(ncalc_erode_l1(a, rows, cols, n, out) == NCALC_OK, "erode");
                 for (ptrdiff_t r = 0; r < rows; r++)
                     for (ptrdiff_t c = 0; c < cols; c++) {
