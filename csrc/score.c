@@ -13,8 +13,7 @@
 /* numpy.minimum / numpy.maximum / numpy.clip of x with finite bounds: a NaN
  * x stays NaN. (Where x equals a bound the value is the same either way,
  * but for the sign of a zero: the caller has no zero bound.) */
-/* (One comparison each, which a NaN fails: no branch, so loops of them
- * vectorise.) */
+/* (One comparison each, which a NaN fails.) */
 static inline double min_nan(double x, double k) { return !(x >= k) ? x : k; }
 static inline double max_nan(double x, double k) { return !(x <= k) ? x : k; }
 static inline double clip_nan(double x, double a, double b) { return min_nan(max_nan(x, a), b); }
@@ -109,8 +108,7 @@ int ncalc_feature_parts(const double *const *in, ptrdiff_t n, double *X, double 
         const double blob_snr = b1 * s1 * sqrt_2pi / sd;
         const double u = s1 * sqrt2;
         const double expected_area = pi * (u * u);
-        /* each quotient everywhere, then the selection, as numpy does it
-         * (and so that the loop has no branch) */
+        /* each quotient everywhere, then the selection, as numpy does it */
         const double rq = contrast[i] / max_nan(bg_std[i], eps);
         const double ring_cnr = bg_std[i] > 0 ? rq : 0.0;
         const double b1d = b1 > 0 ? b1 : 1.0;
