@@ -561,16 +561,35 @@ ptrdiff_t ncalc_block_sample(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, p
 {
     if (!small || !out || hh < 1 || ww < 1 || fy < 1 || fx < 1 || k < 1 || nr < 0 || nc < 0)
         return NCALC_EINVAL;
-    ptrdiff_t set = 0;
-    for (ptrdiff_t i = 0; i < nr; i++) {
-        const ptrdiff_t bi = (1 + i * k) / fy;
-        const uint8_t *row = small + (bi < hh ? bi : hh - 1) * ww;
-        for (ptrdiff_t j = 0; j < nc; j++) {
-            const ptrdiff_t bj = (1 + j * k) / fx;
-            const uint8_t v = row[bj < ww ? bj : ww - 1] != 0;
-            out[i * nc + j] = v;
-            set += v;
-        }
+    if (nr == 0 || nc == 0) return 0;
+    /* the block column of each sample column, once; a row of samples in
+     * the same block row as the one before is a copy of it */
+    ptrdiff_t *bcol = malloc(sizeof(ptrdiff_t) * (size_t)nc);
+    if (!bcol) return NCALC_ENOMEM;
+    for (ptrdiff_t j = 0; j < nc; j++) {
+        const ptrdiff_t bj = (1 + j * k) / fx;
+        bcol[j] = bj < ww ? bj : ww - 1;
     }
+    ptrdiff_t set = 0, prev = -1, prev_set = 0;
+    for (ptrdiff_t i = 0; i < nr; i++) {
+        ptrdiff_t bi = (1 + i * k) / fy;
+        bi = bi < hh ? bi : hh - 1;
+        uint8_t *restrict o = out + i * nc;
+        if (bi == prev) {
+            memcpy(o, o - nc, (size_t)nc);
+        } else {
+            const uint8_t *restrict row = small + bi * ww;
+            ptrdiff_t s = 0;
+            for (ptrdiff_t j = 0; j < nc; j++) {
+                const uint8_t v = row[bcol[j]] != 0;
+                o[j] = v;
+                s += v;
+            }
+            prev = bi;
+            prev_set = s;
+        }
+        set += prev_set;
+    }
+    free(bcol);
     return set;
 }

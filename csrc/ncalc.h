@@ -531,10 +531,10 @@ int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const do
  * noise_level_function with the kernel): ncalc_nlf_samples (img .. smask
  * as there) into resid and level (room for planes nr nc each), their
  * number in *n_out; when it is 50 or more, nb = max(1, min(max_bins,
- * *n_out / 500)) bins (max_bins <= 255): level sorted into sorted (room
- * as resid) by ncalc_sort_f32, the nb - 1 edges numpy.quantile(level,
- * i / nb), i = 1 .. nb - 1 (method "linear", NumPy 2's arithmetic, bit
- * for bit), and ncalc_nlf_bins with them into count, lev_median and
+ * *n_out / 500)) bins (max_bins <= 255): the nb - 1 edges
+ * numpy.quantile(level, i / nb), i = 1 .. nb - 1 (method "linear", NumPy
+ * 2's arithmetic, bit for bit; the order statistics it reads are selected,
+ * not sorted), and ncalc_nlf_bins with them into count, lev_median and
  * resid_mad (room for max_bins each); *nbins_out = nb. Below 50 samples
  * *nbins_out = 0 and no bins are made. NCALC_EINVAL for a NaN level, or a
  * non-finite level or residual (the caller's NumPy code decides those).
@@ -542,7 +542,7 @@ int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const do
  */
 int ncalc_nlf_fit(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_ld, ptrdiff_t rows,
                   ptrdiff_t cols, ptrdiff_t ld, ptrdiff_t k, const uint8_t *smask, int max_bins,
-                  float *resid, float *level, float *sorted, ptrdiff_t *n_out, int *nbins_out,
+                  float *resid, float *level, ptrdiff_t *n_out, int *nbins_out,
                   ptrdiff_t *count, float *lev_median, float *resid_mad, int nthreads);
 
 /*

@@ -1237,17 +1237,102 @@ int ncalc_nlf_bins(const float *level, const float *resid, ptrdiff_t n, const do
 
 /* ------------------------------------------------------------------------
  * The noise-level function's C steps in one call: the samples, the
- * quantile edges of their levels (from a sorted copy, with numpy.quantile's
- * arithmetic) and the binned medians. Run by detect on one of the DoG's
- * threads while the others filter (ncalc_dog_noise_nms_side).
+ * quantile edges of their levels (the order statistics numpy.quantile
+ * reads, with its arithmetic) and the binned medians. Run by detect on one
+ * of the DoG's threads while the others filter (ncalc_dog_noise_nms_side).
  * ------------------------------------------------------------------------ */
+
+/* Linear bins of the order statistics below: enough that the bins holding
+ * the wanted ranks hold few values, few enough to stay in L1. */
+#define OS_BINS 4096
+
+/* The bin of v in [mn, mn + OS_BINS / scale): a non-decreasing function of
+ * v (IEEE subtraction and product are monotone, as is the truncation), so
+ * that a value in a lower bin is smaller than any value in a higher one. */
+static inline int os_bin(float v, float mn, float scale)
+{
+    const float t = (v - mn) * scale;
+    return t < (float)OS_BINS ? (int)t : OS_BINS - 1;
+}
+
+/* val[i] = the rank[i]-th smallest (0-based, 0 <= rank[i] < n) of the n >= 1
+ * values x, exactly as in the sorted copy ncalc_sort_f32 makes (-0 before
+ * +0), for i < nr. Three passes instead of a sort: the range, a histogram
+ * of OS_BINS linear bins, and the values of the bins holding a wanted
+ * rank, copied out and sorted. NCALC_EINVAL if a value is not finite
+ * (nothing is written then). */
+static int order_stats_f32(const float *x, ptrdiff_t n, const ptrdiff_t *rank, int nr, float *val)
+{
+    float mn = x[0], mx = x[0];
+    int bad = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const float v = x[i];
+        bad |= !(fabsf(v) <= FLT_MAX);
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+    }
+    if (bad) return NCALC_EINVAL;
+    /* (mx - mn may overflow to +inf: then every value is in bin 0, which
+     * only costs time; so does a range too small for a finite scale) */
+    const float span = mx - mn;
+    const float scale = span > 0 && (float)OS_BINS / span <= FLT_MAX ? (float)OS_BINS / span : 0.0f;
+    ptrdiff_t *cnt = calloc(OS_BINS + 1, sizeof(ptrdiff_t));
+    uint8_t *want = calloc(OS_BINS, 1);
+    int *rb = malloc(sizeof(int) * (size_t)(nr > 0 ? nr : 1));
+    ptrdiff_t *first = malloc(sizeof(ptrdiff_t) * OS_BINS);
+    if (!cnt || !want || !rb || !first) {
+        free(cnt); free(want); free(rb); free(first);
+        return NCALC_ENOMEM;
+    }
+    for (ptrdiff_t i = 0; i < n; i++) cnt[os_bin(x[i], mn, scale)]++;
+    /* cnt[b] -> the number of values in the bins below b */
+    ptrdiff_t below = 0;
+    for (int b = 0; b <= OS_BINS; b++) {
+        const ptrdiff_t c = cnt[b];
+        cnt[b] = below;
+        below += c;
+    }
+    /* the bin of each wanted rank: the last b with cnt[b] <= rank */
+    for (int i = 0; i < nr; i++) {
+        int lo = 0, hi = OS_BINS - 1;
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) / 2;
+            if (cnt[mid] <= rank[i]) lo = mid; else hi = mid - 1;
+        }
+        rb[i] = lo;
+        want[lo] = 1;
+    }
+    /* first[b]: the values of the wanted bins below b (their place in the
+     * sorted copy of the wanted bins' values) */
+    ptrdiff_t m = 0;
+    for (int b = 0; b < OS_BINS; b++) {
+        first[b] = m;
+        if (want[b]) m += cnt[b + 1] - cnt[b];
+    }
+    float *buf = malloc(sizeof(float) * (size_t)(m + 1)); /* + 1: the branch-free copy */
+    float *srt = malloc(sizeof(float) * (size_t)(m > 0 ? m : 1));
+    int st = buf && srt ? NCALC_OK : NCALC_ENOMEM;
+    if (st == NCALC_OK) {
+        ptrdiff_t j = 0;
+        for (ptrdiff_t i = 0; i < n; i++) {
+            const float v = x[i];
+            buf[j] = v;
+            j += want[os_bin(v, mn, scale)];
+        }
+        st = ncalc_sort_f32(buf, m, srt, 1);
+    }
+    if (st == NCALC_OK)
+        for (int i = 0; i < nr; i++) val[i] = srt[first[rb[i]] + (rank[i] - cnt[rb[i]])];
+    free(cnt); free(want); free(rb); free(first); free(buf); free(srt);
+    return st;
+}
 
 int ncalc_nlf_fit(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_ld, ptrdiff_t rows,
                   ptrdiff_t cols, ptrdiff_t ld, ptrdiff_t k, const uint8_t *smask, int max_bins,
-                  float *resid, float *level, float *sorted, ptrdiff_t *n_out, int *nbins_out,
+                  float *resid, float *level, ptrdiff_t *n_out, int *nbins_out,
                   ptrdiff_t *count, float *lev_median, float *resid_mad, int nthreads)
 {
-    if (!sorted || !n_out || !nbins_out || max_bins < 1 || max_bins > 255 || !count || !lev_median ||
+    if (!n_out || !nbins_out || max_bins < 1 || max_bins > 255 || !count || !lev_median ||
         !resid_mad)
         return NCALC_EINVAL;
     *n_out = 0;
@@ -1259,14 +1344,15 @@ int ncalc_nlf_fit(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_
     if (n < 50) return NCALC_OK; /* too few for bins: the caller's own estimate */
     const ptrdiff_t by_count = n / 500;
     const int nb = (int)(by_count < 1 ? 1 : by_count < max_bins ? by_count : max_bins);
-    int st = ncalc_sort_f32(level, n, sorted, nthreads);
-    if (st != NCALC_OK) return st;
     /* numpy.quantile(sorted, i / nb) for i = 1 .. nb - 1, method "linear"
      * (NumPy 2): v = (n - 1) q, i = floor(v), j = i + 1, both the last
      * index where v >= n - 1 (the weight then v + 1, from index -1),
      * g = v - i, d = b - a in float32; a + d g where g < 0.5, else
-     * b - d (1 - g), in float64 */
-    double edges[254];
+     * b - d (1 - g), in float64. sorted[i] and sorted[j] are the order
+     * statistics of those ranks (order_stats_f32: no sort). */
+    double edges[254], gs[254];
+    ptrdiff_t rank[2 * 254];
+    float os[2 * 254];
     for (int e = 1; e < nb; e++) {
         const double q = (double)e / (double)nb;
         const double v = (double)(n - 1) * q;
@@ -1276,8 +1362,16 @@ int ncalc_nlf_fit(const void *img, int dtype, ptrdiff_t planes, ptrdiff_t plane_
             fi = -1.0;
             i = j = n - 1;
         }
-        const double g = v - fi;
-        const float a = sorted[i], b = sorted[j];
+        gs[e - 1] = v - fi;
+        rank[2 * (e - 1)] = i;
+        rank[2 * (e - 1) + 1] = j;
+    }
+    int st = NCALC_OK;
+    if (nb > 1) st = order_stats_f32(level, n, rank, 2 * (nb - 1), os);
+    if (st != NCALC_OK) return st;
+    for (int e = 1; e < nb; e++) {
+        const double g = gs[e - 1];
+        const float a = os[2 * (e - 1)], b = os[2 * (e - 1) + 1];
         const float d = b - a;
         edges[e - 1] = g < 0.5 ? (double)a + (double)d * g : (double)b - (double)d * (1.0 - g);
     }

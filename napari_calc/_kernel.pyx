@@ -75,7 +75,7 @@ cdef extern from "ncalc.h" nogil:
                                         Py_ssize_t top, int nthreads, ncalc_side *side)
     int ncalc_nlf_fit(const void *img, int dtype, Py_ssize_t planes, Py_ssize_t plane_ld,
                       Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, Py_ssize_t k,
-                      const uint8_t *smask, int max_bins, float *resid, float *level, float *sorted,
+                      const uint8_t *smask, int max_bins, float *resid, float *level,
                       Py_ssize_t *n_out, int *nbins_out, Py_ssize_t *count, float *lev_median,
                       float *resid_mad, int nthreads)
     int ncalc_nlf_curve(const Py_ssize_t *count, const float *lev_median, const float *resid_mad,
@@ -870,7 +870,6 @@ cdef struct nlf_job_args:
     int max_bins
     float *resid
     float *level
-    float *sorted
     Py_ssize_t *count
     float *lev
     float *mad
@@ -893,7 +892,7 @@ cdef void _nlf_job_run(void *arg) noexcept nogil:
             return
         a.smask = a.bsample if a.planes * set >= a.min_masked else NULL
     a.status = ncalc_nlf_fit(a.img, a.dtype, a.planes, a.plane_ld, a.rows, a.cols, a.cols, a.k,
-                             a.smask, a.max_bins, a.resid, a.level, a.sorted, &a.n, &a.nbins,
+                             a.smask, a.max_bins, a.resid, a.level, &a.n, &a.nbins,
                              a.count, a.lev, a.mad, a.nthreads)
     if a.status == 0 and a.nbins > 0:
         a.status = ncalc_nlf_curve(a.count, a.lev, a.mad, a.nbins, a.curve_lev, a.curve_sd, &a.m)
@@ -930,7 +929,6 @@ cdef class _NlfJob:
         cdef Py_ssize_t size = max(1, planes * per_plane)
         cdef cnp.ndarray[cnp.float32_t, ndim=1] resid = np.empty(size, np.float32)
         cdef cnp.ndarray[cnp.float32_t, ndim=1] level = np.empty(size, np.float32)
-        cdef cnp.ndarray[cnp.float32_t, ndim=1] srt = np.empty(size, np.float32)
         cdef cnp.ndarray[cnp.int64_t, ndim=1] count = np.zeros(max_bins, np.int64)
         cdef cnp.ndarray[cnp.float32_t, ndim=1] lev = np.zeros(max_bins, np.float32)
         cdef cnp.ndarray[cnp.float32_t, ndim=1] mad = np.zeros(max_bins, np.float32)
@@ -941,12 +939,12 @@ cdef class _NlfJob:
         if smask is not None:
             mv = smask
             self.a.smask = &mv[0, 0]
-        self.keep = (img, smask, resid, level, srt, count, lev, mad, clev, csd, blocks)
+        self.keep = (img, smask, resid, level, count, lev, mad, clev, csd, blocks)
         self.a.img = cnp.PyArray_DATA(img)
         self.a.dtype = _pixel_code(img)
         self.a.planes, self.a.plane_ld, self.a.rows, self.a.cols, self.a.k = planes, plane_ld, rows, cols, k
         self.a.max_bins = max_bins
-        self.a.resid, self.a.level, self.a.sorted = &resid[0], &level[0], &srt[0]
+        self.a.resid, self.a.level = &resid[0], &level[0]
         self.a.count, self.a.lev, self.a.mad = <Py_ssize_t *>&count[0], &lev[0], &mad[0]
         self.a.curve_lev, self.a.curve_sd = &clev[0], &csd[0]
         self.a.nthreads = nthreads
@@ -963,7 +961,7 @@ cdef class _NlfJob:
         _check(self.a.status)
         cdef Py_ssize_t n = self.a.n
         cdef int nb = self.a.nbins, m = self.a.m
-        _, _, resid, level, _, count, lev, mad, clev, csd, _ = self.keep
+        _, _, resid, level, count, lev, mad, clev, csd, _ = self.keep
         if nb == 0:
             return resid[:n], level[:n], None, None, None, None
         return resid[:n], level[:n], count[:nb], lev[:nb], mad[:nb], (clev[:m], csd[:m])

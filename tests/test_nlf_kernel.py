@@ -39,11 +39,21 @@ def _image(rng, kind, h, w):
         img = rng.integers(-2, 3, (h, w)).astype(np.float32)
         img[img == 0] = -0.0
         return img
+    if kind == "f32-subnormal":  # levels a few subnormals apart: too close for linear bins of the range
+        return (rng.integers(0, 4, (h, w)) * np.float32(1e-45)).astype(np.float32)
+    if kind == "f32-wide":  # levels +-2e37 and a crowd near 0: the quantiles' ranks in one bin
+        img = rng.normal(0, 1, (h, w)).astype(np.float32)
+        far = rng.random((h, w)) < 0.02
+        img[far] = np.where(rng.random(int(far.sum())) < 0.5, -8e37, 8e37).astype(np.float32)
+        return img
+    if kind == "f32-const":  # every level the same
+        return np.full((h, w), np.float32(7.25))
     # mostly negative zeros: medians of -0.0 values (numpy.median gives +0.0)
     return np.where(rng.random((h, w)) < 0.05, np.float32(1.0), np.float32(-0.0))
 
 
-@pytest.mark.parametrize("kind", ["u16", "u16-ties", "f32", "f32-zeros", "f32-negzero"])
+@pytest.mark.parametrize("kind", ["u16", "u16-ties", "f32", "f32-zeros", "f32-negzero", "f32-subnormal", "f32-wide",
+                                  "f32-const"])
 def test_nlf_kernel_matches_numpy_path(monkeypatch, kind):
     rng = np.random.default_rng(len(kind))
     for _ in range(25):
@@ -173,7 +183,8 @@ def _planes_and_mask(rng, kind):
     return (img if img.ndim == 3 else img[None]), k, sm
 
 
-@pytest.mark.parametrize("kind", ["u16", "u16-ties", "f32", "f32-zeros", "f32-negzero"])
+@pytest.mark.parametrize("kind", ["u16", "u16-ties", "f32", "f32-zeros", "f32-negzero", "f32-subnormal", "f32-wide",
+                                  "f32-const"])
 def test_nlf_fit_is_samples_quantiles_and_bins(kind):
     """``nlf_fit`` (one C call) gives the samples of ``nlf_samples``, and
     the bins ``nlf_bins`` makes with ``numpy.quantile``'s own edges of the

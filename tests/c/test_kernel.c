@@ -1204,7 +1204,7 @@ static void block_sample(void)
         const ptrdiff_t nr = (rows - 2 + k - 1) / k, nc = (cols - 2 + k - 1) / k;
         uint8_t *small = malloc((size_t)(hh * ww)), *full = malloc((size_t)(rows * cols));
         uint8_t *got = malloc((size_t)(nr * nc + 1));
-        for (ptrdiff_t i = 0; i < hh * ww; i++) small[i] = (uint8_t)(rnd() % 3 == 0);
+        for (ptrdiff_t i = 0; i < hh * ww; i++) small[i] = rnd() % 3 == 0 ? (uint8_t)(1 + rnd() % 255) : 0; /* any non-zero byte is set */
         CHECK(ncalc_upscale_mask(small, hh, ww, fy, fx, rows, cols, full, 1) == NCALC_OK, "block sample: upscale");
         ptrdiff_t set = 0;
         for (ptrdiff_t i = 0; i < nr; i++)
