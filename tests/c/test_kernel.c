@@ -1431,6 +1431,68 @@ static void feature_parts(void)
     CHECK(ncalc_feature_parts(in, 2, X, la, 1) == NCALC_EINVAL, "feature parts: an input missing");
 }
 
+/* ncalc_nlf_fit: its edges are numpy.quantile's of the sorted levels
+ * (order statistics selected, not sorted): the same bins as ncalc_nlf_bins
+ * with edges from a sorted copy (ncalc_sort_f32), bit for bit. Images with
+ * many ties, a wide range, a crowd near one value, constant values. */
+static void nlf_fit_edges(void)
+{
+    for (int t = 0; t < 24; t++) {
+        const ptrdiff_t rows = 40 + rnd() % 200, cols = 40 + rnd() % 200, k = 1 + rnd() % 3;
+        const int kind = t % 4, dtype = kind == 0 ? NCALC_U16 : NCALC_F32;
+        const ptrdiff_t np = rows * cols;
+        void *img = malloc((size_t)np * 4);
+        for (ptrdiff_t i = 0; i < np; i++) {
+            if (kind == 0) ((uint16_t *)img)[i] = (uint16_t)(rnd() % 6); /* ties */
+            else if (kind == 1) ((float *)img)[i] = rnd() % 50 == 0 ? (rnd() % 2 ? 8e37f : -8e37f)
+                                                                    : (float)(rnd() % 1000) * 1e-3f;
+            else if (kind == 2) ((float *)img)[i] = 7.25f; /* one level */
+            else ((float *)img)[i] = (float)(rnd() % 100000) - 5e4f;
+        }
+        const ptrdiff_t nr = (rows - 2 + k - 1) / k, nc = (cols - 2 + k - 1) / k, cap = nr * nc;
+        float *res = malloc(sizeof(float) * (size_t)cap), *lev = malloc(sizeof(float) * (size_t)cap);
+        float *r2 = malloc(sizeof(float) * (size_t)cap), *l2 = malloc(sizeof(float) * (size_t)cap);
+        float *srt = malloc(sizeof(float) * (size_t)cap);
+        ptrdiff_t cnt[255], cnt2[255], n = 0;
+        float lm[255], md[255], lm2[255], md2[255];
+        int nb = 0;
+        const int max_bins = 1 + (int)(rnd() % 40);
+        CHECK(ncalc_nlf_fit(img, dtype, 1, 0, rows, cols, cols, k, NULL, max_bins, res, lev, &n, &nb, cnt, lm, md,
+                            1 + t % 3) == NCALC_OK, "nlf fit");
+        CHECK(ncalc_nlf_samples(img, dtype, 1, 0, rows, cols, cols, k, NULL, r2, l2, 1) == n, "nlf fit: samples");
+        const ptrdiff_t by = n / 500;
+        const int want_nb = n < 50 ? 0 : (int)(by < 1 ? 1 : by < max_bins ? by : max_bins);
+        CHECK(nb == want_nb, "nlf fit: %d bins, %d wanted", nb, want_nb);
+        if (nb > 0) {
+            CHECK(ncalc_sort_f32(l2, n, srt, 1) == NCALC_OK, "nlf fit: sort");
+            double edges[254];
+            for (int e = 1; e < nb; e++) { /* numpy.quantile, method "linear" (as ncalc.h) */
+                const double v = (double)(n - 1) * ((double)e / (double)nb);
+                double fi = floor(v);
+                ptrdiff_t i = (ptrdiff_t)fi, j = i + 1;
+                if (v >= (double)(n - 1)) { fi = -1.0; i = j = n - 1; }
+                const double g = v - fi;
+                const float a = srt[i], b = srt[j], d = b - a;
+                edges[e - 1] = g < 0.5 ? (double)a + (double)d * g : (double)b - (double)d * (1.0 - g);
+            }
+            CHECK(ncalc_nlf_bins(l2, r2, n, edges, nb - 1, cnt2, lm2, md2, 1) == NCALC_OK, "nlf fit: bins");
+            for (int b = 0; b < nb; b++)
+                CHECK(cnt[b] == cnt2[b] && memcmp(&lm[b], &lm2[b], 4) == 0 && memcmp(&md[b], &md2[b], 4) == 0,
+                      "nlf fit kind %d bin %d of %d", kind, b, nb);
+        }
+        free(img); free(res); free(lev); free(r2); free(l2); free(srt);
+    }
+    /* a NaN level: refused, as the sort refuses it */
+    float x[64 * 64];
+    for (int i = 0; i < 64 * 64; i++) x[i] = (float)(i % 7);
+    x[65 + 64] = NAN;
+    float res[64 * 64], lev[64 * 64], lm[24], md[24];
+    ptrdiff_t cnt[24], n;
+    int nb;
+    CHECK(ncalc_nlf_fit(x, NCALC_F32, 1, 0, 64, 64, 64, 1, NULL, 24, res, lev, &n, &nb, cnt, lm, md, 1)
+          == NCALC_EINVAL, "nlf fit NaN");
+}
+
 int main(void)
 {
     const ptrdiff_t shapes[][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}, {2, 9}, {9, 2}, {3, 5}, {5, 3},
@@ -1455,6 +1517,7 @@ int main(void)
     extent_ranges();
     otsu();
     block_sample();
+    nlf_fit_edges();
     block_extents();
     feature_parts();
     buffer_pool();
