@@ -1272,8 +1272,10 @@ static int order_stats_f32(const float *x, ptrdiff_t n, const ptrdiff_t *rank, i
         mx = v > mx ? v : mx;
     }
     if (bad) return NCALC_EINVAL;
-    /* (mx - mn may overflow to +inf: then every value is in bin 0, which
-     * only costs time; so does a range too small for a finite scale) */
+    /* A range that overflows (mx - mn = +inf), or too small for a finite
+     * scale, gives scale 0: every value in bin 0, except those whose own
+     * v - mn overflows, in the last bin (the largest values: still in
+     * order). Only slower: the wanted bins then hold most values. */
     const float span = mx - mn;
     const float scale = span > 0 && (float)OS_BINS / span <= FLT_MAX ? (float)OS_BINS / span : 0.0f;
     ptrdiff_t *cnt = calloc(OS_BINS + 1, sizeof(ptrdiff_t));
