@@ -593,3 +593,67 @@ ptrdiff_t ncalc_block_sample(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, p
     free(bcol);
     return set;
 }
+
+int ncalc_breast_blocks(const double *small, ptrdiff_t hh, ptrdiff_t ww, int nbins, double air_min,
+                        double air_max, ptrdiff_t margin, ptrdiff_t fy, ptrdiff_t fx, ptrdiff_t h, ptrdiff_t w,
+                        uint8_t *tissue, int32_t *lo, int32_t *hi, int64_t *bbox)
+{
+    if (!small || !tissue || !lo || !hi || !bbox || hh < 1 || ww < 1 || hh > PTRDIFF_MAX / ww ||
+        nbins < 1 || margin < 0 || fy < 1 || fx < 1 || h < hh * fy || w < ww * fx || w > INT32_MAX)
+        return NCALC_EINVAL;
+    const ptrdiff_t n = hh * ww;
+    double thr;
+    int st = ncalc_otsu(small, n, nbins, &thr); /* NCALC_EINVAL for NaN: the caller's code decides */
+    if (st != NCALC_OK) return st;
+    /* tissue = small > thr; the air fraction 1 - mean(tissue), as NumPy:
+     * the count (exact in float64) over the size */
+    uint8_t *t = malloc((size_t)n);
+    if (!t) return NCALC_ENOMEM;
+    ptrdiff_t set = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        t[i] = small[i] > thr;
+        set += t[i];
+    }
+    const double frac_air = 1.0 - (double)set / (double)n;
+    if (frac_air < air_min || frac_air > air_max) {
+        free(t);
+        return 0;
+    }
+    const ptrdiff_t ncomp = ncalc_largest_component(t, hh, ww, tissue);
+    if (ncomp <= 0) {
+        free(t);
+        return ncomp < 0 ? (int)ncomp : 0;
+    }
+    if (margin > 0) {
+        /* the image border is not skin: the grid padded by margin blocks
+         * copied from its edge (numpy.pad mode "edge"), eroded, cropped */
+        const ptrdiff_t ph = hh + 2 * margin, pw = ww + 2 * margin;
+        uint8_t *pad = ph <= PTRDIFF_MAX / pw ? malloc((size_t)(ph * pw)) : NULL;
+        uint8_t *er = pad ? malloc((size_t)(ph * pw)) : NULL;
+        if (!er) {
+            free(pad);
+            free(t);
+            return NCALC_ENOMEM;
+        }
+        for (ptrdiff_t r = 0; r < ph; r++) {
+            const ptrdiff_t sr = r < margin ? 0 : r >= margin + hh ? hh - 1 : r - margin;
+            const uint8_t *src = tissue + sr * ww;
+            uint8_t *dst = pad + r * pw;
+            memset(dst, src[0], (size_t)margin);
+            memcpy(dst + margin, src, (size_t)ww);
+            memset(dst + margin + ww, src[ww - 1], (size_t)margin);
+        }
+        st = ncalc_erode_l1(pad, ph, pw, margin, er);
+        if (st == NCALC_OK)
+            for (ptrdiff_t r = 0; r < hh; r++) memcpy(tissue + r * ww, er + (r + margin) * pw + margin, (size_t)ww);
+        free(er);
+        free(pad);
+        if (st != NCALC_OK) {
+            free(t);
+            return st;
+        }
+    }
+    free(t);
+    st = ncalc_block_extents(tissue, hh, ww, ww, fy, fx, h, w, lo, hi, bbox);
+    return st < 0 ? st : st == 1 ? 1 : 2;
+}

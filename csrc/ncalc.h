@@ -494,6 +494,25 @@ int ncalc_block_extents(const uint8_t *tissue, ptrdiff_t hh, ptrdiff_t ww, ptrdi
                         ptrdiff_t fx, ptrdiff_t h, ptrdiff_t w, int32_t *lo, int32_t *hi, int64_t *bbox);
 
 /*
+ * The breast mask's steps after the block means, in one call
+ * (napari_calc.core.mask.breast_mask_blocks): small, hh x ww block means;
+ * Otsu's threshold of them with nbins bins (ncalc_otsu); the blocks above
+ * it; when the air fraction 1 - (their number) / (hh ww) is below air_min
+ * or above air_max, returns 0 (the whole image). Else the largest
+ * component with its holes filled (ncalc_largest_component; 0 returned
+ * when there is none), eroded by the city-block ball of radius margin
+ * (ncalc_erode_l1) on the grid padded by margin blocks copied from its
+ * edge (numpy.pad mode "edge"), into tissue (hh x ww, 0 or 1); then lo,
+ * hi and bbox as ncalc_block_extents makes them of tissue (h, w the full
+ * size). Returns 1, or 2 when the eroded mask is empty (bbox untouched);
+ * NCALC_EINVAL for a NaN or infinite block mean (as ncalc_otsu) or a bad
+ * argument. tissue is written only when 1 or 2 is returned. Serial.
+ */
+int ncalc_breast_blocks(const double *small, ptrdiff_t hh, ptrdiff_t ww, int nbins, double air_min,
+                        double air_max, ptrdiff_t margin, ptrdiff_t fy, ptrdiff_t fx, ptrdiff_t h, ptrdiff_t w,
+                        uint8_t *tissue, int32_t *lo, int32_t *hi, int64_t *bbox);
+
+/*
  * Samples of the noise-level function (napari_calc.core.score.
  * noise_level_function), exactly NumPy's float32 arithmetic. img: planes
  * images of rows x cols (rows >= 3, cols >= 3) of dtype, row r of plane p

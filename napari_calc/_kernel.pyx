@@ -605,6 +605,39 @@ def block_extents(tissue not None, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t h, P
     return bbox, (lo[:h], hi[:h])
 
 
+cdef extern from "ncalc.h" nogil:
+    int ncalc_breast_blocks(const double *small, Py_ssize_t hh, Py_ssize_t ww, int nbins, double air_min,
+                            double air_max, Py_ssize_t margin, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t h,
+                            Py_ssize_t w, uint8_t *tissue, int32_t *lo, int32_t *hi, int64_t *bbox)
+
+
+def breast_blocks(const cnp.float64_t[:, ::1] small not None, int nbins, double air_min, double air_max,
+                  Py_ssize_t margin, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t h, Py_ssize_t w):
+    """The breast mask's steps after the block means in one call (see
+    ncalc_breast_blocks in csrc/ncalc.h): ``None`` when the whole image is
+    kept, else ``(tissue, bbox, (lo, hi))``: the eroded working-resolution
+    mask (bool, hh x ww), the box (None when it is empty) and the rows'
+    extents (int32, h each), as ``block_extents(tissue, fy, fx, h, w)``
+    gives them. ValueError for a NaN or infinite block mean."""
+    cdef Py_ssize_t hh = small.shape[0], ww = small.shape[1]
+    if hh < 1 or ww < 1 or fy < 1 or fx < 1 or h < hh * fy or w < ww * fx:
+        raise ValueError("napari-calc kernel: invalid argument")
+    cdef cnp.ndarray[cnp.uint8_t, ndim=2] tissue = np.empty((hh, ww), np.uint8)
+    cdef cnp.ndarray[cnp.int32_t, ndim=1] lo = np.empty(h, np.int32)
+    cdef cnp.ndarray[cnp.int32_t, ndim=1] hi = np.empty(h, np.int32)
+    cdef int64_t box[4]
+    cdef int st
+    with nogil:
+        st = ncalc_breast_blocks(&small[0, 0], hh, ww, nbins, air_min, air_max, margin, fy, fx, h, w,
+                                 &tissue[0, 0], <int32_t *>&lo[0], <int32_t *>&hi[0], box)
+    if st < 0:
+        _check(st)
+    if st == 0:
+        return None
+    bbox = (int(box[0]), int(box[1]), int(box[2]), int(box[3])) if st == 1 else None
+    return tissue.view(bool), bbox, (lo, hi)
+
+
 def mask_row_ranges(mask not None, int pad=0, int nthreads=0):
     """Per row, the column range ``[lo, hi)`` of a 2-D uint8 mask (rows
     contiguous) grown by ``pad`` pixels in every direction: ``(lo, hi)``,

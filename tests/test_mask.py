@@ -212,3 +212,70 @@ def test_noise_level_function_same_with_the_block_mask(phantom, monkeypatch, ker
     for kw in (dict(), dict(max_samples=5000)):
         for a, b in zip(S.noise_level_function(img, blocks, **kw), S.noise_level_function(img, blocks.full(), **kw)):
             np.testing.assert_array_equal(a, b)
+
+
+def test_breast_blocks_in_c_is_the_numpy_code(monkeypatch, spy):
+    """breast_mask_blocks's steps after the block means in one C call
+    (``_kernel.breast_blocks``) give the NumPy/SciPy code's working mask,
+    box and row extents: a disc of tissue in air at random places and
+    sizes (air fractions from almost none to almost all, so the whole-image
+    cases too), noise, blocks of 1-4 pixels with rows and columns left
+    over, blocks on the threshold itself, margins 0-5 (masks eroded away
+    included); a NaN block mean is left to the NumPy code."""
+    import importlib
+
+    from napari_calc import _kernel
+
+    M = importlib.import_module("napari_calc.core.mask")
+    rng = np.random.default_rng(21)
+    calls = spy(_kernel, "breast_blocks")
+    kinds = {"whole": 0, "mask": 0, "empty": 0}
+    for case in range(150):
+        hh, ww = (int(v) for v in rng.integers(4, 36, 2))
+        fy, fx = (int(v) for v in rng.integers(1, 5, 2))
+        yy, xx = np.mgrid[:hh, :ww]
+        # (the centre up to half a side outside: the disc also widens towards an edge)
+        disc = np.hypot(yy - rng.uniform(-0.5, 1.5) * hh, xx - rng.uniform(-0.5, 1.5) * ww) < rng.uniform(0, hh + ww)
+        if case % 2:
+            grid = np.where(disc, 1000, 100) + rng.integers(0, 300, (hh, ww))
+        else:   # values 0-512: Otsu's bin centres are the odd integers, so blocks on the threshold itself
+            grid = np.where(disc, 300, 0) + rng.integers(0, 213, (hh, ww))
+            grid.flat[[0, -1]] = 0, 512
+        if case % 15 < 2 and hh * ww >= 40:   # one air block in tissue or one tissue block in air: the whole image
+            grid = (100 if case % 15 else 1000) + rng.integers(0, 30, (hh, ww))
+            grid.flat[rng.integers(hh * ww)] = 1000 if case % 15 else 100
+        img = np.repeat(np.repeat(grid, fy, axis=0), fx, axis=1).astype(np.uint16)   # block means: grid
+        img = np.pad(img, ((0, int(rng.integers(0, fy))), (0, int(rng.integers(0, fx)))), mode="reflect")
+        margin = float(rng.integers(0, 6))
+        args = (img, (1.0 / fy, 1.0 / fx))
+        monkeypatch.setattr(M, "_MASK_KERNEL", True)
+        got = M.breast_mask_blocks(*args, skin_margin_mm=margin)
+        monkeypatch.setattr(M, "_MASK_KERNEL", False)
+        want = M.breast_mask_blocks(*args, skin_margin_mm=margin)
+        assert (got[0].fy, got[0].fx, got[0].shape) == (want[0].fy, want[0].fx, want[0].shape)
+        assert got[0].shape == img.shape
+        np.testing.assert_array_equal(got[0].tissue, want[0].tissue)
+        assert got[0].tissue.dtype == bool
+        assert got[1] == want[1]
+        for a, b in zip(got[2], want[2]):
+            assert a.dtype == np.int32 and a.shape == (img.shape[0],)
+            np.testing.assert_array_equal(a, b)
+        kinds["whole" if got[0].tissue.all() and got[1] == (0, img.shape[0], 0, img.shape[1])
+              else "empty" if got[1] is None else "mask"] += 1
+    assert len(calls) == 150
+    assert min(kinds.values()) >= 10, kinds
+    # a NaN block mean: the kernel refuses it, and the NumPy code decides
+    img = np.full((40, 40), 100, np.float32)
+    img[10:30, 10:30] = 1000
+    with pytest.raises(ValueError):
+        _kernel.breast_blocks(M.block_mean(np.where(img == 100, np.nan, img).astype(np.float32), 1, 1),
+                              256, 0.03, 0.97, 1, 1, 1, 40, 40)
+    with pytest.raises(ValueError):
+        _kernel.breast_blocks(np.ones((4, 4)), 256, 0.03, 0.97, 1, 2, 2, 7, 8)   # fewer rows than the blocks
+    img[0, 0] = np.nan
+    monkeypatch.setattr(M, "_MASK_KERNEL", True)
+    with pytest.raises(ValueError):   # NumPy's histogram refuses a NaN range, as before the kernel
+        M.breast_mask_blocks(img, 1.0)
+    monkeypatch.setattr(M, "_MASK_KERNEL", False)
+    with pytest.raises(ValueError):
+        M.breast_mask_blocks(img, 1.0)

@@ -41,6 +41,9 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 #: Use the C kernel for the histogram of otsu_threshold and the erosion
 #: (tests switch it off to compare with the NumPy/SciPy code).
 _MASK_KERNEL = True
+#: Below this air fraction, or above the other, the image shows no clear
+#: air background and the whole image is kept (see breast_mask).
+_AIR_MIN, _AIR_MAX = 0.03, 0.97
 
 
 def _kernel_with(name: str):
@@ -242,10 +245,24 @@ def breast_mask_blocks(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float 
     if hh < 4 or ww < 4:
         return all_of_it, whole, every
     small = block_mean(pixels, fy, fx, n_threads)
+    margin = int(round(skin_margin_mm / work_mm))
+    kern = _kernel_with("breast_blocks")
+    if kern is not None:
+        # the steps below in one C call (a NaN block mean: as below)
+        try:
+            got = kern.breast_blocks(np.ascontiguousarray(small), 256, _AIR_MIN, _AIR_MAX, max(margin, 0),
+                                     fy, fx, h, w)
+        except ValueError:
+            got = False
+        if got is None:
+            return all_of_it, whole, every
+        if got is not False:
+            tissue, bbox, extents = got
+            return BlockMask(tissue, fy, fx, (h, w)), bbox, extents
     thr = otsu_threshold(small)
     tissue = small > thr
     frac_air = 1.0 - tissue.mean()
-    if frac_air < 0.03 or frac_air > 0.97:
+    if frac_air < _AIR_MIN or frac_air > _AIR_MAX:
         return all_of_it, whole, every
     kern = _kernel_with("largest_component")
     if kern is not None:
@@ -258,7 +275,6 @@ def breast_mask_blocks(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float 
             tissue = _fill_holes(labels == (1 + int(np.argmax(sizes))))
     if n == 0:
         return all_of_it, whole, every
-    margin = int(round(skin_margin_mm / work_mm))
     if margin > 0:
         # the image border is not skin: pad with tissue before eroding
         tissue = _erode_diamond(np.pad(tissue, margin, mode="edge"), margin)[margin:-margin, margin:-margin]

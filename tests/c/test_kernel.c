@@ -1395,6 +1395,91 @@ static void block_extents(void)
     CHECK(ncalc_block_extents(&one, 1, 1, 1, 1, 1, 1, 1, NULL, b, box) == NCALC_EINVAL, "block extents: NULL");
 }
 
+/* ncalc_breast_blocks against its steps called one by one (ncalc_otsu,
+ * the blocks above the threshold, ncalc_largest_component, the edge-padded
+ * grid through ncalc_erode_l1, ncalc_block_extents): a disc of tissue in
+ * air at random places and sizes (air fractions from about 0 to 1), noise,
+ * half of them with blocks on the threshold itself, margins 0 to 5; NaN
+ * refused; tissue untouched for the whole image. */
+static void breast_blocks(void)
+{
+    int kinds[3] = {0, 0, 0};
+    for (int it = 0; it < 300; it++) {
+        const ptrdiff_t hh = 4 + rnd() % 30, ww = 4 + rnd() % 30, fy = 1 + rnd() % 4, fx = 1 + rnd() % 4;
+        const ptrdiff_t h = hh * fy + rnd() % fy, w = ww * fx + rnd() % fx, n = hh * ww;
+        const ptrdiff_t margin = rnd() % 6;
+        /* (the centre up to half a side outside: the disc also widens towards an edge) */
+        const double cy = ((double)(rnd() % 200) / 100.0 - 0.5) * (double)hh;
+        const double cx = ((double)(rnd() % 200) / 100.0 - 0.5) * (double)ww;
+        const double rad = (double)(rnd() % 100) / 100.0 * (double)(hh + ww);
+        double *small = malloc(sizeof(double) * (size_t)n);
+        uint8_t *t = malloc((size_t)n), *comp = malloc((size_t)n), *want = malloc((size_t)n),
+                *got = malloc((size_t)n);
+        int32_t *lo = malloc(sizeof(int32_t) * (size_t)h), *hi = malloc(sizeof(int32_t) * (size_t)h);
+        int32_t *wlo = malloc(sizeof(int32_t) * (size_t)h), *whi = malloc(sizeof(int32_t) * (size_t)h);
+        for (ptrdiff_t i = 0; i < hh; i++)
+            for (ptrdiff_t j = 0; j < ww; j++) {
+                const double d = hypot((double)i - cy, (double)j - cx);
+                small[i * ww + j] = it % 2 ? (d < rad ? 1000.0 : 100.0) + (double)(rnd() % 300)
+                                           : (d < rad ? 300.0 : 0.0) + (double)(rnd() % 213);
+            }
+        if (it % 2 == 0) { /* range [0, 512]: the bins' centres are the odd integers, so some blocks
+                            * lie on the threshold itself (not tissue: above it only) */
+            small[0] = 0.0;
+            small[n - 1] = 512.0;
+        }
+        if (it % 15 < 2 && n >= 40) { /* one air block in tissue, or one tissue block in air: the whole image */
+            for (ptrdiff_t i = 0; i < n; i++) small[i] = (it % 15 ? 100.0 : 1000.0) + (double)(rnd() % 30);
+            small[rnd() % n] = it % 15 ? 1000.0 : 100.0;
+        }
+        /* the steps one by one */
+        double thr;
+        CHECK(ncalc_otsu(small, n, 256, &thr) == NCALC_OK, "breast blocks: otsu");
+        ptrdiff_t set = 0;
+        for (ptrdiff_t i = 0; i < n; i++) set += t[i] = small[i] > thr;
+        const double air = 1.0 - (double)set / (double)n;
+        int64_t wbox[4] = {-9, -9, -9, -9}, box[4] = {-9, -9, -9, -9};
+        int expect = 0;
+        if (!(air < 0.03 || air > 0.97) && ncalc_largest_component(t, hh, ww, comp) > 0) {
+            const ptrdiff_t ph = hh + 2 * margin, pw = ww + 2 * margin;
+            uint8_t *pad = malloc((size_t)(ph * pw)), *er = malloc((size_t)(ph * pw));
+            for (ptrdiff_t r = 0; r < ph; r++)
+                for (ptrdiff_t c = 0; c < pw; c++) {
+                    const ptrdiff_t sr = r < margin ? 0 : r >= margin + hh ? hh - 1 : r - margin;
+                    const ptrdiff_t sc = c < margin ? 0 : c >= margin + ww ? ww - 1 : c - margin;
+                    pad[r * pw + c] = comp[sr * ww + sc];
+                }
+            CHECK(ncalc_erode_l1(pad, ph, pw, margin, er) == NCALC_OK, "breast blocks: erode");
+            for (ptrdiff_t r = 0; r < hh; r++)
+                for (ptrdiff_t c = 0; c < ww; c++) want[r * ww + c] = er[(r + margin) * pw + margin + c];
+            expect = ncalc_block_extents(want, hh, ww, ww, fy, fx, h, w, wlo, whi, wbox) == 1 ? 1 : 2;
+            free(pad); free(er);
+        }
+        memset(got, 7, (size_t)n);
+        const int st = ncalc_breast_blocks(small, hh, ww, 256, 0.03, 0.97, margin, fy, fx, h, w, got, lo, hi, box);
+        CHECK(st == expect, "breast blocks %d: %d for %d", it, st, expect);
+        kinds[st >= 0 && st <= 2 ? st : 0]++;
+        if (st == 0)
+            for (ptrdiff_t i = 0; i < n; i++) CHECK(got[i] == 7, "breast blocks: tissue untouched");
+        if (st > 0 && st == expect) {
+            CHECK(memcmp(got, want, (size_t)n) == 0, "breast blocks %d: tissue", it);
+            CHECK(memcmp(lo, wlo, sizeof(int32_t) * (size_t)h) == 0 &&
+                  memcmp(hi, whi, sizeof(int32_t) * (size_t)h) == 0, "breast blocks %d: extents", it);
+            CHECK(memcmp(box, wbox, sizeof box) == 0, "breast blocks %d: box", it);
+        }
+        if (it == 0) {
+            small[n / 2] = NAN;
+            CHECK(ncalc_breast_blocks(small, hh, ww, 256, 0.03, 0.97, margin, fy, fx, h, w, got, lo, hi, box) ==
+                  NCALC_EINVAL, "breast blocks: NaN");
+            CHECK(ncalc_breast_blocks(small, hh, ww, 256, 0.03, 0.97, margin, fy, fx, hh * fy - 1, w, got, lo, hi,
+                                      box) == NCALC_EINVAL, "breast blocks: h < hh fy");
+        }
+        free(small); free(t); free(comp); free(want); free(got); free(lo); free(hi); free(wlo); free(whi);
+    }
+    CHECK(kinds[0] > 10 && kinds[1] > 10 && kinds[2] > 0, "breast blocks: cases %d %d %d", kinds[0], kinds[1],
+          kinds[2]);
+}
+
 /* ncalc_feature_parts on rows worked by hand. */
 static void feature_parts(void)
 {
@@ -1519,6 +1604,7 @@ int main(void)
     block_sample();
     nlf_fit_edges();
     block_extents();
+    breast_blocks();
     feature_parts();
     buffer_pool();
     ncalc_release_buffers(); /* nothing left for the leak checkers */
