@@ -310,81 +310,122 @@ int ncalc_erode_l1(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t n
     return NCALC_OK;
 }
 
-/* Flood fill from seed: every pixel 4-connected to it through pixels with
- * lab == from gets lab = to; returns their number. lab is padded (row
- * length w, a border that is neither from nor to), so no neighbour test
- * needs the row and column (a division per pixel took most of the time).
- * stack: room for every pixel. */
-static ptrdiff_t flood(int32_t *lab, ptrdiff_t w, ptrdiff_t seed, int32_t from, int32_t to,
-                       ptrdiff_t *stack)
+/* Runs of a row: [c0, c1) of consecutive set pixels. */
+typedef struct {
+    int32_t c0, c1;
+} run_t;
+
+/* The root of i (union-find with path halving). */
+static int32_t uf_find(int32_t *par, int32_t i)
 {
-    ptrdiff_t top = 0, count = 0;
-    lab[seed] = to;
-    stack[top++] = seed;
-    while (top > 0) {
-        const ptrdiff_t i = stack[--top];
-        count++;
-        if (lab[i - w] == from) { lab[i - w] = to; stack[top++] = i - w; }
-        if (lab[i + w] == from) { lab[i + w] = to; stack[top++] = i + w; }
-        if (lab[i - 1] == from) { lab[i - 1] = to; stack[top++] = i - 1; }
-        if (lab[i + 1] == from) { lab[i + 1] = to; stack[top++] = i + 1; }
+    while (par[i] != i) {
+        par[i] = par[par[i]];
+        i = par[i];
     }
-    return count;
+    return i;
+}
+
+/* Joins the sets of a and b under the smaller root: a set's root is then
+ * its first run in raster order. */
+static void uf_union(int32_t *par, int32_t a, int32_t b)
+{
+    a = uf_find(par, a);
+    b = uf_find(par, b);
+    if (a < b) par[b] = a;
+    else if (b < a) par[a] = b;
+}
+
+/* Joins each run of row r (runs start[r] .. start[r + 1] - 1) with the runs
+ * of row r - 1 it touches on a side (4-connected: their columns overlap). */
+static void join_rows(const run_t *run, const int32_t *start, ptrdiff_t r, int32_t *par)
+{
+    int32_t p = start[r - 1], q = start[r];
+    const int32_t pe = start[r], qe = start[r + 1];
+    while (p < pe && q < qe) {
+        if (run[p].c1 <= run[q].c0) {
+            p++;
+        } else if (run[q].c1 <= run[p].c0) {
+            q++;
+        } else {
+            uf_union(par, p, q);
+            if (run[p].c1 < run[q].c1) p++;
+            else q++;
+        }
+    }
+}
+
+/* The runs of the pixels with a != 0 when set, == 0 when not, rows x
+ * cols; start: rows + 1 run indices. Returns their number. */
+static int32_t row_runs(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, int set, run_t *run, int32_t *start)
+{
+    int32_t n = 0;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const uint8_t *ar = a + r * cols;
+        start[r] = n;
+        ptrdiff_t c = 0;
+        while (c < cols) {
+            while (c < cols && (ar[c] != 0) != set) c++;
+            if (c == cols) break;
+            const ptrdiff_t c0 = c;
+            while (c < cols && (ar[c] != 0) == set) c++;
+            run[n].c0 = (int32_t)c0;
+            run[n].c1 = (int32_t)c;
+            n++;
+        }
+    }
+    start[rows] = n;
+    return n;
 }
 
 ptrdiff_t ncalc_largest_component(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, uint8_t *out)
 {
     if (!a || !out || rows < 1 || cols < 1 || rows > INT32_MAX / cols) return NCALC_EINVAL;
-    /* labels with a border of one pixel (PAD) around the image */
-    const int32_t PAD = -2;
-    const ptrdiff_t w = cols + 2, np = (rows + 2) * w;
-    int32_t *lab = malloc(sizeof(int32_t) * (size_t)np);
-    ptrdiff_t *stack = malloc(sizeof(ptrdiff_t) * (size_t)(rows * cols));
-    if (!lab || !stack) {
-        free(lab);
-        free(stack);
+    /* The components as runs of set pixels joined with union-find: each
+     * component's root is its first run in raster order, so the raster
+     * order of the roots is scipy.ndimage.label's numbering. */
+    const ptrdiff_t max_runs = rows * ((cols + 1) / 2);
+    run_t *run = malloc(sizeof(run_t) * (size_t)max_runs);
+    int32_t *start = malloc(sizeof(int32_t) * (size_t)(rows + 1));
+    int32_t *par = malloc(sizeof(int32_t) * (size_t)max_runs);
+    int64_t *size = malloc(sizeof(int64_t) * (size_t)max_runs);
+    uint8_t *edge = malloc((size_t)max_runs), *keep = malloc((size_t)(rows * cols));
+    if (!run || !start || !par || !size || !edge || !keep) {
+        free(run); free(start); free(par); free(size); free(edge); free(keep);
         return NCALC_ENOMEM;
     }
-    /* -1: foreground not yet labelled, 0: background; components are
-     * numbered from 1 in the raster order of their first pixel */
-    for (ptrdiff_t i = 0; i < w; i++) lab[i] = lab[np - w + i] = PAD;
-    for (ptrdiff_t r = 0; r < rows; r++) {
-        int32_t *l = lab + (r + 1) * w;
-        const uint8_t *ar = a + r * cols;
-        l[0] = l[cols + 1] = PAD;
-        for (ptrdiff_t c = 0; c < cols; c++) l[c + 1] = ar[c] ? -1 : 0;
-    }
-    int32_t ncomp = 0, best = 0;
-    ptrdiff_t best_size = 0;
-    for (ptrdiff_t r = 1; r <= rows; r++)
-        for (ptrdiff_t i = r * w + 1; i <= r * w + cols; i++) {
-            if (lab[i] != -1) continue;
-            const ptrdiff_t size = flood(lab, w, i, -1, ++ncomp, stack);
-            if (size > best_size) { /* the first of the largest */
-                best_size = size;
-                best = ncomp;
-            }
+    const int32_t n = row_runs(a, rows, cols, 1, run, start);
+    for (int32_t k = 0; k < n; k++) par[k] = k;
+    for (ptrdiff_t r = 1; r < rows; r++) join_rows(run, start, r, par);
+    ptrdiff_t ncomp = 0;
+    int32_t best = -1;
+    for (int32_t k = 0; k < n; k++) size[k] = 0;
+    for (int32_t k = 0; k < n; k++) size[uf_find(par, k)] += run[k].c1 - run[k].c0;
+    for (int32_t k = 0; k < n; k++)
+        if (par[k] == k) { /* a root: one per component */
+            ncomp++;
+            if (best < 0 || size[k] > size[best]) best = k; /* the first of the largest */
         }
     if (ncomp > 0) {
-        /* background (everything but the kept component) reached from the
-         * image border stays background; the rest (holes) is filled */
-        for (ptrdiff_t r = 1; r <= rows; r++)
-            for (ptrdiff_t i = r * w + 1; i <= r * w + cols; i++) lab[i] = lab[i] == best ? 1 : 0;
-        for (ptrdiff_t c = 1; c <= cols; c++) { /* the first and last rows */
-            if (lab[w + c] == 0) flood(lab, w, w + c, 0, 2, stack);
-            if (lab[rows * w + c] == 0) flood(lab, w, rows * w + c, 0, 2, stack);
-        }
-        for (ptrdiff_t r = 1; r <= rows; r++) { /* the first and last columns */
-            if (lab[r * w + 1] == 0) flood(lab, w, r * w + 1, 0, 2, stack);
-            if (lab[r * w + cols] == 0) flood(lab, w, r * w + cols, 0, 2, stack);
-        }
-        for (ptrdiff_t r = 0; r < rows; r++) {
-            const int32_t *l = lab + (r + 1) * w + 1;
-            for (ptrdiff_t c = 0; c < cols; c++) out[r * cols + c] = l[c] != 2;
-        }
+        /* keep: the chosen component; then the runs of everything else,
+         * joined the same way: those of a set reaching the image border
+         * stay background, the others (holes) are filled */
+        memset(keep, 0, (size_t)(rows * cols));
+        for (ptrdiff_t r = 0; r < rows; r++)
+            for (int32_t k = start[r]; k < start[r + 1]; k++)
+                if (uf_find(par, k) == best) memset(keep + r * cols + run[k].c0, 1, (size_t)(run[k].c1 - run[k].c0));
+        const int32_t m = row_runs(keep, rows, cols, 0, run, start);
+        for (int32_t k = 0; k < m; k++) par[k] = k;
+        for (ptrdiff_t r = 1; r < rows; r++) join_rows(run, start, r, par);
+        memset(edge, 0, (size_t)m);
+        for (ptrdiff_t r = 0; r < rows; r++)
+            for (int32_t k = start[r]; k < start[r + 1]; k++)
+                if (r == 0 || r == rows - 1 || run[k].c0 == 0 || run[k].c1 == cols) edge[uf_find(par, k)] = 1;
+        memset(out, 1, (size_t)(rows * cols));
+        for (ptrdiff_t r = 0; r < rows; r++)
+            for (int32_t k = start[r]; k < start[r + 1]; k++)
+                if (edge[uf_find(par, k)]) memset(out + r * cols + run[k].c0, 0, (size_t)(run[k].c1 - run[k].c0));
     }
-    free(lab);
-    free(stack);
+    free(run); free(start); free(par); free(size); free(edge); free(keep);
     return ncomp;
 }
 

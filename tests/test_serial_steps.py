@@ -471,7 +471,51 @@ def _largest_filled_scipy(a):
     return n, ndi.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (8, 1), (3, 3), (17, 23), (120, 97)])
+def _connectivity_cases(shape):
+    """Masks whose components join late or only at corners: a
+    checkerboard (corners only: 4-connected, every pixel its own
+    component), combs joined at their bottom or top row, a spiral,
+    a ring holding another component in its hole, and two ties between
+    components of the same size (the first in raster order wins, whichever
+    ends first)."""
+    h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    out = [(yy + xx) % 2 == 0, (yy + xx) % 2 == 1]
+    comb = (xx % 3 == 0)
+    comb_b, comb_t = comb.copy(), comb.copy()
+    comb_b[-1] = True
+    comb_t[0] = True
+    out += [comb_b, comb_t, comb_b & (yy % 4 != 1)]
+    spiral = np.zeros(shape, bool)
+    r0, r1, c0, c1, k = 0, h - 1, 0, w - 1, 0
+    while r0 <= r1 and c0 <= c1:
+        if k % 2 == 0:
+            spiral[r0, c0:c1 + 1] = True
+            spiral[r0:r1 + 1, c1] = True
+            spiral[r1, c0:c1 + 1] = True
+            spiral[r0 + 2:r1 + 1, c0] = True
+        r0, r1, c0, c1, k = r0 + 2, r1 - 2, c0 + 2, c1 - 2, k + 1
+    out.append(spiral)
+    if min(shape) >= 9:
+        ring = np.zeros(shape, bool)
+        ring[1:h - 1, 1:w - 1] = True
+        ring[3:h - 3, 3:w - 3] = False
+        ring[h // 2, w // 2] = True       # another component, in the ring's hole
+        out.append(ring)
+        bars = np.zeros(shape, bool)
+        bars[2:h - 1, 1] = True           # the later one in raster order ...
+        bars[1:h - 2, w - 2] = True       # ... and this one, the same size, a row higher: the first
+        out.append(bars)
+        tie = np.zeros(shape, bool)
+        s = min(h, w) - 4
+        tie[1:1 + s, w - 2] = True         # first in raster order, and ends last
+        tie[2, 1:1 + s] = True             # the same size, within one row
+        out.append(tie)
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (8, 1), (3, 3), (17, 23), (120, 97), (1, 300), (300, 1),
+                                   (292, 237)])
 def test_largest_component_is_scipys(shape):
     from scipy import ndimage as ndi
 
@@ -495,6 +539,7 @@ def test_largest_component_is_scipys(shape):
         b[0:7, 0:7] = True
         b[0:3, 2:4] = False
         cases.append(b)
+    cases += _connectivity_cases(shape)
     for a in cases:
         n, got = _kernel.largest_component(a)
         n_ref, ref = _largest_filled_scipy(a)
