@@ -981,7 +981,7 @@ static int oct_plan(const double *s, int n, ptrdiff_t rows, ptrdiff_t cols, doub
         /* The fused row kernel (oct_row) has its tap loops unrolled for radii
          * up to 8; beyond, its generic loop is up to 7x slower than dog_row's
          * vertical bank (measured with truncate 4 at 0.035-0.1 mm; see
-         * docs/performance.md), so longer kernels take dog_row. Both give the
+         * docs/performance-log.md), so longer kernels take dog_row. Both give the
          * same bits. */
         l->fused = l->b.rmax <= 8;
         if (e == n - 1) return NCALC_OK;

@@ -98,7 +98,7 @@ TRUNCATE = 3.0
 #: next level down (half the resolution), as in SIFT. With TRUNCATE this
 #: was chosen on validation phantoms (seeds 1100-1123) against (4.0, 1.9)
 #: and the exact DoG: the same FROC; on 4096x3328 the DoG takes 46-62 ms
-#: against 67-84 ms and 264-366 ms (benchmarks/speed.py, docs/performance.md).
+#: against 67-84 ms and 264-366 ms (benchmarks/speed.py, docs/performance-log.md).
 OCTAVE_SPLIT_SIGMA = 1.2
 #: Default operating threshold on the calibrated score (see DetectionParams.min_score):
 #: a calcification is reported when it is more likely than not.
