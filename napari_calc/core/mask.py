@@ -38,8 +38,9 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(centers[int(np.argmax(between))])
 
 
-#: Use the C kernel for the histogram of otsu_threshold and the erosion
-#: (tests switch it off to compare with the NumPy/SciPy code).
+#: Use the C kernels of the mask: the histogram of otsu_threshold, the
+#: erosion, and breast_mask_blocks's steps after the block means in one
+#: call (tests switch them off to compare with the NumPy/SciPy code).
 _MASK_KERNEL = True
 #: Below this air fraction, or above the other, the image shows no clear
 #: air background and the whole image is kept (see breast_mask).
