@@ -8,7 +8,10 @@ This script loads two built extension files (``napari_calc/_kernel*.so``
 of two checkouts) side by side and runs ``napari_calc.detect`` with one,
 then with the other, round after round, so that both see the same moments
 of the machine. It prints each build's median and minimum, and the median
-of the paired differences (A - B), which is what to read.
+of the paired differences (A - B), which is what to read. First it says
+whether the two builds give ``detect`` the same tables (calcifications,
+clusters and extra, compared exactly, at each thread count timed): a
+speed-up is meant to leave them as they were.
 
 Only the kernel differs: the Python code is this checkout's, and it finds
 the kernel as ``napari_calc._kernel`` at each call. Both builds must
@@ -74,6 +77,27 @@ def check_build(path: str, mod, img, spacing) -> None:
                          f"calls ({e}); build both from checkouts with the same kernel interface")
 
 
+def compare_tables(builds, img, spacing, threads) -> str:
+    """One line: whether ``detect`` gives the same calcifications, clusters
+    and extra tables (``pandas.testing.assert_frame_equal``, exactly) with
+    both builds at each thread count, or the first difference."""
+    import pandas as pd
+
+    for nt in threads:
+        got = {}
+        for key in ("A", "B"):
+            use(builds[key])
+            got[key] = napari_calc.detect(img, spacing, n_threads=nt)
+        for name in ("calcifications", "clusters", "extra"):
+            try:
+                pd.testing.assert_frame_equal(getattr(got["A"], name), getattr(got["B"], name), check_exact=True)
+            except AssertionError as e:
+                first = " ".join(str(e).split())[:200]
+                return f"# tables DIFFER at {nt} thread(s): {name}: {first}"
+    counts = ", ".join(str(nt) for nt in threads)
+    return f"# tables: identical with both builds (calcifications, clusters, extra; {counts} thread(s))"
+
+
 def captured_args(img, spacing, names):
     """The arguments ``detect`` gives the kernel functions ``names``
     (``dog_octaves`` and ``noise_nms`` with the two in separate calls,
@@ -128,6 +152,9 @@ def main(argv=None):
             raise SystemExit(f"ab_kernel: detect did not call {', '.join(missing)} on this image")
     print(f"# A = {args.a}\n# B = {args.b}\n# {args.shape[0]}x{args.shape[1]} at {args.spacing} mm, "
           f"{args.rounds} rounds; ms per call")
+    if not args.kernel:
+        print(compare_tables(builds, img, args.spacing, args.threads), flush=True)
+        use(builds["A"])
     for nt in args.threads:
         if args.kernel:
             a, k = seen[args.kernel]

@@ -51,10 +51,34 @@ def test_ab_kernel_runs_two_builds_side_by_side():
         for nt in (1, 2):
             assert f"{what} threads={nt}: A median" in res.stdout, res.stdout
         assert "A - B paired median" in res.stdout
+        # the same build twice: the same tables (the kernel alone: not compared)
+        assert ("# tables: identical with both builds" in res.stdout) == (not extra), res.stdout
     res = subprocess.run([sys.executable, script, so, str(ROOT / "no-such.so")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode != 0
     assert "no-such.so: no such file" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_ab_kernel_says_when_the_builds_give_other_tables(tmp_path):
+    """A second build whose results differ (here a stand-in that puts no
+    calcification in a cluster) is timed all the same, and the output
+    says first which table differs."""
+    import napari_calc._kernel as kern
+
+    other = tmp_path / "no_clusters.py"
+    other.write_text(
+        "import numpy as np\n"
+        "from napari_calc._kernel import *  # noqa: F401,F403\n"
+        "def radius_clusters(pos, radius, min_size, nthreads=0):\n"
+        "    return np.full(len(pos), -1, dtype=np.int64)\n")
+    script = str(ROOT / "benchmarks" / "ab_kernel.py")
+    res = subprocess.run([sys.executable, script, kern.__file__, str(other), "--shape", "1200", "960",
+                          "--spacing", "0.1", "--rounds", "1", "--threads", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "# tables DIFFER at 1 thread(s): calcifications:" in res.stdout, res.stdout
+    assert "cluster_id" in res.stdout
+    assert "detect threads=1: A median" in res.stdout
 
 
 def test_ab_kernel_refuses_a_build_of_another_interface(tmp_path):
