@@ -59,22 +59,29 @@ def test_ab_kernel_runs_two_builds_side_by_side():
     assert "no-such.so: no such file" in res.stderr and "Traceback" not in res.stderr
 
 
+def _ab_against_stand_in(path, source, shape):
+    """``benchmarks/ab_kernel.py`` with this build as A and, as B, the
+    Python stand-in ``source`` written to ``path`` (one round, 1 thread)."""
+    import napari_calc._kernel as kern
+
+    path.write_text(source)
+    script = str(ROOT / "benchmarks" / "ab_kernel.py")
+    return subprocess.run([sys.executable, script, kern.__file__, str(path), "--shape", str(shape[0]),
+                           str(shape[1]), "--spacing", "0.1", "--rounds", "1", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300)
+
+
 def test_ab_kernel_says_when_the_builds_give_other_tables(tmp_path):
     """A second build whose results differ (here a stand-in that puts no
     calcification in a cluster) is timed all the same, and the output
     says first which table differs."""
-    import napari_calc._kernel as kern
-
-    other = tmp_path / "no_clusters.py"
-    other.write_text(
+    res = _ab_against_stand_in(
+        tmp_path / "no_clusters.py",
         "import numpy as np\n"
         "from napari_calc._kernel import *  # noqa: F401,F403\n"
         "def radius_clusters(pos, radius, min_size, nthreads=0):\n"
-        "    return np.full(len(pos), -1, dtype=np.int64)\n")
-    script = str(ROOT / "benchmarks" / "ab_kernel.py")
-    res = subprocess.run([sys.executable, script, kern.__file__, str(other), "--shape", "1200", "960",
-                          "--spacing", "0.1", "--rounds", "1", "--threads", "1"],
-                         capture_output=True, text=True, timeout=300)
+        "    return np.full(len(pos), -1, dtype=np.int64)\n",
+        shape=(1200, 960))
     assert res.returncode == 0, res.stderr[-2000:]
     assert "# tables DIFFER at 1 thread(s): calcifications:" in res.stdout, res.stdout
     assert "cluster_id" in res.stdout
@@ -86,10 +93,9 @@ def test_ab_kernel_refuses_a_build_of_another_interface(tmp_path):
     passes (here a stand-in whose noise_nms and dog_noise_nms have no
     ``top``, as the builds before it) is one line naming the file, not a
     traceback."""
-    import napari_calc._kernel as kern
-
     old = tmp_path / "old_kernel.py"
-    old.write_text(
+    res = _ab_against_stand_in(
+        old,
         "from napari_calc._kernel import *  # noqa: F401,F403\n"
         "from napari_calc import _kernel as _k\n"
         "def noise_nms(resp, tile, mask=None, min_count=16, k=3.0, radius=1, nthreads=0, values=False,\n"
@@ -98,11 +104,8 @@ def test_ab_kernel_refuses_a_build_of_another_interface(tmp_path):
         "def dog_noise_nms(img, sigmas, truncate, split_sigma, max_levels, nthreads, out, ranges, tile,\n"
         "                  mask=None, min_count=16, k=3.0, radius=1, blocks=None):\n"
         "    return _k.dog_noise_nms(img, sigmas, truncate, split_sigma, max_levels, nthreads, out, ranges,\n"
-        "                            tile, mask, min_count, k, radius, blocks=blocks)\n")
-    script = str(ROOT / "benchmarks" / "ab_kernel.py")
-    res = subprocess.run([sys.executable, script, kern.__file__, str(old), "--shape", "400", "320",
-                          "--spacing", "0.1", "--rounds", "1", "--threads", "1"],
-                         capture_output=True, text=True, timeout=120)
+        "                            tile, mask, min_count, k, radius, blocks=blocks)\n",
+        shape=(400, 320))
     assert res.returncode != 0
     assert f"{old}: this build does not offer" in res.stderr and "'top'" in res.stderr
     assert "Traceback" not in res.stderr
