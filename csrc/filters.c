@@ -1054,6 +1054,9 @@ static int oct_ranges(oct_lvl_t *lv, int nlev, const int32_t *lo, const int32_t 
     }
     /* out and in, from the bottom: a level computes its need and, at even
      * rows, what the next level reads of its input there */
+    int32_t *va = malloc(sizeof(int32_t) * 2 * (size_t)lv[0].rows); /* (level 0 has the most rows) */
+    if (!va) return NCALC_ENOMEM;
+    int32_t *vb = va + lv[0].rows;
     for (int L = nlev - 1; L >= 0; L--) {
         oct_lvl_t *l = &lv[L];
         const int rm = l->b.rmax;
@@ -1071,18 +1074,39 @@ static int oct_ranges(oct_lvl_t *lv, int nlev, const int32_t *lo, const int32_t 
             l->ilo[r] = (int32_t)l->cols;
             l->ihi[r] = 0;
         }
+        /* row r's vertical pass reads [va[r], vb[r]) of the rows r - rm ..
+         * r + rm (reflected at the borders); (cols, 0) when it computes
+         * nothing, which leaves every hull as it is */
         for (ptrdiff_t r = 0; r < l->rows; r++) {
-            if (l->olo[r] >= l->ohi[r]) continue;
-            ptrdiff_t va, vb;
-            vert_range(l->olo[r], l->ohi[r], rm, l->cols, &va, &vb);
+            ptrdiff_t a = l->cols, b = 0;
+            if (l->olo[r] < l->ohi[r]) vert_range(l->olo[r], l->ohi[r], rm, l->cols, &a, &b);
+            va[r] = (int32_t)a;
+            vb[r] = (int32_t)b;
+        }
+        /* the rows whose window needs no reflection: one pass per offset,
+         * which vectorises (a hull is a min and a max: any order gives the
+         * same); the others one by one */
+        const ptrdiff_t in0 = rm < l->rows ? rm : l->rows;
+        const ptrdiff_t in1 = l->rows - rm > in0 ? l->rows - rm : in0;
+        for (int k = -rm; k <= rm; k++) {
+            int32_t *restrict il = l->ilo + k, *restrict ih = l->ihi + k;
+            for (ptrdiff_t r = in0; r < in1; r++) {
+                il[r] = va[r] < il[r] ? va[r] : il[r];
+                ih[r] = vb[r] > ih[r] ? vb[r] : ih[r];
+            }
+        }
+        for (ptrdiff_t r = 0; r < l->rows; r++) {
+            if (r == in0) r = in1;
+            if (r >= l->rows) break;
             for (int k = -rm; k <= rm; k++) {
                 const ptrdiff_t q = reflect_index(r + k, l->rows);
-                hull(&l->ilo[q], &l->ihi[q], va, vb);
+                hull(&l->ilo[q], &l->ihi[q], va[r], vb[r]);
             }
         }
         for (ptrdiff_t q = 0; q < l->rows; q++)
             if (l->ilo[q] >= l->ihi[q]) l->ilo[q] = l->ihi[q] = 0;
     }
+    free(va);
     return NCALC_OK;
 }
 
@@ -1376,6 +1400,9 @@ int ncalc_dog_defer_finish(ncalc_dog_defer *d, int nthreads)
 {
     if (!d) return NCALC_EINVAL;
     if (!d->cresp) return NCALC_OK;
+    ptrdiff_t left = 0; /* (none, after a full noise pass: no team woken for nothing) */
+    for (ptrdiff_t r = 0; r < d->rows; r++) left += d->state[r] != 2;
+    if (!left) return NCALC_OK;
     const int nt = resolve_threads(nthreads);
     int status = NCALC_OK;
     (void)nt;

@@ -272,6 +272,14 @@ int ncalc_dog_defer_finish(ncalc_dog_defer *d, int nthreads);
 void ncalc_dog_defer_free(ncalc_dog_defer *d);
 
 /*
+ * Between the kernel's files (noise.c, for nms.c): numpy.median of the n >= 1
+ * finite float32 values a[0 .. n) (the middle value, or the float32 mean of
+ * the two middle ones), by selection; scratch: 3 n floats. a is not
+ * modified.
+ */
+float ncalc_median_f32(const float *a, ptrdiff_t n, float *scratch);
+
+/*
  * Between the kernel's files (noise.c, for nms.c): one thread's scratch
  * for the tiles of one band, and row br of the grid of
  * ncalc_tile_noise_strided computed with it. Mask row r is at

@@ -935,12 +935,6 @@ static void tile_index(int32_t *idx, ptrdiff_t n, ptrdiff_t tile)
     }
 }
 
-static int cmp_float(const void *a, const void *b)
-{
-    const float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
 /* A mask given as blocks (ncalc_noise_nms_blocks). */
 typedef struct {
     const uint8_t *small;
@@ -1308,9 +1302,10 @@ static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, co
         for (ptrdiff_t i = 0; i < gh * gw; i++)
             if (!bad[i]) scan_grid[ngood++] = grid[i];
         if (ngood) {
-            qsort(scan_grid, (size_t)ngood, sizeof(float), cmp_float);
-            const ptrdiff_t h = ngood / 2;
-            med = ngood % 2 ? 0.0f + scan_grid[h] : ((0.0f + scan_grid[h - 1]) + scan_grid[h]) / 2.0f;
+            float *scratch = malloc(sizeof(float) * 3 * (size_t)ngood);
+            if (scratch) med = ncalc_median_f32(scan_grid, ngood, scratch);
+            else failed = 1;
+            free(scratch);
         }
     }
     ptrdiff_t n;

@@ -1083,6 +1083,11 @@ static float np_median(const float *a, ptrdiff_t n, int dev, float center, float
     return ((0.0f + lo) + hi) / 2.0f;
 }
 
+float ncalc_median_f32(const float *a, ptrdiff_t n, float *scratch)
+{
+    return np_median(a, n, 0, 0.0f, scratch, scratch + n, (uint32_t *)(scratch + 2 * n));
+}
+
 /* target_clones needs GCC >= 6 and ifunc support (glibc on x86-64 Linux). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     defined(__GLIBC__) && (__GNUC__ >= 6) && !defined(NCALC_NO_CLONES)

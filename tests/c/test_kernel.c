@@ -942,6 +942,59 @@ static int cmp_f64_desc(const void *a, const void *b)
     return (x < y) - (x > y);
 }
 
+/* Many peaks (over 4096, in chunks of every band) on a larger image than
+ * the tests above: the same lists, values and totals on 1, 2 and 3
+ * threads from ncalc_noise_nms (bad tiles filtered after the median, with
+ * and without a top, and with room for only some of the peaks) and from
+ * ncalc_nms_ld. */
+static void many_peaks_threads(void)
+{
+    const ptrdiff_t rows = 211, cols = 307, n = rows * cols, tile = 16;
+    const ptrdiff_t gn = ((rows + tile - 1) / tile) * ((cols + tile - 1) / tile);
+    float *x = malloc(sizeof(float) * (size_t)n), *g = malloc(sizeof(float) * (size_t)gn * 2);
+    uint8_t *m = malloc((size_t)n);
+    int32_t *a = malloc(sizeof(int32_t) * 4 * (size_t)n);
+    float *v = malloc(sizeof(float) * 2 * (size_t)n);
+    for (ptrdiff_t i = 0; i < n; i++) {
+        x[i] = (float)(rnd() % 1000) / 10.0f;
+        m[i] = (uint8_t)(rnd() % 5 != 0);
+    }
+    for (ptrdiff_t r = 0; r < 40; r++) /* flat tiles, and tiles masked out: bad */
+        for (ptrdiff_t c = 0; c < 48; c++) {
+            x[r * cols + c] = 3.0f;
+            m[(rows - 1 - r) * cols + c] = 0;
+        }
+    for (int radius = 0; radius <= 1; radius++) {
+        ptrdiff_t all = 0;
+        for (int top = 0; top <= 1; top++) {
+            const ptrdiff_t want_top = top ? 3 * all / 4 : 0; /* (most of them listed before the filter) */
+            const ptrdiff_t full = ncalc_noise_nms(x, rows, cols, m, cols, tile, 8, 0.2f, radius, g, a, a + n, v,
+                                                   n, want_top, 1);
+            if (!top) all = full;
+            CHECK(full >= (top ? want_top : 4096), "many peaks: %td, want at least %td", full,
+                  top ? want_top : (ptrdiff_t)4096);
+            for (ptrdiff_t room = n; room > 0; room = room == n ? full / 3 : 0)
+                for (int nt = 2; nt <= 3; nt++) {
+                    const ptrdiff_t got = ncalc_noise_nms(x, rows, cols, m, cols, tile, 8, 0.2f, radius, g + gn,
+                                                          a + 2 * n, a + 3 * n, v + n, room, want_top, nt);
+                    const ptrdiff_t w = full < room ? full : room;
+                    CHECK(got == full && memcmp(g, g + gn, sizeof(float) * (size_t)gn) == 0 &&
+                              memcmp(a, a + 2 * n, sizeof(int32_t) * (size_t)w) == 0 &&
+                              memcmp(a + n, a + 3 * n, sizeof(int32_t) * (size_t)w) == 0 &&
+                              memcmp(v, v + n, sizeof(float) * (size_t)w) == 0,
+                          "many peaks, radius %d, top %td, room %td, %d threads: %td of %td", radius, want_top,
+                          room, nt, got, full);
+                }
+        }
+    }
+    const ptrdiff_t one = ncalc_nms_ld(x, rows, cols, m, cols, NULL, tile, 0.2f, 0, a, a + n, n, 1);
+    const ptrdiff_t two = ncalc_nms_ld(x, rows, cols, m, cols, NULL, tile, 0.2f, 0, a + 2 * n, a + 3 * n, n, 2);
+    CHECK(one >= 4096 && two == one && memcmp(a, a + 2 * n, sizeof(int32_t) * (size_t)one) == 0 &&
+              memcmp(a + n, a + 3 * n, sizeof(int32_t) * (size_t)one) == 0,
+          "many peaks, nms_ld: %td and %td", one, two);
+    free(x); free(g); free(m); free(a); free(v);
+}
+
 /* ncalc_noise_nms with a top: the full list (top 0) without the peaks of
  * good tiles whose SNR is below B, the edge of the bin of the top-th
  * largest SNR of good tiles' peaks (0 with fewer), in the same order, on
@@ -1119,11 +1172,12 @@ static void row_ranges(void)
             }
             float *r1 = malloc(n * 4), *r2 = malloc(n * 4);
             uint8_t *s1 = malloc(n), *s2 = malloc(n);
-            for (int k = 0; k < 2; k++) {
-                if (k == 1) /* random ranges, some empty or past the edges */
+            for (int k = 0; k < 3; k++) {
+                if (k >= 1) /* random ranges, some empty or past the edges; then most rows empty (the
+                             * input rows a range reads are then those of its own row alone) */
                     for (ptrdiff_t r = 0; r < rows; r++) {
                         lo[r] = (int32_t)(rnd() % (unsigned)(cols + 6)) - 3;
-                        hi[r] = lo[r] + (int32_t)(rnd() % (unsigned)(cols + 1)) - 2;
+                        hi[r] = k == 2 && rnd() % 8 ? lo[r] : lo[r] + (int32_t)(rnd() % (unsigned)(cols + 1)) - 2;
                     }
                 for (int t = 1; t <= 2; t++) {
                     CHECK(ncalc_dog_octaves_ld(wide, dtype, rows, cols, ld, sig, 7, 3.0, 1.2, 16, r1, s1, t)
@@ -1598,6 +1652,7 @@ int main(void)
     noise_nms_steps();
     noise_nms_blocks();
     noise_nms_top();
+    many_peaks_threads();
     dog_noise_one_call();
     extent_ranges();
     otsu();
