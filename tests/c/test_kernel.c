@@ -1170,6 +1170,11 @@ static void row_ranges(void)
                 if (dtype == NCALC_U16) ((uint16_t *)wide)[i] = (uint16_t)(rnd() % 4096);
                 else ((float *)wide)[i] = (float)(rnd() % 10000) / 7.0f;
             }
+            unsigned char *junk = malloc(big * item);
+            for (size_t i = 0; i < big; i++) {
+                if (dtype == NCALC_U16) ((uint16_t *)junk)[i] = (uint16_t)(4095 - ((uint16_t *)wide)[i]);
+                else ((float *)junk)[i] = -((float *)wide)[i];
+            }
             float *r1 = malloc(n * 4), *r2 = malloc(n * 4);
             uint8_t *s1 = malloc(n), *s2 = malloc(n);
             for (int k = 0; k < 3; k++) {
@@ -1182,6 +1187,10 @@ static void row_ranges(void)
                 for (int t = 1; t <= 2; t++) {
                     CHECK(ncalc_dog_octaves_ld(wide, dtype, rows, cols, ld, sig, 7, 3.0, 1.2, 16, r1, s1, t)
                           == NCALC_OK, "octaves ld");
+                    /* a call on other pixels just before: the row caches it leaves in memory (which the
+                     * next call's may reuse) hold none of the values a column left out would need */
+                    CHECK(ncalc_dog_octaves_ld(junk, dtype, rows, cols, ld, sig, 7, 3.0, 1.2, 16, r2, s2, t)
+                          == NCALC_OK, "octaves ld, other pixels");
                     ncalc_release_buffers(); /* fresh (uninitialised) coarse levels */
                     CHECK(ncalc_dog_octaves_rows(wide, dtype, rows, cols, ld, sig, 7, 3.0, 1.2, 16, lo, hi, r2,
                                                  s2, t) == NCALC_OK, "octaves rows");
@@ -1194,9 +1203,28 @@ static void row_ranges(void)
                     }
                 }
             }
+            /* one row's range alone (starting at an even column, where the computed range starts too):
+             * the columns of every input row converted from uint16 come from that range only */
+            for (ptrdiff_t lone = 0; dtype == NCALC_U16 && rows <= 67 && lone < rows; lone++) {
+                for (ptrdiff_t r = 0; r < rows; r++) lo[r] = hi[r] = 0;
+                lo[lone] = (int32_t)(2 * (rnd() % (unsigned)((cols + 1) / 2)));
+                hi[lone] = lo[lone] + 1 + (int32_t)(rnd() % (unsigned)(cols - lo[lone]));
+                const int t = 1 + (int)(lone % 2);
+                CHECK(ncalc_dog_octaves_ld(wide, dtype, rows, cols, ld, sig, 7, 3.0, 1.2, 16, r1, s1, t)
+                      == NCALC_OK, "octaves ld");
+                CHECK(ncalc_dog_octaves_ld(junk, dtype, rows, cols, ld, sig, 7, 3.0, 1.2, 16, r2, s2, t)
+                      == NCALC_OK, "octaves ld, other pixels");
+                ncalc_release_buffers();
+                CHECK(ncalc_dog_octaves_rows(wide, dtype, rows, cols, ld, sig, 7, 3.0, 1.2, 16, lo, hi, r2, s2, t)
+                      == NCALC_OK, "octaves rows, one range");
+                const ptrdiff_t o = lone * cols + lo[lone], w = hi[lone] - lo[lone];
+                CHECK(memcmp(r1 + o, r2 + o, (size_t)w * 4) == 0 && memcmp(s1 + o, s2 + o, (size_t)w) == 0,
+                      "octaves rows = ld %tdx%td, row %td's range alone", rows, cols, lone);
+            }
             CHECK(ncalc_dog_octaves_rows(wide, dtype, rows, cols, ld, sig, 7, 3.0, 1.2, 16, lo, NULL, r2, s2, 1)
                   == NCALC_EINVAL, "octaves rows: lo without hi");
             free(wide);
+            free(junk);
             free(r1);
             free(r2);
             free(s1);
