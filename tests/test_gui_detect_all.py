@@ -57,7 +57,7 @@ def test_run_on_all_views_of_an_exam_folder_keeps_the_event_loop_running(qtbot, 
     under way ("2 of 4: LMLO"); Qt's event loop ticks while the worker
     detects; labels and RGB layers are left out."""
     from dicom_factory import make_mammo_dicom
-    from qtpy.QtCore import Qt, QTimer
+    from gui_helpers import settle_before_timing, tick_timer
 
     folder = tmp_path / "exam"
     folder.mkdir()
@@ -87,15 +87,12 @@ def test_run_on_all_views_of_an_exam_folder_keeps_the_event_loop_running(qtbot, 
         return real_detect(*args, **kwargs)
 
     monkeypatch.setattr(core_detect, "detect", full_field_time)
-    statuses, ticks = [], []
+    statuses = []
     # the panel's own slot runs first (connected first): record what it shows
     detect_w._relay.batch_progress.connect(lambda *_: statuses.append(detect_w.status.value))
     period = 0.002
-    timer = QTimer()
-    timer.setTimerType(Qt.TimerType.PreciseTimer)
-    timer.setInterval(int(period * 1000))
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
+    timer, ticks = tick_timer(period)
+    settle_before_timing(qtbot, ticks, period)
     t0 = time.perf_counter()
     worker = detect_w.run_all()
     assert worker is not None
