@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 PLUGIN = "napari-calc"
@@ -42,21 +44,28 @@ def tick_timer(period_s: float = 0.002):
     return timer, ticks
 
 
-def settle_before_timing(qtbot, ticks: list, period_s: float, timeout_ms: int = 30_000):
-    """Clear two things out of a responsiveness test's window that are not
-    what it times.
+@contextlib.contextmanager
+def timing_window(qtbot, ticks: list, period_s: float, timeout_ms: int = 30_000):
+    """Keep two things that are not what a responsiveness test times out
+    of the ``with`` block.
 
     The GUI work the test's set-up queued (layers added with no event loop
-    running: 60-80 ms here with both cores busy) runs first: wait until
-    the timer of :func:`tick_timer` ticks steadily. Then collect garbage: a
-    full collection walks every object the earlier tests left in this
-    process (about 900,000; 0.3 s seen here), and with the collector's
-    counts at zero none falls due in the next few hundred milliseconds.
+    running: 60-95 ms here with the cores busy) runs first: wait until the
+    timer of :func:`tick_timer` ticks steadily. And Python's garbage
+    collector would walk, in a full collection, every object the earlier
+    tests left in this process (about 900,000; 0.34 s seen here under
+    load): collect them now and freeze them, so that a collection inside
+    the block walks only the objects made there.
     """
     import gc
 
     qtbot.waitUntil(lambda: len(ticks) > 10 and np.diff(ticks[-10:]).max() < 5 * period_s, timeout=timeout_ms)
     gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def full_field_image(shape=(4096, 3328), seed=0):

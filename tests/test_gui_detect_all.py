@@ -57,7 +57,7 @@ def test_run_on_all_views_of_an_exam_folder_keeps_the_event_loop_running(qtbot, 
     under way ("2 of 4: LMLO"); Qt's event loop ticks while the worker
     detects; labels and RGB layers are left out."""
     from dicom_factory import make_mammo_dicom
-    from gui_helpers import settle_before_timing, tick_timer
+    from gui_helpers import tick_timer, timing_window
 
     folder = tmp_path / "exam"
     folder.mkdir()
@@ -92,15 +92,15 @@ def test_run_on_all_views_of_an_exam_folder_keeps_the_event_loop_running(qtbot, 
     detect_w._relay.batch_progress.connect(lambda *_: statuses.append(detect_w.status.value))
     period = 0.002
     timer, ticks = tick_timer(period)
-    settle_before_timing(qtbot, ticks, period)
-    t0 = time.perf_counter()
-    worker = detect_w.run_all()
-    assert worker is not None
-    assert not detect_w.run_button.enabled and not detect_w.run_all_button.enabled
-    assert detect_w.cancel_button.enabled
-    qtbot.waitUntil(lambda: detect_w.worker is None, timeout=60_000)
-    t1 = time.perf_counter()
-    timer.stop()
+    with timing_window(qtbot, ticks, period):
+        t0 = time.perf_counter()
+        worker = detect_w.run_all()
+        assert worker is not None
+        assert not detect_w.run_button.enabled and not detect_w.run_all_button.enabled
+        assert detect_w.cancel_button.enabled
+        qtbot.waitUntil(lambda: detect_w.worker is None, timeout=60_000)
+        t1 = time.perf_counter()
+        timer.stop()
 
     # a blocked event loop gives ~0 ticks; a free one ~duration / period (less
     # the time napari takes to add each view's result layers, ~0.3 s)
