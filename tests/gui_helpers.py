@@ -50,11 +50,11 @@ def timing_window(qtbot, ticks: list, period_s: float, timeout_ms: int = 30_000)
     of the ``with`` block.
 
     The GUI work the test's set-up queued (layers added with no event loop
-    running: 60-95 ms here with the cores busy) runs first: wait until the
+    running: 59-95 ms here with the cores busy) runs first: wait until the
     timer of :func:`tick_timer` ticks steadily (ten ticks in a row, no gap
     over 5 periods or 10 ms). And Python's garbage collector would walk,
     in a full collection, every object the earlier tests left in this
-    process (about 900,000; 0.34 s seen here under load): collect them
+    process (about 900,000; 0.34 s for 305,000 here under load): collect them
     now and freeze them, so that a collection inside the block walks only
     the objects made there.
     """

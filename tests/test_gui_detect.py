@@ -227,7 +227,7 @@ def test_full_field_run_keeps_event_loop_responsive_and_results_stay_on_start_la
 
     done, messages, collections = [], [], []
     # s: a fine, precise timer, since a full-field detection is in flight for
-    # only 50-60 ms here on 2 cores, its DoG call 25-36 ms of that
+    # only 50-80 ms here on 2 cores, its DoG call 25-57 ms of that
     period = 0.001
     # the worker's last progress message ("done") marks the end of the computation;
     # what follows (adding the layers) is ordinary GUI work in the main thread
