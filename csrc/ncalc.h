@@ -738,6 +738,27 @@ int ncalc_radius_clusters(const double *pos, ptrdiff_t n, int dim, double radius
                           int64_t *labels, int nthreads);
 
 /*
+ * The shape of each cluster for the cluster table (cluster_shape.c).
+ * pos: n x dim doubles (dim 2 or 3, finite); the k groups are the rows
+ * start[g] .. start[g + 1] - 1 (start: k + 1 values from 0 to n, not
+ * decreasing). For each group g:
+ *   extent[g] = sqrt of the largest over its ordered pairs (i, j) of
+ *       ((p_i0 - p_j0)^2 + (p_i1 - p_j1)^2) + ...  in double: bit for bit
+ *       numpy.sqrt(((p[:, None] - p[None]) ** 2).sum(-1)).max() (0 for one
+ *       point or none). In 2-D with more than 64 points, over the pairs of its hull
+ *       vertices only (the same value but for rounding ties).
+ *   area[g] = the area of the convex hull of its points' coordinates ay
+ *       and ax (0 with fewer than three hull vertices: fewer than three
+ *       points, or all on one line); Andrew's monotone chain, then the
+ *       triangle fan from the first vertex. Equal to
+ *       scipy.spatial.ConvexHull(...).volume up to rounding.
+ * NCALC_EINVAL for a bad argument or a non-finite coordinate, NCALC_ENOMEM.
+ * Serial.
+ */
+int ncalc_cluster_shape(const double *pos, ptrdiff_t n, int dim, const ptrdiff_t *start, ptrdiff_t k,
+                        int ay, int ax, double *extent, double *area);
+
+/*
  * Histogram with uniform bins, exactly numpy.histogram(x, bins=nbins,
  * range=(lo, hi)) for finite lo < hi, given edges = the nbins + 1 bin edges
  * numpy uses (numpy.linspace(lo, hi, nbins + 1)). Each x with

@@ -1424,6 +1424,8 @@ cdef extern from "ncalc.h" nogil:
                              const double *weight, double *sum, int64_t *count, int nthreads)
     int ncalc_radius_clusters(const double *pos, Py_ssize_t n, int dim, double radius,
                               int64_t min_size, int64_t *labels, int nthreads)
+    int ncalc_cluster_shape(const double *pos, Py_ssize_t n, int dim, const Py_ssize_t *start,
+                            Py_ssize_t k, int ay, int ax, double *extent, double *area)
 
 
 def neighbour_sums(const cnp.float64_t[:, ::1] pos not None, const cnp.float64_t[::1] weight not None,
@@ -1445,6 +1447,28 @@ def neighbour_sums(const cnp.float64_t[:, ::1] pos not None, const cnp.float64_t
         st = ncalc_neighbour_sums(pp, n, dim, radius, pw, &total[0], <int64_t *>&count[0], nthreads)
     _check(st)
     return total[:n], count[:n]
+
+
+def cluster_shape(const cnp.float64_t[:, ::1] pos not None, const cnp.intp_t[::1] start not None,
+                  int ay=0, int ax=1):
+    """(extent, area), float64, one value per group of rows
+    ``pos[start[g]:start[g + 1]]``: the largest distance between two of
+    its points, and the area of the convex hull of its columns ``ay`` and
+    ``ax``; see ncalc_cluster_shape in csrc/ncalc.h. ValueError for a
+    non-finite position or bad groups."""
+    cdef Py_ssize_t n = pos.shape[0], k = start.shape[0] - 1
+    cdef int dim = <int>pos.shape[1]
+    if k < 0:
+        raise ValueError("start needs at least one value")
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] extent = np.empty(max(k, 1), np.float64)
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] area = np.empty(max(k, 1), np.float64)
+    cdef double dummy = 0.0
+    cdef const double *pp = &pos[0, 0] if n else &dummy
+    cdef int st
+    with nogil:
+        st = ncalc_cluster_shape(pp, n, dim, <const Py_ssize_t *>&start[0], k, ay, ax, &extent[0], &area[0])
+    _check(st)
+    return extent[:k], area[:k]
 
 
 def radius_clusters(const cnp.float64_t[:, ::1] pos not None, double radius, int64_t min_size,

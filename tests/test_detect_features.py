@@ -159,16 +159,21 @@ def test_cluster_features_match_a_per_cluster_loop():
             assert X[k, 2] == pytest.approx(math.log1p(float(s.sum())))
 
 
+@pytest.mark.parametrize("shape_kernel", [True, False], ids=["shape-kernel", "qhull"])
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_cluster_table_equals_a_pandas_groupby_reference(ndim):
+def test_cluster_table_equals_a_pandas_groupby_reference(ndim, shape_kernel, monkeypatch):
     """cluster_table works on arrays; its centroids and extents are exactly
     those of a pandas groupby over the same table (row order within a
     cluster kept, float64 means), including integer rows/cols, a shuffled
-    index and clusters numbered out of order."""
+    index and clusters numbered out of order. Its hull areas are Qhull's:
+    exactly without the C shape kernel, up to rounding with it."""
     import pandas as pd
 
+    from napari_calc.core import cluster as cluster_mod
     from napari_calc.core.cluster import _hull_area, _cluster_scores, cluster_table, max_pair_distance
     from napari_calc.core.columns import cluster_columns
+
+    monkeypatch.setattr(cluster_mod, "_SHAPE_KERNEL", shape_kernel)
 
     rng = np.random.default_rng(ndim)
     for t in range(40):
@@ -203,4 +208,7 @@ def test_cluster_table_equals_a_pandas_groupby_reference(ndim):
             assert len(got) == 0 and list(got.columns) == cluster_columns(ndim)
             continue
         want = pd.DataFrame(rows, columns=cluster_columns(ndim))
+        if shape_kernel:  # the monotone chain's rounding, not Qhull's
+            np.testing.assert_allclose(got["area_mm2"], want["area_mm2"], rtol=1e-13, atol=0)
+            got, want = got.drop(columns="area_mm2"), want.drop(columns="area_mm2")
         pd.testing.assert_frame_equal(got, want, check_exact=True)

@@ -734,6 +734,76 @@ static void neighbours(void)
     free(lab);
 }
 
+/* The clusters' size and hull area (csrc/cluster_shape.c): known shapes,
+ * every pair against a brute force, groups of every size up to 150 (the
+ * 2-D hull-vertex path above 64 points), ties and bad arguments. */
+static void cluster_shape(void)
+{
+    /* the unit square's corners, its centre and an edge midpoint, twice */
+    const double sq[14] = {0, 0, 1, 0, 1, 1, 0, 1, 0.5, 0.5, 0.5, 0, 0, 0};
+    const ptrdiff_t one[2] = {0, 7};
+    double ext[8], area[8];
+    CHECK(ncalc_cluster_shape(sq, 7, 2, one, 1, 0, 1, ext, area) == NCALC_OK, "square");
+    CHECK(area[0] == 1.0 && ext[0] == sqrt(2.0), "square: area %g extent %g", area[0], ext[0]);
+    /* a line, one point, two points, no points: no area */
+    const double line[10] = {0, 0, 1, 2, 2, 4, 3, 6, 9, 9};
+    const ptrdiff_t groups[6] = {0, 4, 4, 5, 5, 5};
+    CHECK(ncalc_cluster_shape(line, 4, 2, groups, 5, 0, 1, ext, area) == NCALC_EINVAL, "start[k] != n");
+    const ptrdiff_t g4[5] = {0, 4, 4, 5, 5};
+    CHECK(ncalc_cluster_shape(line, 5, 2, g4, 4, 0, 1, ext, area) == NCALC_OK, "line");
+    CHECK(area[0] == 0.0 && ext[0] == sqrt(45.0), "line: area %g extent %g", area[0], ext[0]);
+    CHECK(area[2] == 0.0 && ext[2] == 0.0 && area[1] == 0.0 && ext[1] == 0.0 && area[3] == 0.0 && ext[3] == 0.0,
+          "empty and single groups");
+    /* random groups against the brute force, in 2-D and 3-D: the extent
+     * exactly; the area (in the last two coordinates) at least that of the
+     * largest triangle of the group's points and at most the 20 x 20
+     * square they lie in (tests/test_cluster_shape.py compares it with
+     * Qhull's) */
+    const ptrdiff_t nmax = 150 * 151 / 2;
+    double *pos = (double *)malloc(sizeof(double) * 3 * (size_t)nmax);
+    ptrdiff_t *start = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * 152);
+    double *e = (double *)malloc(sizeof(double) * 151), *a = (double *)malloc(sizeof(double) * 151);
+    for (int dim = 2; dim <= 3; dim++) {
+        ptrdiff_t n = 0;
+        start[0] = 0;
+        for (ptrdiff_t g = 0; g < 151; g++) {
+            for (ptrdiff_t i = 0; i < g; i++, n++)
+                for (int k = 0; k < dim; k++) pos[n * dim + k] = g % 3 ? (double)(rnd() % 2001) / 100.0 - 10.0
+                                                                       : (double)(rnd() % 5); /* ties */
+            start[g + 1] = n;
+        }
+        CHECK(ncalc_cluster_shape(pos, n, dim, start, 151, dim - 2, dim - 1, e, a) == NCALC_OK, "random groups");
+        for (ptrdiff_t g = 0; g < 151; g++) {
+            double best = 0.0, tri = 0.0;
+            for (ptrdiff_t i = start[g]; i < start[g + 1]; i++)
+                for (ptrdiff_t j = start[g]; j < start[g + 1]; j++) {
+                    double s = 0.0;
+                    for (int k = 0; k < dim; k++) s += (pos[i * dim + k] - pos[j * dim + k]) * (pos[i * dim + k] - pos[j * dim + k]);
+                    if (s > best) best = s;
+                    for (ptrdiff_t l = start[g]; l < start[g + 1] && g <= 40; l++) {
+                        const double *p = pos + i * dim + dim - 2, *q = pos + j * dim + dim - 2, *r = pos + l * dim + dim - 2;
+                        const double t = 0.5 * fabs((q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0]));
+                        if (t > tri) tri = t;
+                    }
+                }
+            CHECK(e[g] == sqrt(best), "group %td (%dD): extent %.17g, brute force %.17g", g, dim, e[g], sqrt(best));
+            CHECK(a[g] >= tri * (1 - 1e-12) && a[g] <= 400.0, "group %td (%dD): area %g, largest triangle %g",
+                  g, dim, a[g], tri);
+        }
+    }
+    const double nan_pos[6] = {0, 0, 1, NAN, 2, 2};
+    const ptrdiff_t g1[2] = {0, 3};
+    CHECK(ncalc_cluster_shape(nan_pos, 3, 2, g1, 1, 0, 1, ext, area) == NCALC_EINVAL, "NaN position");
+    CHECK(ncalc_cluster_shape(sq, 7, 1, one, 1, 0, 1, ext, area) == NCALC_EINVAL, "1 dimension");
+    CHECK(ncalc_cluster_shape(sq, 7, 2, one, 1, 0, 0, ext, area) == NCALC_EINVAL, "same axis twice");
+    const ptrdiff_t down[3] = {0, 5, 3};
+    CHECK(ncalc_cluster_shape(sq, 3, 2, down, 2, 0, 1, ext, area) == NCALC_EINVAL, "decreasing start");
+    free(pos);
+    free(start);
+    free(e);
+    free(a);
+}
+
 /* The scratch pool (csrc/buffers.c): reuse, the size rule, eviction,
  * the byte limit, alignment, concurrent use and release. */
 static void buffer_pool(void)
@@ -1689,6 +1759,7 @@ int main(void)
     block_extents();
     breast_blocks();
     feature_parts();
+    cluster_shape();
     buffer_pool();
     ncalc_release_buffers(); /* nothing left for the leak checkers */
     if (failures) {
