@@ -121,6 +121,12 @@ def test_cluster_shapes_falls_back_to_numpy_and_qhull(monkeypatch):
     far, area = C._cluster_shapes(pos, start, end)
     assert far.tolist() == want[0]
     np.testing.assert_allclose(area, want[1], rtol=1e-13, atol=0)
+    # groups that are not consecutive rows (a gap, then out of order): each
+    # its own slice, as asked
+    for s_, e_, k_ in (([0, 25], [10, 40], [0, 2]), ([25, 0], [40, 10], [2, 0])):
+        far, area = C._cluster_shapes(pos, np.array(s_), np.array(e_))
+        assert far.tolist() == [want[0][k] for k in k_]
+        np.testing.assert_allclose(area, [want[1][k] for k in k_], rtol=1e-13, atol=0)
     pos[3, 0] = np.nan
     monkeypatch.setattr(C, "_SHAPE_KERNEL", False)
     want = C._cluster_shapes(pos, start, end)

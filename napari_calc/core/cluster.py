@@ -202,15 +202,16 @@ def _cluster_shapes(pos: np.ndarray, start: np.ndarray, end: np.ndarray) -> tupl
     """The largest distance between two members (:func:`max_pair_distance`)
     and the area of the members' hull in the last two coordinates
     (:func:`_hull_area`) of each cluster, whose members are the rows
-    ``pos[start[k]:end[k]]`` (consecutive clusters: ``end[k] ==
-    start[k + 1]``).
+    ``pos[start[k]:end[k]]`` (the kernel takes consecutive clusters,
+    ``end[k] == start[k + 1]``, as the cluster table makes them).
 
     In C (``_kernel.cluster_shape``) when it is there: the same distances
     bit for bit, and hull areas equal to Qhull's up to rounding (a few
     units in the last place), without building a Qhull object per cluster.
     """
     pos = np.ascontiguousarray(pos, dtype=np.float64)
-    if _SHAPE_KERNEL and pos.ndim == 2 and pos.shape[1] in (2, 3) and len(start):
+    if (_SHAPE_KERNEL and pos.ndim == 2 and pos.shape[1] in (2, 3) and len(start)
+            and np.array_equal(start[1:], end[:-1])):
         try:
             from .. import _kernel
 
