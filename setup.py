@@ -5,9 +5,10 @@ otherwise the kernel is built serial. ``NAPARI_CALC_NO_OPENMP=1`` forces a
 serial build. ``napari_calc._kernel.openmp_enabled()`` tells which one you got.
 
 The C code is portable C99 at -O3 (no ``-march=native``). On x86-64 Linux
-with GCC, the filter row functions are also compiled for AVX2 with
-``target_clones`` and the CPU picks at load time (results are bit-identical:
-no FMA contraction); ``NAPARI_CALC_NO_CLONES=1`` disables that.
+with GCC, the filter row functions are also compiled for AVX2 and (GCC >= 11)
+for AVX-512 (x86-64-v4) with ``target_clones`` and the CPU picks at load time
+(results are bit-identical: no FMA contraction); ``NAPARI_CALC_NO_CLONES=1``
+disables that.
 """
 
 import os

@@ -17,9 +17,12 @@
  *    size is allocated besides the caller's outputs.
  *  - Inner loops are plain float32 loops over contiguous memory that the
  *    compiler vectorises at -O3 (SSE2 baseline). On x86-64 Linux with GCC
- *    the row function is also cloned for AVX2 (target_clones, chosen at load
- *    time by the CPU); no FMA contraction is enabled (-std=c99 implies
- *    -ffp-contract=off), so every clone computes bit-identical results.
+ *    the row functions are also cloned for AVX2 and for AVX-512
+ *    (x86-64-v4; target_clones, chosen at load time by the CPU); no FMA
+ *    contraction is enabled (-std=c99 implies -ffp-contract=off), so every
+ *    clone computes bit-identical results (each pixel's arithmetic is the
+ *    same scalar sequence; only how many pixels one instruction takes
+ *    differs).
  *  - OpenMP shares out rows; each pixel's arithmetic does not depend on the
  *    partition, so results are identical whatever the thread count.
  */
@@ -33,10 +36,17 @@
 #include <omp.h>
 #endif
 
-/* target_clones needs GCC >= 6 and ifunc support (glibc on x86-64 Linux). */
+/* target_clones needs GCC >= 6 and ifunc support (glibc on x86-64 Linux);
+ * "arch=x86-64-v4" (AVX-512) needs GCC >= 11. NCALC_NO_AVX512 leaves that
+ * clone out, so that a CPU with AVX-512 runs the AVX2 one (the tests build
+ * the kernel so to compare the two). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     defined(__GLIBC__) && (__GNUC__ >= 6) && !defined(NCALC_NO_CLONES)
+#if __GNUC__ >= 11 && !defined(NCALC_NO_AVX512)
+#define NCALC_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
 #define NCALC_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
 #else
 #define NCALC_CLONES
 #endif

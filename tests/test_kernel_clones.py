@@ -1,0 +1,142 @@
+"""The filter row functions' AVX-512 and AVX2 clones give the same bits.
+
+csrc/filters.c compiles its row functions three times (``target_clones``:
+x86-64-v4, AVX2 and the SSE2 default) and the CPU picks one at load time.
+test_kernel_reference.py compares the extension (the clone this CPU picks)
+with a build without clones (the default). On a CPU with AVX-512 the
+extension runs the x86-64-v4 clone, so the AVX2 one would go unchecked:
+here a second OpenMP build of ``csrc/*.c`` without the AVX-512 clone
+(``-DNCALC_NO_AVX512``), loaded with ctypes, runs the AVX2 clone on the
+same inputs, and every output must equal the extension's bit for bit. On a
+CPU without AVX-512 the extension itself runs the AVX2 clone (checked
+there against the default by test_kernel_reference.py) and these tests are
+skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_calc import _kernel
+from test_kernel_reference import (ALL_RADII_SIGMAS, DOG_SIGMAS, PYR_SIGMAS, SIGMAS_007,  # noqa: F401
+                                   SerialKernel, _dog_noise_case, _random_f32, _random_u16, phantom_007,
+                                   phantom_img)
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC = ROOT / "csrc"
+
+
+def _cpu_has_avx512f() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(line.startswith("flags") and " avx512f" in line for line in text.splitlines())
+
+
+def _extension_has_v4_clones() -> bool:
+    return b"oct_row.arch_x86_64_v4" in Path(_kernel.__file__).read_bytes()
+
+
+needs_avx512 = pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and platform.machine() == "x86_64" and _cpu_has_avx512f()),
+    reason="the CPU has no AVX-512: the extension runs the AVX2 clone itself")
+
+
+def test_extension_has_the_avx512_clones_on_x86_64_linux():
+    # the comparison below means something only if the extension has them
+    if not (sys.platform.startswith("linux") and platform.machine() == "x86_64"):
+        pytest.skip("target_clones: x86-64 Linux only")
+    so = Path(_kernel.__file__).read_bytes()
+    if b"oct_row.avx2" not in so:
+        pytest.skip("extension built without clones (NAPARI_CALC_NO_CLONES, or not GCC)")
+    assert _extension_has_v4_clones()
+
+
+@pytest.fixture(scope="module")
+def avx2_kernel(tmp_path_factory):
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    if not _extension_has_v4_clones():
+        pytest.skip("the extension has no AVX-512 clone to compare with")
+    out = tmp_path_factory.mktemp("avx2_kernel") / "libncalc_avx2.so"
+    srcs = sorted(str(p) for p in CSRC.glob("*.c"))
+    # setup.py's flags, with OpenMP, without the x86-64-v4 clone
+    cmd = [cc, "-O3", "-std=c99", "-fopenmp", "-DNCALC_NO_AVX512", "-shared", "-fPIC", "-I", str(CSRC), *srcs,
+           "-lm", "-o", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    data = out.read_bytes()
+    assert b"oct_row.avx2" in data and b"arch_x86_64_v4" not in data
+    return SerialKernel(out)
+
+
+def _same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape
+    if a.dtype == np.float32:
+        a, b = a.view(np.uint32), b.view(np.uint32)
+    np.testing.assert_array_equal(a, b)
+
+
+@needs_avx512
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 70), (70, 3), (31, 17), (33, 129), (97, 64)])
+def test_filters_clones_identical_on_random_images(avx2_kernel, dtype, shape):
+    # every radius, images narrower than a vector and than the kernels,
+    # column counts around the vector widths (tails of 1..15 floats)
+    img = _random_u16(shape, 7) if dtype == np.uint16 else _random_f32(shape, 7)
+    for s in (0.5, 1.3, 3.7):
+        _same_bits(avx2_kernel.gaussian(img, s, 4.0, 2), _kernel.gaussian(img, s, 4.0, 2))
+    for sig in (ALL_RADII_SIGMAS, ALL_RADII_SIGMAS[3:5], ALL_RADII_SIGMAS[::3]):
+        for a, b in zip(avx2_kernel.dog_response(img, sig, 3.0, 2), _kernel.dog_response(img, sig, 3.0, 2)):
+            _same_bits(a, b)
+        for levels in (0, 16):
+            for nt in (1, 2):
+                for a, b in zip(avx2_kernel.dog_octaves(img, sig, 3.0, 1.2, levels, nt),
+                                _kernel.dog_octaves(img, sig, 3.0, 1.2, levels, nt)):
+                    _same_bits(a, b)
+
+
+@needs_avx512
+def test_filters_clones_identical_on_phantoms(avx2_kernel, phantom_img, phantom_007):
+    for img in (phantom_img, phantom_007, phantom_007.astype(np.float32)):
+        for a, b in zip(avx2_kernel.dog_response(img, DOG_SIGMAS, 4.0, 2),
+                        _kernel.dog_response(img, DOG_SIGMAS, 4.0, 2)):
+            _same_bits(a, b)
+        for a, b in zip(avx2_kernel.dog_pyramid(img, PYR_SIGMAS, 4.0, 2.0, 1.5, 2, 2),
+                        _kernel.dog_pyramid(img, PYR_SIGMAS, 4.0, 2.0, 1.5, 2, 2)):
+            _same_bits(a, b)
+        for split in (1.2, 1.9):
+            for a, b in zip(avx2_kernel.dog_octaves(img, SIGMAS_007, 3.0, split, 16, 2),
+                            _kernel.dog_octaves(img, SIGMAS_007, 3.0, split, 16, 2)):
+                _same_bits(a, b)
+
+
+@needs_avx512
+@pytest.mark.parametrize("seed", range(16))
+def test_dog_noise_nms_clones_identical(avx2_kernel, seed):
+    # detect's call: the octave DoG on the mask's rows, the coarser levels
+    # merged inside the noise pass, the grid and the peaks with their values
+    D = importlib.import_module("napari_calc.core.detect")
+    img, sig, mask, blocks, ranges, tile, min_count, k, radius, top = _dog_noise_case(seed)
+    for nt in (1, 2):
+        a, b = (kern.dog_noise_nms(img, sig, D.TRUNCATE, D.OCTAVE_SPLIT_SIGMA, 16, nt,
+                                   (np.zeros(img.shape, np.float32), np.zeros(img.shape, np.uint8)), ranges,
+                                   tile, mask, min_count, k, radius, blocks=blocks, top=top)
+                for kern in (avx2_kernel, _kernel))
+        _same_bits(a[0], b[0])
+        _same_bits(a[1], b[1])
+        assert (a[2] is None) == (b[2] is None)
+        for x, y in zip(a[2] or (), b[2] or ()):
+            np.testing.assert_array_equal(x, y)
