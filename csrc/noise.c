@@ -194,6 +194,88 @@ static void count_le2_avx2(const float *restrict a, ptrdiff_t n, float t1, float
     *c1 = s1;
     *c2 = s2;
 }
+
+/* AVX-512 (AVX512F) versions of the same three loops, 16 values at a time,
+ * chosen before the AVX2 ones when the CPU has it (GCC >= 11;
+ * NCALC_NO_AVX512 leaves them out, so that the AVX2 ones can be tested on
+ * such a CPU). The same predicates, values and counts: the compaction keeps
+ * the lanes' order (vcompressps), the counts are mask popcounts. */
+#if __GNUC__ >= 11 && !defined(NCALC_NO_AVX512)
+#define NCALC_AVX512 1
+#define NCALC_TARGET_AVX512 __attribute__((target("avx512f,popcnt")))
+
+static inline int have_avx512(void)
+{
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt");
+}
+
+/* bracket_pass, 16 values at a time: the in-bracket lanes compressed to the
+ * front and all 16 stored (mid: room for n floats; the store at mid + m,
+ * m <= i, ends before mid + n). */
+NCALC_TARGET_AVX512
+static void bracket_pass_avx512(const float *restrict a, ptrdiff_t n, int dev, float center,
+                                float lo, float hi, float *restrict mid, ptrdiff_t *below_out,
+                                ptrdiff_t *m_out)
+{
+    ptrdiff_t below = 0, m = 0, i = 0;
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi), vc = _mm512_set1_ps(center);
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(a + i);
+        if (dev) v = _mm512_abs_ps(_mm512_sub_ps(v, vc)); /* fabsf(a - center): the sign bit cleared */
+        const __mmask16 below_lo = _mm512_cmp_ps_mask(v, vlo, _CMP_LT_OQ);
+        /* lo <= v <= hi: not below lo (v is not NaN) and <= hi */
+        const __mmask16 in = (__mmask16)(~below_lo & _mm512_cmp_ps_mask(v, vhi, _CMP_LE_OQ));
+        _mm512_storeu_ps(mid + m, _mm512_maskz_compress_ps(in, v));
+        below += __builtin_popcount((unsigned)below_lo);
+        m += __builtin_popcount((unsigned)in);
+    }
+    for (; i < n; i++) {
+        const float v = dev ? fabsf(a[i] - center) : a[i];
+        below += v < lo;
+        mid[m] = v;
+        m += (v >= lo) & (v <= hi);
+    }
+    *below_out = below;
+    *m_out = m;
+}
+
+/* Number of a[0..n-1] <= t. */
+NCALC_TARGET_AVX512
+static ptrdiff_t count_le_avx512(const float *restrict a, ptrdiff_t n, float t)
+{
+    ptrdiff_t c = 0, i = 0;
+    const __m512 vt = _mm512_set1_ps(t);
+    for (; i + 32 <= n; i += 32) {
+        const __mmask16 k0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(a + i), vt, _CMP_LE_OQ);
+        const __mmask16 k1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(a + i + 16), vt, _CMP_LE_OQ);
+        c += __builtin_popcount((unsigned)k0 | ((unsigned)k1 << 16));
+    }
+    for (; i < n; i++) c += a[i] <= t;
+    return c;
+}
+
+/* Numbers of a[0..n-1] <= t1 and <= t2, in one pass. */
+NCALC_TARGET_AVX512
+static void count_le2_avx512(const float *restrict a, ptrdiff_t n, float t1, float t2,
+                             ptrdiff_t *c1, ptrdiff_t *c2)
+{
+    ptrdiff_t s1 = 0, s2 = 0, i = 0;
+    const __m512 v1 = _mm512_set1_ps(t1), v2 = _mm512_set1_ps(t2);
+    for (; i + 32 <= n; i += 32) {
+        const __m512 x = _mm512_loadu_ps(a + i), y = _mm512_loadu_ps(a + i + 16);
+        s1 += __builtin_popcount((unsigned)_mm512_cmp_ps_mask(x, v1, _CMP_LE_OQ) |
+                                 ((unsigned)_mm512_cmp_ps_mask(y, v1, _CMP_LE_OQ) << 16));
+        s2 += __builtin_popcount((unsigned)_mm512_cmp_ps_mask(x, v2, _CMP_LE_OQ) |
+                                 ((unsigned)_mm512_cmp_ps_mask(y, v2, _CMP_LE_OQ) << 16));
+    }
+    for (; i < n; i++) {
+        s1 += a[i] <= t1;
+        s2 += a[i] <= t2;
+    }
+    *c1 = s1;
+    *c2 = s2;
+}
+#endif
 #endif
 
 /* Order-preserving map of a (non-NaN) float to an unsigned key. */
@@ -401,6 +483,9 @@ static inline float val(const float *a, ptrdiff_t i, int dev, float center)
 /* Number of a[0..n-1] <= t (vectorised). */
 static ptrdiff_t count_le(const float *restrict a, ptrdiff_t n, float t)
 {
+#ifdef NCALC_AVX512
+    if (have_avx512()) return count_le_avx512(a, n, t);
+#endif
 #ifdef NCALC_AVX2
     if (have_avx2()) return count_le_avx2(a, n, t);
 #endif
@@ -418,6 +503,12 @@ static ptrdiff_t count_le(const float *restrict a, ptrdiff_t n, float t)
 static void count_le2(const float *restrict a, ptrdiff_t n, float t1, float t2, ptrdiff_t *c1,
                       ptrdiff_t *c2)
 {
+#ifdef NCALC_AVX512
+    if (have_avx512()) {
+        count_le2_avx512(a, n, t1, t2, c1, c2);
+        return;
+    }
+#endif
 #ifdef NCALC_AVX2
     if (have_avx2()) {
         count_le2_avx2(a, n, t1, t2, c1, c2);
@@ -447,6 +538,12 @@ static void count_le2(const float *restrict a, ptrdiff_t n, float t1, float t2, 
 static void bracket_pass(const float *restrict a, ptrdiff_t n, int dev, float center, float lo,
                          float hi, float *restrict mid, ptrdiff_t *below_out, ptrdiff_t *m_out)
 {
+#ifdef NCALC_AVX512
+    if (have_avx512()) {
+        bracket_pass_avx512(a, n, dev, center, lo, hi, mid, below_out, m_out);
+        return;
+    }
+#endif
 #ifdef NCALC_AVX2
     if (have_avx2()) {
         bracket_pass_avx2(a, n, dev, center, lo, hi, mid, below_out, m_out);

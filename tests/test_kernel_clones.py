@@ -1,16 +1,17 @@
-"""The filter row functions' AVX-512 and AVX2 clones give the same bits.
+"""The kernel's AVX-512 and AVX2 code paths give the same bits.
 
 csrc/filters.c compiles its row functions three times (``target_clones``:
-x86-64-v4, AVX2 and the SSE2 default) and the CPU picks one at load time.
-test_kernel_reference.py compares the extension (the clone this CPU picks)
-with a build without clones (the default). On a CPU with AVX-512 the
-extension runs the x86-64-v4 clone, so the AVX2 one would go unchecked:
-here a second OpenMP build of ``csrc/*.c`` without the AVX-512 clone
-(``-DNCALC_NO_AVX512``), loaded with ctypes, runs the AVX2 clone on the
-same inputs, and every output must equal the extension's bit for bit. On a
-CPU without AVX-512 the extension itself runs the AVX2 clone (checked
-there against the default by test_kernel_reference.py) and these tests are
-skipped.
+x86-64-v4, AVX2 and the SSE2 default), and csrc/noise.c has AVX-512 and
+AVX2 versions of its selection's counting and compaction loops; the CPU
+picks at load or run time. test_kernel_reference.py compares the extension
+(the paths this CPU picks) with a build without them (the SSE2 default).
+On a CPU with AVX-512 the extension runs the AVX-512 paths, so the AVX2
+ones would go unchecked: here a second OpenMP build of ``csrc/*.c`` without
+the AVX-512 paths (``-DNCALC_NO_AVX512``), loaded with ctypes, runs the
+AVX2 ones on the same inputs, and every output must equal the extension's
+bit for bit. On a CPU without AVX-512 the extension itself runs the AVX2
+paths (checked there against the default by test_kernel_reference.py) and
+these tests are skipped.
 """
 
 from __future__ import annotations
@@ -43,8 +44,13 @@ def _cpu_has_avx512f() -> bool:
     return any(line.startswith("flags") and " avx512f" in line for line in text.splitlines())
 
 
+#: a symbol of each AVX-512 path (filters.c's clones, noise.c's loops)
+AVX512_SYMBOLS = (b"oct_row.arch_x86_64_v4", b"bracket_pass_avx512")
+
+
 def _extension_has_v4_clones() -> bool:
-    return b"oct_row.arch_x86_64_v4" in Path(_kernel.__file__).read_bytes()
+    so = Path(_kernel.__file__).read_bytes()
+    return all(sym in so for sym in AVX512_SYMBOLS)
 
 
 needs_avx512 = pytest.mark.skipif(
@@ -77,7 +83,8 @@ def avx2_kernel(tmp_path_factory):
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     data = out.read_bytes()
-    assert b"oct_row.avx2" in data and b"arch_x86_64_v4" not in data
+    assert b"oct_row.avx2" in data and b"bracket_pass_avx2" in data
+    assert not any(sym in data for sym in AVX512_SYMBOLS)
     return SerialKernel(out)
 
 
@@ -140,3 +147,24 @@ def test_dog_noise_nms_clones_identical(avx2_kernel, seed):
         assert (a[2] is None) == (b[2] is None)
         for x, y in zip(a[2] or (), b[2] or ()):
             np.testing.assert_array_equal(x, y)
+
+
+@needs_avx512
+@pytest.mark.parametrize("seed", range(6))
+def test_noise_selection_paths_identical(avx2_kernel, seed):
+    # the tiles' and the image's MAD: the counting and compaction loops
+    # (AVX-512 in the extension, AVX2 here) on values with many ties, a
+    # constant patch, tiles of 2 to 300 values, lengths around 16 and 32
+    rng = np.random.default_rng(seed)
+    h, w = (int(v) for v in rng.integers(30, 400, 2))
+    x = rng.normal(0.0, 1.0, (h, w)).astype(np.float32)
+    if seed % 2:
+        x = np.round(x * 4) / 4  # ties
+    x[: h // 5, : w // 4] = 0.5  # a constant patch
+    mask = (rng.random((h, w)) < 0.8).astype(np.uint8)
+    for tile in (2, 5, 16, 17, 33, 64):
+        for m in (None, mask):
+            _same_bits(avx2_kernel.tile_noise(x, tile, m, 2, 2), _kernel.tile_noise(x, tile, m, 2, 2))
+    for m in (None, mask):
+        for stride in (1, 3):
+            assert avx2_kernel.mad_noise(x, m, stride) == _kernel.mad_noise(x, m, stride)
