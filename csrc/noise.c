@@ -42,6 +42,23 @@
 #define NCALC_SSE2 1
 #endif
 
+/* The values a[i..n-1] of a bracket pass one at a time (the loop after the
+ * vector ones): those below lo counted into below, those within [lo, hi]
+ * copied to mid + m (branch-free); then the totals out. */
+static inline void bracket_tail(const float *restrict a, ptrdiff_t i, ptrdiff_t n, int dev, float center,
+                                float lo, float hi, float *restrict mid, ptrdiff_t below, ptrdiff_t m,
+                                ptrdiff_t *below_out, ptrdiff_t *m_out)
+{
+    for (; i < n; i++) {
+        const float v = dev ? fabsf(a[i] - center) : a[i];
+        below += v < lo;
+        mid[m] = v;
+        m += (v >= lo) & (v <= hi);
+    }
+    *below_out = below;
+    *m_out = m;
+}
+
 /* AVX2 versions of the counting and compaction loops, chosen at run time
  * (x86-64 GCC; NCALC_NO_CLONES disables them). They compute the same
  * float values (IEEE subtraction and absolute value, no contraction) and
@@ -126,14 +143,7 @@ static void bracket_pass_avx2(const float *restrict a, ptrdiff_t n, int dev, flo
         _mm256_storeu_si256((__m256i *)cb, vb);
         for (int j = 0; j < 8; j++) below += cb[j];
     }
-    for (; i < n; i++) {
-        const float v = dev ? fabsf(a[i] - center) : a[i];
-        below += v < lo;
-        mid[m] = v;
-        m += (v >= lo) & (v <= hi);
-    }
-    *below_out = below;
-    *m_out = m;
+    bracket_tail(a, i, n, dev, center, lo, hi, mid, below, m, below_out, m_out);
 }
 
 /* Number of a[0..n-1] <= t. */
@@ -229,14 +239,7 @@ static void bracket_pass_avx512(const float *restrict a, ptrdiff_t n, int dev, f
         below += __builtin_popcount((unsigned)below_lo);
         m += __builtin_popcount((unsigned)in);
     }
-    for (; i < n; i++) {
-        const float v = dev ? fabsf(a[i] - center) : a[i];
-        below += v < lo;
-        mid[m] = v;
-        m += (v >= lo) & (v <= hi);
-    }
-    *below_out = below;
-    *m_out = m;
+    bracket_tail(a, i, n, dev, center, lo, hi, mid, below, m, below_out, m_out);
 }
 
 /* Number of a[0..n-1] <= t. */
@@ -582,14 +585,7 @@ static void bracket_pass(const float *restrict a, ptrdiff_t n, int dev, float ce
     below += (ptrdiff_t)cb[0] + cb[1] + cb[2] + cb[3];
     }
 #endif
-    for (; i < n; i++) {
-        const float v = val(a, i, dev, center);
-        below += v < lo;
-        mid[m] = v;
-        m += (v >= lo) & (v <= hi);
-    }
-    *below_out = below;
-    *m_out = m;
+    bracket_tail(a, i, n, dev, center, lo, hi, mid, below, m, below_out, m_out);
 }
 
 /* Smallest and largest of the finite a[0..n-1], n >= 1. */
