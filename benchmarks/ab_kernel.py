@@ -25,7 +25,8 @@ Usage::
 
 With ``--kernel NAME`` it times that kernel function alone instead, on the
 arguments ``detect`` gives it (``dog_octaves`` or ``noise_nms``, as detect
-calls them when they run apart, or ``dog_noise_nms``, the two in one call).
+calls them when they run apart, or ``dog_noise_nms``, the two in one call;
+``local_hessian3`` or ``candidate_features``, the per-candidate measures).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import napari_calc  # noqa: E402
 from napari_calc.core.phantom import make_phantom  # noqa: E402
 
 #: The argument position of n_threads in the kernel functions --kernel takes.
-_THREADS_ARG = {"dog_octaves": 5, "noise_nms": 6, "dog_noise_nms": 5}
+_THREADS_ARG = {"dog_octaves": 5, "noise_nms": 6, "dog_noise_nms": 5, "local_hessian3": 7, "candidate_features": 4}
 
 
 def load_kernel(path: str):

@@ -1,9 +1,10 @@
 """The kernel's AVX-512 and AVX2 code paths give the same bits.
 
 csrc/filters.c compiles its row functions three times (``target_clones``:
-x86-64-v4, AVX2 and the SSE2 default), and csrc/noise.c has AVX-512 and
-AVX2 versions of its selection's counting and compaction loops; the CPU
-picks at load or run time. test_kernel_reference.py compares the extension
+x86-64-v4, AVX2 and the SSE2 default), csrc/noise.c has AVX-512 and AVX2
+versions of its selection's counting and compaction loops, and
+csrc/hessian.c of its uint16 column sums; the CPU picks at load or run
+time. test_kernel_reference.py compares the extension
 (the paths this CPU picks) with a build without them (the SSE2 default).
 On a CPU with AVX-512 the extension runs the AVX-512 paths, so the AVX2
 ones would go unchecked: here a second OpenMP build of ``csrc/*.c`` without
@@ -44,8 +45,9 @@ def _cpu_has_avx512f() -> bool:
     return any(line.startswith("flags") and " avx512f" in line for line in text.splitlines())
 
 
-#: a symbol of each AVX-512 path (filters.c's clones, noise.c's loops)
-AVX512_SYMBOLS = (b"oct_row.arch_x86_64_v4", b"bracket_pass_avx512")
+#: a symbol of each AVX-512 path (filters.c's clones, noise.c's loops,
+#: hessian.c's column sums)
+AVX512_SYMBOLS = (b"oct_row.arch_x86_64_v4", b"bracket_pass_avx512", b"column_sums_u16_avx512")
 
 
 def _extension_has_v4_clones() -> bool:
@@ -168,3 +170,28 @@ def test_noise_selection_paths_identical(avx2_kernel, seed):
     for m in (None, mask):
         for stride in (1, 3):
             assert avx2_kernel.mad_noise(x, m, stride) == _kernel.mad_noise(x, m, stride)
+
+
+@needs_avx512
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_local_hessian_paths_identical(avx2_kernel, phantom_007, dtype):
+    # windows of 3 to 141 columns (the AVX-512 column sums take uint16
+    # windows of 16 or more, the last block shifted), inside the image and
+    # over its borders, with and without the cross sums
+    img = phantom_007.astype(dtype)
+    rng = np.random.default_rng(5)
+    n = 400
+    rows = rng.integers(0, img.shape[0], n).astype(np.int32)
+    cols = rng.integers(0, img.shape[1], n).astype(np.int32)
+    sig = rng.uniform(0.4, 20.0, n).astype(np.float32)
+    for nt in (1, 2):
+        _same_bits(avx2_kernel.local_hessian(img, rows, cols, sig, 3.5, nt),
+                   _kernel.local_hessian(img, rows, cols, sig, 3.5, nt))
+    three = [np.ascontiguousarray(sig * f) for f in (0.5, 1.0, 1.7)]
+    for cross in ((True, True, True), (True, False, False)):
+        got = _kernel.local_hessian3(img, rows, cols, *three, 3.5, 2, cross=cross)
+        for k in range(3):
+            want = avx2_kernel.local_hessian(img, rows, cols, three[k], 3.5, 2)
+            if not cross[k]:
+                want[2] = np.nan  # local_hessian3 leaves the cross term out
+            _same_bits(got[k], want)
