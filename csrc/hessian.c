@@ -15,13 +15,14 @@
  *
  * Speed (the same values bit for bit): on AVX2 CPUs the column sums of a
  * window inside the image's columns keep 8 columns' sums in registers over
- * all its rows (column_sums_*_avx2; 16 columns with AVX-512 for uint16
- * windows of 16 columns or more, column_sums_u16_avx512); the weights are recomputed only when
- * sigma changes from one candidate to the next (per thread and scale); the
- * next candidate's window is prefetched; ncalc_local_hessian3 does the
- * three scales of a candidate together, its window read once; a scale
- * whose cross derivative is not asked for skips its sums (a third of the
- * column sums' work: detect needs it only for the candidates it keeps).
+ * all its rows (column_sums_*_avx2; with AVX-512, 16 columns for uint16
+ * windows of 16 columns or more, column_sums_u16_avx512); the weights are
+ * recomputed only when sigma changes from one candidate to the next (per
+ * thread and scale); the next candidate's window is prefetched;
+ * ncalc_local_hessian3 does the three scales of a candidate together, its
+ * window read once; a scale whose cross derivative is not asked for skips
+ * its sums (a third of the column sums' work: detect needs it only for the
+ * candidates it keeps).
  */
 #include "ncalc.h"
 
