@@ -159,7 +159,11 @@ int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbin
         !isfinite(hi))
         return NCALC_EINVAL;
     const double denom = hi - lo, num = (double)nbins;
-    for (int b = 0; b < nbins; b++) count[b] = 0;
+    /* four partial counts, value j into part j % 4, added up at the end:
+     * the same totals, without each increment waiting for the one before
+     * when neighbouring values share a bin (the air's blocks do) */
+    int64_t *part = calloc(4 * (size_t)nbins, sizeof(int64_t));
+    if (!part) return NCALC_ENOMEM;
     int32_t idx[HIST_CHUNK];
     for (ptrdiff_t k0 = 0; k0 < n; k0 += HIST_CHUNK) {
         const ptrdiff_t m = n - k0 < HIST_CHUNK ? n - k0 : HIST_CHUNK;
@@ -171,21 +175,66 @@ int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbin
             if (i == nbins) i--;
             if (v < edges[i]) i--;
             if (v >= edges[i + 1] && i != nbins - 1) i++;
-            count[i]++;
+            part[(j & 3) * nbins + i]++;
         }
     }
+    for (int b = 0; b < nbins; b++) count[b] = part[b] + part[nbins + b] + part[2 * nbins + b] + part[3 * nbins + b];
+    free(part);
     return NCALC_OK;
+}
+
+/* The smallest and largest of x[0..n-1] (n >= 1), as a scan from x[0]
+ * that takes a value only when it is strictly smaller (larger), and
+ * whether any is NaN. Eight running extremes, value k in lane k % 8, so
+ * that the loop vectorises; they are the same values, except that a zero
+ * extreme may have another sign: then the plain scan decides. */
+NCALC_SUM_CLONES
+static int min_max_nan(const double *restrict x, ptrdiff_t n, double *lo_out, double *hi_out)
+{
+    double lo8[8], hi8[8];
+    int nan8[8];
+    for (int j = 0; j < 8; j++) {
+        lo8[j] = hi8[j] = x[0];
+        nan8[j] = 0;
+    }
+    ptrdiff_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (int j = 0; j < 8; j++) {
+            const double v = x[k + j];
+            nan8[j] |= v != v;
+            lo8[j] = v < lo8[j] ? v : lo8[j];
+            hi8[j] = v > hi8[j] ? v : hi8[j];
+        }
+    double lo = lo8[0], hi = hi8[0];
+    int nan = nan8[0];
+    for (int j = 1; j < 8; j++) {
+        nan |= nan8[j];
+        lo = lo8[j] < lo ? lo8[j] : lo;
+        hi = hi8[j] > hi ? hi8[j] : hi;
+    }
+    for (; k < n; k++) {
+        const double v = x[k];
+        nan |= v != v;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    if (!nan && (lo == 0.0 || hi == 0.0)) {
+        lo = hi = x[0];
+        for (k = 0; k < n; k++) {
+            lo = x[k] < lo ? x[k] : lo;
+            hi = x[k] > hi ? x[k] : hi;
+        }
+    }
+    *lo_out = lo;
+    *hi_out = hi;
+    return nan;
 }
 
 int ncalc_otsu(const double *x, ptrdiff_t n, int nbins, double *thr)
 {
     if (n < 1 || !x || nbins < 1 || !thr) return NCALC_EINVAL;
-    double lo = x[0], hi = x[0];
-    for (ptrdiff_t k = 0; k < n; k++) {
-        if (isnan(x[k])) return NCALC_EINVAL;
-        if (x[k] < lo) lo = x[k];
-        if (x[k] > hi) hi = x[k];
-    }
+    double lo, hi;
+    if (min_max_nan(x, n, &lo, &hi)) return NCALC_EINVAL;
     if (hi <= lo) {
         *thr = lo;
         return NCALC_OK;

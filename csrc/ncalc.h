@@ -766,7 +766,8 @@ int ncalc_cluster_shape(const double *pos, ptrdiff_t n, int dim, const ptrdiff_t
  *   i = (ptrdiff_t)(((x - lo) / (hi - lo)) * nbins), minus 1 if i == nbins,
  *   then minus 1 if x < edges[i], then plus 1 if x >= edges[i + 1] and
  *   i != nbins - 1                       (numpy's correction near an edge);
- * count: nbins int64. Serial.
+ * count: nbins int64. Serial. NCALC_ENOMEM when its scratch (4 nbins
+ * int64) cannot be allocated.
  */
 int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbins, const double *edges,
                     int64_t *count);
