@@ -236,7 +236,9 @@ int ncalc_otsu(const double *x, ptrdiff_t n, int nbins, double *thr)
     double lo, hi;
     if (min_max_nan(x, n, &lo, &hi)) return NCALC_EINVAL;
     if (hi <= lo) {
-        *thr = lo;
+        /* every value equal: that value, a zero as +0.0 (which zero
+         * numpy's min returns of a sample of both depends on its loops) */
+        *thr = lo + 0.0;
         return NCALC_OK;
     }
     if (!isfinite(lo) || !isfinite(hi)) return NCALC_EINVAL;

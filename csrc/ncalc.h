@@ -775,7 +775,7 @@ int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbin
 /*
  * Otsu's threshold of x[0 .. n-1] (n >= 1) as
  * napari_calc.core.mask.otsu_threshold computes it, bit for bit: lo, hi
- * the extremes (*thr = lo when hi <= lo); else nbins bins with
+ * the extremes (*thr = lo when hi <= lo, a zero as +0.0); else nbins bins with
  * numpy.linspace's edges and numpy.histogram's counts (ncalc_histogram),
  * the bins' centres, the cumulative counts w0 and sums m0 of count x
  * centre (numpy.cumsum), mu0 = m0 / w0 and mu1 = (m0[-1] - m0) /

@@ -409,6 +409,17 @@ def test_otsu_in_c_is_the_numpy_code(monkeypatch, spy):
         want = M.otsu_threshold(v, bins)
         assert float(got).hex() == float(want).hex(), (case, got, want)
     assert len(calls) == 300
+    # every value equal, signed zeros among them: that value, a zero as
+    # +0.0, on both paths (NumPy's min of mixed zeros may return either)
+    for case in range(60):
+        n = int(rng.integers(1, 200))
+        v = rng.choice([0.0, -0.0], n) if case % 3 else np.full(n, rng.choice([-0.0, 0.0, 2.5, -7.0]))
+        monkeypatch.setattr(M, "_MASK_KERNEL", True)
+        got = M.otsu_threshold(v)
+        monkeypatch.setattr(M, "_MASK_KERNEL", False)
+        want = M.otsu_threshold(v)
+        assert float(got).hex() == float(want).hex() == (float(v[0]) + 0.0).hex(), (case, got, want)
+    assert len(calls) == 360
     for bad in (np.array([1.0, np.nan, 2.0]), np.array([0.0, np.inf])):
         with pytest.raises(ValueError):
             real(bad, 256)

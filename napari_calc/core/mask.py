@@ -20,7 +20,9 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
             pass
     lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
-        return lo
+        # every value equal: that value, a zero as +0.0 (which zero min
+        # returns of a sample of both depends on NumPy's loops)
+        return lo + 0.0
     kern = _kernel_with("histogram")
     if kern is not None and np.isfinite(lo) and np.isfinite(hi):
         # numpy.histogram's counts in one pass in C, from numpy's own edges
