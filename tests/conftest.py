@@ -25,6 +25,17 @@ if str(ROOT) not in sys.path:  # run from a source tree without installing
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+@pytest.fixture(scope="session")
+def serial_kernel(tmp_path_factory):
+    """The kernel's C built without OpenMP and without the AVX2/AVX-512
+    clones, loaded with ctypes (``test_kernel_reference.SerialKernel``):
+    built once for the session here, as a fixture defined in one module
+    and imported into others would be built once in each."""
+    from test_kernel_reference import build_serial_kernel
+
+    return build_serial_kernel(tmp_path_factory.mktemp("serial_kernel"))
+
+
 @pytest.fixture
 def spy(monkeypatch):
     """``spy(obj, name)`` replaces ``obj.name`` by a wrapper that records

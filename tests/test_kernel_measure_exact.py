@@ -21,7 +21,6 @@ import pytest
 
 from napari_calc import _kernel
 
-from test_kernel_reference import serial_kernel  # noqa: F401  (fixture)
 
 
 def _bits(a):
@@ -59,7 +58,7 @@ HESS_SIGMAS = np.array([0.3, 0.6, 0.958, 1.2, 1.5, 1.9166, 10.0, 20.0973, 2.45, 
 
 
 @pytest.mark.parametrize("name", ["u16", "f32", "f32_nan_inf"])
-def test_local_hessian_simd_identical_to_serial_build(serial_kernel, name):  # noqa: F811
+def test_local_hessian_simd_identical_to_serial_build(serial_kernel, name):
     img = _images(5)[name]
     rng, rows, cols = _cases(img.shape, 400, 6)
     sig = rng.choice(HESS_SIGMAS, len(rows)).astype(np.float32)
@@ -173,7 +172,7 @@ def _features_exact(img, rows, cols, radius):
 
 
 @pytest.mark.parametrize("name", ["u16", "f32"])
-def test_candidate_features_exact_definition(serial_kernel, name):  # noqa: F811
+def test_candidate_features_exact_definition(serial_kernel, name):
     img = _images(9)[name]
     rng, rows, cols = _cases(img.shape, 160, 10)
     # the detector's radii, others, tiny ones, and r_out > 64 (the plain path)

@@ -304,12 +304,14 @@ class SerialKernel:
         return out
 
 
-@pytest.fixture(scope="session")
-def serial_kernel(tmp_path_factory):
+def build_serial_kernel(folder: Path) -> SerialKernel:
+    """``csrc/*.c`` built into ``folder`` without OpenMP and loaded with
+    ctypes (the ``serial_kernel`` fixture of conftest.py: one build for the
+    whole session, whichever module asks first)."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler to build the serial kernel")
-    out = tmp_path_factory.mktemp("serial_kernel") / "libncalc_serial.so"
+    out = folder / "libncalc_serial.so"
     srcs = sorted(str(p) for p in CSRC.glob("*.c"))
     # the flags of setup.py, without -fopenmp, and without the AVX2 clones
     # (so that comparing with the extension also checks that the SSE2 and

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from test_kernel_reference import kern, ref_mad, serial_kernel  # noqa: F401  (fixtures)
+from test_kernel_reference import kern, ref_mad  # noqa: F401  (fixture, reference)
 
 from napari_calc import _kernel
 
