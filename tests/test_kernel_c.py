@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from _cbuild import build_c
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,9 +31,7 @@ def test_c_kernel_under_sanitizers(tmp_path, openmp):
     srcs = sorted(str(p) for p in (ROOT / "csrc").glob("*.c"))
     flags = ["-O1", "-g", "-std=c99", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
              "-fno-omit-frame-pointer"] + (["-fopenmp"] if openmp else ["-DNCALC_NO_CLONES"])
-    build = subprocess.run([cc, *flags, "-I", str(ROOT / "csrc"), *srcs,
-                            str(ROOT / "tests" / "c" / "test_kernel.c"), "-lm", "-o", str(exe)],
-                           capture_output=True, text=True)
+    build = build_c(cc, flags, [*srcs, str(ROOT / "tests" / "c" / "test_kernel.c")], exe, include=ROOT / "csrc")
     if build.returncode != 0 and ("sanitize" in build.stderr or "asan" in build.stderr.lower()
                                   or (openmp and "omp" in build.stderr)):
         pytest.skip(f"compiler lacks the sanitizer/OpenMP runtime: {build.stderr[-300:]}")

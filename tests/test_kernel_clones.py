@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from napari_calc import _kernel
+from _cbuild import build_c
 from test_kernel_reference import (ALL_RADII_SIGMAS, DOG_SIGMAS, PYR_SIGMAS, SIGMAS_007,  # noqa: F401
                                    SerialKernel, _dog_noise_case, _random_f32, _random_u16, phantom_007,
                                    phantom_img)
@@ -98,9 +99,7 @@ def avx2_kernel(tmp_path_factory):
     out = tmp_path_factory.mktemp("avx2_kernel") / "libncalc_avx2.so"
     srcs = sorted(str(p) for p in CSRC.glob("*.c"))
     # setup.py's flags, with OpenMP, without the x86-64-v4 clone
-    cmd = [cc, "-O3", "-std=c99", "-fopenmp", "-DNCALC_NO_AVX512", "-shared", "-fPIC", "-I", str(CSRC), *srcs,
-           "-lm", "-o", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = build_c(cc, ["-O3", "-std=c99", "-fopenmp", "-DNCALC_NO_AVX512"], srcs, out, shared=True, include=CSRC)
     assert res.returncode == 0, res.stderr
     data = out.read_bytes()
     assert b"oct_row.avx2" in data and b"bracket_pass_avx2" in data

@@ -16,7 +16,6 @@ import ctypes
 import math
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_calc import _kernel
+from _cbuild import build_c
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
@@ -316,9 +316,7 @@ def build_serial_kernel(folder: Path) -> SerialKernel:
     # the flags of setup.py, without -fopenmp, and without the AVX2 clones
     # (so that comparing with the extension also checks that the SSE2 and
     # AVX2 code paths give bit-identical results)
-    cmd = [cc, "-O3", "-std=c99", "-DNCALC_NO_CLONES", "-shared", "-fPIC", "-I", str(CSRC), *srcs,
-           "-lm", "-o", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = build_c(cc, ["-O3", "-std=c99", "-DNCALC_NO_CLONES"], srcs, out, shared=True, include=CSRC)
     assert res.returncode == 0, res.stderr
     k = SerialKernel(out)
     assert not k.openmp_enabled()
