@@ -186,8 +186,10 @@ int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbin
 /* The smallest and largest of x[0..n-1] (n >= 1), as a scan from x[0]
  * that takes a value only when it is strictly smaller (larger), and
  * whether any is NaN. Eight running extremes, value k in lane k % 8, so
- * that the loop vectorises; they are the same values, except that a zero
- * extreme may have another sign: then the plain scan decides. */
+ * that eight comparisons are in flight at once (the plain scan waits for
+ * each minimum before the next; GCC does not vectorise a float min or max
+ * without -ffinite-math-only); they are the same values, except that a
+ * zero extreme may have another sign: then the plain scan decides. */
 NCALC_SUM_CLONES
 static int min_max_nan(const double *restrict x, ptrdiff_t n, double *lo_out, double *hi_out)
 {

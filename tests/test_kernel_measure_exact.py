@@ -22,7 +22,6 @@ import pytest
 from napari_calc import _kernel
 
 
-
 def _bits(a):
     return np.ascontiguousarray(a, np.float32).view(np.uint32)
 
