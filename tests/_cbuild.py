@@ -1,10 +1,10 @@
 """Builds of the kernel's C sources for the tests (the serial and AVX2
 libraries, the sanitizer executable): each source file compiled on its
 own, as many at once as there are CPUs, then linked. One compiler call for
-all of them uses one core. On 2 cores the builds take a quarter to a third
-less time;
-filters.c, the longest file (its row functions cloned for three
-instruction sets), sets the floor: 28 s of the sanitizer build's 33 s."""
+all of them uses one core. On 2 cores the builds take a quarter to a
+third less time; filters.c, the longest file (its row functions cloned
+for three instruction sets), sets the floor: 28 s of the sanitizer
+build's 33 s."""
 
 from __future__ import annotations
 
