@@ -17,7 +17,8 @@ both sides of each ratio alike):
   noise, NMS, features, false-positive reduction, clustering);
 * the kernel's DoG alone (``_kernel.dog_response``, the one-octave
   pyramid ``_kernel.dog_pyramid`` and the all-octave ``_kernel.dog_octaves``,
-  the latter also with 1 and 2 threads);
+  the latter also with 1 and 2 threads, into fresh outputs and, as
+  ``detect`` calls it, into buffers reused from call to call);
 * the float32 copy floor (``img.astype(np.float32)``);
 * OpenCV bare DoG: one ``cv2.GaussianBlur`` difference tuned to a 0.3 mm
   calcification + ``cv2.dilate`` local maxima above a threshold (the
@@ -359,6 +360,13 @@ def main(argv=None):
             if hasattr(_kernel, "dog_octaves"):
                 pairs.append(("oct", "kernel octave DoG",
                               lambda n: _kernel.dog_octaves(img, sig, OCT_DETECT[0], OCT_DETECT[1], 16, n)))
+                # as detect calls it: into buffers kept from call to call
+                # (fresh outputs are 5 bytes a pixel of first-touch page
+                # faults, which two threads take in turn)
+                scratch = DETECT_MOD._dog_scratch(img.shape)
+                pairs.append(("octr", "kernel octave DoG, reused buffers",
+                              lambda n: _kernel.dog_octaves(img, sig, OCT_DETECT[0], OCT_DETECT[1], 16, n,
+                                                            scratch)))
             for key, label, fn in pairs:
                 both = timeit_interleaved({1: lambda fn=fn: fn(1), 2: lambda fn=fn: fn(2)}, R)
                 for n in (1, 2):
@@ -424,6 +432,8 @@ def main(argv=None):
     ratio("detect speed-up 1 -> 2 threads", "big.detect1", "big.detect2", 1.8, higher=True, cpu=False)
     ratio("kernel DoG speed-up 1 -> 2 threads", "big.dog1", "big.dog2", 1.8, higher=True, cpu=False)
     ratio("octave DoG speed-up 1 -> 2 threads", "big.oct1", "big.oct2", 1.8, higher=True, cpu=False)
+    ratio("octave DoG, reused buffers, speed-up 1 -> 2 threads", "big.octr1", "big.octr2", 1.8, higher=True,
+          cpu=False)
     for name in ("big", "mid"):
         ratio(f"{name}: octave DoG / exact DoG", f"{name}.oct", f"{name}.dog")
         ratio(f"{name}: octave DoG / OpenCV bare DoG", f"{name}.oct", f"{name}.cv")
