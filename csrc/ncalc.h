@@ -209,6 +209,10 @@ ptrdiff_t ncalc_noise_nms_blocks(const float *resp, ptrdiff_t rows, ptrdiff_t co
  * ncalc_noise_nms; a row that two bands need is merged once, by the
  * first thread to reach it (GCC/Clang atomics; other compilers merge
  * one row at a time). The result does not depend on the thread count.
+ * With row ranges, the pixels of resp outside them keep what resp held,
+ * and the noise pass tests whole rows for NaN: a NaN there makes it
+ * return NCALC_EFALLBACK. So resp should hold no NaN on entry (zeros, or
+ * an earlier call's output).
  */
 ptrdiff_t ncalc_dog_noise_nms(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
                               const double *sigmas, int nsigmas, double truncate, double split_sigma,

@@ -281,14 +281,16 @@ def nms(cnp.float32_t[:, ::1] resp not None, float k, int radius,
 
 cdef tuple _dog_buffers(Py_ssize_t rows, Py_ssize_t cols, sigmas, out):
     """The sigmas of dog_octaves and dog_noise_nms as float64, and their
-    resp and scale: ``out`` checked, or new arrays."""
+    resp and scale: ``out`` checked, or new arrays of zeros (with row
+    ranges, the pixels left out keep what the arrays held, and the noise
+    pass's NaN test reads them: never what the allocator left there)."""
     cdef cnp.ndarray[cnp.float64_t, ndim=1] sig = np.ascontiguousarray(sigmas, dtype=np.float64)
     if sig.ndim != 1 or sig.shape[0] < 2:
         raise ValueError("napari-calc kernel: invalid argument")
     cdef cnp.ndarray[cnp.float32_t, ndim=2] resp
     cdef cnp.ndarray[cnp.uint8_t, ndim=2] scale
     if out is None:
-        return sig, np.empty((rows, cols), np.float32), np.empty((rows, cols), np.uint8)
+        return sig, np.zeros((rows, cols), np.float32), np.zeros((rows, cols), np.uint8)
     resp, scale = out
     if (resp.shape[0] != rows or resp.shape[1] != cols or scale.shape[0] != rows
             or scale.shape[1] != cols or not resp.flags.c_contiguous

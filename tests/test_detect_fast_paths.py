@@ -364,6 +364,59 @@ def test_noise_and_peaks_in_one_pass_are_the_two_steps(monkeypatch, seed, spacin
     assert not after  # the switch off: the two steps ran
 
 
+class _GarbageNumpy:
+    """numpy, but ``empty`` gives arrays with every bit set (NaN as float,
+    -1 as int): what a block the allocator hands out again may hold."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(*args, **kwargs):
+        out = np.empty(*args, **kwargs)
+        out.reshape(-1).view(np.uint8).fill(0xFF)
+        return out
+
+
+@pytest.mark.parametrize("kernel_allocates", [False, True])
+def test_dog_and_noise_pass_do_not_read_what_the_allocator_left(monkeypatch, kernel_allocates):
+    # the DoG computes only the mask's rows ranges of the response, and the
+    # noise pass tests whole rows for NaN: with buffers fresh from an
+    # allocator that left NaN bits in them, the one call must still give
+    # its result (not fall back to the two steps), in detect's reusable
+    # buffers and in arrays the kernel allocates (above the cap); the same
+    # tables as with clean memory
+    from napari_calc import _kernel
+
+    image = make_phantom(seed=4, spacing_mm=0.05).image
+    kw = dict(max_candidates=40, keep_min_score=0.5)
+    D.release_buffers()
+    ref = napari_calc.detect(image, **kw)
+    calls = []
+    real = _kernel.dog_noise_nms
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        calls.append((a[6] is None, out[2]))
+        return out
+
+    monkeypatch.setattr(_kernel, "dog_noise_nms", spy)
+    monkeypatch.setattr(D, "np", _GarbageNumpy())
+    monkeypatch.setattr(_kernel, "np", _GarbageNumpy())
+    if kernel_allocates:
+        monkeypatch.setattr(D, "_SCRATCH_MAX_PIXELS", 0)
+    D.release_buffers()  # new buffers, from the garbage allocator
+    try:
+        got = napari_calc.detect(image, **kw)
+    finally:
+        D.release_buffers()
+    assert [c[0] for c in calls] == [kernel_allocates]   # who allocated the response
+    assert calls[0][1] is not None                      # the one call gave its result
+    assert len(got.calcifications) > 10
+    for a, b in ((got.calcifications, ref.calcifications), (got.clusters, ref.clusters), (got.extra, ref.extra)):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
 @pytest.mark.parametrize("seed,spacing,kw", [(0, 0.07, dict()), (1, 0.14, dict(n_threads=1)),
                                              (2, 0.2, dict(use_mask=False)), (3, 0.1, dict(n_slices=3)),
                                              (4, 0.05, dict(max_candidates=40, keep_min_score=0.5))])

@@ -587,14 +587,21 @@ _SCRATCH_MAX_PIXELS = 48_000_000  # 240 MB of response + scale
 
 def _dog_scratch(shape: tuple[int, int]):
     """(resp float32, scale uint8) arrays of ``shape`` in this thread's
-    reusable buffers, or None above the cap (the kernel then allocates)."""
+    reusable buffers, or None above the cap (the kernel then allocates).
+
+    The buffers start as zeros, and then hold only the kernel's output:
+    the DoG with row ranges leaves the pixels outside them as they were,
+    and the noise pass after it tests whole rows for NaN (a NaN there
+    sends the call down the slow two-step path). Memory fresh from the
+    allocator may hold any bits, NaNs included (a freed array of -1s, for
+    one)."""
     n = int(shape[0]) * int(shape[1])
     if n > _SCRATCH_MAX_PIXELS:
         return None
     bufs = getattr(_SCRATCH, "bufs", None)
     if bufs is None or bufs[0].size < n:
         _SCRATCH.bufs = None  # the old pair goes before the new one comes
-        bufs = _SCRATCH.bufs = (np.empty(n, np.float32), np.empty(n, np.uint8))
+        bufs = _SCRATCH.bufs = (np.zeros(n, np.float32), np.zeros(n, np.uint8))
     return bufs[0][:n].reshape(shape), bufs[1][:n].reshape(shape)
 
 
