@@ -707,13 +707,19 @@ int ncalc_feature_parts(const double *const *in, ptrdiff_t n, double *X, double 
  * order). min, max and clip keep a NaN x NaN, as numpy's do; they give the
  * same values as numpy's except, where x equals a bound, perhaps the sign
  * of a zero (so with no zero knot and no zero mean, out is bit for bit
- * numpy's). out: n x (sum over j of (K_j ? K_j + 1 : 1) + ninter).
+ * numpy's). ncol = sum over j of (K_j ? K_j + 1 : 1) + ninter.
+ * Outputs, either may be NULL:
+ *   basis (n x ncol): the values out[i][c] above;
+ *   z (n, needs coef, ncol values): the log-odds
+ *       z[i] = ((0.0 + out[i][0] * coef[0]) + out[i][1] * coef[1] + ...) + intercept,
+ *     each product and each sum rounded to double in that order (no fused
+ *     multiply-add): score._dot_in_order, the same floats.
  * NCALC_EINVAL for a non-finite knot or an interaction index out of range.
  * Rows in parallel.
  */
-int ncalc_ramp_z(const double *X, ptrdiff_t n, int nfeat, const int *nknots, const double *knots,
-                 int ninter, const int *inter, const double *mean, const double *scale, double *out,
-                 int nthreads);
+int ncalc_ramp_logit(const double *X, ptrdiff_t n, int nfeat, const int *nknots, const double *knots,
+                     int ninter, const int *inter, const double *mean, const double *scale,
+                     const double *coef, double intercept, double *z, double *basis, int nthreads);
 
 /*
  * Points within a radius (neighbours.c). pos: n x dim doubles (dim 1..3,

@@ -18,13 +18,57 @@ static inline double min_nan(double x, double k) { return !(x >= k) ? x : k; }
 static inline double max_nan(double x, double k) { return !(x <= k) ? x : k; }
 static inline double clip_nan(double x, double a, double b) { return min_nan(max_nan(x, a), b); }
 
-int ncalc_ramp_z(const double *X, ptrdiff_t n, int nfeat, const int *nknots, const double *knots,
-                 int ninter, const int *inter, const double *mean, const double *scale, double *out,
-                 int nthreads)
+/* One row of the basis (see ncalc_ramp_logit in ncalc.h): each value into
+ * o[c] when o is not NULL, and, when coef is not NULL, the sum of value
+ * times coef[c] in column order from 0.0 returned (one product, then one
+ * addition: two roundings, as NumPy makes them). Inlined with constant
+ * NULLs, each caller gets its own loop. */
+static inline double ramp_row(const double *x, int nfeat, const int *nknots, const double *knots,
+                              int ninter, const int *inter, const double *mean, const double *scale,
+                              const double *coef, double *o)
+{
+    double acc = 0.0;
+    ptrdiff_t c = 0;
+    const double *k = knots;
+#define NCALC_RAMP_PUT(value)                  \
+    do {                                       \
+        const double b_ = (value);             \
+        if (o) o[c] = b_;                      \
+        if (coef) {                            \
+            const double p_ = b_ * coef[c];    \
+            acc += p_;                         \
+        }                                      \
+        c++;                                   \
+    } while (0)
+    for (int j = 0; j < nfeat; j++) {
+        const int m = nknots[j];
+        const double v = x[j];
+        if (m == 0) {
+            NCALC_RAMP_PUT((v - mean[c]) / scale[c]);
+            continue;
+        }
+        NCALC_RAMP_PUT((min_nan(v, k[0]) - mean[c]) / scale[c]);
+        for (int q = 0; q + 1 < m; q++)
+            NCALC_RAMP_PUT(((clip_nan(v, k[q], k[q + 1]) - k[q]) - mean[c]) / scale[c]);
+        NCALC_RAMP_PUT(((max_nan(v, k[m - 1]) - k[m - 1]) - mean[c]) / scale[c]);
+        k += m;
+    }
+    for (int t = 0; t < ninter; t++) {
+        const double a = clip_nan(x[inter[2 * t + 1]], -1.0, 1.0) + 1.0;
+        NCALC_RAMP_PUT((a * max_nan(x[inter[2 * t]], 0.0) - mean[c]) / scale[c]);
+    }
+#undef NCALC_RAMP_PUT
+    return acc;
+}
+
+int ncalc_ramp_logit(const double *X, ptrdiff_t n, int nfeat, const int *nknots, const double *knots,
+                     int ninter, const int *inter, const double *mean, const double *scale,
+                     const double *coef, double intercept, double *z, double *basis, int nthreads)
 {
     if (n < 0 || nfeat < 1 || ninter < 0 || !nknots || (ninter > 0 && !inter) || !mean || !scale)
         return NCALC_EINVAL;
-    if (n > 0 && (!X || !out)) return NCALC_EINVAL;
+    if (z && !coef) return NCALC_EINVAL;
+    if (n > 0 && !X) return NCALC_EINVAL;
     ptrdiff_t ncol = 0, nk = 0;
     for (int j = 0; j < nfeat; j++) {
         if (nknots[j] < 0) return NCALC_EINVAL;
@@ -39,31 +83,18 @@ int ncalc_ramp_z(const double *X, ptrdiff_t n, int nfeat, const int *nknots, con
     ncol += ninter;
     int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
+    if (z && !basis) {
+        /* the log-odds alone (detect's call): no basis written */
 #pragma omp parallel for num_threads(nt) schedule(static) if (n > 1024)
-    for (ptrdiff_t i = 0; i < n; i++) {
-        const double *x = X + i * nfeat;
-        double *o = out + i * ncol;
-        ptrdiff_t c = 0;
-        const double *k = knots;
-        for (int j = 0; j < nfeat; j++) {
-            const int m = nknots[j];
-            const double v = x[j];
-            if (m == 0) {
-                o[c] = (v - mean[c]) / scale[c];
-                c++;
-                continue;
-            }
-            o[c] = (min_nan(v, k[0]) - mean[c]) / scale[c];
-            c++;
-            for (int q = 0; q + 1 < m; q++, c++)
-                o[c] = ((clip_nan(v, k[q], k[q + 1]) - k[q]) - mean[c]) / scale[c];
-            o[c] = ((max_nan(v, k[m - 1]) - k[m - 1]) - mean[c]) / scale[c];
-            c++;
-            k += m;
-        }
-        for (int t = 0; t < ninter; t++, c++) {
-            const double a = clip_nan(x[inter[2 * t + 1]], -1.0, 1.0) + 1.0;
-            o[c] = (a * max_nan(x[inter[2 * t]], 0.0) - mean[c]) / scale[c];
+        for (ptrdiff_t i = 0; i < n; i++)
+            z[i] = ramp_row(X + i * nfeat, nfeat, nknots, knots, ninter, inter, mean, scale, coef, NULL)
+                   + intercept;
+    } else if (basis) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (n > 1024)
+        for (ptrdiff_t i = 0; i < n; i++) {
+            const double acc = ramp_row(X + i * nfeat, nfeat, nknots, knots, ninter, inter, mean, scale,
+                                        z ? coef : NULL, basis + i * ncol);
+            if (z) z[i] = acc + intercept;
         }
     }
     return NCALC_OK;

@@ -1265,40 +1265,68 @@ def top_peaks(rr not None, cc not None, val not None, noise not None, snr not No
 
 
 cdef extern from "ncalc.h" nogil:
-    int ncalc_ramp_z(const double *X, Py_ssize_t n, int nfeat, const int *nknots,
-                     const double *knots, int ninter, const int *inter, const double *mean,
-                     const double *scale, double *out, int nthreads)
+    int ncalc_ramp_logit(const double *X, Py_ssize_t n, int nfeat, const int *nknots,
+                         const double *knots, int ninter, const int *inter, const double *mean,
+                         const double *scale, const double *coef, double intercept, double *z,
+                         double *basis, int nthreads)
 
 
-def ramp_z(const cnp.float64_t[:, ::1] X not None, knots, interactions,
-           const cnp.float64_t[::1] mean not None, const cnp.float64_t[::1] scale not None,
-           cnp.float64_t[:, ::1] out not None, int nthreads=0):
-    """The score model's standardised basis into out (n x ncol, C-contiguous
-    float64), see ncalc_ramp_z in csrc/ncalc.h: knots one sequence per
-    column of X, interactions (i, j) pairs. Returns out."""
+def ramp_logit(const cnp.float64_t[:, ::1] X not None, const int[::1] nknots not None,
+               const cnp.float64_t[::1] knots not None, const int[::1] inter not None,
+               const cnp.float64_t[::1] mean not None, const cnp.float64_t[::1] scale not None,
+               coef, double intercept, z, basis, int nthreads=0):
+    """The score model's log-odds and/or standardised basis, see
+    ncalc_ramp_logit in csrc/ncalc.h: nknots (intc) the knot count of each
+    column of X, knots (float64) all knots one column after the other,
+    inter (intc) the interactions' (i, j) pairs flat; coef (float64, one
+    per basis column) with z (float64, n), or both None; basis (n x ncol
+    C-contiguous float64) or None. Fills the outputs given; returns
+    (z, basis)."""
     cdef Py_ssize_t n = X.shape[0]
     cdef int nfeat = <int>X.shape[1]
-    if len(knots) != nfeat or nfeat < 1:
-        raise ValueError("one knot sequence per feature")
-    cdef cnp.ndarray[int, ndim=1] nk = np.array([len(k) for k in knots], dtype=np.intc)
-    cdef cnp.ndarray[cnp.float64_t, ndim=1] kv = np.zeros(max(1, int(nk.sum())), np.float64)
-    if nk.sum():
-        kv[: nk.sum()] = np.concatenate([np.asarray(k, dtype=np.float64).ravel() for k in knots])
-    cdef cnp.ndarray[int, ndim=1] it = np.zeros(max(1, 2 * len(interactions)), dtype=np.intc)
-    if len(interactions):
-        it[: 2 * len(interactions)] = np.asarray(interactions, dtype=np.intc).ravel()
-    cdef Py_ssize_t ncol = int(np.where(nk > 0, nk + 1, 1).sum()) + len(interactions)
-    if mean.shape[0] != ncol or scale.shape[0] != ncol or out.shape[0] != n or out.shape[1] != ncol:
-        raise ValueError(f"mean, scale and out need {ncol} basis columns")
-    cdef int ninter = <int>len(interactions)
+    cdef Py_ssize_t j, nk_sum = 0, ncol = 0
+    if nknots.shape[0] != nfeat or nfeat < 1:
+        raise ValueError("one knot count per feature")
+    for j in range(nfeat):
+        if nknots[j] < 0:
+            raise ValueError("a negative knot count")
+        nk_sum += nknots[j]
+        ncol += nknots[j] + 1 if nknots[j] else 1
+    if knots.shape[0] != nk_sum or inter.shape[0] % 2:
+        raise ValueError("knots do not match the knot counts, or an odd interaction list")
+    ncol += inter.shape[0] // 2
+    if mean.shape[0] != ncol or scale.shape[0] != ncol:
+        raise ValueError(f"mean and scale need {ncol} basis columns")
+    cdef const cnp.float64_t[::1] cv
+    cdef cnp.float64_t[::1] zv
+    cdef cnp.float64_t[:, ::1] bv
+    cdef const double *pc = NULL
+    cdef double *pz = NULL
+    cdef double *pb = NULL
+    if (coef is None) != (z is None):
+        raise ValueError("coef and z go together")
+    if coef is not None:
+        cv = coef
+        zv = z
+        if cv.shape[0] != ncol or zv.shape[0] != n:
+            raise ValueError(f"coef needs {ncol} values and z {n}")
+        pc = &cv[0]
+        pz = &zv[0] if n else NULL
+    if basis is not None:
+        bv = basis
+        if bv.shape[0] != n or bv.shape[1] != ncol:
+            raise ValueError(f"basis needs {n} x {ncol} values")
+        pb = &bv[0, 0] if n else NULL
     cdef const double *px = &X[0, 0] if n else NULL
-    cdef double *po = &out[0, 0] if n else NULL
+    cdef const double *pk = &knots[0] if nk_sum else NULL
+    cdef const int *pi = &inter[0] if inter.shape[0] else NULL
+    cdef int ninter = <int>(inter.shape[0] // 2)
     cdef int st
     with nogil:
-        st = ncalc_ramp_z(px, n, nfeat, &nk[0], &kv[0], ninter, &it[0], &mean[0], &scale[0], po,
-                          nthreads)
+        st = ncalc_ramp_logit(px, n, nfeat, &nknots[0], pk, ninter, pi, &mean[0], &scale[0], pc,
+                              intercept, pz, pb, nthreads)
     _check(st)
-    return np.asarray(out)
+    return z, basis
 
 
 cdef extern from "ncalc.h" nogil:

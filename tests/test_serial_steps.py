@@ -268,6 +268,28 @@ def _ramp_data(rng, n, nfeat, knots):
     return X
 
 
+def _ramp_kernel_out(X, part, nt, basis=True, logit=True):
+    """``_kernel.ramp_logit`` of a part: (z or None, basis or None)."""
+    nk, kv, it, mu, sc = S._ramp_args(part)
+    ncol = len(mu)
+    z = np.full(len(X), 7.0) if logit else None
+    out = np.full((len(X), ncol), 7.0) if basis else None
+    got = _kernel.ramp_logit(np.ascontiguousarray(X), nk, kv, it, mu, sc,
+                             np.asarray(part["coef"], float) if logit else None, float(part["intercept"]),
+                             z, out, nt)
+    assert got[0] is z and got[1] is out
+    return z, out
+
+
+def _in_order(Z, coef, intercept):
+    """Each row's sum of products, column by column from 0.0, then the
+    intercept (written out here, not taken from the module)."""
+    z = np.zeros(len(Z))
+    for j in range(Z.shape[1]):
+        z = z + Z[:, j] * coef[j]
+    return z + intercept
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
 @pytest.mark.parametrize("n", [0, 1, 9, 3000, 5000])
 def test_ramp_kernel_gives_numpys_basis_and_logit(monkeypatch, n):
@@ -279,18 +301,38 @@ def test_ramp_kernel_gives_numpys_basis_and_logit(monkeypatch, n):
                 scale=list(rng.uniform(0.1, 2, ncol)), coef=list(rng.normal(0, 1, ncol)), intercept=-0.7)
     X = _ramp_data(rng, n, len(knots), knots)
     ref = (S.ramp_basis(X, knots, inter) - np.asarray(part["mean"])) / np.asarray(part["scale"])
-    got = S._basis_z(X, part)
-    assert got is not None and got.shape == ref.shape and got.flags.c_contiguous
-    np.testing.assert_array_equal(got, ref)                       # NaN where NaN
+    zref = _in_order(ref, np.asarray(part["coef"]), -0.7)
     fin = np.isfinite(ref)
-    np.testing.assert_array_equal(got[fin].view(np.uint64), ref[fin].view(np.uint64))
-    for nt in (1, 2):   # rows in parallel above 4096
-        out = np.empty_like(ref)
-        _kernel.ramp_z(np.ascontiguousarray(X), knots, inter, np.asarray(part["mean"]),
-                       np.asarray(part["scale"]), out, nt)
-        np.testing.assert_array_equal(out, ref)
+    zfin = np.isfinite(zref)
+    if n >= 3000:
+        assert zfin.sum() > n - 10
+    for nt in (1, 2):   # rows in parallel above 1024
+        for basis, logit in ((True, False), (False, True), (True, True)):
+            z, got = _ramp_kernel_out(X, part, nt, basis, logit)
+            if basis:
+                assert got.shape == ref.shape
+                np.testing.assert_array_equal(got, ref)                       # NaN where NaN
+                np.testing.assert_array_equal(got[fin].view(np.uint64), ref[fin].view(np.uint64))
+            if logit:
+                np.testing.assert_array_equal(z, zref)
+                np.testing.assert_array_equal(z[zfin].view(np.uint64), zref[zfin].view(np.uint64))
+    kz = S._ramp_logit_kernel(X, part, np.asarray(part["coef"]), -0.7, 2)
+    assert kz is not None
+    np.testing.assert_array_equal(kz, zref)
     a, b = S._logistic_logit(X, part), _logit_numpy(monkeypatch, X, part)
     np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a[zfin].view(np.uint64), b[zfin].view(np.uint64))
+    # a dot product: within rounding of BLAS's
+    np.testing.assert_allclose(zref[zfin], (ref @ np.asarray(part["coef"]) - 0.7)[zfin], rtol=1e-12, atol=1e-12)
+
+
+def test_dot_in_order_sums_column_by_column():
+    """The order shows where it loses digits: 1e16 + 1 is 1e16 in double,
+    so (1e16 + 1) - 1e16 is 0, where a sum taken in another order gives 1."""
+    Z = np.array([[1e16, 1.0, -1e16], [1.0, 1e16, -1e16], [-0.0, -0.0, -0.0]])
+    z = S._dot_in_order(Z, np.ones(3))
+    assert z[0] == 0.0 and z[1] == 0.0
+    assert z[2] == 0.0 and not np.signbit(z[2])   # 0.0 + -0.0 is +0.0
 
 
 def test_ramp_kernel_on_the_shipped_model(monkeypatch):
@@ -313,7 +355,8 @@ def test_ramp_kernel_on_the_shipped_model(monkeypatch):
     assert len(X) > 500
     pos = np.column_stack([c["row"] * 0.1, c["col"] * 0.1]).astype(float)
     for part in (model["calcification"], model["context"]):
-        assert S._basis_z(X if part is model["calcification"] else X[:, :2].copy(), part) is not None
+        Xp = X if part is model["calcification"] else X[:, :2].copy()
+        assert S._ramp_logit_kernel(Xp, part, *S._logit_args(part)[:2]) is not None
     got = S.candidate_probability(X, pos, model)
     monkeypatch.setattr(S, "_RAMP_KERNEL", False)
     ref = S.candidate_probability(X, pos, model)
@@ -324,18 +367,35 @@ def test_ramp_kernel_declines_zero_knots_and_means():
     knots = [[0.0, 1.0], [0.5]]
     part = dict(knots=knots, interactions=[], mean=[1.0] * 5, scale=[1.0] * 5, coef=[0.0] * 5, intercept=0.0)
     X = np.ones((4, 2))
-    assert S._basis_z(X, part) is None                       # a zero knot
+    w = np.zeros(5)
+
+    def kern(X, part):
+        return S._ramp_logit_kernel(X, part, w, 0.0)
+
+    assert kern(X, part) is None                       # a zero knot
     part["knots"] = [[0.5, 1.0], [0.5]]
-    assert S._basis_z(X, part) is not None
-    assert S._basis_z(X, dict(part, mean=[1.0, 0.0, 1.0, 1.0, 1.0])) is None   # a zero mean
-    assert S._basis_z(X, dict(part, knots=[[1.0, 0.5], [0.5]])) is None       # not increasing
-    assert S._basis_z(X.astype(np.float32), part) is None
-    with pytest.raises(ValueError):
-        _kernel.ramp_z(X, [[0.5, np.inf], [0.5]], [], np.ones(5), np.ones(5), np.empty((4, 5)))
-    with pytest.raises(ValueError):
-        _kernel.ramp_z(X, [[0.5, 1.0], [0.5]], [(0, 2)], np.ones(6), np.ones(6), np.empty((4, 6)))
-    with pytest.raises(ValueError):
-        _kernel.ramp_z(X, [[0.5, 1.0], [0.5]], [], np.ones(4), np.ones(4), np.empty((4, 4)))
+    assert kern(X, part) is not None
+    assert kern(X, dict(part, mean=[1.0, 0.0, 1.0, 1.0, 1.0])) is None   # a zero mean
+    assert kern(X, dict(part, knots=[[1.0, 0.5], [0.5]])) is None       # not increasing
+    assert kern(X.astype(np.float32), part) is None
+    assert kern(np.ones((4, 3)), part) is None                         # another number of features
+    nk = np.array([2, 1], dtype=np.intc)
+    none = np.zeros(0, dtype=np.intc)
+    with pytest.raises(ValueError):   # a knot not finite
+        _kernel.ramp_logit(X, nk, np.array([0.5, np.inf, 0.5]), none, np.ones(5), np.ones(5), None, 0.0, None,
+                           np.empty((4, 5)))
+    with pytest.raises(ValueError):   # an interaction's feature out of range
+        _kernel.ramp_logit(X, nk, np.array([0.5, 1.0, 0.5]), np.array([0, 2], dtype=np.intc), np.ones(6),
+                           np.ones(6), None, 0.0, None, np.empty((4, 6)))
+    with pytest.raises(ValueError):   # too few basis columns
+        _kernel.ramp_logit(X, nk, np.array([0.5, 1.0, 0.5]), none, np.ones(4), np.ones(4), None, 0.0, None,
+                           np.empty((4, 4)))
+    with pytest.raises(ValueError):   # coefficients without z
+        _kernel.ramp_logit(X, nk, np.array([0.5, 1.0, 0.5]), none, np.ones(5), np.ones(5), np.ones(5), 0.0,
+                           None, None)
+    with pytest.raises(ValueError):   # z of another length
+        _kernel.ramp_logit(X, nk, np.array([0.5, 1.0, 0.5]), none, np.ones(5), np.ones(5), np.ones(5), 0.0,
+                           np.empty(3), None)
 
 
 # --- the mask's histogram and erosion ------------------------------------
@@ -661,7 +721,8 @@ def test_model_arrays_remembered_follow_the_model():
     a = S._logistic_logit(Xc, clu)
     clu["mean"] = [m + 1.0 for m in clu["mean"]]
     b = S._logistic_logit(Xc, clu)
-    want = (Xc - np.asarray(clu["mean"])) / np.asarray(clu["scale"]) @ np.asarray(clu["coef"]) + clu["intercept"]
+    want = _in_order((Xc - np.asarray(clu["mean"])) / np.asarray(clu["scale"]), np.asarray(clu["coef"]),
+                     clu["intercept"])
     assert a.tobytes() != b.tobytes() and b.tobytes() == want.tobytes()
 
 

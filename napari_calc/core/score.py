@@ -531,37 +531,48 @@ def basis_groups(knots, interactions=()) -> list[int]:
     return g
 
 
-#: Use the C kernel for the standardised basis in _logistic_logit (tests
-#: switch it off to compare with the NumPy code path).
+#: Use the C kernel for the log-odds in _logistic_logit (tests switch it
+#: off to compare with the NumPy code path).
 _RAMP_KERNEL = True
 
 
-def _basis_z(X: np.ndarray, part: dict, n_threads: int = 0) -> np.ndarray | None:
-    """``(ramp_basis(X, knots, interactions) - mean) / scale`` of a model
-    part from the C kernel (``_kernel.ramp_z``): the same floats as NumPy,
-    without a temporary per basis column. None (use NumPy) when the kernel
-    is not there or switched off (:data:`_RAMP_KERNEL`), or when the part
-    has a zero knot, a zero mean or knots that do not increase: where
-    ``x`` equals a bound NumPy's min/max/clip may return either signed
-    zero, which a zero mean would carry into the result."""
+def _ramp_logit_kernel(X: np.ndarray, part: dict, coef: np.ndarray, intercept: float,
+                       n_threads: int = 0) -> np.ndarray | None:
+    """The log-odds ``_dot_in_order(Z, coef) + intercept`` of a model
+    part with knots, ``Z`` the standardised basis ``(ramp_basis(X, knots,
+    interactions) - mean) / scale``, from the C kernel
+    (``_kernel.ramp_logit``, one pass over the rows that never stores
+    ``Z``): the same floats as NumPy. None (use NumPy) when the kernel is
+    not there or switched off (:data:`_RAMP_KERNEL`), or when the part has
+    a zero knot, a zero mean or knots that do not increase: where ``x``
+    equals a bound NumPy's min/max/clip may return either signed zero,
+    which a zero mean would carry into the result."""
     if not _RAMP_KERNEL:
         return None
-    try:
-        from .. import _kernel
-    except ImportError:
-        return None
-    if not hasattr(_kernel, "ramp_z"):
+    kern = _kernel_if(True, "ramp_logit")
+    if kern is None:
         return None
     X = np.asarray(X)
     prepared = _ramp_args(part)
     if prepared is None or X.ndim != 2 or X.dtype != np.float64 or X.shape[1] != len(prepared[0]):
         return None
-    knots, inter, mu, sc = prepared
-    out = np.empty((len(X), len(mu)))  # as X - mu would be: the same layout for the product
+    z = np.empty(len(X))
     try:
-        return _kernel.ramp_z(np.ascontiguousarray(X), knots, inter, mu, sc, out, int(n_threads))
+        kern.ramp_logit(np.ascontiguousarray(X), *prepared, coef, float(intercept), z, None, int(n_threads))
     except ValueError:  # non-finite knots, sizes that do not fit: NumPy decides
         return None
+    return z
+
+
+def _dot_in_order(Z: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``Z @ w`` with each row's sum made from 0.0 in column order, one
+    rounded product and one rounded sum per column: the order of the C
+    kernel (``ncalc_ramp_logit``), where BLAS's depends on the library and
+    the CPU."""
+    z = np.zeros(len(Z))
+    for j in range(Z.shape[1]):
+        z += Z[:, j] * w[j]
+    return z
 
 
 #: _ramp_args of the model parts seen, by id (each with the objects it was
@@ -572,9 +583,11 @@ _RAMP_ARGS: dict = {}
 
 
 def _ramp_args(part: dict):
-    """``(knots, interactions, mean, scale)`` of a model part as
-    ``_kernel.ramp_z`` takes them, or None when the kernel must not take
-    the part (see :func:`_basis_z`). Remembered for the part and the very
+    """``(nknots, knots, interactions, mean, scale)`` of a model part as
+    ``_kernel.ramp_logit`` takes them (the knot counts and the flat
+    interaction pairs as C ints, all knots in one float64 array), or None
+    when the kernel must not take the part (see
+    :func:`_ramp_logit_kernel`). Remembered for the part and the very
     lists it holds: a list replaced is read anew (one changed in place,
     element by element, is not)."""
     src = (part, part["knots"], part.get("interactions"), part["mean"], part["scale"])
@@ -582,11 +595,14 @@ def _ramp_args(part: dict):
     if got is not None and all(a is b for a, b in zip(got[0], src)):
         return got[1]
     knots = [np.asarray(k, float).ravel() for k in part["knots"]]
-    inter = [tuple(int(v) for v in t) for t in part.get("interactions", [])]
+    inter = np.array([int(v) for t in part.get("interactions", []) for v in t], dtype=np.intc)
     mu = np.ascontiguousarray(part["mean"], dtype=float)
     sc = np.ascontiguousarray(part["scale"], dtype=float)
-    ok = not ((mu == 0).any() or any((k == 0).any() or (np.diff(k) <= 0).any() for k in knots))
-    args = (knots, inter, mu, sc) if ok else None
+    ok = bool(knots) and not ((mu == 0).any() or any((k == 0).any() or (np.diff(k) <= 0).any() for k in knots))
+    args = None
+    if ok:
+        nk = np.array([len(k) for k in knots], dtype=np.intc)
+        args = (nk, np.ascontiguousarray(np.concatenate(knots)), inter, mu, sc)
     if len(_RAMP_ARGS) >= 16:
         _RAMP_ARGS.clear()
     _RAMP_ARGS[id(part)] = (src, args)
@@ -594,14 +610,19 @@ def _ramp_args(part: dict):
 
 
 def _logistic_logit(X: np.ndarray, part: dict, n_threads: int = 0) -> np.ndarray:
-    Z = _basis_z(X, part, n_threads) if "knots" in part else None
+    """The log-odds of a model part (with its calibration when it has
+    one): the standardised features, or their basis when the part has
+    knots, times the coefficients (:func:`_dot_in_order`), plus the
+    intercept. In C for a part with knots (:func:`_ramp_logit_kernel`),
+    else NumPy; the same floats."""
     w, b, cal, mu, sc = _logit_args(part)
-    if Z is None:
+    z = _ramp_logit_kernel(X, part, w, b, n_threads) if "knots" in part else None
+    if z is None:
         if "knots" in part:
             X = ramp_basis(X, part["knots"], [tuple(t) for t in part.get("interactions", [])])
         Z = X - mu  # in place from here: the same values, no more temporaries
         Z /= sc
-    z = Z @ w + b
+        z = _dot_in_order(Z, w) + b
     if cal is not None:  # monotone recalibration of the log-odds
         z = np.interp(z, *cal)
     return z

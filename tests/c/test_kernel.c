@@ -561,18 +561,32 @@ static void serial_steps(void)
         CHECK(ncalc_histogram(hx, 0, 0.0, 1.0, 4, he, hc) == NCALC_OK && hc[3] == 0, "histogram empty");
         CHECK(ncalc_histogram(hx, 7, 1.0, 1.0, 4, he, hc) == NCALC_EINVAL, "histogram range");
     }
-    /* the score model's basis: sizes from 0 rows, one feature without
-     * knots, interactions; every value against its formula */
+    /* the score model's basis and log-odds: sizes from 0 rows (and enough
+     * for the parallel loop), one feature without knots, interactions;
+     * every value against its formula, the log-odds with and without the
+     * basis written */
     {
         const int nknots[3] = {2, 0, 1}, inter[4] = {0, 2, 1, 0};
         const double knots[3] = {-0.5, 1.5, 0.25};
-        double mean[8], scale[8];
-        for (int c = 0; c < 8; c++) { mean[c] = 0.1 * (c + 1); scale[c] = 0.5 + 0.25 * c; }
-        for (ptrdiff_t n = 0; n <= 5; n++) {
+        double mean[8], scale[8], coef[8];
+        for (int c = 0; c < 8; c++) {
+            mean[c] = 0.1 * (c + 1);
+            scale[c] = 0.5 + 0.25 * c;
+            coef[c] = 0.3 * (c - 3.5);
+        }
+        const ptrdiff_t sizes[6] = {0, 1, 2, 5, 1025, 1500};
+        for (int si = 0; si < 6; si++) {
+            const ptrdiff_t n = sizes[si];
             double *X = malloc(sizeof(double) * (size_t)(3 * n + 1)), *out = malloc(sizeof(double) * (size_t)(8 * n + 1));
+            double *z = malloc(sizeof(double) * (size_t)(n + 1)), *z2 = malloc(sizeof(double) * (size_t)(n + 1));
             for (ptrdiff_t i = 0; i < 3 * n; i++) X[i] = (double)((int)(rnd() % 9) - 4) * 0.5;
             for (int t = 1; t <= 2; t++) {
-                CHECK(ncalc_ramp_z(X, n, 3, nknots, knots, 2, inter, mean, scale, out, t) == NCALC_OK, "ramp");
+                CHECK(ncalc_ramp_logit(X, n, 3, nknots, knots, 2, inter, mean, scale, NULL, 0.0, NULL, out, t)
+                      == NCALC_OK, "ramp");
+                CHECK(ncalc_ramp_logit(X, n, 3, nknots, knots, 2, inter, mean, scale, coef, -0.25, z, NULL, t)
+                      == NCALC_OK, "ramp logit");
+                CHECK(ncalc_ramp_logit(X, n, 3, nknots, knots, 2, inter, mean, scale, coef, -0.25, z2, out, t)
+                      == NCALC_OK, "ramp logit and basis");
                 for (ptrdiff_t i = 0; i < n; i++) {
                     const double *x = X + 3 * i, *o = out + 8 * i; /* 3 + 1 + 2 + 2 columns */
                     const double b[8] = {
@@ -584,19 +598,27 @@ static void serial_steps(void)
                         (x[2] > 0.25 ? x[2] : 0.25) - 0.25,
                         ((x[2] < -1 ? -1 : (x[2] > 1 ? 1 : x[2])) + 1.0) * (x[0] > 0 ? x[0] : 0.0),
                         ((x[0] < -1 ? -1 : (x[0] > 1 ? 1 : x[0])) + 1.0) * (x[1] > 0 ? x[1] : 0.0)};
-                    for (int c = 0; c < 8; c++)
-                        CHECK(o[c] == (b[c] - mean[c]) / scale[c], "ramp row %td col %d", i, c);
+                    double acc = 0.0;
+                    for (int c = 0; c < 8; c++) {
+                        const double v = (b[c] - mean[c]) / scale[c];
+                        CHECK(o[c] == v, "ramp row %td col %d", i, c);
+                        const double p = v * coef[c];
+                        acc += p;
+                    }
+                    CHECK(z[i] == acc + -0.25 && z2[i] == z[i], "ramp logit row %td", i);
                 }
             }
-            free(X); free(out);
+            free(X); free(out); free(z); free(z2);
         }
         const double bad_knots[3] = {-0.5, INFINITY, 0.25};
         const int bad_inter[4] = {0, 3, 1, 0};
-        double x1[3] = {0, 0, 0}, o1[8];
-        CHECK(ncalc_ramp_z(x1, 1, 3, nknots, bad_knots, 2, inter, mean, scale, o1, 1) == NCALC_EINVAL,
-              "ramp knot");
-        CHECK(ncalc_ramp_z(x1, 1, 3, nknots, knots, 2, bad_inter, mean, scale, o1, 1) == NCALC_EINVAL,
-              "ramp interaction");
+        double x1[3] = {0, 0, 0}, o1[8], z1[1];
+        CHECK(ncalc_ramp_logit(x1, 1, 3, nknots, bad_knots, 2, inter, mean, scale, NULL, 0.0, NULL, o1, 1)
+              == NCALC_EINVAL, "ramp knot");
+        CHECK(ncalc_ramp_logit(x1, 1, 3, nknots, knots, 2, bad_inter, mean, scale, NULL, 0.0, NULL, o1, 1)
+              == NCALC_EINVAL, "ramp interaction");
+        CHECK(ncalc_ramp_logit(x1, 1, 3, nknots, knots, 2, inter, mean, scale, NULL, 0.0, z1, NULL, 1)
+              == NCALC_EINVAL, "ramp logit without coefficients");
     }
     /* peak values on a small response, tiles with leftover rows/columns */
     {
