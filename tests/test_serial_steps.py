@@ -858,3 +858,45 @@ def test_detect_takes_its_peaks_from_top_peaks(monkeypatch, spy):
     want = napari_calc.detect(img, max_candidates=60)
     for f in ("calcifications", "clusters", "extra"):
         pd.testing.assert_frame_equal(getattr(got, f), getattr(want, f), check_exact=True)
+
+
+# --- the public tables from arrays -----------------------------------------
+
+@pytest.mark.parametrize("n", [0, 1, 83])
+@pytest.mark.parametrize("private", [True, False])
+def test_frame_of_arrays_is_the_constructors_frame(monkeypatch, n, private):
+    """frame_of_arrays (pandas' _from_arrays, or the public constructor
+    where there is none) gives pd.DataFrame's frame: the same columns in
+    order, dtypes (object stays object, as a Series of dtype object keeps
+    it), values and index; and it does not depend on which path ran."""
+    from napari_calc.core._frames import frame_of_arrays
+
+    rng = np.random.default_rng(n)
+    cols = {"calc_id": np.arange(n, dtype=np.int64), "y_mm": rng.normal(size=n),
+            "flag": rng.random(n) > 0.5, "cluster_id": rng.integers(-1, 3, n),
+            "score": rng.random(n).astype(np.float32), "status": np.full(n, "candidate", dtype=object)}
+    want = pd.DataFrame({k: pd.Series(v, dtype=object) if v.dtype == object else v for k, v in cols.items()})
+    if not private:
+        monkeypatch.delattr(pd.DataFrame, "_from_arrays")
+    got = frame_of_arrays(cols)
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    assert list(got.dtypes) == [np.dtype(np.int64), np.dtype(np.float64), np.dtype(bool), np.dtype(np.int64),
+                                np.dtype(np.float32), np.dtype(object)]
+    assert isinstance(got.index, pd.RangeIndex) and len(got) == n
+    if n:
+        got.loc[0, "status"] = "accepted"   # an ordinary frame: edits go in
+        assert got["status"].iloc[0] == "accepted" and (n == 1 or got["status"].iloc[1] == "candidate")
+
+
+def test_detect_tables_same_with_and_without_pandas_fast_path(monkeypatch):
+    """detect's tables are the public constructor's when pandas has no
+    _from_arrays (a 2-D image and a stack)."""
+    for img in (make_phantom(seed=5, spacing_mm=0.1).image, make_phantom(seed=7, spacing_mm=0.2, n_slices=3).image):
+        fast = napari_calc.detect(img)
+        with monkeypatch.context() as m:
+            m.delattr(pd.DataFrame, "_from_arrays")
+            slow = napari_calc.detect(img)
+        assert len(fast.calcifications) > 5 and len(fast.clusters) > 0
+        pd.testing.assert_frame_equal(fast.calcifications, slow.calcifications, check_exact=True)
+        pd.testing.assert_frame_equal(fast.clusters, slow.clusters, check_exact=True)
+        assert fast.calcifications["status"].dtype == object

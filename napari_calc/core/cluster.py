@@ -20,6 +20,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
+from ._frames import frame_of_arrays
 from .columns import NO_CLUSTER, cluster_columns
 from .errors import InvalidParameterError
 
@@ -358,4 +359,4 @@ def _cluster_table(cid: np.ndarray, score: np.ndarray, values: dict, ndim: int) 
     out["cluster_id"] = ids.astype(np.int64)
     out["n_calcifications"] = (end - start).astype(np.int64)
     out["score"] = prob
-    return pd.DataFrame({c: out[c] for c in cluster_columns(ndim)})  # (in column order: no columns= reindexing)
+    return frame_of_arrays({c: out[c] for c in cluster_columns(ndim)})  # (in column order)

@@ -75,6 +75,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ._frames import frame_of_arrays
 from .cluster import DEFAULT_CLUSTER_RADIUS_MM, _cluster_table, cluster_calcifications
 from .columns import NO_CLUSTER, calc_columns
 from .detections import Detections
@@ -1210,13 +1211,13 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
         "cnr": c["cnr"],
         "score": score,
         "cluster_id": cluster_id,
-        "status": pd.Series(["candidate"] * n, dtype=object),
+        "status": np.full(n, "candidate", dtype=object),
     }
     if nd == 3:
         columns["z_mm"] = pos[0]
         columns["slice"] = c["slice"]
     # built in the public column order (no reordering copy)
-    calcs = pd.DataFrame({k: columns[k] for k in calc_columns(nd)})
+    calcs = frame_of_arrays({k: columns[k] for k in calc_columns(nd)})
     # cluster_table(calcs), from the arrays the columns were made of
     clusters = _cluster_table(cluster_id, score, columns, nd)
     public = {"row", "col", "slice", "diameter_mm", "contrast", "cnr"}
