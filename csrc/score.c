@@ -1,6 +1,6 @@
 /*
- * score.c -- the standardised piecewise-linear basis of the score model
- * (napari_calc.core.score). See ncalc.h for the contract.
+ * score.c -- the score model's standardised piecewise-linear basis and its
+ * log-odds (napari_calc.core.score). See ncalc.h for the contract.
  */
 #include "ncalc.h"
 
