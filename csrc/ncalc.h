@@ -727,7 +727,8 @@ int ncalc_ramp_logit(const double *X, ptrdiff_t n, int nfeat, const int *nknots,
  *     ((0 + (p_i0 - p_j0)^2) + (p_i1 - p_j1)^2) + ...  <= radius * radius
  * in double: the pairs of scipy.spatial.cKDTree.query_pairs(radius).
  * NCALC_EINVAL for a bad argument or a non-finite coordinate; NCALC_ENOMEM
- * when the neighbour lists (4 bytes per ordered pair) do not fit.
+ * when the grid (about 30 bytes a point) or, for ncalc_radius_clusters,
+ * the neighbour lists (4 bytes per ordered pair) do not fit.
  *
  * ncalc_neighbour_sums: count[i] = the number of neighbours of i, and
  *     sum[i] = 0.0 + weight[j1] + weight[j2] + ...  over its neighbours in
@@ -740,7 +741,11 @@ int ncalc_ramp_logit(const double *X, ptrdiff_t n, int nfeat, const int *nknots,
  *     pairs, numbered from 0 in order of their lowest-index core point;
  *     labels[i] is that number for a core point, the lowest number among
  *     its core neighbours' for any other point, and -1 without one.
- * Points in parallel; the results do not depend on the thread count.
+ * ncalc_radius_clusters lists each point's neighbours in parallel;
+ * ncalc_neighbour_sums is one serial pass (each point adds its weight to
+ * its neighbours' sums, points in increasing order: no lists), and takes
+ * nthreads for the interface's sake. The results do not depend on the
+ * thread count.
  */
 int ncalc_neighbour_sums(const double *pos, ptrdiff_t n, int dim, double radius,
                          const double *weight, double *sum, int64_t *count, int nthreads);
