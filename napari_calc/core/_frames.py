@@ -4,7 +4,7 @@
 pandas 3, turns an object array of strings into its string dtype). For
 arrays whose dtypes are already the table's, pandas' own
 ``DataFrame._from_arrays`` makes the same frame in about half the time:
-on the 2048x1664 phantom, detect's two tables cost about 0.4 ms less. It
+on the 2048x1664 phantom, a detect call takes about 0.3 ms less. It
 is not public API, so it is used guardedly: where it is missing, or
 refuses the arguments, the public constructor makes the frame, and a test
 checks that both give the same frame.
