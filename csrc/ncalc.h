@@ -722,12 +722,26 @@ int ncalc_ramp_logit(const double *X, ptrdiff_t n, int nfeat, const int *nknots,
                      const double *coef, double intercept, double *z, double *basis, int nthreads);
 
 /*
+ * numpy.interp(x, xp, fp) bit for bit (score.c), for the score model's
+ * calibrations and the noise-level function: out[i] for x[i] (n values;
+ * out may be x) with the m >= 2 points (xp, fp), xp strictly increasing.
+ * NaN gives NaN; below xp[0] fp[0]; at or above xp[m - 1] fp[m - 1]; at
+ * a knot xp[j] fp[j]; else, with xp[j] < x < xp[j + 1] and
+ * s = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j]), s * (x - xp[j]) + fp[j]
+ * (two roundings, no fused multiply-add), as numpy computes it.
+ * NCALC_EINVAL for fewer than two points, a non-finite xp or fp, or xp not
+ * strictly increasing. Rows in parallel above 4,096 values.
+ */
+int ncalc_interp(const double *x, ptrdiff_t n, const double *xp, const double *fp, ptrdiff_t m,
+                 double *out, int nthreads);
+
+/*
  * Points within a radius (neighbours.c). pos: n x dim doubles (dim 1..3,
  * finite), radius > 0. Points i != j are neighbours when
  *     ((0 + (p_i0 - p_j0)^2) + (p_i1 - p_j1)^2) + ...  <= radius * radius
  * in double: the pairs of scipy.spatial.cKDTree.query_pairs(radius).
  * NCALC_EINVAL for a bad argument or a non-finite coordinate; NCALC_ENOMEM
- * when the grid (about 30 bytes a point) or, for ncalc_radius_clusters,
+ * when the grid (about 40 bytes a point) or, for ncalc_radius_clusters,
  * the neighbour lists (4 bytes per ordered pair) do not fit.
  *
  * ncalc_neighbour_sums: count[i] = the number of neighbours of i, and
@@ -742,10 +756,10 @@ int ncalc_ramp_logit(const double *X, ptrdiff_t n, int nfeat, const int *nknots,
  *     labels[i] is that number for a core point, the lowest number among
  *     its core neighbours' for any other point, and -1 without one.
  * ncalc_radius_clusters lists each point's neighbours in parallel;
- * ncalc_neighbour_sums is one serial pass (each point adds its weight to
- * its neighbours' sums, points in increasing order: no lists), and takes
- * nthreads for the interface's sake. The results do not depend on the
- * thread count.
+ * ncalc_neighbour_sums makes each point add its weight to its neighbours'
+ * sums, points in increasing order (no lists), in parallel above 1,024
+ * points: each thread for the neighbours in its strip of the grid. The
+ * results do not depend on the thread count.
  */
 int ncalc_neighbour_sums(const double *pos, ptrdiff_t n, int dim, double radius,
                          const double *weight, double *sum, int64_t *count, int nthreads);

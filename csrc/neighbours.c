@@ -14,7 +14,8 @@
  * hold all its neighbours, and the distance test above decides. For the
  * clusters, each point's neighbours are listed in increasing index order;
  * for the sums, the points in increasing order add their weights to their
- * neighbours' sums. Either way what is computed does not depend on the
+ * neighbours' sums (in parallel, each thread for the targets in its strip
+ * of cell rows). Either way what is computed does not depend on the
  * thread count or on how the pairs were found.
  */
 #include "ncalc.h"
@@ -60,6 +61,7 @@ typedef struct {
     int64_t ncx;
     ptrdiff_t n;
     int64_t *cell;    /* cell of point i: cy * ncx + cx */
+    int32_t *cxy;     /* and its cx, cy (2 n values) */
     int32_t *ord;     /* the points by (cell, index) */
     int64_t *key;     /* their cells (bisection), or NULL */
     ptrdiff_t *first; /* first[k]: where cell k starts in ord (table), or NULL */
@@ -87,7 +89,7 @@ typedef struct {
 
 static inline around_t around(const grid_t *g, ptrdiff_t i, int64_t ncy)
 {
-    const int64_t cy = g->cell[i] / g->ncx, cx = g->cell[i] % g->ncx;
+    const int64_t cx = g->cxy[2 * i], cy = g->cxy[2 * i + 1];
     around_t a = {cx > 0 ? cx - 1 : 0, cx + 1 < g->ncx ? cx + 1 : cx, cy > 0 ? cy - 1 : 0,
                   cy + 1 < ncy ? cy + 1 : cy};
     return a;
@@ -174,8 +176,9 @@ static int grid_make(const double *pos, ptrdiff_t n, int dim, double radius, int
     const int64_t ncx = (int64_t)(spread[ax] / cs) + 1;
     const int64_t ncy = ay < 0 ? 1 : (int64_t)(spread[ay] / cs) + 1;
     const int table = ncx * ncy <= 4 * (int64_t)n + 4096;
-    grid_t g = {pos, dim, radius * radius, ncx, n, NULL, NULL, NULL, NULL, NULL};
+    grid_t g = {pos, dim, radius * radius, ncx, n, NULL, NULL, NULL, NULL, NULL, NULL};
     g.cell = (int64_t *)malloc((size_t)n * sizeof(int64_t));
+    g.cxy = (int32_t *)malloc((size_t)n * 2 * sizeof(int32_t));
     g.ord = (int32_t *)malloc((size_t)n * sizeof(int32_t));
     if (table) g.first = (ptrdiff_t *)calloc((size_t)(ncx * ncy + 1), sizeof(ptrdiff_t));
     else g.key = (int64_t *)malloc((size_t)n * sizeof(int64_t));
@@ -183,7 +186,7 @@ static int grid_make(const double *pos, ptrdiff_t n, int dim, double radius, int
     if (sorted_pos) g.spos = (double *)malloc((size_t)n * (size_t)dim * sizeof(double));
     *g_out = g;
     *ncy_out = ncy;
-    if (!g.cell || !g.ord || (table ? !g.first : (!g.key || !srt)) || (sorted_pos && !g.spos)) {
+    if (!g.cell || !g.cxy || !g.ord || (table ? !g.first : (!g.key || !srt)) || (sorted_pos && !g.spos)) {
         free(srt);
         return NCALC_ENOMEM;
     }
@@ -193,6 +196,8 @@ static int grid_make(const double *pos, ptrdiff_t n, int dim, double radius, int
         cx = cx < ncx ? cx : ncx - 1;
         cy = cy < ncy ? cy : ncy - 1;
         g.cell[i] = cy * ncx + cx;
+        g.cxy[2 * i] = (int32_t)cx;
+        g.cxy[2 * i + 1] = (int32_t)cy;
     }
     if (table) {  /* counting sort: in each cell the points in index order */
         for (ptrdiff_t i = 0; i < n; i++) g.first[g.cell[i] + 1]++;
@@ -222,6 +227,7 @@ static void grid_free(grid_t *g)
 {
     free(g->spos);
     free(g->cell);
+    free(g->cxy);
     free(g->ord);
     free(g->first);
     free(g->key);
@@ -286,44 +292,30 @@ static int check_points(const double *pos, ptrdiff_t n, int dim, double radius)
     return NCALC_OK;
 }
 
-int ncalc_neighbour_sums(const double *pos, ptrdiff_t n, int dim, double radius,
-                         const double *weight, double *sum, int64_t *count, int nthreads)
+/* The pass of ncalc_neighbour_sums for the targets in cell rows [ya, yb):
+ * every point j, in increasing order, adds its weight to the sums of its
+ * neighbours there. The sums and counts are in the grid's order (ssum[s]
+ * for point g->ord[s]): a strip's are one run, apart from the others'. */
+static void sums_rows(const grid_t *g, int64_t ncy, int64_t ya, int64_t yb, const double *weight,
+                      double *ssum, int64_t *scount)
 {
-    int st = check_points(pos, n, dim, radius);
-    if (st != NCALC_OK) return st;
-    if (n > 0 && ((sum && !weight) || (!sum && !count))) return NCALC_EINVAL;
-    if (n == 0) return NCALC_OK;
-    (void)nthreads; /* one pass, serial: see below */
-    grid_t g;
-    int64_t ncy;
-    if (grid_make(pos, n, dim, radius, 1, &g, &ncy) != NCALC_OK) {
-        grid_free(&g);
-        return NCALC_ENOMEM;
-    }
-    for (ptrdiff_t i = 0; i < n; i++) {
-        if (sum) sum[i] = 0.0;
-        if (count) count[i] = 0;
-    }
-    /* Each point j, in increasing order, adds its weight to the sum of
-     * every neighbour i: so each sum adds its neighbours' weights in
-     * increasing index order, with no list to build or sort. (The test
-     * from j's side is the same: (p_j - p_i)^2 is (p_i - p_j)^2 to the
-     * bit.) Serial, which keeps that order; measured on 3,000 points it
-     * takes less time than the lists did on two threads. */
-    const double r2 = g.r2;
-    for (ptrdiff_t j = 0; j < n; j++) {
-        const double *p = pos + j * dim;
-        const double add[2] = {0.0, sum ? weight[j] : 0.0};
-        const around_t a = around(&g, j, ncy);
-        for (int64_t y = a.y0; y <= a.y1; y++) {
-            const ptrdiff_t s0 = cell_start(&g, y * g.ncx + a.x0), s1 = cell_start(&g, y * g.ncx + a.x1 + 1);
+    const double r2 = g->r2;
+    const int dim = g->dim;
+    for (ptrdiff_t j = 0; j < g->n; j++) {
+        const around_t a = around(g, j, ncy);
+        const int64_t y0 = a.y0 > ya ? a.y0 : ya, y1 = a.y1 < yb - 1 ? a.y1 : yb - 1;
+        if (y0 > y1) continue;
+        const double *p = g->pos + j * dim;
+        const double add[2] = {0.0, ssum ? weight[j] : 0.0};
+        for (int64_t y = y0; y <= y1; y++) {
+            const ptrdiff_t s0 = cell_start(g, y * g->ncx + a.x0), s1 = cell_start(g, y * g->ncx + a.x1 + 1);
 #define NCALC_ADD(DIM)                                                                        \
             for (ptrdiff_t s = s0; s < s1; s++) {                                             \
-                const int32_t i = g.ord[s];                                                   \
-                const int hit = (sqdist(p, g.spos + s * (DIM), (DIM)) <= r2) & (i != j);      \
+                const int32_t i = g->ord[s];                                                  \
+                const int hit = (sqdist(p, g->spos + s * (DIM), (DIM)) <= r2) & (i != j);     \
                 /* without a branch (+0.0 leaves a sum as it is: a sum is never -0.0) */      \
-                if (sum) sum[i] += add[hit];                                                  \
-                if (count) count[i] += hit;                                                   \
+                if (ssum) ssum[s] += add[hit];                                                \
+                if (scount) scount[s] += hit;                                                 \
             }
             switch (dim) {
             case 1: NCALC_ADD(1) break;
@@ -333,6 +325,70 @@ int ncalc_neighbour_sums(const double *pos, ptrdiff_t n, int dim, double radius,
 #undef NCALC_ADD
         }
     }
+}
+
+int ncalc_neighbour_sums(const double *pos, ptrdiff_t n, int dim, double radius,
+                         const double *weight, double *sum, int64_t *count, int nthreads)
+{
+    int st = check_points(pos, n, dim, radius);
+    if (st != NCALC_OK) return st;
+    if (n > 0 && ((sum && !weight) || (!sum && !count))) return NCALC_EINVAL;
+    if (n == 0) return NCALC_OK;
+    grid_t g;
+    int64_t ncy;
+    if (grid_make(pos, n, dim, radius, 1, &g, &ncy) != NCALC_OK) {
+        grid_free(&g);
+        return NCALC_ENOMEM;
+    }
+    double *ssum = sum ? (double *)calloc((size_t)n, sizeof(double)) : NULL;
+    int64_t *scount = count ? (int64_t *)calloc((size_t)n, sizeof(int64_t)) : NULL;
+    if ((sum && !ssum) || (count && !scount)) {
+        free(ssum);
+        free(scount);
+        grid_free(&g);
+        return NCALC_ENOMEM;
+    }
+    /* Each point j, in increasing order, adds its weight to the sum of
+     * every neighbour i: so each sum adds its neighbours' weights in
+     * increasing index order, with no list to build or sort. (The test
+     * from j's side is the same: (p_j - p_i)^2 is (p_i - p_j)^2 to the
+     * bit.) In parallel, each thread takes the targets of a strip of cell
+     * rows (about as many points each) and walks every j in that order for
+     * them: no sum is shared, and each keeps its order. The sums are kept
+     * in the grid's order meanwhile (a strip's in one run: no cache line
+     * written by two threads but at a strip's ends), then put in place. */
+    const int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+#pragma omp parallel num_threads(nt) if (n > 1024 && ncy > 1)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+        const int t = 0, team = 1;
+#endif
+        /* this thread's cell rows: from the first whose points before it
+         * reach t / team of all to the first reaching (t + 1) / team */
+        int64_t ya = 0, yb = ncy;
+        if (team > 1) {
+            const ptrdiff_t want_a = (ptrdiff_t)((double)n * t / team),
+                            want_b = (ptrdiff_t)((double)n * (t + 1) / team);
+            ya = yb = -1;
+            for (int64_t y = 0; y <= ncy && yb < 0; y++) {
+                const ptrdiff_t before = y < ncy ? cell_start(&g, y * g.ncx) : n;
+                if (ya < 0 && (before >= want_a || y == ncy)) ya = y;
+                if (before >= want_b || y == ncy) yb = y;
+            }
+            if (t == team - 1) yb = ncy;
+            if (t == 0) ya = 0;
+        }
+        if (ya < yb) sums_rows(&g, ncy, ya, yb, weight, ssum, scount);
+    }
+    for (ptrdiff_t s = 0; s < n; s++) {
+        if (sum) sum[g.ord[s]] = ssum[s];
+        if (count) count[g.ord[s]] = scount[s];
+    }
+    free(ssum);
+    free(scount);
     grid_free(&g);
     return NCALC_OK;
 }

@@ -1,6 +1,7 @@
 /*
  * score.c -- the score model's standardised piecewise-linear basis and its
- * log-odds (napari_calc.core.score). See ncalc.h for the contract.
+ * log-odds, its calibration's interpolation, and the feature parts
+ * (napari_calc.core.score). See ncalc.h for the contract.
  */
 #include "ncalc.h"
 
@@ -97,6 +98,44 @@ int ncalc_ramp_logit(const double *X, ptrdiff_t n, int nfeat, const int *nknots,
             if (z) z[i] = acc + intercept;
         }
     }
+    return NCALC_OK;
+}
+
+/* numpy.interp(v, xp, fp) for one finite-or-NaN v, xp strictly increasing
+ * (m >= 2): numpy's branches in numpy's order (compiled_base.c, arr_interp).
+ * j is the largest index with xp[j] <= v, which numpy's search with a
+ * guess finds too when xp strictly increases. */
+static inline double interp_one(double v, const double *xp, const double *fp, ptrdiff_t m)
+{
+    if (v != v) return v;
+    if (v < xp[0]) return fp[0];
+    if (v >= xp[m - 1]) return fp[m - 1]; /* (above: the right value; at: fp[m - 1]) */
+    /* xp[lo] <= v < xp[lo + len] (or the end): halved without a branch */
+    ptrdiff_t lo = 0, len = m - 1;
+    while (len > 1) {
+        const ptrdiff_t half = len / 2;
+        lo = xp[lo + half] <= v ? lo + half : lo;
+        len -= half;
+    }
+    if (xp[lo] == v) return fp[lo];
+    /* (numpy tries the other end when this gives NaN, and then fp[lo] when
+     * the two values are equal: with finite points that changes nothing, as
+     * v - xp[lo] > 0 and a NaN slope needs an infinite difference of fp) */
+    const double slope = (fp[lo + 1] - fp[lo]) / (xp[lo + 1] - xp[lo]);
+    return slope * (v - xp[lo]) + fp[lo];
+}
+
+int ncalc_interp(const double *x, ptrdiff_t n, const double *xp, const double *fp, ptrdiff_t m,
+                 double *out, int nthreads)
+{
+    if (n < 0 || m < 2 || !xp || !fp || (n > 0 && (!x || !out))) return NCALC_EINVAL;
+    for (ptrdiff_t k = 0; k < m; k++)
+        if (!isfinite(xp[k]) || !isfinite(fp[k]) || (k + 1 < m && !(xp[k] < xp[k + 1])))
+            return NCALC_EINVAL;
+    int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
+    (void)nt;
+#pragma omp parallel for num_threads(nt) schedule(static) if (n > 4096)
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = interp_one(x[i], xp, fp, m);
     return NCALC_OK;
 }
 

@@ -1330,6 +1330,31 @@ def ramp_logit(const cnp.float64_t[:, ::1] X not None, const int[::1] nknots not
 
 
 cdef extern from "ncalc.h" nogil:
+    int ncalc_interp(const double *x, Py_ssize_t n, const double *xp, const double *fp, Py_ssize_t m,
+                     double *out, int nthreads)
+
+
+def interp(const cnp.float64_t[::1] x not None, const cnp.float64_t[::1] xp not None,
+           const cnp.float64_t[::1] fp not None, int nthreads=0):
+    """``numpy.interp(x, xp, fp)`` bit for bit (float64, a new array), see
+    ncalc_interp in csrc/ncalc.h; ValueError unless xp and fp are of one
+    length >= 2, finite, and xp strictly increases."""
+    if fp.shape[0] != xp.shape[0]:
+        raise ValueError("xp and fp differ in length")
+    cdef Py_ssize_t n = x.shape[0]
+    cdef cnp.ndarray[cnp.float64_t, ndim=1] out = np.empty(n, np.float64)
+    cdef const double *px = &x[0] if n else NULL
+    cdef double *po = &out[0] if n else NULL
+    cdef const double *pxp = &xp[0] if xp.shape[0] else NULL
+    cdef const double *pfp = &fp[0] if fp.shape[0] else NULL
+    cdef int st
+    with nogil:
+        st = ncalc_interp(px, n, pxp, pfp, xp.shape[0], po, nthreads)
+    _check(st)
+    return out
+
+
+cdef extern from "ncalc.h" nogil:
     enum:
         NCALC_FEATURE_INPUTS
         NCALC_FEATURES

@@ -33,6 +33,16 @@ def _point_sets():
     yield np.array([[0.0, 0.0], [0.0, 3.0], [4.0, 0.0], [0.0, 20.0]]), 5.0
 
 
+def _large_point_sets():
+    """(points, radius) of 3,000 points, which neighbour_sums splits
+    between its threads by strips of its grid: scattered in 2-D and 3-D,
+    and in three dense spots (the strips uneven, some perhaps empty)."""
+    rng = np.random.default_rng(4)
+    yield rng.uniform(0, 200, (3000, 2)), 6.0
+    yield rng.uniform(0, 60, (3000, 3)), 5.0
+    yield rng.normal(0, 2.0, (3000, 2)) + rng.integers(0, 3, (3000, 1)) * 40.0, 1.5
+
+
 def _pairs(pts, r):
     pairs = cKDTree(pts).query_pairs(r, output_type="ndarray")
     return (np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]]))
@@ -41,7 +51,7 @@ def _pairs(pts, r):
 @pytest.mark.parametrize("nthreads", [1, 2, 3])
 def test_neighbour_sums_are_the_kd_tree_pairs_summed_in_index_order(nthreads):
     rng = np.random.default_rng(nthreads)
-    for k, (pts, r) in enumerate(_point_sets()):
+    for k, (pts, r) in enumerate([*_point_sets(), *_large_point_sets()]):
         w = rng.random(len(pts))
         if k % 3 == 1 and len(w) >= 20:
             # signed zeros, infinities and a NaN: the same sums to the bit

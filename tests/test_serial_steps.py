@@ -900,3 +900,80 @@ def test_detect_tables_same_with_and_without_pandas_fast_path(monkeypatch):
         pd.testing.assert_frame_equal(fast.calcifications, slow.calcifications, check_exact=True)
         pd.testing.assert_frame_equal(fast.clusters, slow.clusters, check_exact=True)
         assert fast.calcifications["status"].dtype == object
+
+
+# --- numpy.interp in C (the calibrations, the noise-level function) ------------
+
+def _interp_cases(rng):
+    """(x, xp, fp): points at spacings from 1e-5 to 1e4, some centred on 0,
+    a flat stretch, values overflowing the slope; x everywhere, on the
+    points and one ulp either side, beyond both ends, NaN and infinities."""
+    for t in range(300):
+        m = int(rng.integers(2, 40))
+        xp = np.cumsum(rng.exponential(1, m)) * 10.0 ** int(rng.integers(-5, 5))
+        if t % 5 == 0:
+            xp -= xp.mean()
+        fp = rng.normal(0, 10.0 ** int(rng.integers(-3, 3)), m)
+        if t % 7 == 0:
+            fp[: m // 2] = fp[0]   # flat
+        if t % 11 == 0:
+            fp[::2] = 1e308        # slopes of +-inf between the points
+            fp[1::2] = -1e308
+            if t % 2:              # and of NaN where their distance is infinite too
+                h = m // 2
+                xp = np.concatenate([-1.5e308 * np.linspace(1, 0.9, h), 1.5e308 * np.linspace(0.9, 1, m - h)])
+        j, u = rng.integers(0, m - 1, 300), rng.random(300)
+        between = xp[j] * (1 - u) + xp[j + 1] * u
+        x = np.concatenate([between, xp[0] - rng.random(20) * (1 + abs(xp[0])), xp[-1] + rng.random(20) * (1 + abs(xp[-1])), xp, np.nextafter(xp, np.inf),
+                            np.nextafter(xp, -np.inf), [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e308, -1e308]])
+        yield x, xp, fp
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
+def test_interp_kernel_is_numpy_interp():
+    rng = np.random.default_rng(12)
+    for x, xp, fp in _interp_cases(rng):
+        want = np.interp(x, xp, fp)
+        for nt in (1, 2, 3):
+            got = _kernel.interp(x, xp, fp, nt)
+            assert got.tobytes() == want.tobytes(), (xp, fp)
+    x = rng.normal(0, 3, 20_000)   # rows in parallel (above 4,096)
+    xp, fp = np.linspace(-8, 8, 35), np.sort(rng.normal(0, 4, 35))
+    for nt in (1, 2, 3):
+        assert _kernel.interp(x, xp, fp, nt).tobytes() == np.interp(x, xp, fp).tobytes()
+    assert _kernel.interp(x[:0], xp, fp).shape == (0,)
+
+
+def test_interp_refusals_go_to_numpy(spy):
+    x = np.array([0.25, 1.5, np.nan])
+    for xp, fp in (([0.0, 1.0, 1.0, 2.0], [0.0, 1.0, 2.0, 3.0]),   # not strictly increasing
+                   ([1.0, 0.0], [0.0, 1.0]),                        # decreasing
+                   ([0.0], [1.0]),                                  # one point
+                   ([0.0, np.inf], [0.0, 1.0]), ([0.0, 1.0], [np.nan, 1.0])):
+        xp, fp = np.array(xp), np.array(fp)
+        with pytest.raises(ValueError):
+            _kernel.interp(x, xp, fp)
+        np.testing.assert_array_equal(S.interp(x, xp, fp), np.interp(x, xp, fp))
+    with pytest.raises(ValueError):
+        _kernel.interp(x, np.arange(3.0), np.arange(4.0))   # lengths differ
+    calls = spy(_kernel, "interp")
+    xp, fp = np.arange(4.0), np.array([0.0, 2.0, 1.0, 5.0])
+    assert S.interp(x, xp, fp).tobytes() == np.interp(x, xp, fp).tobytes() and len(calls) == 1
+    for other in (x.astype(np.float32), x.reshape(3, 1), [0.25, 1.5]):   # numpy.interp's own
+        np.testing.assert_array_equal(S.interp(other, xp, fp), np.interp(other, xp, fp))
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("n_slices", [None, 3])
+def test_detect_same_with_and_without_the_interp_kernel(monkeypatch, spy, n_slices):
+    image = make_phantom(seed=8, spacing_mm=0.1, n_slices=n_slices).image
+    calls = spy(_kernel, "interp")
+    on = napari_calc.detect(image, keep_min_score=0.0)
+    # the noise-level function's (once per slice measured) and the two calibrations
+    assert len(calls) == (n_slices or 1) + 2
+    monkeypatch.setattr(S, "_INTERP_KERNEL", False)
+    off = napari_calc.detect(image, keep_min_score=0.0)
+    assert len(calls) == (n_slices or 1) + 2
+    assert len(on.calcifications) > 20
+    for a, b in ((on.calcifications, off.calcifications), (on.clusters, off.clusters), (on.extra, off.extra)):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)

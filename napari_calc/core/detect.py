@@ -82,7 +82,7 @@ from .detections import Detections
 from .errors import DetectionCancelled, InvalidParameterError, MissingSpacingError, UnsupportedImageError
 from .image import MammoImage
 from .mask import BlockMask, breast_mask_blocks, breast_mask_parts
-from .score import (candidate_feature_matrix, candidate_probability, load_model, nlf_job, nlf_of_fit,
+from .score import (candidate_feature_matrix, candidate_probability, interp, load_model, nlf_job, nlf_of_fit,
                     noise_level_function)
 
 __all__ = ["detect", "DetectionParams", "dog_sigmas", "PRESETS", "IN_PLANE_SPACING_RANGE_MM"]
@@ -878,7 +878,7 @@ def _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, rr, cc, snr, noise, r
                                         HESSIAN_TRUNCATE, nthreads, cross=(True, True, large_cross)
                                         ).astype(np.float64)
     lev, nsd = nlf if nlf is not None else noise_level_function(img, mask, n_threads=nthreads)
-    nlf_sd = np.interp(h2[0], lev, nsd)
+    nlf_sd = interp(h2[0], lev, nsd, nthreads)
     with np.errstate(divide="ignore", invalid="ignore"):
         cnr = np.where(nlf_sd > 0, contrast / nlf_sd, 0.0)
     out = dict(row=rr.astype(np.int64), col=cc.astype(np.int64), snr=snr, noise=noise,

@@ -372,6 +372,38 @@ def _kernel_if(on: bool, name: str):
     return _kernel if hasattr(_kernel, name) else None
 
 
+#: Use the C kernel in :func:`interp` (tests switch it off to compare with
+#: numpy.interp).
+_INTERP_KERNEL = True
+
+
+def interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray, n_threads: int = 0) -> np.ndarray:
+    """``numpy.interp(x, xp, fp)``, bit for bit, for float64 ``x``: in C
+    (``_kernel.interp``, in parallel, without numpy.interp's per-call
+    overhead) when ``xp`` strictly increases and ``xp``, ``fp`` are finite,
+    else numpy.interp itself.
+
+    Parameters
+    ----------
+    x : ndarray
+        Where to interpolate (1-D float64 for the kernel; anything else
+        goes to numpy.interp).
+    xp, fp : ndarray
+        The points, as numpy.interp takes them.
+    n_threads : int
+        Threads of the C kernel (0: OpenMP default); the result does not
+        depend on it.
+    """
+    kern = _kernel_if(_INTERP_KERNEL, "interp")
+    if kern is not None and isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype == np.float64:
+        try:
+            return kern.interp(np.ascontiguousarray(x), np.ascontiguousarray(xp, dtype=np.float64),
+                               np.ascontiguousarray(fp, dtype=np.float64), int(n_threads))
+        except (ValueError, TypeError):  # points the kernel does not take: numpy decides
+            pass
+    return np.interp(x, xp, fp)
+
+
 def _nlf_kernel():
     """The compiled kernel module for the NLF, or None (:func:`_kernel_if`)."""
     return _kernel_if(_NLF_KERNEL, "nlf_fit")
@@ -624,7 +656,7 @@ def _logistic_logit(X: np.ndarray, part: dict, n_threads: int = 0) -> np.ndarray
         Z /= sc
         z = _dot_in_order(Z, w) + b
     if cal is not None:  # monotone recalibration of the log-odds
-        z = np.interp(z, *cal)
+        z = interp(z, *cal, n_threads=n_threads)
     return z
 
 

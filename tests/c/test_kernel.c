@@ -620,6 +620,49 @@ static void serial_steps(void)
         CHECK(ncalc_ramp_logit(x1, 1, 3, nknots, knots, 2, inter, mean, scale, NULL, 0.0, z1, NULL, 1)
               == NCALC_EINVAL, "ramp logit without coefficients");
     }
+    /* numpy.interp: every branch against its formula, from 0 values to
+     * enough for the parallel loop, the output over the input too */
+    {
+        const double xp[5] = {-2.0, -0.5, 0.0, 1.25, 4.0}, fp[5] = {3.0, -1.0, -1.0, 0.5, 8.0};
+        const ptrdiff_t sizes[4] = {0, 1, 7, 5000};
+        for (int si = 0; si < 4; si++) {
+            const ptrdiff_t n = sizes[si];
+            double *x = malloc(sizeof(double) * (size_t)(n + 1)), *o = malloc(sizeof(double) * (size_t)(n + 1));
+            for (ptrdiff_t i = 0; i < n; i++)
+                x[i] = i % 97 == 3 ? NAN : i % 5 == 0 ? xp[i % 25 / 5] : (double)((int)(rnd() % 1401) - 700) / 100.0;
+            for (int t = 1; t <= 2; t++) {
+                CHECK(ncalc_interp(x, n, xp, fp, 5, o, t) == NCALC_OK, "interp");
+                for (ptrdiff_t i = 0; i < n; i++) {
+                    const double v = x[i];
+                    double want;
+                    if (v != v) want = v;
+                    else if (v < xp[0]) want = fp[0];
+                    else if (v >= xp[4]) want = fp[4];
+                    else {
+                        int j = 0;
+                        while (xp[j + 1] <= v) j++;
+                        const double sl = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j]);
+                        want = v == xp[j] ? fp[j] : sl * (v - xp[j]) + fp[j];
+                    }
+                    CHECK(want != want ? o[i] != o[i] : o[i] == want, "interp %td at %g", i, v);
+                }
+            }
+            if (n) {
+                CHECK(ncalc_interp(x, n, xp, fp, 5, o, 2) == NCALC_OK, "interp copy");
+                CHECK(ncalc_interp(x, n, xp, fp, 5, x, 2) == NCALC_OK, "interp in place");
+                for (ptrdiff_t i = 0; i < n; i++)
+                    CHECK(o[i] != o[i] ? x[i] != x[i] : x[i] == o[i], "interp in place %td", i);
+            }
+            free(x); free(o);
+        }
+        const double same[3] = {0.0, 1.0, 1.0}, inf[2] = {0.0, INFINITY}, two[2] = {0.0, 1.0};
+        double x1 = 0.5, o1;
+        CHECK(ncalc_interp(&x1, 1, same, fp, 3, &o1, 1) == NCALC_EINVAL, "interp repeated point");
+        CHECK(ncalc_interp(&x1, 1, inf, two, 2, &o1, 1) == NCALC_EINVAL, "interp infinite point");
+        CHECK(ncalc_interp(&x1, 1, two, inf, 2, &o1, 1) == NCALC_EINVAL, "interp infinite value");
+        CHECK(ncalc_interp(&x1, 1, two, two, 1, &o1, 1) == NCALC_EINVAL, "interp one point");
+        CHECK(ncalc_interp(&x1, 1, two, two, 2, &o1, 1) == NCALC_OK && o1 == 0.5, "interp two points");
+    }
     /* peak values on a small response, tiles with leftover rows/columns */
     {
         const ptrdiff_t rows = 7, cols = 5, tile = 3, n = 6;
@@ -704,10 +747,11 @@ static void stack_steps(void)
  * table, and bisection when there are far more cells than points). */
 static void neighbours(void)
 {
-    const ptrdiff_t n = 300;
+    const ptrdiff_t n = 1500; /* (the sums in parallel above 1,024 points) */
     double *pos = malloc(sizeof(double) * (size_t)(3 * n)), *w = malloc(sizeof(double) * (size_t)n);
-    double *sum = malloc(sizeof(double) * (size_t)n);
+    double *sum = malloc(sizeof(double) * (size_t)n), *sum1 = malloc(sizeof(double) * (size_t)n);
     int64_t *count = malloc(sizeof(int64_t) * (size_t)n), *lab = malloc(sizeof(int64_t) * (size_t)n);
+    int64_t *count1 = malloc(sizeof(int64_t) * (size_t)n);
     for (int dim = 1; dim <= 3; dim++) {
         for (int layout = 0; layout < 2; layout++) {
             const double r = layout ? 0.01 : 1.0; /* 1e-2: millions of cells */
@@ -716,6 +760,11 @@ static void neighbours(void)
             for (ptrdiff_t i = 0; i < n; i++) w[i] = (double)(rnd() % 1000) / 7.0;
             for (int t = 1; t <= 2; t++) {
                 CHECK(ncalc_neighbour_sums(pos, n, dim, r, w, sum, count, t) == NCALC_OK, "neighbour sums");
+                /* either output alone: the same values */
+                CHECK(ncalc_neighbour_sums(pos, n, dim, r, w, sum1, NULL, t) == NCALC_OK, "sums alone");
+                CHECK(ncalc_neighbour_sums(pos, n, dim, r, NULL, NULL, count1, t) == NCALC_OK, "counts alone");
+                for (ptrdiff_t i = 0; i < n; i++)
+                    CHECK(sum1[i] == sum[i] && count1[i] == count[i], "one output, point %td", i);
                 CHECK(ncalc_radius_clusters(pos, n, dim, r, 3, lab, t) == NCALC_OK, "radius clusters");
                 for (ptrdiff_t i = 0; i < n; i++) {
                     double s = 0.0;
@@ -752,7 +801,9 @@ static void neighbours(void)
     free(pos);
     free(w);
     free(sum);
+    free(sum1);
     free(count);
+    free(count1);
     free(lab);
 }
 
