@@ -741,7 +741,7 @@ int ncalc_interp(const double *x, ptrdiff_t n, const double *xp, const double *f
  *     ((0 + (p_i0 - p_j0)^2) + (p_i1 - p_j1)^2) + ...  <= radius * radius
  * in double: the pairs of scipy.spatial.cKDTree.query_pairs(radius).
  * NCALC_EINVAL for a bad argument or a non-finite coordinate; NCALC_ENOMEM
- * when the grid (about 40 bytes a point) or, for ncalc_radius_clusters,
+ * when the grid and its sums (up to about 100 bytes a point) or, for ncalc_radius_clusters,
  * the neighbour lists (4 bytes per ordered pair) do not fit.
  *
  * ncalc_neighbour_sums: count[i] = the number of neighbours of i, and

@@ -291,7 +291,7 @@ def _in_order(Z, coef, intercept):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
-@pytest.mark.parametrize("n", [0, 1, 9, 3000, 5000])
+@pytest.mark.parametrize("n", [0, 1, 9, 13, 1027, 3000, 5000])   # (rows in parallel above 1024)
 def test_ramp_kernel_gives_numpys_basis_and_logit(monkeypatch, n):
     rng = np.random.default_rng(n + 7)
     knots = [[-1.0, 0.5, 2.5], [], [0.3], [-2.0, 1.0], [0.1, 0.2, 0.4, 0.8]]
