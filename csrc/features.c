@@ -278,12 +278,15 @@ int ncalc_candidate_features(const void *img, int dtype, ptrdiff_t rows, ptrdiff
             return NCALC_EINVAL;
     int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
+    /* runs of consecutive candidates (see ncalc_run_chunk) */
+    const ptrdiff_t chunk = ncalc_run_chunk(n, nt);
+    (void)chunk;
 #pragma omp parallel num_threads(nt)
     {
         /* the span tables of the last radius this thread saw */
         span_tab tab;
         tab.radius = -1.0f;
-#pragma omp for schedule(dynamic, 16)
+#pragma omp for schedule(dynamic, chunk)
         for (ptrdiff_t i = 0; i < n; i++) {
             const double rad = radius[i];
             const double r_in = 2.0 * rad > rad + 2.0 ? 2.0 * rad : rad + 2.0;

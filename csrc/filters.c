@@ -80,6 +80,13 @@ int ncalc_max_threads(void)
 #endif
 }
 
+ptrdiff_t ncalc_run_chunk(ptrdiff_t n, int nthreads)
+{
+    const ptrdiff_t runs = 8 * (ptrdiff_t)(nthreads > 1 ? nthreads : 1);
+    const ptrdiff_t c = (n + runs - 1) / runs;
+    return c > 16 ? c : 16;
+}
+
 void ncalc_thread_share(ptrdiff_t n, int *team, int *me, ptrdiff_t *lo, ptrdiff_t *hi)
 {
 #ifdef _OPENMP

@@ -18,7 +18,10 @@
  * all its rows (column_sums_*_avx2; with AVX-512, 16 columns for uint16
  * windows of 16 columns or more, column_sums_u16_avx512); the weights are
  * recomputed only when sigma changes from one candidate to the next (per
- * thread and scale); the next candidate's window is prefetched;
+ * thread and scale); the next candidate's window is prefetched; each
+ * thread takes runs of consecutive candidates (ncalc_run_chunk: about
+ * eight a thread), so that in detect's raster order the windows it reads
+ * overlap in its own caches;
  * ncalc_local_hessian3 does the three scales of a candidate together, its
  * window read once; a scale whose cross derivative is not asked for skips
  * its sums (a third of the column sums' work: detect needs it only for the
@@ -468,6 +471,9 @@ static int local_hessian_scales(const void *img, int dtype, ptrdiff_t rows, ptrd
     int status = NCALC_OK;
     int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
+    /* runs of consecutive candidates (see ncalc_run_chunk) */
+    const ptrdiff_t chunk = ncalc_run_chunk(n, nt);
+    (void)chunk;
 #if defined(NCALC_HAVX512)
     /* 2: AVX-512 for uint16 windows of 16 columns or more, else AVX2 */
     const int avx2 = have_avx512() && have_avx2() ? 2 : have_avx2();
@@ -499,7 +505,7 @@ static int local_hessian_scales(const void *img, int dtype, ptrdiff_t rows, ptrd
             sc.C0 = buf + 5 * (size_t)nscales * Wmax; sc.C1 = sc.C0 + Wmax; sc.C2 = sc.C1 + Wmax;
             sc.ci = ibuf; sc.rowoff = ibuf + Wmax;
         }
-#pragma omp for schedule(dynamic, 16)
+#pragma omp for schedule(dynamic, chunk)
         for (ptrdiff_t i = 0; i < n; i++) {
             if (!buf) continue;
             if (i + 1 < n) {

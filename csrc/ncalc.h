@@ -45,6 +45,14 @@ int ncalc_max_threads(void);
  * or without OpenMP, one thread and all of them. */
 void ncalc_thread_share(ptrdiff_t n, int *team, int *me, ptrdiff_t *lo, ptrdiff_t *hi);
 
+/* Between the kernel's files: the chunk of a dynamic schedule over n
+ * items in their order that gives each of nthreads threads about eight
+ * runs of consecutive items (at least 16 items a run). The per-candidate
+ * loops use it: detect's candidates come in raster order, so a run keeps
+ * a thread on one part of the image, whose windows overlap in its
+ * caches, and eight runs a thread leave room to balance the work. */
+ptrdiff_t ncalc_run_chunk(ptrdiff_t n, int nthreads);
+
 /* Between the kernel's files: called by every thread of an OpenMP parallel
  * region (a barrier), 1 in all of them when mine is nonzero in any; *flag
  * is shared and 0 before the first call (it is set to 1 then). */

@@ -1859,6 +1859,37 @@ def test_results_identical_for_1_and_2_threads(phantom_img):
                                   _kernel.candidate_features(img, rr, cc, rad, 2))
 
 
+def test_per_candidate_kernels_same_for_any_thread_count_and_order(phantom_007):
+    # the Hessians and the ring features take runs of consecutive
+    # candidates per thread (ncalc_run_chunk): 3,000 candidates in raster
+    # order, as detect gives them, and shuffled, on 1 to 3 threads, give
+    # each candidate the same values
+    img = phantom_007
+    rng = np.random.default_rng(21)
+    n = 3000
+    rr = np.sort(rng.integers(0, img.shape[0], n)).astype(np.int32)
+    cc = rng.integers(0, img.shape[1], n).astype(np.int32)
+    s1 = rng.uniform(0.7, 3.0, n).astype(np.float32)
+    sL = np.full(n, 10.0, np.float32)
+    rad = rng.uniform(1.0, 4.0, n).astype(np.float32)
+
+    def run(order, nt):
+        r, c = np.ascontiguousarray(rr[order]), np.ascontiguousarray(cc[order])
+        h = _kernel.local_hessian3(img, r, c, np.ascontiguousarray(s1[order]), np.ascontiguousarray(2 * s1[order]),
+                                   np.ascontiguousarray(sL[order]), 3.5, nt, cross=(True, True, True))
+        f = _kernel.candidate_features(img, r, c, np.ascontiguousarray(rad[order]), nt)
+        back = np.argsort(order)
+        return h[..., back], f[..., back]
+
+    ident = np.arange(n)
+    h1, f1 = run(ident, 1)
+    assert np.isfinite(h1).all() and np.isfinite(f1).all()
+    for order in (ident, rng.permutation(n)):
+        for nt in (1, 2, 3):
+            h, f = run(order, nt)
+            assert h.tobytes() == h1.tobytes() and f.tobytes() == f1.tobytes(), nt
+
+
 def test_serial_build_identical_to_extension(serial_kernel, phantom_img):
     img = phantom_img
     np.testing.assert_array_equal(serial_kernel.gaussian(img, 1.9, TRUNCATE, 0),
