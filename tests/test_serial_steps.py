@@ -961,6 +961,7 @@ def test_interp_refusals_go_to_numpy(spy):
     assert S.interp(x, xp, fp).tobytes() == np.interp(x, xp, fp).tobytes() and len(calls) == 1
     for other in (x.astype(np.float32), x.reshape(3, 1), [0.25, 1.5]):   # numpy.interp's own
         np.testing.assert_array_equal(S.interp(other, xp, fp), np.interp(other, xp, fp))
+    np.testing.assert_array_equal(S.interp(x, xp, fp * 1j), np.interp(x, xp, fp * 1j))   # complex values
     assert len(calls) == 1
 
 

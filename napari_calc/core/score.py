@@ -395,7 +395,9 @@ def interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray, n_threads: int = 0) ->
         depend on it.
     """
     kern = _kernel_if(_INTERP_KERNEL, "interp")
-    if kern is not None and isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype == np.float64:
+    xp, fp = np.asarray(xp), np.asarray(fp)
+    if (kern is not None and isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype == np.float64
+            and xp.dtype.kind in "biuf" and fp.dtype.kind in "biuf"):  # (complex fp: numpy's)
         try:
             return kern.interp(np.ascontiguousarray(x), np.ascontiguousarray(xp, dtype=np.float64),
                                np.ascontiguousarray(fp, dtype=np.float64), int(n_threads))
