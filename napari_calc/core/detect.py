@@ -113,6 +113,18 @@ DEFAULT_CLUSTER_MIN_SCORE = 0.15
 LARGE_OBJECT_SIGMA_MM = 0.7
 #: Truncation of the per-candidate Gaussian-derivative windows (Hessian).
 HESSIAN_TRUNCATE = 3.5
+#: A float image whose largest magnitude lies outside this range is
+#: detected on a copy scaled by a power of two (:func:`_intensity_shift`),
+#: and its intensity measurements are scaled back: below it the model's
+#: small-noise guards (1e-6 of a grey level) would swamp the image's noise,
+#: above it float32 sums can overflow. Scaling by a power of two is exact,
+#: so an image in the range is detected as it is, and one outside it as
+#: that image scaled into the range would be.
+FLOAT_RANGE = (2.0 ** 4, 2.0 ** 64)
+#: The per-candidate measurements in grey levels (scaled back when the
+#: image was scaled; the others are ratios, lengths or counts).
+_INTENSITY_KEYS = ("contrast", "noise", "peak", "response", "nlf_sd", "bg_std") + tuple(
+    f"h{k}_{d}" for k in (1, 2, 3) for d in ("g", "rr", "rc", "cc"))
 
 
 @dataclass
@@ -356,6 +368,31 @@ def _check_size(shape, spacing_yx, p: "DetectionParams", src) -> None:
             f"image is {rows}x{cols} pixels ({rows * spacing_yx[0]:.3g} x {cols * spacing_yx[1]:.3g} mm), "
             f"too small to search for calcifications: at least {need}x{need} pixels "
             f"({need * sp:.3g} mm) at {sp:g} mm per pixel", src)
+
+
+def _intensity_shift(lo: float, hi: float) -> int:
+    """The power of two ``k`` by which :func:`detect` scales a float image
+    whose values lie in ``[lo, hi]`` (finite): 0 when its largest
+    magnitude is in :data:`FLOAT_RANGE` (or it is all zeros), else the
+    ``k`` that brings that magnitude into ``[2**15, 2**16)``, the range of
+    a 16-bit detector's grey levels."""
+    m = max(abs(lo), abs(hi))
+    if m == 0.0 or FLOAT_RANGE[0] <= m <= FLOAT_RANGE[1]:
+        return 0
+    return 16 - math.frexp(m)[1]
+
+
+def _scaled(pixels: np.ndarray, shift: int) -> np.ndarray:
+    """``pixels * 2**shift`` as a new float32 array: computed in the
+    pixels' own precision (float16 first widened to float32), then rounded
+    once to float32, so a float64 image beyond float32's range scales
+    without overflow. Exact but for that one rounding (values that would
+    be subnormal aside)."""
+    if pixels.dtype.itemsize < 4:
+        pixels = pixels.astype(np.float32)
+    out = np.empty(pixels.shape, dtype=np.float32)
+    np.ldexp(pixels, shift, out=out, casting="same_kind")
+    return out
 
 
 def _kernel_input(plane: np.ndarray) -> np.ndarray:
@@ -1058,7 +1095,11 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     image : MammoImage or ndarray
         A :class:`~napari_calc.core.image.MammoImage` (spacing from its
         metadata) or a bare 2-D array / 3-D stack ``(slice, row, col)`` in
-        presentation polarity (bright = dense).
+        presentation polarity (bright = dense). Float pixels may be in any
+        unit: an image whose largest magnitude is outside
+        :data:`FLOAT_RANGE` is detected on a copy scaled by a power of two
+        (exact), and its grey-level measurements (``contrast``, and those
+        of ``extra``) are scaled back to the image's unit.
     spacing_mm : float or tuple of float, optional
         Pixel spacing in mm, ``(row_mm, col_mm)`` or
         ``(slice_mm, row_mm, col_mm)``. Required for bare arrays; overrides
@@ -1116,8 +1157,14 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     _check_size(pixels.shape, spacing[-2:], p, src)
     if pixels.dtype == bool:
         pixels = pixels.astype(np.uint16)
-    if pixels.dtype.kind == "f" and not np.all(np.isfinite(pixels)):
-        raise UnsupportedImageError("image contains NaN or infinite values", src)
+    shift = 0
+    if pixels.dtype.kind == "f":
+        lo, hi = float(pixels.min()), float(pixels.max())  # NaN if any is NaN
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise UnsupportedImageError("image contains NaN or infinite values", src)
+        shift = _intensity_shift(lo, hi)
+        if shift:
+            pixels = _scaled(pixels, shift)
     planes = pixels if pixels.ndim == 3 else pixels[None]
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
@@ -1195,6 +1242,8 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     n = len(c["row"])
     if late_cross and n:
         _large_cross(c, planes, n_threads)
+    for k in _INTENSITY_KEYS if shift else ():
+        c[k] = np.ldexp(c[k], -shift)  # exact: the grey levels of the image given
     y_mm, x_mm = c["row"] * spacing_yx[0], c["col"] * spacing_yx[1]
     # clusters as assign_clusters() sets them (every status is "candidate"),
     # from the arrays rather than through the DataFrame
