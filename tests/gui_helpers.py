@@ -90,3 +90,41 @@ def press(qtbot, viewer, key, modifier=None):
     canvas.setFocus()
     mod = Qt.KeyboardModifier.NoModifier if modifier is None else modifier
     qtbot.keyClick(canvas, key, mod)
+
+
+def hold_stacks_until_cancelled(monkeypatch):
+    """Make ``detect`` wait, for a stack, at its check for Cancel before
+    the second slice until Cancel is pressed: the stack is then in flight
+    when the test presses it, however fast the machine (the test relied on
+    a stack of many slices taking long enough). Returns the list of the
+    holds made, for the test to check that one was."""
+    import importlib
+    import time
+
+    detect_module = importlib.import_module("napari_calc.core.detect")  # (the package exports the function)
+
+    real = detect_module.detect
+    holds = []
+
+    def held(image, *args, cancel=None, progress=None, **kw):
+        if getattr(image, "ndim", 0) != 3 or cancel is None:
+            return real(image, *args, cancel=cancel, progress=progress, **kw)
+        started = []
+
+        def report(f, m):
+            started.append(m)
+            if progress is not None:
+                progress(f, m)
+
+        def hold():
+            if any(m.startswith("detecting slice") for m in started):
+                holds.append(len(started))
+                deadline = time.monotonic() + 60
+                while not cancel() and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            return cancel()
+
+        return real(image, *args, cancel=hold, progress=report, **kw)
+
+    monkeypatch.setattr(detect_module, "detect", held)
+    return holds

@@ -182,20 +182,22 @@ def test_tomosynthesis_stack_gives_3d_points(qtbot, make_napari_viewer):
     assert pts.features.loc[pts.features["calc_id"] == target, "status"].item() == "accepted"
 
 
-def test_cancel_running_detection_leaves_no_results_and_ui_usable(qtbot, make_napari_viewer):
-    from gui_helpers import full_field_image
+def test_cancel_running_detection_leaves_no_results_and_ui_usable(qtbot, make_napari_viewer, monkeypatch):
+    from gui_helpers import full_field_image, hold_stacks_until_cancelled
 
     viewer = make_napari_viewer()
     detect_w, _ = dock_both(viewer)
-    plane = full_field_image((1024, 1024), seed=3)
-    stack = np.stack([np.roll(plane, k, axis=1) for k in range(16)])  # 16 slices: cancel between them
+    plane = full_field_image((512, 512), seed=3)
+    holds = hold_stacks_until_cancelled(monkeypatch)  # in flight at its second slice until Cancel is pressed
+    stack = np.stack([np.roll(plane, k, axis=1) for k in range(4)])
     big = viewer.add_image(stack, name="big", scale=(1.0, 0.1, 0.1), units=("mm",) * 3)
     detect_w.image_combo.value = big
     worker = detect_w.run()
     assert worker is not None and not detect_w.run_button.enabled and detect_w.cancel_button.enabled
-    qtbot.waitUntil(lambda: detect_w.progress.value > 0, timeout=30_000)  # in flight
+    qtbot.waitUntil(lambda: "detecting slice 1/4" in detect_w.status.value, timeout=30_000)  # in flight
     qtbot.mouseClick(detect_w.cancel_button.native, _left())
     qtbot.waitUntil(lambda: detect_w.worker is None, timeout=60_000)
+    assert holds, "the stack was not held in flight"
     assert "Cancelled" in detect_w.status.value
     assert [lay.name for lay in viewer.layers] == ["big"]  # no result layers
     assert detect_w.run_button.enabled and not detect_w.cancel_button.enabled

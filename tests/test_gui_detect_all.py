@@ -172,16 +172,16 @@ def test_nothing_to_detect_on_is_said(qtbot, make_napari_viewer):
 
 
 def test_cancel_stops_the_run_keeps_images_done_and_adds_nothing_for_the_one_in_flight(
-        qtbot, make_napari_viewer):
-    from gui_helpers import full_field_image
+        qtbot, make_napari_viewer, monkeypatch):
+    from gui_helpers import full_field_image, hold_stacks_until_cancelled
 
     viewer = make_napari_viewer()
     detect_w, _ = dock_both(viewer)
     _add(viewer, _view(1), "first")
-    plane = full_field_image((1024, 1024), seed=3)
-    # ~2 s to detect, checking Cancel between slices (the views before it
-    # take napari ~0.3 s to show: the stack is still in flight then)
-    stack = np.stack([np.roll(plane, k, axis=1) for k in range(40)])
+    plane = full_field_image((512, 512), seed=3)
+    # held in flight at its second slice until Cancel is pressed
+    holds = hold_stacks_until_cancelled(monkeypatch)
+    stack = np.stack([np.roll(plane, k, axis=1) for k in range(4)])
     viewer.add_image(stack, name="big", scale=(1.0, 0.1, 0.1), units=("mm",) * 3)
     _add(viewer, _view(2), "last")
     worker = detect_w.run_all()
@@ -190,6 +190,7 @@ def test_cancel_stops_the_run_keeps_images_done_and_adds_nothing_for_the_one_in_
                     timeout=30_000)  # the stack is in flight
     qtbot.mouseClick(detect_w.cancel_button.native, _left())
     qtbot.waitUntil(lambda: detect_w.worker is None, timeout=60_000)
+    assert holds, "the stack was not held in flight"
 
     assert detect_w.status.value.startswith("Cancelled: 1 of 3 images done ("), detect_w.status.value
     assert _result_names(viewer) == ["first calcifications", "first clusters"]
