@@ -299,27 +299,6 @@ def test_cluster_table_from_arrays_is_cluster_table_of_the_calcifications(n_slic
         assert len(det.clusters) > 3
 
 
-@pytest.mark.parametrize("n", [0, 1, 50])
-def test_frame_is_the_dataframe_of_the_columns(n):
-    rng = np.random.default_rng(n)
-    cases = [
-        {"a": rng.random(n), "b": rng.random(n), "c": rng.random(n)},  # one dtype: stacked
-        {"a": rng.random(n), "k": rng.integers(0, 9, n)},  # mixed dtypes: pandas itself
-        {"k": rng.integers(0, 9, n), "m": rng.integers(0, 9, n)},
-        {"a": rng.random(n), "s": np.array(["x"] * n, dtype=object)},
-    ]
-    for cols in cases:
-        got, want = D._frame(cols), pd.DataFrame(cols)
-        pd.testing.assert_frame_equal(got, want, check_exact=True)
-        assert list(got.dtypes) == list(want.dtypes) and got.columns.dtype == want.columns.dtype
-        before = {k: v.copy() for k, v in cols.items()}
-        if n:
-            got.iloc[0, 0] = got.iloc[1 % n, 0]  # the frame owns its data
-            got.loc[:, got.columns[0]] = got.iloc[0, 0]
-        for k, v in cols.items():
-            np.testing.assert_array_equal(v, before[k])
-
-
 def _detect_with_and_without(monkeypatch, seed, spacing, kw, switch, spied="noise_nms"):
     """``detect`` of a phantom (``kw`` may hold ``n_slices``; every
     candidate kept unless it sets ``keep_min_score``) with the switch

@@ -862,44 +862,85 @@ def test_detect_takes_its_peaks_from_top_peaks(monkeypatch, spy):
 
 # --- the public tables from arrays -----------------------------------------
 
+def _frame_path(monkeypatch, path):
+    """Make frame_of_arrays take ``path``: pandas 3's blocks, pandas'
+    private ``_from_arrays``, or the public constructor."""
+    from napari_calc.core import _frames
+
+    if path == "blocks":
+        assert _frames._from_blocks is not None or pd.__version__ < "3"
+    else:
+        monkeypatch.setattr(_frames, "_from_blocks", None)
+    if path == "public":
+        monkeypatch.delattr(pd.DataFrame, "_from_arrays")
+
+
 @pytest.mark.parametrize("n", [0, 1, 83])
-@pytest.mark.parametrize("private", [True, False])
-def test_frame_of_arrays_is_the_constructors_frame(monkeypatch, n, private):
-    """frame_of_arrays (pandas' _from_arrays, or the public constructor
-    where there is none) gives pd.DataFrame's frame: the same columns in
-    order, dtypes (object stays object, as a Series of dtype object keeps
-    it), values and index; and it does not depend on which path ran."""
+@pytest.mark.parametrize("path", ["blocks", "private", "public"])
+def test_frame_of_arrays_is_the_constructors_frame(monkeypatch, n, path):
+    """frame_of_arrays (pandas 3's create_dataframe_from_blocks, pandas'
+    _from_arrays, or the public constructor where neither is there) gives
+    pd.DataFrame's frame: the same columns in order, dtypes (object stays
+    object, as a Series of dtype object keeps it), values and index; and it
+    does not depend on which path ran."""
     from napari_calc.core._frames import frame_of_arrays
 
     rng = np.random.default_rng(n)
     cols = {"calc_id": np.arange(n, dtype=np.int64), "y_mm": rng.normal(size=n),
             "flag": rng.random(n) > 0.5, "cluster_id": rng.integers(-1, 3, n),
-            "score": rng.random(n).astype(np.float32), "status": np.full(n, "candidate", dtype=object)}
+            "score": rng.random(n).astype(np.float32), "status": np.full(n, "candidate", dtype=object),
+            "x_mm": rng.normal(size=n), "c": rng.normal(size=n) + 1j}
     want = pd.DataFrame({k: pd.Series(v, dtype=object) if v.dtype == object else v for k, v in cols.items()})
-    if not private:
-        monkeypatch.delattr(pd.DataFrame, "_from_arrays")
+    _frame_path(monkeypatch, path)
+    before = {k: v.copy() for k, v in cols.items()}
     got = frame_of_arrays(cols)
     pd.testing.assert_frame_equal(got, want, check_exact=True)
     assert list(got.dtypes) == [np.dtype(np.int64), np.dtype(np.float64), np.dtype(bool), np.dtype(np.int64),
-                                np.dtype(np.float32), np.dtype(object)]
+                                np.dtype(np.float32), np.dtype(object), np.dtype(np.float64),
+                                np.dtype(np.complex128)]
+    assert got.columns.dtype == want.columns.dtype
     assert isinstance(got.index, pd.RangeIndex) and len(got) == n
     if n:
         got.loc[0, "status"] = "accepted"   # an ordinary frame: edits go in
         assert got["status"].iloc[0] == "accepted" and (n == 1 or got["status"].iloc[1] == "candidate")
+        got.loc[0, "y_mm"] = 99.0
+        got.iloc[0, 0] = 7
+        assert got["y_mm"].iloc[0] == 99.0 and got["calc_id"].iloc[0] == 7
+        if path == "blocks":  # the frame owns its data
+            for k, v in cols.items():
+                np.testing.assert_array_equal(v, before[k])
+    # one dtype, and one column
+    for one in ({"a": rng.random(n), "b": rng.random(n), "c": rng.random(n)}, {"k": rng.integers(0, 9, n)}):
+        pd.testing.assert_frame_equal(frame_of_arrays(one), pd.DataFrame(one), check_exact=True)
+    # the column index is a view per frame: renaming one touches no other
+    a, b = frame_of_arrays(cols), frame_of_arrays(cols)
+    a.columns.name = "renamed"
+    assert b.columns.name is None and frame_of_arrays(cols).columns.name is None
 
 
-def test_detect_tables_same_with_and_without_pandas_fast_path(monkeypatch):
-    """detect's tables are the public constructor's when pandas has no
-    _from_arrays (a 2-D image and a stack)."""
+def test_frame_of_arrays_leaves_other_dtypes_to_pandas(monkeypatch):
+    """Columns NumPy blocks do not hold as they are (datetimes, fixed-width
+    strings) go through pandas, as before."""
+    from napari_calc.core._frames import frame_of_arrays
+
+    cols = {"t": np.array(["2026-12-07", "2026-12-08"], dtype="datetime64[ns]"), "s": np.array(["a", "b"])}
+    pd.testing.assert_frame_equal(frame_of_arrays(cols), pd.DataFrame(cols), check_exact=True)
+
+
+@pytest.mark.parametrize("path", ["private", "public"])
+def test_detect_tables_same_with_and_without_pandas_fast_path(monkeypatch, path):
+    """detect's tables (the extra table too) are the same through each
+    path of frame_of_arrays (a 2-D image and a stack)."""
     for img in (make_phantom(seed=5, spacing_mm=0.1).image, make_phantom(seed=7, spacing_mm=0.2, n_slices=3).image):
         fast = napari_calc.detect(img)
         with monkeypatch.context() as m:
-            m.delattr(pd.DataFrame, "_from_arrays")
+            _frame_path(m, path)
             slow = napari_calc.detect(img)
         assert len(fast.calcifications) > 5 and len(fast.clusters) > 0
-        pd.testing.assert_frame_equal(fast.calcifications, slow.calcifications, check_exact=True)
-        pd.testing.assert_frame_equal(fast.clusters, slow.clusters, check_exact=True)
+        for f in ("calcifications", "clusters", "extra"):
+            pd.testing.assert_frame_equal(getattr(fast, f), getattr(slow, f), check_exact=True)
         assert fast.calcifications["status"].dtype == object
+        assert fast.calcifications._mgr.nblocks == 3 and fast.extra._mgr.nblocks == 1  # one block per dtype
 
 
 # --- numpy.interp in C (the calibrations, the noise-level function) ------------

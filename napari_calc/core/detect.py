@@ -1270,7 +1270,7 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     # cluster_table(calcs), from the arrays the columns were made of
     clusters = _cluster_table(cluster_id, score, columns, nd)
     public = {"row", "col", "slice", "diameter_mm", "contrast", "cnr"}
-    extra = _frame({k: v for k, v in c.items() if k not in public})
+    extra = frame_of_arrays({k: v for k, v in c.items() if k not in public})
     params_used = dict(p.__dict__)
     params_used["spacing_mm"] = list(spacing)
     params_used["dog_sigmas_px"] = dog_sigmas(min(spacing_yx), p.min_diameter_mm, p.max_diameter_mm).tolist()
@@ -1279,21 +1279,6 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
     return Detections(calcifications=calcs, clusters=clusters, spacing_mm=spacing,
                       image_shape=tuple(int(s) for s in pixels.shape), params=params_used,
                       metadata=meta, extra=extra)
-
-
-def _frame(columns: dict) -> pd.DataFrame:
-    """``pd.DataFrame(columns)`` for a dict of 1-D arrays of one length.
-
-    When they all have the same numeric dtype, stacked into one 2-D array
-    first: the same frame (one block, one column per row of the stack)
-    without pandas' per-column conversion and consolidation.
-    """
-    arrays = list(columns.values())
-    dtypes = {a.dtype for a in arrays}
-    if len(dtypes) != 1 or dtypes.pop().kind not in "biuf":
-        return pd.DataFrame(columns)
-    stack = np.stack(arrays)  # (columns, rows): each column contiguous, as pandas lays them out
-    return pd.DataFrame(stack.T, columns=list(columns), copy=False)  # a fresh array: no copy needed
 
 
 def assign_clusters(calcs: pd.DataFrame, p: DetectionParams | None = None, ndim: int = 2) -> None:
