@@ -8,6 +8,7 @@ float32's largest value gave none either, with NumPy overflow warnings.
 scales its intensity measurements back.
 """
 
+import importlib
 import warnings
 
 import numpy as np
@@ -39,7 +40,7 @@ def ref16(base):
 def _quiet_detect(img, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow or invalid-value warnings either
-        return napari_calc.detect(img, SP, **kw)
+        return napari_calc.detect(img, None if hasattr(img, "spacing_mm") else SP, **kw)
 
 
 def _assert_scaled(det, ref, k):
@@ -120,3 +121,29 @@ def test_nan_and_infinity_refused(base, bad, dtype):
 def test_all_zero_float_image():
     det = _quiet_detect(np.zeros((300, 300), np.float32))
     assert len(det.calcifications) == 0 and len(det.clusters) == 0
+
+
+def test_for_processing_log_values_detect_as_before(tmp_path, monkeypatch):
+    """A "for processing" DICOM is read as log attenuation (float32, here
+    0 to about 1.6): now scaled by 2**15 for detection, it gives the very
+    tables it gave unscaled (nothing there was near the small-noise
+    guards), contrast in the log unit."""
+    from dicom_factory import make_mammo_dicom
+
+    from napari_calc.core.read import read_image
+
+    D = importlib.import_module("napari_calc.core.detect")  # (the package exports the function)
+
+    raw = make_phantom(seed=3).image.pixels.astype(np.float64)
+    signal = (12000 * np.exp(-raw / 2000.0)).astype(np.uint16)  # dense: less signal
+    make_mammo_dicom(tmp_path / "fp.dcm", signal, bits_stored=14, presentation_intent="FOR PROCESSING",
+                     pixel_intensity_relationship="LIN", pixel_intensity_relationship_sign=1,
+                     imager_pixel_spacing=(0.1, 0.1))
+    img = read_image(tmp_path / "fp.dcm")
+    assert img.pixels.dtype == np.float32 and 1.0 < img.pixels.max() < FLOAT_RANGE[0]
+    scaled = _quiet_detect(img)
+    monkeypatch.setattr(D, "FLOAT_RANGE", (0.0, np.inf))  # the unscaled path
+    unscaled = napari_calc.detect(img)
+    assert len(scaled.calcifications) > 20
+    for f in ("calcifications", "clusters", "extra"):
+        assert getattr(scaled, f).equals(getattr(unscaled, f)), f
