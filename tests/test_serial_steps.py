@@ -1019,3 +1019,19 @@ def test_detect_same_with_and_without_the_interp_kernel(monkeypatch, spy, n_slic
     assert len(on.calcifications) > 20
     for a, b in ((on.calcifications, off.calcifications), (on.clusters, off.clusters), (on.extra, off.extra)):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 300])
+def test_runs_are_numpy_unique_of_sorted_ids(n):
+    """cluster._runs (the run boundaries of a sorted array) gives
+    np.unique's values, first indices and counts, with its dtypes."""
+    from napari_calc.core.cluster import _runs
+
+    rng = np.random.default_rng(n)
+    for ids in (np.sort(rng.integers(-1, 5, n)), np.sort(rng.integers(0, 10**12, n)), np.zeros(n, np.int64)):
+        ids = ids.astype(np.int64)
+        got = _runs(ids)
+        want = np.unique(ids, return_index=True, return_counts=True)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+            assert g.dtype == w.dtype

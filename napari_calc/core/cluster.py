@@ -247,6 +247,15 @@ def _member_scores(calcs: pd.DataFrame) -> np.ndarray:
     return score.to_numpy(float)
 
 
+def _runs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(ids, return_index=True, return_counts=True)`` of a
+    sorted 1-D array (its distinct values, where each run starts, and its
+    length), from the run boundaries: several times faster on the few
+    hundred values of a cluster table."""
+    start = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1]))) if len(ids) else np.zeros(0, np.intp)
+    return ids[start], start, np.diff(np.append(start, len(ids)))
+
+
 def _cluster_features(cid: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`cluster_features` of arrays: ``cid`` the int64 cluster id and
     ``score`` the float score (NaN counts as 0) of each calcification."""
@@ -260,7 +269,7 @@ def _cluster_features(cid: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, n
     sc[np.isnan(sc)] = 0.0
     order = np.lexsort((-sc, cid))  # by cluster, best score first
     cid, sc = cid[order], sc[order]
-    ids, start, n = np.unique(cid, return_index=True, return_counts=True)
+    ids, start, n = _runs(cid)  # (cid sorted)
     rank = np.arange(len(cid)) - np.repeat(start, n)
     top = rank < 3
     lo = logit(sc)
@@ -338,7 +347,7 @@ def _cluster_table(cid: np.ndarray, score: np.ndarray, values: dict, ndim: int) 
     prob = np.asarray(_cluster_probability(X), dtype=np.float64)
     idx = np.flatnonzero(cid >= 0)
     idx = idx[np.argsort(cid[idx], kind="stable")]  # by cluster, table order within each
-    ids, start = np.unique(cid[idx], return_index=True)
+    ids, start, _ = _runs(cid[idx])  # (sorted)
     end = np.append(start[1:], len(idx))
     # the members' values gathered once, in that order: each cluster is the
     # slice start[k]:end[k] of these arrays

@@ -329,21 +329,21 @@ def _as_image(image, spacing_mm) -> tuple[np.ndarray, tuple[float, ...], dict]:
         sp = np.concatenate([[file_slice_mm], sp])
     if len(sp) != nd:
         raise InvalidParameterError(f"spacing {tuple(sp)} does not fit a {nd}-D image", src)
-    if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-        raise InvalidParameterError(
-            f"spacing must be positive mm, got {' x '.join(f'{float(v):g}' for v in sp)}", src)
+    sp = tuple(float(v) for v in sp)  # (plain floats: the checks below are on two or three numbers)
+    if not all(math.isfinite(v) and v > 0 for v in sp):
+        raise InvalidParameterError(f"spacing must be positive mm, got {' x '.join(f'{v:g}' for v in sp)}", src)
     lo, hi = IN_PLANE_SPACING_RANGE_MM
-    if np.any(sp[-2:] > hi) or np.any(sp[-2:] < lo):
+    if not all(lo <= v <= hi for v in sp[-2:]):
         raise InvalidParameterError(
-            f"in-plane spacing {' x '.join(f'{float(v):g}' for v in sp[-2:])} mm is not a mammogram's "
+            f"in-plane spacing {' x '.join(f'{v:g}' for v in sp[-2:])} mm is not a mammogram's "
             f"({lo:g}-{hi:g} mm per pixel)", src)
     if max(sp[-2:]) > MAX_PIXEL_ASPECT * min(sp[-2:]):
         # the filters are round in pixels: on such pixels every scale and
         # distance is wrong along one axis (a 2:1 image gave ten times the candidates)
         raise UnsupportedImageError(
-            f"pixels are not square ({' x '.join(f'{float(v):g}' for v in sp[-2:])} mm); detection "
+            f"pixels are not square ({' x '.join(f'{v:g}' for v in sp[-2:])} mm); detection "
             "assumes square pixels: resample the image to square pixels first", src)
-    return pixels, tuple(float(s) for s in sp), meta
+    return pixels, sp, meta
 
 
 def min_image_side(spacing_mm: float, params: "DetectionParams | None" = None) -> int:
@@ -940,8 +940,8 @@ def _large_cross(c: dict, planes: np.ndarray, nthreads: int) -> None:
     from .. import _kernel
 
     sl = c["slice"]
-    for s in np.unique(sl):
-        at = np.flatnonzero(sl == s)
+    for s in np.unique(sl) if len(planes) > 1 else (0,):
+        at = np.flatnonzero(sl == s) if len(planes) > 1 else slice(None)  # (one plane: every candidate)
         h = _kernel.local_hessian(_kernel_input(planes[s]), c["row"][at].astype(np.int32),
                                   c["col"][at].astype(np.int32),
                                   c["sigma_large_px"][at].astype(np.float32), HESSIAN_TRUNCATE, nthreads)
