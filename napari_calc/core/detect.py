@@ -902,7 +902,8 @@ def _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, rr, cc, snr, noise, r
 
     sp = min(spacing_yx)
     sigma_eff = sig[s_idx] * math.sqrt(SCALE_RATIO)  # geometric mean of the pair
-    diameter_mm = np.clip(2 * math.sqrt(2) * sigma_eff * sp, p.min_diameter_mm, p.max_diameter_mm)
+    diameter_mm = np.minimum(np.maximum(2 * math.sqrt(2) * sigma_eff * sp, p.min_diameter_mm),
+                             p.max_diameter_mm)  # (np.clip of finite values, without its Python layer)
     blob_radius_px = (sigma_eff * math.sqrt(2)).astype(np.float32)
     r32, c32 = np.ascontiguousarray(rr, dtype=np.int32), np.ascontiguousarray(cc, dtype=np.int32)
     feats = _kernel.candidate_features(img, r32, c32, np.ascontiguousarray(blob_radius_px), nthreads)
@@ -916,8 +917,7 @@ def _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, rr, cc, snr, noise, r
                                         ).astype(np.float64)
     lev, nsd = nlf if nlf is not None else noise_level_function(img, mask, n_threads=nthreads)
     nlf_sd = interp(h2[0], lev, nsd, nthreads)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cnr = np.where(nlf_sd > 0, contrast / nlf_sd, 0.0)
+    cnr = np.divide(contrast, nlf_sd, out=np.zeros(len(contrast)), where=nlf_sd > 0)  # 0 where no noise level
     out = dict(row=rr.astype(np.int64), col=cc.astype(np.int64), snr=snr, noise=noise,
                diameter_mm=diameter_mm, contrast=contrast, cnr=cnr, peak=peak,
                area_mm2=area * spacing_yx[0] * spacing_yx[1], elongation=elong,

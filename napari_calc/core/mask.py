@@ -237,16 +237,21 @@ def breast_mask_blocks(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float 
     """:func:`breast_mask_parts` with the mask as a :class:`BlockMask`
     (the working-resolution mask, not upscaled)."""
     pixels = np.asarray(pixels)
-    sy, sx = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
+    if isinstance(spacing_mm, tuple) and len(spacing_mm) == 2:  # (detect's: two floats)
+        sy, sx = spacing_mm
+    else:
+        sy, sx = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
     fy = max(1, int(round(work_mm / sy)))
     fx = max(1, int(round(work_mm / sx)))
     h, w = pixels.shape
     hh, ww = h // fy, w // fx
-    whole = (0, h, 0, w) if h and w else None
-    every = (np.zeros(h, np.int32), np.full(h, w, np.int32))
-    all_of_it = BlockMask.whole((h, w))
+
+    def no_mask():  # the whole image: no breast found, or too small to look
+        whole = (0, h, 0, w) if h and w else None
+        return BlockMask.whole((h, w)), whole, (np.zeros(h, np.int32), np.full(h, w, np.int32))
+
     if hh < 4 or ww < 4:
-        return all_of_it, whole, every
+        return no_mask()
     small = block_mean(pixels, fy, fx, n_threads)
     margin = int(round(skin_margin_mm / work_mm))
     kern = _kernel_with("breast_blocks")
@@ -258,7 +263,7 @@ def breast_mask_blocks(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float 
         except ValueError:
             got = False
         if got is None:
-            return all_of_it, whole, every
+            return no_mask()
         if got is not False:
             tissue, bbox, extents = got
             return BlockMask(tissue, fy, fx, (h, w)), bbox, extents
@@ -266,7 +271,7 @@ def breast_mask_blocks(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float 
     tissue = small > thr
     frac_air = 1.0 - tissue.mean()
     if frac_air < _AIR_MIN or frac_air > _AIR_MAX:
-        return all_of_it, whole, every
+        return no_mask()
     kern = _kernel_with("largest_component")
     if kern is not None:
         # the same labelling, choice and hole filling in one C call
@@ -277,7 +282,7 @@ def breast_mask_blocks(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float 
             sizes = ndi.sum_labels(tissue, labels, index=np.arange(1, n + 1))
             tissue = _fill_holes(labels == (1 + int(np.argmax(sizes))))
     if n == 0:
-        return all_of_it, whole, every
+        return no_mask()
     if margin > 0:
         # the image border is not skin: pad with tissue before eroding
         tissue = _erode_diamond(np.pad(tissue, margin, mode="edge"), margin)[margin:-margin, margin:-margin]
