@@ -238,7 +238,7 @@ def breast_mask_blocks(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float 
     (the working-resolution mask, not upscaled)."""
     pixels = np.asarray(pixels)
     if isinstance(spacing_mm, tuple) and len(spacing_mm) == 2:  # (detect's: two floats)
-        sy, sx = spacing_mm
+        sy, sx = float(spacing_mm[0]), float(spacing_mm[1])
     else:
         sy, sx = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
     fy = max(1, int(round(work_mm / sy)))
