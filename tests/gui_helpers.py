@@ -93,11 +93,12 @@ def press(qtbot, viewer, key, modifier=None):
 
 
 def hold_stacks_until_cancelled(monkeypatch):
-    """Make ``detect`` wait, for a stack, at its check for Cancel before
-    the second slice until Cancel is pressed: the stack is then in flight
-    when the test presses it, however fast the machine (the test relied on
-    a stack of many slices taking long enough). Returns the list of the
-    holds made, for the test to check that one was."""
+    """Make ``detect`` wait, for a stack, at its first check for Cancel
+    after the first slice has started, until Cancel is pressed: the stack
+    is then in flight when the test presses it, however fast the machine
+    (the tests relied on a stack of many slices taking long enough).
+    Returns the list of the holds made, for the test to check that one
+    was."""
     import importlib
     import time
 

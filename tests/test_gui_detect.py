@@ -188,7 +188,7 @@ def test_cancel_running_detection_leaves_no_results_and_ui_usable(qtbot, make_na
     viewer = make_napari_viewer()
     detect_w, _ = dock_both(viewer)
     plane = full_field_image((512, 512), seed=3)
-    holds = hold_stacks_until_cancelled(monkeypatch)  # in flight at its second slice until Cancel is pressed
+    holds = hold_stacks_until_cancelled(monkeypatch)  # held in its first slice until Cancel is pressed
     stack = np.stack([np.roll(plane, k, axis=1) for k in range(4)])
     big = viewer.add_image(stack, name="big", scale=(1.0, 0.1, 0.1), units=("mm",) * 3)
     detect_w.image_combo.value = big

@@ -179,7 +179,7 @@ def test_cancel_stops_the_run_keeps_images_done_and_adds_nothing_for_the_one_in_
     detect_w, _ = dock_both(viewer)
     _add(viewer, _view(1), "first")
     plane = full_field_image((512, 512), seed=3)
-    # held in flight at its second slice until Cancel is pressed
+    # held in its first slice until Cancel is pressed
     holds = hold_stacks_until_cancelled(monkeypatch)
     stack = np.stack([np.roll(plane, k, axis=1) for k in range(4)])
     viewer.add_image(stack, name="big", scale=(1.0, 0.1, 0.1), units=("mm",) * 3)
