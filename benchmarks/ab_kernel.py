@@ -14,7 +14,7 @@ clusters and extra, compared exactly, at each thread count timed): a
 speed-up is meant to leave them as they were.
 
 Only the kernel differs: the Python code is this checkout's, and it finds
-the kernel as ``napari_calc._kernel`` at each call. Both builds must
+the kernel as ``napari_calc.core._compiled.kernel`` at each call. Both builds must
 therefore offer what this checkout's Python calls; one that does not (an
 older kernel interface) is refused with one line.
 
@@ -61,9 +61,11 @@ def load_kernel(path: str):
 
 
 def use(mod) -> None:
-    """Make ``mod`` the kernel that ``napari_calc`` finds at its next call."""
+    """Make ``mod`` the kernel that ``napari_calc`` finds at its next call
+    (the core reads it from ``napari_calc.core._compiled.kernel``)."""
     napari_calc._kernel = mod
     sys.modules["napari_calc._kernel"] = mod
+    importlib.import_module("napari_calc.core._compiled").kernel = mod
 
 
 def check_build(path: str, mod, img, spacing) -> None:

@@ -1035,3 +1035,54 @@ def test_runs_are_numpy_unique_of_sorted_ids(n):
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
             assert g.dtype == w.dtype
+
+
+# --- the kernel looked up once -------------------------------------------
+
+def test_core_reads_the_kernel_through_compiled(monkeypatch):
+    """``detect``'s steps in C find the extension through
+    ``napari_calc.core._compiled.kernel`` (what ``benchmarks/ab_kernel.py``
+    swaps), not each through an import of their own: a stand-in put there
+    sees the calls of every module (detect, mask, score, cluster), and the
+    tables are those of the extension itself."""
+    from napari_calc.core import _compiled
+
+    real = _compiled.kernel
+    assert real is _kernel
+    seen = set()
+
+    class Seen:
+        def __getattr__(self, name):
+            seen.add(name)
+            return getattr(real, name)
+
+    img = make_phantom(seed=4, spacing_mm=0.1).image.pixels
+    ref = napari_calc.detect(img, 0.1)
+    monkeypatch.setattr(_compiled, "kernel", Seen())
+    got = napari_calc.detect(img, 0.1)
+    assert {"dog_noise_nms", "block_mean", "breast_blocks", "candidate_features", "local_hessian3",
+            "ramp_logit", "neighbour_sums", "radius_clusters"} <= seen, sorted(seen)
+    pd.testing.assert_frame_equal(got.calcifications, ref.calcifications, check_exact=True)
+    pd.testing.assert_frame_equal(got.clusters, ref.clusters, check_exact=True)
+
+
+def test_no_kernel_import_inside_the_cores_functions():
+    """No function of ``napari_calc.core`` imports the extension itself: a
+    function-level ``from .. import _kernel`` runs importlib's Python code
+    at every call (a few microseconds each once the kernels have been
+    through the caches, about 25 times a ``detect`` call)."""
+    import ast
+    from pathlib import Path
+
+    core = Path(napari_calc.__file__).parent / "core"
+    found = []
+    for path in sorted(core.rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if (isinstance(node, ast.ImportFrom) and node.level >= 1
+                        and any(a.name == "_kernel" for a in node.names)):
+                    found.append(f"{path.name}:{node.lineno} in {fn.name}")
+    # batch's environment report imports it once, off the detection path
+    assert found == [f for f in found if f.startswith("batch.py:")] and len(found) <= 1, found

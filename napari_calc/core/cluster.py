@@ -20,9 +20,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
+from . import _compiled
 from ._frames import frame_of_arrays
 from .columns import NO_CLUSTER, cluster_columns
 from .errors import InvalidParameterError
+from .score import cluster_feature_matrix, cluster_probability, load_model, logit
 
 __all__ = ["cluster_calcifications", "DEFAULT_CLUSTER_RADIUS_MM", "cluster_table", "cluster_features",
            "max_pair_distance"]
@@ -120,9 +122,8 @@ def _radius_clusters_kernel(pts: np.ndarray, radius_mm: float, min_size: int, n_
     positions it does not take: NumPy decides)."""
     if not _CLUSTER_KERNEL or pts.ndim != 2 or not 1 <= pts.shape[1] <= 3:
         return None
-    try:
-        from .. import _kernel
-    except ImportError:
+    _kernel = _compiled.kernel
+    if _kernel is None:
         return None
     if not hasattr(_kernel, "radius_clusters"):
         return None
@@ -214,8 +215,7 @@ def _cluster_shapes(pos: np.ndarray, start: np.ndarray, end: np.ndarray) -> tupl
     if (_SHAPE_KERNEL and pos.ndim == 2 and pos.shape[1] in (2, 3) and len(start)
             and np.array_equal(start[1:], end[:-1])):
         try:
-            from .. import _kernel
-
+            _kernel = _compiled.kernel
             bounds = np.append(start, end[-1]).astype(np.intp)
             return _kernel.cluster_shape(pos, bounds, pos.shape[1] - 2, pos.shape[1] - 1)
         except (ImportError, AttributeError, ValueError):
@@ -259,8 +259,6 @@ def _runs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _cluster_features(cid: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`cluster_features` of arrays: ``cid`` the int64 cluster id and
     ``score`` the float score (NaN counts as 0) of each calcification."""
-    from .score import cluster_feature_matrix, logit
-
     take = cid >= 0
     if not take.any():
         return np.zeros(0, dtype=np.int64), np.zeros((0, 3))
@@ -284,8 +282,6 @@ def _cluster_probability(X: np.ndarray) -> np.ndarray:
     (:func:`cluster_features`) from the shipped model, or a heuristic when
     no model is shipped: the mean of the three highest member scores times
     ``1 - 0.5 ** (n - 2)``."""
-    from .score import cluster_probability, load_model
-
     try:
         model = load_model()
     except (FileNotFoundError, OSError, ValueError):

@@ -75,6 +75,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from . import _compiled
 from ._frames import frame_of_arrays
 from .cluster import DEFAULT_CLUSTER_RADIUS_MM, _cluster_table, cluster_calcifications
 from .columns import NO_CLUSTER, calc_columns
@@ -414,7 +415,7 @@ def _top_k(values: np.ndarray, k: int, n_threads: int = 0) -> np.ndarray:
     if k >= n:
         return np.arange(n)
     if values.dtype == np.float64 and _kernel_has("top_k"):
-        from .. import _kernel
+        _kernel = _compiled.kernel
         try:
             return _kernel.top_k(np.ascontiguousarray(values), int(k), int(n_threads))
         except ValueError:  # NaNs: NumPy below
@@ -435,9 +436,8 @@ def _kernel_has(name: str) -> bool:
     (:data:`_PEAK_KERNEL`)."""
     if not _PEAK_KERNEL:
         return False
-    try:
-        from .. import _kernel
-    except ImportError:
+    _kernel = _compiled.kernel
+    if _kernel is None:
         return False
     return hasattr(_kernel, name)
 
@@ -584,7 +584,7 @@ def _crop_ranges(extents: tuple[np.ndarray, np.ndarray], box: tuple[int, int, in
     kernel, else NumPy (the same values)."""
     r0, r1, c0, c1 = box
     if _CROP_RANGES_KERNEL and _kernel_has("extent_ranges"):
-        from .. import _kernel
+        _kernel = _compiled.kernel
 
         return _kernel.extent_ranges(extents[0], extents[1], r0, r1, c0, c1, int(pad))
     lo, hi = (np.asarray(a, dtype=np.int64) for a in extents)
@@ -649,9 +649,8 @@ def release_buffers() -> None:
     reusable scratch (at most 256 MiB, shared by all threads: about 3 bytes
     per pixel of the octave DoG's coarser levels)."""
     _SCRATCH.bufs = None
-    try:
-        from .. import _kernel
-    except ImportError:  # a checkout without the built kernel: nothing held
+    _kernel = _compiled.kernel
+    if _kernel is None:  # a checkout without the built kernel: nothing held
         return
     if hasattr(_kernel, "release_buffers"):
         _kernel.release_buffers()
@@ -698,7 +697,7 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     function's C steps need neither the DoG nor the candidates); None
     when it was not made so (not asked, another code path, or left to the
     NumPy code), for the caller to make."""
-    from .. import _kernel
+    _kernel = _compiled.kernel
 
     img = _kernel_input(plane)
     sp = min(spacing_yx)
@@ -829,7 +828,7 @@ def _noise_grid(img, resp, m8_c, sig, tile: int, min_count: int, origin: tuple[i
     breast pixels or is flat, the median of the others (or, when no tile
     is valid, the robust noise of the whole image). ``_kernel.noise_nms``
     gives the same grid."""
-    from .. import _kernel
+    _kernel = _compiled.kernel
 
     r0, c0 = origin
     grid = _kernel.tile_noise(resp, tile, m8_c, min_count=min_count, nthreads=nthreads)
@@ -875,7 +874,7 @@ def _mean_projection(planes: np.ndarray, nthreads: int) -> np.ndarray:
     (``_kernel.plane_mean``, the same float32 additions in plane order, in
     parallel) for uint16/float32 planes, else NumPy."""
     if _kernel_has("plane_mean") and planes.dtype in (np.uint16, np.float32):
-        from .. import _kernel
+        _kernel = _compiled.kernel
 
         try:
             return _kernel.plane_mean(planes, nthreads)
@@ -898,7 +897,7 @@ def _measure(img, mask, spacing_yx, p, nthreads, sig, nlf, rr, cc, snr, noise, r
     :func:`_plane_candidates`). Each candidate's values depend on the
     image and on it alone. ``large_cross`` false: ``h3_rc`` is left NaN,
     for :func:`_large_cross` to measure on the candidates kept."""
-    from .. import _kernel
+    _kernel = _compiled.kernel
 
     sp = min(spacing_yx)
     sigma_eff = sig[s_idx] * math.sqrt(SCALE_RATIO)  # geometric mean of the pair
@@ -937,7 +936,7 @@ def _large_cross(c: dict, planes: np.ndarray, nthreads: int) -> None:
     in ``c`` (the kept ones), on their planes: the very values
     ``_measure`` gives (``local_hessian3`` computes each scale as
     ``local_hessian`` does)."""
-    from .. import _kernel
+    _kernel = _compiled.kernel
 
     sl = c["slice"]
     for s in np.unique(sl) if len(planes) > 1 else (0,):
@@ -997,7 +996,7 @@ def _merge_keep_kernel(sl, row, col, snr, radius_px: float, nthreads: int = 0) -
     slice-then-row order (the slices' candidates come in raster order)."""
     if not _MERGE_KERNEL or not _kernel_has("merge_slices"):
         return None
-    from .. import _kernel
+    _kernel = _compiled.kernel
 
     sl = np.ascontiguousarray(sl, dtype=np.int64)
     if len(sl) > 1 and not ((np.diff(sl) > 0) | ((sl[1:] == sl[:-1]) & (row[1:] >= row[:-1]))).all():
@@ -1212,7 +1211,7 @@ def detect(image, spacing_mm=None, *, mask=None, progress: Callable[[float, str]
             elif shared_mask is not None:
                 shared_bbox = _mask_bbox(shared_mask)
                 if _kernel_has("mask_row_ranges"):
-                    from .. import _kernel
+                    _kernel = _compiled.kernel
 
                     shared_extents = _kernel.mask_row_ranges(np.ascontiguousarray(shared_mask).view(np.uint8), 0,
                                                              n_threads)

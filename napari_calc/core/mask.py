@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from . import _compiled
+
 __all__ = ["BlockMask", "block_mean", "breast_mask", "breast_mask_and_bbox", "breast_mask_blocks",
            "breast_mask_parts", "otsu_threshold", "upscale_mask"]
 
@@ -54,9 +56,8 @@ def _kernel_with(name: str):
     off (:data:`_MASK_KERNEL`), else None."""
     if not _MASK_KERNEL:
         return None
-    try:
-        from .. import _kernel
-    except ImportError:  # a checkout without the built kernel
+    _kernel = _compiled.kernel
+    if _kernel is None:  # a checkout without the built kernel
         return None
     return _kernel if hasattr(_kernel, name) else None
 
@@ -87,10 +88,7 @@ def block_mean(pixels: np.ndarray, fy: int, fx: int, n_threads: int = 0) -> np.n
     h, w = pixels.shape
     hh, ww = h // fy, w // fx
     if pixels.dtype in (np.uint16, np.float32) and pixels.flags.c_contiguous and hh and ww:
-        try:
-            from .. import _kernel
-        except ImportError:  # a checkout without the built kernel
-            _kernel = None
+        _kernel = _compiled.kernel  # (None in a checkout without the built kernel)
         if _kernel is not None and hasattr(_kernel, "block_mean"):
             return _kernel.block_mean(pixels, int(fy), int(fx), int(n_threads))
     return pixels[: hh * fy, : ww * fx].reshape(hh, fy, ww, fx).mean(axis=(1, 3), dtype=np.float64)
@@ -317,10 +315,7 @@ def upscale_mask(tissue: np.ndarray, fy: int, fx: int, h: int, w: int, n_threads
     ndarray of bool, shape ``(h, w)``.
     """
     hh, ww = tissue.shape
-    try:
-        from .. import _kernel
-    except ImportError:  # a checkout without the built kernel
-        _kernel = None
+    _kernel = _compiled.kernel  # (None in a checkout without the built kernel)
     if _kernel is not None and hasattr(_kernel, "upscale_mask"):
         return _kernel.upscale_mask(np.ascontiguousarray(tissue, dtype=bool), int(fy), int(fx), int(h),
                                     int(w), int(n_threads))

@@ -45,6 +45,9 @@ from importlib import resources
 
 import numpy as np
 
+from . import _compiled
+from .mask import BlockMask
+
 __all__ = [
     "noise_level_function",
     "candidate_feature_matrix",
@@ -200,8 +203,6 @@ def _nlf_kernel_args(img: np.ndarray, mask, k: int, blocks: bool = False):
     samples (None: all, as when fewer than 1000 samples are in it). With
     ``blocks`` and a :class:`~.mask.BlockMask`: ``(planes, k, None,
     (tissue, fy, fx))``, for ``nlf_fit`` to make those samples itself."""
-    from .mask import BlockMask
-
     if img.dtype not in (np.uint16, np.float32):
         return None
     h, w = img.shape[-2:]
@@ -293,8 +294,6 @@ def _nlf_smooth(lev: np.ndarray, sd: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def _mask_sample(mask, rs: slice, cs: slice) -> np.ndarray:
     """``mask[rs, cs]`` as a C-contiguous bool array (from the blocks of a
     :class:`~napari_calc.core.mask.BlockMask`, without the full mask)."""
-    from .mask import BlockMask
-
     if isinstance(mask, BlockMask):
         return mask.sample(rs, cs)
     return np.ascontiguousarray(np.asarray(mask, dtype=bool)[rs, cs])
@@ -365,9 +364,8 @@ def _kernel_if(on: bool, name: str):
     None (not built, or switched off)."""
     if not on:
         return None
-    try:
-        from .. import _kernel
-    except ImportError:
+    _kernel = _compiled.kernel
+    if _kernel is None:
         return None
     return _kernel if hasattr(_kernel, name) else None
 
@@ -730,9 +728,12 @@ def context_feature(positions_mm: np.ndarray, prob: np.ndarray, radius_mm: float
     depend on how the pairs were found: in C (``_kernel.neighbour_sums``)
     for finite positions in 1 to 3 dimensions, else NumPy, bit for bit.
     """
-    from .cluster import DEFAULT_CLUSTER_RADIUS_MM
+    if radius_mm is None:
+        from .cluster import DEFAULT_CLUSTER_RADIUS_MM  # (here: cluster imports this module)
 
-    r = DEFAULT_CLUSTER_RADIUS_MM if radius_mm is None else float(radius_mm)
+        r = DEFAULT_CLUSTER_RADIUS_MM
+    else:
+        r = float(radius_mm)
     pts = np.asarray(positions_mm, float)
     prob = np.asarray(prob, float)
     if len(prob) < 2:
@@ -760,9 +761,8 @@ def _neighbour_sums_kernel(pts: np.ndarray, prob: np.ndarray, r: float, n_thread
     input it does not take: NumPy decides)."""
     if not _NEIGHBOUR_KERNEL or pts.ndim != 2 or not 1 <= pts.shape[1] <= 3 or prob.ndim != 1:
         return None
-    try:
-        from .. import _kernel
-    except ImportError:
+    _kernel = _compiled.kernel
+    if _kernel is None:
         return None
     if not hasattr(_kernel, "neighbour_sums"):
         return None
