@@ -152,18 +152,33 @@ static void hist_first_index(const double *restrict x, ptrdiff_t m, double lo, d
     }
 }
 
-int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbins, const double *edges,
-                    int64_t *count)
+/* Below this many values the threshold's passes stay on one thread (a
+ * team costs more than it saves); at most this many parts. */
+#define PAR_MIN 16384
+#define PAR_MAX 16
+
+/* The number of contiguous parts the threshold's passes over n values take
+ * (one a thread). */
+static int value_parts(ptrdiff_t n, int nthreads)
 {
-    if (n < 0 || (n > 0 && !x) || nbins < 1 || !edges || !count || !(lo < hi) || !isfinite(lo) ||
-        !isfinite(hi))
-        return NCALC_EINVAL;
+    int np = nthreads > 0 ? nthreads : ncalc_max_threads();
+    if (np > PAR_MAX) np = PAR_MAX;
+    return n < PAR_MIN || np < 1 ? 1 : np;
+}
+
+/* Part k of np of n values: [n k / np, n (k + 1) / np). */
+static inline ptrdiff_t part_start(ptrdiff_t n, int k, int np)
+{
+    return (n / np) * k + (n % np) * k / np; /* floor(n k / np), without overflow */
+}
+
+/* ncalc_histogram's counts of x[0 .. n-1] added into part (4 nbins: value j
+ * into quarter j % 4, so that neighbouring values in one bin do not wait
+ * for each other's increments). */
+static void histogram_into(const double *x, ptrdiff_t n, double lo, double hi, int nbins, const double *edges,
+                           int64_t *part)
+{
     const double denom = hi - lo, num = (double)nbins;
-    /* four partial counts, value j into part j % 4, added up at the end:
-     * the same totals, without each increment waiting for the one before
-     * when neighbouring values share a bin (the air's blocks do) */
-    int64_t *part = calloc(4 * (size_t)nbins, sizeof(int64_t));
-    if (!part) return NCALC_ENOMEM;
     int32_t idx[HIST_CHUNK];
     for (ptrdiff_t k0 = 0; k0 < n; k0 += HIST_CHUNK) {
         const ptrdiff_t m = n - k0 < HIST_CHUNK ? n - k0 : HIST_CHUNK;
@@ -178,9 +193,37 @@ int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbin
             part[(j & 3) * nbins + i]++;
         }
     }
-    for (int b = 0; b < nbins; b++) count[b] = part[b] + part[nbins + b] + part[2 * nbins + b] + part[3 * nbins + b];
+}
+
+/* ncalc_histogram on np contiguous parts of x, one a thread: the same
+ * counts (integers, added up at the end). */
+static int histogram_parts(const double *x, ptrdiff_t n, double lo, double hi, int nbins, const double *edges,
+                           int64_t *count, int np)
+{
+    if (n < 0 || (n > 0 && !x) || nbins < 1 || !edges || !count || !(lo < hi) || !isfinite(lo) ||
+        !isfinite(hi))
+        return NCALC_EINVAL;
+    const size_t per = 4 * (size_t)nbins;
+    int64_t *part = calloc(per * (size_t)np, sizeof(int64_t));
+    if (!part) return NCALC_ENOMEM;
+#pragma omp parallel for num_threads(np) schedule(static) if (np > 1)
+    for (int k = 0; k < np; k++) {
+        const ptrdiff_t a = part_start(n, k, np), b = part_start(n, k + 1, np);
+        histogram_into(x + a, b - a, lo, hi, nbins, edges, part + per * (size_t)k);
+    }
+    for (int b = 0; b < nbins; b++) {
+        int64_t c = 0;
+        for (size_t q = 0; q < 4 * (size_t)np; q++) c += part[q * (size_t)nbins + (size_t)b];
+        count[b] = c;
+    }
     free(part);
     return NCALC_OK;
+}
+
+int ncalc_histogram(const double *x, ptrdiff_t n, double lo, double hi, int nbins, const double *edges,
+                    int64_t *count)
+{
+    return histogram_parts(x, n, lo, hi, nbins, edges, count, 1);
 }
 
 /* The smallest and largest of x[0..n-1] (n >= 1), as a scan from x[0]
@@ -232,11 +275,38 @@ static int min_max_nan(const double *restrict x, ptrdiff_t n, double *lo_out, do
     return nan;
 }
 
-int ncalc_otsu(const double *x, ptrdiff_t n, int nbins, double *thr)
+/* min_max_nan of np contiguous parts of x, one a thread, taken in order
+ * with the same strict comparisons: the plain scan's extremes (a part's
+ * zero extreme is its plain scan's, so the first zero of the first part
+ * with one is the whole scan's). */
+static int min_max_nan_parts(const double *x, ptrdiff_t n, double *lo_out, double *hi_out, int np)
+{
+    if (np <= 1) return min_max_nan(x, n, lo_out, hi_out);
+    double lo[PAR_MAX], hi[PAR_MAX];
+    int nan[PAR_MAX];
+#pragma omp parallel for num_threads(np) schedule(static)
+    for (int k = 0; k < np; k++) {
+        const ptrdiff_t a = part_start(n, k, np), b = part_start(n, k + 1, np);
+        nan[k] = min_max_nan(x + a, b - a, &lo[k], &hi[k]);
+    }
+    double l = lo[0], h = hi[0];
+    int any = nan[0];
+    for (int k = 1; k < np; k++) {
+        any |= nan[k];
+        l = lo[k] < l ? lo[k] : l;
+        h = hi[k] > h ? hi[k] : h;
+    }
+    *lo_out = l;
+    *hi_out = h;
+    return any;
+}
+
+/* ncalc_otsu with its passes over x on np parts (value_parts). */
+static int otsu_parts(const double *x, ptrdiff_t n, int nbins, double *thr, int np)
 {
     if (n < 1 || !x || nbins < 1 || !thr) return NCALC_EINVAL;
     double lo, hi;
-    if (min_max_nan(x, n, &lo, &hi)) return NCALC_EINVAL;
+    if (min_max_nan_parts(x, n, &lo, &hi, np)) return NCALC_EINVAL;
     if (hi <= lo) {
         /* every value equal: that value, a zero as +0.0 (which zero
          * numpy's min returns of a sample of both depends on its loops) */
@@ -257,7 +327,7 @@ int ncalc_otsu(const double *x, ptrdiff_t n, int nbins, double *thr)
     for (int i = 0; i <= nbins; i++)
         e[i] = (step == 0.0 ? (double)i / (double)nbins * delta : (double)i * step) + lo;
     e[nbins] = hi;
-    int st = ncalc_histogram(x, n, lo, hi, nbins, e, count);
+    int st = histogram_parts(x, n, lo, hi, nbins, e, count, np);
     if (st == NCALC_OK) {
         /* w0, m0: cumulative count and count x centre (in order, as
          * numpy.cumsum); mu0 = m0 / w0, mu1 = (m0[-1] - m0) / (w0[-1] - w0)
@@ -291,6 +361,11 @@ int ncalc_otsu(const double *x, ptrdiff_t n, int nbins, double *thr)
     free(e);
     free(count);
     return st;
+}
+
+int ncalc_otsu(const double *x, ptrdiff_t n, int nbins, double *thr)
+{
+    return otsu_parts(x, n, nbins, thr, 1);
 }
 
 /* One erosion by the 3 x 3 cross, the outside as background: dst = 1 where
@@ -407,6 +482,21 @@ static void join_rows(const run_t *run, const int32_t *start, ptrdiff_t r, int32
     }
 }
 
+/* The first c' in [c, n) with (m[c'] != 0) == set, or n: past the other
+ * bytes eight at a time (a word with a zero byte: the bit trick's lowest
+ * flagged byte is exact, and the byte loop finds it in any byte order). */
+static ptrdiff_t next_with(const uint8_t *m, ptrdiff_t c, ptrdiff_t n, int set)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    for (; c + 8 <= n; c += 8) {
+        uint64_t w;
+        memcpy(&w, m + c, 8);
+        if (set ? w != 0 : ((w - ones) & ~w & highs) != 0) break;
+    }
+    while (c < n && (m[c] != 0) != set) c++;
+    return c;
+}
+
 /* The runs of the pixels with a != 0 when set, == 0 when not, rows x
  * cols; start: rows + 1 run indices. Returns their number. */
 static int32_t row_runs(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, int set, run_t *run, int32_t *start)
@@ -417,10 +507,10 @@ static int32_t row_runs(const uint8_t *a, ptrdiff_t rows, ptrdiff_t cols, int se
         start[r] = n;
         ptrdiff_t c = 0;
         while (c < cols) {
-            while (c < cols && (ar[c] != 0) != set) c++;
+            c = next_with(ar, c, cols, set);
             if (c == cols) break;
             const ptrdiff_t c0 = c;
-            while (c < cols && (ar[c] != 0) == set) c++;
+            c = next_with(ar, c, cols, !set);
             run[n].c0 = (int32_t)c0;
             run[n].c1 = (int32_t)c;
             n++;
@@ -623,11 +713,10 @@ int ncalc_block_extents(const uint8_t *tissue, ptrdiff_t hh, ptrdiff_t ww, ptrdi
     ptrdiff_t r = 0;
     for (ptrdiff_t i = 0; i < hh; i++) {
         const uint8_t *row = tissue + i * ld;
-        ptrdiff_t first = 0, last = ww - 1;
-        while (first < ww && !row[first]) first++;
+        const ptrdiff_t first = first_set(row, ww);
         int32_t a = 0, b = 0;
         if (first < ww) {
-            while (!row[last]) last--;
+            const ptrdiff_t last = last_set(row, ww) - 1;
             a = (int32_t)(first * fx);
             b = (int32_t)(last == ww - 1 ? w : (last + 1) * fx);
             if (br0 < 0) br0 = i;
@@ -690,20 +779,22 @@ ptrdiff_t ncalc_block_sample(const uint8_t *small, ptrdiff_t hh, ptrdiff_t ww, p
 
 int ncalc_breast_blocks(const double *small, ptrdiff_t hh, ptrdiff_t ww, int nbins, double air_min,
                         double air_max, ptrdiff_t margin, ptrdiff_t fy, ptrdiff_t fx, ptrdiff_t h, ptrdiff_t w,
-                        uint8_t *tissue, int32_t *lo, int32_t *hi, int64_t *bbox)
+                        uint8_t *tissue, int32_t *lo, int32_t *hi, int64_t *bbox, int nthreads)
 {
     if (!small || !tissue || !lo || !hi || !bbox || hh < 1 || ww < 1 || hh > PTRDIFF_MAX / ww ||
         nbins < 1 || margin < 0 || fy < 1 || fx < 1 || h < hh * fy || w < ww * fx || w > INT32_MAX)
         return NCALC_EINVAL;
     const ptrdiff_t n = hh * ww;
+    const int np = value_parts(n, nthreads);
     double thr;
-    int st = ncalc_otsu(small, n, nbins, &thr); /* NCALC_EINVAL for NaN: the caller's code decides */
+    int st = otsu_parts(small, n, nbins, &thr, np); /* NCALC_EINVAL for NaN: the caller's code decides */
     if (st != NCALC_OK) return st;
     /* tissue = small > thr; the air fraction 1 - mean(tissue), as NumPy:
      * the count (exact in float64) over the size */
     uint8_t *t = malloc((size_t)n);
     if (!t) return NCALC_ENOMEM;
     ptrdiff_t set = 0;
+#pragma omp parallel for num_threads(np) schedule(static) reduction(+ : set) if (np > 1)
     for (ptrdiff_t i = 0; i < n; i++) {
         t[i] = small[i] > thr;
         set += t[i];

@@ -526,11 +526,15 @@ int ncalc_block_extents(const uint8_t *tissue, ptrdiff_t hh, ptrdiff_t ww, ptrdi
  * hi and bbox as ncalc_block_extents makes them of tissue (h, w the full
  * size). Returns 1, or 2 when the eroded mask is empty (bbox untouched);
  * NCALC_EINVAL for a NaN or infinite block mean (as ncalc_otsu) or a bad
- * argument. tissue is written only when 1 or 2 is returned. Serial.
+ * argument. tissue is written only when 1 or 2 is returned. The
+ * threshold's passes (the extremes, the histogram, the count above it) run
+ * on contiguous parts of the blocks, one a thread (nthreads, 0: the
+ * default; one part below 16384 blocks), with the same result whatever the
+ * count; the rest is serial.
  */
 int ncalc_breast_blocks(const double *small, ptrdiff_t hh, ptrdiff_t ww, int nbins, double air_min,
                         double air_max, ptrdiff_t margin, ptrdiff_t fy, ptrdiff_t fx, ptrdiff_t h, ptrdiff_t w,
-                        uint8_t *tissue, int32_t *lo, int32_t *hi, int64_t *bbox);
+                        uint8_t *tissue, int32_t *lo, int32_t *hi, int64_t *bbox, int nthreads);
 
 /*
  * Samples of the noise-level function (napari_calc.core.score.

@@ -610,17 +610,21 @@ def block_extents(tissue not None, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t h, P
 cdef extern from "ncalc.h" nogil:
     int ncalc_breast_blocks(const double *small, Py_ssize_t hh, Py_ssize_t ww, int nbins, double air_min,
                             double air_max, Py_ssize_t margin, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t h,
-                            Py_ssize_t w, uint8_t *tissue, int32_t *lo, int32_t *hi, int64_t *bbox)
+                            Py_ssize_t w, uint8_t *tissue, int32_t *lo, int32_t *hi, int64_t *bbox,
+                            int nthreads)
 
 
 def breast_blocks(const cnp.float64_t[:, ::1] small not None, int nbins, double air_min, double air_max,
-                  Py_ssize_t margin, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t h, Py_ssize_t w):
+                  Py_ssize_t margin, Py_ssize_t fy, Py_ssize_t fx, Py_ssize_t h, Py_ssize_t w,
+                  int nthreads=0):
     """The breast mask's steps after the block means in one call (see
     ncalc_breast_blocks in csrc/ncalc.h): ``None`` when the whole image is
     kept, else ``(tissue, bbox, (lo, hi))``: the eroded working-resolution
     mask (bool, hh x ww), the box (None when it is empty) and the rows'
     extents (int32, h each), as ``block_extents(tissue, fy, fx, h, w)``
-    gives them. ValueError for a NaN or infinite block mean."""
+    gives them. ValueError for a NaN or infinite block mean. ``nthreads``:
+    the threshold's passes on that many threads (0: the default); the same
+    result whatever the count."""
     cdef Py_ssize_t hh = small.shape[0], ww = small.shape[1]
     if hh < 1 or ww < 1 or fy < 1 or fx < 1 or h < hh * fy or w < ww * fx:
         raise ValueError("napari-calc kernel: invalid argument")
@@ -631,7 +635,7 @@ def breast_blocks(const cnp.float64_t[:, ::1] small not None, int nbins, double 
     cdef int st
     with nogil:
         st = ncalc_breast_blocks(&small[0, 0], hh, ww, nbins, air_min, air_max, margin, fy, fx, h, w,
-                                 &tissue[0, 0], <int32_t *>&lo[0], <int32_t *>&hi[0], box)
+                                 &tissue[0, 0], <int32_t *>&lo[0], <int32_t *>&hi[0], box, nthreads)
     if st < 0:
         _check(st)
     if st == 0:

@@ -214,6 +214,44 @@ def test_noise_level_function_same_with_the_block_mask(phantom, monkeypatch, ker
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 5])
+def test_breast_blocks_on_threads_is_the_numpy_code(monkeypatch, spy, n_threads):
+    """From 16384 blocks (a full-field image's 1 mm grid has about 69,000)
+    ``_kernel.breast_blocks`` takes the threshold's extremes, histogram and
+    count on contiguous parts of the grid, one a thread: the working mask,
+    box and row extents stay the NumPy/SciPy code's at any thread count
+    (grids of 130-220 blocks a side, a disc of tissue in air, noise,
+    blocks on the threshold itself)."""
+    import importlib
+
+    from napari_calc import _kernel
+
+    M = importlib.import_module("napari_calc.core.mask")
+    rng = np.random.default_rng(100 + n_threads)
+    calls = spy(_kernel, "breast_blocks")
+    for case in range(8):
+        hh, ww = (int(v) for v in rng.integers(130, 221, 2))
+        f = 1 + case % 2
+        yy, xx = np.mgrid[:hh, :ww]
+        disc = np.hypot(yy - rng.uniform(0, 1) * hh, xx - rng.uniform(0, 1) * ww) < rng.uniform(0.3, 1.2) * hh
+        if case % 2:
+            grid = np.where(disc, 1000, 100) + rng.integers(0, 300, (hh, ww))
+        else:   # values 0-512: blocks on the threshold itself
+            grid = np.where(disc, 300, 0) + rng.integers(0, 213, (hh, ww))
+            grid.flat[[0, -1]] = 0, 512
+        img = np.repeat(np.repeat(grid, f, axis=0), f, axis=1).astype(np.uint16)
+        assert hh * ww >= 16384
+        monkeypatch.setattr(M, "_MASK_KERNEL", True)
+        got = M.breast_mask_blocks(img, 1.0 / f, skin_margin_mm=2.0, n_threads=n_threads)
+        monkeypatch.setattr(M, "_MASK_KERNEL", False)
+        want = M.breast_mask_blocks(img, 1.0 / f, skin_margin_mm=2.0)
+        np.testing.assert_array_equal(got[0].tissue, want[0].tissue)
+        assert got[1] == want[1] and got[1] is not None
+        for a, b in zip(got[2], want[2]):
+            np.testing.assert_array_equal(a, b)
+    assert len(calls) == 8 and all(a[-1] == n_threads for a in calls)
+
+
 def test_breast_blocks_in_c_is_the_numpy_code(monkeypatch, spy):
     """breast_mask_blocks's steps after the block means in one C call
     (``_kernel.breast_blocks``) give the NumPy/SciPy code's working mask,

@@ -257,7 +257,7 @@ def breast_mask_blocks(pixels: np.ndarray, spacing_mm, *, skin_margin_mm: float 
         # the steps below in one C call (a NaN block mean: as below)
         try:
             got = kern.breast_blocks(np.ascontiguousarray(small), 256, _AIR_MIN, _AIR_MAX, max(margin, 0),
-                                     fy, fx, h, w)
+                                     fy, fx, h, w, int(n_threads))
         except ValueError:
             got = False
         if got is None:

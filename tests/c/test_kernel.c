@@ -1630,7 +1630,11 @@ static void breast_blocks(void)
 {
     int kinds[3] = {0, 0, 0};
     for (int it = 0; it < 300; it++) {
-        const ptrdiff_t hh = 4 + rnd() % 30, ww = 4 + rnd() % 30, fy = 1 + rnd() % 4, fx = 1 + rnd() % 4;
+        /* every eighth grid of 16384 blocks or more: the threshold's passes
+         * on parts, 1 to 3 threads (the steps below: one) */
+        const int big = it % 8 == 3, nt = 1 + it % 3;
+        const ptrdiff_t hh = big ? 130 + rnd() % 90 : 4 + rnd() % 30, ww = big ? 130 + rnd() % 90 : 4 + rnd() % 30;
+        const ptrdiff_t fy = 1 + rnd() % 4, fx = 1 + rnd() % 4;
         const ptrdiff_t h = hh * fy + rnd() % fy, w = ww * fx + rnd() % fx, n = hh * ww;
         const ptrdiff_t margin = rnd() % 6;
         /* (the centre up to half a side outside: the disc also widens towards an edge) */
@@ -1652,6 +1656,11 @@ static void breast_blocks(void)
                             * lie on the threshold itself (not tissue: above it only) */
             small[0] = 0.0;
             small[n - 1] = 512.0;
+        }
+        if (it % 16 == 11 || it % 16 == 3) { /* zeros of both signs: the first in raster order is the minimum */
+            small[0] = 12.0;
+            small[n / 3] = it % 16 == 3 ? -0.0 : 0.0;
+            small[2 * n / 3] = it % 16 == 3 ? 0.0 : -0.0;
         }
         if (it % 15 < 2 && n >= 40) { /* one air block in tissue, or one tissue block in air: the whole image */
             for (ptrdiff_t i = 0; i < n; i++) small[i] = (it % 15 ? 100.0 : 1000.0) + (double)(rnd() % 30);
@@ -1681,7 +1690,7 @@ static void breast_blocks(void)
             free(pad); free(er);
         }
         memset(got, 7, (size_t)n);
-        const int st = ncalc_breast_blocks(small, hh, ww, 256, 0.03, 0.97, margin, fy, fx, h, w, got, lo, hi, box);
+        const int st = ncalc_breast_blocks(small, hh, ww, 256, 0.03, 0.97, margin, fy, fx, h, w, got, lo, hi, box, nt);
         CHECK(st == expect, "breast blocks %d: %d for %d", it, st, expect);
         kinds[st >= 0 && st <= 2 ? st : 0]++;
         if (st == 0)
@@ -1694,10 +1703,10 @@ static void breast_blocks(void)
         }
         if (it == 0) {
             small[n / 2] = NAN;
-            CHECK(ncalc_breast_blocks(small, hh, ww, 256, 0.03, 0.97, margin, fy, fx, h, w, got, lo, hi, box) ==
+            CHECK(ncalc_breast_blocks(small, hh, ww, 256, 0.03, 0.97, margin, fy, fx, h, w, got, lo, hi, box, nt) ==
                   NCALC_EINVAL, "breast blocks: NaN");
             CHECK(ncalc_breast_blocks(small, hh, ww, 256, 0.03, 0.97, margin, fy, fx, hh * fy - 1, w, got, lo, hi,
-                                      box) == NCALC_EINVAL, "breast blocks: h < hh fy");
+                                      box, nt) == NCALC_EINVAL, "breast blocks: h < hh fy");
         }
         free(small); free(t); free(comp); free(want); free(got); free(lo); free(hi); free(wlo); free(whi);
     }
