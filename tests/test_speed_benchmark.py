@@ -23,7 +23,8 @@ def test_speed_benchmark_quick_run(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     fig = json.loads(out.read_text())
     for key in ("big.copy", "big.detect", "big.cv", "big.detect1", "big.detect2", "mid.detect",
-                "ratio:big: detect / OpenCV bare DoG", "ratio:detect speed-up 1 -> 2 threads"):
+                "big.detect1_alt", "big.detect2_alt", "ratio:big: detect / OpenCV bare DoG",
+                "ratio:detect speed-up 1 -> 2 threads", "ratio:detect speed-up 1 -> 2 threads, alternating calls"):
         assert fig[key] > 0, key
     assert fig["identical_1_2_threads"] is True
     assert fig["n_calcifications"] > 0
@@ -32,6 +33,23 @@ def test_speed_benchmark_quick_run(tmp_path):
     assert bpp > 0 or (math.isnan(bpp) and not Path("/proc/self/clear_refs").exists())
     assert fig["big.faults_per_call"] >= 0
     assert "minor page faults per detect call" in res.stdout
+
+
+def test_interleaved_timing_settles_each_function():
+    """``timeit_interleaved(..., settle=True)`` (the thread counts) runs
+    each function once untimed right before each timed run, the functions
+    in turn round by round; without it, each runs once a round."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("speed_bench", ROOT / "benchmarks" / "speed.py")
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    for settle, per_round in ((True, ["a", "a", "b", "b"]), (False, ["a", "b"])):
+        seen = []
+        got = speed.timeit_interleaved({"a": lambda: seen.append("a"), "b": lambda: seen.append("b")}, 3,
+                                       settle=settle)
+        assert seen == ["a", "b"] + per_round * 3, seen   # (the warm-up round first)
+        assert set(got) == {"a", "b"} and all(len(v[1]) == 3 for v in got.values())
 
 
 def test_ab_kernel_runs_two_builds_side_by_side():
