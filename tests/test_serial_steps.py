@@ -1070,7 +1070,7 @@ def test_no_kernel_import_inside_the_cores_functions():
     """No function of ``napari_calc.core`` imports the extension itself: a
     function-level ``from .. import _kernel`` runs importlib's Python code
     at every call (a few microseconds each once the kernels have been
-    through the caches, about 25 times a ``detect`` call)."""
+    through the caches, 20 times a ``detect`` call)."""
     import ast
     from pathlib import Path
 

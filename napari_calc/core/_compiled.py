@@ -4,7 +4,7 @@ The core's functions read :data:`kernel` at each call instead of importing
 the extension there: a function-level ``from .. import _kernel`` runs
 importlib's Python code (the package's ``__spec__.parent``, the fromlist
 check) every time, a few microseconds a call once the kernels have been
-through the caches, some 25 times a ``detect`` call.
+through the caches, 20 times a ``detect`` call.
 ``benchmarks/ab_kernel.py`` swaps builds by setting :data:`kernel`.
 """
 
