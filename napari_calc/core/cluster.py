@@ -218,7 +218,7 @@ def _cluster_shapes(pos: np.ndarray, start: np.ndarray, end: np.ndarray) -> tupl
             _kernel = _compiled.kernel
             bounds = np.append(start, end[-1]).astype(np.intp)
             return _kernel.cluster_shape(pos, bounds, pos.shape[1] - 2, pos.shape[1] - 1)
-        except (ImportError, AttributeError, ValueError):
+        except (AttributeError, ValueError):
             pass  # no kernel, or a position it does not take: NumPy and Qhull decide
     far = np.array([max_pair_distance(pos[s:e]) for s, e in zip(start, end)], dtype=np.float64)
     area = np.array([_hull_area(pos[s:e, -2:]) for s, e in zip(start, end)], dtype=np.float64)
