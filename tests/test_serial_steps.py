@@ -1086,3 +1086,44 @@ def test_no_kernel_import_inside_the_cores_functions():
                     found.append(f"{path.name}:{node.lineno} in {fn.name}")
     # batch's environment report imports it once, off the detection path
     assert found == [f for f in found if f.startswith("batch.py:")] and len(found) <= 1, found
+
+
+def test_core_steps_without_the_kernel(monkeypatch):
+    """With no compiled kernel (``_compiled.kernel`` None, as in a source
+    checkout without the built extension) the mask, the noise-level
+    function, the context feature, ``interp`` and the clustering take
+    their NumPy paths, with the same results as through the kernel."""
+    from napari_calc.core import _compiled
+    from napari_calc.core.cluster import cluster_calcifications
+
+    ph = make_phantom(seed=6, spacing_mm=0.1)
+    img = ph.image.pixels
+    rng = np.random.default_rng(6)
+    pts = rng.uniform(0, 40, (300, 2))
+    prob = rng.uniform(0, 1, 300)
+    x = rng.uniform(-5, 105, 1000)
+    xp, fp = np.linspace(0, 100, 17), rng.normal(size=17)
+
+    def run():
+        tissue, bbox, extents = M.breast_mask_blocks(img, 0.1)
+        return (tissue.tissue, bbox, extents, M.block_mean(img, 10, 10),
+                M.upscale_mask(tissue.tissue, 10, 10, *img.shape),
+                S.noise_level_function(img, tissue), S.context_feature(pts, prob, 5.0), S.interp(x, xp, fp),
+                cluster_calcifications(pts, radius_mm=5.0, min_size=3))
+
+    calls = []
+    for name in ("breast_blocks", "block_mean", "upscale_mask", "interp", "neighbour_sums", "radius_clusters"):
+        real = getattr(_kernel, name)
+        monkeypatch.setattr(_kernel, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    with_kernel = run()
+    assert {"breast_blocks", "block_mean", "upscale_mask", "interp", "neighbour_sums", "radius_clusters"} <= set(calls)
+    calls.clear()
+    monkeypatch.setattr(_compiled, "kernel", None)
+    without = run()
+    assert calls == []
+    for a, b in zip(with_kernel, without):
+        if isinstance(a, tuple):
+            for u, v in zip(a, b):
+                np.testing.assert_array_equal(u, v)
+        else:
+            np.testing.assert_array_equal(a, b)
