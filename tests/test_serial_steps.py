@@ -1127,3 +1127,13 @@ def test_core_steps_without_the_kernel(monkeypatch):
                 np.testing.assert_array_equal(u, v)
         else:
             np.testing.assert_array_equal(a, b)
+
+
+def test_detect_without_the_kernel_says_how_to_build_it(monkeypatch):
+    """``detect`` has no NumPy path for the DoG and the noise pass: with no
+    compiled kernel it raises one ImportError that says how to build it."""
+    from napari_calc.core import _compiled
+
+    monkeypatch.setattr(_compiled, "kernel", None)
+    with pytest.raises(ImportError, match="compiled C kernel, is missing: build it with"):
+        napari_calc.detect(np.zeros((64, 64), np.uint16), 0.1)

@@ -698,6 +698,9 @@ def _plane_candidates(plane: np.ndarray, spacing_yx: tuple[float, float], p: Det
     when it was not made so (not asked, another code path, or left to the
     NumPy code), for the caller to make."""
     _kernel = _compiled.kernel
+    if _kernel is None:  # (the DoG and the noise pass have no NumPy path)
+        raise ImportError("napari_calc._kernel, napari-calc's compiled C kernel, is missing: build it with "
+                          "'python setup.py build_ext --inplace' or 'pip install .' in the checkout")
 
     img = _kernel_input(plane)
     sp = min(spacing_yx)
