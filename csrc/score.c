@@ -62,6 +62,63 @@ static inline double ramp_row(const double *x, int nfeat, const int *nknots, con
     return acc;
 }
 
+/* Rows a block of the log-odds takes at a time (ramp_logit_block). */
+#define RAMP_BLOCK 64
+
+/* z[i] for the rows X[0 .. nb) (nb <= RAMP_BLOCK) of the log-odds alone:
+ * ramp_row's operations on each row, in its order, but column by column
+ * over the block's rows, so that the rows' divisions and running sums are
+ * independent and the compiler vectorises across the rows (a row's sum is
+ * a chain of additions, each waiting for the one before). The same floats
+ * as ramp_row. */
+static void ramp_logit_block(const double *X, ptrdiff_t nb, int nfeat, const int *nknots,
+                             const double *knots, int ninter, const int *inter, const double *mean,
+                             const double *scale, const double *coef, double intercept, double *z)
+{
+    double acc[RAMP_BLOCK], v[RAMP_BLOCK], u[RAMP_BLOCK];
+    for (ptrdiff_t i = 0; i < nb; i++) acc[i] = 0.0;
+    ptrdiff_t c = 0;
+    const double *k = knots;
+    /* acc += ((value of row i) - mean[c]) / scale[c] * coef[c], column c */
+#define NCALC_RAMP_COL(value)                                  \
+    do {                                                       \
+        const double mu_ = mean[c], s_ = scale[c], w_ = coef[c]; \
+        for (ptrdiff_t i = 0; i < nb; i++) {                   \
+            const double b_ = ((value) - mu_) / s_;            \
+            const double p_ = b_ * w_;                         \
+            acc[i] += p_;                                      \
+        }                                                      \
+        c++;                                                   \
+    } while (0)
+    for (int j = 0; j < nfeat; j++) {
+        const int m = nknots[j];
+        for (ptrdiff_t i = 0; i < nb; i++) v[i] = X[i * nfeat + j];
+        if (m == 0) {
+            NCALC_RAMP_COL(v[i]);
+            continue;
+        }
+        const double k0 = k[0];
+        NCALC_RAMP_COL(min_nan(v[i], k0));
+        for (int q = 0; q + 1 < m; q++) {
+            const double ka = k[q], kb = k[q + 1];
+            NCALC_RAMP_COL(clip_nan(v[i], ka, kb) - ka);
+        }
+        const double kl = k[m - 1];
+        NCALC_RAMP_COL(max_nan(v[i], kl) - kl);
+        k += m;
+    }
+    for (int t = 0; t < ninter; t++) {
+        const int ja = inter[2 * t], jb = inter[2 * t + 1];
+        for (ptrdiff_t i = 0; i < nb; i++) {
+            v[i] = X[i * nfeat + ja];
+            u[i] = X[i * nfeat + jb];
+        }
+        NCALC_RAMP_COL((clip_nan(u[i], -1.0, 1.0) + 1.0) * max_nan(v[i], 0.0));
+    }
+#undef NCALC_RAMP_COL
+    for (ptrdiff_t i = 0; i < nb; i++) z[i] = acc[i] + intercept;
+}
+
 int ncalc_ramp_logit(const double *X, ptrdiff_t n, int nfeat, const int *nknots, const double *knots,
                      int ninter, const int *inter, const double *mean, const double *scale,
                      const double *coef, double intercept, double *z, double *basis, int nthreads)
@@ -86,10 +143,13 @@ int ncalc_ramp_logit(const double *X, ptrdiff_t n, int nfeat, const int *nknots,
     (void)nt;
     if (z && !basis) {
         /* the log-odds alone (detect's call): no basis written */
+        const ptrdiff_t nblk = (n + RAMP_BLOCK - 1) / RAMP_BLOCK;
 #pragma omp parallel for num_threads(nt) schedule(static) if (n > 1024)
-        for (ptrdiff_t i = 0; i < n; i++)
-            z[i] = ramp_row(X + i * nfeat, nfeat, nknots, knots, ninter, inter, mean, scale, coef, NULL)
-                   + intercept;
+        for (ptrdiff_t bl = 0; bl < nblk; bl++) {
+            const ptrdiff_t i0 = bl * RAMP_BLOCK;
+            ramp_logit_block(X + i0 * nfeat, n - i0 < RAMP_BLOCK ? n - i0 : RAMP_BLOCK, nfeat, nknots, knots,
+                             ninter, inter, mean, scale, coef, intercept, z + i0);
+        }
     } else if (basis) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (n > 1024)
         for (ptrdiff_t i = 0; i < n; i++) {
@@ -134,7 +194,7 @@ int ncalc_interp(const double *x, ptrdiff_t n, const double *xp, const double *f
             return NCALC_EINVAL;
     int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
-#pragma omp parallel for num_threads(nt) schedule(static) if (n > 4096)
+#pragma omp parallel for num_threads(nt) schedule(static) if (n > 1024)
     for (ptrdiff_t i = 0; i < n; i++) out[i] = interp_one(x[i], xp, fp, m);
     return NCALC_OK;
 }
@@ -168,7 +228,7 @@ int ncalc_feature_parts(const double *const *in, ptrdiff_t n, double *X, double 
     const double pi = 3.141592653589793;        /* math.pi */
     int nt = nthreads > 0 ? nthreads : ncalc_max_threads();
     (void)nt;
-#pragma omp parallel for num_threads(nt) schedule(static) if (n > 4096)
+#pragma omp parallel for num_threads(nt) schedule(static) if (n > 1024)
     for (ptrdiff_t i = 0; i < n; i++) {
         const double sd = max_nan(nlf_sd[i], eps);
         const double s1 = sigma[i];

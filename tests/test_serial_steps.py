@@ -1066,6 +1066,47 @@ def test_core_reads_the_kernel_through_compiled(monkeypatch):
     pd.testing.assert_frame_equal(got.clusters, ref.clusters, check_exact=True)
 
 
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_detect_gives_every_kernel_its_thread_count(monkeypatch, n_threads):
+    """``detect(..., n_threads=n)`` runs every C step on n threads: each
+    kernel call that takes ``nthreads`` gets n (a batch that runs one
+    image a process with ``n_threads=1`` must not start more), for an
+    image and for a stack. (The feature matrix's call once took the
+    OpenMP default.)"""
+    import inspect
+
+    from napari_calc.core import _compiled
+
+    real = _compiled.kernel
+    got = []
+
+    class Counted:
+        def __getattr__(self, name):
+            f = getattr(real, name)
+            try:
+                sig = inspect.signature(f)
+            except (TypeError, ValueError):
+                return f
+            if "nthreads" not in sig.parameters:
+                return f
+
+            def call(*a, **k):
+                b = sig.bind(*a, **k)
+                b.apply_defaults()
+                got.append((name, b.arguments["nthreads"]))
+                return f(*a, **k)
+            return call
+
+    img = make_phantom(seed=4, spacing_mm=0.1).image.pixels
+    monkeypatch.setattr(_compiled, "kernel", Counted())
+    napari_calc.detect(img, 0.1, n_threads=n_threads)
+    napari_calc.detect(np.stack([img, img[::-1].copy()]), (1.0, 0.1, 0.1), n_threads=n_threads)
+    names = {name for name, _ in got}
+    assert {"dog_noise_nms", "block_mean", "breast_blocks", "candidate_features", "local_hessian3",
+            "feature_parts", "ramp_logit", "interp", "neighbour_sums", "radius_clusters"} <= names, sorted(names)
+    assert [(name, nt) for name, nt in got if nt != n_threads] == []
+
+
 def test_no_kernel_import_inside_the_cores_functions():
     """No function of ``napari_calc.core`` imports the extension itself: a
     function-level ``from .. import _kernel`` runs importlib's Python code

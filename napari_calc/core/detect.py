@@ -954,7 +954,7 @@ def _score(c: dict, spacing: tuple[float, ...], n_threads: int = 0) -> np.ndarra
     """Calibrated probability of being a microcalcification, from the
     shipped model (:mod:`napari_calc.core.score`; its context stage uses
     the candidates' positions in mm)."""
-    X = candidate_feature_matrix(c)
+    X = candidate_feature_matrix(c, n_threads)
     try:
         model = load_model()
     except (FileNotFoundError, OSError):

@@ -442,7 +442,7 @@ _FEATURE_INPUTS = ("snr", "contrast", "peak", "bg_std", "nlf_sd", "sigma_px", "h
 _LOG_COLUMNS = np.array([0, 1, 2, 3, 4, 7, 8, 10])
 
 
-def candidate_feature_matrix(raw) -> np.ndarray:
+def candidate_feature_matrix(raw, n_threads: int = 0) -> np.ndarray:
     """Model features (columns in :data:`FEATURE_NAMES` order) from the raw
     per-candidate measurements of the detector.
 
@@ -453,6 +453,8 @@ def candidate_feature_matrix(raw) -> np.ndarray:
     ``h1_rr``, ``h1_rc``, ``h1_cc`` (Gaussian-smoothed value and Hessian at
     the blob scale ``sigma_px``) and ``h2_*`` (the same at ``2 sigma_px``),
     ``area_px`` (half-maximum area), ``elongation`` and ``diameter_mm``.
+    ``n_threads``: threads of the C kernel (0: OpenMP's default); the
+    matrix does not depend on it.
     """
     def a(k):
         return np.asarray(raw[k], dtype=float)
@@ -462,7 +464,8 @@ def candidate_feature_matrix(raw) -> np.ndarray:
         return np.zeros((0, len(FEATURE_NAMES)))
     kern = _kernel_if(_FEATURE_KERNEL, "feature_parts")
     if kern is not None:
-        X, logarg = kern.feature_parts([np.ascontiguousarray(raw[k], dtype=float) for k in _FEATURE_INPUTS])
+        X, logarg = kern.feature_parts([np.ascontiguousarray(raw[k], dtype=float) for k in _FEATURE_INPUTS],
+                                       int(n_threads))
         np.log(logarg, out=logarg)
         X[:, _LOG_COLUMNS] = logarg.T
         return X
