@@ -698,7 +698,7 @@ ptrdiff_t ncalc_top_k(const double *v, ptrdiff_t n, ptrdiff_t k, int64_t *idx, i
  *     b1 > 0, else 2; -2, 2)
  * in double, each operation in numpy's order, max, min and clip keeping a
  * NaN (as numpy's): bit for bit the NumPy code's values. Rows in parallel
- * for more than 4096 of them.
+ * for more than 1024 of them.
  */
 #define NCALC_FEATURE_INPUTS 18
 #define NCALC_FEATURES 12
@@ -742,7 +742,7 @@ int ncalc_ramp_logit(const double *X, ptrdiff_t n, int nfeat, const int *nknots,
  * s = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j]), s * (x - xp[j]) + fp[j]
  * (two roundings, no fused multiply-add), as numpy computes it.
  * NCALC_EINVAL for fewer than two points, a non-finite xp or fp, or xp not
- * strictly increasing. Rows in parallel above 4,096 values.
+ * strictly increasing. Rows in parallel above 1,024 values.
  */
 int ncalc_interp(const double *x, ptrdiff_t n, const double *xp, const double *fp, ptrdiff_t m,
                  double *out, int nthreads);
