@@ -760,6 +760,77 @@ NCALC_INLINE void oct_vert_r(const float *const *rp, const float *w, const int R
     }
 }
 
+/* The vertical passes of two or three scales (R2 < 0: two) in one loop:
+ * each value the same expression as oct_vert_r's (the same bits), the
+ * loads of the rows and their pair sums rp[-k][c] + rp[k][c] shared by
+ * the scales. */
+NCALC_INLINE void oct_vert3_r(const float *const *rp, const float *w0, const float *w1,
+                              const float *w2, const int R0, const int R1, const int R2, ptrdiff_t n,
+                              float *restrict o0, float *restrict o1, float *restrict o2)
+{
+    const float *x0 = rp[0];
+    NCALC_IVDEP
+    for (ptrdiff_t c = 0; c < n; c++) {
+        float a, b;
+#define NCALC_VA(k) rp[-(k)][c]
+#define NCALC_VB(k) rp[(k)][c]
+        NCALC_SYM_FIR(a, w0, R0, x0[c], NCALC_VA, NCALC_VB);
+        NCALC_SYM_FIR(b, w1, R1, x0[c], NCALC_VA, NCALC_VB);
+        if (R2 >= 0) {
+            float d;
+            NCALC_SYM_FIR(d, w2, R2, x0[c], NCALC_VA, NCALC_VB);
+            o2[c] = d;
+        }
+#undef NCALC_VA
+#undef NCALC_VB
+        o0[c] = a;
+        o1[c] = b;
+    }
+}
+
+/* The vertical passes of a bank of two or three scales in one loop
+ * (oct_vert3_r), for the radii of the banks detect's scales give at
+ * 0.035-0.2 mm (truncate 3, octave split 1.2; the first scale of a
+ * coarser level has radius 0): rp[-rmax .. rmax] the rows, n columns,
+ * o[i] scale i's output. Returns 0, having done nothing, for another
+ * bank (each scale's pass then runs on its own). */
+NCALC_INLINE int oct_vert_bank(const float *const *rp, const bank_t *b, ptrdiff_t n, float *const *o)
+{
+    const int *r = b->radius;
+    float *const *w = b->w;
+#define NCALC_V3(A, B, C)                                                                      \
+    if (r[0] == (A) && r[1] == (B) && r[2] == (C)) {                                           \
+        oct_vert3_r(rp, w[0], w[1], w[2], A, B, C, n, o[0], o[1], o[2]);                       \
+        return 1;                                                                              \
+    }
+#define NCALC_V2(A, B)                                                                         \
+    if (r[0] == (A) && r[1] == (B)) {                                                          \
+        oct_vert3_r(rp, w[0], w[1], NULL, A, B, -1, n, o[0], o[1], NULL);                      \
+        return 1;                                                                              \
+    }
+    if (b->n == 3) {
+        NCALC_V3(2, 2, 4)
+        NCALC_V3(2, 3, 4)
+        NCALC_V3(2, 3, 5)
+        NCALC_V3(0, 2, 4)
+        NCALC_V3(0, 2, 5)
+        NCALC_V3(0, 3, 5)
+    } else if (b->n == 2) {
+        NCALC_V2(2, 4)
+        NCALC_V2(3, 4)
+        NCALC_V2(3, 5)
+        NCALC_V2(4, 6)
+        NCALC_V2(5, 7)
+        NCALC_V2(0, 2)
+        NCALC_V2(0, 3)
+        NCALC_V2(0, 4)
+        NCALC_V2(0, 5)
+    }
+#undef NCALC_V3
+#undef NCALC_V2
+    return 0;
+}
+
 NCALC_INLINE void oct_vert(const float *const *rp, const float *w, int R, ptrdiff_t n, float *out)
 {
     switch (R) {
@@ -896,12 +967,26 @@ static void oct_row(const float *const *rp, ptrdiff_t cols, ptrdiff_t a, ptrdiff
                     work_t *t, float *resp, uint8_t *scale, int offset, float *lowrow)
 {
     const float *sh[2 * 8 + 1];
+    /* two or three scales of the usual radii: their vertical passes in one
+     * loop over the columns of the largest radius's range (those the
+     * smaller radii need lie within it, and the input rows are there) */
+    int together = 0;
+    if (b->n == 2 || b->n == 3) {
+        const int R = b->rmax;
+        ptrdiff_t va, vb;
+        vert_range(a, b_end, R, cols, &va, &vb);
+        for (int k = -R; k <= R; k++) sh[k + R] = rp[k] + va;
+        float *o[3] = {t->v[0] + va, t->v[1] + va, b->n == 3 ? t->v[2] + va : NULL};
+        together = oct_vert_bank(sh + R, b, vb - va, o);
+    }
     for (int i = 0; i < b->n; i++) {
         const int R = b->radius[i];
         ptrdiff_t va, vb;
         vert_range(a, b_end, R, cols, &va, &vb);
-        for (int k = -R; k <= R; k++) sh[k + R] = rp[k] + va;
-        oct_vert(sh + R, b->w[i], R, vb - va, t->v[i] + va);
+        if (!together) {
+            for (int k = -R; k <= R; k++) sh[k + R] = rp[k] + va;
+            oct_vert(sh + R, b->w[i], R, vb - va, t->v[i] + va);
+        }
         if (va == 0) pad_left(t->v[i], cols, R);
         if (vb == cols) pad_right(t->v[i], cols, R);
     }

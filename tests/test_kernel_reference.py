@@ -827,6 +827,37 @@ def test_octaves_row_kernel_is_dog_response_bitwise(kern, dtype, shape):
             np.testing.assert_array_equal(scale, exact[1])
 
 
+# The banks whose vertical passes the octave DoG's row kernel runs in one
+# loop (oct_vert_bank in csrc/filters.c: detect's banks at 0.035-0.2 mm):
+# their radii; sigma (R + 0.1 (i + 1)) / 3 has radius int(3 sigma + 0.5) = R.
+FUSED_VERTICAL_RADII = [(2, 2, 4), (2, 3, 4), (2, 3, 5), (0, 2, 4), (0, 2, 5), (0, 3, 5),
+                        (2, 4), (3, 4), (3, 5), (4, 6), (5, 7), (0, 2), (0, 3), (0, 4), (0, 5),
+                        (1, 2, 4), (2, 2), (3, 3, 5, 6)]  # (the last three: not fused, for contrast)
+
+
+@pytest.mark.parametrize("radii", FUSED_VERTICAL_RADII)
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_octaves_banks_with_one_vertical_loop_are_dog_response_bitwise(kern, radii, dtype):
+    """The banks whose scales' vertical passes share one loop give the bits
+    of ncalc_dog_response's separate passes, on images shorter and narrower
+    than the kernels (reflected rows and columns), wide ones, and crops."""
+    sig = [(r + 0.1 * (i + 1)) / 3 for i, r in enumerate(radii)]
+    assert [int(3.0 * s + 0.5) for s in sig] == list(radii)
+    for shape in [(1, 1), (3, 2), (9, 5), (7, 40), (40, 7), (33, 67)]:
+        img = _random_u16(shape, 41) if dtype == np.uint16 else _random_f32(shape, 41)
+        exact = kern.dog_response(img, sig, 3.0, 1)
+        for nthreads in (1, 2):
+            resp, scale = kern.dog_octaves(img, sig, 3.0, 1.2, 0, nthreads)
+            np.testing.assert_array_equal(resp.view(np.uint32), exact[0].view(np.uint32))
+            np.testing.assert_array_equal(scale, exact[1])
+        if kern is _kernel:
+            big = np.zeros((shape[0] + 4, shape[1] + 7), dtype)
+            big[3:3 + shape[0], 5:5 + shape[1]] = img
+            resp, scale = _kernel.dog_octaves(big[3:3 + shape[0], 5:5 + shape[1]], sig, 3.0, 1.2, 0, 2)
+            np.testing.assert_array_equal(resp.view(np.uint32), exact[0].view(np.uint32))
+            np.testing.assert_array_equal(scale, exact[1])
+
+
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32])
 def test_octaves_independent_of_threads_and_pitch(kern, dtype):
     # the detection's setting (a single pair at full resolution, its scale
