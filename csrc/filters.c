@@ -712,9 +712,12 @@ static void merge_up_row_v(ptrdiff_t r, ptrdiff_t cols, ptrdiff_t a, ptrdiff_t b
  * The same float operations in the same order as dog_row (vertical_bank +
  * horizontal_block), fused so that each value stays in a register: each
  * scale's vertical pass reads the 2R+1 rows (float) and writes its row
- * once; the horizontal pass of each scale computes its value and the DoG
- * maximum update in one loop. The radius is a compile-time constant in
- * each instance (a switch over 0 .. 8), so the tap loops unroll. */
+ * once (for the banks detect's scales give, the two or three scales'
+ * passes in one loop that shares the rows' loads and pair sums:
+ * oct_vert_bank); the horizontal pass of each scale computes its value
+ * and the DoG maximum update in one loop. The radius is a compile-time
+ * constant in each instance (a switch over 0 .. 8), so the tap loops
+ * unroll. */
 
 #if defined(__GNUC__) && !defined(__clang__)
 #define NCALC_IVDEP _Pragma("GCC ivdep")
