@@ -815,16 +815,24 @@ def test_octaves_row_kernel_is_dog_response_bitwise(kern, dtype, shape):
             for levels in (0, 16):
                 if levels and min(shape) >= 32:
                     continue
-                resp, scale = kern.dog_octaves(img, sig, 3.0, 1.2, levels, nthreads)
-                np.testing.assert_array_equal(resp.view(np.uint32), exact[0].view(np.uint32))
-                np.testing.assert_array_equal(scale, exact[1])
+                _assert_same_dog(kern.dog_octaves(img, sig, 3.0, 1.2, levels, nthreads), exact)
         if kern is _kernel:
             # the same on a crop of a larger image (rows ld pixels apart)
-            big = np.zeros((shape[0] + 4, shape[1] + 7), dtype)
-            big[3:3 + shape[0], 5:5 + shape[1]] = img
-            resp, scale = _kernel.dog_octaves(big[3:3 + shape[0], 5:5 + shape[1]], sig, 3.0, 1.2, 0, 2)
-            np.testing.assert_array_equal(resp.view(np.uint32), exact[0].view(np.uint32))
-            np.testing.assert_array_equal(scale, exact[1])
+            _assert_same_dog(_octaves_of_a_crop(img, sig), exact)
+
+
+def _assert_same_dog(got, exact):
+    """(resp, scale) of two DoG calls, the response bit for bit."""
+    np.testing.assert_array_equal(got[0].view(np.uint32), exact[0].view(np.uint32))
+    np.testing.assert_array_equal(got[1], exact[1])
+
+
+def _octaves_of_a_crop(img, sig):
+    """One level of ``dog_octaves`` (truncate 3) on ``img`` placed inside a
+    larger array and passed as a view (rows a pitch apart), 2 threads."""
+    big = np.zeros((img.shape[0] + 4, img.shape[1] + 7), img.dtype)
+    big[3:3 + img.shape[0], 5:5 + img.shape[1]] = img
+    return _kernel.dog_octaves(big[3:3 + img.shape[0], 5:5 + img.shape[1]], sig, 3.0, 1.2, 0, 2)
 
 
 # The banks whose vertical passes the octave DoG's row kernel runs in one
@@ -847,15 +855,9 @@ def test_octaves_banks_with_one_vertical_loop_are_dog_response_bitwise(kern, rad
         img = _random_u16(shape, 41) if dtype == np.uint16 else _random_f32(shape, 41)
         exact = kern.dog_response(img, sig, 3.0, 1)
         for nthreads in (1, 2):
-            resp, scale = kern.dog_octaves(img, sig, 3.0, 1.2, 0, nthreads)
-            np.testing.assert_array_equal(resp.view(np.uint32), exact[0].view(np.uint32))
-            np.testing.assert_array_equal(scale, exact[1])
+            _assert_same_dog(kern.dog_octaves(img, sig, 3.0, 1.2, 0, nthreads), exact)
         if kern is _kernel:
-            big = np.zeros((shape[0] + 4, shape[1] + 7), dtype)
-            big[3:3 + shape[0], 5:5 + shape[1]] = img
-            resp, scale = _kernel.dog_octaves(big[3:3 + shape[0], 5:5 + shape[1]], sig, 3.0, 1.2, 0, 2)
-            np.testing.assert_array_equal(resp.view(np.uint32), exact[0].view(np.uint32))
-            np.testing.assert_array_equal(scale, exact[1])
+            _assert_same_dog(_octaves_of_a_crop(img, sig), exact)
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32])
