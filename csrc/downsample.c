@@ -16,7 +16,11 @@
 /* target_clones needs GCC >= 6 and ifunc support (glibc on x86-64 Linux). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     defined(__GLIBC__) && (__GNUC__ >= 6) && !defined(NCALC_NO_CLONES)
+#if __GNUC__ >= 11 && !defined(NCALC_NO_AVX512)
+#define NCALC_SUM_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
 #define NCALC_SUM_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
 #else
 #define NCALC_SUM_CLONES
 #endif
@@ -26,6 +30,36 @@ NCALC_SUM_CLONES
 static void add_u16_row(uint32_t *restrict s, const uint16_t *restrict row, ptrdiff_t n)
 {
     for (ptrdiff_t c = 0; c < n; c++) s[c] += row[c];
+}
+
+/* s[c] = a[c] + b[c] for c < n. */
+NCALC_SUM_CLONES
+static void set_u16_rows(uint32_t *restrict s, const uint16_t *restrict a, const uint16_t *restrict b,
+                         ptrdiff_t n)
+{
+    for (ptrdiff_t c = 0; c < n; c++) s[c] = (uint32_t)a[c] + b[c];
+}
+
+/* Block sums of one block row of a uint16 image whose blocks hold at most
+ * 65537 pixels (each sum below 2^32): the fy rows from row0 on summed
+ * column by column, then each block's fx columns; o[j] = sum / count, as
+ * the 64-bit path (the same exact sums). */
+static void block_row_u16(const uint16_t *row0, ptrdiff_t cols, ptrdiff_t fy, ptrdiff_t fx, ptrdiff_t ww,
+                          double count, uint32_t *restrict s, double *restrict o)
+{
+    const ptrdiff_t wc = ww * fx;
+    if (fy == 1) {
+        for (ptrdiff_t c = 0; c < wc; c++) s[c] = row0[c];
+    } else {
+        set_u16_rows(s, row0, row0 + cols, wc);
+        for (ptrdiff_t r = 2; r < fy; r++) add_u16_row(s, row0 + r * cols, wc);
+    }
+    for (ptrdiff_t j = 0; j < ww; j++) {
+        const uint32_t *restrict b = s + j * fx;
+        uint32_t t = 0;
+        for (ptrdiff_t c = 0; c < fx; c++) t += b[c];
+        o[j] = (double)t / count;
+    }
 }
 
 int ncalc_block_mean(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
@@ -57,7 +91,9 @@ int ncalc_block_mean(const void *img, int dtype, ptrdiff_t rows, ptrdiff_t cols,
         for (ptrdiff_t i = 0; i < hh; i++) {
             if (!isum && !fsum) continue;
             double *o = out + i * ww;
-            if (isum) {
+            if (isum && fy * fx <= 65537) {
+                block_row_u16((const uint16_t *)img + i * fy * cols, cols, fy, fx, ww, count, s32, o);
+            } else if (isum) {
                 /* 32-bit column sums of at most 65537 rows (no overflow),
                  * vectorised, added into 64-bit ones */
                 memset(isum, 0, sizeof(uint64_t) * (size_t)wc);

@@ -1837,7 +1837,8 @@ def test_local_hessian_serial_identical_to_extension(serial_kernel, phantom_img)
 
 @pytest.mark.parametrize("shape,fy,fx", [((57, 43), 14, 14), ((56, 42), 14, 14), ((57, 43), 1, 1),
                                          ((57, 43), 3, 7), ((5, 9), 5, 9), ((5, 9), 6, 2),
-                                         ((71, 1003), 14, 14), ((33, 517), 3, 1)])  # long rows: vector loops
+                                         ((71, 1003), 14, 14), ((33, 517), 3, 1),  # long rows: vector loops
+                                         ((300, 260), 300, 250)])  # a block of > 65537 pixels: 64-bit sums
 def test_block_mean_matches_numpy(kern, shape, fy, fx):
     u = np.random.default_rng(51).integers(0, 65536, shape, dtype=np.uint16)
     f = _random_f32(shape, 52) * 1000
@@ -1852,6 +1853,16 @@ def test_block_mean_matches_numpy(kern, shape, fy, fx):
             np.testing.assert_allclose(got, ref, rtol=1e-12)
         for nt in (1, 2):
             np.testing.assert_array_equal(_kernel.block_mean(img, fy, fx, nt), got)
+
+
+def test_block_mean_of_blocks_whose_sums_pass_32_bits(kern):
+    # 300 x 250 pixels of 65535 sum to about 4.9e9: past 32 bits
+    img = np.full((300, 260), 65535, np.uint16)
+    img[::7, ::3] = 1
+    ref = img[:, :250].mean(dtype=np.float64)
+    for nt in (1, 2):
+        got = kern.block_mean(img, 300, 250, nt)
+        assert got.shape == (1, 1) and got[0, 0] == ref
 
 
 def test_block_mean_rejects_bad_input():
