@@ -219,6 +219,14 @@ static inline int have_avx512(void)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt");
 }
 
+/* The same with AVX512BW and AVX512VL (byte masks, 128-bit masked loads). */
+#define NCALC_TARGET_AVX512BW __attribute__((target("avx512f,avx512bw,avx512vl,popcnt")))
+
+static inline int have_avx512bw(void)
+{
+    return have_avx512() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+
 /* bracket_pass, 16 values at a time: the in-bracket lanes compressed to the
  * front and all 16 stored (mid: room for n floats; the store at mid + m,
  * m <= i, ends before mid + n). */
@@ -277,6 +285,46 @@ static void count_le2_avx512(const float *restrict a, ptrdiff_t n, float t1, flo
     }
     *c1 = s1;
     *c2 = s2;
+}
+
+/* One row of ncalc_tile_band at stride 1, 16 values at a time: for each
+ * of the gw tiles across the row (tile wide, the last one cut at cols),
+ * the row's values in the tile whose mask byte is nonzero (every value
+ * when mrow is NULL) appended in order to that tile's gathered values
+ * (buf + bc cap, cnt[bc] of them so far), and fin[bc] cleared if one is
+ * NaN or infinite: the same values, order, counts and flags as gather.
+ * Masked loads and stores: nothing is read past the row's cols values and
+ * mask bytes, nor stored past the values kept. */
+NCALC_TARGET_AVX512BW
+static void band_row_avx512(const float *restrict row, const uint8_t *restrict mrow, ptrdiff_t cols,
+                            ptrdiff_t tile, ptrdiff_t gw, float *restrict buf, size_t cap,
+                            ptrdiff_t *restrict cnt, int *restrict fin)
+{
+    const __m512 big = _mm512_set1_ps(FLT_MAX);
+    for (ptrdiff_t bc = 0; bc < gw; bc++) {
+        const ptrdiff_t c0 = bc * tile, c1 = c0 + tile < cols ? c0 + tile : cols;
+        float *restrict out = buf + (size_t)bc * cap + cnt[bc];
+        ptrdiff_t kept = 0;
+        __mmask16 bad = 0;
+        for (ptrdiff_t c = c0; c < c1; c += 16) {
+            const __mmask16 k = c1 - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (c1 - c)) - 1u);
+            __mmask16 in = k;
+            if (mrow) {
+                const __m128i mb = _mm_maskz_loadu_epi8(k, mrow + c);
+                in = _mm_test_epi8_mask(mb, mb);
+                if (!in) continue;
+            }
+            const __m512 v = _mm512_maskz_loadu_ps(in, row + c);
+            const int n_in = __builtin_popcount((unsigned)in);
+            _mm512_mask_storeu_ps(out + kept, (__mmask16)((1u << n_in) - 1u),
+                                  _mm512_maskz_compress_ps(in, v));
+            /* !(|v| <= FLT_MAX): infinite or NaN */
+            bad |= _mm512_mask_cmp_ps_mask(in, _mm512_abs_ps(v), big, _CMP_NLE_UQ);
+            kept += n_in;
+        }
+        cnt[bc] += kept;
+        if (bad) fin[bc] = 0;
+    }
 }
 #endif
 #endif
@@ -1058,7 +1106,17 @@ void ncalc_tile_band(const float *x, ptrdiff_t rows, ptrdiff_t cols, const uint8
         s->cnt[bc] = 0;
         s->fin[bc] = 1;
     }
-    for (ptrdiff_t r = r0; r < r1; r += stride)
+#ifdef NCALC_AVX512
+    /* row by row, every tile's part at once */
+    const int by_row = stride == 1 && have_avx512bw();
+    if (by_row)
+        for (ptrdiff_t r = r0; r < r1; r++)
+            band_row_avx512(x + r * cols, mask ? mask + (r - mask_r0) * mask_ld : NULL, cols, tile, gw,
+                            s->buf, s->cap, s->cnt, s->fin);
+#else
+    const int by_row = 0;
+#endif
+    for (ptrdiff_t r = r0; r < r1 && !by_row; r += stride)
         for (ptrdiff_t bc = 0; bc < gw; bc++) {
             const ptrdiff_t c0 = bc * tile, c1 = c0 + tile < cols ? c0 + tile : cols;
             int finite;

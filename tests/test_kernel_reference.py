@@ -1779,6 +1779,36 @@ def test_noise_with_nans_and_infinities(kern):
     assert grid[1, 1] == np.float32(ref_mad(x[64:128, 64:128].ravel()))
 
 
+@pytest.mark.parametrize("tile", [7, 15, 16, 17, 33, 43, 64])
+def test_tile_noise_reads_only_the_masked_values(kern, tile):
+    """A tile's noise is that of its masked values alone, gathered row by
+    row across the tiles: NaN and infinities outside the mask change
+    nothing; inside it they are counted (the radix selection, as numpy
+    orders them). The mask is made of 7-pixel blocks, as the breast
+    mask's are, with single pixels flipped; the tiles' rows are of every
+    length around whole vectors of 16, and the last column of tiles is
+    cut short."""
+    rng = np.random.default_rng(tile)
+    for x in _noise_images()[:3]:
+        h, w = x.shape
+        blocks = rng.random((-(-h // 7), -(-w // 7))) < 0.6
+        mask = np.kron(blocks, np.ones((7, 7), np.uint8))[:h, :w].astype(np.uint8)
+        mask[rng.random((h, w)) < 0.05] ^= 1
+        want = ref_tile_mad(x, tile, mask, 2)
+        y = x.copy()
+        out = np.flatnonzero(mask.ravel() == 0)
+        y.ravel()[out[::5]] = np.nan
+        y.ravel()[out[2::9]] = np.inf
+        y.ravel()[out[4::13]] = -np.inf
+        for nt in (1, 2):
+            np.testing.assert_array_equal(kern.tile_noise(y, tile, mask, 2, nt), want)
+        z = x.copy()
+        inside = np.flatnonzero(mask.ravel())
+        z.ravel()[inside[:: len(inside) // 6]] = [np.inf, -np.inf, np.nan, np.inf, np.nan, -np.inf,
+                                                  np.inf][: len(inside[:: len(inside) // 6])]
+        np.testing.assert_array_equal(kern.tile_noise(z, tile, mask, 2, 2), ref_tile_mad(z, tile, mask, 2))
+
+
 # ----------------------------------------------------------------------------
 # local Hessian and block means
 # ----------------------------------------------------------------------------
