@@ -71,6 +71,20 @@ static inline int have_avx2(void)
 {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
 }
+
+/* The scan's threshold test also has an AVX-512 (F, BW, VL) version, taken
+ * before the AVX2 one when the CPU has it (GCC >= 11; NCALC_NO_AVX512
+ * leaves it out). The same comparisons, so the same bits. */
+#if __GNUC__ >= 11 && !defined(NCALC_NO_AVX512)
+#define NCALC_AVX512 1
+#define NCALC_TARGET_AVX512BW __attribute__((target("avx512f,avx512bw,avx512vl,avx2,popcnt")))
+
+static inline int have_avx512bw(void)
+{
+    return have_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
+}
+#endif
 #endif
 
 #define NMS_CHUNK 64
@@ -614,6 +628,53 @@ static ptrdiff_t peaks_of_row_avx2(const float *resp, ptrdiff_t rows, ptrdiff_t 
     return m;
 }
 
+#ifdef NCALC_AVX512
+/* scan_fast_avx2's threshold and mask test of a row's whole words of 32
+ * pixels (the first cols / 32), 64 pixels at a time, then 32: each word's
+ * bits stored in words[w], and the index (4 w + j) of each of its bytes j
+ * that is not 0 in nzw, in order (the number of them returned; nothing is
+ * stored past them). *nan set when one of the pixels is NaN. The same
+ * comparisons as the AVX2 loop: the same words and list. */
+NCALC_TARGET_AVX512BW __attribute__((noinline))
+static ptrdiff_t row_bits_avx512(const float *restrict row, const float *restrict thr,
+                                 const uint8_t *restrict mrow, ptrdiff_t cols, uint32_t *restrict words,
+                                 int32_t *restrict nzw, int *nan)
+{
+    const ptrdiff_t nw = cols / 32;
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __mmask16 un = 0;
+    ptrdiff_t nz = 0, w = 0;
+    for (; w < nw; w += 2) {
+        const int two = w + 2 <= nw; /* 64 pixels, or the last 32 */
+        const ptrdiff_t c = 32 * w;
+        uint64_t bits = 0;
+        for (int q = 0; q < (two ? 4 : 2); q += 2) {
+            const __m512 v0 = _mm512_loadu_ps(row + c + 16 * q), v1 = _mm512_loadu_ps(row + c + 16 * q + 16);
+            bits |= ((uint64_t)_mm512_cmp_ps_mask(v0, _mm512_loadu_ps(thr + c + 16 * q), _CMP_GT_OQ) |
+                     (uint64_t)_mm512_cmp_ps_mask(v1, _mm512_loadu_ps(thr + c + 16 * q + 16), _CMP_GT_OQ) << 16)
+                    << (16 * q);
+            un |= _mm512_cmp_ps_mask(v0, v1, _CMP_UNORD_Q);
+        }
+        if (mrow) {
+            const __mmask64 k = two ? ~(__mmask64)0 : (__mmask64)0xffffffffu;
+            const __m512i m = _mm512_maskz_loadu_epi8(k, mrow + c);
+            bits &= (uint64_t)_mm512_test_epi8_mask(m, m);
+        }
+        words[w] = (uint32_t)bits;
+        if (two) words[w + 1] = (uint32_t)(bits >> 32);
+        /* the bytes that are not 0, as byte indices */
+        const __m128i b = _mm_cvtsi64_si128((long long)bits);
+        const __mmask8 nzb = (__mmask8)(_mm_test_epi8_mask(b, b) & 0xffu);
+        const int n_nz = __builtin_popcount((unsigned)nzb);
+        _mm256_mask_storeu_epi32(nzw + nz, (__mmask8)((1u << n_nz) - 1u),
+                                 _mm256_maskz_compress_epi32(nzb, _mm256_add_epi32(lanes, _mm256_set1_epi32((int)(4 * w)))));
+        nz += n_nz;
+    }
+    *nan |= un != 0;
+    return nz;
+}
+#endif
+
 /* scan_fast with AVX2, without a branch on the data but at the edges. The
  * threshold and mask test of 32 pixels at a time (the NaN test two vectors
  * a comparison: unordered is true when either is NaN) gives a word of bits;
@@ -635,6 +696,9 @@ static void scan_fast_avx2(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, floa
     ptrdiff_t next = ra;    /* the next row whose candidates are looked at */
     ptrdiff_t thr_row = -1; /* the grid row thr holds */
     const ptrdiff_t rend = rb + (radius > 1 ? radius : 1);
+#ifdef NCALC_AVX512
+    const int avx512 = have_avx512bw();
+#endif
     out->n = 0;
     cand->start[0] = 0;
     for (ptrdiff_t r = ra; r < rend; r++) {
@@ -652,6 +716,13 @@ static void scan_fast_avx2(const nms_args_t *A, ptrdiff_t ra, ptrdiff_t rb, floa
             __m256 un = _mm256_setzero_ps();
             int bad = 0;
             ptrdiff_t c = 0, w = 0;
+#ifdef NCALC_AVX512
+            if (avx512) {
+                nz = row_bits_avx512(row, thr, mrow, cols, words, nzw, &bad);
+                w = cols / 32;
+                c = 32 * w;
+            }
+#endif
             for (; c + 32 <= cols; c += 32, w++) {
                 const __m256 v0 = _mm256_loadu_ps(row + c), v1 = _mm256_loadu_ps(row + c + 8);
                 const __m256 v2 = _mm256_loadu_ps(row + c + 16), v3 = _mm256_loadu_ps(row + c + 24);
