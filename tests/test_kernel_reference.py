@@ -16,6 +16,7 @@ import ctypes
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -1778,6 +1779,49 @@ def test_noise_with_nans_and_infinities(kern):
     assert grid[0, 0] == np.float32(ref_mad(x[:64, :64].ravel()))
     assert grid[1, 1] == np.float32(ref_mad(x[64:128, 64:128].ravel()))
 
+
+
+def _at_page_end(a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` (C order) that ends at a page whose next page may
+    not be touched: a read past its last byte kills the process (Linux)."""
+    import mmap
+
+    page = mmap.PAGESIZE
+    pages = -(-a.nbytes // page)
+    mm = mmap.mmap(-1, (pages + 1) * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    assert libc.mprotect(base + pages * page, page, 0) == 0, os.strerror(ctypes.get_errno())
+    out = np.frombuffer(mm, dtype=a.dtype, count=a.size, offset=pages * page - a.nbytes).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="guard pages with mprotect (Linux)")
+@pytest.mark.parametrize("cols", [31, 33, 63, 64, 65, 95, 100])
+def test_noise_and_peak_scans_read_nothing_past_their_arrays(cols):
+    """The vector loops of the tile noise and the peak scan (AVX-512 where
+    the CPU has it: masked loads at the rows' ends) read nothing past the
+    last row of the response or of the mask: with the page after each
+    unreadable they run, and give what ordinary copies give."""
+    rng = np.random.default_rng(cols)
+    resp = _random_f32((37, cols), cols)
+    mask = (rng.random((37, cols)) > 0.3).astype(np.uint8)
+    mask[5:20, : cols // 2] = 1  # runs inside the mask, as the breast's
+    r2, m2 = _at_page_end(resp), _at_page_end(mask)
+    for tile in (7, 16, 17, 43):
+        for m, mm in ((None, None), (mask, m2)):
+            for nt in (1, 2):
+                np.testing.assert_array_equal(_kernel.tile_noise(r2, tile, mm, 2, nt),
+                                              _kernel.tile_noise(resp, tile, m, 2, nt))
+        grid = _kernel.tile_noise(resp, tile, mask, 2, 1)
+        grid[~np.isfinite(grid)] = 1.0
+        for radius in (1, 2, 5):
+            got = _kernel.nms(r2, 0.5, radius, m2, grid, tile, 2)
+            want = _kernel.nms(resp, 0.5, radius, mask, grid, tile, 2)
+            for x, y in zip(got, want):
+                np.testing.assert_array_equal(x, y)
 
 @pytest.mark.parametrize("tile", [7, 15, 16, 17, 33, 43, 64])
 def test_tile_noise_reads_only_the_masked_values(kern, tile):
