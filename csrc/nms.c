@@ -1043,25 +1043,6 @@ static void block_rows(const blocks_t *B, ptrdiff_t ra, ptrdiff_t rb, ptrdiff_t 
     }
 }
 
-/* Share j of nj of the rows [r0, r0 + n) of the response (those that
- * exist) asked into the cache at once: noise_nms reads the band this
- * thread is likely to take next while it scans this one (the first read
- * of a band is otherwise a stall on memory; in bursts, which measured
- * faster here than a row ahead per row scanned). */
-static void prefetch_share(const float *resp, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t r0, ptrdiff_t n,
-                           ptrdiff_t j, ptrdiff_t nj)
-{
-#if defined(__GNUC__)
-    if (r0 >= rows) return;
-    if (r0 + n > rows) n = rows - r0;
-    const float *p = resp + r0 * cols; /* the rows are contiguous */
-    const ptrdiff_t len = n * cols, i1 = len * (j + 1) / nj;
-    for (ptrdiff_t i = len * j / nj; i < i1; i += 16) __builtin_prefetch(p + i, 0, 3);
-#else
-    (void)resp; (void)rows; (void)cols; (void)r0; (void)n; (void)j; (void)nj;
-#endif
-}
-
 /* ------------------------------------------------------------------------
  * Top: the peaks that cannot be among the `top` highest SNRs (ncalc.h).
  *
@@ -1305,13 +1286,6 @@ static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, co
         uint8_t *bm = B ? ncalc_buffer_get((size_t)(band * cols)) : NULL;
         if (!ts || (B && !bm)) S.failed = 1;
         nms_args_t Ab = A;
-        /* bands are taken in turn: this thread's next one is likely a
-         * team's worth of bands down */
-#ifdef _OPENMP
-        const ptrdiff_t ahead = (ptrdiff_t)omp_get_num_threads() * tile;
-#else
-        const ptrdiff_t ahead = tile;
-#endif
 #pragma omp for schedule(dynamic, 1)
         for (ptrdiff_t br = 0; br < gh; br++) {
             if (S.failed) {
@@ -1341,7 +1315,6 @@ static ptrdiff_t noise_nms(const float *resp, ptrdiff_t rows, ptrdiff_t cols, co
             for (ptrdiff_t j = 0; j < per_band; j++) {
                 const ptrdiff_t ra = br * tile + j * NMS_CHUNK;
                 if (ra >= r_end) break;
-                prefetch_share(resp, rows, cols, br * tile + ahead, band, j, per_band);
                 const ptrdiff_t rb = ra + NMS_CHUNK < r_end ? ra + NMS_CHUNK : r_end;
                 peaks_t *p = &chunks[br * per_band + j];
                 if (W) {
