@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,16 +23,37 @@ def _cc():
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
-@pytest.mark.parametrize("openmp", [False, True])
-def test_c_kernel_under_sanitizers(tmp_path, openmp):
+@pytest.fixture(scope="module")
+def sanitizer_builds(tmp_path_factory):
+    """Both builds, started together on first use (each build's files
+    compile in parallel too: on 2 cores the pair takes about as long as
+    the OpenMP build alone, whose filters.c sets the floor), as
+    ``{openmp: (executable, compiler result)}`` futures; None without a
+    compiler."""
     cc = _cc()
     if cc is None:
+        yield None
+        return
+    srcs = sorted(str(p) for p in (ROOT / "csrc").glob("*.c")) + [str(ROOT / "tests" / "c" / "test_kernel.c")]
+    base = ["-O1", "-g", "-std=c99", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+            "-fno-omit-frame-pointer"]
+
+    def build(openmp):
+        exe = tmp_path_factory.mktemp(f"sanitizer-omp{int(openmp)}") / "ncalc_test"
+        flags = base + (["-fopenmp"] if openmp else ["-DNCALC_NO_CLONES"])
+        return exe, build_c(cc, flags, srcs, exe, include=ROOT / "csrc")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        # the longer (OpenMP, with the clones) first
+        futures = {True: pool.submit(build, True), False: pool.submit(build, False)}
+        yield futures
+
+
+@pytest.mark.parametrize("openmp", [False, True])
+def test_c_kernel_under_sanitizers(sanitizer_builds, openmp):
+    if sanitizer_builds is None:
         pytest.skip("no C compiler")
-    exe = tmp_path / "ncalc_test"
-    srcs = sorted(str(p) for p in (ROOT / "csrc").glob("*.c"))
-    flags = ["-O1", "-g", "-std=c99", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
-             "-fno-omit-frame-pointer"] + (["-fopenmp"] if openmp else ["-DNCALC_NO_CLONES"])
-    build = build_c(cc, flags, [*srcs, str(ROOT / "tests" / "c" / "test_kernel.c")], exe, include=ROOT / "csrc")
+    exe, build = sanitizer_builds[openmp].result()
     if build.returncode != 0 and ("sanitize" in build.stderr or "asan" in build.stderr.lower()
                                   or (openmp and "omp" in build.stderr)):
         pytest.skip(f"compiler lacks the sanitizer/OpenMP runtime: {build.stderr[-300:]}")
