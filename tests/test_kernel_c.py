@@ -25,11 +25,11 @@ def _cc():
 
 @pytest.fixture(scope="module")
 def sanitizer_builds(tmp_path_factory):
-    """Both builds, started together on first use (each build's files
-    compile in parallel too: on 2 cores the pair takes about as long as
-    the OpenMP build alone, whose filters.c sets the floor), as
-    ``{openmp: (executable, compiler result)}`` futures; None without a
-    compiler."""
+    """Both builds, started together on first use, as ``{openmp:
+    (executable, compiler result)}`` futures; None without a compiler.
+    (Each build's files compile in parallel too; on 2 cores the pair took
+    48-51 s this way against 60 s one after the other: the OpenMP build's
+    filters.c, with its clones, is most of either.)"""
     cc = _cc()
     if cc is None:
         yield None
@@ -38,10 +38,12 @@ def sanitizer_builds(tmp_path_factory):
     base = ["-O1", "-g", "-std=c99", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
             "-fno-omit-frame-pointer"]
 
+    # (the folders made here: tmp_path_factory is not for other threads)
+    exes = {omp: tmp_path_factory.mktemp(f"sanitizer-omp{int(omp)}") / "ncalc_test" for omp in (True, False)}
+
     def build(openmp):
-        exe = tmp_path_factory.mktemp(f"sanitizer-omp{int(openmp)}") / "ncalc_test"
         flags = base + (["-fopenmp"] if openmp else ["-DNCALC_NO_CLONES"])
-        return exe, build_c(cc, flags, srcs, exe, include=ROOT / "csrc")
+        return exes[openmp], build_c(cc, flags, srcs, exes[openmp], include=ROOT / "csrc")
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         # the longer (OpenMP, with the clones) first
