@@ -57,13 +57,22 @@ def _compiler_supports_openmp(compiler) -> bool:
 
 
 def _build_jobs() -> int:
-    """Compiler processes to run at once: NAPARI_CALC_BUILD_JOBS, else the CPUs."""
-    value = os.environ.get("NAPARI_CALC_BUILD_JOBS", "")
+    """Compiler processes to run at once: NAPARI_CALC_BUILD_JOBS (below 1:
+    one), else the CPUs this process may use. A value that is not a whole
+    number is named on stderr and the CPUs are used."""
     try:
-        jobs = int(value) if value else len(os.sched_getaffinity(0))
-    except (ValueError, AttributeError):
-        jobs = os.cpu_count() or 1
-    return max(1, jobs)
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # (not Linux)
+        cpus = os.cpu_count() or 1
+    value = os.environ.get("NAPARI_CALC_BUILD_JOBS", "").strip()
+    if not value:
+        return max(1, cpus)
+    try:
+        return max(1, int(value))
+    except ValueError:
+        print(f"napari-calc: NAPARI_CALC_BUILD_JOBS={value!r} is not a whole number; "
+              f"compiling with {cpus} jobs", file=sys.stderr)
+        return max(1, cpus)
 
 
 def _compile_in_parallel(compiler, jobs: int) -> None:

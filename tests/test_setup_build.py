@@ -96,3 +96,12 @@ def test_build_jobs_default_to_the_usable_cpus(setup_py, monkeypatch):
 
     monkeypatch.delenv("NAPARI_CALC_BUILD_JOBS", raising=False)
     assert setup_py["_build_jobs"]() == len(os.sched_getaffinity(0))
+
+
+def test_build_jobs_not_a_number_is_named_and_the_cpus_used(setup_py, monkeypatch, capsys):
+    import os
+
+    monkeypatch.setenv("NAPARI_CALC_BUILD_JOBS", "four")
+    assert setup_py["_build_jobs"]() == len(os.sched_getaffinity(0))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NAPARI_CALC_BUILD_JOBS='four' is not a whole number" in err[0]
