@@ -141,7 +141,8 @@ static void column_sums(const void *img, int dtype, const ptrdiff_t *rowoff, con
 #define NCALC_HAVX2 1
 #define NCALC_TARGET_AVX2 __attribute__((target("avx2")))
 
-static inline int have_avx2(void) { return __builtin_cpu_supports("avx2"); }
+/* 0 or 1: __builtin_cpu_supports returns the feature's bit, not 1 */
+static inline int have_avx2(void) { return __builtin_cpu_supports("avx2") != 0; }
 
 /* acc += w * x for the two halves lo, hi */
 #define ACC2(acc, w, lo, hi)                                                   \
@@ -260,7 +261,7 @@ static void column_sums_f32_avx2(const float *img, const ptrdiff_t *rowoff, ptrd
 #define NCALC_HAVX512 1
 #define NCALC_TARGET_AVX512 __attribute__((target("avx512f")))
 
-static inline int have_avx512(void) { return __builtin_cpu_supports("avx512f"); }
+static inline int have_avx512(void) { return __builtin_cpu_supports("avx512f") != 0; }
 
 /* acc += w * x for the two halves lo, hi */
 #define ACC2X(acc, w, lo, hi)                                                  \
