@@ -295,6 +295,28 @@ def make_stack(shape, sp):
     return st
 
 
+def cpu_description() -> str:
+    """The CPU's model and the widest vector instructions the kernel can
+    take on it, e.g. "AMD EPYC (family 25, model 1), AVX2, no AVX-512":
+    the kernel's AVX-512, AVX2 and SSE2 paths differ in speed, so a run's
+    figures belong to the instruction set as much as to the model."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+                if not line.strip():
+                    break  # the first CPU's block
+    except OSError:
+        return platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
+    isa = ("AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags
+           else "no AVX2" if flags else "instruction sets unknown")
+    return (f"{info.get('model name', platform.processor() or platform.machine())} "
+            f"(family {info.get('cpu family', '?')}, model {info.get('model', '?')}), {isa}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5, help="runs per median (default 5)")
@@ -309,12 +331,14 @@ def main(argv=None):
     print(f"# machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, python "
           f"{platform.python_version()}, numpy {np.__version__}")
+    cpu_model = cpu_description()
+    print(f"# CPU: {cpu_model}")
     print(f"# kernel: OpenMP {_kernel.openmp_enabled()}, {_kernel.max_threads()} threads by default")
     (big, sp_big), (mid, sp_mid), (stack_shape, stack_sp) = make_images(args.quick)
     print(f"{'':44s} {'image':14s} {'wall ms':>10s} {'CPU ms':>10s}  (medians; CPU = all threads)")
 
     rows = []  # (label, image, seconds, note)
-    fig = {}
+    fig = {"cpu": cpu_model}
 
     def rec(key, label, image, secs, note="", cpu=None):
         fig[key] = secs

@@ -33,6 +33,10 @@ def test_speed_benchmark_quick_run(tmp_path):
     assert bpp > 0 or (math.isnan(bpp) and not Path("/proc/self/clear_refs").exists())
     assert fig["big.faults_per_call"] >= 0
     assert "minor page faults per detect call" in res.stdout
+    # the CPU and its widest vector instructions, in the header and the figures
+    assert f"# CPU: {fig['cpu']}\n" in res.stdout
+    if Path("/proc/cpuinfo").exists() and "flags" in Path("/proc/cpuinfo").read_text():
+        assert fig["cpu"].endswith(("AVX-512", "AVX2, no AVX-512", "no AVX2")), fig["cpu"]
 
 
 def test_interleaved_timing_settles_each_function():
