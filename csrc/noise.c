@@ -205,6 +205,63 @@ static void count_le2_avx2(const float *restrict a, ptrdiff_t n, float t1, float
     *c2 = s2;
 }
 
+/* One row of ncalc_tile_band at stride 1, 8 values at a time (the AVX2
+ * twin of band_row_avx512 below): for each of the gw tiles across the row,
+ * the row's values in the tile whose mask byte is nonzero (every value when
+ * mrow is NULL) appended in order to that tile's gathered values (buf + bc
+ * cap, cnt[bc] of them so far), and fin[bc] cleared if one is NaN or
+ * infinite: the same values, order, counts and flags as gather. The kept
+ * lanes of 8 are moved to the front by a permutation and all 8 stored; the
+ * other lanes land where the tile's next values go. That stays inside the
+ * tile's room: a block of 8 starts at most at the count of the tile's
+ * pixels before it, and cap counts all of them, so the store ends at or
+ * before cap. Each tile's last columns (fewer than 8) go one at a time.
+ * Nothing is read past the row's cols values and mask bytes. */
+NCALC_TARGET_AVX2
+static void band_row_avx2(const float *restrict row, const uint8_t *restrict mrow, ptrdiff_t cols,
+                          ptrdiff_t tile, ptrdiff_t gw, float *restrict buf, size_t cap,
+                          ptrdiff_t *restrict cnt, int *restrict fin)
+{
+    const __m256 big = _mm256_set1_ps(FLT_MAX);
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    const __m128i zero = _mm_setzero_si128();
+    for (ptrdiff_t bc = 0; bc < gw; bc++) {
+        const ptrdiff_t c0 = bc * tile, c1 = c0 + tile < cols ? c0 + tile : cols;
+        float *restrict out = buf + (size_t)bc * cap + cnt[bc];
+        ptrdiff_t kept = 0, c = c0;
+        unsigned bad = 0;
+        for (; c + 8 <= c1; c += 8) {
+            unsigned in = 0xffu;
+            if (mrow) {
+                const __m128i mb = _mm_loadl_epi64((const __m128i *)(const void *)(mrow + c));
+                in = ~(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(mb, zero)) & 0xffu;
+                if (!in) continue;
+            }
+            const __m256 v = _mm256_loadu_ps(row + c);
+            /* !(|v| <= FLT_MAX): infinite or NaN */
+            bad |= in & (unsigned)_mm256_movemask_ps(
+                            _mm256_cmp_ps(_mm256_and_ps(v, absmask), big, _CMP_NLE_UQ));
+            if (in == 0xffu) {
+                _mm256_storeu_ps(out + kept, v);
+                kept += 8;
+            } else {
+                const __m256i perm = _mm256_srlv_epi32(_mm256_set1_epi32((int)compact8[in]), shifts);
+                _mm256_storeu_ps(out + kept, _mm256_permutevar8x32_ps(v, perm));
+                kept += __builtin_popcount(in);
+            }
+        }
+        for (; c < c1; c++) {
+            const int in = mrow ? mrow[c] != 0 : 1;
+            out[kept] = row[c];
+            kept += in;
+            bad |= (unsigned)(in & !(fabsf(row[c]) <= FLT_MAX));
+        }
+        cnt[bc] += kept;
+        if (bad) fin[bc] = 0;
+    }
+}
+
 /* AVX-512 (AVX512F) versions of the same three loops, 16 values at a time,
  * chosen before the AVX2 ones when the CPU has it (GCC >= 11;
  * NCALC_NO_AVX512 leaves them out, so that the AVX2 ones can be tested on
@@ -1106,15 +1163,23 @@ void ncalc_tile_band(const float *x, ptrdiff_t rows, ptrdiff_t cols, const uint8
         s->cnt[bc] = 0;
         s->fin[bc] = 1;
     }
+    /* row by row, every tile's part at once (AVX-512, else AVX2) */
+    int by_row = 0;
 #ifdef NCALC_AVX512
-    /* row by row, every tile's part at once */
-    const int by_row = stride == 1 && have_avx512bw();
-    if (by_row)
+    if (stride == 1 && have_avx512bw()) {
+        by_row = 1;
         for (ptrdiff_t r = r0; r < r1; r++)
             band_row_avx512(x + r * cols, mask ? mask + (r - mask_r0) * mask_ld : NULL, cols, tile, gw,
                             s->buf, s->cap, s->cnt, s->fin);
-#else
-    const int by_row = 0;
+    }
+#endif
+#ifdef NCALC_AVX2
+    if (!by_row && stride == 1 && have_avx2()) {
+        by_row = 1;
+        for (ptrdiff_t r = r0; r < r1; r++)
+            band_row_avx2(x + r * cols, mask ? mask + (r - mask_r0) * mask_ld : NULL, cols, tile, gw,
+                          s->buf, s->cap, s->cnt, s->fin);
+    }
 #endif
     for (ptrdiff_t r = r0; r < r1 && !by_row; r += stride)
         for (ptrdiff_t bc = 0; bc < gw; bc++) {
