@@ -1,12 +1,13 @@
 """Run the kernel's instruction-set dispatch sites and save what they return.
 
 ``python tests/_cpu_worker.py IN.npz OUT.npz`` calls ``napari_calc.detect``
-and the kernel functions whose C picks an AVX-512, AVX2 or plain path on the CPU it
-runs on (``__builtin_cpu_supports``, ``target_clones``), at 1 and 2
-threads, on the images in ``IN.npz`` (``make_inputs``), and saves every
-result array in ``OUT.npz``. test_kernel_cpus.py runs it natively and under ``qemu-x86_64 -cpu MODEL`` (a CPU without
-AVX-512, or without AVX) and compares the files. The inputs are small so
-that an emulated run takes seconds.
+and the kernel functions whose C picks an AVX-512, AVX2 or plain path on
+the CPU it runs on (``__builtin_cpu_supports``, ``target_clones``), at 1
+and 2 threads, on the images in ``IN.npz`` (``make_inputs``), and saves
+every result array in ``OUT.npz``. test_kernel_cpus.py runs it natively
+and under ``qemu-x86_64 -cpu MODEL`` (a CPU without AVX-512, or without
+AVX) and compares the files. The inputs are small so that an emulated
+run takes seconds.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def run_all(inputs) -> dict[str, np.ndarray]:
         rows = np.array([40, 41, 200, 3, 396, 150], np.int32)
         cols = np.array([50, 51, 160, 2, 325, 20], np.int32)
         for dt, img in (("u16", u16), ("f32", f32)):
-            # sigma 6 and 9: windows of 16 columns and more (AVX-512 for uint16)
+            # sigma 0.9: a window of 9 columns (AVX2 sums); 2.5 and up: 21 or
+            # more (AVX-512 for uint16 where the CPU has it)
             for s in (0.9, 2.5, 6.0, 9.0):
                 sg = np.full(len(rows), s, np.float32)
                 out[f"t{nt}/hess/{dt}/{s}"] = np.asarray(_kernel.local_hessian(img, rows, cols, sg, 4.0, nt))

@@ -56,8 +56,8 @@ pytestmark = [
 
 def _run(prefix: list[str], inputs: Path, out: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([*prefix, sys.executable, str(WORKER), str(inputs), str(out)], capture_output=True, text=True,
-                          env=env, timeout=600)
+    return subprocess.run([*prefix, sys.executable, str(WORKER), str(inputs), str(out)],
+                          capture_output=True, text=True, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")
