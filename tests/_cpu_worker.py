@@ -1,6 +1,7 @@
 """Run the kernel's instruction-set dispatch sites and save what they return.
 
-``python tests/_cpu_worker.py IN.npz OUT.npz`` calls ``napari_calc.detect``
+``python tests/_cpu_worker.py --inputs IN.npz`` makes the images
+(``make_inputs``); ``python tests/_cpu_worker.py IN.npz OUT.npz`` calls ``napari_calc.detect``
 and the kernel functions whose C picks an AVX-512, AVX2 or plain path on
 the CPU it runs on (``__builtin_cpu_supports``, ``target_clones``), at 1
 and 2 threads, on the images in ``IN.npz`` (``make_inputs``), and saves
@@ -84,4 +85,7 @@ def run_all(inputs) -> dict[str, np.ndarray]:
 
 
 if __name__ == "__main__":
-    np.savez(sys.argv[2], **run_all(sys.argv[1]))
+    if sys.argv[1] == "--inputs":
+        make_inputs(sys.argv[2])
+    else:
+        np.savez(sys.argv[2], **run_all(sys.argv[1]))

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _background import BACKGROUND, job  # (pytest puts tests/ on sys.path for this file)
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a source tree without installing
@@ -25,15 +26,21 @@ if str(ROOT) not in sys.path:  # run from a source tree without installing
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-@pytest.fixture(scope="session")
-def serial_kernel(tmp_path_factory):
-    """The kernel's C built without OpenMP and without the AVX2/AVX-512
-    clones, loaded with ctypes (``test_kernel_reference.SerialKernel``):
-    built once for the session here, as a fixture defined in one module
-    and imported into others would be built once in each."""
+@job("serial_kernel")
+def _build_serial_kernel(folder: Path, run):
     from test_kernel_reference import build_serial_kernel
 
-    return build_serial_kernel(tmp_path_factory.mktemp("serial_kernel"))
+    return build_serial_kernel(folder, run=run)
+
+
+@pytest.fixture(scope="session")
+def serial_kernel():
+    """The kernel's C built without OpenMP and without the AVX2/AVX-512
+    clones, loaded with ctypes (``test_kernel_reference.SerialKernel``):
+    built once for the session here (in the background from the start:
+    see _background.py), as a fixture defined in one module and imported
+    into others would be built once in each."""
+    return BACKGROUND.result("serial_kernel")
 
 
 @pytest.fixture
@@ -86,6 +93,21 @@ def pytest_runtest_makereport(item, call):
         saved = _save_failure_screenshots(item)
         if saved:
             rep.sections.append(("napari screenshots", "\n".join(saved)))
+
+
+def pytest_collection_finish(session):
+    """Start the background jobs (_background.py) of the fixtures that
+    the selected tests use."""
+    if session.config.option.collectonly:
+        return
+    used = set()
+    for item in session.items:
+        used.update(getattr(item, "fixturenames", ()))
+    BACKGROUND.start(sorted(used))
+
+
+def pytest_unconfigure(config):
+    BACKGROUND.stop()
 
 
 def pytest_collection_modifyitems(config, items):

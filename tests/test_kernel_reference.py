@@ -305,10 +305,11 @@ class SerialKernel:
         return out
 
 
-def build_serial_kernel(folder: Path) -> SerialKernel:
+def build_serial_kernel(folder: Path, run=None) -> SerialKernel:
     """``csrc/*.c`` built into ``folder`` without OpenMP and loaded with
     ctypes (the ``serial_kernel`` fixture of conftest.py: one build for the
-    whole session, whichever module asks first)."""
+    whole session, whichever module asks first); ``run`` runs the compiler
+    calls (``build_c``'s)."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler to build the serial kernel")
@@ -317,7 +318,8 @@ def build_serial_kernel(folder: Path) -> SerialKernel:
     # the flags of setup.py, without -fopenmp, and without the AVX2 clones
     # (so that comparing with the extension also checks that the SSE2 and
     # AVX2 code paths give bit-identical results)
-    res = build_c(cc, ["-O3", "-std=c99", "-DNCALC_NO_CLONES"], srcs, out, shared=True, include=CSRC)
+    res = build_c(cc, ["-O3", "-std=c99", "-DNCALC_NO_CLONES"], srcs, out, shared=True, include=CSRC,
+                  **({"run": run} if run else {}))
     assert res.returncode == 0, res.stderr
     k = SerialKernel(out)
     assert not k.openmp_enabled()
