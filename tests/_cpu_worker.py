@@ -1,11 +1,11 @@
 """Run the kernel's instruction-set dispatch sites and save what they return.
 
 ``python tests/_cpu_worker.py --inputs IN.npz`` makes the images
-(``make_inputs``); ``python tests/_cpu_worker.py IN.npz OUT.npz`` calls ``napari_calc.detect``
-and the kernel functions whose C picks an AVX-512, AVX2 or plain path on
-the CPU it runs on (``__builtin_cpu_supports``, ``target_clones``), at 1
-and 2 threads, on the images in ``IN.npz`` (``make_inputs``), and saves
-every result array in ``OUT.npz``. test_kernel_cpus.py runs it natively
+(``make_inputs``); ``python tests/_cpu_worker.py IN.npz OUT.npz`` calls
+``napari_calc.detect`` and the kernel functions whose C picks an
+AVX-512, AVX2 or plain path on the CPU it runs on
+(``__builtin_cpu_supports``, ``target_clones``), at 1 and 2 threads, on
+those images, and saves every result array in ``OUT.npz``. test_kernel_cpus.py runs it natively
 and under ``qemu-x86_64 -cpu MODEL`` (a CPU without AVX-512, or without
 AVX) and compares the files. The inputs are small so that an emulated
 run takes seconds.
