@@ -19,7 +19,9 @@ started (its tests not selected) starts when its fixture asks for it.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -71,8 +73,10 @@ class Background:
         with self._lock:
             if self._stopped:
                 raise RuntimeError("the test session is over")
+            # a process group of its own: killing the compiler driver alone
+            # would leave its cc1 running, holding the pipes open
             proc = subprocess.Popen([*(_NICE if nice else []), *map(str, cmd)], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, **kw)
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
             jb.procs.add(proc)
         try:
             out, err = proc.communicate()
@@ -113,7 +117,10 @@ class Background:
     def _kill(self, jb: _Job) -> None:
         with self._lock:
             for proc in jb.procs:
-                proc.kill()
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:  # (already gone)
+                    pass
 
     def stop(self) -> None:
         """Kill the children still running, wait for the jobs, remove the

@@ -57,10 +57,16 @@ def test_a_job_error_reaches_the_fixture(jobs):
         jobs.result("bad")
 
 
+#: a child that starts a grandchild (as the compiler driver starts cc1),
+#: both holding the output pipes for a minute
+_TWO_LEVELS = ("import subprocess, sys, time; "
+               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
+
+
 def test_timeout_counts_from_the_request_and_kills_the_children(jobs):
     @bg.job("slow", timeout=1.0)
     def slow(folder, run):
-        return run([sys.executable, "-c", "import time; time.sleep(60)"])
+        return run([sys.executable, "-c", _TWO_LEVELS])
 
     jobs.start(["slow"])
     time.sleep(1.5)  # longer than the timeout, before anyone asks: no harm
@@ -68,5 +74,7 @@ def test_timeout_counts_from_the_request_and_kills_the_children(jobs):
     with pytest.raises(AssertionError, match="slow: not done 1 s after its test asked for it"):
         jobs.result("slow")
     assert 0.9 < time.monotonic() - t0 < 10
-    done = bg.JOBS["slow"].future.result(timeout=10)  # the child was killed, not left to sleep
+    # the child and its own child were killed: the job ends at once (with
+    # the grandchild left, it would wait on the pipes for the minute)
+    done = bg.JOBS["slow"].future.result(timeout=10)
     assert done.returncode != 0
